@@ -1,0 +1,118 @@
+extern crate std;
+
+use super::*;
+use proptest::prelude::*;
+use std::vec::Vec;
+
+fn roundtrip<'a, M>(msg: &M, buf: &'a mut [u8]) -> M
+where
+    M: Serialize + Deserialize<'a> + core::fmt::Debug + PartialEq,
+{
+    let n = encode(msg, buf).expect("encode").len();
+    decode::<M>(&buf[..n]).expect("decode")
+}
+
+#[test]
+fn init_with_checkpoint_round_trips() {
+    let ckpt = [1u8, 2, 3];
+    let msg = ToDriver::Init { generation: Generation(7), checkpoint: Some(&ckpt) };
+    let mut buf = [0u8; 64];
+    assert_eq!(roundtrip(&msg, &mut buf), msg);
+}
+
+#[test]
+fn unknown_version_is_refused_before_the_body() {
+    let mut buf = [0u8; 64];
+    let frame = postcard::to_slice(&(PROTOCOL_VERSION + 1, ToDriver::Ping { nonce: 1 }), &mut buf).unwrap();
+    assert_eq!(decode::<ToDriver<'_>>(frame), Err(WireError::UnknownVersion { got: PROTOCOL_VERSION + 1 }));
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut buf = [0u8; 64];
+    let n = encode(&ToDriver::Ping { nonce: 1 }, &mut buf).unwrap().len();
+    buf[n] = 0;
+    assert_eq!(decode::<ToDriver<'_>>(&buf[..=n]), Err(WireError::TrailingBytes { extra: 1 }));
+}
+
+#[test]
+fn empty_frame_is_truncated() {
+    assert_eq!(decode::<ToDriver<'_>>(&[]), Err(WireError::Truncated));
+}
+
+#[test]
+fn oversized_frame_is_refused() {
+    let big = std::vec![0u8; MAX_FRAME + 1];
+    assert_eq!(decode::<ToDriver<'_>>(&big), Err(WireError::Oversized { len: (MAX_FRAME + 1) as u32 }));
+    let body = std::vec![0u8; MAX_FRAME];
+    let msg = ClientToSup::Call { seq: 1, driver: "x", body: &body, acked_below: 0 };
+    assert_eq!(encode_vec(&msg).unwrap_err(), WireError::Oversized { len: encode_len(&msg) as u32 });
+}
+
+fn encode_len<M: Serialize>(m: &M) -> usize {
+    postcard::to_allocvec(&(PROTOCOL_VERSION, m)).unwrap().len()
+}
+
+#[test]
+fn small_buffer_is_reported() {
+    let mut buf = [0u8; 4];
+    let body = [0u8; 16];
+    let msg = SupToClient::Reply { seq: 1, body: &body };
+    assert_eq!(encode(&msg, &mut buf).unwrap_err(), WireError::BufferFull);
+}
+
+#[test]
+fn fault_plan_text_round_trips_and_rejects_garbage() {
+    let plan: FaultPlan = "after-effect:3:segv".parse().unwrap();
+    assert_eq!(plan, FaultPlan { point: CrashPoint::AfterEffect, on_request: 3, kind: CrashKind::Segv });
+    assert_eq!(std::format!("{plan}"), "after-effect:3:segv");
+    assert_eq!("before-effect:1:SIGKILL".parse::<FaultPlan>().unwrap().kind, CrashKind::Kill);
+    assert_eq!("after-effect:3".parse::<FaultPlan>(), Err(FaultPlanError::Shape));
+    assert_eq!("after-effect:0:segv".parse::<FaultPlan>(), Err(FaultPlanError::Count));
+    assert_eq!("during:1:segv".parse::<FaultPlan>(), Err(FaultPlanError::Point));
+    assert_eq!("init:1:melt".parse::<FaultPlan>(), Err(FaultPlanError::Kind));
+}
+
+fn arb_id() -> impl Strategy<Value = RequestId> {
+    (any::<u32>(), any::<u64>()).prop_map(|(c, s)| RequestId { client: ClientId(c), seq: s })
+}
+
+proptest! {
+    #[test]
+    fn driver_frames_round_trip(gen_ in any::<u32>(), id in arb_id(),
+                                commit in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+                                body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let frame = DriverFrame {
+            generation: Generation(gen_),
+            msg: FromDriver::Reply { id, commit: commit.as_deref(), body: &body },
+        };
+        let mut buf = std::vec![0u8; MAX_FRAME];
+        prop_assert_eq!(roundtrip(&frame, &mut buf), frame);
+    }
+
+    #[test]
+    fn client_calls_round_trip(seq in any::<u64>(), acked in any::<u64>(), driver in "[a-z_]{1,24}",
+                               body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let msg = ClientToSup::Call { seq, driver: &driver, body: &body, acked_below: acked };
+        let mut buf = std::vec![0u8; MAX_FRAME];
+        prop_assert_eq!(roundtrip(&msg, &mut buf), msg);
+    }
+
+    /// Every strict prefix of a valid frame is refused, never mis-decoded.
+    #[test]
+    fn truncated_frames_are_refused(seq in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..64),
+                                    cut in any::<prop::sample::Index>()) {
+        let msg = ClientToSup::Call { seq, driver: "storage_driver", body: &body, acked_below: 0 };
+        let full: Vec<u8> = encode_vec(&msg).unwrap();
+        let cut = cut.index(full.len());
+        prop_assert!(decode::<ClientToSup<'_>>(&full[..cut]).is_err());
+    }
+
+    /// Arbitrary bytes never panic the decoder.
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode::<ClientToSup<'_>>(&bytes);
+        let _ = decode::<ToDriver<'_>>(&bytes);
+        let _ = decode::<DriverFrame<'_>>(&bytes);
+    }
+}

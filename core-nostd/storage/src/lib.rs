@@ -1,0 +1,5 @@
+//! Block-device core over a byte region, with absolute idempotent effects.
+//!
+//! (Skeleton: filled in by its issue.)
+#![no_std]
+#![forbid(unsafe_code)]

@@ -1,0 +1,54 @@
+//! `cargo xtask`: the project's build and test driver.
+//!
+//! # Why it exists
+//! The whole suite needs more than `cargo test`: `no_std` builds for a
+//! bare-metal target, static guest binaries, Debian kernels, initramfs images
+//! and QEMU boots. Shell scripts for that rot and cannot be tested; an xtask is
+//! Rust, lives in the workspace and has its own unit tests (rust-analyzer's
+//! pattern: one module per subcommand, few dependencies, checks as tests).
+//!
+//! Subcommands:
+//! - `test`: everything CI runs (see [`test`]).
+//! - `demo`: the main job (see [`demo`]).
+#![forbid(unsafe_code)]
+
+mod demo;
+mod nostd;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [flags]
+
+commands:
+  test          run the whole suite: workspace tests, no_std target builds, QEMU guests
+  demo          run the main demo: supervised drivers, a crash mid-transfer, replay
+  help          print this message
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest: Vec<String> = args.collect();
+    let result = match cmd.as_str() {
+        "test" => test::run(&rest),
+        "demo" => demo::run(&rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(util::Error::Usage(format!("unknown command `{other}`\n\n{USAGE}"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
