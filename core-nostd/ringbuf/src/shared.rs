@@ -1,0 +1,383 @@
+//! The cross-process trace ring: fixed slots in a byte area (a memfd on Linux).
+//!
+//! # Layout (all integers little-endian)
+//! ```text
+//! header  [0..64)   magic "RTRC" | format u16 | slot bytes u16 | slots u32 | cursor u32 | zero
+//! slot i  [64 + i*64 .. +64)
+//!         seq u32 | count u32 | len u16 | crc32 u32 | postcard (micros u64, Event) | zero
+//! ```
+//! `cursor` is the number of records committed; record `s` lives in slot
+//! `s % SLOTS`. The writer writes a slot, then advances the cursor, so the
+//! reader accepts record `s` only when its slot holds sequence `s` and the CRC
+//! (over the slot's fixed fields and payload) matches: a slot torn by a dying
+//! writer, or one still holding an older record, is skipped. The slot at the
+//! cursor itself is accepted when complete (the writer died between the slot
+//! and the cursor update).
+//!
+//! A repetition of the newest event rewrites the newest slot with a higher
+//! count; if that rewrite is torn, the newest record is lost, never garbled.
+
+use crate::{Event, Record};
+
+/// Magic number at offset 0.
+pub const MAGIC: [u8; 4] = *b"RTRC";
+/// Format version at offset 4.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the header.
+pub const HEADER_BYTES: usize = 64;
+/// Size of one slot.
+pub const SLOT_BYTES: usize = 64;
+/// Number of slots.
+pub const SLOTS: usize = 256;
+/// Size of the whole ring: what the supervisor allocates for each driver.
+pub const RING_BYTES: usize = HEADER_BYTES + SLOTS * SLOT_BYTES;
+
+const SLOT_FIXED: usize = 14;
+/// Largest encoded `(micros, Event)` a slot holds.
+pub const MAX_PAYLOAD: usize = SLOT_BYTES - SLOT_FIXED;
+const CURSOR_OFF: usize = 12;
+
+/// Where the writer puts its bytes: a memfd through `pwrite`, a RAM buffer in
+/// firmware. Writes never fail from the writer's point of view: tracing must
+/// not take a driver down, so a sink that can fail reports it out of band.
+pub trait Sink {
+    /// Writes `bytes` at byte offset `off` of the ring area.
+    fn write_at(&mut self, off: usize, bytes: &[u8]);
+}
+
+/// A RAM ring area (firmware, tests). Writes beyond its end are dropped.
+impl Sink for &mut [u8] {
+    fn write_at(&mut self, off: usize, bytes: &[u8]) {
+        let Some(end) = off.checked_add(bytes.len()) else { return };
+        if let Some(dst) = self.get_mut(off..end) {
+            dst.copy_from_slice(bytes);
+        }
+    }
+}
+
+/// Writes records into a [`Sink`] in the shared format.
+#[derive(Debug)]
+pub struct Writer<S: Sink> {
+    sink: S,
+    next_seq: u32,
+    newest: Option<Record>,
+}
+
+impl<S: Sink> Writer<S> {
+    /// Formats the area (zeroes every slot, writes the header) and returns a
+    /// writer positioned at sequence 0.
+    pub fn new(mut sink: S) -> Self {
+        const ZERO: [u8; 1024] = [0; 1024];
+        let mut off = 0;
+        while off < RING_BYTES {
+            let n = (RING_BYTES - off).min(ZERO.len());
+            sink.write_at(off, &ZERO[..n]);
+            off += n;
+        }
+        let mut header = [0u8; HEADER_BYTES];
+        header[0..4].copy_from_slice(&MAGIC);
+        header[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[6..8].copy_from_slice(&(SLOT_BYTES as u16).to_le_bytes());
+        header[8..12].copy_from_slice(&(SLOTS as u32).to_le_bytes());
+        sink.write_at(0, &header);
+        Self { sink, next_seq: 0, newest: None }
+    }
+
+    /// Appends `event` at time `micros`, or counts it when it repeats the newest record.
+    pub fn record(&mut self, micros: u64, event: Event) {
+        if let Some(r) = &mut self.newest
+            && r.event == event
+            && r.count < u32::MAX
+        {
+            r.count += 1;
+            let r = *r;
+            self.write_slot(&r);
+            return;
+        }
+        let r = Record { seq: self.next_seq, count: 1, micros, event };
+        self.write_slot(&r);
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.newest = Some(r);
+        self.sink.write_at(CURSOR_OFF, &self.next_seq.to_le_bytes());
+    }
+
+    /// Number of records written (the header cursor).
+    #[must_use]
+    pub fn cursor(&self) -> u32 {
+        self.next_seq
+    }
+
+    /// The sink, e.g. to read a RAM ring back.
+    #[must_use]
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    fn write_slot(&mut self, r: &Record) {
+        let mut slot = [0u8; SLOT_BYTES];
+        // (u64, Event) always fits: the largest event is ~25 bytes; a failure
+        // would be a bug in this crate, and the slot then holds an empty payload
+        // that the reader rejects as undecodable rather than crashing.
+        let len = postcard::to_slice(&(r.micros, r.event), &mut slot[SLOT_FIXED..]).map_or(0, |p| p.len());
+        slot[0..4].copy_from_slice(&r.seq.to_le_bytes());
+        slot[4..8].copy_from_slice(&r.count.to_le_bytes());
+        slot[8..10].copy_from_slice(&(len as u16).to_le_bytes());
+        let crc = slot_crc(&slot, len);
+        slot[10..14].copy_from_slice(&crc.to_le_bytes());
+        let idx = r.seq as usize % SLOTS;
+        self.sink.write_at(HEADER_BYTES + idx * SLOT_BYTES, &slot);
+    }
+}
+
+fn slot_crc(slot: &[u8; SLOT_BYTES], len: usize) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&slot[0..10]);
+    h.update(&slot[SLOT_FIXED..SLOT_FIXED + len]);
+    h.finalize()
+}
+
+/// Why a ring area cannot be decoded at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatError {
+    /// Shorter than the header.
+    Short,
+    /// No magic: never formatted by a writer (or not a trace ring).
+    Magic,
+    /// Another format version, slot size or slot count.
+    Geometry {
+        /// Format version found.
+        version: u16,
+        /// Slot size found.
+        slot_bytes: u16,
+        /// Slot count found.
+        slots: u32,
+    },
+}
+
+impl core::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Short => write!(f, "trace area is shorter than its {HEADER_BYTES}-byte header"),
+            Self::Magic => f.write_str("trace area has no RTRC magic (never written)"),
+            Self::Geometry { version, slot_bytes, slots } => write!(
+                f,
+                "trace area has format {version}, {slots} slots of {slot_bytes} bytes \
+                 (expected format {FORMAT_VERSION}, {SLOTS} slots of {SLOT_BYTES} bytes)"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for FormatError {}
+
+/// Checks the header and returns the cursor (records committed).
+///
+/// # Errors
+/// [`FormatError`] when the area is not a ring of this format.
+pub fn cursor(buf: &[u8]) -> Result<u32, FormatError> {
+    let h = buf.get(..HEADER_BYTES).ok_or(FormatError::Short)?;
+    if h[0..4] != MAGIC {
+        return Err(FormatError::Magic);
+    }
+    let version = u16::from_le_bytes([h[4], h[5]]);
+    let slot_bytes = u16::from_le_bytes([h[6], h[7]]);
+    let slots = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if version != FORMAT_VERSION || slot_bytes as usize != SLOT_BYTES || slots as usize != SLOTS {
+        return Err(FormatError::Geometry { version, slot_bytes, slots });
+    }
+    Ok(u32::from_le_bytes([h[12], h[13], h[14], h[15]]))
+}
+
+/// The records of a ring area, oldest first. An area that is not a ring
+/// yields nothing (use [`cursor`] to tell why); torn or stale slots are skipped.
+#[must_use]
+pub fn records(buf: &[u8]) -> Records<'_> {
+    match cursor(buf) {
+        Ok(c) => Records { buf, next: c.saturating_sub(SLOTS as u32), last: c, done: false },
+        Err(_) => Records { buf, next: 1, last: 0, done: true },
+    }
+}
+
+/// Iterator returned by [`records`].
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    buf: &'a [u8],
+    next: u32,
+    last: u32,
+    done: bool,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Record;
+    fn next(&mut self) -> Option<Record> {
+        while !self.done && self.next <= self.last {
+            let seq = self.next;
+            if seq == u32::MAX {
+                self.done = true;
+            } else {
+                self.next += 1;
+            }
+            if let Some(r) = decode_slot(self.buf, seq) {
+                return Some(r);
+            }
+        }
+        None
+    }
+}
+
+fn decode_slot(buf: &[u8], seq: u32) -> Option<Record> {
+    let off = HEADER_BYTES + (seq as usize % SLOTS) * SLOT_BYTES;
+    let slot: &[u8; SLOT_BYTES] = buf.get(off..off + SLOT_BYTES)?.try_into().ok()?;
+    let found = u32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]]);
+    let count = u32::from_le_bytes([slot[4], slot[5], slot[6], slot[7]]);
+    let len = u16::from_le_bytes([slot[8], slot[9]]) as usize;
+    let crc = u32::from_le_bytes([slot[10], slot[11], slot[12], slot[13]]);
+    if found != seq || count == 0 || len > MAX_PAYLOAD || slot_crc(slot, len) != crc {
+        return None;
+    }
+    let (micros, event): (u64, Event) = postcard::from_bytes(&slot[SLOT_FIXED..SLOT_FIXED + len]).ok()?;
+    Some(Record { seq, count, micros, event })
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use reinc_proto::{ClientId, CrashKind, CrashPoint, FaultPlan, Generation, RequestId};
+    use std::{format, vec, vec::Vec};
+
+    fn id(seq: u64) -> RequestId {
+        RequestId { client: ClientId(1), seq }
+    }
+
+    fn ring() -> Vec<u8> {
+        vec![0xAA; RING_BYTES]
+    }
+
+    #[test]
+    fn records_come_back_oldest_first() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        w.record(5, Event::Init { generation: Generation(3), restored: false });
+        w.record(9, Event::Ready);
+        w.record(12, Event::RequestStart { id: id(1), nth: 1 });
+        let got: Vec<Record> = records(&area).collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[0],
+            Record { seq: 0, count: 1, micros: 5, event: Event::Init { generation: Generation(3), restored: false } }
+        );
+        assert_eq!(got[2].event, Event::RequestStart { id: id(1), nth: 1 });
+        assert_eq!(cursor(&area), Ok(3));
+    }
+
+    #[test]
+    fn repeated_events_fold_into_one_counted_record() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        w.record(1, Event::Ready);
+        for t in 2..12 {
+            w.record(t, Event::Ping);
+        }
+        w.record(20, Event::Eof);
+        let got: Vec<(Event, u32, u64)> = records(&area).map(|r| (r.event, r.count, r.micros)).collect();
+        assert_eq!(got, [(Event::Ready, 1, 1), (Event::Ping, 10, 2), (Event::Eof, 1, 20)]);
+    }
+
+    #[test]
+    fn wraparound_keeps_the_newest_slots() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        let total = SLOTS as u64 * 2 + 7;
+        for n in 0..total {
+            w.record(n, Event::Driver { code: 1, a: n, b: 0 });
+        }
+        let got: Vec<Record> = records(&area).collect();
+        assert_eq!(got.len(), SLOTS);
+        assert_eq!(got[0].seq as u64, total - SLOTS as u64);
+        assert_eq!(got.last().unwrap().event, Event::Driver { code: 1, a: total - 1, b: 0 });
+        assert!(got.windows(2).all(|p| p[1].seq == p[0].seq + 1));
+    }
+
+    #[test]
+    fn torn_newest_slot_is_skipped_and_the_rest_survive() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        for n in 0..5u64 {
+            w.record(n, Event::Effect { id: id(n) });
+        }
+        // Half of the slot of record 4 is garbage, as after a death mid-write.
+        let off = HEADER_BYTES + 4 * SLOT_BYTES;
+        area[off + 12..off + SLOT_BYTES].fill(0x5A);
+        let seqs: Vec<u32> = records(&area).map(|r| r.seq).collect();
+        assert_eq!(seqs, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn slot_written_before_cursor_update_is_still_read() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        w.record(1, Event::Ready);
+        w.record(2, Event::Reply { id: id(7), committed: true });
+        // Roll the cursor back: the process died after the slot, before the cursor.
+        area[CURSOR_OFF..CURSOR_OFF + 4].copy_from_slice(&1u32.to_le_bytes());
+        let got: Vec<Event> = records(&area).map(|r| r.event).collect();
+        assert_eq!(got, [Event::Ready, Event::Reply { id: id(7), committed: true }]);
+    }
+
+    #[test]
+    fn stale_slot_from_the_previous_lap_is_not_mistaken_for_a_new_record() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        for n in 0..(SLOTS as u64 + 1) {
+            w.record(n, Event::Driver { code: 2, a: n, b: 0 });
+        }
+        // Cursor = SLOTS + 1; slot of seq SLOTS+1 holds seq 1 (previous lap), which must not appear twice.
+        let got: Vec<u32> = records(&area).map(|r| r.seq).collect();
+        assert_eq!(got.len(), SLOTS);
+        assert_eq!(got[0], 1);
+    }
+
+    #[test]
+    fn unformatted_or_foreign_area_yields_nothing_with_a_reason() {
+        let area = ring();
+        assert_eq!(records(&area).count(), 0);
+        assert_eq!(cursor(&area), Err(FormatError::Magic));
+        assert_eq!(cursor(&area[..10]), Err(FormatError::Short));
+        let mut other = ring();
+        Writer::new(&mut other[..]);
+        other[8..12].copy_from_slice(&8u32.to_le_bytes());
+        assert!(matches!(cursor(&other), Err(FormatError::Geometry { slots: 8, .. })));
+        assert_eq!(records(&other).count(), 0);
+    }
+
+    #[test]
+    fn writer_reformats_a_ring_left_by_a_previous_instance() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        for n in 0..10 {
+            w.record(n, Event::Driver { code: 3, a: n, b: 0 });
+        }
+        let mut w = Writer::new(&mut area[..]);
+        w.record(0, Event::Ready);
+        let got: Vec<Event> = records(&area).map(|r| r.event).collect();
+        assert_eq!(got, [Event::Ready]);
+    }
+
+    #[test]
+    fn largest_events_fit_a_slot_and_display_reads_well() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        let big = Event::Driver { code: u16::MAX, a: u64::MAX, b: u64::MAX };
+        let plan = FaultPlan { point: CrashPoint::AfterEffect, on_request: u32::MAX, kind: CrashKind::Segv };
+        let start = Event::RequestStart { id: RequestId { client: ClientId(u32::MAX), seq: u64::MAX }, nth: u32::MAX };
+        w.record(u64::MAX, big);
+        w.record(u64::MAX, Event::Fault { plan });
+        w.record(u64::MAX, start);
+        let got: Vec<Record> = records(&area).collect();
+        assert_eq!(got.iter().map(|r| r.event).collect::<Vec<_>>(), [big, Event::Fault { plan }, start]);
+        let r = Record { seq: 12, count: 2, micros: 1_002_345, event: Event::RequestStart { id: id(7), nth: 3 } };
+        assert_eq!(format!("{r}"), "#12 +1.002345s request c1:7 (#3) x2");
+        assert_eq!(format!("{}", Event::Fault { plan }), "FAULT after-effect:4294967295:segv");
+    }
+}
