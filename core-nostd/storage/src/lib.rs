@@ -1,5 +1,508 @@
-//! Block-device core over a byte region, with absolute idempotent effects.
+//! A block device over a byte region, whose requests can be replayed after a
+//! crash without being executed twice.
 //!
-//! (Skeleton: filled in by its issue.)
+//! # Why this crate exists
+//! `storage_driver` is the demo device of the reincarnation server: a block
+//! device that persists (a file on Linux, RAM in firmware), so a crash in the
+//! middle of a write is visible and the replay rules of the design brief can be
+//! checked byte for byte. The request handler is a deterministic function of
+//! (committed [`StorageState`], request, device contents); it is `no_std`, needs
+//! no allocator, and never panics on client input.
+//!
+//! # Layout of the region
+//! Block 0 is the [`Superblock`]; client block `lba` (0-based, `0..blocks`) is
+//! region block `lba + 1`. A region therefore holds [`region_bytes`]`(blocks)`
+//! bytes.
+//!
+//! # Exactly once at the device
+//! Requests arrive in FIFO order, one at a time, so at most one write can have
+//! reached the device without its reply (and state commit) reaching the
+//! supervisor. A write-type request writes its data (absolute), then records
+//! its id in the superblock (`last_applied`) and bumps `applied_count`. When a
+//! request arrives whose id is already `last_applied`, its effect is not applied
+//! again ([`Effect::AlreadyApplied`]): the reply and new state are recomputed
+//! from the committed state, exactly as the first attempt computed them. A
+//! crash between data and superblock simply re-writes the same bytes. Append is
+//! relative, so it is resolved against the committed append cursor, never
+//! against the device, and a replay lands on the same blocks.
+//!
+//! # Designs tried and rejected
+//! - Keeping `last_applied` only in the supervisor's checkpoint: the checkpoint
+//!   is committed with the reply, which is exactly what is missing after a crash
+//!   between effect and reply. The watermark must live with the effect.
+//! - A journal of recent request ids: one id suffices because only one request
+//!   is ever in doubt (FIFO, one at a time).
+//! - Letting Append read a tail pointer from the device: a replay after the
+//!   superblock update would append a second time.
+//! - Mapping the backing file (`memmap2`) in the host driver: needs `unsafe`
+//!   above the UIO layer, and a file truncated by someone else becomes SIGBUS.
+//!   [`Region`] is `read_at`/`write_at`, which `pread`/`pwrite` implement safely.
 #![no_std]
 #![forbid(unsafe_code)]
+
+mod superblock;
+
+pub use superblock::{SUPERBLOCK_MAGIC, Superblock, SuperblockError};
+
+use reinc_proto::RequestId;
+use serde::{Deserialize, Serialize};
+
+/// Bytes per block.
+pub const BLOCK_SIZE: usize = 512;
+/// Most blocks one request may read or write (32 KiB).
+pub const MAX_BLOCKS_PER_REQUEST: u16 = 64;
+/// Reply buffer size that fits any reply's payload.
+pub const MAX_REPLY_DATA: usize = MAX_BLOCKS_PER_REQUEST as usize * BLOCK_SIZE;
+
+/// A client request (postcard-encoded in `ToDriver::Request::body`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageRequest<'a> {
+    /// No device access at all; measures the request path (benchmarks).
+    Nop,
+    /// Asks for the geometry.
+    Geometry,
+    /// Reads `blocks` blocks from `lba`.
+    Read {
+        /// First block.
+        lba: u64,
+        /// Number of blocks, `1..=MAX_BLOCKS_PER_REQUEST`.
+        blocks: u16,
+    },
+    /// Writes `data` at `lba` (absolute).
+    Write {
+        /// First block.
+        lba: u64,
+        /// A non-empty multiple of [`BLOCK_SIZE`], at most 64 blocks.
+        #[serde(borrow)]
+        data: &'a [u8],
+    },
+    /// Writes `data` at the committed append cursor (relative; resolved
+    /// against committed state, so a replay lands on the same blocks).
+    Append {
+        /// A non-empty multiple of [`BLOCK_SIZE`], at most 64 blocks.
+        #[serde(borrow)]
+        data: &'a [u8],
+    },
+}
+
+/// The reply to a [`StorageRequest`] (postcard-encoded reply body).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageReply<'a> {
+    /// Answer to `Nop`.
+    Nop,
+    /// Answer to `Geometry`.
+    Geometry {
+        /// Data blocks clients may address (`0..blocks`).
+        blocks: u64,
+        /// Bytes per block.
+        block_size: u32,
+    },
+    /// The blocks read.
+    Data(#[serde(borrow)] &'a [u8]),
+    /// The write is durable in the region.
+    Written {
+        /// First block written.
+        lba: u64,
+        /// Blocks written.
+        blocks: u16,
+    },
+    /// The append is durable in the region.
+    Appended {
+        /// Where the data went.
+        lba: u64,
+        /// Blocks written.
+        blocks: u16,
+    },
+    /// The request was refused; nothing was written. Deterministic: a replay
+    /// of the same request from the same state gives the same error.
+    Error(StorageError),
+}
+
+/// Why a request was refused.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The request body is not a postcard [`StorageRequest`].
+    #[error("request is not a valid storage request")]
+    BadRequest,
+    /// Zero blocks requested, or empty data.
+    #[error("request covers zero blocks")]
+    Empty,
+    /// Data length is not a multiple of the block size.
+    #[error("data length {len} is not a multiple of {BLOCK_SIZE}")]
+    Unaligned {
+        /// The data length.
+        len: u32,
+    },
+    /// More than [`MAX_BLOCKS_PER_REQUEST`] blocks.
+    #[error("{blocks} blocks exceed the limit of {MAX_BLOCKS_PER_REQUEST} per request")]
+    TooLarge {
+        /// Blocks requested.
+        blocks: u32,
+    },
+    /// The range leaves the device.
+    #[error("blocks {lba}..{lba}+{blocks} are outside the device's {capacity} blocks")]
+    OutOfRange {
+        /// First block.
+        lba: u64,
+        /// Blocks.
+        blocks: u16,
+        /// Device size in blocks.
+        capacity: u64,
+    },
+    /// The append does not fit behind the append cursor.
+    #[error("append of {blocks} blocks at {cursor} does not fit the device's {capacity} blocks")]
+    NoSpace {
+        /// The committed append cursor.
+        cursor: u64,
+        /// Blocks to append.
+        blocks: u16,
+        /// Device size in blocks.
+        capacity: u64,
+    },
+}
+
+/// The driver's committed state: the supervisor's checkpoint.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageState {
+    /// The next block `Append` writes to.
+    pub append_cursor: u64,
+    /// Write-type requests accepted so far (Write and Append).
+    pub writes: u64,
+}
+
+/// Whether handling a request touched the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// No device write (reads, geometry, errors).
+    None,
+    /// The write was applied and the watermark advanced: counts as one execution.
+    Applied,
+    /// The watermark shows an earlier instance applied it already; skipped.
+    AlreadyApplied,
+}
+
+/// The result of [`Storage::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome<'r> {
+    /// The new committed state (equal to the old one when nothing changed).
+    pub state: StorageState,
+    /// The reply, borrowing read data from the caller's reply buffer.
+    pub reply: StorageReply<'r>,
+    /// What happened at the device.
+    pub effect: Effect,
+}
+
+/// The byte region the device lives in: a file on Linux, RAM in firmware.
+pub trait Region {
+    /// The region's I/O error.
+    type Error: core::fmt::Debug + core::fmt::Display;
+    /// Size of the region in bytes.
+    fn len(&self) -> u64;
+    /// Fills `buf` from byte offset `off`.
+    ///
+    /// # Errors
+    /// The region could not be read.
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
+    /// Writes `data` at byte offset `off`.
+    ///
+    /// # Errors
+    /// The region could not be written.
+    fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// A region in RAM (firmware, tests).
+#[derive(Debug)]
+pub struct RamRegion<'a>(pub &'a mut [u8]);
+
+/// An access outside a [`RamRegion`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("access of {len} bytes at offset {off} is outside the {size}-byte RAM region")]
+pub struct OutOfBounds {
+    /// Offset.
+    pub off: u64,
+    /// Length.
+    pub len: usize,
+    /// Region size.
+    pub size: usize,
+}
+
+impl RamRegion<'_> {
+    fn range(&self, off: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfBounds> {
+        let err = OutOfBounds { off, len, size: self.0.len() };
+        let start = usize::try_from(off).map_err(|_| err)?;
+        let end = start.checked_add(len).filter(|&e| e <= self.0.len()).ok_or(err)?;
+        Ok(start..end)
+    }
+}
+
+impl Region for RamRegion<'_> {
+    type Error = OutOfBounds;
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
+        let r = self.range(off, buf.len())?;
+        buf.copy_from_slice(&self.0[r]);
+        Ok(())
+    }
+    fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), OutOfBounds> {
+        let r = self.range(off, data.len())?;
+        self.0[r].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Bytes a region of `blocks` data blocks needs (superblock included).
+#[must_use]
+pub const fn region_bytes(blocks: u64) -> u64 {
+    (blocks + 1) * BLOCK_SIZE as u64
+}
+
+/// Why a region cannot be opened as a storage device.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError<E: core::fmt::Debug + core::fmt::Display> {
+    /// The region is smaller than the geometry needs.
+    #[error("region holds {have} bytes, {need} needed for {blocks} blocks plus the superblock")]
+    TooSmall {
+        /// Region size.
+        have: u64,
+        /// Size needed.
+        need: u64,
+        /// Requested data blocks.
+        blocks: u64,
+    },
+    /// Zero data blocks requested.
+    #[error("a storage device needs at least one data block")]
+    NoBlocks,
+    /// The superblock is damaged, foreign or of another geometry.
+    #[error("superblock: {0}")]
+    Superblock(#[from] SuperblockError),
+    /// The region failed.
+    #[error("region I/O: {0}")]
+    Io(E),
+}
+
+/// A failure of the host, not of the request: the driver cannot go on, and
+/// the request must be replayed by a fresh instance.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError<E: core::fmt::Debug + core::fmt::Display> {
+    /// The region failed at byte offset `off`.
+    #[error("region I/O at byte offset {off}: {source}")]
+    Io {
+        /// Offset of the failed access.
+        off: u64,
+        /// The region's error.
+        source: E,
+    },
+    /// The caller's reply buffer is smaller than [`MAX_REPLY_DATA`] needs.
+    #[error("reply buffer of {have} bytes cannot hold {need} bytes of data")]
+    ReplyBuffer {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+}
+
+/// Why a checkpoint cannot be restored on this device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("checkpoint append cursor {append_cursor} is beyond the device's {capacity} blocks")]
+pub struct StateError {
+    /// The checkpoint's cursor.
+    pub append_cursor: u64,
+    /// Device size in blocks.
+    pub capacity: u64,
+}
+
+/// Decodes a request body; a malformed body is a deterministic
+/// [`StorageError::BadRequest`], answered like any other refusal.
+///
+/// # Errors
+/// [`StorageError::BadRequest`].
+pub fn decode_request(body: &[u8]) -> Result<StorageRequest<'_>, StorageError> {
+    match postcard::take_from_bytes::<StorageRequest<'_>>(body) {
+        Ok((req, rest)) if rest.is_empty() => Ok(req),
+        _ => Err(StorageError::BadRequest),
+    }
+}
+
+/// The device: a region plus its cached superblock.
+#[derive(Debug)]
+pub struct Storage<R: Region> {
+    region: R,
+    sb: Superblock,
+}
+
+impl<R: Region> Storage<R> {
+    /// Opens `region` as a device of `blocks` data blocks. A region whose
+    /// block 0 is all zeros is formatted; a foreign, corrupt or differently
+    /// sized one is refused (and left untouched).
+    ///
+    /// # Errors
+    /// [`OpenError`].
+    pub fn open(mut region: R, blocks: u64) -> Result<Self, OpenError<R::Error>> {
+        if blocks == 0 {
+            return Err(OpenError::NoBlocks);
+        }
+        let need = region_bytes(blocks);
+        if region.len() < need {
+            return Err(OpenError::TooSmall { have: region.len(), need, blocks });
+        }
+        let mut block0 = [0u8; BLOCK_SIZE];
+        region.read_at(0, &mut block0).map_err(OpenError::Io)?;
+        let sb = match Superblock::decode(&block0)? {
+            Some(sb) if sb.blocks != blocks => {
+                return Err(SuperblockError::Geometry { found: sb.blocks, expected: blocks }.into());
+            }
+            Some(sb) => sb,
+            None => {
+                let sb = Superblock { blocks, last_applied: None, applied_count: 0 };
+                region.write_at(0, &sb.encode()).map_err(OpenError::Io)?;
+                sb
+            }
+        };
+        Ok(Self { region, sb })
+    }
+
+    /// Data blocks clients may address.
+    #[must_use]
+    pub fn blocks(&self) -> u64 {
+        self.sb.blocks
+    }
+
+    /// The cached superblock (the watermark).
+    #[must_use]
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// The region, e.g. to inspect it in tests.
+    #[must_use]
+    pub fn into_region(self) -> R {
+        self.region
+    }
+
+    /// Checks that a restored checkpoint fits this device.
+    ///
+    /// # Errors
+    /// [`StateError`] when the append cursor lies beyond the device.
+    pub fn check_state(&self, state: &StorageState) -> Result<(), StateError> {
+        if state.append_cursor > self.sb.blocks {
+            return Err(StateError { append_cursor: state.append_cursor, capacity: self.sb.blocks });
+        }
+        Ok(())
+    }
+
+    /// Handles one request against the committed `state`.
+    ///
+    /// Deterministic: the same (state, id, request) on the same device
+    /// contents gives the same outcome, and a replay of the request last
+    /// applied skips the effect but recomputes the same reply and state.
+    ///
+    /// # Errors
+    /// [`HandleError`] when the region fails: the instance must die and the
+    /// request be replayed; no state was committed.
+    pub fn handle<'r>(
+        &mut self,
+        state: &StorageState,
+        id: RequestId,
+        req: &StorageRequest<'_>,
+        reply_buf: &'r mut [u8],
+    ) -> Result<Outcome<'r>, HandleError<R::Error>> {
+        let refuse = |e| Ok(Outcome { state: *state, reply: StorageReply::Error(e), effect: Effect::None });
+        let capacity = self.sb.blocks;
+        match *req {
+            StorageRequest::Nop => Ok(Outcome { state: *state, reply: StorageReply::Nop, effect: Effect::None }),
+            StorageRequest::Geometry => Ok(Outcome {
+                state: *state,
+                reply: StorageReply::Geometry { blocks: capacity, block_size: BLOCK_SIZE as u32 },
+                effect: Effect::None,
+            }),
+            StorageRequest::Read { lba, blocks } => {
+                if let Err(e) = check_blocks(u32::from(blocks)).and_then(|()| check_range(lba, blocks, capacity)) {
+                    return refuse(e);
+                }
+                let need = usize::from(blocks) * BLOCK_SIZE;
+                let have = reply_buf.len();
+                let buf = reply_buf.get_mut(..need).ok_or(HandleError::ReplyBuffer { need, have })?;
+                let off = data_offset(lba);
+                self.region.read_at(off, buf).map_err(|source| HandleError::Io { off, source })?;
+                Ok(Outcome { state: *state, reply: StorageReply::Data(buf), effect: Effect::None })
+            }
+            StorageRequest::Write { lba, data } => {
+                let blocks = match check_data(data).and_then(|b| check_range(lba, b, capacity).map(|()| b)) {
+                    Ok(b) => b,
+                    Err(e) => return refuse(e),
+                };
+                let effect = self.apply(id, lba, data)?;
+                let state = StorageState { writes: state.writes + 1, ..*state };
+                Ok(Outcome { state, reply: StorageReply::Written { lba, blocks }, effect })
+            }
+            StorageRequest::Append { data } => {
+                let blocks = match check_data(data) {
+                    Ok(b) => b,
+                    Err(e) => return refuse(e),
+                };
+                let lba = state.append_cursor;
+                if check_range(lba, blocks, capacity).is_err() {
+                    return refuse(StorageError::NoSpace { cursor: lba, blocks, capacity });
+                }
+                let effect = self.apply(id, lba, data)?;
+                let state = StorageState { append_cursor: lba + u64::from(blocks), writes: state.writes + 1 };
+                Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
+            }
+        }
+    }
+
+    /// Writes `data` at `lba` then advances the watermark, unless `id` is the
+    /// watermark already.
+    fn apply(&mut self, id: RequestId, lba: u64, data: &[u8]) -> Result<Effect, HandleError<R::Error>> {
+        if self.sb.last_applied == Some(id) {
+            return Ok(Effect::AlreadyApplied);
+        }
+        let off = data_offset(lba);
+        self.region.write_at(off, data).map_err(|source| HandleError::Io { off, source })?;
+        let next = Superblock { last_applied: Some(id), applied_count: self.sb.applied_count + 1, ..self.sb };
+        self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
+        self.sb = next;
+        Ok(Effect::Applied)
+    }
+}
+
+fn data_offset(lba: u64) -> u64 {
+    (lba + 1) * BLOCK_SIZE as u64
+}
+
+fn check_blocks(blocks: u32) -> Result<(), StorageError> {
+    if blocks == 0 {
+        Err(StorageError::Empty)
+    } else if blocks > u32::from(MAX_BLOCKS_PER_REQUEST) {
+        Err(StorageError::TooLarge { blocks })
+    } else {
+        Ok(())
+    }
+}
+
+/// Validates write data and returns its block count.
+fn check_data(data: &[u8]) -> Result<u16, StorageError> {
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    if data.is_empty() {
+        return Err(StorageError::Empty);
+    }
+    if data.len() % BLOCK_SIZE != 0 {
+        return Err(StorageError::Unaligned { len });
+    }
+    let blocks = len / BLOCK_SIZE as u32;
+    check_blocks(blocks)?;
+    Ok(blocks as u16)
+}
+
+fn check_range(lba: u64, blocks: u16, capacity: u64) -> Result<(), StorageError> {
+    match lba.checked_add(u64::from(blocks)) {
+        Some(end) if end <= capacity => Ok(()),
+        _ => Err(StorageError::OutOfRange { lba, blocks, capacity }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
