@@ -197,7 +197,7 @@ pub trait Region {
     /// The region's I/O error.
     type Error: core::fmt::Debug + core::fmt::Display;
     /// Size of the region in bytes.
-    fn len(&self) -> u64;
+    fn size(&self) -> u64;
     /// Fills `buf` from byte offset `off`.
     ///
     /// # Errors
@@ -237,7 +237,7 @@ impl RamRegion<'_> {
 
 impl Region for RamRegion<'_> {
     type Error = OutOfBounds;
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.0.len() as u64
     }
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
@@ -321,7 +321,7 @@ pub struct StateError {
 /// [`StorageError::BadRequest`].
 pub fn decode_request(body: &[u8]) -> Result<StorageRequest<'_>, StorageError> {
     match postcard::take_from_bytes::<StorageRequest<'_>>(body) {
-        Ok((req, rest)) if rest.is_empty() => Ok(req),
+        Ok((req, [])) => Ok(req),
         _ => Err(StorageError::BadRequest),
     }
 }
@@ -345,8 +345,8 @@ impl<R: Region> Storage<R> {
             return Err(OpenError::NoBlocks);
         }
         let need = region_bytes(blocks);
-        if region.len() < need {
-            return Err(OpenError::TooSmall { have: region.len(), need, blocks });
+        if region.size() < need {
+            return Err(OpenError::TooSmall { have: region.size(), need, blocks });
         }
         let mut block0 = [0u8; BLOCK_SIZE];
         region.read_at(0, &mut block0).map_err(OpenError::Io)?;

@@ -115,7 +115,6 @@ fn every_refusal_is_a_deterministic_error_that_writes_nothing() {
         assert_eq!(first, (s, (StorageReply::Error(err), Vec::new()), Effect::None), "{req:?}");
         assert_eq!(run(&mut dev, &s, seq as u64, req), first, "replay of {req:?}");
     }
-    drop(dev);
     assert_eq!(sb_of(&mem).applied_count, 0);
     assert!(mem[BLOCK_SIZE..].iter().all(|&b| b == 0));
 }
@@ -148,8 +147,8 @@ struct CrashBeforeSuperblock<'a> {
 
 impl Region for CrashBeforeSuperblock<'_> {
     type Error = OutOfBounds;
-    fn len(&self) -> u64 {
-        self.inner.len()
+    fn size(&self) -> u64 {
+        self.inner.size()
     }
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
         self.inner.read_at(off, buf)
@@ -170,7 +169,6 @@ fn reference(req2: StorageRequest<'_>) -> (Vec<u8>, StorageState, (StorageReply<
     let (s1, _, _) = run(&mut dev, &StorageState::default(), 1, StorageRequest::Append { data: &w1 });
     let (s2, r2, e2) = run(&mut dev, &s1, 2, req2);
     assert_eq!(e2, Effect::Applied);
-    drop(dev);
     (mem, s2, r2)
 }
 
@@ -182,17 +180,14 @@ fn replays(req2: StorageRequest<'_>) {
     let mut mem = ram();
     let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
     let (s1, _, _) = run(&mut dev, &StorageState::default(), 1, StorageRequest::Append { data: &w1 });
-    drop(dev);
     let mut crashing =
         Storage::open(CrashBeforeSuperblock { inner: RamRegion(&mut mem), armed: true }, BLOCKS).unwrap();
     let mut buf = vec![0u8; MAX_REPLY_DATA];
     assert!(matches!(crashing.handle(&s1, id(2), &req2, &mut buf), Err(HandleError::Io { off: 0, .. })));
-    drop(crashing);
     assert_eq!(sb_of(&mem).applied_count, 1, "watermark not advanced by the crashed attempt");
     let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
     let (s2, r2, e2) = run(&mut dev, &s1, 2, req2);
     assert_eq!((s2, &r2, e2), (model_state, &model_reply, Effect::Applied), "(a) applies once");
-    drop(dev);
     assert_eq!(mem, model_mem, "(a) region equals the model");
     assert_eq!(sb_of(&mem).applied_count, 2);
 
@@ -200,7 +195,6 @@ fn replays(req2: StorageRequest<'_>) {
     let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
     let (s2b, r2b, e2b) = run(&mut dev, &s1, 2, req2);
     assert_eq!((s2b, &r2b, e2b), (model_state, &model_reply, Effect::AlreadyApplied), "(b) skips the effect");
-    drop(dev);
     assert_eq!(mem, model_mem, "(b) region equals the model");
     assert_eq!(sb_of(&mem).applied_count, 2, "(b) counted once");
     assert_eq!(sb_of(&mem).last_applied, Some(id(2)));
@@ -234,7 +228,6 @@ fn open_formats_a_blank_region_and_reopens_it() {
     let mut mem = ram();
     let dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
     assert_eq!(dev.blocks(), BLOCKS);
-    drop(dev);
     assert_eq!(sb_of(&mem), Superblock { blocks: BLOCKS, last_applied: None, applied_count: 0 });
     assert!(Storage::open(RamRegion(&mut mem), BLOCKS).is_ok());
 }
@@ -248,7 +241,7 @@ fn open_refuses_foreign_damaged_resized_and_small_regions_untouched() {
     assert_eq!(mem, before, "foreign data is left untouched");
 
     let mut mem = ram();
-    drop(Storage::open(RamRegion(&mut mem), BLOCKS).unwrap());
+    Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
     mem[20] ^= 1;
     assert!(matches!(
         Storage::open(RamRegion(&mut mem), BLOCKS),
@@ -256,7 +249,7 @@ fn open_refuses_foreign_damaged_resized_and_small_regions_untouched() {
     ));
 
     let mut mem = ram();
-    drop(Storage::open(RamRegion(&mut mem), BLOCKS - 1).unwrap());
+    Storage::open(RamRegion(&mut mem), BLOCKS - 1).unwrap();
     assert!(matches!(
         Storage::open(RamRegion(&mut mem), BLOCKS),
         Err(OpenError::Superblock(SuperblockError::Geometry { found: 15, expected: 16 }))
