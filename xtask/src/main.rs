@@ -5,15 +5,29 @@
 //! bare-metal target, static guest binaries, Debian kernels, initramfs images
 //! and QEMU boots. Shell scripts for that rot and cannot be tested; an xtask is
 //! Rust, lives in the workspace and has its own unit tests (rust-analyzer's
-//! pattern: one module per subcommand, few dependencies, checks as tests).
+//! pattern: one module per subcommand, few dependencies, hand-written argument
+//! parsing, `std::process` for commands).
 //!
 //! Subcommands:
 //! - `test`: everything CI runs (see [`test`]).
+//! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]).
 //! - `demo`: the main job (see [`demo`]).
+//!
+//! Support modules: [`machines`] (profiles, data in `qemu/machines.toml`),
+//! [`apt`] (installing tools, downloading packages), [`kernel`] (kernel
+//! download, extraction and cache), [`cpio`] and [`initramfs`] (the guest's
+//! root filesystem), [`console`] (parsing the guest console into results).
 #![forbid(unsafe_code)]
 
+mod apt;
+mod console;
+mod cpio;
 mod demo;
+mod initramfs;
+mod kernel;
+mod machines;
 mod nostd;
+mod qemu_test;
 mod test;
 mod util;
 
@@ -24,6 +38,8 @@ usage: cargo xtask <command> [flags]
 
 commands:
   test          run the whole suite: workspace tests, no_std target builds, QEMU guests
+  qemu-test     boot the QEMU guests and run their suites on real kernel UIO
+                  [--machine NAME] [--verbose] [--timeout SECS]
   demo          run the main demo: supervised drivers, a crash mid-transfer, replay
   help          print this message
 ";
@@ -37,6 +53,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let result = match cmd.as_str() {
         "test" => test::run(&rest),
+        "qemu-test" => qemu_test::run(&rest),
         "demo" => demo::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

@@ -12,7 +12,8 @@ pub fn packages() -> Result<Vec<String>> {
     let mut pkgs = Vec::new();
     let entries = std::fs::read_dir(&dir).map_err(|e| util::Error::Other(format!("{}: {e}", dir.display())))?;
     for entry in entries {
-        let manifest = entry.map_err(|e| util::Error::Other(format!("{}: {e}", dir.display())))?.path().join("Cargo.toml");
+        let manifest =
+            entry.map_err(|e| util::Error::Other(format!("{}: {e}", dir.display())))?.path().join("Cargo.toml");
         let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
         let name = text
             .lines()

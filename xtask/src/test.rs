@@ -1,12 +1,13 @@
 //! `cargo xtask test`: the whole suite, exactly what CI runs.
 //!
-//! 1. `cargo test --workspace` (unit, property and integration tests);
+//! 1. `cargo build --workspace --bins` and `cargo test --workspace` (unit,
+//!    property and integration tests);
 //! 2. every `core-nostd` crate built for `thumbv7em-none-eabihf`;
-//! 3. the QEMU guest suites (added by the QEMU issues).
+//! 3. the QEMU guest suites of every machine profile (`cargo xtask qemu-test`).
 
 use crate::util::{self, Result};
 
-/// Flags: none yet.
+/// Flags: none; the QEMU part runs every machine profile.
 pub fn run(args: &[String]) -> Result {
     if let Some(a) = args.first() {
         return Err(util::Error::Usage(format!("`cargo xtask test` takes no argument, got `{a}`")));
@@ -14,6 +15,7 @@ pub fn run(args: &[String]) -> Result {
     util::run(util::cargo().args(["build", "--workspace", "--bins"]))?;
     util::run(util::cargo().args(["test", "--workspace"]))?;
     crate::nostd::build_all()?;
+    crate::qemu_test::run_with(&crate::qemu_test::Flags::default())?;
     Ok(())
 }
 

@@ -1,33 +1,49 @@
 //! Small helpers shared by the subcommands: running commands, locating the
-//! workspace, errors.
+//! workspace and the per-user cache, errors.
 
-use std::fmt;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
-/// An xtask failure, with what was being done.
-#[derive(Debug)]
+/// An xtask failure, phrased for the user: every variant names the file,
+/// command or machine involved.
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad command-line usage.
+    #[error("{0}")]
     Usage(String),
     /// A command ran and failed.
+    #[error("`{what}` failed ({status})")]
     Command { what: String, status: String },
+    /// A command could not be started at all.
+    #[error("cannot start `{what}`: {source}")]
+    Spawn { what: String, source: std::io::Error },
+    /// A file or directory operation failed.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// Something must be installed and this process cannot do it.
+    #[error("{what} is missing and cannot be installed from here ({why}); run as root:\n    {command}")]
+    NeedsInstall { what: String, why: String, command: String },
+    /// The QEMU suites ran and at least one test (or a boot) failed.
+    #[error("{failed} QEMU guest test(s) failed")]
+    GuestFailures { failed: usize },
     /// Anything else, already phrased for the user.
+    #[error("{0}")]
     Other(String),
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Usage(m) | Error::Other(m) => f.write_str(m),
-            Error::Command { what, status } => write!(f, "`{what}` failed ({status})"),
-        }
-    }
+pub type Result<T = ()> = std::result::Result<T, Error>;
+
+/// Attaches a path to an I/O error.
+pub trait IoContext<T> {
+    /// Turns an `io::Error` into [`Error::Io`] naming `path`.
+    fn at(self, path: &Path) -> Result<T>;
 }
 
-impl std::error::Error for Error {}
-
-pub type Result<T = ()> = std::result::Result<T, Error>;
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    }
+}
 
 /// The workspace root (the parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
@@ -45,8 +61,25 @@ pub fn cargo() -> Command {
 pub fn run(cmd: &mut Command) -> Result {
     let what = describe(cmd);
     eprintln!("$ {what}");
-    let status = cmd.status().map_err(|e| Error::Other(format!("cannot start `{what}`: {e}")))?;
+    let status = cmd.status().map_err(|source| Error::Spawn { what: what.clone(), source })?;
     if status.success() { Ok(()) } else { Err(Error::Command { what, status: status.to_string() }) }
+}
+
+/// Runs `cmd` quietly and returns its stdout; fails (with its stderr) if it
+/// does not exit 0.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = raw_output(cmd)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(Error::Command { what: describe(cmd), status: format!("{}: {}", out.status, stderr.trim()) })
+    }
+}
+
+/// Runs `cmd` quietly and returns everything, whatever its exit status.
+pub fn raw_output(cmd: &mut Command) -> Result<Output> {
+    cmd.output().map_err(|source| Error::Spawn { what: describe(cmd), source })
 }
 
 /// A shell-like rendering of `cmd` for messages.
@@ -57,4 +90,70 @@ pub fn describe(cmd: &Command) -> String {
         s.push_str(&a.to_string_lossy());
     }
     s
+}
+
+/// Whether `program` is found on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// The per-user cache, outside any clone so that a fresh clone reuses it:
+/// `$REINC_CACHE_DIR`, else `$XDG_CACHE_HOME/reinc`, else `~/.cache/reinc`.
+pub fn cache_dir() -> Result<PathBuf> {
+    cache_dir_from(|k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+fn cache_dir_from(var: impl Fn(&str) -> Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = var("REINC_CACHE_DIR") {
+        return Ok(dir);
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return Ok(dir.join("reinc"));
+    }
+    var("HOME")
+        .map(|home| home.join(".cache").join("reinc"))
+        .ok_or_else(|| Error::Other("no cache directory: set REINC_CACHE_DIR (or HOME)".into()))
+}
+
+/// The effective user id, read from `/proc/self/status` (this crate has no
+/// libc binding and forbids `unsafe`).
+pub fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_effective_uid(&status)
+}
+
+fn parse_effective_uid(status: &str) -> Option<u32> {
+    // "Uid:\t<real>\t<effective>\t<saved>\t<fs>"
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Creates `dir` and its parents.
+pub fn create_dir_all(dir: &Path) -> Result {
+    std::fs::create_dir_all(dir).at(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_dir_prefers_reinc_variable_then_xdg_then_home() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| PathBuf::from(v))
+        };
+        let all = env(&[("REINC_CACHE_DIR", "/c"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(cache_dir_from(all).unwrap(), PathBuf::from("/c"));
+        let xdg = env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(cache_dir_from(xdg).unwrap(), PathBuf::from("/x/reinc"));
+        let home = env(&[("HOME", "/h")]);
+        assert_eq!(cache_dir_from(home).unwrap(), PathBuf::from("/h/.cache/reinc"));
+        assert!(cache_dir_from(env(&[])).is_err());
+    }
+
+    #[test]
+    fn effective_uid_is_the_second_uid_field() {
+        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(parse_effective_uid(status), Some(0));
+        assert_eq!(parse_effective_uid("Name:\tx\n"), None);
+    }
 }

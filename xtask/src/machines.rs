@@ -1,0 +1,256 @@
+//! Machine profiles: the data in `qemu/machines.toml`.
+//!
+//! Everything that differs between QEMU guests (architecture, Rust target,
+//! QEMU binary and arguments, devices, kernel package, modules, console,
+//! bindings, suites, timeout) is data, so a second board is a new table in
+//! that file. The loader rejects unknown keys and checks cross-field rules
+//! (suites must be programs, names unique), reporting every problem at once.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::util::{self, Error, IoContext, Result};
+
+/// The profiles file, relative to the workspace root.
+pub const PROFILES: &str = "qemu/machines.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfilesFile {
+    machine: Vec<Profile>,
+}
+
+/// One QEMU guest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Name for `--machine`.
+    pub name: String,
+    /// One line for humans.
+    pub description: String,
+    /// Debian architecture of the kernel package (`amd64`, `arm64`).
+    pub debian_arch: String,
+    /// Rust target of the static guest programs.
+    pub rust_target: String,
+    /// Limit for the whole boot, QEMU start to exit.
+    pub timeout_secs: u64,
+    /// How to run QEMU.
+    pub qemu: QemuSpec,
+    /// Which kernel and modules to boot.
+    pub kernel: KernelSpec,
+    /// What the guest does.
+    pub guest: GuestSpec,
+}
+
+/// QEMU binary and command line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuSpec {
+    /// Debian package providing `binary`.
+    pub package: String,
+    /// The emulator.
+    pub binary: String,
+    /// Machine arguments (everything but accel, kernel, initrd, append, devices).
+    pub args: Vec<String>,
+    /// One `-device` each.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Accelerator policy.
+    pub accel: AccelPolicy,
+}
+
+/// Which accelerator to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccelPolicy {
+    /// Always TCG.
+    Tcg,
+    /// KVM when a probe boot under KVM succeeds, else TCG.
+    KvmIfWorks,
+}
+
+/// The kernel package and what to take from it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// Meta package whose dependency names the current kernel.
+    pub meta_package: String,
+    /// The versioned package, `*` standing for the ABI.
+    pub package: String,
+    /// Which image to boot.
+    pub image: ImageFormat,
+    /// Kernel console device (`ttyS0`, `ttyAMA0`).
+    pub console: String,
+    /// The rest of the kernel command line.
+    pub append: String,
+    /// Modules, in load order.
+    pub modules: Vec<ModuleSpec>,
+}
+
+/// Image format passed to `-kernel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// Uncompressed ELF extracted from the bzImage (PVH boot).
+    Vmlinux,
+    /// The packaged image as is.
+    Vmlinuz,
+}
+
+/// One module to load in the guest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSpec {
+    /// File name without `.ko`.
+    pub name: String,
+    /// Module parameters.
+    #[serde(default)]
+    pub params: String,
+}
+
+/// What the guest's init does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestSpec {
+    /// `new_id` bindings.
+    #[serde(default)]
+    pub binds: Vec<BindSpec>,
+    /// `/dev/uioN` count to wait for.
+    pub uio_devices: usize,
+    /// Workspace packages to build for the guest.
+    pub packages: Vec<String>,
+    /// Their binaries copied into `/bin`.
+    pub programs: Vec<String>,
+    /// Programs run as suites, in order.
+    pub suites: Vec<String>,
+    /// `poweroff` or `reboot`.
+    pub halt: HaltSpec,
+}
+
+/// A PCI id binding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindSpec {
+    /// PCI driver.
+    pub driver: String,
+    /// Text for `new_id`.
+    pub id: String,
+}
+
+/// How the guest ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HaltSpec {
+    /// ACPI power-off.
+    Poweroff,
+    /// Reset, which `-no-reboot` turns into QEMU's exit.
+    Reboot,
+}
+
+/// Loads and checks the workspace's profiles.
+pub fn load() -> Result<Vec<Profile>> {
+    load_from(&util::workspace_root().join(PROFILES))
+}
+
+fn load_from(path: &Path) -> Result<Vec<Profile>> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    parse(&text, path)
+}
+
+fn parse(text: &str, path: &Path) -> Result<Vec<Profile>> {
+    let file: ProfilesFile = toml::from_str(text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let problems = check(&file.machine);
+    if problems.is_empty() {
+        Ok(file.machine)
+    } else {
+        Err(Error::Other(format!("{}:\n  {}", path.display(), problems.join("\n  "))))
+    }
+}
+
+/// Cross-field rules serde cannot express; every violation is reported.
+fn check(profiles: &[Profile]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if profiles.is_empty() {
+        problems.push("no [[machine]] profile".to_string());
+    }
+    for (i, p) in profiles.iter().enumerate() {
+        if profiles[..i].iter().any(|q| q.name == p.name) {
+            problems.push(format!("machine `{}` is defined twice", p.name));
+        }
+        if p.kernel.package.matches('*').count() != 1 {
+            problems.push(format!("machine `{}`: kernel.package must contain exactly one `*`", p.name));
+        }
+        for s in &p.guest.suites {
+            if !p.guest.programs.contains(s) {
+                problems.push(format!("machine `{}`: suite `{s}` is not in guest.programs", p.name));
+            }
+        }
+        if p.timeout_secs == 0 {
+            problems.push(format!("machine `{}`: timeout_secs must be positive", p.name));
+        }
+        let reserved = ["-kernel", "-initrd", "-append", "-accel", "-device"];
+        for a in &p.qemu.args {
+            if reserved.contains(&a.as_str()) {
+                problems.push(format!("machine `{}`: qemu.args must not contain `{a}` (the xtask adds it)", p.name));
+            }
+        }
+    }
+    problems
+}
+
+/// Picks the profiles to run: the named one, or all.
+pub fn select(profiles: Vec<Profile>, name: Option<&str>) -> Result<Vec<Profile>> {
+    let Some(name) = name else { return Ok(profiles) };
+    let known: Vec<String> = profiles.iter().map(|p| p.name.clone()).collect();
+    let chosen: Vec<Profile> = profiles.into_iter().filter(|p| p.name == name).collect();
+    if chosen.is_empty() {
+        return Err(Error::Usage(format!("no machine `{name}` in {PROFILES}; known: {}", known.join(", "))));
+    }
+    Ok(chosen)
+}
+
+/// Where per-machine build outputs (initramfs) go.
+pub fn work_dir(profile: &Profile) -> PathBuf {
+    util::workspace_root().join("target").join("qemu").join(&profile.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_profiles_load_and_include_x86_with_two_edu_devices() {
+        let profiles = load().expect("qemu/machines.toml must load");
+        let x86 = profiles.iter().find(|p| p.name == "x86").expect("x86 profile");
+        assert_eq!(x86.qemu.devices, ["edu", "edu"]);
+        assert_eq!(x86.guest.uio_devices, 2);
+        let names: Vec<&str> = x86.kernel.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["uio", "uio_pci_generic"], "uio must load before uio_pci_generic");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_file() {
+        let text = std::fs::read_to_string(util::workspace_root().join(PROFILES)).unwrap();
+        let bad = text.replace("timeout_secs =", "timeout_seconds =");
+        let err = parse(&bad, Path::new("machines.toml")).unwrap_err().to_string();
+        assert!(err.contains("machines.toml") && err.contains("timeout_seconds"), "{err}");
+    }
+
+    #[test]
+    fn cross_field_problems_are_all_reported() {
+        let text = std::fs::read_to_string(util::workspace_root().join(PROFILES)).unwrap();
+        let bad = text
+            .replace("suites = [\"edu-suite\"]", "suites = [\"nope\"]")
+            .replace("\"-m\", \"256\"", "\"-m\", \"256\", \"-kernel\"");
+        let err = parse(&bad, Path::new("m.toml")).unwrap_err().to_string();
+        assert!(err.contains("suite `nope`") && err.contains("`-kernel`"), "{err}");
+    }
+
+    #[test]
+    fn selecting_an_unknown_machine_lists_the_known_ones() {
+        let profiles = load().unwrap();
+        let err = select(profiles, Some("vax")).unwrap_err().to_string();
+        assert!(err.contains("vax") && err.contains("x86"), "{err}");
+    }
+}

