@@ -1,0 +1,583 @@
+//! The supervisor's TOML configuration: one `[supervisor]` table and one
+//! `[[driver]]` table per driver.
+//!
+//! ```toml
+//! [supervisor]
+//! state-dir = "/var/lib/reinc"        # persisted checkpoints
+//!
+//! [[driver]]
+//! name = "storage_driver"
+//! exec = "target/debug/storage_driver"
+//! args = ["--file", "/tmp/disk.img", "--blocks", "4096"]
+//! backoff-base-ms = 100
+//! max-restarts = 5
+//! restart-window-ms = 10000
+//! persist-checkpoint = true
+//! ```
+//!
+//! # Every error at once
+//! serde stops at the first error, which turns fixing a config file into a
+//! loop of edit-and-retry. So the file is first parsed into a `toml::Value`;
+//! then every key of every table is deserialized *on its own* (a one-key
+//! table into the all-`Option` schema struct, with `deny_unknown_fields` and
+//! kebab-case), so each unknown key and each type error is reported, with its
+//! driver and key; finally the range checks run over what parsed. All
+//! problems come back together in one [`ConfigError`].
+
+use reinc_policy::{BackoffConfig, MAX_RESTARTS_IN_WINDOW, Millis};
+use reinc_proto::FaultPlan;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Hard upper bound on `queue-depth` (the supervisor's queue capacity).
+pub const QUEUE_SLOTS: usize = 1024;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Supervisor-wide settings.
+    pub supervisor: SupervisorConfig,
+    /// The drivers, in start order.
+    pub drivers: Vec<DriverConfig>,
+}
+
+/// `[supervisor]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorConfig {
+    /// Where persisted checkpoints live (`<state-dir>/<driver>.ckpt`).
+    pub state_dir: PathBuf,
+    /// Where `client.sock` and `control.sock` are created (default: see
+    /// [`default_runtime_dir`]).
+    pub runtime_dir: Option<PathBuf>,
+    /// Client sessions kept for resumption.
+    pub max_sessions: usize,
+    /// Cached replies kept per client session (dedup table).
+    pub dedup_per_session: usize,
+}
+
+/// What a driver's fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPolicyConfig {
+    /// [`reinc_policy::BackoffRestart`].
+    Restart(BackoffConfig),
+    /// [`reinc_policy::StopOnFault`].
+    Stop,
+}
+
+/// What to do when the persisted checkpoint file is torn or corrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorruptCheckpoint {
+    /// Refuse to start (the supervisor exits with an error naming the file).
+    Refuse,
+    /// Log the error and start the driver from its initial state.
+    StartFresh,
+}
+
+/// One `[[driver]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Unique name; also `REINC_DRIVER_NAME`.
+    pub name: String,
+    /// The executable.
+    pub exec: PathBuf,
+    /// Its arguments (with `--device SELECTOR` appended when `device` is set).
+    pub args: Vec<String>,
+    /// The device the driver owns, as a selector the driver understands.
+    pub device: Option<String>,
+    /// Fault plan armed in every instance (`REINC_FAULT`).
+    pub fault: Option<FaultPlan>,
+    /// Execution log for tests (`REINC_EXEC_LOG`).
+    pub exec_log: Option<PathBuf>,
+    /// Restart or stop on fault.
+    pub fault_policy: FaultPolicyConfig,
+    /// Time between heartbeat pings.
+    pub heartbeat_interval: Millis,
+    /// Unanswered pings in a row that mean "hung".
+    pub heartbeat_misses: u32,
+    /// Time allowed from launch to `Ready`.
+    pub init_timeout: Millis,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    pub shutdown_timeout: Millis,
+    /// Accepted-but-unanswered requests before clients get `Busy`.
+    pub queue_depth: usize,
+    /// Requests sent to the driver before their replies (pipelining).
+    pub window: usize,
+    /// Crashes attributed to one request before it is dropped as poisoned.
+    pub poison_after: u32,
+    /// Persist the checkpoint to `<state-dir>/<name>.ckpt`.
+    pub persist_checkpoint: bool,
+    /// What a torn or corrupt persisted checkpoint does.
+    pub on_corrupt_checkpoint: CorruptCheckpoint,
+}
+
+impl DriverConfig {
+    /// A driver with every optional figure at its default (for tests and
+    /// embedding).
+    #[must_use]
+    pub fn new(name: &str, exec: impl Into<PathBuf>) -> Self {
+        let d = DriverToml::default();
+        finish_driver(name.to_owned(), exec.into(), d, &mut Vec::new())
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The table: `supervisor`, `driver "NAME"` or `driver #N`.
+    pub table: String,
+    /// The key, when one is to blame.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "{}: `{k}`: {}", self.table, self.message),
+            None => write!(f, "{}: {}", self.table, self.message),
+        }
+    }
+}
+
+/// A configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file has one or more problems; all of them are listed.
+    #[error("config file {path} has {} problem(s):\n{}", problems.len(), list(problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct SupervisorToml {
+    state_dir: Option<PathBuf>,
+    runtime_dir: Option<PathBuf>,
+    max_sessions: Option<u64>,
+    dedup_per_session: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct TopToml {
+    supervisor: Option<toml::Value>,
+    driver: Option<Vec<toml::Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct DriverToml {
+    name: Option<String>,
+    exec: Option<PathBuf>,
+    args: Option<Vec<String>>,
+    device: Option<String>,
+    fault: Option<String>,
+    exec_log: Option<PathBuf>,
+    fault_policy: Option<FaultPolicyName>,
+    backoff_base_ms: Option<u64>,
+    backoff_cap_ms: Option<u64>,
+    jitter_percent: Option<u64>,
+    healthy_after_ms: Option<u64>,
+    max_restarts: Option<u64>,
+    restart_window_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+    heartbeat_misses: Option<u64>,
+    init_timeout_ms: Option<u64>,
+    shutdown_timeout_ms: Option<u64>,
+    queue_depth: Option<u64>,
+    window: Option<u64>,
+    poison_after: Option<u64>,
+    persist_checkpoint: Option<bool>,
+    on_corrupt_checkpoint: Option<CorruptName>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum FaultPolicyName {
+    Restart,
+    Stop,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum CorruptName {
+    Refuse,
+    StartFresh,
+}
+
+/// Deserializes `table` key by key into `T`, recording one problem per bad
+/// key, then as a whole. Returns `None` if any key was bad.
+fn per_key<T: DeserializeOwned + Default>(value: &toml::Value, table: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    let Some(map) = value.as_table() else {
+        problems.push(Problem { table: table.into(), key: None, message: "must be a table".into() });
+        return None;
+    };
+    // Keep the keys that are fine on their own, so the range checks still
+    // run over them.
+    let mut good = toml::map::Map::new();
+    for (k, v) in map {
+        let mut one = toml::map::Map::new();
+        one.insert(k.clone(), v.clone());
+        match toml::Value::Table(one).try_into::<T>() {
+            Ok(_) => {
+                good.insert(k.clone(), v.clone());
+            }
+            Err(e) => {
+                problems.push(Problem { table: table.into(), key: Some(k.clone()), message: clean(&e.to_string()) })
+            }
+        }
+    }
+    match toml::Value::Table(good).try_into::<T>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(Problem { table: table.into(), key: None, message: clean(&e.to_string()) });
+            None
+        }
+    }
+}
+
+fn clean(msg: &str) -> String {
+    msg.trim().replace('\n', " ")
+}
+
+/// Reads and validates a configuration file.
+///
+/// # Errors
+/// [`ConfigError`], listing every problem found.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    parse(&text).map_err(|problems| ConfigError::Invalid { path: path.into(), problems })
+}
+
+/// Parses and validates configuration text.
+///
+/// # Errors
+/// Every problem found.
+pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let value: toml::Value = match toml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(vec![Problem { table: "file".into(), key: None, message: clean(&e.to_string()) }]);
+        }
+    };
+    // The top level is checked key by key too, so one stray key does not
+    // hide the problems in the tables.
+    let mut top = TopToml::default();
+    if let Some(map) = value.as_table() {
+        for (k, v) in map {
+            let mut one = toml::map::Map::new();
+            one.insert(k.clone(), v.clone());
+            match toml::Value::Table(one).try_into::<TopToml>() {
+                Ok(t) => {
+                    top.supervisor = top.supervisor.or(t.supervisor);
+                    top.driver = top.driver.or(t.driver);
+                }
+                Err(e) => problems.push(Problem {
+                    table: "top level".into(),
+                    key: Some(k.clone()),
+                    message: clean(&e.to_string()),
+                }),
+            }
+        }
+    }
+    let sup = top
+        .supervisor
+        .as_ref()
+        .and_then(|v| per_key::<SupervisorToml>(v, "supervisor", &mut problems))
+        .unwrap_or_default();
+    let supervisor = SupervisorConfig {
+        state_dir: sup.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/reinc")),
+        runtime_dir: sup.runtime_dir,
+        max_sessions: count(sup.max_sessions, 256, 1, 1 << 16, "supervisor", "max-sessions", &mut problems),
+        dedup_per_session: count(
+            sup.dedup_per_session,
+            1024,
+            1,
+            1 << 20,
+            "supervisor",
+            "dedup-per-session",
+            &mut problems,
+        ),
+    };
+    let mut drivers = Vec::new();
+    let mut names = BTreeSet::new();
+    let tables = top.driver.unwrap_or_default();
+    if tables.is_empty() && problems.is_empty() {
+        problems.push(Problem {
+            table: "top level".into(),
+            key: Some("driver".into()),
+            message: "no [[driver]] configured".into(),
+        });
+    }
+    for (i, t) in tables.iter().enumerate() {
+        // Name the table by its `name` when it has a usable one.
+        let label = match t.get("name").and_then(toml::Value::as_str) {
+            Some(n) => format!("driver \"{n}\""),
+            None => format!("driver #{}", i + 1),
+        };
+        let Some(d) = per_key::<DriverToml>(t, &label, &mut problems) else { continue };
+        let name = match d.name.clone() {
+            Some(n) if valid_name(&n) => n,
+            Some(_) => {
+                problems.push(Problem {
+                    table: label.clone(),
+                    key: Some("name".into()),
+                    message: "must be 1-64 characters of [A-Za-z0-9_-]".into(),
+                });
+                continue;
+            }
+            None => {
+                problems.push(Problem {
+                    table: label.clone(),
+                    key: Some("name".into()),
+                    message: "is required".into(),
+                });
+                continue;
+            }
+        };
+        if !names.insert(name.clone()) {
+            problems.push(Problem {
+                table: label.clone(),
+                key: Some("name".into()),
+                message: "is used by another driver".into(),
+            });
+        }
+        match d.exec.clone() {
+            Some(exec) => drivers.push(finish_driver(name, exec, d, &mut problems)),
+            None => {
+                problems.push(Problem {
+                    table: label.clone(),
+                    key: Some("exec".into()),
+                    message: "is required".into(),
+                });
+                // Still check the rest of the table.
+                finish_driver(name, PathBuf::new(), d, &mut problems);
+            }
+        }
+    }
+    if problems.is_empty() { Ok(Config { supervisor, drivers }) } else { Err(problems) }
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn count(
+    v: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+    table: &str,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> usize {
+    let v = v.unwrap_or(default);
+    if !(min..=max).contains(&v) {
+        problems.push(Problem {
+            table: table.into(),
+            key: Some(key.into()),
+            message: format!("must be between {min} and {max}, got {v}"),
+        });
+        return default as usize;
+    }
+    v as usize
+}
+
+fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<Problem>) -> DriverConfig {
+    let label = format!("driver \"{name}\"");
+    let mut bad = |key: &str, message: String| {
+        problems.push(Problem { table: label.clone(), key: Some(key.into()), message });
+    };
+    let fault = match d.fault.as_deref().map(str::parse::<FaultPlan>) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            bad("fault", e.to_string());
+            None
+        }
+        None => None,
+    };
+    let ms = |v: Option<u64>, default: u64| Millis(v.unwrap_or(default));
+    let backoff = BackoffConfig {
+        base: ms(d.backoff_base_ms, 100),
+        cap: ms(d.backoff_cap_ms, 10_000),
+        jitter_percent: u8::try_from(d.jitter_percent.unwrap_or(20)).unwrap_or(u8::MAX),
+        healthy_after: ms(d.healthy_after_ms, 30_000),
+        max_restarts: u32::try_from(d.max_restarts.unwrap_or(5)).unwrap_or(u32::MAX),
+        window: ms(d.restart_window_ms, 60_000),
+    };
+    if backoff.jitter_percent > 100 {
+        bad("jitter-percent", format!("must be between 0 and 100, got {}", d.jitter_percent.unwrap_or(0)));
+    }
+    if backoff.cap < backoff.base {
+        bad("backoff-cap-ms", format!("({}) must not be below backoff-base-ms ({})", backoff.cap.0, backoff.base.0));
+    }
+    if backoff.max_restarts as usize > MAX_RESTARTS_IN_WINDOW {
+        bad("max-restarts", format!("must be at most {MAX_RESTARTS_IN_WINDOW}, got {}", d.max_restarts.unwrap_or(0)));
+    }
+    if backoff.window.0 == 0 {
+        bad("restart-window-ms", "must be positive".into());
+    }
+    let mut positive = |key: &str, v: Option<u64>, default: u64, max: u64| -> u64 {
+        let v = v.unwrap_or(default);
+        if v == 0 || v > max {
+            bad(key, format!("must be between 1 and {max}, got {v}"));
+            return default;
+        }
+        v
+    };
+    let heartbeat_interval = Millis(positive("heartbeat-interval-ms", d.heartbeat_interval_ms, 1_000, 3_600_000));
+    let heartbeat_misses = positive("heartbeat-misses", d.heartbeat_misses, 3, 1_000) as u32;
+    let init_timeout = Millis(positive("init-timeout-ms", d.init_timeout_ms, 5_000, 3_600_000));
+    let shutdown_timeout = Millis(positive("shutdown-timeout-ms", d.shutdown_timeout_ms, 2_000, 3_600_000));
+    let queue_depth = positive("queue-depth", d.queue_depth, 256, QUEUE_SLOTS as u64) as usize;
+    let window = positive("window", d.window, 8, QUEUE_SLOTS as u64) as usize;
+    let poison_after = positive("poison-after", d.poison_after, 3, 1_000) as u32;
+    let mut args = d.args.unwrap_or_default();
+    if let Some(dev) = &d.device {
+        args.push("--device".into());
+        args.push(dev.clone());
+    }
+    DriverConfig {
+        name,
+        exec,
+        args,
+        device: d.device,
+        fault,
+        exec_log: d.exec_log,
+        fault_policy: match d.fault_policy.unwrap_or(FaultPolicyName::Restart) {
+            FaultPolicyName::Restart => FaultPolicyConfig::Restart(backoff),
+            FaultPolicyName::Stop => FaultPolicyConfig::Stop,
+        },
+        heartbeat_interval,
+        heartbeat_misses,
+        init_timeout,
+        shutdown_timeout,
+        queue_depth,
+        window,
+        poison_after,
+        persist_checkpoint: d.persist_checkpoint.unwrap_or(false),
+        on_corrupt_checkpoint: match d.on_corrupt_checkpoint.unwrap_or(CorruptName::Refuse) {
+            CorruptName::Refuse => CorruptCheckpoint::Refuse,
+            CorruptName::StartFresh => CorruptCheckpoint::StartFresh,
+        },
+    }
+}
+
+/// The default directory for `client.sock` and `control.sock`:
+/// `$REINC_RUNTIME_DIR`, else `/run/reinc` for root, else
+/// `$XDG_RUNTIME_DIR/reinc`, else `/tmp/reinc-$UID`.
+#[must_use]
+pub fn default_runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("REINC_RUNTIME_DIR") {
+        return d.into();
+    }
+    let uid = nix::unistd::getuid();
+    if uid.is_root() {
+        return "/run/reinc".into();
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(d).join("reinc");
+    }
+    PathBuf::from(format!("/tmp/reinc-{uid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[[driver]]\nname = \"storage_driver\"\nexec = \"/bin/true\"\n").unwrap();
+        assert_eq!(c.drivers.len(), 1);
+        let d = &c.drivers[0];
+        assert_eq!(d.heartbeat_misses, 3);
+        assert_eq!(d.window, 8);
+        assert!(matches!(d.fault_policy, FaultPolicyConfig::Restart(b) if b.max_restarts == 5));
+        assert_eq!(d, &DriverConfig::new("storage_driver", "/bin/true"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_driver_and_key() {
+        let text = r#"
+            bogus-top = 1
+            [supervisor]
+            max-sessions = 0
+            [[driver]]
+            name = "a"
+            exec = "/bin/a"
+            jitter-percent = 150
+            heartbeat-misses = "three"
+            colour = "red"
+            [[driver]]
+            name = "b"
+            fault = "during:1:segv"
+            [[driver]]
+            name = "a"
+            exec = "/bin/a2"
+            backoff-base-ms = 500
+            backoff-cap-ms = 100
+        "#;
+        let problems = parse(text).unwrap_err();
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let has = |table: &str, key: &str| problems.iter().any(|p| p.table == table && p.key.as_deref() == Some(key));
+        assert!(has("top level", "bogus-top"), "{shown:#?}");
+        assert!(has("supervisor", "max-sessions"), "{shown:#?}");
+        assert!(has("driver \"a\"", "heartbeat-misses"), "{shown:#?}");
+        assert!(has("driver \"a\"", "colour"), "{shown:#?}");
+        assert!(has("driver \"b\"", "exec"), "{shown:#?}");
+        assert!(has("driver \"a\"", "name"), "duplicate name: {shown:#?}");
+        assert!(has("driver \"a\"", "backoff-cap-ms"), "{shown:#?}");
+        assert!(has("driver \"a\"", "jitter-percent"), "{shown:#?}");
+        assert!(has("driver \"b\"", "fault"), "{shown:#?}");
+        assert_eq!(problems.len(), 9, "{shown:#?}");
+    }
+
+    #[test]
+    fn range_problems_in_one_driver_are_all_listed() {
+        let text =
+            "[[driver]]\nname = \"x\"\nexec = \"/x\"\njitter-percent = 101\nwindow = 0\nfault = \"init:1:melt\"\n";
+        let problems = parse(text).unwrap_err();
+        let keys: BTreeSet<_> = problems.iter().filter_map(|p| p.key.clone()).collect();
+        assert_eq!(keys, ["fault", "jitter-percent", "window"].into_iter().map(String::from).collect());
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let problems = parse("[[driver]\nname = 1").unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("line 1"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn empty_config_has_no_driver() {
+        let problems = parse("").unwrap_err();
+        assert_eq!(problems[0].key.as_deref(), Some("driver"));
+    }
+
+    #[test]
+    fn device_selector_becomes_an_argument() {
+        let c = parse("[[driver]]\nname = \"e\"\nexec = \"/e\"\nargs = [\"-v\"]\ndevice = \"uio0\"\n").unwrap();
+        assert_eq!(c.drivers[0].args, ["-v", "--device", "uio0"]);
+    }
+}

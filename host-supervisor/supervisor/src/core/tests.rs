@@ -1,0 +1,655 @@
+//! The supervisor's rules, exercised without processes.
+
+use super::*;
+use crate::config::DriverConfig;
+use reinc_policy::BackoffConfig;
+
+const STORAGE: DriverId = DriverId(0);
+const NET: DriverId = DriverId(1);
+const C1: ConnId = ConnId(1);
+const C2: ConnId = ConnId(2);
+
+fn backoff() -> BackoffConfig {
+    BackoffConfig {
+        base: Millis(100),
+        cap: Millis(1_000),
+        jitter_percent: 0,
+        healthy_after: Millis(10_000),
+        max_restarts: 4,
+        window: Millis(60_000),
+    }
+}
+
+fn driver(name: &str) -> DriverConfig {
+    let mut c = DriverConfig::new(name, "/bin/false");
+    c.fault_policy = FaultPolicyConfig::Restart(backoff());
+    c.heartbeat_interval = Millis(1_000);
+    c.heartbeat_misses = 3;
+    c.init_timeout = Millis(5_000);
+    c.window = 2;
+    c.queue_depth = 4;
+    c.poison_after = 3;
+    c
+}
+
+/// A supervisor plus a clock and a fake process table.
+struct Sim {
+    sup: Supervisor,
+    now: Millis,
+    next_pid: u32,
+    out: Vec<Action>,
+}
+
+impl Sim {
+    fn new(drivers: Vec<DriverConfig>) -> Self {
+        let sup = Supervisor::new(drivers.into_iter().map(|d| (d, None)).collect(), 42, 4, 8);
+        Self { sup, now: Millis(0), next_pid: 100, out: Vec::new() }
+    }
+
+    fn with(mut f: impl FnMut(&mut DriverConfig)) -> Self {
+        let mut d = driver("storage_driver");
+        f(&mut d);
+        Self::new(vec![d])
+    }
+
+    /// Feeds an event; answers spawns like the daemon does; keeps every action.
+    fn ev(&mut self, e: Event<'_>) -> Vec<Action> {
+        let mut acts = self.sup.handle(self.now, e);
+        let mut i = 0;
+        while i < acts.len() {
+            if let Action::Spawn { driver, generation } = acts[i] {
+                self.next_pid += 1;
+                let pid = self.next_pid;
+                let more = self.sup.handle(self.now, Event::Spawned { driver, generation, pid });
+                acts.extend(more);
+            }
+            i += 1;
+        }
+        self.out.extend(acts.iter().cloned());
+        acts
+    }
+
+    fn at(&mut self, t: u64) -> Vec<Action> {
+        self.now = Millis(t);
+        self.ev(Event::Tick)
+    }
+
+    fn generation(&self, d: DriverId) -> Generation {
+        self.sup.current(d).expect("an instance")
+    }
+
+    fn ready(&mut self, d: DriverId) -> Vec<Action> {
+        let g = self.generation(d);
+        self.ev(Event::FromDriver { driver: d, frame_gen: g, msg: FromDriver::Ready })
+    }
+
+    fn start(&mut self) {
+        self.ev(Event::Start);
+        for i in 0..self.sup.driver_count() {
+            self.ready(DriverId(i));
+        }
+    }
+
+    fn hello(&mut self, conn: ConnId, resume: Option<ClientId>) -> ClientId {
+        self.ev(Event::ClientConnected { conn });
+        let acts = self.ev(Event::Hello { conn, resume });
+        match acts.as_slice() {
+            [Action::ToClient { msg: ClientMsg::Welcome { client }, .. }] => *client,
+            other => panic!("no welcome: {other:?}"),
+        }
+    }
+
+    fn call(&mut self, conn: ConnId, seq: u64, body: &[u8]) -> Vec<Action> {
+        self.ev(Event::Call { conn, seq, driver: "storage_driver", body, acked_below: 0 })
+    }
+
+    fn reply(&mut self, d: DriverId, client: ClientId, seq: u64, commit: Option<&[u8]>, body: &[u8]) -> Vec<Action> {
+        let g = self.generation(d);
+        let msg = FromDriver::Reply { id: RequestId { client, seq }, commit, body };
+        self.ev(Event::FromDriver { driver: d, frame_gen: g, msg })
+    }
+
+    fn crash(&mut self, d: DriverId, status: ExitStatus) -> Vec<Action> {
+        let g = self.generation(d);
+        self.ev(Event::Exited { driver: d, generation: g, status })
+    }
+
+    fn state(&self, d: DriverId) -> DriverStatus {
+        self.sup.status(self.now)[d.0].clone()
+    }
+
+    fn said(&self, line: &str) -> bool {
+        self.out.iter().any(|a| matches!(a, Action::Say(s) if s == line))
+    }
+}
+
+const SEGV: ExitStatus = ExitStatus::Signal(11);
+
+fn requests_sent(acts: &[Action]) -> Vec<u64> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::ToDriver { msg: DriverMsg::Request { id, .. }, .. } => Some(id.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+fn client_msgs(acts: &[Action], conn: ConnId) -> Vec<ClientMsg> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::ToClient { conn: c, msg } if *c == conn => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn launch_sends_init_with_the_checkpoint_after_spawn() {
+    let sup = Supervisor::new(vec![(driver("storage_driver"), Some(vec![9, 9]))], 1, 4, 8);
+    let mut sim = Sim { sup, now: Millis(0), next_pid: 221, out: Vec::new() };
+    let acts = sim.ev(Event::Start);
+    assert_eq!(acts[0], Action::Spawn { driver: STORAGE, generation: Generation(1) });
+    assert_eq!(acts[1], Action::Say("Launching storage_driver (pid=222)".into()));
+    assert_eq!(
+        acts[2],
+        Action::ToDriver {
+            driver: STORAGE,
+            generation: Generation(1),
+            msg: DriverMsg::Init { generation: Generation(1), checkpoint: Some(vec![9, 9]) }
+        }
+    );
+    assert_eq!(sim.state(STORAGE).state, DriverState::Starting);
+    sim.ready(STORAGE);
+    assert_eq!(sim.state(STORAGE).state, DriverState::Running);
+}
+
+#[test]
+fn crash_restarts_immediately_with_new_pid_and_generation() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let before = sim.state(STORAGE);
+    sim.at(50);
+    sim.crash(STORAGE, SEGV);
+    assert!(sim.said("storage_driver crashed (SIGSEGV)"));
+    assert!(sim.said("restarting storage_driver"));
+    let after = sim.state(STORAGE);
+    assert_eq!(after.generation, before.generation + 1);
+    assert_ne!(after.pid, before.pid);
+    assert_eq!(after.restarts, 1);
+    assert_eq!(after.last_failure.as_deref(), Some("SIGSEGV"));
+}
+
+#[test]
+fn restart_backoff_doubles_up_to_cap() {
+    let mut sim =
+        Sim::with(|d| d.fault_policy = FaultPolicyConfig::Restart(BackoffConfig { max_restarts: 64, ..backoff() }));
+    sim.start();
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        sim.crash(STORAGE, ExitStatus::Code(1));
+        let st = sim.state(STORAGE);
+        match st.state {
+            DriverState::Starting => delays.push(0),
+            DriverState::BackingOff => {
+                let d = st.backoff_ms.unwrap();
+                delays.push(d);
+                // Nothing happens a millisecond early; the launch comes on time.
+                let t = sim.now.0;
+                assert!(requests_spawned(&sim.at(t + d - 1)).is_empty());
+                assert_eq!(requests_spawned(&sim.at(t + d)).len(), 1);
+            }
+            other => panic!("unexpected state {other}"),
+        }
+        sim.ready(STORAGE);
+    }
+    assert_eq!(delays, [0, 100, 200, 400, 800, 1000]);
+}
+
+fn requests_spawned(acts: &[Action]) -> Vec<Generation> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Spawn { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn backoff_resets_after_a_healthy_period() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    sim.crash(STORAGE, SEGV); // immediate
+    sim.ready(STORAGE);
+    sim.crash(STORAGE, SEGV); // 100 ms
+    assert_eq!(sim.state(STORAGE).state, DriverState::BackingOff);
+    sim.at(100);
+    sim.ready(STORAGE);
+    // Healthy for 10 s (heartbeats answered): the next crash restarts at once.
+    for t in (1_100..=10_100).step_by(1_000) {
+        for a in sim.at(t) {
+            if let Action::ToDriver { msg: DriverMsg::Ping { nonce }, generation, .. } = a {
+                sim.ev(Event::FromDriver { driver: STORAGE, frame_gen: generation, msg: FromDriver::Pong { nonce } });
+            }
+        }
+    }
+    sim.crash(STORAGE, SEGV);
+    assert_eq!(sim.state(STORAGE).state, DriverState::Starting);
+}
+
+#[test]
+fn storm_ends_in_quarantine_and_pending_requests_fail_with_driver_failed() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    sim.hello(C1, None);
+    sim.call(C1, 1, b"r1");
+    for _ in 0..4 {
+        sim.crash(STORAGE, SEGV);
+        if let Some(d) = sim.state(STORAGE).backoff_ms {
+            let t = sim.now.0 + d;
+            sim.at(t);
+        }
+    }
+    let acts = sim.crash(STORAGE, SEGV);
+    assert_eq!(sim.state(STORAGE).state, DriverState::Quarantined);
+    assert!(sim.out.iter().any(|a| matches!(a, Action::Say(s) if s.starts_with("storage_driver quarantined"))));
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 1, error: CallError::DriverFailed }]);
+    assert_eq!(sim.state(STORAGE).queue_depth, 0);
+    // New calls are refused while quarantined.
+    let acts = sim.call(C1, 2, b"r2");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 2, error: CallError::DriverFailed }]);
+    // No deadline: a quarantined driver costs nothing.
+    assert_eq!(sim.sup.next_deadline(), None);
+}
+
+#[test]
+fn operator_restart_revives_a_quarantined_driver() {
+    let mut sim = Sim::with(|d| d.fault_policy = FaultPolicyConfig::Stop);
+    sim.start();
+    sim.crash(STORAGE, ExitStatus::Signal(6));
+    assert_eq!(sim.state(STORAGE).state, DriverState::Quarantined);
+    let (resp, acts) = sim.sup.control(sim.now, &ControlRequest::Restart { driver: "storage_driver".into() });
+    assert!(matches!(resp, ControlResponse::Done(_)), "{resp:?}");
+    assert_eq!(requests_spawned(&acts), [Generation(2)]);
+    let (resp, _) = sim.sup.control(sim.now, &ControlRequest::Restart { driver: "nope".into() });
+    assert!(matches!(resp, ControlResponse::Error(e) if e.contains("nope")));
+}
+
+#[test]
+fn crash_during_init_counts_as_a_crash() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.ev(Event::Start);
+    sim.crash(STORAGE, ExitStatus::Signal(11));
+    let st = sim.state(STORAGE);
+    assert_eq!(st.restarts, 1);
+    assert_eq!(st.last_failure.as_deref(), Some("SIGSEGV during init"));
+}
+
+#[test]
+fn init_timeout_kills_and_counts_as_a_crash() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.ev(Event::Start);
+    assert_eq!(sim.sup.next_deadline(), Some(Millis(5_000)));
+    let acts = sim.at(5_000);
+    assert!(acts.contains(&Action::Kill { driver: STORAGE, generation: Generation(1), signal: KillSignal::Kill }));
+    sim.crash(STORAGE, ExitStatus::Signal(9));
+    let st = sim.state(STORAGE);
+    assert!(st.last_failure.unwrap().starts_with("init timeout"));
+    assert_eq!(st.generation, 2);
+}
+
+#[test]
+fn missed_heartbeats_mean_hung_then_kill_and_restart() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let mut pings = 0;
+    for t in [1_000, 2_000, 3_000] {
+        pings += sim.at(t).iter().filter(|a| matches!(a, Action::ToDriver { msg: DriverMsg::Ping { .. }, .. })).count();
+    }
+    assert_eq!(pings, 3);
+    assert_eq!(sim.state(STORAGE).state, DriverState::Running);
+    let acts = sim.at(4_000);
+    assert!(acts.contains(&Action::Kill { driver: STORAGE, generation: Generation(1), signal: KillSignal::Kill }));
+    assert_eq!(sim.state(STORAGE).state, DriverState::Hung);
+    sim.crash(STORAGE, ExitStatus::Signal(9));
+    let st = sim.state(STORAGE);
+    assert_eq!(st.last_failure.as_deref(), Some("hung (missed 3 heartbeats)"));
+    assert_eq!(st.generation, 2);
+}
+
+#[test]
+fn answered_pings_keep_a_driver_alive() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    for t in (1_000..20_000).step_by(1_000) {
+        for a in sim.at(t) {
+            if let Action::ToDriver { msg: DriverMsg::Ping { nonce }, generation, .. } = a {
+                sim.ev(Event::FromDriver { driver: STORAGE, frame_gen: generation, msg: FromDriver::Pong { nonce } });
+            }
+        }
+    }
+    assert_eq!(sim.state(STORAGE).state, DriverState::Running);
+    assert_eq!(sim.state(STORAGE).generation, 1);
+}
+
+#[test]
+fn reply_commits_and_persists_before_the_client_sees_it() {
+    let mut sim = Sim::with(|d| d.persist_checkpoint = true);
+    sim.start();
+    let c = sim.hello(C1, None);
+    assert_eq!(requests_sent(&sim.call(C1, 1, b"w")), [1]);
+    let acts = sim.reply(STORAGE, c, 1, Some(b"state1"), b"ok");
+    let persist = acts.iter().position(|a| matches!(a, Action::Persist { .. })).expect("persisted");
+    let reply = acts.iter().position(|a| matches!(a, Action::ToClient { .. })).expect("replied");
+    assert!(persist < reply, "{acts:?}");
+    assert_eq!(sim.sup.checkpoint(STORAGE), Some(&b"state1"[..]));
+    // The next instance is initialised from it.
+    let acts = sim.crash(STORAGE, SEGV);
+    assert!(acts.iter().any(|a| matches!(a,
+        Action::ToDriver { msg: DriverMsg::Init { checkpoint: Some(c), .. }, .. } if c == b"state1")));
+}
+
+#[test]
+fn frames_from_an_old_generation_are_dropped() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"w");
+    sim.crash(STORAGE, SEGV);
+    sim.ready(STORAGE);
+    let msg = FromDriver::Reply { id: RequestId { client: c, seq: 1 }, commit: Some(b"old"), body: b"stale" };
+    let acts = sim.ev(Event::FromDriver { driver: STORAGE, frame_gen: Generation(1), msg });
+    assert!(acts.is_empty(), "{acts:?}");
+    assert_eq!(sim.sup.checkpoint(STORAGE), None);
+    assert!(sim.sup.trace().any(|(_, t)| matches!(t, Trace::StaleFrame { got: Generation(1), .. })));
+    assert_eq!(sim.state(STORAGE).queue_depth, 1);
+}
+
+#[test]
+fn window_limits_requests_in_flight_and_refills_on_reply() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    let mut sent = Vec::new();
+    for s in 1..=4 {
+        sent.extend(requests_sent(&sim.call(C1, s, b"x")));
+    }
+    assert_eq!(sent, [1, 2]);
+    assert_eq!(requests_sent(&sim.reply(STORAGE, c, 1, None, b"r1")), [3]);
+}
+
+#[test]
+fn full_queue_answers_busy_and_keeps_what_it_accepted() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    sim.hello(C1, None);
+    for s in 1..=4 {
+        sim.call(C1, s, b"x");
+    }
+    let acts = sim.call(C1, 5, b"x");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 5, error: CallError::Busy }]);
+    assert_eq!(sim.state(STORAGE).queue_depth, 4);
+}
+
+#[test]
+fn replay_after_crash_before_reply_resends_in_order_after_ready() {
+    let mut sim = Sim::with(|d| d.window = 8);
+    sim.start();
+    let c = sim.hello(C1, None);
+    for s in 1..=3 {
+        sim.call(C1, s, b"x");
+    }
+    sim.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
+    let acts = sim.crash(STORAGE, SEGV);
+    assert!(requests_sent(&acts).is_empty(), "nothing is sent before Ready");
+    let acts = sim.ready(STORAGE);
+    assert!(sim.said("replaying 2 queued requests"));
+    assert_eq!(requests_sent(&acts), [2, 3]);
+    let acts = sim.reply(STORAGE, c, 2, None, b"r2");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq: 2, body: b"r2".to_vec() }]);
+}
+
+#[test]
+fn poisoned_request_is_answered_and_dropped_after_k_crashes() {
+    let mut sim = Sim::with(|d| {
+        d.fault_policy = FaultPolicyConfig::Restart(BackoffConfig { max_restarts: 64, base: Millis(1), ..backoff() })
+    });
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"poison");
+    sim.call(C1, 2, b"fine");
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        answered.extend(client_msgs(&sim.crash(STORAGE, SEGV), C1));
+        if let Some(d) = sim.state(STORAGE).backoff_ms {
+            let t = sim.now.0 + d;
+            sim.at(t);
+        }
+        sim.ready(STORAGE);
+    }
+    assert_eq!(answered, [ClientMsg::Failed { seq: 1, error: CallError::Poisoned }]);
+    // The driver goes on with the rest.
+    assert_eq!(sim.state(STORAGE).queue_depth, 1);
+    let acts = sim.reply(STORAGE, c, 2, None, b"ok");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq: 2, body: b"ok".to_vec() }]);
+    // A retry of the poisoned id is answered from the table, not re-executed.
+    let acts = sim.call(C1, 1, b"poison");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 1, error: CallError::Poisoned }]);
+    assert!(requests_sent(&acts).is_empty());
+}
+
+#[test]
+fn crash_while_idle_blames_no_request() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"x");
+    sim.reply(STORAGE, c, 1, None, b"r");
+    sim.crash(STORAGE, SEGV);
+    assert_eq!(sim.sup.status(sim.now)[0].queue_depth, 0);
+}
+
+#[test]
+fn retried_answered_request_is_served_from_cache_without_reexecution() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"w");
+    sim.reply(STORAGE, c, 1, Some(b"s"), b"done");
+    // The client lost the reply and reconnects.
+    sim.ev(Event::ClientGone { conn: C1 });
+    assert_eq!(sim.hello(C2, Some(c)), c);
+    let acts = sim.call(C2, 1, b"w");
+    assert!(requests_sent(&acts).is_empty(), "must not re-execute");
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Reply { seq: 1, body: b"done".to_vec() }]);
+    assert!(sim.sup.trace().any(|(_, t)| *t == Trace::DedupHit(RequestId { client: c, seq: 1 })));
+}
+
+#[test]
+fn retried_in_flight_request_attaches_to_the_original() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"w");
+    sim.ev(Event::ClientGone { conn: C1 });
+    sim.hello(C2, Some(c));
+    let acts = sim.call(C2, 1, b"w");
+    assert!(acts.is_empty(), "{acts:?}");
+    assert_eq!(sim.state(STORAGE).queue_depth, 1);
+    let acts = sim.reply(STORAGE, c, 1, None, b"r");
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Reply { seq: 1, body: b"r".to_vec() }]);
+}
+
+#[test]
+fn acked_below_expires_cached_replies() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"a");
+    sim.reply(STORAGE, c, 1, None, b"r1");
+    let acts = sim.ev(Event::Call { conn: C1, seq: 2, driver: "storage_driver", body: b"b", acked_below: 2 });
+    assert_eq!(requests_sent(&acts), [2]);
+    let acts = sim.call(C1, 1, b"a");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 1, error: CallError::Expired }]);
+    assert!(requests_sent(&acts).is_empty());
+}
+
+#[test]
+fn dedup_table_is_bounded_per_session() {
+    let mut sim = Sim::with(|d| d.queue_depth = 64);
+    sim.start();
+    let c = sim.hello(C1, None);
+    for s in 1..=20 {
+        sim.call(C1, s, b"x");
+        sim.reply(STORAGE, c, s, None, b"r");
+    }
+    // 8 cached replies per session: seq 12..=20 served, older expired.
+    assert!(matches!(client_msgs(&sim.call(C1, 20, b"x"), C1)[..], [ClientMsg::Reply { seq: 20, .. }]));
+    assert_eq!(client_msgs(&sim.call(C1, 3, b"x"), C1), [ClientMsg::Failed { seq: 3, error: CallError::Expired }]);
+}
+
+#[test]
+fn bad_calls_get_clear_errors_and_lose_nothing() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    sim.ev(Event::ClientConnected { conn: C2 });
+    let acts = sim.call(C2, 1, b"x");
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Failed { seq: 1, error: CallError::NoSession }]);
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"good");
+    let acts = sim.ev(Event::Call { conn: C1, seq: 2, driver: "nope", body: b"x", acked_below: 0 });
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 2, error: CallError::UnknownDriver }]);
+    let big = vec![0u8; MAX_BODY + 1];
+    let acts = sim.call(C1, 3, &big);
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 3, error: CallError::TooLarge }]);
+    let acts = sim.ev(Event::Hello { conn: C2, resume: Some(ClientId(999)) });
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Failed { seq: 0, error: CallError::NoSession }]);
+    let acts = sim.reply(STORAGE, c, 1, None, b"r");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq: 1, body: b"r".to_vec() }]);
+}
+
+#[test]
+fn out_of_order_reply_kills_the_instance_and_replays() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"a");
+    sim.call(C1, 2, b"b");
+    let acts = sim.reply(STORAGE, c, 2, None, b"wrong");
+    assert!(acts.iter().any(|a| matches!(a, Action::Kill { signal: KillSignal::Kill, .. })));
+    assert!(client_msgs(&acts, C1).is_empty());
+    sim.crash(STORAGE, ExitStatus::Signal(9));
+    assert!(sim.state(STORAGE).last_failure.unwrap().contains("protocol error"));
+    assert_eq!(requests_sent(&sim.ready(STORAGE)), [1, 2]);
+}
+
+#[test]
+fn operator_stop_then_restart_keeps_nothing_silent() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    sim.hello(C1, None);
+    sim.call(C1, 1, b"a");
+    let (resp, acts) = sim.sup.control(sim.now, &ControlRequest::Stop { driver: "storage_driver".into() });
+    assert!(matches!(resp, ControlResponse::Done(_)));
+    assert!(acts.contains(&Action::Kill { driver: STORAGE, generation: Generation(1), signal: KillSignal::Term }));
+    let acts = sim.crash(STORAGE, ExitStatus::Signal(15));
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 1, error: CallError::DriverFailed }]);
+    assert_eq!(sim.state(STORAGE).state, DriverState::Stopped);
+    let (_, acts) = sim.sup.control(sim.now, &ControlRequest::Restart { driver: "storage_driver".into() });
+    assert_eq!(requests_spawned(&acts), [Generation(2)]);
+}
+
+#[test]
+fn stop_escalates_to_sigkill_after_the_timeout() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    sim.sup.control(sim.now, &ControlRequest::Stop { driver: "storage_driver".into() });
+    let t = DriverConfig::new("x", "/x").shutdown_timeout.0;
+    assert!(!sim.at(t - 1).iter().any(|a| matches!(a, Action::Kill { .. })));
+    assert!(sim.at(t).contains(&Action::Kill { driver: STORAGE, generation: Generation(1), signal: KillSignal::Kill }));
+}
+
+#[test]
+fn shutdown_stops_in_reverse_start_order_then_exits() {
+    let mut sim = Sim::new(vec![driver("storage_driver"), driver("net_driver")]);
+    sim.start();
+    let acts = sim.ev(Event::Shutdown);
+    let kills: Vec<_> = acts.iter().filter(|a| matches!(a, Action::Kill { .. })).collect();
+    assert_eq!(kills, [&Action::Kill { driver: NET, generation: Generation(1), signal: KillSignal::Term }]);
+    let acts = sim.crash(NET, ExitStatus::Code(0));
+    assert!(acts.contains(&Action::Kill { driver: STORAGE, generation: Generation(1), signal: KillSignal::Term }));
+    assert!(!acts.contains(&Action::Exit));
+    let acts = sim.crash(STORAGE, ExitStatus::Code(0));
+    assert!(acts.contains(&Action::Exit));
+    assert_eq!(sim.state(NET).state, DriverState::Stopped);
+}
+
+#[test]
+fn inject_goes_to_the_current_instance() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let plan: FaultPlan = "after-effect:2:segv".parse().unwrap();
+    let (resp, acts) = sim.sup.control(sim.now, &ControlRequest::Inject { driver: "storage_driver".into(), plan });
+    assert!(matches!(resp, ControlResponse::Done(_)));
+    assert_eq!(acts, [Action::ToDriver { driver: STORAGE, generation: Generation(1), msg: DriverMsg::Inject(plan) }]);
+}
+
+#[test]
+fn dump_queue_lists_pending_requests_oldest_first() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    for s in 1..=3 {
+        sim.call(C1, s, b"xyz");
+    }
+    sim.now = Millis(250);
+    let (resp, _) = sim.sup.control(sim.now, &ControlRequest::DumpQueue { driver: "storage_driver".into() });
+    let ControlResponse::Queue(rows) = resp else { panic!("{resp:?}") };
+    let view: Vec<_> = rows.iter().map(|r| (r.id.seq, r.in_flight, r.age_ms, r.body_len)).collect();
+    assert_eq!(view, [(1, true, 250, 3), (2, true, 250, 3), (3, false, 250, 3)]);
+    assert!(rows.iter().all(|r| r.id.client == c));
+}
+
+#[test]
+fn spawn_failure_counts_as_a_fault_and_ends_in_quarantine() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    for _ in 0..40 {
+        let acts = if sim.sup.current(STORAGE).is_none() && sim.state(STORAGE).state == DriverState::Stopped {
+            sim.sup.handle(sim.now, Event::Start)
+        } else {
+            let t = sim.sup.next_deadline().map_or(sim.now.0, |d| d.0);
+            sim.now = Millis(t);
+            sim.sup.handle(sim.now, Event::Tick)
+        };
+        let mut acts = std::collections::VecDeque::from(acts);
+        while let Some(a) = acts.pop_front() {
+            if let Action::Spawn { driver, generation } = a {
+                let error = "/bin/nope: not found".into();
+                acts.extend(sim.sup.handle(sim.now, Event::SpawnFailed { driver, generation, error }));
+            }
+        }
+        if sim.state(STORAGE).state == DriverState::Quarantined {
+            break;
+        }
+    }
+    let st = sim.state(STORAGE);
+    assert_eq!(st.state, DriverState::Quarantined);
+    assert!(st.last_failure.unwrap().contains("/bin/nope"));
+}
+
+#[test]
+fn session_table_is_bounded_and_evicts_detached_sessions() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    let first = sim.hello(ConnId(10), None);
+    sim.ev(Event::ClientGone { conn: ConnId(10) });
+    for i in 11..14 {
+        sim.hello(ConnId(i), None);
+    }
+    // Table full (4): the detached one is evicted for a newcomer.
+    sim.hello(ConnId(20), None);
+    let acts = sim.ev(Event::Hello { conn: ConnId(21), resume: Some(first) });
+    assert_eq!(client_msgs(&acts, ConnId(21)), [ClientMsg::Failed { seq: 0, error: CallError::NoSession }]);
+    // All attached: a newcomer is told to come back later.
+    sim.ev(Event::ClientConnected { conn: ConnId(22) });
+    let acts = sim.ev(Event::Hello { conn: ConnId(22), resume: None });
+    assert_eq!(client_msgs(&acts, ConnId(22)), [ClientMsg::Failed { seq: 0, error: CallError::Busy }]);
+}
