@@ -1,5 +1,53 @@
-//! Register block and replay-safe request handler for QEMU's edu PCI device.
+//! Register block and replay-safe request handler for QEMU's `edu` PCI device.
 //!
-//! (Skeleton: filled in by its issue.)
+//! # Why this crate exists
+//! edu is the device our Linux driver (`edu_driver`, through UIO) and the QEMU
+//! guest suites drive. Its register logic lives here, `#![no_std]` and without
+//! an allocator, so the very same code runs in the host binary, in firmware,
+//! and in unit tests against [`model::EduModel`].
+//!
+//! # Layers
+//! - [`regs`]: the `#[repr(C)]` volatile register block, bitflags for status
+//!   and interrupt bits, and the [`Regs`] trait (read/write one named
+//!   register). The only module with `unsafe`.
+//! - [`device`]: operations over any [`Regs`]: identify, liveness, factorial by
+//!   polling (bounded) or by interrupt, raise/ack, recovery after a crash.
+//! - [`handler`]: the driver contract: requests, replies, committed state, and
+//!   the two-step `start` / `complete_after_irq` handler.
+//! - [`model`]: a behavioural model of the device for tests.
+//!
+//! # Getting a register block
+//! - Linux: map BAR0 with reinc-uio and ask it for a typed block
+//!   (`mapping.block::<EduRegisters>(0)`, with this crate's `uio` feature,
+//!   which vouches for the block in [`regs`]); wrap the `&EduRegisters` in
+//!   [`EduHandler::new`].
+//! - Firmware: [`EduRegisters::from_ptr`], an `unsafe fn` whose `# Safety`
+//!   section lists what the caller promises.
+//!
+//! # Designs rejected
+//! - Device logic calling the volatile block directly: untestable without
+//!   QEMU, and it would spread `unsafe` writes across the crate. The [`Regs`]
+//!   trait keeps one door to the hardware and lets a model stand in.
+//! - One `Reg` enum for reads and writes: it would allow reading the
+//!   write-only raise/ack registers. Separate [`ReadReg`] / [`WriteReg`] make
+//!   that unrepresentable, and keep the DMA registers read-only (a DMA start
+//!   from safe code could write arbitrary physical memory).
+//! - A handler that blocks until the interrupt: it would stop the runtime
+//!   from answering heartbeats. `start` returns [`Step::WaitIrq`] instead.
+//! - Unbounded spinning on `COMPUTING`: a wedged device would hang the driver
+//!   silently. Every wait has a [`PollBudget`].
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+pub mod device;
+pub mod handler;
+pub mod model;
+#[allow(unsafe_code)]
+pub mod regs;
+
+pub use device::{Edu, EduError, ID_MAGIC, Identity, MAX_FACTORIAL_N, PollBudget, Recovery, Trace};
+pub use handler::{Completion, EduHandler, EduReply, EduRequest, EduState, Pending, Step};
+pub use regs::{BAR0_SIZE, EduRegisters, IrqBits, ReadReg, Regs, Status, WriteReg};
+
+#[cfg(test)]
+mod tests;
