@@ -1,0 +1,393 @@
+//! The loop, driven in-process over a socketpair: the test plays the supervisor.
+
+use super::*;
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt};
+use nix::sys::time::TimeVal;
+use reinc_proto::{ClientId, CrashKind, CrashPoint, DriverFrame, FaultPlan, FromDriver, ToDriver, decode, encode_vec};
+use serde::Deserialize;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+/// Test requests for [`Adder`].
+#[derive(Serialize, Deserialize, Debug)]
+enum Req {
+    Add(u64),
+    Get,
+    /// Completes when the fake interrupt (a pipe) becomes readable.
+    AddOnIrq(u64),
+    /// Waits for an interrupt that never comes, with a timeout.
+    AddOnTimeout(u64),
+    Fail,
+}
+
+/// Sums numbers; `Add` is an effect.
+struct Adder {
+    irq: (OwnedFd, OwnedFd),
+    pending: u64,
+}
+
+impl Adder {
+    fn new() -> Self {
+        Self { irq: nix::unistd::pipe().unwrap(), pending: 0 }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
+struct Sum {
+    total: u64,
+}
+
+impl Driver for Adder {
+    type State = Sum;
+    fn describe(&self) -> String {
+        "adder".into()
+    }
+    fn init(&mut self, _ctx: &mut Ctx<'_>, _state: &Sum) -> Result<(), DriverError> {
+        Ok(())
+    }
+    fn handle(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        state: &Sum,
+        _id: RequestId,
+        body: &[u8],
+    ) -> Result<Step<Sum>, DriverError> {
+        let done = |total, effect| {
+            Ok(Step::Done(Completion { state: Sum { total }, reply: postcard::to_allocvec(&total).unwrap(), effect }))
+        };
+        match postcard::from_bytes::<Req>(body)? {
+            Req::Add(n) => done(state.total + n, Effect::Applied),
+            Req::Get => done(state.total, Effect::None),
+            Req::AddOnIrq(n) => {
+                self.pending = n;
+                Ok(Step::WaitIrq { timeout: None })
+            }
+            Req::AddOnTimeout(n) => {
+                self.pending = n;
+                Ok(Step::WaitIrq { timeout: Some(Duration::from_millis(20)) })
+            }
+            Req::Fail => Err("device on fire".into()),
+        }
+    }
+    fn on_wake(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        state: &Sum,
+        _id: RequestId,
+        wake: Wake,
+    ) -> Result<Step<Sum>, DriverError> {
+        if wake == Wake::Irq {
+            let mut b = [0u8; 1];
+            nix::unistd::read(&self.irq.0, &mut b)?;
+            ctx.trace(Event::Irq { count: 1, missed: 0 });
+        }
+        let total = state.total + self.pending;
+        let reply = postcard::to_allocvec(&(total, wake == Wake::Timeout)).unwrap();
+        Ok(Step::Done(Completion { state: Sum { total }, reply, effect: Effect::Applied }))
+    }
+    fn irq_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.irq.0.as_fd())
+    }
+}
+
+struct Harness {
+    sup: OwnedFd,
+    thread: JoinHandle<Exit>,
+}
+
+fn start<D: Driver + Send + 'static>(driver: D, trace: Option<std::fs::File>, exec_log: Option<PathBuf>) -> Harness {
+    let (sup, drv) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+    // No test may hang forever waiting for the driver.
+    setsockopt(&sup, sockopt::ReceiveTimeout, &TimeVal::new(5, 0)).unwrap();
+    let config = Config { name: "adder".into(), ipc: drv, trace, fault: None, exec_log };
+    let thread = std::thread::spawn(move || Runtime::new(config, driver).run());
+    Harness { sup, thread }
+}
+
+impl Harness {
+    fn send(&self, msg: &ToDriver<'_>) {
+        self.raw(&encode_vec(msg).unwrap());
+    }
+    fn raw(&self, bytes: &[u8]) {
+        send(self.sup.as_raw_fd(), bytes, MsgFlags::empty()).unwrap();
+    }
+    /// The next frame, decoded; `f` looks at it while the buffer lives.
+    fn recv<T>(&self, f: impl FnOnce(DriverFrame<'_>) -> T) -> T {
+        let mut buf = vec![0u8; reinc_proto::MAX_FRAME];
+        let n = recv(self.sup.as_raw_fd(), &mut buf, MsgFlags::empty()).expect("a frame within 5 s");
+        assert!(n > 0, "driver closed the channel");
+        f(decode::<DriverFrame<'_>>(&buf[..n]).expect("driver frames decode"))
+    }
+    fn init(&self, generation: u32, checkpoint: Option<&[u8]>) {
+        self.send(&ToDriver::Init { generation: Generation(generation), checkpoint });
+        self.recv(|f| assert_eq!(f, DriverFrame { generation: Generation(generation), msg: FromDriver::Ready }));
+    }
+    fn request(&self, seq: u64, req: &Req) {
+        let body = postcard::to_allocvec(req).unwrap();
+        self.send(&ToDriver::Request { id: id(seq), body: &body });
+    }
+    /// Next frame must be the reply to `seq`: (generation, commit, body) owned.
+    fn reply(&self, seq: u64) -> (Generation, Option<Sum>, Vec<u8>) {
+        self.recv(|f| match f.msg {
+            FromDriver::Reply { id: got, commit, body } => {
+                assert_eq!(got, id(seq));
+                (f.generation, commit.map(|c| postcard::from_bytes(c).unwrap()), body.to_vec())
+            }
+            other => panic!("expected reply to {seq}, got {other:?}"),
+        })
+    }
+    fn pong(&self, nonce: u64) -> Generation {
+        self.recv(|f| {
+            assert_eq!(f.msg, FromDriver::Pong { nonce });
+            f.generation
+        })
+    }
+    fn finish(self) -> Exit {
+        drop(self.sup);
+        self.thread.join().expect("runtime thread")
+    }
+}
+
+fn id(seq: u64) -> RequestId {
+    RequestId { client: ClientId(3), seq }
+}
+
+#[test]
+fn init_is_answered_ready_with_the_generation() {
+    let h = start(Adder::new(), None, None);
+    h.init(7, None);
+    assert_eq!(h.finish(), Exit::SupervisorGone);
+}
+
+#[test]
+fn reply_carries_a_commit_only_when_state_changes() {
+    let h = start(Adder::new(), None, None);
+    h.init(1, Some(&postcard::to_allocvec(&Sum { total: 40 }).unwrap()));
+    h.request(1, &Req::Add(2));
+    let (_, commit, body) = h.reply(1);
+    assert_eq!(commit, Some(Sum { total: 42 }));
+    assert_eq!(postcard::from_bytes::<u64>(&body).unwrap(), 42);
+    h.request(2, &Req::Get);
+    let (_, commit, body) = h.reply(2);
+    assert_eq!(commit, None);
+    assert_eq!(postcard::from_bytes::<u64>(&body).unwrap(), 42);
+    h.finish();
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_arrival_order() {
+    let h = start(Adder::new(), None, None);
+    h.init(1, None);
+    for seq in 1..=20 {
+        h.request(seq, &Req::Add(seq));
+    }
+    let mut total = 0;
+    for seq in 1..=20 {
+        total += seq;
+        assert_eq!(h.reply(seq).1, Some(Sum { total }));
+    }
+    h.finish();
+}
+
+#[test]
+fn ping_is_answered_while_a_request_waits_for_its_interrupt() {
+    let adder = Adder::new();
+    let irq_writer = adder.irq.1.try_clone().unwrap();
+    let h = start(adder, None, None);
+    h.init(4, None);
+    h.request(1, &Req::AddOnIrq(5));
+    h.request(2, &Req::Add(1)); // queued behind the waiting request
+    h.send(&ToDriver::Ping { nonce: 99 });
+    assert_eq!(h.pong(99), Generation(4), "pong comes first: the request is still waiting");
+    nix::unistd::write(&irq_writer, &[1]).unwrap();
+    let (_, commit, body) = h.reply(1);
+    assert_eq!(commit, Some(Sum { total: 5 }));
+    assert_eq!(postcard::from_bytes::<(u64, bool)>(&body).unwrap(), (5, false));
+    assert_eq!(h.reply(2).1, Some(Sum { total: 6 }), "the queued request runs after the interrupt");
+    h.finish();
+}
+
+#[test]
+fn interrupt_wait_times_out_into_on_wake() {
+    let h = start(Adder::new(), None, None);
+    h.init(1, None);
+    h.request(1, &Req::AddOnTimeout(3));
+    let (_, _, body) = h.reply(1);
+    assert_eq!(postcard::from_bytes::<(u64, bool)>(&body).unwrap(), (3, true));
+    h.finish();
+}
+
+#[test]
+fn bad_frames_are_ignored_and_the_loop_goes_on() {
+    let h = start(Adder::new(), None, None);
+    h.init(2, None);
+    h.raw(&[0xFF, 0xFF, 0xFF]); // garbage
+    let mut other_version =
+        postcard::to_allocvec(&(reinc_proto::PROTOCOL_VERSION + 1, ToDriver::Ping { nonce: 1 })).unwrap();
+    h.raw(&other_version);
+    other_version.truncate(1);
+    h.raw(&other_version); // truncated
+    h.raw(&[]); // empty message: not EOF
+    h.raw(&vec![0u8; reinc_proto::MAX_FRAME + 10]); // oversized
+    h.send(&ToDriver::Init { generation: Generation(9), checkpoint: None }); // second Init
+    h.send(&ToDriver::Ping { nonce: 5 });
+    assert_eq!(h.pong(5), Generation(2), "still alive, still generation 2");
+    h.finish();
+}
+
+#[test]
+fn every_frame_is_stamped_with_the_init_generation() {
+    let h = start(Adder::new(), None, None);
+    h.send(&ToDriver::Ping { nonce: 1 });
+    assert_eq!(h.pong(1), Generation(0), "before Init");
+    h.init(11, None);
+    h.send(&ToDriver::Ping { nonce: 2 });
+    assert_eq!(h.pong(2), Generation(11));
+    h.request(1, &Req::Add(1));
+    assert_eq!(h.reply(1).0, Generation(11));
+    h.finish();
+}
+
+#[test]
+fn requests_before_init_wait_for_it() {
+    let h = start(Adder::new(), None, None);
+    h.request(1, &Req::Add(2));
+    h.init(3, Some(&postcard::to_allocvec(&Sum { total: 10 }).unwrap()));
+    assert_eq!(h.reply(1).1, Some(Sum { total: 12 }));
+    h.finish();
+}
+
+#[test]
+fn shutdown_finishes_the_current_request_then_exits() {
+    let adder = Adder::new();
+    let irq_writer = adder.irq.1.try_clone().unwrap();
+    let h = start(adder, None, None);
+    h.init(1, None);
+    h.request(1, &Req::AddOnIrq(1));
+    h.request(2, &Req::Add(1));
+    h.send(&ToDriver::Shutdown);
+    h.send(&ToDriver::Ping { nonce: 3 });
+    h.pong(3);
+    nix::unistd::write(&irq_writer, &[1]).unwrap();
+    h.reply(1);
+    let Harness { sup, thread } = h;
+    assert_eq!(thread.join().unwrap(), Exit::Shutdown);
+    let mut buf = [0u8; 64];
+    assert_eq!(recv(sup.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap(), 0, "request 2 is left to the supervisor");
+}
+
+#[test]
+fn corrupt_checkpoint_is_reported_as_fatal() {
+    let h = start(Adder::new(), None, None);
+    h.send(&ToDriver::Init { generation: Generation(5), checkpoint: Some(&[0xFF; 11]) });
+    let reason = h.recv(|f| match f.msg {
+        FromDriver::Fatal { reason } => {
+            assert_eq!(f.generation, Generation(5));
+            reason.to_owned()
+        }
+        other => panic!("expected Fatal, got {other:?}"),
+    });
+    assert!(reason.contains("driver adder") && reason.contains("checkpoint of 11 bytes"), "{reason}");
+    assert!(matches!(h.thread.join().unwrap(), Exit::Failed(_)));
+}
+
+#[test]
+fn driver_error_during_a_request_is_fatal_and_names_the_request() {
+    let h = start(Adder::new(), None, None);
+    h.init(1, None);
+    h.request(8, &Req::Fail);
+    let reason = h.recv(|f| match f.msg {
+        FromDriver::Fatal { reason } => reason.to_owned(),
+        other => panic!("expected Fatal, got {other:?}"),
+    });
+    assert!(reason.contains("c3:8") && reason.contains("device on fire"), "{reason}");
+    assert!(matches!(h.thread.join().unwrap(), Exit::Failed(_)));
+}
+
+#[test]
+fn a_driver_that_failed_to_build_answers_init_with_fatal() {
+    let h = start(Refused("--file is required".into()), None, None);
+    h.send(&ToDriver::Init { generation: Generation(1), checkpoint: None });
+    let reason = h.recv(|f| match f.msg {
+        FromDriver::Fatal { reason } => reason.to_owned(),
+        other => panic!("expected Fatal, got {other:?}"),
+    });
+    assert!(reason.contains("--file is required"), "{reason}");
+    assert!(matches!(h.thread.join().unwrap(), Exit::Failed(_)));
+}
+
+#[test]
+fn injected_panic_after_effect_logs_the_execution_but_sends_no_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("exec.log");
+    let h = start(Adder::new(), None, Some(log.clone()));
+    h.init(6, None);
+    h.request(1, &Req::Add(1));
+    h.reply(1);
+    let plan = FaultPlan { point: CrashPoint::AfterEffect, on_request: 1, kind: CrashKind::Panic };
+    h.send(&ToDriver::Inject(plan));
+    h.request(2, &Req::Add(1));
+    let Harness { sup, thread } = h;
+    assert!(thread.join().is_err(), "the runtime thread panicked");
+    let mut buf = [0u8; 64];
+    assert_eq!(recv(sup.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap(), 0, "no reply to request 2");
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "6 3 1\n6 3 2\n");
+}
+
+#[test]
+fn trace_memfd_holds_the_instance_history_after_it_ends() {
+    let file = tempfile::tempfile().unwrap();
+    file.set_len(reinc_ringbuf::shared::RING_BYTES as u64).unwrap();
+    let h = start(Adder::new(), Some(file.try_clone().unwrap()), None);
+    h.init(2, None);
+    for n in 0..3 {
+        h.send(&ToDriver::Ping { nonce: n });
+        h.pong(n);
+    }
+    h.request(1, &Req::Add(1));
+    h.reply(1);
+    h.finish();
+    let mut area = vec![0u8; reinc_ringbuf::shared::RING_BYTES];
+    nix::sys::uio::pread(&file, &mut area, 0).unwrap();
+    let got: Vec<(Event, u32)> = reinc_ringbuf::shared::records(&area).map(|r| (r.event, r.count)).collect();
+    let want = [
+        (Event::Init { generation: Generation(2), restored: false }, 1),
+        (Event::Ready, 1),
+        (Event::Ping, 3),
+        (Event::RequestStart { id: id(1), nth: 1 }, 1),
+        (Event::Effect { id: id(1) }, 1),
+        (Event::Reply { id: id(1), committed: true }, 1),
+        (Event::Eof, 1),
+    ];
+    assert_eq!(got[0].0, Event::Start { pid: std::process::id() });
+    assert_eq!(&got[1..], &want);
+}
+
+#[test]
+fn already_applied_effects_are_traced_as_replays() {
+    struct Replayer;
+    impl Driver for Replayer {
+        type State = u8;
+        fn describe(&self) -> String {
+            String::new()
+        }
+        fn init(&mut self, _: &mut Ctx<'_>, _: &u8) -> Result<(), DriverError> {
+            Ok(())
+        }
+        fn handle(&mut self, _: &mut Ctx<'_>, s: &u8, _: RequestId, _: &[u8]) -> Result<Step<u8>, DriverError> {
+            Ok(Step::Done(Completion { state: s + 1, reply: vec![], effect: Effect::AlreadyApplied }))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("exec.log");
+    std::fs::write(&log, "1 3 1\n").unwrap();
+    let h = start(Replayer, None, Some(log.clone()));
+    h.init(2, None);
+    h.send(&ToDriver::Request { id: id(1), body: &[] });
+    h.recv(|_| ());
+    h.send(&ToDriver::Request { id: id(2), body: &[] });
+    h.recv(|_| ());
+    h.finish();
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "1 3 1\n2 3 2\n", "logged once per request id");
+}
