@@ -63,4 +63,5 @@ pub use map::{Mapping, RegisterBlock};
 pub use sysfs::{PciAddress, PciBar, PciIdentity, Selector, Sysfs, UioDevice, UioMap, select};
 
 #[cfg(test)]
+#[allow(unsafe_code)] // implements RegisterBlock for a test block and writes through it
 mod tests;
