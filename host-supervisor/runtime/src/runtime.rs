@@ -147,10 +147,7 @@ impl<D: Driver> Runtime<D> {
 
     /// One turn of the loop: start work, sleep in `poll`, react.
     fn step(&mut self, rx: &mut [u8]) -> Flow {
-        while self.ready && self.waiting.is_none() && !self.shutdown {
-            let Some(p) = self.queue.pop_front() else { break };
-            self.start(p)?;
-        }
+        self.pump()?;
         if self.shutdown && self.waiting.is_none() {
             info!("[driver] {} {} shutting down", self.name, self.generation);
             return Err(Exit::Shutdown);
@@ -186,6 +183,17 @@ impl<D: Driver> Runtime<D> {
         }
         if !ipc_events.is_empty() {
             self.drain(rx)?;
+        }
+        Ok(())
+    }
+
+    /// Starts queued requests, in order, while the driver is idle. Called as
+    /// soon as a request arrives, so "the current request" (the one `Shutdown`
+    /// lets finish) is always the oldest one received, whatever the batching.
+    fn pump(&mut self) -> Flow {
+        while self.ready && self.waiting.is_none() && !self.shutdown {
+            let Some(p) = self.queue.pop_front() else { break };
+            self.start(p)?;
         }
         Ok(())
     }
@@ -247,7 +255,7 @@ impl<D: Driver> Runtime<D> {
                 } else {
                     self.queue.push_back(Pending { id, body: body.to_vec() });
                 }
-                Ok(())
+                self.pump()
             }
             ToDriver::Ping { nonce } => {
                 self.tracer.record(Event::Ping);
@@ -310,7 +318,7 @@ impl<D: Driver> Runtime<D> {
         self.send(&FromDriver::Ready)?;
         self.tracer.record(Event::Ready);
         info!("[driver] {} {generation} ready ({})", self.name, self.driver.describe());
-        Ok(())
+        self.pump()
     }
 
     fn start(&mut self, p: Pending) -> Flow {
