@@ -24,6 +24,22 @@
 //! - Firmware: [`EduRegisters::from_ptr`], an `unsafe fn` whose `# Safety`
 //!   section lists what the caller promises.
 //!
+//! # Host wiring (what `edu_driver` does)
+//! ```text
+//! start:   dev  = Sysfs::system().find(&"pci:1234:11e8@0".parse()?)?
+//!          bar0 = Mapping::pci_bar(&dev, 0)?            // not UIO map 0: see reinc-uio
+//!          h    = EduHandler::new(bar0.block::<EduRegisters>(0)?, PollBudget::default())
+//!          h.recover()?                                  // ack leftovers, IRQ_ON_DONE off
+//!          irq  = Irq::open(&dev)?; irq.reenable()?      // a dead predecessor may have left INTx masked
+//! request: match h.start(&state, &req) {
+//!            Done { reply, state }  => reply with commit
+//!            WaitIrq(p) => poll(irq fd + IPC socket); on irq readable:
+//!                          irq.consume()?; step = h.complete_after_irq(&state, &p); irq.reenable()?
+//!                          (complete_after_irq acknowledges the device first, so the
+//!                          line is low when INTx is unmasked; WaitIrq again = not ours)
+//!          }
+//! ```
+//!
 //! # Designs rejected
 //! - Device logic calling the volatile block directly: untestable without
 //!   QEMU, and it would spread `unsafe` writes across the crate. The [`Regs`]

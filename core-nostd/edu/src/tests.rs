@@ -318,3 +318,29 @@ fn traces_are_drained_oldest_first_and_encode_for_the_runtime() {
     h.edu().drain_traces(|_| again += 1);
     assert_eq!(again, 0);
 }
+
+/// The host path end to end: reinc-uio maps a file standing in for BAR0 and
+/// hands out the typed block, which the handler drives through volatile
+/// accesses. (A file has no device logic, so only plain storage is checked.)
+#[cfg(feature = "uio")]
+#[test]
+fn typed_block_from_reinc_uio_drives_the_handler() {
+    extern crate std;
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().expect("tempfile");
+    let mut bar = std::vec![0u8; 4096];
+    bar[..4].copy_from_slice(&MODEL_ID.to_ne_bytes());
+    file.write_all(&bar).expect("write");
+    let map = reinc_uio::Mapping::file(file.path(), 0, 4096).expect("map");
+    let regs = map.block::<EduRegisters>(0).expect("block fits");
+    let mut h = EduHandler::new(regs, PollBudget(10));
+    let Step::Done { reply: EduReply::Identity(id), .. } = h.start(&EduState::default(), &EduRequest::Identify) else {
+        panic!("identify")
+    };
+    assert_eq!(id.raw, MODEL_ID);
+    let _ = h.start(&EduState::default(), &EduRequest::Liveness { probe: 0x55 });
+    assert_eq!(map.read32(ReadReg::Liveness.offset()).expect("read"), 0x55, "plain memory stores, no inversion");
+    let small = reinc_uio::Mapping::file(file.path(), 0, 0x80).expect("map");
+    let err = small.block::<EduRegisters>(0).expect_err("0x80 < 0x9c");
+    assert!(std::format!("{err}").contains("EduRegisters"), "{err}");
+}

@@ -163,7 +163,7 @@ pub enum UioError {
         got: usize,
     },
     /// `poll` reported an error or hang-up on the device node (device removed).
-    #[error("{path}: poll reported {revents} (device gone?)")]
+    #[error("{path}: poll reported {revents} (device removed, or it has no interrupt)")]
     PollError {
         /// The device node.
         path: PathBuf,

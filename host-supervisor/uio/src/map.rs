@@ -89,6 +89,13 @@ impl Mapping {
 
     /// Maps UIO map `index` of `device` through its device node.
     ///
+    /// The mapping starts at the page that holds the memory; the memory itself
+    /// starts [`crate::UioMap::offset`] bytes in (0 for every physical map on
+    /// current kernels, which refuse unaligned physical maps), so add that
+    /// offset to register offsets. A map smaller than a page cannot be mapped
+    /// (the kernel refuses a VMA larger than the map): that shows as
+    /// [`UioError::Map`] naming the map.
+    ///
     /// # Errors
     /// [`UioError::NoSuchMap`], an open error naming `/dev/uioN`, or the mmap error.
     pub fn uio_map(device: &UioDevice, index: u32) -> Result<Self> {
