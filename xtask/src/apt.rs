@@ -130,6 +130,11 @@ pub fn download(package: &str, version: &str, arch: Option<&str>, dir: &Path) ->
     util::create_dir_all(dir)?;
     let mut cmd = Command::new("apt-get");
     arch_opts(&mut cmd, arch);
+    if util::effective_uid() == Some(0) {
+        // apt drops to its `_apt` user for downloads, which cannot write into
+        // root's cache directory; it would fall back with a warning anyway.
+        cmd.args(["-o", "APT::Sandbox::User=root"]);
+    }
     cmd.args(["download", &format!("{package}={version}")]).current_dir(dir);
     eprintln!("xtask: downloading {package} {version} into {}", dir.display());
     util::run(&mut cmd)?;

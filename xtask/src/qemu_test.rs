@@ -17,7 +17,7 @@ use reinc_guest_protocol::Verdict;
 
 use crate::console::{Console, End, Event, Report};
 use crate::machines::{self, AccelPolicy, Profile};
-use crate::util::{self, Error, Result};
+use crate::util::{self, Error, IoContext, Result};
 use crate::{apt, initramfs, kernel};
 
 const USAGE: &str = "\
@@ -167,11 +167,39 @@ enum Line {
 }
 
 /// Boots and parses the console until QEMU exits or the limit passes.
-fn boot(profile: &Profile, mut cmd: Command, timeout: Duration, verbose: bool) -> Result<Report> {
-    let what = util::describe(&cmd);
+fn boot(profile: &Profile, cmd: Command, timeout: Duration, verbose: bool) -> Result<Report> {
     if verbose {
-        println!("$ {what}");
+        println!("$ {}", util::describe(&cmd));
     }
+    let mut console = Console::new();
+    let name = &profile.name;
+    let end = run_qemu(cmd, timeout, |line| match line {
+        Line::Console(line) => {
+            if verbose {
+                println!("{name}| {line}");
+            }
+            match console.feed(&line) {
+                Some(Event::Test(t)) => match &t.verdict {
+                    Verdict::Ok => println!("  ok    {name} {}", t.name),
+                    Verdict::Fail(reason) => println!("  FAIL  {name} {}: {reason}", t.name),
+                },
+                Some(Event::GuestError(e)) => println!("  ERROR {name} guest: {e}"),
+                Some(Event::Panic(p)) => println!("  PANIC {name} {p}"),
+                None => {}
+            }
+        }
+        Line::Qemu(line) => {
+            println!("{name}: qemu: {line}");
+            console.feed(&format!("qemu: {line}"));
+        }
+    })?;
+    Ok(console.finish(end))
+}
+
+/// Runs QEMU with stdin closed, hands every output line to `on_line` as it
+/// arrives, and kills QEMU once `timeout` has passed.
+fn run_qemu(mut cmd: Command, timeout: Duration, mut on_line: impl FnMut(Line)) -> Result<End> {
+    let what = util::describe(&cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -183,28 +211,9 @@ fn boot(profile: &Profile, mut cmd: Command, timeout: Duration, verbose: bool) -
     let err = child.stderr.take().expect("piped");
     let readers = [spawn_reader(out, tx.clone(), Line::Console), spawn_reader(err, tx, Line::Qemu)];
     let deadline = Instant::now() + timeout;
-    let mut console = Console::new();
-    let name = &profile.name;
     let end = loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Line::Console(line)) => {
-                if verbose {
-                    println!("{name}| {line}");
-                }
-                match console.feed(&line) {
-                    Some(Event::Test(t)) => match &t.verdict {
-                        Verdict::Ok => println!("  ok    {name} {}", t.name),
-                        Verdict::Fail(reason) => println!("  FAIL  {name} {}: {reason}", t.name),
-                    },
-                    Some(Event::GuestError(e)) => println!("  ERROR {name} guest: {e}"),
-                    Some(Event::Panic(p)) => println!("  PANIC {name} {p}"),
-                    None => {}
-                }
-            }
-            Ok(Line::Qemu(line)) => {
-                println!("{name}: qemu: {line}");
-                console.feed(&format!("qemu: {line}"));
-            }
+            Ok(line) => on_line(line),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -219,7 +228,7 @@ fn boot(profile: &Profile, mut cmd: Command, timeout: Duration, verbose: bool) -
     for r in readers {
         let _ = r.join();
     }
-    Ok(console.finish(end))
+    Ok(end)
 }
 
 fn spawn_reader(
@@ -245,14 +254,61 @@ fn spawn_reader(
     })
 }
 
+/// How long a KVM probe boot may take; a working KVM needs about a second.
+const KVM_PROBE_LIMIT: Duration = Duration::from_secs(10);
+
 /// Picks the accelerator: TCG, or KVM when the profile allows it and a probe
-/// boot shows KVM really runs a guest on this host.
+/// shows that KVM really runs a guest on this host. On nested VMs without
+/// VT-x, `/dev/kvm` exists and QEMU starts, but the guest never runs, so the
+/// device node proves nothing. The probe boots the profile's kernel under KVM
+/// with no initramfs: a working KVM reaches the kernel's "VFS: Unable to
+/// mount root fs" panic and QEMU exits (`panic=-1`, `-no-reboot`) within the
+/// limit. The verdict is cached per host kernel, QEMU version and machine,
+/// so only the first run on a machine pays for a failing probe.
 fn choose_accel(profile: &Profile, image: &Path) -> Result<&'static str> {
-    if profile.qemu.accel == AccelPolicy::Tcg || !Path::new("/dev/kvm").exists() {
+    if profile.qemu.accel == AccelPolicy::Tcg {
         return Ok("tcg");
     }
-    let _ = image;
-    Ok("tcg")
+    if !Path::new("/dev/kvm").exists() {
+        println!("{}: no /dev/kvm; using TCG", profile.name);
+        return Ok("tcg");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let qemu_version = util::output(Command::new(&profile.qemu.binary).arg("--version")).unwrap_or_default();
+    let key =
+        format!("host {} / {} / machine {}", host.trim(), qemu_version.lines().next().unwrap_or("?"), profile.name);
+    let cache = util::cache_dir()?.join("kvm-probe").join(&profile.name);
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        if let Some(verdict) = text.strip_prefix(&format!("{key}\n")) {
+            let works = verdict.trim() == "works";
+            println!(
+                "{}: KVM {} on this host (cached probe, {}); using {}",
+                profile.name,
+                if works { "runs guests" } else { "does not run guests" },
+                cache.display(),
+                if works { "KVM" } else { "TCG" }
+            );
+            return Ok(if works { "kvm" } else { "tcg" });
+        }
+    }
+    println!("{}: probing whether KVM really runs a guest here (up to {} s)", profile.name, KVM_PROBE_LIMIT.as_secs());
+    let append = format!("console={} panic=-1", profile.kernel.console);
+    let mut reached_panic = false;
+    let end = run_qemu(qemu_command(profile, "kvm", image, None, Some(&append)), KVM_PROBE_LIMIT, |line| {
+        if let Line::Console(l) = line {
+            reached_panic |= l.contains("Kernel panic - not syncing");
+        }
+    })?;
+    let works = reached_panic && matches!(end, End::Exited(_));
+    println!(
+        "{}: KVM {}; using {}",
+        profile.name,
+        if works { "runs guests" } else { "does not run guests here (probe boot did not finish)" },
+        if works { "KVM" } else { "TCG" }
+    );
+    util::create_dir_all(cache.parent().expect("has a parent"))?;
+    std::fs::write(&cache, format!("{key}\n{}\n", if works { "works" } else { "fails" })).at(&cache)?;
+    Ok(if works { "kvm" } else { "tcg" })
 }
 
 #[cfg(test)]

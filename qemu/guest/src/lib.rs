@@ -1,0 +1,41 @@
+//! Guest-side programs for the QEMU suites: the PID-1 init (`reinc-init`) and
+//! the device test suites (`edu-suite`, …), built as static musl binaries by
+//! `cargo xtask qemu-test` and packed into the guest's initramfs.
+//!
+//! # Why a Rust PID 1 and not busybox
+//! The init's job is small and fixed: mount `/proc`, `/sys` and `/dev`, load
+//! kernel modules with parameters (`finit_module`), write PCI ids to a
+//! driver's `new_id`, wait for `/dev/uioN`, run the suite programs while
+//! tallying their results, and power off or reboot. In Rust that is a page of
+//! code built by the same `cargo build --target …-musl` as the suites, so
+//! every architecture (x86_64 today, aarch64 for the Raspberry Pi profile)
+//! gets its init from the toolchain already in use. Busybox was rejected: it
+//! is a second binary to fetch per architecture (`busybox-static:arm64` needs
+//! `dpkg -x` tricks on an amd64 host), its shell script would be a second
+//! language for the boot logic, and a shell cannot count results robustly or
+//! report a crashed suite by signal name. The init follows a plan file the
+//! xtask writes from the machine profile (format in `reinc-guest-protocol`),
+//! so it has no machine-specific code.
+//!
+//! # Why suites are separate programs
+//! PID 1 must never die (the kernel panics). Running each suite as a child
+//! means a suite that crashes, even by `SIGSEGV` in a mapping, is reported as
+//! `GUEST-ERROR` and the guest still prints its summary and halts cleanly.
+#![forbid(unsafe_code)]
+
+pub mod harness;
+pub mod init;
+pub mod tally;
+
+/// Sets up `tracing` for a guest program: plain lines on stderr (the
+/// console), no timestamps (the kernel's clock prefix is already there with
+/// `--verbose`), no colours (a serial line is not a terminal).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .without_time()
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+}
