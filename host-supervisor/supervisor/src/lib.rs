@@ -22,5 +22,7 @@
 //!   lost.
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod core;
+pub mod daemon;

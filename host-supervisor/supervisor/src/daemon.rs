@@ -1,0 +1,762 @@
+//! The daemon: the thin adapter between Linux and the pure [`core`](crate::core).
+//!
+//! One thread, one `epoll` set:
+//! - a `signalfd` for SIGCHLD (exit detection the moment it happens, no
+//!   polling: every wake-up reaps with `waitpid(WNOHANG)` until nothing is
+//!   left) and SIGTERM/SIGINT (shutdown);
+//! - one `SOCK_SEQPACKET` socketpair per driver instance;
+//! - the client and control listening sockets and their connections.
+//!
+//! The epoll timeout is the core's next deadline, so an idle supervisor (or
+//! one whose driver is quarantined or backing off) sleeps in the kernel; a
+//! restart storm costs one wake-up per launch, never a spin.
+//!
+//! Every socket is non-blocking; a peer that does not read has its frames
+//! queued (bounded) and sent when `EPOLLOUT` says so, so one slow client can
+//! never stall the supervisor.
+
+use crate::checkpoint;
+use crate::config::{Config, CorruptCheckpoint};
+use crate::core::{
+    Action, ClientMsg, ConnId, DriverId, DriverMsg, Event, ExitStatus, KillSignal, Supervisor, signal_name,
+};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, bind, connect, listen, recv, send, socket,
+    socketpair,
+};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use reinc_client::control::{ControlRequest, ControlResponse, MAX_CONTROL_FRAME};
+use reinc_policy::Millis;
+use reinc_proto::{ClientToSup, DriverFrame, Generation, MAX_FRAME, SupToClient, ToDriver, WireError};
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use tracing::{debug, info, warn};
+
+/// Frames queued for a peer that does not read before it is disconnected.
+const MAX_OUT_FRAMES: usize = 4096;
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A system call failed while setting up.
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up (names the file or socket).
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A persisted checkpoint is torn or corrupt and the driver's config
+    /// says to refuse it.
+    #[error("{source}; refusing to start {driver} (set on-corrupt-checkpoint = \"start-fresh\" to discard it)")]
+    Checkpoint {
+        /// The driver.
+        driver: String,
+        /// The checkpoint error (names the file).
+        source: checkpoint::CheckpointError,
+    },
+    /// Another supervisor answers on the socket path.
+    #[error("another supervisor is already listening on {0}")]
+    AlreadyRunning(PathBuf),
+}
+
+fn setup<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> DaemonError {
+    let what = what.into();
+    move |e| DaemonError::Setup { what, source: e.into() }
+}
+
+/// A non-blocking seqpacket peer with a bounded queue of unsent frames.
+#[derive(Debug)]
+struct Peer {
+    fd: OwnedFd,
+    out: VecDeque<Vec<u8>>,
+    token: u64,
+    want_out: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    ClientListener,
+    ControlListener,
+    Client(ConnId),
+    Control(u64),
+    Driver(DriverId, Generation),
+}
+
+#[derive(Debug)]
+struct Live {
+    generation: Generation,
+    pid: Pid,
+    peer: Option<Peer>,
+    trace: Option<File>,
+}
+
+/// The epoll set and what each token stands for.
+#[derive(Debug)]
+struct Registry {
+    epoll: Epoll,
+    tokens: HashMap<u64, Source>,
+    next_token: u64,
+}
+
+impl Registry {
+    fn watch(&mut self, fd: impl AsFd, src: Source) -> Result<u64, DaemonError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        self.epoll.add(fd, EpollEvent::new(flags, token)).map_err(setup("epoll_ctl"))?;
+        self.tokens.insert(token, src);
+        Ok(token)
+    }
+
+    fn unwatch(&mut self, peer: &Peer) {
+        let _ = self.epoll.delete(peer.fd.as_fd());
+        self.tokens.remove(&peer.token);
+    }
+
+    /// Asks for `EPOLLOUT` on `peer` exactly while it has unsent frames.
+    fn update_out(&mut self, peer: &mut Peer) {
+        let want = !peer.out.is_empty();
+        if peer.want_out == want {
+            return;
+        }
+        peer.want_out = want;
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if want {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        let mut ev = EpollEvent::new(flags, peer.token);
+        let _ = self.epoll.modify(peer.fd.as_fd(), &mut ev);
+    }
+}
+
+/// The running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    core: Supervisor,
+    cfg: Config,
+    reg: Registry,
+    signals: SignalFd,
+    started: Instant,
+    live: HashMap<DriverId, Live>,
+    /// The trace ring of each driver's last ended instance.
+    last_trace: HashMap<DriverId, Vec<u8>>,
+    client_listener: UnixListener,
+    control_listener: UnixListener,
+    clients: HashMap<ConnId, Peer>,
+    controls: HashMap<u64, Peer>,
+    next_conn: u64,
+    socket_paths: Vec<PathBuf>,
+    buf: Vec<u8>,
+    exit: bool,
+}
+
+/// Where each driver's checkpoint lives.
+#[must_use]
+pub fn checkpoint_path(cfg: &Config, driver: &str) -> PathBuf {
+    cfg.supervisor.state_dir.join(format!("{driver}.ckpt"))
+}
+
+impl Daemon {
+    /// Sets everything up: restores checkpoints, blocks signals, creates the
+    /// sockets in `runtime_dir`. Launches nothing yet.
+    ///
+    /// # Errors
+    /// [`DaemonError`] naming the file, socket or driver involved.
+    pub fn new(cfg: Config, runtime_dir: &Path) -> Result<Self, DaemonError> {
+        let mut drivers = Vec::new();
+        for d in &cfg.drivers {
+            let mut ckpt = None;
+            if d.persist_checkpoint {
+                let dir = &cfg.supervisor.state_dir;
+                std::fs::create_dir_all(dir).map_err(setup(format!("state directory {}", dir.display())))?;
+                let path = checkpoint_path(&cfg, &d.name);
+                match checkpoint::read(&path) {
+                    Ok(c) => {
+                        if let Some(c) = &c {
+                            info!(
+                                "[SUP] restored checkpoint of {} ({} bytes) from {}",
+                                d.name,
+                                c.len(),
+                                path.display()
+                            );
+                        }
+                        ckpt = c;
+                    }
+                    Err(e) if d.on_corrupt_checkpoint == CorruptCheckpoint::StartFresh => {
+                        warn!("[SUP] {e}; starting {} from its initial state", d.name);
+                    }
+                    Err(source) => return Err(DaemonError::Checkpoint { driver: d.name.clone(), source }),
+                }
+            }
+            drivers.push((d.clone(), ckpt));
+        }
+        let seed = u64::from(std::process::id()) ^ (Instant::now().elapsed().as_nanos() as u64) ^ 0x9e37_79b9;
+        let core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session);
+
+        let mut mask = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(s);
+        }
+        mask.thread_block().map_err(setup("blocking signals"))?;
+        // A client that disappears mid-send must not kill us.
+        let _ = nix::sys::signal::SigSet::from(Signal::SIGPIPE).thread_block();
+        let signals =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(setup("signalfd"))?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
+
+        std::fs::create_dir_all(runtime_dir).map_err(setup(format!("runtime directory {}", runtime_dir.display())))?;
+        let client_path = runtime_dir.join("client.sock");
+        let control_path = runtime_dir.join("control.sock");
+        let client_listener = listen_seqpacket(&client_path, 0o666)?;
+        let control_listener = listen_seqpacket(&control_path, 0o600)?;
+
+        let mut d = Self {
+            core,
+            cfg,
+            reg: Registry { epoll, tokens: HashMap::new(), next_token: 1 },
+            signals,
+            started: Instant::now(),
+            live: HashMap::new(),
+            last_trace: HashMap::new(),
+            client_listener,
+            control_listener,
+            clients: HashMap::new(),
+            controls: HashMap::new(),
+            next_conn: 1,
+            socket_paths: vec![client_path, control_path],
+            buf: vec![0; MAX_CONTROL_FRAME.max(MAX_FRAME + 1)],
+            exit: false,
+        };
+        d.reg.watch(&d.signals, Source::Signals)?;
+        d.reg.watch(&d.client_listener, Source::ClientListener)?;
+        d.reg.watch(&d.control_listener, Source::ControlListener)?;
+        Ok(d)
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.started.elapsed().as_millis() as u64)
+    }
+
+    /// Runs until shutdown completes.
+    ///
+    /// # Errors
+    /// Only if `epoll_wait` itself fails.
+    pub fn run(mut self) -> Result<(), DaemonError> {
+        let now = self.now();
+        let acts = self.core.handle(now, Event::Start);
+        self.execute(acts);
+        let mut events = vec![EpollEvent::empty(); 64];
+        while !self.exit {
+            let timeout = match self.core.next_deadline() {
+                Some(d) => {
+                    let wait = d.0.saturating_sub(self.now().0);
+                    EpollTimeout::try_from(wait.min(60_000)).unwrap_or(EpollTimeout::NONE)
+                }
+                None => EpollTimeout::NONE,
+            };
+            let n = match self.reg.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(setup("epoll_wait")(e)),
+            };
+            for ev in &events[..n] {
+                let Some(src) = self.reg.tokens.get(&ev.data()).copied() else { continue };
+                self.on_ready(src, ev.events());
+            }
+            let now = self.now();
+            let acts = self.core.handle(now, Event::Tick);
+            self.execute(acts);
+        }
+        for p in &self.socket_paths {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(())
+    }
+
+    fn on_ready(&mut self, src: Source, flags: EpollFlags) {
+        match src {
+            Source::Signals => self.on_signals(),
+            Source::ClientListener => {
+                while let Ok((stream, _)) = self.client_listener.accept() {
+                    let fd = OwnedFd::from(stream);
+                    let _ = set_nonblocking(&fd);
+                    let conn = ConnId(self.next_conn);
+                    self.next_conn += 1;
+                    let Ok(token) = self.reg.watch(&fd, Source::Client(conn)) else { continue };
+                    self.clients.insert(conn, Peer { fd, out: VecDeque::new(), token, want_out: false });
+                    let now = self.now();
+                    let acts = self.core.handle(now, Event::ClientConnected { conn });
+                    self.execute(acts);
+                }
+            }
+            Source::ControlListener => {
+                while let Ok((stream, _)) = self.control_listener.accept() {
+                    let fd = OwnedFd::from(stream);
+                    let _ = set_nonblocking(&fd);
+                    let id = self.next_conn;
+                    self.next_conn += 1;
+                    let Ok(token) = self.reg.watch(&fd, Source::Control(id)) else { continue };
+                    self.controls.insert(id, Peer { fd, out: VecDeque::new(), token, want_out: false });
+                }
+            }
+            Source::Client(conn) => {
+                if flags.contains(EpollFlags::EPOLLOUT) {
+                    self.flush_client(conn);
+                }
+                self.on_client_readable(conn);
+            }
+            Source::Control(id) => self.on_control_readable(id),
+            Source::Driver(driver, generation) => {
+                if flags.contains(EpollFlags::EPOLLOUT) {
+                    self.flush_driver(driver);
+                }
+                self.drain_driver(driver, generation);
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let mut reap = false;
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => reap = true,
+                Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                    info!("[SUP] received {}", s.as_str());
+                    let now = self.now();
+                    let acts = self.core.handle(now, Event::Shutdown);
+                    self.execute(acts);
+                }
+                Ok(s) => debug!("ignoring {}", s.as_str()),
+                Err(_) => {}
+            }
+        }
+        if reap {
+            self.reap();
+        }
+    }
+
+    /// Reaps every exited child. SIGCHLD coalesces, so loop until none is left.
+    fn reap(&mut self) {
+        loop {
+            let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!("waitpid failed: {e}");
+                    return;
+                }
+            };
+            let Some((&driver, live)) = self.live.iter().find(|(_, l)| l.pid == pid) else {
+                debug!("reaped unknown child {pid}");
+                continue;
+            };
+            let generation = live.generation;
+            // Contract: frames sent just before death count, so drain first.
+            self.drain_driver(driver, generation);
+            let live = self.live.remove(&driver).expect("found above");
+            if let Some(peer) = live.peer {
+                self.reg.unwatch(&peer);
+            }
+            if let Some(t) = live.trace {
+                let mut ring = vec![0u8; reinc_ringbuf::shared::RING_BYTES];
+                if t.read_exact_at(&mut ring, 0).is_ok() {
+                    self.log_last_trace(driver, &ring);
+                    self.last_trace.insert(driver, ring);
+                }
+            }
+            if let ExitStatus::Signal(s) = status {
+                debug!("{} (pid {pid}) killed by {}", self.core.config(driver).name, signal_name(s));
+            }
+            let now = self.now();
+            let acts = self.core.handle(now, Event::Exited { driver, generation, status });
+            self.execute(acts);
+        }
+    }
+
+    fn log_last_trace(&self, driver: DriverId, ring: &[u8]) {
+        let records: Vec<_> = reinc_ringbuf::shared::records(ring).collect();
+        let name = &self.core.config(driver).name;
+        for r in records.iter().rev().take(4).rev() {
+            debug!("{name} trace: {r}");
+        }
+    }
+
+    fn drain_driver(&mut self, driver: DriverId, generation: Generation) {
+        loop {
+            let Some(live) = self.live.get(&driver).filter(|l| l.generation == generation) else { return };
+            let Some(peer) = &live.peer else { return };
+            let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
+                Ok(0) | Err(Errno::ECONNRESET) => {
+                    // EOF: the instance closed its end (it is exiting).
+                    let peer = self.live.get_mut(&driver).and_then(|l| l.peer.take()).expect("peer");
+                    self.reg.unwatch(&peer);
+                    return;
+                }
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!("recv from {}: {e}", self.core.config(driver).name);
+                    return;
+                }
+            };
+            let now = self.now();
+            let buf = std::mem::take(&mut self.buf);
+            let acts = if n > MAX_FRAME {
+                let error = WireError::Oversized { len: n as u32 }.to_string();
+                self.core.handle(now, Event::DriverGarbage { driver, generation, error })
+            } else {
+                match reinc_proto::decode::<DriverFrame<'_>>(&buf[..n]) {
+                    Ok(f) => self.core.handle(now, Event::FromDriver { driver, frame_gen: f.generation, msg: f.msg }),
+                    Err(e) => self.core.handle(now, Event::DriverGarbage { driver, generation, error: e.to_string() }),
+                }
+            };
+            self.buf = buf;
+            self.execute(acts);
+        }
+    }
+
+    fn on_client_readable(&mut self, conn: ConnId) {
+        loop {
+            let Some(peer) = self.clients.get(&conn) else { return };
+            let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
+                Ok(0) | Err(Errno::ECONNRESET) => {
+                    self.drop_client(conn);
+                    return;
+                }
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!("recv from client {}: {e}", conn.0);
+                    self.drop_client(conn);
+                    return;
+                }
+            };
+            let now = self.now();
+            let buf = std::mem::take(&mut self.buf);
+            let decoded = if n > MAX_FRAME {
+                Err(WireError::Oversized { len: u32::try_from(n).unwrap_or(u32::MAX) })
+            } else {
+                reinc_proto::decode::<ClientToSup<'_>>(&buf[..n])
+            };
+            let acts = match decoded {
+                Ok(ClientToSup::Hello { resume }) => self.core.handle(now, Event::Hello { conn, resume }),
+                Ok(ClientToSup::Call { seq, driver, body, acked_below }) => {
+                    self.core.handle(now, Event::Call { conn, seq, driver, body, acked_below })
+                }
+                Err(error) => {
+                    debug!("client {} sent a bad frame: {error}", conn.0);
+                    self.send_client(conn, &SupToClient::Rejected { error });
+                    Vec::new()
+                }
+            };
+            self.buf = buf;
+            self.execute(acts);
+        }
+    }
+
+    fn drop_client(&mut self, conn: ConnId) {
+        if let Some(peer) = self.clients.remove(&conn) {
+            self.reg.unwatch(&peer);
+        }
+        let now = self.now();
+        let acts = self.core.handle(now, Event::ClientGone { conn });
+        self.execute(acts);
+    }
+
+    fn on_control_readable(&mut self, id: u64) {
+        loop {
+            let Some(peer) = self.controls.get(&id) else { return };
+            let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
+                Ok(n) if n > 0 => n,
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                _ => {
+                    // EOF or error: drvctl is done.
+                    let peer = self.controls.remove(&id).expect("present");
+                    self.reg.unwatch(&peer);
+                    return;
+                }
+            };
+            let resp = if n > MAX_FRAME {
+                ControlResponse::Error(format!("control request of {n} bytes is too large"))
+            } else {
+                match reinc_proto::decode::<ControlRequest>(&self.buf[..n]) {
+                    Ok(req) => self.control(&req),
+                    Err(e) => ControlResponse::Error(format!("bad control request: {e}")),
+                }
+            };
+            let frame = match reinc_proto::encode_vec(&resp) {
+                Ok(f) => f,
+                Err(_) => match reinc_proto::encode_vec(&ControlResponse::Error("response too large".into())) {
+                    Ok(f) => f,
+                    Err(_) => return,
+                },
+            };
+            // Control responses may exceed MAX_FRAME (a trace ring); the
+            // socket carries up to the kernel's limit, so send directly.
+            let Some(peer) = self.controls.get(&id) else { return };
+            if let Err(e) = send(peer.fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL) {
+                debug!("control reply: {e}");
+            }
+        }
+    }
+
+    fn control(&mut self, req: &ControlRequest) -> ControlResponse {
+        let now = self.now();
+        if let ControlRequest::Trace { driver } = req {
+            let Some(id) = self.core.driver_id(driver) else {
+                return ControlResponse::Error(format!("no driver named {driver:?} is configured"));
+            };
+            if let Some(ring) = self.last_trace.get(&id) {
+                return ControlResponse::Trace(ring.clone());
+            }
+            if let Some(t) = self.live.get(&id).and_then(|l| l.trace.as_ref()) {
+                let mut ring = vec![0u8; reinc_ringbuf::shared::RING_BYTES];
+                if t.read_exact_at(&mut ring, 0).is_ok() {
+                    return ControlResponse::Trace(ring);
+                }
+            }
+            return ControlResponse::Error(format!("{driver} has no trace yet"));
+        }
+        let (resp, acts) = self.core.control(now, req);
+        self.execute(acts);
+        resp
+    }
+
+    fn execute(&mut self, acts: Vec<Action>) {
+        let mut work: VecDeque<Action> = acts.into();
+        while let Some(a) = work.pop_front() {
+            match a {
+                Action::Spawn { driver, generation } => {
+                    let now = self.now();
+                    let more = match self.spawn(driver, generation) {
+                        Ok(pid) => self.core.handle(now, Event::Spawned { driver, generation, pid }),
+                        Err(error) => self.core.handle(now, Event::SpawnFailed { driver, generation, error }),
+                    };
+                    for m in more.into_iter().rev() {
+                        work.push_front(m);
+                    }
+                }
+                Action::ToDriver { driver, generation, msg } => self.send_driver(driver, generation, &msg),
+                Action::Kill { driver, generation, signal } => {
+                    if let Some(l) = self.live.get(&driver).filter(|l| l.generation == generation) {
+                        let sig = match signal {
+                            KillSignal::Term => Signal::SIGTERM,
+                            KillSignal::Kill => Signal::SIGKILL,
+                        };
+                        if let Err(e) = kill(l.pid, sig) {
+                            debug!("kill {} {}: {e}", l.pid, sig.as_str());
+                        }
+                    }
+                }
+                Action::Persist { driver, checkpoint } => {
+                    let name = self.core.config(driver).name.clone();
+                    let path = checkpoint_path(&self.cfg, &name);
+                    if let Err(e) = checkpoint::write(&path, &checkpoint) {
+                        warn!("[SUP] cannot persist the checkpoint of {name}: {e}");
+                    }
+                }
+                Action::ToClient { conn, msg } => {
+                    let wire = match &msg {
+                        ClientMsg::Welcome { client } => SupToClient::Welcome { client: *client },
+                        ClientMsg::Reply { seq, body } => SupToClient::Reply { seq: *seq, body },
+                        ClientMsg::Failed { seq, error } => SupToClient::Failed { seq: *seq, error: *error },
+                    };
+                    self.send_client(conn, &wire);
+                }
+                Action::Say(line) => info!("[SUP] {line}"),
+                Action::Exit => self.exit = true,
+            }
+        }
+    }
+
+    fn spawn(&mut self, driver: DriverId, generation: Generation) -> Result<u32, String> {
+        let cfg = self.core.config(driver).clone();
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| format!("socketpair for {}: {e}", cfg.name))?;
+        let trace = memfd_create(format!("reinc-trace-{}", cfg.name).as_str(), MFdFlags::MFD_CLOEXEC)
+            .ok()
+            .and_then(|fd| nix::unistd::ftruncate(&fd, reinc_ringbuf::shared::RING_BYTES as i64).ok().map(|()| fd));
+        // The daemon is single-threaded, so no other fork can inherit these
+        // fds in the window where they lack CLOEXEC.
+        inheritable(&theirs, true).map_err(|e| format!("fcntl: {e}"))?;
+        let mut cmd = Command::new(&cfg.exec);
+        cmd.args(&cfg.args)
+            .env("REINC_IPC_FD", theirs.as_raw_fd().to_string())
+            .env("REINC_DRIVER_NAME", &cfg.name)
+            .env("REINC_SUPERVISOR_PID", std::process::id().to_string())
+            .stdin(Stdio::null())
+            // Own process group: a terminal's Ctrl-C reaches the supervisor
+            // only, which then stops drivers in order.
+            .process_group(0);
+        if let Some(t) = &trace {
+            let _ = inheritable(t, true);
+            cmd.env("REINC_TRACE_FD", t.as_raw_fd().to_string());
+        }
+        if let Some(f) = &cfg.fault {
+            cmd.env("REINC_FAULT", f.to_string());
+        }
+        if let Some(l) = &cfg.exec_log {
+            cmd.env("REINC_EXEC_LOG", l);
+        }
+        let spawned = cmd.spawn();
+        drop(theirs);
+        let trace = trace.map(|t| {
+            let _ = inheritable(&t, false);
+            File::from(t)
+        });
+        let child = spawned.map_err(|e| format!("{}: {e}", cfg.exec.display()))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        // The child is reaped through waitpid(-1); std's handle is not needed.
+        drop(child);
+        set_nonblocking(&ours).map_err(|e| format!("fcntl: {e}"))?;
+        let token = self.reg.watch(&ours, Source::Driver(driver, generation)).map_err(|e| format!("epoll: {e}"))?;
+        self.live.insert(
+            driver,
+            Live {
+                generation,
+                pid,
+                peer: Some(Peer { fd: ours, out: VecDeque::new(), token, want_out: false }),
+                trace,
+            },
+        );
+        Ok(pid.as_raw() as u32)
+    }
+
+    fn send_driver(&mut self, driver: DriverId, generation: Generation, msg: &DriverMsg) {
+        let wire = match msg {
+            DriverMsg::Init { generation, checkpoint } => {
+                ToDriver::Init { generation: *generation, checkpoint: checkpoint.as_deref() }
+            }
+            DriverMsg::Request { id, body } => ToDriver::Request { id: *id, body },
+            DriverMsg::Ping { nonce } => ToDriver::Ping { nonce: *nonce },
+            DriverMsg::Inject(p) => ToDriver::Inject(*p),
+            DriverMsg::Shutdown => ToDriver::Shutdown,
+        };
+        let frame = match reinc_proto::encode_vec(&wire) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("cannot encode a message for {}: {e}", self.core.config(driver).name);
+                return;
+            }
+        };
+        let Some(live) = self.live.get_mut(&driver).filter(|l| l.generation == generation) else { return };
+        let Some(peer) = live.peer.as_mut() else { return };
+        if queue_or_send(peer, frame).is_err() {
+            // The instance does not read at all; heartbeats will catch it.
+            warn!("{}: outgoing queue overflow; dropping frames", self.core.config(driver).name);
+        }
+        self.reg.update_out(peer);
+    }
+
+    fn flush_driver(&mut self, driver: DriverId) {
+        let Some(peer) = self.live.get_mut(&driver).and_then(|l| l.peer.as_mut()) else { return };
+        let _ = flush(peer);
+        self.reg.update_out(peer);
+    }
+
+    fn send_client(&mut self, conn: ConnId, msg: &SupToClient<'_>) {
+        let Ok(frame) = reinc_proto::encode_vec(msg) else { return };
+        let Some(peer) = self.clients.get_mut(&conn) else { return };
+        if queue_or_send(peer, frame).is_err() {
+            warn!("client {} does not read its replies; disconnecting it (it may resume)", conn.0);
+            self.drop_client(conn);
+            return;
+        }
+        self.reg.update_out(peer);
+    }
+
+    fn flush_client(&mut self, conn: ConnId) {
+        let Some(peer) = self.clients.get_mut(&conn) else { return };
+        if flush(peer).is_err() {
+            self.drop_client(conn);
+            return;
+        }
+        self.reg.update_out(peer);
+    }
+}
+
+fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), ()> {
+    peer.out.push_back(frame);
+    flush(peer)?;
+    if peer.out.len() > MAX_OUT_FRAMES {
+        peer.out.clear();
+        return Err(());
+    }
+    Ok(())
+}
+
+/// Sends queued frames until the socket would block. `Err` if the peer is gone.
+fn flush(peer: &mut Peer) -> Result<(), ()> {
+    while let Some(f) = peer.out.front() {
+        match send(peer.fd.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            Ok(_) => {
+                peer.out.pop_front();
+            }
+            Err(Errno::EAGAIN) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Err(_) => {
+                peer.out.clear();
+                return Err(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    let fl = nix::fcntl::OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(fl | nix::fcntl::OFlag::O_NONBLOCK)).map(drop)
+}
+
+fn inheritable(fd: &OwnedFd, yes: bool) -> nix::Result<()> {
+    let flags = if yes { FdFlag::empty() } else { FdFlag::FD_CLOEXEC };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map(drop)
+}
+
+/// Creates a listening `SOCK_SEQPACKET` socket at `path` with `mode`.
+fn listen_seqpacket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
+    let what = || format!("socket {}", path.display());
+    let addr = UnixAddr::new(path).map_err(setup(what()))?;
+    if path.exists() {
+        // A live supervisor answers; a stale socket file refuses.
+        let probe =
+            socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(setup(what()))?;
+        if connect(probe.as_raw_fd(), &addr).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.into()));
+        }
+        std::fs::remove_file(path).map_err(setup(what()))?;
+    }
+    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+        .map_err(setup(what()))?;
+    // Restrictive umask while binding, so the socket never exists with a
+    // wider mode than asked; then set the exact mode.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = bind(fd.as_raw_fd(), &addr);
+    nix::sys::stat::umask(old);
+    bound.map_err(setup(what()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(setup(what()))?;
+    listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN)).map_err(setup(what()))?;
+    Ok(UnixListener::from(fd))
+}
