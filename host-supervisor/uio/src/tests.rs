@@ -524,3 +524,33 @@ fn irq_open_starts_from_the_sysfs_event_count() {
     assert_eq!(irq.reenable_flavour().name(), "irqcontrol");
     assert!(irq.path().ends_with("dev/uio0"));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any offset is either a valid in-bounds, aligned access or an error:
+        /// exactly the accesses the spec allows succeed.
+        #[test]
+        fn access_succeeds_exactly_when_in_bounds_and_aligned(len in 1u64..=8192, offset in prop_oneof![0usize..=8200, any::<usize>()]) {
+            let dir = TempDir::new().expect("tempdir");
+            let path = dir.path().join("bar");
+            fs::write(&path, vec![0u8; 8192]).expect("write");
+            let m = Mapping::file(&path, 0, len).expect("map");
+            let len = len as usize;
+            let ok = |w: usize| offset.checked_add(w).is_some_and(|e| e <= len) && offset % w == 0;
+            prop_assert_eq!(m.read8(offset).is_ok(), ok(1));
+            prop_assert_eq!(m.read16(offset).is_ok(), ok(2));
+            prop_assert_eq!(m.read32(offset).is_ok(), ok(4));
+            prop_assert_eq!(m.write32(offset, 0xa5a5_a5a5).is_ok(), ok(4));
+            prop_assert_eq!(m.block::<TestBlock>(offset).is_ok(), ok(4) && offset + 16 <= len);
+        }
+
+        /// The missed count is the gap minus the one interrupt observed.
+        #[test]
+        fn missed_is_gap_minus_one(last in any::<u32>(), gap in 1u32..=1000) {
+            prop_assert_eq!(missed_between(last, last.wrapping_add(gap)), gap - 1);
+        }
+    }
+}
