@@ -376,6 +376,12 @@ impl<R: Region> Storage<R> {
         &self.sb
     }
 
+    /// The region (e.g. to flush a file after an effect).
+    #[must_use]
+    pub fn region(&self) -> &R {
+        &self.region
+    }
+
     /// The region, e.g. to inspect it in tests.
     #[must_use]
     pub fn into_region(self) -> R {

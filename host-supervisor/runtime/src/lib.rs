@@ -73,6 +73,8 @@ mod exec_log;
 mod fault;
 pub mod launch;
 mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod trace;
 
 pub use exec_log::ExecLogError;

@@ -1,0 +1,178 @@
+//! Play the supervisor's side of the launch contract in a driver crate's own
+//! tests (feature `testing`): spawn the driver binary with its IPC socket,
+//! exchange frames, watch it die.
+//!
+//! The calling thread becomes the driver's parent *thread*: `PR_SET_PDEATHSIG`
+//! fires when that thread exits, so keep the [`DriverProcess`] on the thread
+//! that spawned it.
+
+use crate::launch::{ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt};
+use nix::sys::time::TimeVal;
+use reinc_proto::{DriverFrame, ToDriver, decode, encode_vec};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the IPC socket reaches the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpcFd {
+    /// As stdin (`REINC_IPC_FD=0`).
+    Stdin,
+    /// Inherited under its own number (non-`CLOEXEC`).
+    Inherited,
+}
+
+/// Launch options beyond the binary and its arguments.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// `REINC_FAULT`.
+    pub fault: Option<String>,
+    /// `REINC_EXEC_LOG`.
+    pub exec_log: Option<PathBuf>,
+    /// A file passed as `REINC_TRACE_FD` (inherited by number).
+    pub trace: Option<std::fs::File>,
+    /// Override `REINC_SUPERVISOR_PID` (to test the orphan check).
+    pub supervisor_pid: Option<i32>,
+    /// Pass the socket as stdin (default) or by number.
+    pub ipc: Option<IpcFd>,
+}
+
+/// A driver process under test.
+#[derive(Debug)]
+pub struct DriverProcess {
+    sup: OwnedFd,
+    child: Child,
+    buf: Vec<u8>,
+}
+
+fn inheritable(fd: &impl std::os::fd::AsFd) {
+    use nix::fcntl::{F_SETFD, FdFlag, fcntl};
+    fcntl(fd, F_SETFD(FdFlag::empty())).expect("clear FD_CLOEXEC");
+}
+
+impl DriverProcess {
+    /// Spawns `bin args…` as driver `name`. Its stderr goes to the test's stderr.
+    ///
+    /// # Panics
+    /// When the socketpair or the spawn fails.
+    pub fn spawn(bin: &Path, name: &str, args: &[&str], opts: Options) -> Self {
+        let ipc = opts.ipc.unwrap_or(IpcFd::Stdin);
+        let flags = if ipc == IpcFd::Stdin { SockFlag::SOCK_CLOEXEC } else { SockFlag::empty() };
+        let (sup, drv) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, flags).expect("socketpair");
+        setsockopt(&sup, sockopt::ReceiveTimeout, &TimeVal::new(10, 0)).expect("SO_RCVTIMEO");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env(ENV_DRIVER_NAME, name)
+            .env(ENV_SUPERVISOR_PID, opts.supervisor_pid.unwrap_or(std::process::id() as i32).to_string())
+            .env_remove(ENV_FAULT)
+            .env_remove(ENV_EXEC_LOG)
+            .env_remove(ENV_TRACE_FD);
+        match ipc {
+            IpcFd::Stdin => {
+                cmd.env(ENV_IPC_FD, "0");
+            }
+            IpcFd::Inherited => {
+                cmd.env(ENV_IPC_FD, drv.as_raw_fd().to_string()).stdin(Stdio::null());
+            }
+        }
+        if let Some(f) = &opts.fault {
+            cmd.env(ENV_FAULT, f);
+        }
+        if let Some(p) = &opts.exec_log {
+            cmd.env(ENV_EXEC_LOG, p);
+        }
+        if let Some(t) = &opts.trace {
+            inheritable(t);
+            cmd.env(ENV_TRACE_FD, t.as_raw_fd().to_string());
+        }
+        if ipc == IpcFd::Stdin {
+            cmd.stdin(Stdio::from(drv));
+            let child = cmd.spawn().expect("spawn driver");
+            return Self { sup, child, buf: vec![0; reinc_proto::MAX_FRAME] };
+        }
+        let child = cmd.spawn().expect("spawn driver");
+        drop(drv);
+        Self { sup, child, buf: vec![0; reinc_proto::MAX_FRAME] }
+    }
+
+    /// The child's pid.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one frame.
+    ///
+    /// # Panics
+    /// When the send fails.
+    pub fn send(&self, msg: &ToDriver<'_>) {
+        let bytes = encode_vec(msg).expect("encode");
+        send(self.sup.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL).expect("send to driver");
+    }
+
+    /// Receives one frame (10 s timeout); `None` on EOF.
+    ///
+    /// # Panics
+    /// On timeout or a frame that does not decode.
+    pub fn recv<T>(&mut self, f: impl FnOnce(DriverFrame<'_>) -> T) -> Option<T> {
+        let n = recv(self.sup.as_raw_fd(), &mut self.buf, MsgFlags::empty()).expect("frame from driver within 10 s");
+        if n == 0 {
+            return None;
+        }
+        Some(f(decode::<DriverFrame<'_>>(&self.buf[..n]).expect("driver frame decodes")))
+    }
+
+    /// Closes the supervisor's end (the driver sees EOF).
+    pub fn close(&mut self) {
+        let (a, _b) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
+        drop(std::mem::replace(&mut self.sup, a));
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    ///
+    /// # Panics
+    /// When waiting fails.
+    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait for driver") {
+                return Some(s);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("reap driver")
+    }
+}
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `"SIGSEGV"`, `"exit 1"`, … for assertion messages.
+#[must_use]
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => {
+            nix::sys::signal::Signal::try_from(s).map_or(format!("signal {s}"), |s| s.as_str().to_owned())
+        }
+        (None, None) => "unknown".into(),
+    }
+}
