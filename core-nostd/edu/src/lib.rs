@@ -18,9 +18,9 @@
 //!
 //! # Getting a register block
 //! - Linux: map BAR0 with reinc-uio and ask it for a typed block
-//!   (`mapping.block::<EduRegisters>(0)`, with this crate's `uio` feature,
-//!   which vouches for the block in [`regs`]); wrap the `&EduRegisters` in
-//!   [`EduHandler::new`].
+//!   (`mapping.block::<EduRegisters>(0)` borrowing, or `into_block` owning the
+//!   mapping, with this crate's `uio` feature, which vouches for the block in
+//!   [`regs`]); either one is a [`Regs`] for [`EduHandler::new`].
 //! - Firmware: [`EduRegisters::from_ptr`], an `unsafe fn` whose `# Safety`
 //!   section lists what the caller promises.
 //!
@@ -28,7 +28,8 @@
 //! ```text
 //! start:   dev  = Sysfs::system().find(&"pci:1234:11e8@0".parse()?)?
 //!          bar0 = Mapping::pci_bar(&dev, 0)?            // not UIO map 0: see reinc-uio
-//!          h    = EduHandler::new(bar0.block::<EduRegisters>(0)?, PollBudget::default())
+//!          h    = EduHandler::new(bar0.into_block::<EduRegisters>(0)?, PollBudget::default())
+//!                 // (or bar0.block(0)? to borrow instead of own the mapping)
 //!          h.recover()?                                  // ack leftovers, IRQ_ON_DONE off
 //!          irq  = Irq::open(&dev)?; irq.reenable()?      // a dead predecessor may have left INTx masked
 //! request: match h.start(&state, &req) {

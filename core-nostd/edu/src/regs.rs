@@ -121,6 +121,20 @@ impl EduRegisters {
 #[cfg(feature = "uio")]
 unsafe impl reinc_uio::RegisterBlock for EduRegisters {}
 
+/// The owning host handle (`Mapping::into_block`) is register access too, so
+/// an `EduHandler<Block<EduRegisters>>` can live in a driver struct.
+#[cfg(feature = "uio")]
+impl Regs for reinc_uio::Block<EduRegisters> {
+    fn read(&mut self, reg: ReadReg) -> u32 {
+        let mut regs: &EduRegisters = self;
+        regs.read(reg)
+    }
+    fn write(&mut self, reg: WriteReg, value: u32) {
+        let mut regs: &EduRegisters = self;
+        regs.write(reg, value);
+    }
+}
+
 bitflags! {
     /// The status register (0x20).
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -340,6 +340,10 @@ fn typed_block_from_reinc_uio_drives_the_handler() {
     assert_eq!(id.raw, MODEL_ID);
     let _ = h.start(&EduState::default(), &EduRequest::Liveness { probe: 0x55 });
     assert_eq!(map.read32(ReadReg::Liveness.offset()).expect("read"), 0x55, "plain memory stores, no inversion");
+    let owned =
+        reinc_uio::Mapping::file(file.path(), 0, 4096).expect("map").into_block::<EduRegisters>(0).expect("fits");
+    let mut owning = EduHandler::new(owned, PollBudget(10));
+    assert!(owning.edu().identify().is_ok(), "the owning block is register access too");
     let small = reinc_uio::Mapping::file(file.path(), 0, 0x80).expect("map");
     let err = small.block::<EduRegisters>(0).expect_err("0x80 < 0x9c");
     assert!(std::format!("{err}").contains("EduRegisters"), "{err}");

@@ -16,7 +16,8 @@
 //! - [`map`]: [`Mapping`] over a UIO map, a PCI BAR or any file, with
 //!   bounds- and alignment-checked volatile 8/16/32-bit access returning
 //!   `Result`, and [`Mapping::block`] handing out a typed register block
-//!   (`&T` where `T:` [`RegisterBlock`]) only when it fits.
+//!   (`&T` where `T:` [`RegisterBlock`]) only when it fits; [`Mapping::into_block`]
+//!   gives an owning [`Block`] for driver structs that cannot hold a borrow.
 //! - [`irq`]: [`Irq`] waits in `poll()` with a timeout, reports missed
 //!   interrupts from the count, and re-enables in the flavour the device
 //!   needs (genirq `write(1)` or `uio_pci_generic`'s INTx-disable bit).
@@ -59,7 +60,7 @@ pub mod sysfs;
 
 pub use error::{Result, UioError};
 pub use irq::{Irq, IrqWait, Reenable, missed_between};
-pub use map::{Mapping, RegisterBlock};
+pub use map::{Block, Mapping, RegisterBlock};
 pub use sysfs::{PciAddress, PciBar, PciIdentity, Selector, Sysfs, UioDevice, UioMap, select};
 
 #[cfg(test)]

@@ -268,4 +268,68 @@ impl Mapping {
         // volatile accesses through this mapping do not violate `&T`.
         Ok(unsafe { &*ptr.cast::<T>() })
     }
+
+    /// Like [`Mapping::block`], but the result owns the mapping: for a driver
+    /// struct that must hold its registers without borrowing (no
+    /// self-reference). The mapping's address does not change when the
+    /// [`Block`] moves, and it is unmapped when the `Block` is dropped.
+    ///
+    /// # Errors
+    /// As [`Mapping::block`]; the mapping is dropped (unmapped) then.
+    pub fn into_block<T: RegisterBlock>(self, offset: usize) -> Result<Block<T>> {
+        self.block::<T>(offset)?;
+        Ok(Block { map: self, offset, _block: PhantomData })
+    }
+}
+
+/// A typed register block that owns its [`Mapping`]; derefs to `&T`.
+pub struct Block<T> {
+    map: Mapping,
+    offset: usize,
+    /// Behaves like a `&T` (so `!Sync` like the cells in `T`), owns no `T`.
+    _block: PhantomData<*const T>,
+}
+
+// SAFETY: a `Block` is a `Mapping` (which is `Send`) plus an offset; moving it
+// to another thread moves the sole owner of the mapping, and `PhantomData<*const
+// T>` only opts out of `Send` by default. `T`'s cells are not shared: `Block` is
+// `!Sync`, so no `&T` from it can be used on two threads at once.
+unsafe impl<T> Send for Block<T> {}
+
+impl<T: RegisterBlock> std::ops::Deref for Block<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        let ptr = self.map.raw.as_mut_ptr().wrapping_add(self.offset);
+        // SAFETY: `into_block` checked, through `Mapping::block`, that `T` fits
+        // the mapping at `offset` and is aligned there; the mapping is owned by
+        // `self`, never remapped, and outlives the returned borrow of `self`;
+        // `T: RegisterBlock` makes `&T` over device memory valid.
+        unsafe { &*ptr.cast::<T>() }
+    }
+}
+
+impl<T> Block<T> {
+    /// The mapping behind the block (for its description, physical address
+    /// and raw bounds-checked access).
+    #[must_use]
+    pub fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+
+    /// Byte offset of the block in the mapping.
+    #[must_use]
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+}
+
+impl<T> std::fmt::Debug for Block<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block")
+            .field("block", &std::any::type_name::<T>())
+            .field("mapping", &self.map.what)
+            .field("offset", &self.offset)
+            .finish()
+    }
 }

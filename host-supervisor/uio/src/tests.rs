@@ -554,3 +554,21 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn owned_block_keeps_its_mapping_alive_and_checks_size() {
+    let (_dir, path) = temp_file(4096);
+    let block: Block<TestBlock> = Mapping::file(&path, 0, 4096).expect("map").into_block(0x10).expect("fits");
+    let moved = std::thread::spawn(move || {
+        // SAFETY: a write to test memory through the block; no other reference.
+        unsafe { block.a.write(77) };
+        block
+    })
+    .join()
+    .expect("thread");
+    assert_eq!(moved.b.read(), 0);
+    assert_eq!(moved.mapping().read32(0x10).expect("read"), 77);
+    assert_eq!(moved.offset(), 0x10);
+    let small = Mapping::file(&path, 0, 8).expect("map");
+    assert!(matches!(small.into_block::<TestBlock>(0), Err(UioError::BlockTooLarge { .. })));
+}
