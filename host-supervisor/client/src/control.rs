@@ -66,6 +66,7 @@ pub enum ControlResponse {
 
 /// A driver's lifecycle state.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
 pub enum DriverState {
     /// Launched, `Init` sent, waiting for `Ready`.
     Starting,

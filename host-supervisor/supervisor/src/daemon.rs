@@ -663,7 +663,7 @@ impl Daemon {
         };
         let Some(live) = self.live.get_mut(&driver).filter(|l| l.generation == generation) else { return };
         let Some(peer) = live.peer.as_mut() else { return };
-        if queue_or_send(peer, frame).is_err() {
+        if queue_or_send(peer, frame) == Err(SendError::Overflow) {
             // The instance does not read at all; heartbeats will catch it.
             warn!("{}: outgoing queue overflow; dropping frames", self.core.config(driver).name);
         }
@@ -679,10 +679,17 @@ impl Daemon {
     fn send_client(&mut self, conn: ConnId, msg: &SupToClient<'_>) {
         let Ok(frame) = reinc_proto::encode_vec(msg) else { return };
         let Some(peer) = self.clients.get_mut(&conn) else { return };
-        if queue_or_send(peer, frame).is_err() {
-            warn!("client {} does not read its replies; disconnecting it (it may resume)", conn.0);
-            self.drop_client(conn);
-            return;
+        match queue_or_send(peer, frame) {
+            Ok(()) => {}
+            Err(SendError::Gone) => {
+                self.drop_client(conn);
+                return;
+            }
+            Err(SendError::Overflow) => {
+                warn!("client {} does not read its replies; disconnecting it (it may resume)", conn.0);
+                self.drop_client(conn);
+                return;
+            }
         }
         self.reg.update_out(peer);
     }
@@ -697,12 +704,21 @@ impl Daemon {
     }
 }
 
-fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), ()> {
+/// Why a frame could not be queued for a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendError {
+    /// The peer closed its end.
+    Gone,
+    /// The peer has not read [`MAX_OUT_FRAMES`] frames.
+    Overflow,
+}
+
+fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), SendError> {
     peer.out.push_back(frame);
-    flush(peer)?;
+    flush(peer).map_err(|()| SendError::Gone)?;
     if peer.out.len() > MAX_OUT_FRAMES {
         peer.out.clear();
-        return Err(());
+        return Err(SendError::Overflow);
     }
     Ok(())
 }
