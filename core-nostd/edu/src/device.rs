@@ -94,6 +94,18 @@ pub enum EduError {
     },
 }
 
+impl EduError {
+    /// Whether the request itself is at fault (deterministic: the same request
+    /// always fails the same way, so the error reply is final and committed).
+    /// Otherwise the device misbehaved; a driver may reply with the error or
+    /// die so that a fresh instance retries after `recover` (the supervisor's
+    /// restart policy bounds the retries).
+    #[must_use]
+    pub const fn is_bad_request(&self) -> bool {
+        matches!(self, Self::FactorialTooLarge { .. } | Self::NoIrqBits)
+    }
+}
+
 /// Post-mortem trace of device operations (Hubris style: one enum per module).
 /// [`Trace::encode`] turns an entry into the runtime's generic
 /// `Driver { code, a, b }` trace event.

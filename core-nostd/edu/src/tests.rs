@@ -96,6 +96,8 @@ fn factorial_too_large_is_refused_without_touching_the_device() {
     let step = h.start(&state, &EduRequest::Factorial { n: 13, completion: Completion::Interrupt });
     assert_eq!(step, Step::Done { reply: EduReply::Error(EduError::FactorialTooLarge { n: 13 }), state });
     assert_eq!(h.edu().regs().accesses(), 0);
+    assert!(EduError::FactorialTooLarge { n: 13 }.is_bad_request());
+    assert!(!EduError::StillComputing { spins: 1 }.is_bad_request());
 }
 
 #[test]

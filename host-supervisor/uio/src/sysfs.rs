@@ -431,7 +431,12 @@ impl FromStr for Selector {
             }
         };
         if let Some(rest) = s.strip_prefix("name:") {
-            let (name, index) = split_index(rest)?;
+            // Names may contain '@' (device-tree style `gpio@7e200000`): only a
+            // numeric suffix after the last '@' is an index.
+            let (name, index) = match rest.rsplit_once('@').map(|(h, i)| (h, i.parse::<usize>())) {
+                Some((head, Ok(index))) => (head.to_owned(), index),
+                _ => (rest.to_owned(), 0),
+            };
             if name.is_empty() {
                 return Err(bad("empty name"));
             }

@@ -266,7 +266,16 @@ fn selector_parsing_accepts_documented_forms_and_rejects_others() {
     );
     assert_eq!("name:gpio@1".parse::<Selector>().expect("ok"), Selector::Name { name: "gpio".into(), index: 1 });
     assert_eq!("uio12".parse::<Selector>().expect("ok"), Selector::Number(12));
-    for bad in ["", "pci:1234", "pci:12345:11e8", "pci:zz:11e8", "pci:1234:11e8@x", "name:", "uio", "edu"] {
+    assert_eq!(
+        "name:gpio@7e200000".parse::<Selector>().expect("ok"),
+        Selector::Name { name: "gpio@7e200000".into(), index: 0 },
+        "a non-numeric @ suffix is part of the name"
+    );
+    assert_eq!(
+        "name:gpio@7e200000@2".parse::<Selector>().expect("ok"),
+        Selector::Name { name: "gpio@7e200000".into(), index: 2 }
+    );
+    for bad in ["", "pci:1234", "pci:12345:11e8", "pci:zz:11e8", "pci:1234:11e8@x", "name:", "name:@1", "uio", "edu"] {
         let err = bad.parse::<Selector>().expect_err(bad);
         assert!(matches!(err, UioError::BadSelector { .. }), "{bad}: {err:?}");
         assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
