@@ -77,6 +77,33 @@ impl Report {
     }
 }
 
+/// `line` without terminal control sequences (SeaBIOS clears the screen with
+/// `ESC c`, `ESC [2J` …) and other control characters, for echoing.
+pub fn printable(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.next_if_eq(&'[').is_some() {
+                    // CSI: parameters and intermediates, then one final byte in @..~.
+                    for p in chars.by_ref() {
+                        if ('@'..='~').contains(&p) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Console {
     /// A fresh parser.
     pub fn new() -> Console {
@@ -89,7 +116,7 @@ impl Console {
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
-        self.tail.push_back(line.to_string());
+        self.tail.push_back(printable(line));
         if line.contains("Kernel panic - not syncing") {
             let msg = line[line.find("Kernel panic").unwrap_or(0)..].to_string();
             self.panic.get_or_insert(msg.clone());
@@ -249,6 +276,12 @@ mod tests {
     fn zero_tests_with_a_summary_is_still_a_failure() {
         let r = run(&["GUEST-SUMMARY passed=0 failed=0"], CLEAN_EXIT);
         assert_eq!(r.failed(), 1);
+    }
+
+    #[test]
+    fn control_sequences_are_stripped_for_display() {
+        assert_eq!(printable("\u{1b}c\u{1b}[?7l\u{1b}[2J\u{1b}[0mSeaBIOS (version 1.16)"), "SeaBIOS (version 1.16)");
+        assert_eq!(printable("plain\tline\r"), "plain\tline");
     }
 
     #[test]

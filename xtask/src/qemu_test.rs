@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use reinc_guest_protocol::Verdict;
 
-use crate::console::{Console, End, Event, Report};
+use crate::console::{Console, End, Event, Report, printable};
 use crate::machines::{self, AccelPolicy, Profile};
 use crate::util::{self, Error, IoContext, Result};
 use crate::{apt, initramfs, kernel};
@@ -176,7 +176,7 @@ fn boot(profile: &Profile, cmd: Command, timeout: Duration, verbose: bool) -> Re
     let end = run_qemu(cmd, timeout, |line| match line {
         Line::Console(line) => {
             if verbose {
-                println!("{name}| {line}");
+                println!("{name}| {}", printable(&line));
             }
             match console.feed(&line) {
                 Some(Event::Test(t)) => match &t.verdict {
