@@ -18,8 +18,10 @@
 //! Requests arrive in FIFO order, one at a time, so at most one write can have
 //! reached the device without its reply (and state commit) reaching the
 //! supervisor. A write-type request writes its data (absolute), then records
-//! its id in the superblock (`last_applied`) and bumps `applied_count`. When a
-//! request arrives whose id is already `last_applied`, its effect is not applied
+//! its id in the superblock (`last_applied`, with the committed `writes` count
+//! it was applied on, `last_base`) and bumps `applied_count`. When a request
+//! arrives whose id is `last_applied` *and* whose committed state is still
+//! `last_base`, its effect is not applied
 //! again ([`Effect::AlreadyApplied`]): the reply and new state are recomputed
 //! from the committed state, exactly as the first attempt computed them. A
 //! crash between data and superblock simply re-writes the same bytes. Append is
@@ -140,7 +142,7 @@ pub enum StorageError {
         blocks: u32,
     },
     /// The range leaves the device.
-    #[error("blocks {lba}..{lba}+{blocks} are outside the device's {capacity} blocks")]
+    #[error("{blocks} blocks at lba {lba} run past the end of the device ({capacity} blocks)")]
     OutOfRange {
         /// First block.
         lba: u64,
@@ -356,7 +358,7 @@ impl<R: Region> Storage<R> {
             }
             Some(sb) => sb,
             None => {
-                let sb = Superblock { blocks, last_applied: None, applied_count: 0 };
+                let sb = Superblock { blocks, last_applied: None, last_base: 0, applied_count: 0 };
                 region.write_at(0, &sb.encode()).map_err(OpenError::Io)?;
                 sb
             }
@@ -440,7 +442,7 @@ impl<R: Region> Storage<R> {
                     Ok(b) => b,
                     Err(e) => return refuse(e),
                 };
-                let effect = self.apply(id, lba, data)?;
+                let effect = self.apply(id, state.writes, lba, data)?;
                 let state = StorageState { writes: state.writes + 1, ..*state };
                 Ok(Outcome { state, reply: StorageReply::Written { lba, blocks }, effect })
             }
@@ -453,7 +455,7 @@ impl<R: Region> Storage<R> {
                 if check_range(lba, blocks, capacity).is_err() {
                     return refuse(StorageError::NoSpace { cursor: lba, blocks, capacity });
                 }
-                let effect = self.apply(id, lba, data)?;
+                let effect = self.apply(id, state.writes, lba, data)?;
                 let state = StorageState { append_cursor: lba + u64::from(blocks), writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
@@ -461,14 +463,15 @@ impl<R: Region> Storage<R> {
     }
 
     /// Writes `data` at `lba` then advances the watermark, unless `id` is the
-    /// watermark already.
-    fn apply(&mut self, id: RequestId, lba: u64, data: &[u8]) -> Result<Effect, HandleError<R::Error>> {
-        if self.sb.last_applied == Some(id) {
+    /// watermark already, applied on the same committed state (`base` writes).
+    fn apply(&mut self, id: RequestId, base: u64, lba: u64, data: &[u8]) -> Result<Effect, HandleError<R::Error>> {
+        if self.sb.last_applied == Some(id) && self.sb.last_base == base {
             return Ok(Effect::AlreadyApplied);
         }
         let off = data_offset(lba);
         self.region.write_at(off, data).map_err(|source| HandleError::Io { off, source })?;
-        let next = Superblock { last_applied: Some(id), applied_count: self.sb.applied_count + 1, ..self.sb };
+        let next =
+            Superblock { last_applied: Some(id), last_base: base, applied_count: self.sb.applied_count + 1, ..self.sb };
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
         self.sb = next;
         Ok(Effect::Applied)

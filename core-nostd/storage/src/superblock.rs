@@ -7,6 +7,7 @@
 //! 12..16  block size u32        16..24 data blocks u64
 //! 24..32  applied_count u64     32     last_applied present (0/1)
 //! 33..37  last client u32       37..45 last seq u64
+//! 45..53  last base writes u64 (the committed `writes` it was applied on)
 //! 60..64  crc32 of bytes 0..60; the rest of the block is zero
 //! ```
 
@@ -25,6 +26,12 @@ pub struct Superblock {
     pub blocks: u64,
     /// The write-type request applied last: the exactly-once watermark.
     pub last_applied: Option<RequestId>,
+    /// The committed [`crate::StorageState::writes`] that `last_applied` was
+    /// applied on top of. A request is a replay only if both its id and the
+    /// committed state it arrives with match, so a client id reused after a
+    /// supervisor restart (with a persisted checkpoint) is never mistaken
+    /// for a replay.
+    pub last_base: u64,
     /// Write-type requests applied to this region, ever (each counted once).
     pub applied_count: u64,
 }
@@ -81,6 +88,7 @@ impl Superblock {
             b[32] = 1;
             b[33..37].copy_from_slice(&id.client.0.to_le_bytes());
             b[37..45].copy_from_slice(&id.seq.to_le_bytes());
+            b[45..53].copy_from_slice(&self.last_base.to_le_bytes());
         }
         let crc = crc32fast::hash(&b[..CRC_OFF]);
         b[CRC_OFF..CRC_OFF + 4].copy_from_slice(&crc.to_le_bytes());
@@ -115,6 +123,6 @@ impl Superblock {
             0 => None,
             _ => Some(RequestId { client: ClientId(u32_at(33)), seq: u64_at(37) }),
         };
-        Ok(Some(Self { blocks: u64_at(16), last_applied, applied_count: u64_at(24) }))
+        Ok(Some(Self { blocks: u64_at(16), last_applied, last_base: u64_at(45), applied_count: u64_at(24) }))
     }
 }

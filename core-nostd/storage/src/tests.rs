@@ -224,11 +224,25 @@ fn a_new_request_after_a_replayed_one_applies_normally() {
 }
 
 #[test]
+fn reused_request_id_on_a_later_committed_state_is_applied_not_skipped() {
+    // A supervisor restart may hand out the same client id again; with its
+    // persisted checkpoint the committed state has moved on, so the old
+    // watermark must not swallow the new request.
+    let mut mem = ram();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    let (s1, _, _) = run(&mut dev, &StorageState::default(), 1, StorageRequest::Write { lba: 0, data: &pattern(1, 1) });
+    let new = pattern(1, 2);
+    let (_, reply, e) = run(&mut dev, &s1, 1, StorageRequest::Write { lba: 0, data: &new });
+    assert_eq!((reply.0, e), (StorageReply::Written { lba: 0, blocks: 1 }, Effect::Applied));
+    assert_eq!(&mem[BLOCK_SIZE..2 * BLOCK_SIZE], &new[..]);
+}
+
+#[test]
 fn open_formats_a_blank_region_and_reopens_it() {
     let mut mem = ram();
     let dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
     assert_eq!(dev.blocks(), BLOCKS);
-    assert_eq!(sb_of(&mem), Superblock { blocks: BLOCKS, last_applied: None, applied_count: 0 });
+    assert_eq!(sb_of(&mem), Superblock { blocks: BLOCKS, last_applied: None, last_base: 0, applied_count: 0 });
     assert!(Storage::open(RamRegion(&mut mem), BLOCKS).is_ok());
 }
 
