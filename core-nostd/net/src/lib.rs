@@ -15,12 +15,16 @@
 //! # Layout of the region
 //! ```text
 //! header [0..64)   magic "REINCNET" | format u32 | slot bytes u32 | slots u32 | applied_count u64
-//!                  | last_applied (present u8, client u32, seq u64) | crc32 of 0..60 at 60
+//!                  | last_applied (present u8, client u32, seq u64) | last_base tx u64
+//!                  | crc32 of 0..60 at 60
 //! slot i [64 + i*SLOT_BYTES ..)   len u16 | crc32 u32 (of len + data) | data (≤ MTU bytes)
 //! ```
-//! `Send` writes its slot (absolute), then records its id in the header
-//! (`last_applied`, `applied_count`): the same exactly-once watermark as the
-//! storage core. A replay of the id in `last_applied` skips the write.
+//! `Send` writes its slot (absolute), then records its id and the committed
+//! `tx` it was applied on in the header (`last_applied`, `last_base`,
+//! `applied_count`): the same exactly-once watermark as the storage core. A
+//! replay (same id, same committed `tx`) skips the write; a reused id on a
+//! later committed state (client ids can repeat after a supervisor restart)
+//! is a new packet.
 //! `Recv` changes no device byte (consumption is the committed `rx`), so it is
 //! idempotent without a watermark.
 //!
@@ -236,6 +240,8 @@ pub struct Header {
     pub slots: u32,
     /// The `Send` applied last: the exactly-once watermark.
     pub last_applied: Option<RequestId>,
+    /// The committed `tx` that `last_applied` was applied on.
+    pub last_base: u64,
     /// `Send`s applied to this region, ever (each counted once).
     pub applied_count: u64,
 }
@@ -286,6 +292,7 @@ impl Header {
             b[28] = 1;
             b[29..33].copy_from_slice(&id.client.0.to_le_bytes());
             b[33..41].copy_from_slice(&id.seq.to_le_bytes());
+            b[41..49].copy_from_slice(&self.last_base.to_le_bytes());
         }
         let crc = crc32fast::hash(&b[..CRC_OFF]);
         b[CRC_OFF..].copy_from_slice(&crc.to_le_bytes());
@@ -317,7 +324,7 @@ impl Header {
             0 => None,
             _ => Some(RequestId { client: ClientId(u32_at(29)), seq: u64_at(33) }),
         };
-        Ok(Some(Self { slots: u32_at(16), last_applied, applied_count: u64_at(20) }))
+        Ok(Some(Self { slots: u32_at(16), last_applied, last_base: u64_at(41), applied_count: u64_at(20) }))
     }
 }
 
@@ -404,7 +411,7 @@ impl<R: Region> Net<R> {
             Some(h) if h.slots != slots => return Err(HeaderError::Geometry { found: h.slots, expected: slots }.into()),
             Some(h) => h,
             None => {
-                let h = Header { slots, last_applied: None, applied_count: 0 };
+                let h = Header { slots, last_applied: None, last_base: 0, applied_count: 0 };
                 region.write_at(0, &h.encode()).map_err(OpenError::Io)?;
                 h
             }
@@ -503,10 +510,10 @@ impl<R: Region> Net<R> {
         HEADER_BYTES as u64 + (seq % u64::from(self.header.slots)) * SLOT_BYTES as u64
     }
 
-    /// Writes packet `seq` to its slot, then advances the watermark, unless
-    /// `id` is the watermark already.
+    /// Writes packet `seq` (the committed `tx`) to its slot, then advances the
+    /// watermark, unless `id` on this same `tx` is the watermark already.
     fn apply(&mut self, id: RequestId, seq: u64, data: &[u8]) -> Result<Effect, HandleError<R::Error>> {
-        if self.header.last_applied == Some(id) {
+        if self.header.last_applied == Some(id) && self.header.last_base == seq {
             return Ok(Effect::AlreadyApplied);
         }
         let len = (data.len() as u16).to_le_bytes();
@@ -517,7 +524,12 @@ impl<R: Region> Net<R> {
         self.region.write_at(off, &fixed).map_err(|source| HandleError { off, source })?;
         let doff = off + SLOT_FIXED as u64;
         self.region.write_at(doff, data).map_err(|source| HandleError { off: doff, source })?;
-        let next = Header { last_applied: Some(id), applied_count: self.header.applied_count + 1, ..self.header };
+        let next = Header {
+            last_applied: Some(id),
+            last_base: seq,
+            applied_count: self.header.applied_count + 1,
+            ..self.header
+        };
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError { off: 0, source })?;
         self.header = next;
         Ok(Effect::Applied)

@@ -182,6 +182,17 @@ fn replayed_send_after_crash_before_and_after_the_watermark_counts_once() {
 }
 
 #[test]
+fn reused_request_id_on_a_later_committed_state_is_a_new_packet() {
+    let mut mem = ram();
+    let mut net = Net::open(RamRegion(&mut mem), SLOTS).unwrap();
+    let s1 = run(&mut net, &NetState::default(), 1, NetRequest::Send { data: b"old" }).0;
+    let (s2, r, e) = run(&mut net, &s1, 1, NetRequest::Send { data: b"new" });
+    assert_eq!((r, e), (Owned::Sent(1), Effect::Applied));
+    assert_eq!(run(&mut net, &NetState { tx: 2, rx: 1 }, 2, NetRequest::Recv).1, Owned::Packet(1, b"new".to_vec()));
+    assert_eq!(s2.tx, 2);
+}
+
+#[test]
 fn replayed_recv_returns_the_same_packet() {
     let mut mem = ram();
     let mut net = Net::open(RamRegion(&mut mem), SLOTS).unwrap();
