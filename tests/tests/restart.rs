@@ -1,0 +1,124 @@
+//! Crash and hang detection, restart with new pid and generation, backoff,
+//! shutdown, and no orphans.
+
+use nix::sys::signal::Signal;
+use reinc_client::control::{ControlRequest, ControlResponse};
+use reinc_proto::FaultPlan;
+use reinc_tests::{Reply, Rig, process_gone, read_req, reply, wait_for};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Arms `plan` in the running instance, sends one request, and waits for the
+/// restart; returns (old status, new status).
+fn crash_once(rig: &Rig, plan: &str) -> (reinc_client::control::DriverStatus, reinc_client::control::DriverStatus) {
+    let before = rig.status();
+    let plan: FaultPlan = plan.parse().unwrap();
+    let resp = rig.control(&ControlRequest::Inject { driver: "storage_driver".into(), plan });
+    assert!(matches!(resp, ControlResponse::Done(_)), "{resp:?}");
+    let mut c = rig.client();
+    // The request that trips the fault is replayed to the next instance and
+    // answered: the client sees latency, not an error.
+    let r = c.call("storage_driver", &read_req(0, 1)).unwrap().unwrap();
+    assert!(matches!(reply(&r), Reply::Data(d) if d.len() == 512));
+    let after = rig
+        .wait_status(T, |s| s.generation > before.generation && s.state.name() == "running")
+        .unwrap_or_else(|| panic!("no restart after {plan}; log:\n{}", rig.log()));
+    (before, after)
+}
+
+#[test]
+fn every_crash_kind_restarts_with_new_pid_generation_and_reason() {
+    let mut rig = Rig::new("crash-kinds", &[]);
+    rig.start();
+    let cases = [
+        ("before-effect:1:segv", "SIGSEGV", "crashed (SIGSEGV)"),
+        ("before-effect:1:kill", "SIGKILL", "crashed (SIGKILL)"),
+        ("before-effect:1:abrt", "SIGABRT", "crashed (SIGABRT)"),
+        ("before-effect:1:panic", "exit status 101 (panic)", "crashed (exit status 101 (panic))"),
+        ("before-effect:1:exit", "exit status 1", "crashed (exit status 1)"),
+        ("before-effect:1:hang", "hung (missed 3 heartbeats)", "failed (hung (missed 3 heartbeats))"),
+    ];
+    for (plan, reason, line) in cases {
+        let (before, after) = crash_once(&rig, plan);
+        assert_ne!(after.pid, before.pid, "{plan}: same pid");
+        assert_eq!(after.generation, before.generation + 1, "{plan}");
+        assert_eq!(after.last_failure.as_deref(), Some(reason), "{plan}");
+        assert!(after.restarts > before.restarts, "{plan}");
+        let needle = format!("storage_driver {line}");
+        assert!(!rig.sup_lines(&needle).is_empty(), "{plan}: no `[SUP] {needle}` line in:\n{}", rig.log());
+        assert!(process_gone(before.pid.unwrap()), "{plan}: old instance still running");
+    }
+    // The log reads like the seed's.
+    assert!(!rig.sup_lines("Launching storage_driver (pid=").is_empty());
+    assert!(!rig.sup_lines("restarting storage_driver").is_empty());
+    assert!(!rig.sup_lines("replaying 1 queued requests").is_empty(), "{}", rig.log());
+}
+
+#[test]
+fn backoff_delays_grow_as_configured() {
+    // Every instance dies during init: a storm with growing delays.
+    let mut rig = Rig::new(
+        "backoff",
+        &[("fault", "\"init:1:exit\""), ("backoff-base-ms", "40"), ("backoff-cap-ms", "320"), ("max-restarts", "6")],
+    );
+    let t0 = Instant::now();
+    rig.spawn();
+    let quarantined = rig.wait_status(T, |s| s.state.name() == "quarantined");
+    assert!(quarantined.is_some(), "no quarantine; log:\n{}", rig.log());
+    let delays: Vec<u64> = rig
+        .sup_lines("backing off for ")
+        .iter()
+        .filter_map(|l| l.split("backing off for ").nth(1)?.split("ms").next()?.parse().ok())
+        .collect();
+    assert_eq!(delays, [40, 80, 160, 320, 320], "log:\n{}", rig.log());
+    // The delays really were waited out.
+    assert!(t0.elapsed() >= Duration::from_millis(40 + 80 + 160 + 320 + 320));
+    let st = rig.status();
+    assert_eq!(st.last_failure.as_deref(), Some("exit status 1 during init"));
+    assert_eq!(rig.sup_lines("Launching storage_driver").len(), 7);
+}
+
+#[test]
+fn killing_the_supervisor_leaves_no_driver_behind() {
+    let mut rig = Rig::new("orphans", &[]);
+    rig.start();
+    let driver = rig.status().pid.unwrap();
+    let _ = rig.stop_supervisor(Signal::SIGKILL);
+    let gone = wait_for(Duration::from_secs(5), || process_gone(driver).then_some(()));
+    assert!(gone.is_some(), "driver {driver} survived its supervisor");
+}
+
+#[test]
+fn sigterm_stops_drivers_and_exits_cleanly() {
+    let mut rig = Rig::new("sigterm", &[]);
+    rig.start();
+    let driver = rig.status().pid.unwrap();
+    let st = rig.stop_supervisor(Signal::SIGTERM);
+    assert!(st.success(), "exit status {st:?}; log:\n{}", rig.log());
+    assert!(process_gone(driver));
+    assert!(!rig.sup_lines("storage_driver stopped").is_empty(), "{}", rig.log());
+    assert!(!rig.sup_lines("all drivers stopped").is_empty());
+    assert!(!rig.runtime.join("control.sock").exists(), "socket left behind");
+}
+
+#[test]
+fn status_json_reports_every_field() {
+    let mut rig = Rig::new("json", &[]);
+    rig.start();
+    let out = rig.drvctl(&["status", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v[0];
+    for key in
+        ["name", "pid", "generation", "state", "restarts", "uptime_ms", "last_failure", "queue_depth", "in_flight"]
+    {
+        assert!(d.get(key).is_some(), "missing {key} in {d}");
+    }
+    assert_eq!(d["name"], "storage_driver");
+    assert_eq!(d["state"], "running");
+    assert_eq!(d["generation"], 1);
+    let table = rig.drvctl(&["status"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("storage_driver") && text.contains("running"), "{text}");
+}
