@@ -73,7 +73,7 @@ mod exec_log;
 mod fault;
 pub mod launch;
 mod runtime;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod trace;
 

@@ -129,7 +129,7 @@ impl<D: Driver> Runtime<D> {
     /// Runs until the supervisor goes away, says `Shutdown`, or the instance fails.
     pub fn run(mut self) -> Exit {
         self.tracer.record(Event::Start { pid: std::process::id() });
-        if let Some(plan) = self.faults_launch_plan() {
+        if let Some(plan) = self.faults.launch() {
             self.tracer.record(Event::FaultArmed { plan });
             info!("[driver] {} armed fault {plan} (from launch)", self.name);
         }
@@ -139,10 +139,6 @@ impl<D: Driver> Runtime<D> {
                 return exit;
             }
         }
-    }
-
-    fn faults_launch_plan(&self) -> Option<FaultPlan> {
-        self.faults.launch()
     }
 
     /// One turn of the loop: start work, sleep in `poll`, react.

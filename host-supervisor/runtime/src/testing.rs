@@ -1,19 +1,28 @@
-//! Play the supervisor's side of the launch contract in a driver crate's own
-//! tests (feature `testing`): spawn the driver binary with its IPC socket,
-//! exchange frames, watch it die.
+//! Play the supervisor's side of the protocol in a driver crate's own tests
+//! (feature `testing`; also used by this crate's unit tests).
 //!
-//! The calling thread becomes the driver's parent *thread*: `PR_SET_PDEATHSIG`
-//! fires when that thread exits, so keep the [`DriverProcess`] on the thread
-//! that spawned it.
+//! - [`InProcess`]: runs a [`Driver`] in the real [`Runtime`] on a thread,
+//!   over a socketpair. Fast; for protocol and handler behaviour. Faults that
+//!   kill (signals, exit, hang) would kill the test process, so use
+//!   [`DriverProcess`] for those.
+//! - [`DriverProcess`]: spawns the driver binary per the launch contract.
+//!   The calling thread becomes the driver's parent *thread*:
+//!   `PR_SET_PDEATHSIG` fires when that thread exits, so keep the
+//!   [`DriverProcess`] on the thread that spawned it.
+//!
+//! Both dereference to [`SupEnd`], the supervisor's end of the channel.
 
 use crate::launch::{ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD};
+use crate::{Config, Driver, Exit, Runtime};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt};
 use nix::sys::time::TimeVal;
-use reinc_proto::{DriverFrame, ToDriver, decode, encode_vec};
+use reinc_proto::{DriverFrame, FaultPlan, ToDriver, decode, encode_vec};
+use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How the IPC socket reaches the child.
@@ -40,12 +49,136 @@ pub struct Options {
     pub ipc: Option<IpcFd>,
 }
 
+/// The supervisor's end of a driver's channel.
+#[derive(Debug)]
+pub struct SupEnd {
+    sup: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl SupEnd {
+    fn new(sup: OwnedFd) -> Self {
+        setsockopt(&sup, sockopt::ReceiveTimeout, &TimeVal::new(10, 0)).expect("SO_RCVTIMEO");
+        Self { sup, buf: vec![0; reinc_proto::MAX_FRAME] }
+    }
+
+    /// Sends one frame.
+    ///
+    /// # Panics
+    /// When the send fails.
+    pub fn send(&self, msg: &ToDriver<'_>) {
+        self.raw(&encode_vec(msg).expect("encode"));
+    }
+
+    /// Sends arbitrary bytes as one message (bad-input tests).
+    ///
+    /// # Panics
+    /// When the send fails.
+    pub fn raw(&self, bytes: &[u8]) {
+        send(self.sup.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).expect("send to driver");
+    }
+
+    /// Receives one frame (10 s timeout) and lets `f` look at it; `None` on EOF.
+    ///
+    /// # Panics
+    /// On timeout or a frame that does not decode.
+    pub fn recv<T>(&mut self, f: impl FnOnce(DriverFrame<'_>) -> T) -> Option<T> {
+        let n = recv(self.sup.as_raw_fd(), &mut self.buf, MsgFlags::empty()).expect("frame from driver within 10 s");
+        if n == 0 {
+            return None;
+        }
+        Some(f(decode::<DriverFrame<'_>>(&self.buf[..n]).expect("driver frame decodes")))
+    }
+
+    /// Closes the supervisor's end (the driver sees EOF).
+    pub fn close(&mut self) {
+        let (a, _b) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
+        drop(std::mem::replace(&mut self.sup, a));
+    }
+}
+
+/// Options for [`InProcess::start`].
+#[derive(Debug, Default)]
+pub struct LoopOptions {
+    /// The trace area.
+    pub trace: Option<std::fs::File>,
+    /// The exec log.
+    pub exec_log: Option<PathBuf>,
+    /// A launch fault plan (only `panic` is survivable in-process).
+    pub fault: Option<FaultPlan>,
+}
+
+/// A driver running in the real event loop on a thread of this process.
+#[derive(Debug)]
+pub struct InProcess {
+    end: SupEnd,
+    thread: JoinHandle<Exit>,
+}
+
+impl InProcess {
+    /// Starts `driver` named `name`.
+    ///
+    /// # Panics
+    /// When the socketpair or the thread cannot be created.
+    pub fn start<D: Driver + Send + 'static>(name: &str, driver: D, opts: LoopOptions) -> Self {
+        let (sup, drv) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
+        let config =
+            Config { name: name.into(), ipc: drv, trace: opts.trace, fault: opts.fault, exec_log: opts.exec_log };
+        let thread = std::thread::spawn(move || Runtime::new(config, driver).run());
+        Self { end: SupEnd::new(sup), thread }
+    }
+
+    /// Waits for the loop to end, keeping the channel open (so it must end by
+    /// itself: `Shutdown`, a failure or a panic). `Err` if it panicked.
+    pub fn join(self) -> (SupEnd, std::thread::Result<Exit>) {
+        let Self { end, thread } = self;
+        let r = thread.join();
+        (end, r)
+    }
+
+    /// Closes the channel and waits for the loop to end.
+    ///
+    /// # Panics
+    /// If the loop panicked.
+    pub fn finish(mut self) -> Exit {
+        self.end.close();
+        self.thread.join().expect("runtime thread panicked")
+    }
+}
+
+impl Deref for InProcess {
+    type Target = SupEnd;
+    fn deref(&self) -> &SupEnd {
+        &self.end
+    }
+}
+
+impl DerefMut for InProcess {
+    fn deref_mut(&mut self) -> &mut SupEnd {
+        &mut self.end
+    }
+}
+
 /// A driver process under test.
 #[derive(Debug)]
 pub struct DriverProcess {
-    sup: OwnedFd,
+    end: SupEnd,
     child: Child,
-    buf: Vec<u8>,
+}
+
+impl Deref for DriverProcess {
+    type Target = SupEnd;
+    fn deref(&self) -> &SupEnd {
+        &self.end
+    }
+}
+
+impl DerefMut for DriverProcess {
+    fn deref_mut(&mut self) -> &mut SupEnd {
+        &mut self.end
+    }
 }
 
 fn inheritable(fd: &impl std::os::fd::AsFd) {
@@ -62,7 +195,6 @@ impl DriverProcess {
         let ipc = opts.ipc.unwrap_or(IpcFd::Stdin);
         let flags = if ipc == IpcFd::Stdin { SockFlag::SOCK_CLOEXEC } else { SockFlag::empty() };
         let (sup, drv) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, flags).expect("socketpair");
-        setsockopt(&sup, sockopt::ReceiveTimeout, &TimeVal::new(10, 0)).expect("SO_RCVTIMEO");
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env(ENV_DRIVER_NAME, name)
@@ -91,45 +223,17 @@ impl DriverProcess {
         if ipc == IpcFd::Stdin {
             cmd.stdin(Stdio::from(drv));
             let child = cmd.spawn().expect("spawn driver");
-            return Self { sup, child, buf: vec![0; reinc_proto::MAX_FRAME] };
+            return Self { end: SupEnd::new(sup), child };
         }
         let child = cmd.spawn().expect("spawn driver");
         drop(drv);
-        Self { sup, child, buf: vec![0; reinc_proto::MAX_FRAME] }
+        Self { end: SupEnd::new(sup), child }
     }
 
     /// The child's pid.
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Sends one frame.
-    ///
-    /// # Panics
-    /// When the send fails.
-    pub fn send(&self, msg: &ToDriver<'_>) {
-        let bytes = encode_vec(msg).expect("encode");
-        send(self.sup.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL).expect("send to driver");
-    }
-
-    /// Receives one frame (10 s timeout); `None` on EOF.
-    ///
-    /// # Panics
-    /// On timeout or a frame that does not decode.
-    pub fn recv<T>(&mut self, f: impl FnOnce(DriverFrame<'_>) -> T) -> Option<T> {
-        let n = recv(self.sup.as_raw_fd(), &mut self.buf, MsgFlags::empty()).expect("frame from driver within 10 s");
-        if n == 0 {
-            return None;
-        }
-        Some(f(decode::<DriverFrame<'_>>(&self.buf[..n]).expect("driver frame decodes")))
-    }
-
-    /// Closes the supervisor's end (the driver sees EOF).
-    pub fn close(&mut self) {
-        let (a, _b) =
-            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
-        drop(std::mem::replace(&mut self.sup, a));
     }
 
     /// Waits up to `limit` for the process to exit.

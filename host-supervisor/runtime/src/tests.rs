@@ -1,13 +1,11 @@
 //! The loop, driven in-process over a socketpair: the test plays the supervisor.
 
 use super::*;
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt};
-use nix::sys::time::TimeVal;
-use reinc_proto::{ClientId, CrashKind, CrashPoint, DriverFrame, FaultPlan, FromDriver, ToDriver, decode, encode_vec};
+use crate::testing::{InProcess, LoopOptions, SupEnd};
+use reinc_proto::{ClientId, CrashKind, CrashPoint, DriverFrame, FaultPlan, FromDriver, ToDriver};
 use serde::Deserialize;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 
 /// Test requests for [`Adder`].
 #[derive(Serialize, Deserialize, Debug)]
@@ -91,44 +89,31 @@ impl Driver for Adder {
     }
 }
 
-struct Harness {
-    sup: OwnedFd,
-    thread: JoinHandle<Exit>,
+fn start<D: Driver + Send + 'static>(driver: D, trace: Option<std::fs::File>, exec_log: Option<PathBuf>) -> InProcess {
+    InProcess::start("adder", driver, LoopOptions { trace, exec_log, fault: None })
 }
 
-fn start<D: Driver + Send + 'static>(driver: D, trace: Option<std::fs::File>, exec_log: Option<PathBuf>) -> Harness {
-    let (sup, drv) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
-    // No test may hang forever waiting for the driver.
-    setsockopt(&sup, sockopt::ReceiveTimeout, &TimeVal::new(5, 0)).unwrap();
-    let config = Config { name: "adder".into(), ipc: drv, trace, fault: None, exec_log };
-    let thread = std::thread::spawn(move || Runtime::new(config, driver).run());
-    Harness { sup, thread }
+/// Supervisor-side steps of these tests.
+trait Steps {
+    fn init(&mut self, generation: u32, checkpoint: Option<&[u8]>);
+    fn request(&self, seq: u64, req: &Req);
+    fn reply(&mut self, seq: u64) -> (Generation, Option<Sum>, Vec<u8>);
+    fn pong(&mut self, nonce: u64) -> Generation;
+    fn fatal(&mut self) -> (Generation, String);
 }
 
-impl Harness {
-    fn send(&self, msg: &ToDriver<'_>) {
-        self.raw(&encode_vec(msg).unwrap());
-    }
-    fn raw(&self, bytes: &[u8]) {
-        send(self.sup.as_raw_fd(), bytes, MsgFlags::empty()).unwrap();
-    }
-    /// The next frame, decoded; `f` looks at it while the buffer lives.
-    fn recv<T>(&self, f: impl FnOnce(DriverFrame<'_>) -> T) -> T {
-        let mut buf = vec![0u8; reinc_proto::MAX_FRAME];
-        let n = recv(self.sup.as_raw_fd(), &mut buf, MsgFlags::empty()).expect("a frame within 5 s");
-        assert!(n > 0, "driver closed the channel");
-        f(decode::<DriverFrame<'_>>(&buf[..n]).expect("driver frames decode"))
-    }
-    fn init(&self, generation: u32, checkpoint: Option<&[u8]>) {
+impl Steps for SupEnd {
+    fn init(&mut self, generation: u32, checkpoint: Option<&[u8]>) {
         self.send(&ToDriver::Init { generation: Generation(generation), checkpoint });
-        self.recv(|f| assert_eq!(f, DriverFrame { generation: Generation(generation), msg: FromDriver::Ready }));
+        let ready = self.recv(|f| f == DriverFrame { generation: Generation(generation), msg: FromDriver::Ready });
+        assert_eq!(ready, Some(true));
     }
     fn request(&self, seq: u64, req: &Req) {
         let body = postcard::to_allocvec(req).unwrap();
         self.send(&ToDriver::Request { id: id(seq), body: &body });
     }
     /// Next frame must be the reply to `seq`: (generation, commit, body) owned.
-    fn reply(&self, seq: u64) -> (Generation, Option<Sum>, Vec<u8>) {
+    fn reply(&mut self, seq: u64) -> (Generation, Option<Sum>, Vec<u8>) {
         self.recv(|f| match f.msg {
             FromDriver::Reply { id: got, commit, body } => {
                 assert_eq!(got, id(seq));
@@ -136,16 +121,21 @@ impl Harness {
             }
             other => panic!("expected reply to {seq}, got {other:?}"),
         })
+        .expect("driver closed the channel")
     }
-    fn pong(&self, nonce: u64) -> Generation {
+    fn pong(&mut self, nonce: u64) -> Generation {
         self.recv(|f| {
             assert_eq!(f.msg, FromDriver::Pong { nonce });
             f.generation
         })
+        .expect("driver closed the channel")
     }
-    fn finish(self) -> Exit {
-        drop(self.sup);
-        self.thread.join().expect("runtime thread")
+    fn fatal(&mut self) -> (Generation, String) {
+        self.recv(|f| match f.msg {
+            FromDriver::Fatal { reason } => (f.generation, reason.to_owned()),
+            other => panic!("expected Fatal, got {other:?}"),
+        })
+        .expect("driver closed the channel")
     }
 }
 
@@ -155,14 +145,14 @@ fn id(seq: u64) -> RequestId {
 
 #[test]
 fn init_is_answered_ready_with_the_generation() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.init(7, None);
     assert_eq!(h.finish(), Exit::SupervisorGone);
 }
 
 #[test]
 fn reply_carries_a_commit_only_when_state_changes() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.init(1, Some(&postcard::to_allocvec(&Sum { total: 40 }).unwrap()));
     h.request(1, &Req::Add(2));
     let (_, commit, body) = h.reply(1);
@@ -177,7 +167,7 @@ fn reply_carries_a_commit_only_when_state_changes() {
 
 #[test]
 fn pipelined_requests_are_answered_in_arrival_order() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.init(1, None);
     for seq in 1..=20 {
         h.request(seq, &Req::Add(seq));
@@ -194,7 +184,7 @@ fn pipelined_requests_are_answered_in_arrival_order() {
 fn ping_is_answered_while_a_request_waits_for_its_interrupt() {
     let adder = Adder::new();
     let irq_writer = adder.irq.1.try_clone().unwrap();
-    let h = start(adder, None, None);
+    let mut h = start(adder, None, None);
     h.init(4, None);
     h.request(1, &Req::AddOnIrq(5));
     h.request(2, &Req::Add(1)); // queued behind the waiting request
@@ -210,7 +200,7 @@ fn ping_is_answered_while_a_request_waits_for_its_interrupt() {
 
 #[test]
 fn interrupt_wait_times_out_into_on_wake() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.init(1, None);
     h.request(1, &Req::AddOnTimeout(3));
     let (_, _, body) = h.reply(1);
@@ -220,7 +210,7 @@ fn interrupt_wait_times_out_into_on_wake() {
 
 #[test]
 fn bad_frames_are_ignored_and_the_loop_goes_on() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.init(2, None);
     h.raw(&[0xFF, 0xFF, 0xFF]); // garbage
     let mut other_version =
@@ -238,7 +228,7 @@ fn bad_frames_are_ignored_and_the_loop_goes_on() {
 
 #[test]
 fn every_frame_is_stamped_with_the_init_generation() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.send(&ToDriver::Ping { nonce: 1 });
     assert_eq!(h.pong(1), Generation(0), "before Init");
     h.init(11, None);
@@ -251,7 +241,7 @@ fn every_frame_is_stamped_with_the_init_generation() {
 
 #[test]
 fn requests_before_init_wait_for_it() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.request(1, &Req::Add(2));
     h.init(3, Some(&postcard::to_allocvec(&Sum { total: 10 }).unwrap()));
     assert_eq!(h.reply(1).1, Some(Sum { total: 12 }));
@@ -262,7 +252,7 @@ fn requests_before_init_wait_for_it() {
 fn shutdown_finishes_the_current_request_then_exits() {
     let adder = Adder::new();
     let irq_writer = adder.irq.1.try_clone().unwrap();
-    let h = start(adder, None, None);
+    let mut h = start(adder, None, None);
     h.init(1, None);
     h.request(1, &Req::AddOnIrq(1));
     h.request(2, &Req::Add(1));
@@ -271,67 +261,54 @@ fn shutdown_finishes_the_current_request_then_exits() {
     h.pong(3);
     nix::unistd::write(&irq_writer, &[1]).unwrap();
     h.reply(1);
-    let Harness { sup, thread } = h;
-    assert_eq!(thread.join().unwrap(), Exit::Shutdown);
-    let mut buf = [0u8; 64];
-    assert_eq!(recv(sup.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap(), 0, "request 2 is left to the supervisor");
+    let (mut end, exit) = h.join();
+    assert_eq!(exit.unwrap(), Exit::Shutdown);
+    assert_eq!(end.recv(|_| ()), None, "request 2 is left to the supervisor");
 }
 
 #[test]
 fn corrupt_checkpoint_is_reported_as_fatal() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.send(&ToDriver::Init { generation: Generation(5), checkpoint: Some(&[0xFF; 11]) });
-    let reason = h.recv(|f| match f.msg {
-        FromDriver::Fatal { reason } => {
-            assert_eq!(f.generation, Generation(5));
-            reason.to_owned()
-        }
-        other => panic!("expected Fatal, got {other:?}"),
-    });
+    let (generation, reason) = h.fatal();
+    assert_eq!(generation, Generation(5));
     assert!(reason.contains("driver adder") && reason.contains("checkpoint of 11 bytes"), "{reason}");
-    assert!(matches!(h.thread.join().unwrap(), Exit::Failed(_)));
+    assert!(matches!(h.join().1.unwrap(), Exit::Failed(_)));
 }
 
 #[test]
 fn driver_error_during_a_request_is_fatal_and_names_the_request() {
-    let h = start(Adder::new(), None, None);
+    let mut h = start(Adder::new(), None, None);
     h.init(1, None);
     h.request(8, &Req::Fail);
-    let reason = h.recv(|f| match f.msg {
-        FromDriver::Fatal { reason } => reason.to_owned(),
-        other => panic!("expected Fatal, got {other:?}"),
-    });
+    let (_, reason) = h.fatal();
     assert!(reason.contains("c3:8") && reason.contains("device on fire"), "{reason}");
-    assert!(matches!(h.thread.join().unwrap(), Exit::Failed(_)));
+    assert!(matches!(h.join().1.unwrap(), Exit::Failed(_)));
 }
 
 #[test]
 fn a_driver_that_failed_to_build_answers_init_with_fatal() {
-    let h = start(Refused("--file is required".into()), None, None);
+    let mut h = start(Refused("--file is required".into()), None, None);
     h.send(&ToDriver::Init { generation: Generation(1), checkpoint: None });
-    let reason = h.recv(|f| match f.msg {
-        FromDriver::Fatal { reason } => reason.to_owned(),
-        other => panic!("expected Fatal, got {other:?}"),
-    });
+    let (_, reason) = h.fatal();
     assert!(reason.contains("--file is required"), "{reason}");
-    assert!(matches!(h.thread.join().unwrap(), Exit::Failed(_)));
+    assert!(matches!(h.join().1.unwrap(), Exit::Failed(_)));
 }
 
 #[test]
 fn injected_panic_after_effect_logs_the_execution_but_sends_no_reply() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("exec.log");
-    let h = start(Adder::new(), None, Some(log.clone()));
+    let mut h = start(Adder::new(), None, Some(log.clone()));
     h.init(6, None);
     h.request(1, &Req::Add(1));
     h.reply(1);
     let plan = FaultPlan { point: CrashPoint::AfterEffect, on_request: 1, kind: CrashKind::Panic };
     h.send(&ToDriver::Inject(plan));
     h.request(2, &Req::Add(1));
-    let Harness { sup, thread } = h;
-    assert!(thread.join().is_err(), "the runtime thread panicked");
-    let mut buf = [0u8; 64];
-    assert_eq!(recv(sup.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap(), 0, "no reply to request 2");
+    let (mut end, exit) = h.join();
+    assert!(exit.is_err(), "the runtime thread panicked");
+    assert_eq!(end.recv(|_| ()), None, "no reply to request 2");
     assert_eq!(std::fs::read_to_string(log).unwrap(), "6 3 1\n6 3 2\n");
 }
 
@@ -339,7 +316,7 @@ fn injected_panic_after_effect_logs_the_execution_but_sends_no_reply() {
 fn trace_memfd_holds_the_instance_history_after_it_ends() {
     let file = tempfile::tempfile().unwrap();
     file.set_len(reinc_ringbuf::shared::RING_BYTES as u64).unwrap();
-    let h = start(Adder::new(), Some(file.try_clone().unwrap()), None);
+    let mut h = start(Adder::new(), Some(file.try_clone().unwrap()), None);
     h.init(2, None);
     for n in 0..3 {
         h.send(&ToDriver::Ping { nonce: n });
@@ -382,7 +359,7 @@ fn already_applied_effects_are_traced_as_replays() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("exec.log");
     std::fs::write(&log, "1 3 1\n").unwrap();
-    let h = start(Replayer, None, Some(log.clone()));
+    let mut h = start(Replayer, None, Some(log.clone()));
     h.init(2, None);
     h.send(&ToDriver::Request { id: id(1), body: &[] });
     h.recv(|_| ());
