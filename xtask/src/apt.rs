@@ -41,24 +41,22 @@ fn install(packages: &[&str], what: &str) -> Result {
 /// Fails with the command to run by hand when apt-get is absent or we are not
 /// root.
 fn require_root_apt(what: &str, command: &str) -> Result {
-    if !util::on_path("apt-get") {
-        return Err(Error::NeedsInstall {
-            what: what.to_string(),
-            why: "no apt-get on this machine; install the equivalent package with your package manager".into(),
-            command: command.to_string(),
-        });
+    match refusal(util::on_path("apt-get"), util::effective_uid(), what, command) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    match util::effective_uid() {
-        Some(0) => Ok(()),
-        uid => Err(Error::NeedsInstall {
-            what: what.to_string(),
-            why: format!(
-                "installing needs root, this process runs as uid {}",
-                uid.map_or("?".into(), |u| u.to_string())
-            ),
-            command: command.to_string(),
-        }),
-    }
+}
+
+/// Why this process cannot run `command` itself, if it cannot.
+fn refusal(has_apt: bool, uid: Option<u32>, what: &str, command: &str) -> Option<Error> {
+    let why = if !has_apt {
+        "no apt-get on this machine; install the equivalent package with your package manager".to_string()
+    } else if uid != Some(0) {
+        format!("installing needs root, this process runs as uid {}", uid.map_or("?".into(), |u| u.to_string()))
+    } else {
+        return None;
+    };
+    Some(Error::NeedsInstall { what: what.to_string(), why, command: command.to_string() })
 }
 
 /// `apt-get update`, said out loud.
@@ -159,6 +157,16 @@ mod tests {
         assert_eq!(parse_candidate(policy).as_deref(), Some("1:7.2+dfsg-7+deb12u18+b3"));
         assert_eq!(parse_candidate("foo:\n  Installed: (none)\n  Candidate: (none)\n"), None);
         assert_eq!(parse_candidate(""), None);
+    }
+
+    #[test]
+    fn non_root_gets_the_exact_command_to_run() {
+        let cmd = "apt-get install -y --no-install-recommends qemu-system-x86";
+        let e = refusal(true, Some(1000), "`qemu-system-x86_64`", cmd).expect("uid 1000 cannot install");
+        let msg = e.to_string();
+        assert!(msg.contains("uid 1000") && msg.ends_with(&format!("run as root:\n    {cmd}")), "{msg}");
+        assert!(refusal(false, Some(0), "x", cmd).unwrap().to_string().contains("no apt-get"));
+        assert!(refusal(true, Some(0), "x", cmd).is_none(), "root with apt-get installs by itself");
     }
 
     #[test]

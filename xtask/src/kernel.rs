@@ -107,10 +107,10 @@ fn extract_products(spec: &KernelSpec, tree: &Path, image: &Path, modules_dir: &
     let out = match spec.image {
         ImageFormat::Vmlinuz => bytes,
         ImageFormat::Vmlinux => {
-            let vmlinux =
+            let (compression, vmlinux) =
                 decompress_bzimage(&bytes).map_err(|e| Error::Other(format!("{}: {e}", vmlinuz.display())))?;
             eprintln!(
-                "xtask: extracted uncompressed vmlinux ({} MiB) from {} for PVH boot",
+                "xtask: extracted uncompressed vmlinux ({} MiB, {compression:?} payload) from {} for PVH boot",
                 vmlinux.len() >> 20,
                 vmlinuz.display()
             );
@@ -261,7 +261,7 @@ pub fn bzimage_payload(image: &[u8]) -> std::result::Result<(Compression, &[u8])
 }
 
 /// Extracts the uncompressed ELF `vmlinux` from a bzImage.
-fn decompress_bzimage(image: &[u8]) -> Result<Vec<u8>> {
+fn decompress_bzimage(image: &[u8]) -> Result<(Compression, Vec<u8>)> {
     let (compression, payload) = bzimage_payload(image).map_err(|e| Error::Other(e.to_string()))?;
     let (program, args, package) = compression.tool();
     apt::ensure_tool(program, package, &format!("to decompress the {compression:?} kernel payload"))?;
@@ -287,7 +287,7 @@ fn decompress_bzimage(image: &[u8]) -> Result<Vec<u8>> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     })?;
-    Ok(out.stdout)
+    Ok((compression, out.stdout))
 }
 
 /// Checks that `elf` is an ELF64 little-endian file whose every program
@@ -396,7 +396,7 @@ mod tests {
         let mut payload = gz.clone();
         payload.extend_from_slice(&(elf.len() as u32).to_le_bytes()); // the kernel build's appended size
         let img = fake_bzimage(&payload, 0x40);
-        assert_eq!(decompress_bzimage(&img).unwrap(), elf);
+        assert_eq!(decompress_bzimage(&img).unwrap(), (Compression::Gzip, elf));
     }
 
     /// ELF64 LE with one PT_LOAD segment covering `size` bytes.

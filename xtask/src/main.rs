@@ -63,6 +63,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The closing `N passed, N failed` line already said it; it stays the last line.
+        Err(util::Error::GuestFailures { .. }) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("xtask: error: {e}");
             ExitCode::FAILURE
