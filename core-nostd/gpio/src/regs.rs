@@ -167,6 +167,14 @@ pub struct Bcm2835Gpio<'a> {
 }
 
 impl<'a> Bcm2835Gpio<'a> {
+    /// The block behind a reference that already proves it maps the GPIO
+    /// registers (one from [`Bcm2835Gpio::from_raw`]'s contract, or from
+    /// reinc-uio's bounds- and alignment-checked `Mapping::block`).
+    #[must_use]
+    pub fn new(regs: &'a RegisterBlock) -> Self {
+        Self { regs }
+    }
+
     /// Views `len` bytes of mapped device memory at `base` as the GPIO block.
     ///
     /// # Errors
@@ -257,6 +265,48 @@ impl GpioRegisters for Bcm2835Gpio<'_> {
         // SAFETY: the detect-enable registers are plain read/write bit masks;
         // any value only changes which events are latched into GPEDS.
         unsafe { self.detect_reg(kind, bank).write(value) }
+    }
+}
+
+// SAFETY: `RegisterBlock` is `#[repr(C)]` and made only of volatile-register
+// cells (`#[repr(transparent)]` over `UnsafeCell<u32>`) and plain `u32`
+// padding that is never accessed, so every bit pattern is valid and the
+// device may change it behind `&`; it has no `Drop` and no pointers; its size
+// is asserted above and reinc-uio checks size and alignment against the
+// mapping; no register has a read side effect (module doc).
+#[cfg(feature = "uio")]
+unsafe impl reinc_uio::RegisterBlock for RegisterBlock {}
+
+/// The owning host handle (`Mapping::into_block`) is register access too, so
+/// a `Gpio<Block<RegisterBlock>>` can live in the driver's state.
+#[cfg(feature = "uio")]
+impl GpioRegisters for reinc_uio::Block<RegisterBlock> {
+    fn fsel(&self, index: usize) -> u32 {
+        Bcm2835Gpio::new(self).fsel(index)
+    }
+    fn write_fsel(&mut self, index: usize, value: u32) {
+        Bcm2835Gpio::new(self).write_fsel(index, value);
+    }
+    fn set(&mut self, bank: Bank, mask: u32) {
+        Bcm2835Gpio::new(self).set(bank, mask);
+    }
+    fn clear(&mut self, bank: Bank, mask: u32) {
+        Bcm2835Gpio::new(self).clear(bank, mask);
+    }
+    fn level(&self, bank: Bank) -> u32 {
+        Bcm2835Gpio::new(self).level(bank)
+    }
+    fn events(&self, bank: Bank) -> u32 {
+        Bcm2835Gpio::new(self).events(bank)
+    }
+    fn clear_events(&mut self, bank: Bank, mask: u32) {
+        Bcm2835Gpio::new(self).clear_events(bank, mask);
+    }
+    fn detect(&self, kind: DetectKind, bank: Bank) -> u32 {
+        Bcm2835Gpio::new(self).detect(kind, bank)
+    }
+    fn write_detect(&mut self, kind: DetectKind, bank: Bank, value: u32) {
+        Bcm2835Gpio::new(self).write_detect(kind, bank, value);
     }
 }
 

@@ -113,6 +113,14 @@ pub struct Bcm2835Timer<'a> {
 }
 
 impl<'a> Bcm2835Timer<'a> {
+    /// The block behind a reference that already proves it maps the timer
+    /// registers (one from [`Bcm2835Timer::from_raw`]'s contract, or from
+    /// reinc-uio's bounds- and alignment-checked `Mapping::block`).
+    #[must_use]
+    pub fn new(regs: &'a RegisterBlock) -> Self {
+        Self { regs }
+    }
+
     /// Views `len` bytes of mapped device memory at `base` as the timer block.
     ///
     /// # Errors
@@ -174,6 +182,38 @@ impl TimerRegisters for Bcm2835Timer<'_> {
         // SAFETY: C1/C3 are plain compare registers owned by the ARM (a
         // `Channel` cannot name the GPU's C0/C2); any value is a valid deadline.
         unsafe { self.regs.c[ch.hw_index()].write(value) }
+    }
+}
+
+// SAFETY: `RegisterBlock` is `#[repr(C)]` and made only of volatile-register
+// cells (`#[repr(transparent)]` over `UnsafeCell<u32>`), so every bit pattern
+// is valid and the device may change it behind `&`; it has no `Drop` and no
+// pointers; its size is asserted above and reinc-uio checks size and
+// alignment against the mapping; no register has a read side effect.
+#[cfg(feature = "uio")]
+unsafe impl reinc_uio::RegisterBlock for RegisterBlock {}
+
+/// The owning host handle (`Mapping::into_block`) is register access too, so
+/// a `Timer<Block<RegisterBlock>>` can live in the driver's state.
+#[cfg(feature = "uio")]
+impl TimerRegisters for reinc_uio::Block<RegisterBlock> {
+    fn status(&self) -> Match {
+        Bcm2835Timer::new(self).status()
+    }
+    fn clear_match(&mut self, m: Match) {
+        Bcm2835Timer::new(self).clear_match(m);
+    }
+    fn counter_low(&self) -> u32 {
+        Bcm2835Timer::new(self).counter_low()
+    }
+    fn counter_high(&self) -> u32 {
+        Bcm2835Timer::new(self).counter_high()
+    }
+    fn compare(&self, ch: Channel) -> u32 {
+        Bcm2835Timer::new(self).compare(ch)
+    }
+    fn write_compare(&mut self, ch: Channel, value: u32) {
+        Bcm2835Timer::new(self).write_compare(ch, value);
     }
 }
 
