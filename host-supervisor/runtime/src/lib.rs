@@ -80,7 +80,7 @@ mod trace;
 pub use exec_log::ExecLogError;
 pub use launch::{Launch, LaunchError};
 pub use reinc_ringbuf::Event;
-pub use runtime::{Config, Exit, Runtime};
+pub use runtime::{Config, Exit, Runtime, stop_signals};
 pub use trace::Tracer;
 
 use reinc_proto::{Generation, RequestId};
@@ -236,8 +236,12 @@ pub fn init_logging() {
 /// loop. `make` builds the driver from the binary's arguments (it gets the
 /// configured name); if it fails, the instance answers `Init` with `Fatal`.
 ///
-/// Exit status: 0 when the supervisor closed the channel or sent `Shutdown`,
-/// 1 after `Fatal`, 2 when the launch contract is violated.
+/// SIGTERM and SIGINT are handled like `Shutdown` (finish the current
+/// request, exit 0), so a stop never lands between a device effect and its
+/// watermark; SIGKILL remains the supervisor's hard stop.
+///
+/// Exit status: 0 when the supervisor closed the channel, sent `Shutdown` or
+/// SIGTERM/SIGINT, 1 after `Fatal`, 2 when the launch contract is violated.
 pub fn run_driver<D: Driver>(make: impl FnOnce(&str) -> Result<D, String>) -> ExitCode {
     init_logging();
     let launch = match Launch::from_env() {
@@ -247,7 +251,11 @@ pub fn run_driver<D: Driver>(make: impl FnOnce(&str) -> Result<D, String>) -> Ex
             return ExitCode::from(2);
         }
     };
-    let config = Config::from(launch);
+    let mut config = Config::from(launch);
+    match stop_signals() {
+        Ok(sfd) => config.stop_signals = Some(sfd),
+        Err(e) => tracing::warn!("[driver] {}: SIGTERM stays fatal (signalfd: {e})", config.name),
+    }
     let exit = match make(&config.name) {
         Ok(driver) => Runtime::new(config, driver).run(),
         Err(reason) => Runtime::new(config, Refused(reason)).run(),

@@ -6,6 +6,8 @@ use crate::trace::Tracer;
 use crate::{Completion, Ctx, Driver, Effect, Launch, Step, Wake};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{MsgFlags, recv, send};
 use reinc_proto::{
     CrashPoint, DriverFrame, FaultPlan, FromDriver, Generation, MAX_CHECKPOINT, MAX_FRAME, RequestId, ToDriver, decode,
@@ -33,12 +35,29 @@ pub struct Config {
     pub fault: Option<FaultPlan>,
     /// The exec log path (tests).
     pub exec_log: Option<PathBuf>,
+    /// SIGTERM/SIGINT, blocked and delivered here: they mean `Shutdown`
+    /// (finish the current request, exit 0) instead of dying mid-request.
+    pub stop_signals: Option<SignalFd>,
 }
 
 impl From<Launch> for Config {
     fn from(l: Launch) -> Self {
-        Self { name: l.name, ipc: l.ipc, trace: l.trace, fault: l.fault, exec_log: l.exec_log }
+        Self { name: l.name, ipc: l.ipc, trace: l.trace, fault: l.fault, exec_log: l.exec_log, stop_signals: None }
     }
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread (call it before any other
+/// thread exists, so the whole process inherits the mask) and returns a
+/// signalfd that receives them, for [`Config::stop_signals`].
+///
+/// # Errors
+/// The mask or the signalfd could not be set up.
+pub fn stop_signals() -> nix::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
 /// Why the loop ended.
@@ -84,6 +103,7 @@ pub struct Runtime<D: Driver> {
     tracer: Tracer,
     faults: Faults,
     exec_log: Option<ExecLog>,
+    stop_signals: Option<SignalFd>,
     generation: Generation,
     state: D::State,
     ready: bool,
@@ -109,6 +129,7 @@ impl<D: Driver> Runtime<D> {
             tracer,
             faults: Faults::new(config.fault),
             exec_log: config.exec_log.map(ExecLog::new),
+            stop_signals: config.stop_signals,
             generation: Generation(0),
             state: D::State::default(),
             ready: false,
@@ -157,21 +178,28 @@ impl<D: Driver> Runtime<D> {
                 PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (ipc_events, irq_ready) = {
+        let (ipc_events, irq_ready, stop_ready) = {
             let mut fds = vec![PollFd::new(self.ipc.as_fd(), PollFlags::POLLIN)];
+            let stop_at = self.stop_signals.as_ref().map(|sfd| {
+                fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
             let irq_fd = if self.waiting.is_some() { self.driver.irq_fd() } else { None };
-            if let Some(fd) = irq_fd {
+            let irq_at = irq_fd.map(|fd| {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            }
+                fds.len() - 1
+            });
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => return Ok(()),
                 Err(e) => return Err(self.fatal(format!("poll on the IPC socket and interrupt fd failed: {e}"))),
             }
-            let ipc = fds[0].revents().unwrap_or(PollFlags::empty());
-            let irq = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
-            (ipc, irq)
+            let ready = |at: Option<usize>| at.and_then(|i| fds[i].revents()).is_some_and(|r| !r.is_empty());
+            (fds[0].revents().unwrap_or(PollFlags::empty()), ready(irq_at), ready(stop_at))
         };
+        if stop_ready {
+            self.on_stop_signal();
+        }
         if irq_ready {
             self.wake(Wake::Irq)?;
         } else if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -224,6 +252,34 @@ impl<D: Driver> Runtime<D> {
         }
     }
 
+    /// SIGTERM/SIGINT: the same as a `Shutdown` frame.
+    fn on_stop_signal(&mut self) {
+        let Some(sfd) = &self.stop_signals else { return };
+        let mut names = Vec::new();
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
+            names.push(Signal::try_from(signo).map_or("signal", Signal::as_str));
+        }
+        if names.is_empty() {
+            return;
+        }
+        info!("[driver] {} {}: {} received, stopping like Shutdown", self.name, self.generation, names.join("+"));
+        self.begin_shutdown();
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.tracer.record(Event::Shutdown);
+        self.shutdown = true;
+        let dropped = self.queue.len();
+        self.queue.clear();
+        info!(
+            "[driver] {} {}: shutdown requested ({} current request, {dropped} queued left to the supervisor)",
+            self.name,
+            self.generation,
+            if self.waiting.is_some() { "finishing the" } else { "no" },
+        );
+    }
+
     fn bad_frame(&mut self, error: reinc_proto::WireError) {
         warn!("[driver] {} {}: ignoring bad frame from the supervisor: {error}", self.name, self.generation);
         self.tracer.record(Event::BadFrame { error });
@@ -269,16 +325,7 @@ impl<D: Driver> Runtime<D> {
                 Ok(())
             }
             ToDriver::Shutdown => {
-                self.tracer.record(Event::Shutdown);
-                self.shutdown = true;
-                let dropped = self.queue.len();
-                self.queue.clear();
-                info!(
-                    "[driver] {} {}: shutdown requested ({} current request, {dropped} queued left to the supervisor)",
-                    self.name,
-                    self.generation,
-                    if self.waiting.is_some() { "finishing the" } else { "no" },
-                );
+                self.begin_shutdown();
                 Ok(())
             }
         }

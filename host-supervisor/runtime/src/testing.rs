@@ -124,8 +124,14 @@ impl InProcess {
     pub fn start<D: Driver + Send + 'static>(name: &str, driver: D, opts: LoopOptions) -> Self {
         let (sup, drv) =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
-        let config =
-            Config { name: name.into(), ipc: drv, trace: opts.trace, fault: opts.fault, exec_log: opts.exec_log };
+        let config = Config {
+            name: name.into(),
+            ipc: drv,
+            trace: opts.trace,
+            fault: opts.fault,
+            exec_log: opts.exec_log,
+            stop_signals: None,
+        };
         let thread = std::thread::spawn(move || Runtime::new(config, driver).run());
         Self { end: SupEnd::new(sup), thread }
     }

@@ -275,3 +275,16 @@ fn trace_memfd_shows_the_fault_after_death() {
     let tail = &events[events.len() - 3..];
     assert_eq!(tail, ["request c1:1 (#1)", "effect c1:1", "FAULT after-effect:1:segv"], "{events:?}");
 }
+
+#[test]
+fn sigterm_is_an_orderly_shutdown() {
+    let dir = Dir::new();
+    let mut d = dir.spawn(Options::default());
+    init(&mut d, 1, None);
+    request(&d, 1, &StorageRequest::Write { lba: 0, data: &block(7) });
+    assert!(reply(&mut d, 1).is_some());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(d.pid()).unwrap());
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let status = d.wait_for(Duration::from_secs(10)).expect("stops");
+    assert_eq!(describe(status), "exit 0");
+}
