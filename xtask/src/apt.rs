@@ -60,9 +60,9 @@ fn refusal(has_apt: bool, uid: Option<u32>, what: &str, command: &str) -> Option
 }
 
 /// `apt-get update`, said out loud.
-fn update(what: &str) -> Result {
+pub fn update(what: &str) -> Result {
     require_root_apt(what, "apt-get update")?;
-    eprintln!("xtask: the package lists do not know what {what} needs; refreshing them with apt-get update");
+    eprintln!("xtask: refreshing the package lists with apt-get update (for {what})");
     util::run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))
 }
 

@@ -53,7 +53,22 @@ pub struct Kernel {
 }
 
 /// Resolves, downloads if needed, and extracts the kernel a profile names.
+///
+/// If the download fails, the package lists may be stale (the mirror dropped
+/// the version they name): they are refreshed once and the kernel resolved
+/// again.
 pub fn fetch(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
+    match fetch_once(spec, debian_arch) {
+        Err(Error::Download(e)) => {
+            eprintln!("xtask: {e}; the package lists may be stale");
+            apt::update(&format!("the kernel named by {}", spec.meta_package))?;
+            fetch_once(spec, debian_arch)
+        }
+        other => other,
+    }
+}
+
+fn fetch_once(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
     let arch = Some(debian_arch);
     apt::candidate_version_updating(&spec.meta_package, arch)?;
     let package = apt::matching_dependency(&spec.meta_package, &spec.package, arch)?;
@@ -80,7 +95,7 @@ pub fn fetch(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
             eprintln!("xtask: reusing downloaded {}", deb.display());
             deb
         }
-        None => apt::download(&package, &version, arch, &dir)?,
+        None => apt::download(&package, &version, arch, &dir).map_err(|e| Error::Download(Box::new(e)))?,
     };
 
     let tree = dir.join(format!("extract.tmp.{}", std::process::id()));

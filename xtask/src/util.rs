@@ -23,6 +23,9 @@ pub enum Error {
     /// Something must be installed and this process cannot do it.
     #[error("{what} is missing and cannot be installed from here ({why}); run as root:\n    {command}")]
     NeedsInstall { what: String, why: String, command: String },
+    /// `apt-get download` failed (possibly stale package lists).
+    #[error("download failed: {0}")]
+    Download(Box<Error>),
     /// The QEMU suites ran and at least one test (or a boot) failed.
     #[error("{failed} QEMU guest test(s) failed")]
     GuestFailures { failed: usize },
