@@ -275,6 +275,16 @@ impl Rig {
         control_request(&control_socket(&self.runtime), req).expect("control socket answers")
     }
 
+    /// Arms a one-shot fault (`POINT:K:KIND`) in the running instance.
+    ///
+    /// # Panics
+    /// If the plan does not parse or the supervisor refuses it.
+    pub fn inject(&self, plan: &str) {
+        let plan = plan.parse().expect("fault plan");
+        let resp = self.control(&ControlRequest::Inject { driver: "storage_driver".into(), plan });
+        assert!(matches!(resp, ControlResponse::Done(_)), "inject {plan}: {resp:?}");
+    }
+
     /// The storage driver's status, if the supervisor answers.
     #[must_use]
     pub fn try_status(&self) -> Option<DriverStatus> {
@@ -480,7 +490,6 @@ pub fn read_req(lba: u64, blocks: u16) -> Vec<u8> {
 ///
 /// # Panics
 /// On a duplicate execution.
-#[must_use]
 pub fn assert_no_duplicate_execution(log: &[(u32, RequestId)]) -> usize {
     let mut seen: BTreeMap<RequestId, Vec<u32>> = BTreeMap::new();
     for (g, id) in log {
@@ -489,4 +498,73 @@ pub fn assert_no_duplicate_execution(log: &[(u32, RequestId)]) -> usize {
     let dups: Vec<_> = seen.iter().filter(|(_, gs)| gs.len() > 1).collect();
     assert!(dups.is_empty(), "requests executed more than once (id -> generations): {dups:?}");
     seen.len()
+}
+
+/// A raw `SOCK_SEQPACKET` connection to the client socket, for feeding the
+/// supervisor frames the client library would never send.
+#[derive(Debug)]
+pub struct RawConn {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl RawConn {
+    /// Connects to the rig's client socket.
+    ///
+    /// # Panics
+    /// If the socket does not answer.
+    #[must_use]
+    pub fn connect(rig: &Rig) -> Self {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, setsockopt, socket, sockopt};
+        use std::os::fd::AsRawFd;
+        let addr = UnixAddr::new(&reinc_client::client_socket(&rig.runtime)).expect("socket path");
+        let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+        connect(fd.as_raw_fd(), &addr).expect("connect");
+        setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(10, 0)).expect("timeout");
+        Self { fd }
+    }
+
+    /// Sends raw bytes as one frame.
+    ///
+    /// # Panics
+    /// If sending fails.
+    pub fn send_raw(&self, bytes: &[u8]) {
+        use std::os::fd::AsRawFd;
+        nix::sys::socket::send(self.fd.as_raw_fd(), bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL).expect("send");
+    }
+
+    /// Sends a client message.
+    pub fn send(&self, msg: &reinc_proto::ClientToSup<'_>) {
+        self.send_raw(&reinc_proto::encode_vec(msg).expect("encode"));
+    }
+
+    /// Receives one frame and decodes it as an owned (debug-printed) answer.
+    ///
+    /// # Panics
+    /// On timeout or a frame that does not decode.
+    #[must_use]
+    pub fn recv(&self) -> Answer {
+        use std::os::fd::AsRawFd;
+        let mut buf = vec![0u8; reinc_proto::MAX_FRAME];
+        let n = nix::sys::socket::recv(self.fd.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty())
+            .expect("recv (timeout?)");
+        match reinc_proto::decode::<reinc_proto::SupToClient<'_>>(&buf[..n]).expect("supervisor frame decodes") {
+            reinc_proto::SupToClient::Welcome { client } => Answer::Welcome(client),
+            reinc_proto::SupToClient::Reply { seq, body } => Answer::Reply(seq, body.to_vec()),
+            reinc_proto::SupToClient::Failed { seq, error } => Answer::Failed(seq, error),
+            reinc_proto::SupToClient::Rejected { error } => Answer::Rejected(error),
+        }
+    }
+}
+
+/// An owned `SupToClient`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Welcome.
+    Welcome(ClientId),
+    /// Reply.
+    Reply(u64, Vec<u8>),
+    /// Failed.
+    Failed(u64, reinc_proto::CallError),
+    /// Rejected.
+    Rejected(reinc_proto::WireError),
 }

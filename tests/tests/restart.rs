@@ -2,8 +2,6 @@
 //! shutdown, and no orphans.
 
 use nix::sys::signal::Signal;
-use reinc_client::control::{ControlRequest, ControlResponse};
-use reinc_proto::FaultPlan;
 use reinc_tests::{Reply, Rig, process_gone, read_req, reply, wait_for};
 use std::time::{Duration, Instant};
 
@@ -13,9 +11,7 @@ const T: Duration = Duration::from_secs(10);
 /// restart; returns (old status, new status).
 fn crash_once(rig: &Rig, plan: &str) -> (reinc_client::control::DriverStatus, reinc_client::control::DriverStatus) {
     let before = rig.status();
-    let plan: FaultPlan = plan.parse().unwrap();
-    let resp = rig.control(&ControlRequest::Inject { driver: "storage_driver".into(), plan });
-    assert!(matches!(resp, ControlResponse::Done(_)), "{resp:?}");
+    rig.inject(plan);
     let mut c = rig.client();
     // The request that trips the fault is replayed to the next instance and
     // answered: the client sees latency, not an error.

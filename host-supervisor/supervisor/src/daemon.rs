@@ -405,7 +405,7 @@ impl Daemon {
             let Some(live) = self.live.get(&driver).filter(|l| l.generation == generation) else { return };
             let Some(peer) = &live.peer else { return };
             let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
-                Ok(0) | Err(Errno::ECONNRESET) => {
+                Ok(0) => {
                     // EOF: the instance closed its end (it is exiting).
                     let peer = self.live.get_mut(&driver).and_then(|l| l.peer.take()).expect("peer");
                     self.reg.unwatch(&peer);
@@ -413,7 +413,11 @@ impl Daemon {
                 }
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => return,
-                Err(Errno::EINTR) => continue,
+                // A peer that died with unread requests in its queue makes the
+                // kernel report ECONNRESET once, *before* the frames it sent
+                // are read (sock_error is checked ahead of the queue). Those
+                // frames are replies that must be applied, so keep reading.
+                Err(Errno::EINTR | Errno::ECONNRESET) => continue,
                 Err(e) => {
                     warn!("recv from {}: {e}", self.core.config(driver).name);
                     return;
@@ -439,13 +443,14 @@ impl Daemon {
         loop {
             let Some(peer) = self.clients.get(&conn) else { return };
             let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
-                Ok(0) | Err(Errno::ECONNRESET) => {
+                Ok(0) => {
                     self.drop_client(conn);
                     return;
                 }
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => return,
-                Err(Errno::EINTR) => continue,
+                // Reported once ahead of frames still queued (see drain_driver).
+                Err(Errno::EINTR | Errno::ECONNRESET) => continue,
                 Err(e) => {
                     warn!("recv from client {}: {e}", conn.0);
                     self.drop_client(conn);
