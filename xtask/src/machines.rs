@@ -56,18 +56,20 @@ pub struct QemuSpec {
     /// One `-device` each.
     #[serde(default)]
     pub devices: Vec<String>,
-    /// Accelerator policy.
-    pub accel: AccelPolicy,
+    /// The `-accel` value used under emulation (`tcg`, `tcg,thread=single`).
+    pub tcg: String,
+    /// Whether KVM may replace it.
+    pub kvm: KvmPolicy,
 }
 
-/// Which accelerator to use.
+/// Whether to try KVM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum AccelPolicy {
-    /// Always TCG.
-    Tcg,
-    /// KVM when a probe boot under KVM succeeds, else TCG.
-    KvmIfWorks,
+pub enum KvmPolicy {
+    /// Never (foreign architectures, or boards QEMU only emulates).
+    Never,
+    /// KVM when a probe boot under KVM succeeds, else `tcg`.
+    IfItWorks,
 }
 
 /// The kernel package and what to take from it.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use reinc_guest_protocol::Verdict;
 
 use crate::console::{Console, End, Event, Report, printable};
-use crate::machines::{self, AccelPolicy, Profile};
+use crate::machines::{self, KvmPolicy, Profile};
 use crate::util::{self, Error, IoContext, Result};
 use crate::{apt, initramfs, kernel};
 
@@ -265,13 +265,14 @@ const KVM_PROBE_LIMIT: Duration = Duration::from_secs(10);
 /// mount root fs" panic and QEMU exits (`panic=-1`, `-no-reboot`) within the
 /// limit. The verdict is cached per host kernel, QEMU version and machine,
 /// so only the first run on a machine pays for a failing probe.
-fn choose_accel(profile: &Profile, image: &Path) -> Result<&'static str> {
-    if profile.qemu.accel == AccelPolicy::Tcg {
-        return Ok("tcg");
+fn choose_accel<'p>(profile: &'p Profile, image: &Path) -> Result<&'p str> {
+    let tcg = profile.qemu.tcg.as_str();
+    if profile.qemu.kvm == KvmPolicy::Never {
+        return Ok(tcg);
     }
     if !Path::new("/dev/kvm").exists() {
-        println!("{}: no /dev/kvm; using TCG", profile.name);
-        return Ok("tcg");
+        println!("{}: no /dev/kvm; using {tcg}", profile.name);
+        return Ok(tcg);
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let qemu_version = util::output(Command::new(&profile.qemu.binary).arg("--version")).unwrap_or_default();
@@ -286,9 +287,9 @@ fn choose_accel(profile: &Profile, image: &Path) -> Result<&'static str> {
                 profile.name,
                 if works { "runs guests" } else { "does not run guests" },
                 cache.display(),
-                if works { "KVM" } else { "TCG" }
+                if works { "kvm" } else { tcg }
             );
-            return Ok(if works { "kvm" } else { "tcg" });
+            return Ok(if works { "kvm" } else { tcg });
         }
     }
     println!("{}: probing whether KVM really runs a guest here (up to {} s)", profile.name, KVM_PROBE_LIMIT.as_secs());
@@ -304,11 +305,11 @@ fn choose_accel(profile: &Profile, image: &Path) -> Result<&'static str> {
         "{}: KVM {}; using {}",
         profile.name,
         if works { "runs guests" } else { "does not run guests here (probe boot did not finish)" },
-        if works { "KVM" } else { "TCG" }
+        if works { "kvm" } else { tcg }
     );
     util::create_dir_all(cache.parent().expect("has a parent"))?;
     std::fs::write(&cache, format!("{key}\n{}\n", if works { "works" } else { "fails" })).at(&cache)?;
-    Ok(if works { "kvm" } else { "tcg" })
+    Ok(if works { "kvm" } else { tcg })
 }
 
 #[cfg(test)]
