@@ -139,16 +139,20 @@ pub struct Record {
     pub count: u32,
     /// Microseconds since the instance started, at the first occurrence.
     pub micros: u64,
+    /// Microseconds since the instance started, at the latest occurrence
+    /// (equal to `micros` when `count` is 1): "answered pings until t".
+    pub last_micros: u64,
     /// What happened.
     pub event: Event,
 }
 
 impl fmt::Display for Record {
-    /// `#12 +1.002345s request c1:7 (#3) x2`
+    /// `#12 +1.002345s ping x40 (last +9.002345s)`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} +{}.{:06}s {}", self.seq, self.micros / 1_000_000, self.micros % 1_000_000, self.event)?;
         if self.count > 1 {
-            write!(f, " x{}", self.count)?;
+            let last = self.last_micros;
+            write!(f, " x{} (last +{}.{:06}s)", self.count, last / 1_000_000, last % 1_000_000)?;
         }
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! ```text
 //! header  [0..64)   magic "RTRC" | format u16 | slot bytes u16 | slots u32 | cursor u32 | zero
 //! slot i  [64 + i*64 .. +64)
-//!         seq u32 | count u32 | len u16 | crc32 u32 | postcard (micros u64, Event) | zero
+//!         seq u32 | count u32 | len u16 | crc32 u32
+//!         | postcard (micros u64, last_micros - micros u64, Event) | zero
 //! ```
 //! `cursor` is the number of records committed; record `s` lives in slot
 //! `s % SLOTS`. The writer writes a slot, then advances the cursor, so the
@@ -90,11 +91,12 @@ impl<S: Sink> Writer<S> {
             && r.count < u32::MAX
         {
             r.count += 1;
+            r.last_micros = micros.max(r.micros);
             let r = *r;
             self.write_slot(&r);
             return;
         }
-        let r = Record { seq: self.next_seq, count: 1, micros, event };
+        let r = Record { seq: self.next_seq, count: 1, micros, last_micros: micros, event };
         self.write_slot(&r);
         self.next_seq = self.next_seq.wrapping_add(1);
         self.newest = Some(r);
@@ -115,10 +117,11 @@ impl<S: Sink> Writer<S> {
 
     fn write_slot(&mut self, r: &Record) {
         let mut slot = [0u8; SLOT_BYTES];
-        // (u64, Event) always fits: the largest event is ~25 bytes; a failure
+        // The payload always fits: the largest event is ~25 bytes; a failure
         // would be a bug in this crate, and the slot then holds an empty payload
         // that the reader rejects as undecodable rather than crashing.
-        let len = postcard::to_slice(&(r.micros, r.event), &mut slot[SLOT_FIXED..]).map_or(0, |p| p.len());
+        let payload = (r.micros, r.last_micros - r.micros, r.event);
+        let len = postcard::to_slice(&payload, &mut slot[SLOT_FIXED..]).map_or(0, |p| p.len());
         slot[0..4].copy_from_slice(&r.seq.to_le_bytes());
         slot[4..8].copy_from_slice(&r.count.to_le_bytes());
         slot[8..10].copy_from_slice(&(len as u16).to_le_bytes());
@@ -235,8 +238,8 @@ fn decode_slot(buf: &[u8], seq: u32) -> Option<Record> {
     if found != seq || count == 0 || len > MAX_PAYLOAD || slot_crc(slot, len) != crc {
         return None;
     }
-    let (micros, event): (u64, Event) = postcard::from_bytes(&slot[SLOT_FIXED..SLOT_FIXED + len]).ok()?;
-    Some(Record { seq, count, micros, event })
+    let (micros, delta, event): (u64, u64, Event) = postcard::from_bytes(&slot[SLOT_FIXED..SLOT_FIXED + len]).ok()?;
+    Some(Record { seq, count, micros, last_micros: micros.saturating_add(delta), event })
 }
 
 #[cfg(test)]
@@ -263,10 +266,8 @@ mod tests {
         w.record(12, Event::RequestStart { id: id(1), nth: 1 });
         let got: Vec<Record> = records(&area).collect();
         assert_eq!(got.len(), 3);
-        assert_eq!(
-            got[0],
-            Record { seq: 0, count: 1, micros: 5, event: Event::Init { generation: Generation(3), restored: false } }
-        );
+        let init = Event::Init { generation: Generation(3), restored: false };
+        assert_eq!(got[0], Record { seq: 0, count: 1, micros: 5, last_micros: 5, event: init });
         assert_eq!(got[2].event, Event::RequestStart { id: id(1), nth: 1 });
         assert_eq!(cursor(&area), Ok(3));
     }
@@ -280,8 +281,9 @@ mod tests {
             w.record(t, Event::Ping);
         }
         w.record(20, Event::Eof);
-        let got: Vec<(Event, u32, u64)> = records(&area).map(|r| (r.event, r.count, r.micros)).collect();
-        assert_eq!(got, [(Event::Ready, 1, 1), (Event::Ping, 10, 2), (Event::Eof, 1, 20)]);
+        let got: Vec<(Event, u32, u64, u64)> =
+            records(&area).map(|r| (r.event, r.count, r.micros, r.last_micros)).collect();
+        assert_eq!(got, [(Event::Ready, 1, 1, 1), (Event::Ping, 10, 2, 11), (Event::Eof, 1, 20, 20)]);
     }
 
     #[test]
@@ -371,13 +373,18 @@ mod tests {
         let big = Event::Driver { code: u16::MAX, a: u64::MAX, b: u64::MAX };
         let plan = FaultPlan { point: CrashPoint::AfterEffect, on_request: u32::MAX, kind: CrashKind::Segv };
         let start = Event::RequestStart { id: RequestId { client: ClientId(u32::MAX), seq: u64::MAX }, nth: u32::MAX };
-        w.record(u64::MAX, big);
+        let half = u64::MAX / 2;
+        w.record(half, big);
+        w.record(u64::MAX, big); // largest first time and largest delta at once
         w.record(u64::MAX, Event::Fault { plan });
         w.record(u64::MAX, start);
         let got: Vec<Record> = records(&area).collect();
         assert_eq!(got.iter().map(|r| r.event).collect::<Vec<_>>(), [big, Event::Fault { plan }, start]);
-        let r = Record { seq: 12, count: 2, micros: 1_002_345, event: Event::RequestStart { id: id(7), nth: 3 } };
-        assert_eq!(format!("{r}"), "#12 +1.002345s request c1:7 (#3) x2");
+        assert_eq!((got[0].count, got[0].micros, got[0].last_micros), (2, half, u64::MAX));
+        let r = Record { seq: 12, count: 1, micros: 1_002_345, last_micros: 1_002_345, event: Event::Ready };
+        assert_eq!(format!("{r}"), "#12 +1.002345s ready");
+        let r = Record { seq: 13, count: 40, micros: 1_002_345, last_micros: 9_000_001, event: Event::Ping };
+        assert_eq!(format!("{r}"), "#13 +1.002345s ping x40 (last +9.000001s)");
         assert_eq!(format!("{}", Event::Fault { plan }), "FAULT after-effect:4294967295:segv");
     }
 }
