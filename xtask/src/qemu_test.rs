@@ -330,6 +330,22 @@ mod tests {
     }
 
     #[test]
+    fn x86_command_line_is_the_checked_q35_one_with_two_edu_devices() {
+        let profiles = machines::load().unwrap();
+        let x86 = profiles.iter().find(|p| p.name == "x86").unwrap();
+        let cmd = qemu_command(x86, "tcg", Path::new("/k/vmlinux"), Some(Path::new("/i/initrd.cpio")), None);
+        assert_eq!(cmd.get_program(), "qemu-system-x86_64");
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let want = "-M q35 -m 256 -nographic -no-reboot -nic none -accel tcg -kernel /k/vmlinux \
+                    -initrd /i/initrd.cpio -append CMDLINE -device edu -device edu";
+        let want: Vec<String> = want
+            .split_whitespace()
+            .map(|a| if a == "CMDLINE" { "console=ttyS0 quiet panic=-1".to_string() } else { a.to_string() })
+            .collect();
+        assert_eq!(args, want);
+    }
+
+    #[test]
     fn bad_flags_are_usage_errors() {
         assert!(matches!(Flags::parse(&args(&["--machine"])), Err(Error::Usage(m)) if m.contains("needs a value")));
         assert!(matches!(Flags::parse(&args(&["--timeout", "0"])), Err(Error::Usage(_))));
