@@ -92,6 +92,14 @@ pub enum EduError {
         /// The interrupt status register when the driver gave up.
         irq_status: u32,
     },
+    /// The request body did not decode as an `EduRequest` (the driver answers
+    /// this instead of dying, so a malformed request cannot crash it).
+    /// Appended last so the postcard encoding of the others is unchanged.
+    #[error("edu device: request body of {len} bytes does not decode as an edu request")]
+    MalformedRequest {
+        /// The body's length.
+        len: u32,
+    },
 }
 
 impl EduError {
@@ -102,7 +110,7 @@ impl EduError {
     /// restart policy bounds the retries).
     #[must_use]
     pub const fn is_bad_request(&self) -> bool {
-        matches!(self, Self::FactorialTooLarge { .. } | Self::NoIrqBits)
+        matches!(self, Self::FactorialTooLarge { .. } | Self::NoIrqBits | Self::MalformedRequest { .. })
     }
 }
 

@@ -98,6 +98,7 @@ fn factorial_too_large_is_refused_without_touching_the_device() {
     assert_eq!(h.edu().regs().accesses(), 0);
     assert!(EduError::FactorialTooLarge { n: 13 }.is_bad_request());
     assert!(!EduError::StillComputing { spins: 1 }.is_bad_request());
+    assert!(EduError::MalformedRequest { len: 3 }.is_bad_request());
 }
 
 #[test]
