@@ -43,10 +43,13 @@
 #![forbid(unsafe_code)]
 
 mod superblock;
+mod trace;
 
 pub use superblock::{SUPERBLOCK_MAGIC, Superblock, SuperblockError};
+pub use trace::{TRACE_SLOTS, Trace};
 
 use reinc_proto::RequestId;
+use reinc_ringbuf::Ringbuf;
 use serde::{Deserialize, Serialize};
 
 /// Bytes per block.
@@ -333,6 +336,7 @@ pub fn decode_request(body: &[u8]) -> Result<StorageRequest<'_>, StorageError> {
 pub struct Storage<R: Region> {
     region: R,
     sb: Superblock,
+    trace: Ringbuf<Trace, TRACE_SLOTS>,
 }
 
 impl<R: Region> Storage<R> {
@@ -352,24 +356,35 @@ impl<R: Region> Storage<R> {
         }
         let mut block0 = [0u8; BLOCK_SIZE];
         region.read_at(0, &mut block0).map_err(OpenError::Io)?;
+        let mut trace = Ringbuf::new();
         let sb = match Superblock::decode(&block0)? {
             Some(sb) if sb.blocks != blocks => {
                 return Err(SuperblockError::Geometry { found: sb.blocks, expected: blocks }.into());
             }
-            Some(sb) => sb,
+            Some(sb) => {
+                trace.record(Trace::Opened { applied_count: sb.applied_count });
+                sb
+            }
             None => {
                 let sb = Superblock { blocks, last_applied: None, last_base: 0, applied_count: 0 };
                 region.write_at(0, &sb.encode()).map_err(OpenError::Io)?;
+                trace.record(Trace::Formatted { blocks });
                 sb
             }
         };
-        Ok(Self { region, sb })
+        Ok(Self { region, sb, trace })
     }
 
     /// Data blocks clients may address.
     #[must_use]
     pub fn blocks(&self) -> u64 {
         self.sb.blocks
+    }
+
+    /// What this device did lately (Hubris-style ring, newest last).
+    #[must_use]
+    pub fn trace(&self) -> &Ringbuf<Trace, TRACE_SLOTS> {
+        &self.trace
     }
 
     /// The cached superblock (the watermark).
@@ -411,6 +426,31 @@ impl<R: Region> Storage<R> {
     /// [`HandleError`] when the region fails: the instance must die and the
     /// request be replayed; no state was committed.
     pub fn handle<'r>(
+        &mut self,
+        state: &StorageState,
+        id: RequestId,
+        req: &StorageRequest<'_>,
+        reply_buf: &'r mut [u8],
+    ) -> Result<Outcome<'r>, HandleError<R::Error>> {
+        match self.decide(state, id, req, reply_buf) {
+            Ok(out) => {
+                if let Some(t) = Trace::of(req, &out) {
+                    self.trace.record(t);
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                let off = match &e {
+                    HandleError::Io { off, .. } => *off,
+                    HandleError::ReplyBuffer { .. } => u64::MAX,
+                };
+                self.trace.record(Trace::IoFailed { off });
+                Err(e)
+            }
+        }
+    }
+
+    fn decide<'r>(
         &mut self,
         state: &StorageState,
         id: RequestId,

@@ -373,3 +373,33 @@ mod model {
         }
     }
 }
+
+#[test]
+fn trace_ring_records_what_the_device_did() {
+    let mut mem = ram();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    let data = pattern(1, 3);
+    let s0 = StorageState::default();
+    let (s1, _, _) = run(&mut dev, &s0, 1, StorageRequest::Write { lba: 2, data: &data });
+    run(&mut dev, &s0, 1, StorageRequest::Write { lba: 2, data: &data }); // replay
+    run(&mut dev, &s1, 2, StorageRequest::Read { lba: 2, blocks: 1 });
+    run(&mut dev, &s1, 3, StorageRequest::Nop);
+    run(&mut dev, &s1, 4, StorageRequest::Read { lba: 99, blocks: 1 });
+    run(&mut dev, &s1, 5, StorageRequest::Read { lba: 99, blocks: 1 });
+    let got: Vec<(Trace, u32)> = dev.trace().iter().map(|e| (e.payload, e.count)).collect();
+    let refused = Trace::Refused(StorageError::OutOfRange { lba: 99, blocks: 1, capacity: BLOCKS });
+    assert_eq!(
+        got,
+        [
+            (Trace::Formatted { blocks: BLOCKS }, 1),
+            (Trace::Applied { lba: 2, blocks: 1 }, 1),
+            (Trace::AlreadyApplied { lba: 2, blocks: 1 }, 1),
+            (Trace::Read { lba: 2, blocks: 1 }, 1),
+            (refused, 2),
+        ]
+    );
+    assert_eq!(refused.event(), reinc_ringbuf::Event::Driver { code: 0x5106, a: 5, b: 99 });
+    assert_eq!(Trace::Applied { lba: 2, blocks: 1 }.event(), reinc_ringbuf::Event::Driver { code: 0x5103, a: 2, b: 1 });
+    let reopened = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    assert_eq!(reopened.trace().last().map(|e| e.payload), Some(Trace::Opened { applied_count: 1 }));
+}

@@ -31,7 +31,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use storage_core::{MAX_REPLY_DATA, Region, Storage, StorageReply, StorageState, decode_request, region_bytes};
+use storage_core::{MAX_REPLY_DATA, Region, Storage, StorageReply, StorageState, Trace, decode_request, region_bytes};
 
 /// A file as a storage region, through `pread`/`pwrite`.
 #[derive(Debug)]
@@ -147,9 +147,12 @@ impl Driver for StorageDriver {
         format!("file={}, blocks={}", self.args.file.display(), self.args.blocks)
     }
 
-    fn init(&mut self, _ctx: &mut Ctx<'_>, state: &StorageState) -> Result<(), DriverError> {
+    fn init(&mut self, ctx: &mut Ctx<'_>, state: &StorageState) -> Result<(), DriverError> {
         let dev = self.open()?;
         dev.check_state(state).map_err(|e| format!("{}: {e}", self.args.file.display()))?;
+        if let Some(e) = dev.trace().last() {
+            ctx.trace(e.payload.event());
+        }
         // Nothing to re-apply: the data lives in the file, and the committed
         // state (append cursor) is consulted by every request.
         self.dev = Some(dev);
@@ -158,7 +161,7 @@ impl Driver for StorageDriver {
 
     fn handle(
         &mut self,
-        _ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_>,
         state: &StorageState,
         id: RequestId,
         body: &[u8],
@@ -173,6 +176,9 @@ impl Driver for StorageDriver {
             }
         };
         let out = dev.handle(state, id, &req, &mut self.reply_buf)?;
+        if let Some(t) = Trace::of(&req, &out) {
+            ctx.trace(t.event());
+        }
         let effect = match out.effect {
             storage_core::Effect::None => Effect::None,
             storage_core::Effect::Applied => Effect::Applied,

@@ -272,8 +272,10 @@ fn trace_memfd_shows_the_fault_after_death() {
     let mut area = vec![0u8; reinc_ringbuf::shared::RING_BYTES];
     nix::sys::uio::pread(&trace, &mut area, 0).unwrap();
     let events: Vec<String> = reinc_ringbuf::shared::records(&area).map(|r| r.event.to_string()).collect();
-    let tail = &events[events.len() - 3..];
-    assert_eq!(tail, ["request c1:1 (#1)", "effect c1:1", "FAULT after-effect:1:segv"], "{events:?}");
+    let tail = &events[events.len() - 4..events.len() - 1];
+    let applied = storage_core::Trace::Applied { lba: 0, blocks: 2 }.event().to_string();
+    assert_eq!(tail, ["request c1:1 (#1)", applied.as_str(), "effect c1:1"], "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("FAULT after-effect:1:segv"), "{events:?}");
 }
 
 #[test]
