@@ -26,6 +26,17 @@
 //!   re-application when a new driver instance starts, which is what keeps
 //!   an LED blinking across a `gpio_driver` crash.
 //!
+//! # What a crash looks like on the pins
+//! If an instance dies after writing a pin but before its reply, the next
+//! instance first restores the *committed* state (the pin goes back to its
+//! old level) and then the supervisor replays the request (the pin gets the
+//! new level again). The final state and the reply are exactly those of a run
+//! without the crash, but the pin shows the old level for the time between
+//! restore and replay (milliseconds). Nothing on the device records which
+//! request was applied (unlike storage-core's superblock), so the handler
+//! cannot tell a replay from a first execution; the runtime should count
+//! GPIO effects as idempotent rewrites, not as exactly-once executions.
+//!
 //! # Designs tried and rejected
 //! - Writing GPFSEL/levels from the *current* register contents on restore
 //!   (a "read back what is there" checkpoint): after a crash the device may
