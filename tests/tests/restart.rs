@@ -114,7 +114,22 @@ fn status_json_reports_every_field() {
     assert_eq!(d["name"], "storage_driver");
     assert_eq!(d["state"], "running");
     assert_eq!(d["generation"], 1);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(rig.runtime.join("control.sock")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "control socket must be private");
     let table = rig.drvctl(&["status"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("storage_driver") && text.contains("running"), "{text}");
+}
+
+#[test]
+fn trace_of_a_crashed_instance_shows_its_last_events() {
+    let mut rig = Rig::new("trace", &[]);
+    rig.start();
+    let _ = crash_once(&rig, "after-effect:1:abrt");
+    let out = rig.drvctl(&["trace", "storage_driver"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("FAULT after-effect:1:abrt"), "{text}");
 }

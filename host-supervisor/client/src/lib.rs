@@ -370,3 +370,6 @@ pub fn control_request(path: &Path, req: &ControlRequest) -> Result<ControlRespo
     }
     reinc_proto::decode(&buf[..n]).map_err(|error| ClientError::BadFrame { path: path.into(), error })
 }
+
+#[cfg(test)]
+mod tests;

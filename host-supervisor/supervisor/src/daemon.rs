@@ -206,7 +206,9 @@ impl Daemon {
             }
             drivers.push((d.clone(), ckpt));
         }
-        let seed = u64::from(std::process::id()) ^ (Instant::now().elapsed().as_nanos() as u64) ^ 0x9e37_79b9;
+        // Jitter only needs to differ between supervisors started together.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let seed = (u64::from(std::process::id()) << 32) ^ (now.as_nanos() as u64);
         let core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session);
 
         let mut mask = SigSet::empty();
