@@ -39,7 +39,12 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod trace;
+
+pub use trace::{TRACE_SLOTS, Trace};
+
 use reinc_proto::{ClientId, RequestId};
+use reinc_ringbuf::Ringbuf;
 use serde::{Deserialize, Serialize};
 
 /// Bytes per packet slot.
@@ -390,6 +395,7 @@ pub fn decode_request(body: &[u8]) -> Result<NetRequest<'_>, NetError> {
 pub struct Net<R: Region> {
     region: R,
     header: Header,
+    trace: Ringbuf<Trace, TRACE_SLOTS>,
 }
 
 impl<R: Region> Net<R> {
@@ -407,16 +413,27 @@ impl<R: Region> Net<R> {
         }
         let mut b = [0u8; HEADER_BYTES];
         region.read_at(0, &mut b).map_err(OpenError::Io)?;
+        let mut trace = Ringbuf::new();
         let header = match Header::decode(&b)? {
             Some(h) if h.slots != slots => return Err(HeaderError::Geometry { found: h.slots, expected: slots }.into()),
-            Some(h) => h,
+            Some(h) => {
+                trace.record(Trace::Opened { applied_count: h.applied_count });
+                h
+            }
             None => {
                 let h = Header { slots, last_applied: None, last_base: 0, applied_count: 0 };
                 region.write_at(0, &h.encode()).map_err(OpenError::Io)?;
+                trace.record(Trace::Formatted { slots });
                 h
             }
         };
-        Ok(Self { region, header })
+        Ok(Self { region, header, trace })
+    }
+
+    /// What this device did lately (Hubris-style ring, newest last).
+    #[must_use]
+    pub fn trace(&self) -> &Ringbuf<Trace, TRACE_SLOTS> {
+        &self.trace
     }
 
     /// The cached header (the watermark).
@@ -450,6 +467,27 @@ impl<R: Region> Net<R> {
     /// # Errors
     /// [`HandleError`] when the region fails.
     pub fn handle<'r>(
+        &mut self,
+        state: &NetState,
+        id: RequestId,
+        req: &NetRequest<'_>,
+        reply_buf: &'r mut [u8; MTU],
+    ) -> Result<Outcome<'r>, HandleError<R::Error>> {
+        match self.decide(state, id, req, reply_buf) {
+            Ok(out) => {
+                if let Some(t) = Trace::of(&out) {
+                    self.trace.record(t);
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                self.trace.record(Trace::IoFailed { off: e.off });
+                Err(e)
+            }
+        }
+    }
+
+    fn decide<'r>(
         &mut self,
         state: &NetState,
         id: RequestId,

@@ -269,3 +269,29 @@ mod model {
         }
     }
 }
+
+#[test]
+fn trace_ring_records_what_the_device_did() {
+    let mut mem = ram();
+    let mut net = Net::open(RamRegion(&mut mem), SLOTS).unwrap();
+    let s0 = NetState::default();
+    let s1 = run(&mut net, &s0, 1, NetRequest::Send { data: b"abc" }).0;
+    run(&mut net, &s0, 1, NetRequest::Send { data: b"abc" }); // replay
+    let s2 = run(&mut net, &s1, 2, NetRequest::Recv).0;
+    run(&mut net, &s2, 3, NetRequest::Recv);
+    run(&mut net, &s2, 4, NetRequest::Stats);
+    run(&mut net, &s2, 5, NetRequest::Send { data: &[] });
+    let got: Vec<Trace> = net.trace().iter().map(|e| e.payload).collect();
+    assert_eq!(
+        got,
+        [
+            Trace::Formatted { slots: SLOTS },
+            Trace::Sent { seq: 0 },
+            Trace::AlreadySent { seq: 0 },
+            Trace::Received { seq: 0, len: 3 },
+            Trace::Empty,
+            Trace::Refused(NetError::Empty),
+        ]
+    );
+    assert_eq!(Trace::Received { seq: 0, len: 3 }.event(), reinc_ringbuf::Event::Driver { code: 0x4E05, a: 0, b: 3 });
+}

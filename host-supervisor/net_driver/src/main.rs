@@ -20,7 +20,7 @@
 //!   `pread`/`pwrite` are safe and cheap next to the IPC round trip.
 #![forbid(unsafe_code)]
 
-use net_core::{MTU, Net, NetReply, NetState, Region, decode_request, region_bytes};
+use net_core::{MTU, Net, NetReply, NetState, Region, Trace, decode_request, region_bytes};
 use reinc_proto::RequestId;
 use reinc_runtime::{Completion, Ctx, Driver, DriverError, Effect, Step};
 use std::fs::{File, OpenOptions};
@@ -117,7 +117,7 @@ impl Driver for NetDriver {
         format!("file={}, slots={}, mtu={MTU}", self.args.file.display(), self.args.slots)
     }
 
-    fn init(&mut self, _ctx: &mut Ctx<'_>, state: &NetState) -> Result<(), DriverError> {
+    fn init(&mut self, ctx: &mut Ctx<'_>, state: &NetState) -> Result<(), DriverError> {
         let path = &self.args.file;
         let file = OpenOptions::new()
             .read(true)
@@ -134,13 +134,16 @@ impl Driver for NetDriver {
         let region = FileRegion { file, path: path.clone(), size: len.max(need) };
         let dev = Net::open(region, self.args.slots).map_err(|e| format!("{}: {e}", path.display()))?;
         dev.check_state(state).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(e) = dev.trace().last() {
+            ctx.trace(e.payload.event());
+        }
         self.dev = Some(dev);
         Ok(())
     }
 
     fn handle(
         &mut self,
-        _ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_>,
         state: &NetState,
         id: RequestId,
         body: &[u8],
@@ -155,6 +158,9 @@ impl Driver for NetDriver {
             }
         };
         let out = dev.handle(state, id, &req, &mut self.reply_buf)?;
+        if let Some(t) = Trace::of(&out) {
+            ctx.trace(t.event());
+        }
         let effect = match out.effect {
             net_core::Effect::None => Effect::None,
             net_core::Effect::Applied => Effect::Applied,
