@@ -481,7 +481,9 @@ impl Supervisor {
             .iter()
             .filter_map(|d| match d.phase {
                 Phase::Starting { deadline } => Some(deadline),
-                Phase::Running { .. } => d.instance.as_ref().map(|i| i.next_ping),
+                // Once killed, only its exit matters: no more pings, and no
+                // deadline in the past that would make the daemon spin.
+                Phase::Running { .. } => d.instance.as_ref().filter(|i| i.killed_for.is_none()).map(|i| i.next_ping),
                 Phase::BackingOff { until, .. } => Some(until),
                 Phase::Stopping { deadline, killed: false } => Some(deadline),
                 _ => None,

@@ -653,3 +653,19 @@ fn session_table_is_bounded_and_evicts_detached_sessions() {
     let acts = sim.ev(Event::Hello { conn: ConnId(22), resume: None });
     assert_eq!(client_msgs(&acts, ConnId(22)), [ClientMsg::Failed { seq: 0, error: CallError::Busy }]);
 }
+
+#[test]
+fn a_killed_instance_sets_no_deadline_while_its_exit_is_pending() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let (_, acts) = sim.sup.control(sim.now, &ControlRequest::Restart { driver: "storage_driver".into() });
+    assert!(acts.iter().any(|a| matches!(a, Action::Kill { signal: KillSignal::Kill, .. })));
+    // Long past the next ping: nothing is due until the exit arrives.
+    sim.now = Millis(60_000);
+    assert_eq!(sim.sup.next_deadline(), None);
+    assert!(sim.at(60_000).is_empty());
+    let acts = sim.crash(STORAGE, ExitStatus::Signal(9));
+    assert_eq!(requests_spawned(&acts), [Generation(2)]);
+    assert_eq!(sim.state(STORAGE).restarts, 1);
+    assert_eq!(sim.state(STORAGE).last_failure, None, "an operator restart is not a failure");
+}
