@@ -122,7 +122,10 @@ pub struct Client {
     /// How long to keep trying to reconnect.
     pub reconnect_timeout: Duration,
     /// Resend a call answered `Busy` (not executed) after a short pause,
-    /// instead of returning it.
+    /// instead of returning it. Note that the resent call is queued behind
+    /// calls submitted after it: a client that needs its calls to execute in
+    /// submission order keeps fewer calls in flight than the driver's
+    /// `queue-depth`, so that `Busy` cannot happen.
     pub retry_busy: bool,
     reconnects: u32,
 }
