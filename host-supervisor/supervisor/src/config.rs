@@ -570,6 +570,16 @@ mod tests {
     }
 
     #[test]
+    fn example_config_parses_and_states_the_defaults() {
+        let c = parse(include_str!("../reinc.example.toml")).unwrap();
+        let d = &c.drivers[0];
+        let mut defaults = DriverConfig::new("storage_driver", "target/debug/storage_driver");
+        defaults.args = d.args.clone();
+        assert_eq!(d, &defaults, "the example must document the real defaults");
+        assert_eq!((c.supervisor.max_sessions, c.supervisor.dedup_per_session), (256, 1024));
+    }
+
+    #[test]
     fn empty_config_has_no_driver() {
         let problems = parse("").unwrap_err();
         assert_eq!(problems[0].key.as_deref(), Some("driver"));
