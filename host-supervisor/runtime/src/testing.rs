@@ -78,12 +78,31 @@ impl SupEnd {
         send(self.sup.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).expect("send to driver");
     }
 
+    /// Sends one frame to a driver that may have died (`EPIPE`,
+    /// `ECONNRESET`): the failure is returned, not a panic.
+    ///
+    /// # Errors
+    /// The send's errno.
+    pub fn try_send(&self, msg: &ToDriver<'_>) -> nix::Result<()> {
+        let bytes = encode_vec(msg).expect("encode");
+        send(self.sup.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL).map(drop)
+    }
+
     /// Receives one frame (10 s timeout) and lets `f` look at it; `None` on EOF.
     ///
     /// # Panics
     /// On timeout or a frame that does not decode.
     pub fn recv<T>(&mut self, f: impl FnOnce(DriverFrame<'_>) -> T) -> Option<T> {
-        let n = recv(self.sup.as_raw_fd(), &mut self.buf, MsgFlags::empty()).expect("frame from driver within 10 s");
+        let n = loop {
+            match recv(self.sup.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
+                Ok(n) => break n,
+                // A driver that died with unread requests makes the kernel
+                // report ECONNRESET once, ahead of the frames it did send:
+                // keep reading them, as the supervisor must.
+                Err(nix::errno::Errno::ECONNRESET | nix::errno::Errno::EINTR) => {}
+                Err(e) => panic!("no frame from the driver within 10 s: {e}"),
+            }
+        };
         if n == 0 {
             return None;
         }
