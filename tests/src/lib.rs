@@ -208,6 +208,36 @@ impl Rig {
         Self { runtime: dir.join("run"), log: dir.join("supervisor.log"), dir, config, child: None, starts: 0 }
     }
 
+    /// Adds a second storage driver named `name` (own backing file, same
+    /// defaults) after the first in start order.
+    ///
+    /// # Panics
+    /// If the config cannot be written.
+    pub fn add_driver(&self, name: &str) {
+        let mut text = fs::read_to_string(&self.config).expect("read config");
+        text.push_str(&format!(
+            "\n[[driver]]\nname = \"{name}\"\nexec = \"{exe}\"\nargs = [\"--file\", \"{d}/{name}.img\", \"--blocks\", \"64\"]\n",
+            exe = bins().storage_driver.display(),
+            d = self.dir.display()
+        ));
+        for (k, v) in DEFAULTS {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        fs::write(&self.config, text).expect("write config");
+    }
+
+    /// Status of every driver, in start order.
+    ///
+    /// # Panics
+    /// If the supervisor does not answer.
+    #[must_use]
+    pub fn all_status(&self) -> Vec<DriverStatus> {
+        match self.control(&ControlRequest::Status) {
+            ControlResponse::Status(rows) => rows,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     /// Starts the supervisor and waits until the driver is running.
     ///
     /// # Panics
@@ -289,7 +319,7 @@ impl Rig {
     #[must_use]
     pub fn try_status(&self) -> Option<DriverStatus> {
         match control_request(&control_socket(&self.runtime), &ControlRequest::Status).ok()? {
-            ControlResponse::Status(mut rows) => rows.pop(),
+            ControlResponse::Status(rows) => rows.into_iter().find(|r| r.name == "storage_driver"),
             _ => None,
         }
     }

@@ -133,3 +133,22 @@ fn trace_of_a_crashed_instance_shows_its_last_events() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("FAULT after-effect:1:abrt"), "{text}");
 }
+
+#[test]
+fn drivers_are_independent_and_stop_in_reverse_start_order() {
+    let mut rig = Rig::new("two", &[]);
+    rig.add_driver("second_disk");
+    rig.start();
+    assert!(rig.wait_status(T, |_| rig.all_status().iter().all(|s| s.state.name() == "running")).is_some());
+    let before = rig.all_status();
+    let _ = crash_once(&rig, "before-effect:1:segv");
+    let after = rig.all_status();
+    assert_eq!(after[1].pid, before[1].pid, "the other driver is untouched");
+    assert_eq!(after[1].generation, 1);
+    let mut c = rig.client();
+    assert!(matches!(reply(&c.call("second_disk", &read_req(0, 1)).unwrap().unwrap()), Reply::Data(_)));
+    assert!(rig.stop_supervisor(Signal::SIGTERM).success());
+    let log = rig.log();
+    let pos = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"));
+    assert!(pos("[SUP] stopping second_disk") < pos("[SUP] stopping storage_driver"), "{log}");
+}
