@@ -140,13 +140,19 @@ fn slot_crc(slot: &[u8; SLOT_BYTES], len: usize) -> u32 {
 }
 
 /// Why a ring area cannot be decoded at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
     /// Shorter than the header.
+    #[error("trace area is shorter than its {HEADER_BYTES}-byte header")]
     Short,
     /// No magic: never formatted by a writer (or not a trace ring).
+    #[error("trace area has no RTRC magic (never written)")]
     Magic,
     /// Another format version, slot size or slot count.
+    #[error(
+        "trace area has format {version}, {slots} slots of {slot_bytes} bytes \
+         (expected format {FORMAT_VERSION}, {SLOTS} slots of {SLOT_BYTES} bytes)"
+    )]
     Geometry {
         /// Format version found.
         version: u16,
@@ -156,22 +162,6 @@ pub enum FormatError {
         slots: u32,
     },
 }
-
-impl core::fmt::Display for FormatError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Short => write!(f, "trace area is shorter than its {HEADER_BYTES}-byte header"),
-            Self::Magic => f.write_str("trace area has no RTRC magic (never written)"),
-            Self::Geometry { version, slot_bytes, slots } => write!(
-                f,
-                "trace area has format {version}, {slots} slots of {slot_bytes} bytes \
-                 (expected format {FORMAT_VERSION}, {SLOTS} slots of {SLOT_BYTES} bytes)"
-            ),
-        }
-    }
-}
-
-impl core::error::Error for FormatError {}
 
 /// Checks the header and returns the cursor (records committed).
 ///
@@ -350,6 +340,8 @@ mod tests {
         Writer::new(&mut other[..]);
         other[8..12].copy_from_slice(&8u32.to_le_bytes());
         assert!(matches!(cursor(&other), Err(FormatError::Geometry { slots: 8, .. })));
+        let msg = format!("{}", cursor(&other).unwrap_err());
+        assert_eq!(msg, "trace area has format 1, 8 slots of 64 bytes (expected format 1, 256 slots of 64 bytes)");
         assert_eq!(records(&other).count(), 0);
     }
 

@@ -290,3 +290,20 @@ fn sigterm_is_an_orderly_shutdown() {
     let status = d.wait_for(Duration::from_secs(10)).expect("stops");
     assert_eq!(describe(status), "exit 0");
 }
+
+#[test]
+fn sync_data_mode_writes_and_reads_back() {
+    let dir = Dir::new();
+    let disk = dir.disk();
+    let args = ["--file", disk.to_str().unwrap(), "--blocks", BLOCKS, "--sync-data"];
+    let mut d = DriverProcess::spawn(Path::new(BIN), "storage_driver", &args, Options::default());
+    init(&mut d, 1, None);
+    let data = block(0x11);
+    request(&d, 1, &StorageRequest::Append { data: &data });
+    let (commit, _) = reply(&mut d, 1).unwrap();
+    assert_eq!(commit, Some(StorageState { append_cursor: 2, writes: 1 }));
+    request(&d, 2, &StorageRequest::Read { lba: 0, blocks: 2 });
+    let (_, body) = reply(&mut d, 2).unwrap();
+    assert_eq!(postcard::from_bytes::<StorageReply<'_>>(&body).unwrap(), StorageReply::Data(&data));
+    assert_eq!(dir.superblock().applied_count, 1);
+}
