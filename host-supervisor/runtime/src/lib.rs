@@ -13,9 +13,10 @@
 //! finish a request on an interrupt.
 //!
 //! # Shape
-//! One thread. `poll(2)` over the IPC socket, the driver's interrupt fd (only
-//! while a request waits on it) and the wait's timeout; nothing else wakes the
-//! process, so an idle driver costs no CPU. Frames are drained without blocking
+//! One thread. `poll(2)` over the IPC socket, a signalfd for SIGTERM/SIGINT
+//! (treated as `Shutdown`), the driver's interrupt fd (only while a request
+//! waits on it) and the wait's timeout; nothing else wakes the process, so an
+//! idle driver costs no CPU. Frames are drained without blocking
 //! when the socket is readable: pings are answered at once, requests are
 //! queued and started one at a time, in arrival order. A request either
 //! completes in [`Driver::handle`] ([`Step::Done`]) or parks the loop on its
@@ -65,6 +66,9 @@
 //!   UIO interrupt fd is a plain blocking `read`.
 //! - Catching panics around the driver: a panicking driver must die so the
 //!   supervisor replays its request on a fresh instance.
+//! - A SIGTERM handler setting a flag: async-signal handlers need `unsafe`
+//!   (or a self-pipe); a blocked signal read from a signalfd is just one more
+//!   fd in the same `poll`.
 //! - `OwnedFd::from_raw_fd` for the inherited socket: `unsafe`; see [`launch`]
 //!   for the safe routes used instead.
 #![forbid(unsafe_code)]
