@@ -120,3 +120,31 @@ fn unknown_driver_and_bad_control_requests_get_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(rig.status().state.name(), "running");
 }
+
+#[test]
+fn a_second_supervisor_on_the_same_sockets_is_refused() {
+    let mut rig = Rig::new("twice", &[]);
+    rig.start();
+    let out = Command::new(&bins().supervisor)
+        .arg("--config")
+        .arg(&rig.config)
+        .arg("--runtime-dir")
+        .arg(&rig.runtime)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another supervisor is already listening on"), "{err}");
+    // The first one is unaffected.
+    assert_eq!(rig.status().state.name(), "running");
+    assert_eq!(rig.status().generation, 1);
+}
+
+#[test]
+fn drvctl_without_a_supervisor_names_the_socket() {
+    let rig = Rig::new("nosup", &[]);
+    let out = rig.drvctl(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to the supervisor at") && err.contains("control.sock"), "{err}");
+}
