@@ -152,3 +152,17 @@ fn drivers_are_independent_and_stop_in_reverse_start_order() {
     let pos = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"));
     assert!(pos("[SUP] stopping second_disk") < pos("[SUP] stopping storage_driver"), "{log}");
 }
+
+#[test]
+fn a_driver_that_reports_fatal_at_init_is_quarantined_with_its_reason() {
+    let mut rig = Rig::new("fatal", &[("max-restarts", "2")]);
+    // A backing file that holds something else: the driver refuses it.
+    std::fs::write(rig.disk(), vec![0x42u8; 4096]).unwrap();
+    rig.spawn();
+    let st = rig.wait_status(T, |s| s.state.name() == "quarantined").unwrap_or_else(|| panic!("{}", rig.log()));
+    let reason = st.last_failure.unwrap();
+    assert!(reason.starts_with("fatal: "), "{reason}");
+    assert!(reason.contains("disk.img") || reason.contains("REINCBLK"), "reason should name the file: {reason}");
+    assert_eq!(st.restarts, 2);
+    assert!(!rig.sup_lines("storage_driver reports a fatal error").is_empty(), "{}", rig.log());
+}
