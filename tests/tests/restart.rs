@@ -166,3 +166,21 @@ fn a_driver_that_reports_fatal_at_init_is_quarantined_with_its_reason() {
     assert_eq!(st.restarts, 2);
     assert!(!rig.sup_lines("storage_driver reports a fatal error").is_empty(), "{}", rig.log());
 }
+
+#[test]
+fn drvctl_stop_keeps_a_driver_down_until_restart() {
+    let mut rig = Rig::new("stop", &[]);
+    rig.start();
+    let pid = rig.status().pid.unwrap();
+    let out = rig.drvctl(&["stop", "storage_driver"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let st = rig.wait_status(T, |s| s.state.name() == "stopped").expect("stopped");
+    assert_eq!(st.pid, None);
+    assert!(process_gone(pid));
+    let mut c = rig.client();
+    assert_eq!(c.call("storage_driver", &read_req(0, 1)).unwrap(), Err(reinc_proto::CallError::DriverFailed));
+    assert!(rig.drvctl(&["restart", "storage_driver"]).status.success());
+    let st = rig.wait_status(T, |s| s.state.name() == "running").expect("running again");
+    assert_eq!(st.generation, 2);
+    assert!(matches!(reply(&c.call("storage_driver", &read_req(0, 1)).unwrap().unwrap()), Reply::Data(_)));
+}
