@@ -180,3 +180,22 @@ fn blk_transfer_through_a_crash_reads_back_identical() {
     assert_eq!(rig.superblock().applied_count, 16);
     assert_no_duplicate_execution(&rig.exec_log());
 }
+
+#[test]
+fn drvctl_call_prints_decoded_storage_replies() {
+    let mut rig = Rig::new("call", &[]);
+    rig.start();
+    let run = |args: &[&str]| {
+        let out = rig.drvctl(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(run(&["call", "storage_driver", "geometry"]), "Geometry { blocks: 1024, block_size: 512 }");
+    assert_eq!(run(&["call", "storage_driver", "write", "3", "171"]), "Written { lba: 3, blocks: 1 }");
+    assert!(run(&["call", "storage_driver", "read", "3", "1"]).starts_with("Data: 512 bytes"));
+    // Any driver, raw: postcard `Nop` is variant 0, and so is its reply.
+    assert_eq!(run(&["call", "storage_driver", "--hex", "00"]), "00");
+    let out = rig.drvctl(&["call", "no_such_driver", "nop"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such driver"));
+}
