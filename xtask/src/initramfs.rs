@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(paths, ["/lib/modules/uio.ko", "/lib/modules/uio_pci_generic.ko"]);
         assert_eq!(plan.binds, [Bind { driver: "uio_pci_generic".into(), id: "1234 11e8".into() }]);
         assert_eq!(plan.uio_devices, 2);
-        assert_eq!(plan.suites, ["/bin/edu-suite"]);
+        assert_eq!(plan.suites, ["/bin/edu-suite", "/bin/supervised-suite"]);
         assert_eq!(Plan::parse(&plan.render()).unwrap(), plan, "the guest reads back what we write");
     }
 }
