@@ -41,6 +41,9 @@ pub enum End {
     Exited(Option<i32>),
     /// The xtask killed it after the limit.
     TimedOut(Duration),
+    /// The guest printed its summary but QEMU did not exit within this grace
+    /// period (the guest's power-off or reboot failed); the xtask killed it.
+    NoHalt(Duration),
 }
 
 /// The parser's state for one boot.
@@ -139,6 +142,11 @@ impl Console {
         }
     }
 
+    /// Whether the guest printed its closing summary.
+    pub fn summary_seen(&self) -> bool {
+        self.summary.is_some()
+    }
+
     /// The name of the last test seen, for timeout messages.
     pub fn last_test(&self) -> Option<&str> {
         self.tests.last().map(|t| t.name.as_str())
@@ -161,6 +169,10 @@ impl Console {
                     Some(t) => format!("last finished test: {t}"),
                     None => "no test had finished".to_string(),
                 }
+            )),
+            End::NoHalt(grace) => problems.push(format!(
+                "the guest printed its summary but QEMU did not exit within {} s (power-off/reboot failed?)",
+                grace.as_secs()
             )),
             End::Exited(Some(0)) => {}
             End::Exited(Some(code)) => problems.push(format!("QEMU exited with status {code}")),
@@ -254,6 +266,13 @@ mod tests {
         let r = run(&["GUEST-TEST ok edu::identify"], End::TimedOut(Duration::from_secs(60)));
         assert_eq!((r.passed(), r.failed()), (1, 1));
         assert!(r.problems[0].contains("timed out after 60 s") && r.problems[0].contains("edu::identify"));
+    }
+
+    #[test]
+    fn guest_that_does_not_halt_after_its_summary_is_a_failure() {
+        let r = run(&["GUEST-TEST ok a", "GUEST-SUMMARY passed=1 failed=0"], End::NoHalt(Duration::from_secs(15)));
+        assert_eq!((r.passed(), r.failed()), (1, 1));
+        assert!(r.problems[0].contains("did not exit within 15 s"), "{:?}", r.problems);
     }
 
     #[test]

@@ -241,12 +241,15 @@ mod tests {
 
     #[test]
     fn cross_field_problems_are_all_reported() {
-        let text = std::fs::read_to_string(util::workspace_root().join(PROFILES)).unwrap();
-        let bad = text
-            .replace("suites = [\"edu-suite\"]", "suites = [\"nope\"]")
-            .replace("\"-m\", \"256\"", "\"-m\", \"256\", \"-kernel\"");
-        let err = parse(&bad, Path::new("m.toml")).unwrap_err().to_string();
-        assert!(err.contains("suite `nope`") && err.contains("`-kernel`"), "{err}");
+        let x86 = load().unwrap().into_iter().find(|p| p.name == "x86").unwrap();
+        let mut bad = x86.clone();
+        bad.guest.suites.push("nope".into());
+        bad.qemu.args.push("-kernel".into());
+        bad.kernel.package = "linux-image-amd64".into();
+        let problems = check(&[x86, bad]).join("\n");
+        for expected in ["defined twice", "suite `nope`", "`-kernel`", "exactly one `*`"] {
+            assert!(problems.contains(expected), "{expected:?} missing from:\n{problems}");
+        }
     }
 
     #[test]

@@ -166,6 +166,9 @@ enum Line {
     Qemu(String),
 }
 
+/// How long QEMU may take to exit once the guest printed its summary.
+const HALT_GRACE: Duration = Duration::from_secs(15);
+
 /// Boots and parses the console until QEMU exits or the limit passes.
 fn boot(profile: &Profile, cmd: Command, timeout: Duration, verbose: bool) -> Result<Report> {
     if verbose {
@@ -173,32 +176,36 @@ fn boot(profile: &Profile, cmd: Command, timeout: Duration, verbose: bool) -> Re
     }
     let mut console = Console::new();
     let name = &profile.name;
-    let end = run_qemu(cmd, timeout, |line| match line {
-        Line::Console(line) => {
-            if verbose {
-                println!("{name}| {}", printable(&line));
+    let end = run_qemu(cmd, timeout, |line| {
+        match line {
+            Line::Console(line) => {
+                if verbose {
+                    println!("{name}| {}", printable(&line));
+                }
+                match console.feed(&line) {
+                    Some(Event::Test(t)) => match &t.verdict {
+                        Verdict::Ok => println!("  ok    {name} {}", t.name),
+                        Verdict::Fail(reason) => println!("  FAIL  {name} {}: {reason}", t.name),
+                    },
+                    Some(Event::GuestError(e)) => println!("  ERROR {name} guest: {e}"),
+                    Some(Event::Panic(p)) => println!("  PANIC {name} {p}"),
+                    None => {}
+                }
             }
-            match console.feed(&line) {
-                Some(Event::Test(t)) => match &t.verdict {
-                    Verdict::Ok => println!("  ok    {name} {}", t.name),
-                    Verdict::Fail(reason) => println!("  FAIL  {name} {}: {reason}", t.name),
-                },
-                Some(Event::GuestError(e)) => println!("  ERROR {name} guest: {e}"),
-                Some(Event::Panic(p)) => println!("  PANIC {name} {p}"),
-                None => {}
+            Line::Qemu(line) => {
+                println!("{name}: qemu: {line}");
+                console.feed(&format!("qemu: {line}"));
             }
         }
-        Line::Qemu(line) => {
-            println!("{name}: qemu: {line}");
-            console.feed(&format!("qemu: {line}"));
-        }
+        console.summary_seen()
     })?;
     Ok(console.finish(end))
 }
 
 /// Runs QEMU with stdin closed, hands every output line to `on_line` as it
-/// arrives, and kills QEMU once `timeout` has passed.
-fn run_qemu(mut cmd: Command, timeout: Duration, mut on_line: impl FnMut(Line)) -> Result<End> {
+/// arrives, and kills QEMU once `timeout` has passed. When `on_line` first
+/// says the guest is done, QEMU gets at most [`HALT_GRACE`] more to exit.
+fn run_qemu(mut cmd: Command, timeout: Duration, mut on_line: impl FnMut(Line) -> bool) -> Result<End> {
     let what = util::describe(&cmd);
     let mut child = cmd
         .stdin(Stdio::null())
@@ -210,14 +217,20 @@ fn run_qemu(mut cmd: Command, timeout: Duration, mut on_line: impl FnMut(Line)) 
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
     let readers = [spawn_reader(out, tx.clone(), Line::Console), spawn_reader(err, tx, Line::Qemu)];
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    let mut halting = false;
     let end = loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => on_line(line),
+            Ok(line) => {
+                if on_line(line) && !halting {
+                    halting = true;
+                    deadline = deadline.min(Instant::now() + HALT_GRACE);
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break End::TimedOut(timeout);
+                break if halting { End::NoHalt(HALT_GRACE) } else { End::TimedOut(timeout) };
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().map_err(|source| Error::Spawn { what: what.clone(), source })?;
@@ -299,6 +312,7 @@ fn choose_accel<'p>(profile: &'p Profile, image: &Path) -> Result<&'p str> {
         if let Line::Console(l) = line {
             reached_panic |= l.contains("Kernel panic - not syncing");
         }
+        false
     })?;
     let works = reached_panic && matches!(end, End::Exited(_));
     println!(

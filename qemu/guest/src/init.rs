@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::kmod::{ModuleInitFlags, finit_module};
 use nix::mount::{MsFlags, mount};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
 use reinc_guest_protocol::{Bind, Marker, Module, Plan};
 use tracing::{info, warn};
 
@@ -138,10 +140,28 @@ pub fn run_suite(suite: &str, tally: &mut Tally) -> Result<Option<String>, InitE
         (None, None) => Ending::Code(-1),
     };
     let problem = judge(suite, ending, before, *tally);
+    let orphans = reap_orphans();
+    if orphans > 0 {
+        info!("[init] reaped {orphans} process(es) left behind by {suite}");
+    }
     if let Some(p) = &problem {
         warn!("[init] {p}");
     }
     Ok(problem)
+}
+
+/// Reaps exited children that are not a suite's: processes a suite leaves
+/// behind (a supervisor's drivers, say) are re-parented to PID 1 when their
+/// parent dies, and nobody else will ever wait for them. Non-blocking; called
+/// between suites, never while a suite runs (its status must stay ours).
+pub fn reap_orphans() -> usize {
+    let mut reaped = 0;
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return reaped,
+            Ok(_) => reaped += 1,
+        }
+    }
 }
 
 /// Prints a setup problem as a `GUEST-ERROR` line (the xtask counts it as a
