@@ -24,6 +24,14 @@ const USAGE: &str = "\
 usage: cargo xtask qemu-test [--machine NAME] [--verbose] [--timeout SECS]
 
 Boots the QEMU guests of qemu/machines.toml and runs their test suites.
+
+  --machine NAME   run only this profile (default: all, in file order)
+  --verbose        echo the whole guest console
+  --timeout SECS   override every profile's boot time limit
+
+Kernels and the KVM probe verdict are cached in $REINC_CACHE_DIR, else
+$XDG_CACHE_HOME/reinc, else ~/.cache/reinc. Missing Debian packages are
+installed with apt-get when running as root.
 ";
 
 /// Command-line flags.

@@ -108,10 +108,15 @@ pub fn wait_for_uio(wanted: usize, limit: Duration) -> Result<Vec<String>, InitE
 }
 
 fn uio_devices() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/uio")
+    let names: Vec<String> = std::fs::read_dir("/sys/class/uio")
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
         .unwrap_or_default();
-    names.sort_by_key(|n| n.trim_start_matches("uio").parse::<u32>().unwrap_or(u32::MAX));
+    in_uio_order(names)
+}
+
+/// `uioN` names by N (so `uio10` follows `uio9`), anything else last.
+fn in_uio_order(mut names: Vec<String>) -> Vec<String> {
+    names.sort_by_key(|n| (n.strip_prefix("uio").and_then(|d| d.parse::<u32>().ok()).unwrap_or(u32::MAX), n.clone()));
     names
 }
 
@@ -169,4 +174,15 @@ pub fn reap_orphans() -> usize {
 pub fn report_error(message: &str) {
     warn!("[init] {message}");
     println!("{}", Marker::Error(message.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uio_names_sort_numerically() {
+        let names = ["uio10", "uio2", "odd", "uio0"].map(String::from).to_vec();
+        assert_eq!(in_uio_order(names), ["uio0", "uio2", "uio10", "odd"]);
+    }
 }
