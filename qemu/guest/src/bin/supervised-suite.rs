@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edu_core::{Completion, EduReply, EduRequest, EduState};
+use edu_core::{Completion, Edu, EduRegisters, EduReply, EduRequest, EduState, IrqBits, PollBudget};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reinc_client::control::{ControlRequest, ControlResponse, DriverState, DriverStatus};
@@ -42,7 +42,7 @@ use reinc_client::{Client, client_socket, control_request, control_socket};
 use reinc_guest::harness::{self, Context, Failure, TestResult};
 use reinc_guest::{ensure, ensure_eq, test};
 use reinc_proto::{CallError, CrashKind, CrashPoint, FaultPlan};
-use reinc_uio::{Selector, Sysfs, UioDevice};
+use reinc_uio::{Mapping, Selector, Sysfs, UioDevice};
 use storage_core::{BLOCK_SIZE, StorageReply, StorageRequest, Superblock};
 
 /// The supervisor configuration (see the file for the figures and why).
@@ -373,6 +373,68 @@ fn interrupts_keep_arriving_after_every_restart(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// Whether INTx is masked (bit 10 of the PCI command register) on `dev`.
+fn intx_masked(dev: &UioDevice) -> Result<bool, Failure> {
+    use std::os::unix::fs::FileExt;
+    let pci = dev.pci.as_ref().ok_or_else(|| Failure::check(format!("{} is not PCI", dev.describe())))?;
+    let config = std::fs::File::open(&pci.config).context(|| pci.config.display().to_string())?;
+    let mut cmd = [0u8; 2];
+    config.read_exact_at(&mut cmd, 4).context(|| pci.config.display().to_string())?;
+    Ok(u16::from_le_bytes(cmd) & (1 << 10) != 0)
+}
+
+/// The state a driver killed between its device's interrupt and its
+/// acknowledgement leaves behind: edu0's driver is stopped, the device is
+/// made to interrupt on its behalf (a factorial with IRQ_ON_DONE plus a
+/// software raise), the kernel masks INTx, and the driver is SIGKILLed. The
+/// new instance must acknowledge the leftovers and unmask INTx, or its first
+/// request would never see an interrupt.
+fn restart_recovers_an_interrupt_left_pending_with_intx_masked(ctx: &Ctx) -> TestResult {
+    let driver = EDU[0];
+    let dev = &ctx.devices[0];
+    let s = wait_status(driver, "running", running)?;
+    kill_driver(driver, s.generation - 1, Signal::SIGSTOP)?;
+    ctx.edu0_restarts.fetch_add(1, Ordering::SeqCst);
+    let count = event_count(dev)?;
+    {
+        let bar0 = Mapping::pci_bar(dev, 0).context(|| format!("mapping BAR0 of {}", dev.describe()))?;
+        let regs = bar0.block::<EduRegisters>(0).context(|| bar0.describe().to_owned())?;
+        let mut edu = Edu::new(regs);
+        edu.start_factorial_irq(5, PollBudget::default()).context(|| "factorial with IRQ_ON_DONE".into())?;
+        edu.raise(IrqBits::from_bits_retain(0x100));
+        let end = Instant::now() + Duration::from_secs(5);
+        while event_count(dev)? == count {
+            ensure!(Instant::now() < end, "the device never interrupted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let pending = edu.irq_status().bits();
+        ensure_eq!(pending, 0x101, "interrupt bits pending before the kill");
+    }
+    ensure!(intx_masked(dev)?, "the kernel did not mask INTx after the interrupt");
+    // The supervisor may already have declared the stopped driver hung.
+    let now = status(driver)?;
+    if now.generation == s.generation
+        && let Some(pid) = now.pid
+    {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let after = wait_status(driver, "restarted", |t| running(t) && t.generation > s.generation)?;
+    ensure!(
+        ctx.logged(&format!(
+            "[driver] {driver} gen{}: recovered {}: acknowledged pending interrupt bits 0x101",
+            after.generation,
+            dev.describe()
+        )),
+        "the new instance did not report acknowledging the leftover interrupt"
+    );
+    ensure!(!intx_masked(dev)?, "INTx still masked after the restart");
+    let before = event_count(dev)?;
+    let mut client = connect()?;
+    let answered = workload(&mut client, driver, 13, |_| Ok(()))?;
+    ensure_eq!(event_count(dev)?.wrapping_sub(before), answered as u32, "interrupts on the recovered device");
+    Ok(())
+}
+
 /// The supervisor's console lines read like the seed's.
 fn supervisor_logs_crash_restart_and_replay(ctx: &Ctx) -> TestResult {
     for line in [
@@ -626,6 +688,7 @@ fn main() -> ExitCode {
         test!(sigkill_mid_workload_loses_and_duplicates_nothing),
         test!(hung_driver_is_killed_by_heartbeat_and_replayed),
         test!(interrupts_keep_arriving_after_every_restart),
+        test!(restart_recovers_an_interrupt_left_pending_with_intx_masked),
         test!(supervisor_logs_crash_restart_and_replay),
         test!(drvctl_status_shows_restarts_and_generations),
         test!(storage_driver_keeps_its_data_across_a_crash),
