@@ -387,6 +387,7 @@ pub struct Supervisor {
     max_sessions: usize,
     dedup_per_session: usize,
     shutting_down: bool,
+    exit_sent: bool,
     nonce: u64,
     rng: u64,
     trace: VecDeque<(Millis, Trace)>,
@@ -439,6 +440,7 @@ impl Supervisor {
             max_sessions,
             dedup_per_session,
             shutting_down: false,
+            exit_sent: false,
             nonce: 0,
             rng: seed | 1,
             trace: VecDeque::new(),
@@ -1052,7 +1054,8 @@ impl Supervisor {
                 }
             }
         }
-        if !out.contains(&Action::Exit) {
+        if !self.exit_sent {
+            self.exit_sent = true;
             out.push(Action::Say("all drivers stopped".into()));
             out.push(Action::Exit);
         }

@@ -378,10 +378,11 @@ impl Daemon {
             if let Some(peer) = live.peer {
                 self.reg.unwatch(&peer);
             }
+            let mut post_mortem = None;
             if let Some(t) = live.trace {
                 let mut ring = vec![0u8; reinc_ringbuf::shared::RING_BYTES];
                 if t.read_exact_at(&mut ring, 0).is_ok() {
-                    self.log_last_trace(driver, &ring);
+                    post_mortem = self.last_events(driver, generation, &ring);
                     self.last_trace.insert(driver, ring);
                 }
             }
@@ -389,17 +390,27 @@ impl Daemon {
                 debug!("{} (pid {pid}) killed by {}", self.core.config(driver).name, signal_name(s));
             }
             let now = self.now();
-            let acts = self.core.handle(now, Event::Exited { driver, generation, status });
+            let mut acts = self.core.handle(now, Event::Exited { driver, generation, status });
+            // The post-mortem goes right under the "crashed" line.
+            let at = acts
+                .iter()
+                .position(|a| matches!(a, Action::Say(l) if l.contains(" crashed (") || l.contains(" failed (")));
+            if let (Some(i), Some(line)) = (at, post_mortem) {
+                acts.insert(i + 1, Action::Say(line));
+            }
             self.execute(acts);
         }
     }
 
-    fn log_last_trace(&self, driver: DriverId, ring: &[u8]) {
+    /// One line with the last events of a dead instance's trace ring
+    /// (post-mortem; `drvctl trace NAME` shows the whole ring).
+    fn last_events(&self, driver: DriverId, generation: Generation, ring: &[u8]) -> Option<String> {
         let records: Vec<_> = reinc_ringbuf::shared::records(ring).collect();
-        let name = &self.core.config(driver).name;
-        for r in records.iter().rev().take(4).rev() {
-            debug!("{name} trace: {r}");
+        let last: Vec<String> = records.iter().rev().take(3).rev().map(ToString::to_string).collect();
+        if last.is_empty() {
+            return None;
         }
+        Some(format!("{} {generation} last events: {}", self.core.config(driver).name, last.join("; ")))
     }
 
     fn drain_driver(&mut self, driver: DriverId, generation: Generation) {

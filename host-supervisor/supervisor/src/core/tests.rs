@@ -581,6 +581,7 @@ fn shutdown_stops_in_reverse_start_order_then_exits() {
     let acts = sim.crash(STORAGE, ExitStatus::Code(0));
     assert!(acts.contains(&Action::Exit));
     assert_eq!(sim.state(NET).state, DriverState::Stopped);
+    assert!(sim.at(10).is_empty(), "Exit is said once");
 }
 
 #[test]
