@@ -17,6 +17,19 @@
 //! [`apt`] (installing tools, downloading packages), [`kernel`] (kernel
 //! download, extraction and cache), [`cpio`] and [`initramfs`] (the guest's
 //! root filesystem), [`console`] (parsing the guest console into results).
+//!
+//! # Designs rejected
+//! - clap for arguments: three flags do not justify a derive-macro dependency
+//!   tree compiled before every first `cargo xtask`.
+//! - Machine profiles as a Rust table: adding a board would mean editing the
+//!   xtask; `qemu/machines.toml` is data with `deny_unknown_fields`.
+//! - Building a kernel from `linux-source`: minutes per architecture; Debian's
+//!   signed packages boot as they are, and only `uio_pdrv_genirq` is missing.
+//! - The `cpio` and `gzip` command-line tools for the initramfs: another
+//!   package to install, and device nodes such as `/dev/console` would need a
+//!   staging tree with `mknod` (root); the in-memory writer needs neither.
+//! - `expect`-style scraping of the console with fixed sleeps: results are
+//!   explicit marker lines, parsed as they arrive, with one overall deadline.
 #![forbid(unsafe_code)]
 
 mod apt;
