@@ -616,15 +616,17 @@ impl Daemon {
         let trace = memfd_create(format!("reinc-trace-{}", cfg.name).as_str(), MFdFlags::MFD_CLOEXEC)
             .ok()
             .and_then(|fd| nix::unistd::ftruncate(&fd, reinc_ringbuf::shared::RING_BYTES as i64).ok().map(|()| fd));
-        // The daemon is single-threaded, so no other fork can inherit these
-        // fds in the window where they lack CLOEXEC.
-        inheritable(&theirs, true).map_err(|e| format!("fcntl: {e}"))?;
+        // The channel becomes the child's stdin: std dup2()s it into place, so
+        // our end keeps CLOEXEC and the driver adopts fd 0 without
+        // pidfd_getfd (which seccomp profiles may forbid). The trace memfd is
+        // inherited by number; the daemon is single-threaded, so no other
+        // fork can inherit it in the window where it lacks CLOEXEC.
         let mut cmd = Command::new(&cfg.exec);
         cmd.args(&cfg.args)
-            .env("REINC_IPC_FD", theirs.as_raw_fd().to_string())
+            .env("REINC_IPC_FD", "0")
             .env("REINC_DRIVER_NAME", &cfg.name)
             .env("REINC_SUPERVISOR_PID", std::process::id().to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(theirs))
             // Own process group: a terminal's Ctrl-C reaches the supervisor
             // only, which then stops drivers in order.
             .process_group(0);
@@ -639,7 +641,8 @@ impl Daemon {
             cmd.env("REINC_EXEC_LOG", l);
         }
         let spawned = cmd.spawn();
-        drop(theirs);
+        // `cmd` owns the child's end; drop it so EOF reaches us when the child dies.
+        drop(cmd);
         let trace = trace.map(|t| {
             let _ = inheritable(&t, false);
             File::from(t)
