@@ -3,10 +3,10 @@
 //! in the guest's RAM-backed root), while the tests kill the drivers.
 //!
 //! This is the project's claim on a real kernel: a driver that owns a device
-//! through UIO is killed mid-workload (SIGSEGV, SIGKILL, a hang, an injected
-//! crash between effect and reply), comes back with its mapping and
-//! interrupts working, and every client request still gets the right answer
-//! exactly once.
+//! through UIO is killed mid-workload (SIGSEGV at each crash point, SIGKILL,
+//! a hang, a death between an interrupt and its acknowledgement), comes back
+//! with its mapping and interrupts working, and every client request still
+//! gets the right answer exactly once.
 //!
 //! # Shape
 //! - The configuration is `qemu/x86/supervisor.toml`, compiled in and written
@@ -18,9 +18,15 @@
 //! - Clients use the `reinc-client` library (pipelined, 8 in flight), the
 //!   control socket is driven through the same library, and `drvctl` is run
 //!   as a program where the test is about `drvctl` itself.
-//! - Exactly-once is checked twice: at the client (every seq answered once,
-//!   with the right n!) and at the committed state (edu's `Stats` counter of
-//!   factorials moves by exactly the number of replies, whatever crashed).
+//! - Exactly-once is checked three ways: at the client (every seq answered
+//!   once, with the right n!), on the wire (a protocol-level client counts
+//!   every reply frame, since the library drops duplicates by design), and at
+//!   the committed state (edu's `Stats` counter of factorials moves by
+//!   exactly the number of replies, whatever crashed).
+//! - SIGSEGV is raised by the driver itself (fault injection at a chosen
+//!   point): a `kill -SEGV` from outside is swallowed once by Rust std's
+//!   stack-overflow handler (it resets to the default action and returns),
+//!   which a genuine segfault is not.
 //!
 //! Tests run in order and share the supervisor; the ones that kill `edu0`
 //! record it in [`Ctx::edu0_restarts`] so the status test knows what to expect.
