@@ -102,6 +102,12 @@ pub enum GpioError {
         /// The flags asked for.
         bits: u8,
     },
+    /// The request body did not decode as a `GpioRequest`; nothing was done.
+    #[error("GPIO request of {len} bytes is malformed (not a postcard GpioRequest)")]
+    MalformedRequest {
+        /// The body's length.
+        len: u32,
+    },
 }
 
 impl GpioError {
@@ -112,7 +118,9 @@ impl GpioError {
             GpioError::InvalidPin { pin } | GpioError::PinNotAllowed { pin } | GpioError::LevelUnknown { pin } => {
                 Some(pin)
             }
-            GpioError::InvalidPinSet { .. } | GpioError::InvalidDetect { .. } => None,
+            GpioError::InvalidPinSet { .. } | GpioError::InvalidDetect { .. } | GpioError::MalformedRequest { .. } => {
+                None
+            }
         }
     }
 }

@@ -75,6 +75,21 @@ pub enum TimerRequest {
     Status,
 }
 
+impl TimerRequest {
+    /// The channel number the request names, if it names one (`Now` and
+    /// `Status` do not). Unvalidated: it is what the client sent.
+    #[must_use]
+    pub const fn channel(&self) -> Option<u8> {
+        match *self {
+            TimerRequest::Arm { channel, .. }
+            | TimerRequest::ArmIn { channel, .. }
+            | TimerRequest::Wait { channel }
+            | TimerRequest::Disarm { channel } => Some(channel),
+            TimerRequest::Now | TimerRequest::Status => None,
+        }
+    }
+}
+
 /// The driver's answer (postcard-encoded in the reply body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimerReply {
@@ -377,6 +392,18 @@ impl<R: TimerRegisters> Timer<R> {
     /// because a `Wait` completes by the counter, not by the bit.
     pub fn acknowledge(&mut self) -> Trace {
         let set = self.regs.status().intersection(Match::LINUX);
+        if !set.is_empty() {
+            self.regs.clear_match(set);
+        }
+        Trace::Acknowledged(set)
+    }
+
+    /// Like [`Timer::acknowledge`], but clears `channel`'s match bit only.
+    /// This is what a driver that owns one channel calls: on a 32-bit kernel
+    /// the other ARM channel (3) drives the kernel's clock events, and
+    /// clearing its match would swallow the kernel's interrupt.
+    pub fn acknowledge_channel(&mut self, channel: Channel) -> Trace {
+        let set = self.regs.status().intersection(channel.match_bit());
         if !set.is_empty() {
             self.regs.clear_match(set);
         }

@@ -182,6 +182,23 @@ pub enum TimerError {
     /// CHI kept changing between reads: the device is not behaving.
     #[error("system timer counter unstable: CHI changed in each of its consistency reads")]
     CounterUnstable,
+    /// The channel exists and is the ARM's, but this driver instance does
+    /// not own it: its UIO device carries another channel's interrupt, and
+    /// the other ARM channel may belong to the kernel (a 32-bit kernel's
+    /// clock events use channel 3).
+    #[error("system timer channel {channel} is not served here; this timer_driver owns channel {served} only")]
+    ChannelNotServed {
+        /// The channel asked for.
+        channel: u8,
+        /// The channel this driver owns.
+        served: u8,
+    },
+    /// The request body did not decode as a `TimerRequest`; nothing was done.
+    #[error("system timer request of {len} bytes is malformed (not a postcard TimerRequest)")]
+    MalformedRequest {
+        /// The body's length.
+        len: u32,
+    },
 }
 
 impl TimerError {
@@ -192,8 +209,9 @@ impl TimerError {
             TimerError::ChannelReserved { channel }
             | TimerError::InvalidChannel { channel }
             | TimerError::NotArmed { channel }
-            | TimerError::DeadlineTooFar { channel, .. } => Some(channel),
-            TimerError::CounterOverflow | TimerError::CounterUnstable => None,
+            | TimerError::DeadlineTooFar { channel, .. }
+            | TimerError::ChannelNotServed { channel, .. } => Some(channel),
+            TimerError::CounterOverflow | TimerError::CounterUnstable | TimerError::MalformedRequest { .. } => None,
         }
     }
 }

@@ -331,3 +331,27 @@ fn typed_block_from_reinc_uio_drives_the_handler() {
     assert_eq!(view.read32(0x18).unwrap(), 1_500, "C3");
     assert_eq!(view.read32(0x00).unwrap(), Match::M3.bits(), "CS: stale M3 cleared (written) before arming");
 }
+
+#[test]
+fn acknowledging_one_channel_leaves_the_other_channels_match_pending() {
+    let mut t = timer(1000);
+    let mut state = TimerState::default();
+    run(&mut t, &mut state, TimerRequest::ArmIn { channel: 1, micros: 10 });
+    run(&mut t, &mut state, TimerRequest::ArmIn { channel: 3, micros: 10 });
+    t.regs_mut().advance(10);
+    assert!(t.regs().irq_line(Channel::C1) && t.regs().irq_line(Channel::C3));
+    assert_eq!(t.acknowledge_channel(Channel::C3), Trace::Acknowledged(Match::M3));
+    assert!(!t.regs().irq_line(Channel::C3), "the owned channel's line drops");
+    assert!(t.regs().irq_line(Channel::C1), "the other ARM channel (the kernel's, on 32-bit) keeps its match");
+    assert_eq!(t.acknowledge_channel(Channel::C3), Trace::Acknowledged(Match::empty()), "idempotent");
+}
+
+#[test]
+fn requests_name_their_channel_unvalidated() {
+    assert_eq!(TimerRequest::Wait { channel: 7 }.channel(), Some(7));
+    assert_eq!(TimerRequest::Arm { channel: 1, at: 5 }.channel(), Some(1));
+    assert_eq!(TimerRequest::ArmIn { channel: 3, micros: 5 }.channel(), Some(3));
+    assert_eq!(TimerRequest::Disarm { channel: 0 }.channel(), Some(0));
+    assert_eq!(TimerRequest::Now.channel(), None);
+    assert_eq!(TimerRequest::Status.channel(), None);
+}
