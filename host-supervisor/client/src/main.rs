@@ -50,6 +50,10 @@ fn main() -> ExitCode {
         runtime_dir = Some(PathBuf::from(args[1].clone()));
         args.drain(..2);
     }
+    if matches!(args.first().map(String::as_str), Some("help" | "--help" | "-h")) {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let runtime_dir = runtime_dir.unwrap_or_else(default_runtime_dir);
     match run(&runtime_dir, &args) {
         Ok(()) => ExitCode::SUCCESS,
