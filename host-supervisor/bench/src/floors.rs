@@ -1,0 +1,258 @@
+//! The floors: what the same work costs with nothing of reinc in the way.
+//!
+//! - **raw round trip**: the harness ↔ an echo process over one
+//!   `SOCK_SEQPACKET` socketpair;
+//! - **raw two-hop relay**: the harness ↔ a relay process ↔ the echo process.
+//!   The relay forwards frames both ways from one `poll(2)` loop: the
+//!   supervisor's data path with no decoding, no queue, no session;
+//! - **spawn**: fork+exec of a driver binary, `Init`, until its first frame
+//!   (`Ready`), with no supervisor: what any restart costs at least.
+//!
+//! The helpers are separate processes (this executable re-run with a hidden
+//! role), like client, supervisor and driver, so the floors pay the same
+//! cross-process wake-ups as the real path. Their sockets are handed over as
+//! stdin/stdout, which needs no `unsafe` on either side.
+
+use crate::BenchError;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use reinc_proto::{DriverFrame, FromDriver, Generation, ToDriver};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Size of a floor message: about a no-op request frame.
+pub const MSG_BYTES: usize = 32;
+
+/// Hidden argument that makes this executable an echo helper.
+pub const ROLE_ECHO: &str = "__echo";
+/// Hidden argument that makes this executable a relay helper.
+pub const ROLE_RELAY: &str = "__relay";
+
+fn pair(what: &str) -> Result<(OwnedFd, OwnedFd), BenchError> {
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| BenchError::io(format!("socketpair for {what}"), e.into()))
+}
+
+fn sys(what: &str) -> impl FnOnce(nix::errno::Errno) -> BenchError + '_ {
+    move |e| BenchError::io(what, e.into())
+}
+
+/// The echo helper: answers every frame on stdin with the same bytes, until EOF.
+///
+/// # Errors
+/// A socket error.
+pub fn run_echo() -> Result<(), BenchError> {
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| BenchError::io("echo stdin", e))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(sys("echo recv"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        send(fd.as_raw_fd(), &buf[..n], MsgFlags::MSG_NOSIGNAL).map_err(sys("echo send"))?;
+    }
+}
+
+/// The relay helper: forwards frames between stdin (client side) and stdout
+/// (echo side) in both directions, until either side closes.
+///
+/// # Errors
+/// A socket error.
+pub fn run_relay() -> Result<(), BenchError> {
+    let up = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| BenchError::io("relay stdin", e))?;
+    let down = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| BenchError::io("relay stdout", e))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let mut fds = [PollFd::new(up.as_fd(), PollFlags::POLLIN), PollFd::new(down.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(sys("relay poll")(e)),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        for (i, (from, to)) in [(&up, &down), (&down, &up)].into_iter().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            // Drain what is there, like the supervisor does.
+            loop {
+                match recv(from.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        send(to.as_raw_fd(), &buf[..n], MsgFlags::MSG_NOSIGNAL).map_err(sys("relay send"))?;
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(sys("relay recv")(e)),
+                }
+            }
+        }
+    }
+}
+
+/// A floor path: the harness's socket and the helper processes behind it.
+#[derive(Debug)]
+pub struct RawPath {
+    fd: Option<OwnedFd>,
+    helpers: Vec<Child>,
+    buf: Vec<u8>,
+}
+
+impl RawPath {
+    /// The harness ↔ echo path.
+    ///
+    /// # Errors
+    /// The helper cannot be started.
+    pub fn direct(harness: &Path) -> Result<Self, BenchError> {
+        let (ours, theirs) = pair("the echo helper")?;
+        let echo = helper(harness, ROLE_ECHO, theirs, None)?;
+        Ok(Self { fd: Some(ours), helpers: vec![echo], buf: vec![0; 1 << 16] })
+    }
+
+    /// The harness ↔ relay ↔ echo path.
+    ///
+    /// # Errors
+    /// A helper cannot be started.
+    pub fn relay(harness: &Path) -> Result<Self, BenchError> {
+        let (ours, relay_up) = pair("the relay helper")?;
+        let (relay_down, echo_end) = pair("the echo helper")?;
+        let echo = helper(harness, ROLE_ECHO, echo_end, None)?;
+        let relay = helper(harness, ROLE_RELAY, relay_up, Some(relay_down))?;
+        Ok(Self { fd: Some(ours), helpers: vec![echo, relay], buf: vec![0; 1 << 16] })
+    }
+
+    fn fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    fn send(&self, msg: &[u8]) -> Result<(), BenchError> {
+        send(self.fd(), msg, MsgFlags::MSG_NOSIGNAL).map(drop).map_err(sys("floor send"))
+    }
+
+    fn recv(&mut self) -> Result<(), BenchError> {
+        match recv(self.fd(), &mut self.buf, MsgFlags::empty()) {
+            Ok(0) => Err(BenchError::Setup("a floor helper closed its socket".into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(sys("floor recv")(e)),
+        }
+    }
+
+    /// `samples` sequential round trips, each timed.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub fn round_trips(&mut self, samples: usize) -> Result<Vec<Duration>, BenchError> {
+        let msg = [0xa5u8; MSG_BYTES];
+        let mut out = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let t = Instant::now();
+            self.send(&msg)?;
+            self.recv()?;
+            out.push(t.elapsed());
+        }
+        Ok(out)
+    }
+
+    /// Keeps `depth` messages in flight for `duration`; returns messages
+    /// completed per second.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub fn throughput(&mut self, depth: usize, duration: Duration) -> Result<f64, BenchError> {
+        let msg = [0x5au8; MSG_BYTES];
+        for _ in 0..depth {
+            self.send(&msg)?;
+        }
+        let start = Instant::now();
+        let mut done = 0u64;
+        while start.elapsed() < duration {
+            self.recv()?;
+            done += 1;
+            self.send(&msg)?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        for _ in 0..depth {
+            self.recv()?;
+        }
+        Ok(done as f64 / secs)
+    }
+
+    /// The helper processes' pids (echo first).
+    #[must_use]
+    pub fn helper_pids(&self) -> Vec<u32> {
+        self.helpers.iter().map(Child::id).collect()
+    }
+
+    /// CPU time used so far by the relay helper (the last helper), if any.
+    #[must_use]
+    pub fn relay_cpu(&self) -> Option<Duration> {
+        (self.helpers.len() == 2).then(|| crate::machine::cpu_time(self.helpers[1].id())).flatten()
+    }
+}
+
+impl Drop for RawPath {
+    fn drop(&mut self) {
+        // EOF makes every helper exit.
+        self.fd = None;
+        for h in &mut self.helpers {
+            let _ = h.wait();
+        }
+    }
+}
+
+fn helper(harness: &Path, role: &str, stdin: OwnedFd, stdout: Option<OwnedFd>) -> Result<Child, BenchError> {
+    let mut cmd = Command::new(harness);
+    cmd.arg(role).stdin(Stdio::from(stdin)).stderr(Stdio::inherit());
+    cmd.stdout(stdout.map_or_else(Stdio::null, Stdio::from));
+    cmd.spawn().map_err(|e| BenchError::io(format!("{} {role}", harness.display()), e))
+}
+
+/// Fork+exec of `exec args` as driver `name` under the launch contract, send
+/// `Init`, wait for its first frame; `samples` times. The driver exits on EOF.
+///
+/// # Errors
+/// The driver cannot be started or does not answer `Ready`.
+pub fn spawn_to_first_message(
+    exec: &Path,
+    args: &[String],
+    name: &str,
+    samples: usize,
+) -> Result<Vec<Duration>, BenchError> {
+    let mut out = Vec::with_capacity(samples);
+    let mut buf = vec![0u8; reinc_proto::MAX_FRAME];
+    let init = reinc_proto::encode_vec(&ToDriver::Init { generation: Generation(1), checkpoint: None })
+        .map_err(|e| BenchError::Setup(format!("encode Init: {e}")))?;
+    for _ in 0..samples {
+        let (ours, theirs) = pair(name)?;
+        let t = Instant::now();
+        let mut child = Command::new(exec)
+            .args(args)
+            .env("REINC_IPC_FD", "0")
+            .env("REINC_DRIVER_NAME", name)
+            .env("REINC_SUPERVISOR_PID", std::process::id().to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::io(exec.display(), e))?;
+        send(ours.as_raw_fd(), &init, MsgFlags::MSG_NOSIGNAL).map_err(sys("send Init"))?;
+        let n = recv(ours.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(sys("recv Ready"))?;
+        let elapsed = t.elapsed();
+        let first = reinc_proto::decode::<DriverFrame<'_>>(&buf[..n]);
+        drop(ours);
+        let _ = child.wait();
+        match first {
+            Ok(DriverFrame { msg: FromDriver::Ready, .. }) => out.push(elapsed),
+            other => {
+                return Err(BenchError::Setup(format!(
+                    "{} answered Init with {other:?} instead of Ready",
+                    exec.display()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,137 @@
+//! The machine description every report starts with, and `/proc` readers
+//! for a process's memory and CPU time.
+
+use std::path::Path;
+use std::time::Duration;
+
+/// What the figures were measured on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Machine {
+    /// `model name` from `/proc/cpuinfo`.
+    pub cpu: String,
+    /// Online CPUs.
+    pub cores: usize,
+    /// `/proc/sys/kernel/osrelease`.
+    pub kernel: String,
+    /// `MemTotal` in MiB.
+    pub memory_mib: u64,
+    /// Filesystem type of the directory persisted checkpoints go to.
+    pub state_fs: String,
+}
+
+impl Machine {
+    /// Reads the description; unknown fields say `unknown`.
+    #[must_use]
+    pub fn describe(state_dir: &Path) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            cpu: cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".into()),
+            cores: std::thread::available_parallelism().map_or(0, usize::from),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned()),
+            memory_mib: kib_field(&meminfo, "MemTotal:").unwrap_or(0) / 1024,
+            state_fs: filesystem_of(state_dir).unwrap_or_else(|| "unknown".into()),
+        }
+    }
+}
+
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// A `Key:   123 kB` field of `/proc/meminfo` or `/proc/PID/status`, in KiB.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
+}
+
+/// The filesystem type of the mount holding `dir` (longest matching mount
+/// point in `/proc/self/mounts`).
+fn filesystem_of(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point).then(|| (point.len(), fstype.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, t)| t)
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS`).
+#[must_use]
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    kib_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmRSS:")
+}
+
+/// CPU time consumed so far by `pid`: from `/proc/PID/schedstat`
+/// (nanoseconds on a CPU), else from `/proc/PID/stat` (user + system, in
+/// clock ticks of 10 ms: too coarse for an idle supervisor).
+#[must_use]
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    if let Some(ns) = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+    {
+        return Some(Duration::from_nanos(ns));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_time_from_stat(&stat, clock_ticks())
+}
+
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map_or(100, |t| t as u64)
+}
+
+fn cpu_time_from_stat(stat: &str, hz: u64) -> Option<Duration> {
+    // The command may contain spaces and parentheses: split after the last ')'.
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of stat(5); `rest` starts at field 3.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_micros(ticks * 1_000_000 / hz.max(1)))
+}
+
+/// True if `pid` is gone or a zombie.
+#[must_use]
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_reads_utime_and_stime_after_a_command_with_parentheses() {
+        let stat = "42 (odd) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 1 0 5 1000 50";
+        assert_eq!(cpu_time_from_stat(stat, 100), Some(Duration::from_secs(4)));
+        assert_eq!(cpu_time_from_stat("garbage", 100), None);
+    }
+
+    #[test]
+    fn meminfo_fields_and_cpu_model_parse() {
+        assert_eq!(kib_field("MemTotal:       24684544 kB\nMemFree: 1 kB\n", "MemTotal:"), Some(24_684_544));
+        assert_eq!(kib_field("VmRSS:\t  3120 kB\n", "VmRSS:"), Some(3120));
+        assert_eq!(cpu_model("processor\t: 0\nmodel name\t: AMD EPYC\n").as_deref(), Some("AMD EPYC"));
+        assert_eq!(cpu_model("processor\t: 0\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_rss_and_cpu_time() {
+        let me = std::process::id();
+        assert!(rss_kib(me).is_some_and(|k| k > 0));
+        assert!(cpu_time(me).is_some());
+        assert!(!process_gone(me));
+    }
+}

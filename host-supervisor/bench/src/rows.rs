@@ -1,0 +1,678 @@
+//! The experiments, one function per section of the issue, each returning
+//! its rows (figure, floor, ratio, target).
+
+use crate::floors::{self, RawPath};
+use crate::machine::{self, Machine};
+use crate::report::{Goal, Report, Row};
+use crate::rig::{Bins, DriverSpec, Supervisor};
+use crate::stats::{self, fit_line, percentiles};
+use crate::{BenchError, NULL_COMMIT, NULL_NOP};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reinc_client::Client;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use storage_core::{BLOCK_SIZE, StorageReply, StorageRequest};
+
+/// How much of everything a run does.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// `quick` or `full`.
+    pub mode: &'static str,
+    /// Round trips per path.
+    pub rtt_samples: usize,
+    /// Time per throughput measurement.
+    pub tput: Duration,
+    /// Driver kills for the recovery figures.
+    pub kills: usize,
+    /// Bare spawns for the spawn floor.
+    pub spawns: usize,
+    /// Time per checkpoint-cost measurement.
+    pub ckpt: Duration,
+    /// Idle measurement window per scale step.
+    pub idle: Duration,
+    /// Load measurement window per scale step.
+    pub load: Duration,
+    /// Repetitions per replay length (median taken).
+    pub replay_reps: usize,
+    /// MiB moved through the storage path each way.
+    pub storage_mib: u64,
+}
+
+impl Budget {
+    /// The smoke-test budget (well under a minute).
+    #[must_use]
+    pub fn quick() -> Self {
+        Self {
+            mode: "quick",
+            rtt_samples: 2_000,
+            tput: Duration::from_millis(250),
+            kills: 10,
+            spawns: 10,
+            ckpt: Duration::from_millis(250),
+            idle: Duration::from_millis(1_200),
+            load: Duration::from_millis(300),
+            replay_reps: 1,
+            storage_mib: 8,
+        }
+    }
+
+    /// The full budget (a few minutes on two cores).
+    #[must_use]
+    pub fn full() -> Self {
+        Self {
+            mode: "full",
+            rtt_samples: 20_000,
+            tput: Duration::from_secs(2),
+            kills: 200,
+            spawns: 200,
+            ckpt: Duration::from_secs(2),
+            idle: Duration::from_secs(3),
+            load: Duration::from_secs(2),
+            replay_reps: 3,
+            storage_mib: 128,
+        }
+    }
+}
+
+/// Figures one section measures for another.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Raw relay messages per second at 8 in flight.
+    relay_tput8: f64,
+    /// Relay helper CPU per message at 64 in flight, µs.
+    relay_cpu_per_msg_us: f64,
+}
+
+/// Runs every section; `work` is a scratch directory (removed afterwards).
+///
+/// # Errors
+/// The first experiment that fails, naming what failed.
+pub fn run_all(bins: &Bins, work: &Path, budget: &Budget) -> Result<Report, BenchError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(work).map_err(|e| BenchError::io(work.display(), e))?;
+    let machine = Machine::describe(work);
+    let mut shared = Shared::default();
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let step = |name: &str| eprintln!("reinc-bench: {name} ({:.0} s)", started.elapsed().as_secs_f64());
+    step("1-2. round trip and throughput");
+    rows.extend(round_trip_and_throughput(bins, &work.join("rtt"), budget, &mut shared)?);
+    step("3. recovery time");
+    rows.extend(recovery(bins, &work.join("recovery"), budget)?);
+    step("4. checkpoint cost");
+    rows.extend(checkpoint_cost(bins, &work.join("checkpoint"), budget)?);
+    step("5. scale");
+    rows.extend(scale(bins, &work.join("scale"), budget, &shared)?);
+    step("5. replay against queue length");
+    let (replay_rows, fit) = replay(bins, &work.join("replay"), budget, &shared)?;
+    rows.extend(replay_rows);
+    step("6. storage path");
+    rows.extend(storage(bins, &work.join("storage"), budget)?);
+    notes.push(format!(
+        "Persisted checkpoints were written to a {} filesystem; each commit is write + fsync + rename + fsync(dir).",
+        machine.state_fs
+    ));
+    notes.push(
+        "The storage floor reads and writes the page cache (no root to drop caches); so does the driver, \
+         whose file is hot after the write."
+            .into(),
+    );
+    let _ = std::fs::remove_dir_all(work);
+    Ok(Report {
+        mode: budget.mode.into(),
+        machine,
+        rows,
+        replay_fit: fit,
+        duration_secs: started.elapsed().as_secs_f64(),
+        notes,
+    })
+}
+
+fn storage_body(req: &StorageRequest<'_>) -> Vec<u8> {
+    postcard::to_allocvec(req).expect("storage requests always encode")
+}
+
+fn check_ok(driver: &str, c: reinc_client::Completion) -> Result<Vec<u8>, BenchError> {
+    c.result.map_err(|e| BenchError::Reply { driver: driver.into(), what: format!("call {} failed: {e}", c.seq) })
+}
+
+/// Keeps `depth` calls in flight, round robin over `drivers`, for `dur`;
+/// returns completed calls per second.
+fn pipelined(
+    client: &mut Client,
+    drivers: &[String],
+    body: &[u8],
+    depth: usize,
+    dur: Duration,
+) -> Result<f64, BenchError> {
+    let cerr = |e: reinc_client::ClientError| BenchError::Client(e.to_string());
+    let mut next = 0usize;
+    let mut submit = |client: &mut Client| -> Result<(), BenchError> {
+        client.submit(&drivers[next % drivers.len()], body).map_err(cerr)?;
+        next += 1;
+        Ok(())
+    };
+    for _ in 0..depth {
+        submit(client)?;
+    }
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < dur {
+        check_ok(&drivers[0], client.wait().map_err(cerr)?)?;
+        done += 1;
+        submit(client)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    while client.in_flight() > 0 {
+        check_ok(&drivers[0], client.wait().map_err(cerr)?)?;
+    }
+    Ok(done as f64 / secs)
+}
+
+fn storage_spec(bins: &Bins, dir: &Path, blocks: u64) -> DriverSpec {
+    let disk = dir.join("disk.img");
+    DriverSpec::new("storage_driver", &bins.storage_driver).args(&[
+        "--file",
+        &disk.to_string_lossy(),
+        "--blocks",
+        &blocks.to_string(),
+    ])
+}
+
+/// Rounds the measurements of sections 1 and 2 are split into, alternating
+/// between the floors and the supervisor, so that a burst of load from
+/// another tenant of the machine hits both sides of a ratio alike.
+const ROUNDS: usize = 10;
+
+/// Sections 1 and 2.
+fn round_trip_and_throughput(bins: &Bins, dir: &Path, b: &Budget, shared: &mut Shared) -> Result<Vec<Row>, BenchError> {
+    let mut raw = RawPath::direct(&bins.harness)?;
+    let mut relay = RawPath::relay(&bins.harness)?;
+    // The supervisor's window is raised to 64 so that 64 in flight reach the
+    // driver, as they reach the echo helper through the raw relay.
+    let spec = storage_spec(bins, dir, 1024).set("window", 64);
+    let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
+    let mut client = sup.client()?;
+    let nop = storage_body(&StorageRequest::Nop);
+    let driver = "storage_driver";
+    let mut sup_call = |n: usize| -> Result<Vec<Duration>, BenchError> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = client.call(driver, &nop).map_err(|e| BenchError::Client(e.to_string()))?;
+            out.push(t.elapsed());
+            r.map_err(|e| BenchError::Reply { driver: driver.into(), what: format!("Nop failed: {e}") })?;
+        }
+        Ok(out)
+    };
+    // Warm-up: page faults, first connections, CPU frequency.
+    raw.round_trips(200)?;
+    relay.round_trips(200)?;
+    sup_call(200)?;
+    let (mut raw_s, mut relay_s, mut sup_s) = (Vec::new(), Vec::new(), Vec::new());
+    let per = (b.rtt_samples / ROUNDS).max(1);
+    for _ in 0..ROUNDS {
+        raw_s.extend(raw.round_trips(per)?);
+        relay_s.extend(relay.round_trips(per)?);
+        sup_s.extend(sup_call(per)?);
+    }
+    drop(raw);
+    let (raw_rtt, relay_rtt, sup_rtt) = (percentiles(&raw_s), percentiles(&relay_s), percentiles(&sup_s));
+    let mut rows = vec![
+        Row::new(
+            1,
+            "round trip p50 (Nop, client->sup->driver)",
+            sup_rtt.p50_us,
+            "us",
+            "raw two-hop relay p50",
+            relay_rtt.p50_us,
+        )
+        .goal(Goal::RatioAtMost(2.5))
+        .note(format!("{} samples each, one call at a time, {ROUNDS} interleaved rounds", sup_rtt.n)),
+        Row::new(1, "round trip p99", sup_rtt.p99_us, "us", "raw two-hop relay p99", relay_rtt.p99_us),
+        Row::new(
+            1,
+            "round trip p50 against one raw hop",
+            sup_rtt.p50_us,
+            "us",
+            "raw SOCK_SEQPACKET p50",
+            raw_rtt.p50_us,
+        ),
+        Row::new(
+            1,
+            "raw two-hop relay p50 (the floor itself)",
+            relay_rtt.p50_us,
+            "us",
+            "raw SOCK_SEQPACKET p50",
+            raw_rtt.p50_us,
+        ),
+    ];
+    let names = [driver.to_owned()];
+    let slice = b.tput / ROUNDS as u32;
+    for depth in [1usize, 8, 64] {
+        let (mut relay_rate, mut sup_rate) = (0.0, 0.0);
+        let (mut relay_cpu, mut relay_msgs) = (Duration::ZERO, 0.0);
+        for _ in 0..ROUNDS {
+            let c0 = relay.relay_cpu();
+            let r = relay.throughput(depth, slice)?;
+            if let (Some(c0), Some(c1)) = (c0, relay.relay_cpu()) {
+                relay_cpu += c1.saturating_sub(c0);
+                relay_msgs += r * slice.as_secs_f64();
+            }
+            relay_rate += r / ROUNDS as f64;
+            sup_rate += pipelined(&mut client, &names, &nop, depth, slice)? / ROUNDS as f64;
+        }
+        if depth == 8 {
+            shared.relay_tput8 = relay_rate;
+        }
+        if depth == 64 {
+            shared.relay_cpu_per_msg_us = relay_cpu.as_secs_f64() * 1e6 / relay_msgs.max(1.0);
+        }
+        rows.push(
+            Row::new(
+                2,
+                &format!("throughput, {depth} in flight"),
+                sup_rate,
+                "req/s",
+                &format!("raw relay, {depth} in flight"),
+                relay_rate,
+            )
+            .note(format!("Nop; supervisor window = 64; {ROUNDS} interleaved rounds")),
+        );
+    }
+    Ok(rows)
+}
+
+/// Section 3: SIGKILL under a streaming workload, kill → first replayed reply.
+fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
+    let floor_dir = dir.join("floor");
+    std::fs::create_dir_all(&floor_dir).map_err(|e| BenchError::io(floor_dir.display(), e))?;
+    let floor_args: Vec<String> =
+        ["--file", &floor_dir.join("disk.img").to_string_lossy(), "--blocks", "1024"].map(String::from).to_vec();
+    floors::spawn_to_first_message(&bins.storage_driver, &floor_args, "storage_driver", 3)?;
+    let spawn =
+        percentiles(&floors::spawn_to_first_message(&bins.storage_driver, &floor_args, "storage_driver", b.spawns)?);
+
+    // Immediate restarts every time (no backoff, no quarantine), and no
+    // heartbeat verdict during the short SIGSTOP that precedes each kill.
+    let spec = storage_spec(bins, dir, 1024)
+        .set("backoff-base-ms", 0)
+        .set("backoff-cap-ms", 0)
+        .set("jitter-percent", 0)
+        .set("healthy-after-ms", 1)
+        .set("restart-window-ms", 1)
+        .set("max-restarts", 64)
+        .set("poison-after", 1000)
+        .set("heartbeat-interval-ms", 60_000);
+    let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
+    let mut client = sup.client()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let (stop2, done2) = (stop.clone(), done.clone());
+    let streamer = std::thread::spawn(move || -> Result<Vec<Instant>, BenchError> {
+        let cerr = |e: reinc_client::ClientError| BenchError::Client(e.to_string());
+        let mut times = Vec::new();
+        let mut k = 0u64;
+        let mut submit = |client: &mut Client| -> Result<(), BenchError> {
+            let data = [(k % 251) as u8; BLOCK_SIZE];
+            client
+                .submit("storage_driver", &storage_body(&StorageRequest::Write { lba: k % 1024, data: &data }))
+                .map_err(cerr)?;
+            k += 1;
+            Ok(())
+        };
+        for _ in 0..8 {
+            submit(&mut client)?;
+        }
+        while client.in_flight() > 0 {
+            let body = check_ok("storage_driver", client.wait().map_err(cerr)?)?;
+            times.push(Instant::now());
+            done2.fetch_add(1, Ordering::SeqCst);
+            if !matches!(postcard::from_bytes::<StorageReply<'_>>(&body), Ok(StorageReply::Written { .. })) {
+                return Err(BenchError::Reply {
+                    driver: "storage_driver".into(),
+                    what: "a write was not Written".into(),
+                });
+            }
+            if !stop2.load(Ordering::SeqCst) {
+                submit(&mut client)?;
+            }
+        }
+        Ok(times)
+    });
+    let result = (|| -> Result<Vec<Instant>, BenchError> {
+        let mut kills = Vec::with_capacity(b.kills);
+        for _ in 0..b.kills {
+            let st = sup.driver("storage_driver")?;
+            let pid = st.pid.ok_or_else(|| BenchError::Setup("storage_driver has no pid".into()))?;
+            let pid = Pid::from_raw(pid as i32);
+            // Freeze it, let replies it already sent arrive, then kill: every
+            // reply after the kill comes from the next instance.
+            kill(pid, Signal::SIGSTOP).map_err(|e| BenchError::io("SIGSTOP storage_driver", e.into()))?;
+            std::thread::sleep(Duration::from_millis(3));
+            let before = done.load(Ordering::SeqCst);
+            let t = Instant::now();
+            kill(pid, Signal::SIGKILL).map_err(|e| BenchError::io("SIGKILL storage_driver", e.into()))?;
+            kills.push(t);
+            let deadline = t + Duration::from_secs(10);
+            while done.load(Ordering::SeqCst) == before {
+                if Instant::now() > deadline {
+                    return Err(BenchError::Timeout(format!("a reply after killing storage_driver; {}", sup.tail())));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        Ok(kills)
+    })();
+    stop.store(true, Ordering::SeqCst);
+    let times = streamer.join().map_err(|_| BenchError::Setup("the streaming client panicked".into()))??;
+    let kills = result?;
+    let restarts = sup.driver("storage_driver")?.restarts;
+    let mut rec = Vec::with_capacity(kills.len());
+    for t in &kills {
+        let i = times.partition_point(|x| x <= t);
+        if let Some(first) = times.get(i) {
+            rec.push(*first - *t);
+        }
+    }
+    let r = percentiles(&rec);
+    let ms = |us: f64| us / 1000.0;
+    let note = format!(
+        "{} SIGKILLs ({restarts} restarts seen), 8 one-block writes in flight; driver SIGSTOPped 3 ms before each kill so \
+         that in-transit replies are not counted",
+        kills.len()
+    );
+    Ok(vec![
+        Row::new(
+            3,
+            "recovery p50 (kill -> first replayed reply)",
+            ms(r.p50_us),
+            "ms",
+            "fork+exec to first message p50",
+            ms(spawn.p50_us),
+        )
+        .goal(Goal::RatioAtMost(2.0))
+        .note(note),
+        Row::new(3, "recovery p99", ms(r.p99_us), "ms", "fork+exec to first message p99", ms(spawn.p99_us))
+            .goal(Goal::ValueAtMost(10.0)),
+    ])
+}
+
+fn null_spec(bins: &Bins, name: &str) -> DriverSpec {
+    DriverSpec::new(name, &bins.null_driver).set("init-timeout-ms", 60_000)
+}
+
+/// Section 4: commit-with-reply in memory and persisted, against no commit.
+fn checkpoint_cost(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
+    let specs = [null_spec(bins, "mem"), null_spec(bins, "disk").set("persist-checkpoint", true)];
+    let sup = Supervisor::start(bins, dir, &specs, Duration::from_secs(10))?;
+    let mut client = sup.client()?;
+    let mem = ["mem".to_owned()];
+    let disk = ["disk".to_owned()];
+    pipelined(&mut client, &mem, &[NULL_NOP], 8, b.ckpt / 4)?;
+    let none = pipelined(&mut client, &mem, &[NULL_NOP], 8, b.ckpt)?;
+    let in_mem = pipelined(&mut client, &mem, &[NULL_COMMIT], 8, b.ckpt)?;
+    let persisted = pipelined(&mut client, &disk, &[NULL_COMMIT], 8, b.ckpt)?;
+    let ckpt = sup.dir.join("state").join("disk.ckpt");
+    if !ckpt.is_file() {
+        return Err(BenchError::Setup(format!("{} was not written by the persisted run", ckpt.display())));
+    }
+    Ok(vec![
+        Row::new(4, "commits in memory, 8 in flight", in_mem, "req/s", "no commits, 8 in flight", none)
+            .note("reinc-bench-driver; every reply carries a 72-byte state"),
+        Row::new(4, "commits persisted, 8 in flight", persisted, "req/s", "no commits, 8 in flight", none)
+            .note("temp file + fsync + rename + fsync(dir) per reply"),
+    ])
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Section 5: supervisor RSS and CPU with 1, 16, 128 drivers.
+fn scale(bins: &Bins, dir: &Path, b: &Budget, shared: &Shared) -> Result<Vec<Row>, BenchError> {
+    // Floor for memory: what a minimal Rust process of this harness costs.
+    let bare = RawPath::direct(&bins.harness)?;
+    let bare_pid = bare.helper_pids()[0];
+    std::thread::sleep(Duration::from_millis(50));
+    let bare_rss = machine::rss_kib(bare_pid).ok_or_else(|| BenchError::Setup("no RSS for the echo helper".into()))?;
+    drop(bare);
+    let mut rows = Vec::new();
+    let mut idle_cpu_1 = None;
+    for n in [1usize, 16, 128] {
+        let names: Vec<String> = (0..n).map(|i| format!("null{i:03}")).collect();
+        let specs: Vec<DriverSpec> = names.iter().map(|nm| null_spec(bins, nm)).collect();
+        let d = dir.join(format!("n{n}"));
+        let sup = Supervisor::start(bins, &d, &specs, Duration::from_secs(120))?;
+        let pid = sup.pid();
+        let sample = |what: &str| {
+            Ok::<_, BenchError>((
+                machine::cpu_time(pid)
+                    .ok_or_else(|| BenchError::Setup(format!("no CPU time for the supervisor ({what})")))?,
+                Instant::now(),
+            ))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let (c0, t0) = sample("idle")?;
+        std::thread::sleep(b.idle);
+        let (c1, t1) = sample("idle")?;
+        let idle_pct = (c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0;
+        let idle_rss = machine::rss_kib(pid).unwrap_or(0);
+        let mut client = sup.client()?;
+        let (c2, t2) = sample("load")?;
+        let rate = pipelined(&mut client, &names, &[NULL_NOP], 64, b.load)?;
+        let (c3, t3) = sample("load")?;
+        let load_rss = machine::rss_kib(pid).unwrap_or(0);
+        let requests = rate * b.load.as_secs_f64();
+        let load_pct = (c3 - c2).as_secs_f64() / (t3 - t2).as_secs_f64() * 100.0;
+        let cpu_per_req = (c3 - c2).as_secs_f64() * 1e6 / requests.max(1.0);
+        let floor_idle = *idle_cpu_1.get_or_insert(idle_pct);
+        let rss_goal = |r: Row| if n == 128 { r.goal(Goal::ValueAtMost(10.0)) } else { r };
+        rows.push(rss_goal(Row::new(
+            5,
+            &format!("supervisor RSS, {n} drivers idle"),
+            mib(idle_rss),
+            "MiB",
+            "bare Rust process RSS",
+            mib(bare_rss),
+        )));
+        rows.push(rss_goal(Row::new(
+            5,
+            &format!("supervisor RSS, {n} drivers under load"),
+            mib(load_rss),
+            "MiB",
+            "bare Rust process RSS",
+            mib(bare_rss),
+        )));
+        rows.push(
+            Row::new(5, &format!("supervisor CPU, {n} drivers idle"), idle_pct, "% CPU", "1 driver idle", floor_idle)
+                .note("heartbeat every 1 s per driver (default)"),
+        );
+        rows.push(
+            Row::new(
+                5,
+                &format!("supervisor CPU per request, {n} drivers"),
+                cpu_per_req,
+                "us",
+                "raw relay CPU per message",
+                shared.relay_cpu_per_msg_us,
+            )
+            .note(format!("{load_pct:.0}% CPU at {rate:.0} req/s, 64 in flight round robin")),
+        );
+        drop(sup);
+    }
+    Ok(rows)
+}
+
+/// Section 5: replay time against queue length.
+fn replay(bins: &Bins, dir: &Path, b: &Budget, shared: &Shared) -> Result<(Vec<Row>, Option<stats::Line>), BenchError> {
+    let cap = reinc_supervisor::config::QUEUE_SLOTS;
+    let spec = null_spec(bins, "null")
+        .set("queue-depth", cap)
+        .set("backoff-base-ms", 0)
+        .set("backoff-cap-ms", 0)
+        .set("healthy-after-ms", 1)
+        .set("restart-window-ms", 1)
+        .set("max-restarts", 64)
+        .set("poison-after", 1000)
+        .set("heartbeat-interval-ms", 60_000);
+    let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
+    let mut client = sup.client()?;
+    let cerr = |e: reinc_client::ClientError| BenchError::Client(e.to_string());
+    let mut rows = Vec::new();
+    let mut points = Vec::new();
+    for n in [100usize, 300, 1_000, 10_000] {
+        if n > cap {
+            rows.push(Row::unmeasured(
+                5,
+                &format!("replay {n} queued"),
+                "ms",
+                &format!(
+                    "cannot queue {n}: the supervisor's queue capacity is the compile-time QUEUE_SLOTS = {cap} \
+                     (max queue-depth)"
+                ),
+            ));
+            continue;
+        }
+        let mut runs = Vec::new();
+        for _ in 0..b.replay_reps {
+            let pid = sup.driver("null")?.pid.ok_or_else(|| BenchError::Setup("null driver has no pid".into()))?;
+            let pid = Pid::from_raw(pid as i32);
+            kill(pid, Signal::SIGSTOP).map_err(|e| BenchError::io("SIGSTOP null driver", e.into()))?;
+            for _ in 0..n {
+                client.submit("null", &[NULL_COMMIT]).map_err(cerr)?;
+            }
+            sup.wait_status(Duration::from_secs(30), |rows| rows[0].queue_depth as usize == n)?;
+            let t0 = Instant::now();
+            kill(pid, Signal::SIGKILL).map_err(|e| BenchError::io("SIGKILL null driver", e.into()))?;
+            while client.in_flight() > 0 {
+                check_ok("null", client.wait().map_err(cerr)?)?;
+            }
+            runs.push(t0.elapsed());
+            // Let the new instance settle before the next freeze.
+            sup.wait_status(Duration::from_secs(10), |rows| rows[0].state.name() == "running")?;
+        }
+        runs.sort();
+        let ms = runs[runs.len() / 2].as_secs_f64() * 1e3;
+        points.push((n as f64, ms));
+        let floor_ms = n as f64 / shared.relay_tput8 * 1e3;
+        rows.push(
+            Row::new(
+                5,
+                &format!("replay {n} queued (kill -> last reply)"),
+                ms,
+                "ms",
+                &format!("{n} msgs via raw relay, 8 in flight"),
+                floor_ms,
+            )
+            .note(format!("median of {}; restart included; window 8", runs.len())),
+        );
+    }
+    let fit = fit_line(&points);
+    if points.len() >= 3 {
+        let (a, m, z) = (points[0], points[points.len() - 2], points[points.len() - 1]);
+        let first = (m.1 - a.1) / (m.0 - a.0) * 1e3;
+        let last = (z.1 - m.1) / (z.0 - m.0) * 1e3;
+        let r2 = fit.map_or(f64::NAN, |l| l.r2);
+        rows.push(
+            Row::new(
+                5,
+                &format!("replay marginal cost {}->{}", m.0, z.0),
+                last,
+                "us/req",
+                &format!("marginal cost {}->{}", a.0, m.0),
+                first,
+            )
+            .goal(Goal::RatioAtMost(1.5))
+            .note(format!("ratio ~1 means linear; least-squares R^2 = {r2:.4}")),
+        );
+    }
+    Ok((rows, fit))
+}
+
+/// Seconds from `drvctl blk` output (`... copied, 0.123 s, 45.6 MB/s`).
+fn dd_seconds(out: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.contains(" copied, "))?;
+    line.split(" copied, ").nth(1)?.split(" s,").next()?.trim().parse().ok()
+}
+
+fn drvctl_blk(bins: &Bins, sup: &Supervisor, op: &str, mib: u64) -> Result<f64, BenchError> {
+    let out = std::process::Command::new(&bins.drvctl)
+        .arg("--runtime-dir")
+        .arg(&sup.runtime)
+        .args(["blk", op, "--bs", "1M", "--count", &mib.to_string()])
+        .output()
+        .map_err(|e| BenchError::io(bins.drvctl.display(), e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(BenchError::Setup(format!(
+            "drvctl blk {op} failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let secs = dd_seconds(&text).ok_or_else(|| BenchError::Setup(format!("drvctl blk {op}: no timing in {text:?}")))?;
+    Ok((mib << 20) as f64 / secs / 1e6)
+}
+
+fn direct_io(path: &PathBuf, write: bool, mib: u64) -> Result<f64, BenchError> {
+    use std::os::unix::fs::FileExt;
+    let err = |e| BenchError::io(path.display(), e);
+    let mut buf = vec![0x6bu8; 1 << 20];
+    let t = Instant::now();
+    if write {
+        let f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(path).map_err(err)?;
+        for i in 0..mib {
+            f.write_all_at(&buf, i << 20).map_err(err)?;
+        }
+    } else {
+        let f = std::fs::File::open(path).map_err(err)?;
+        for i in 0..mib {
+            f.read_exact_at(&mut buf, BLOCK_SIZE as u64 + (i << 20)).map_err(err)?;
+        }
+    }
+    Ok((mib << 20) as f64 / t.elapsed().as_secs_f64() / 1e6)
+}
+
+/// Section 6: dd-like 1 MiB blocks through the supervised storage driver.
+fn storage(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
+    let blocks = (b.storage_mib << 20) / BLOCK_SIZE as u64;
+    let sup = Supervisor::start(bins, dir, &[storage_spec(bins, dir, blocks)], Duration::from_secs(10))?;
+    let w = drvctl_blk(bins, &sup, "write", b.storage_mib)?;
+    let r = drvctl_blk(bins, &sup, "read", b.storage_mib)?;
+    let direct_w = direct_io(&dir.join("direct.img"), true, b.storage_mib)?;
+    let direct_r = direct_io(&dir.join("disk.img"), false, b.storage_mib)?;
+    let note = format!("drvctl blk --bs 1M --count {}: 32 KiB requests, 16 in flight", b.storage_mib);
+    Ok(vec![
+        Row::new(6, "dd-like write through the supervisor", w, "MB/s", "direct 1 MiB pwrite, same size", direct_w)
+            .goal(Goal::RatioAtLeast(0.5))
+            .note(note.clone()),
+        Row::new(6, "dd-like read through the supervisor", r, "MB/s", "direct 1 MiB pread of the same file", direct_r)
+            .goal(Goal::RatioAtLeast(0.5))
+            .note(note),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dd_seconds_come_from_the_copied_line() {
+        let out = "4+0 records in\n4+0 records out\n4194304 bytes (4.2 MB, 4.0 MiB) copied, 0.052 s, 80.6 MB/s\n";
+        assert_eq!(dd_seconds(out), Some(0.052));
+        assert_eq!(dd_seconds("nothing"), None);
+    }
+
+    #[test]
+    fn quick_budget_is_smaller_in_every_dimension() {
+        let (q, f) = (Budget::quick(), Budget::full());
+        assert!(f.kills >= 200, "the issue asks for at least 200 kills");
+        assert!(q.rtt_samples < f.rtt_samples && q.kills < f.kills && q.tput < f.tput);
+        assert!(q.storage_mib < f.storage_mib && q.replay_reps <= f.replay_reps);
+    }
+}
