@@ -12,6 +12,7 @@
 //! - `test`: everything CI runs (see [`test`]).
 //! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]).
 //! - `demo`: the main job (see [`demo`]).
+//! - `bench`: benchmarks against floors measured in the same run (see [`bench`]).
 //!
 //! Support modules: [`machines`] (profiles, data in `qemu/machines.toml`),
 //! [`apt`] (installing tools, downloading packages), [`kernel`] (kernel
@@ -33,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod apt;
+mod bench;
 mod console;
 mod cpio;
 mod demo;
@@ -54,6 +56,9 @@ commands:
   qemu-test     boot the QEMU guests and run their suites on real kernel UIO
                   [--machine NAME] [--verbose] [--timeout SECS]
   demo          run the main demo: supervised drivers, a crash mid-transfer, replay
+                  [--size BYTES] [--keep] [--debug]
+  bench         benchmarks against floors measured in the same run -> target/bench/report.md
+                  [--quick]
   help          print this message
 ";
 
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         "test" => test::run(&rest),
         "qemu-test" => qemu_test::run(&rest),
         "demo" => demo::run(&rest),
+        "bench" => bench::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

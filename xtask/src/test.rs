@@ -3,7 +3,9 @@
 //! 1. `cargo build --workspace --bins` and `cargo test --workspace` (unit,
 //!    property and integration tests);
 //! 2. every `core-nostd` crate built for `thumbv7em-none-eabihf`;
-//! 3. the QEMU guest suites of every machine profile (`cargo xtask qemu-test`).
+//! 3. the QEMU guest suites of every machine profile (`cargo xtask qemu-test`);
+//! 4. last, the benchmark smoke test (`cargo xtask bench --quick`): every row
+//!    produced with sane values, no performance figure asserted.
 
 use crate::util::{self, Result};
 
@@ -16,6 +18,7 @@ pub fn run(args: &[String]) -> Result {
     util::run(util::cargo().args(["test", "--workspace"]))?;
     crate::nostd::build_all()?;
     crate::qemu_test::run_with(&crate::qemu_test::Flags::default())?;
+    crate::bench::run(&["--quick".to_owned()])?;
     Ok(())
 }
 
