@@ -1,9 +1,153 @@
-//! Host driver binary for BCM2835 GPIO over UIO.
+//! `gpio_driver`: the Raspberry Pi's BCM2835 GPIO block over Linux UIO, run
+//! by the shared driver loop under the reinc supervisor.
 //!
-//! (Skeleton: filled in by its issue.)
+//! # Why this binary exists
+//! It is the driver whose state a user can *see*: pin directions and output
+//! levels. Killed at any point, its successor re-applies the committed pin
+//! state from the supervisor's checkpoint before it answers a single request,
+//! so an LED keeps the level (and, driven by a client, the rhythm) it had:
+//!
+//! ```text
+//! [SUP] gpio crashed (SIGSEGV)
+//! [SUP] restarting gpio
+//! [driver] mapped 0x3f200000 size=0x1000 (gpio: uio0 (reinc-gpio), /dev/uio0 map 0)
+//! [driver] gpio gen2: restored pins from the checkpoint: 17=out/high 27=out/low
+//! ```
+//!
+//! All register logic is `gpio-core` (`#![no_std]`: requests, committed
+//! state, restore), the protocol is `reinc-runtime`, the kernel interface is
+//! `reinc-uio`; this crate wires them ([`driver`]) and parses arguments.
+//!
+//! ```text
+//! gpio_driver --device SELECTOR --pins N[,N...] [--sysfs DIR] [--dev DIR]
+//! ```
+//! `SELECTOR` is a reinc-uio selector, normally `name:reinc-gpio` (the
+//! `linux,uio-name` of the device-tree node in `dts/`). `--pins` is the
+//! allowed list: the only pins this instance may change (reads are allowed
+//! on every pin). On a real Pi the kernel's pin controller shares the block,
+//! so list only the header pins you wire, never the UART (14, 15) or SD card
+//! (48..53) pins. The supervisor appends `--device` from the config's
+//! `device` key.
+//!
+//! # Designs rejected
+//! - Restoring from what the registers show at start ("read back the pins"):
+//!   after a crash the block may have been changed by someone else; only the
+//!   committed state says what the clients were told.
+//! - Allowing every pin by default: one typo in a client would reconfigure
+//!   the kernel's UART or SD pins. An explicit list is required.
+//! - `/dev/gpiomem` instead of UIO: Raspberry Pi OS only, and no interrupt
+//!   path; the UIO node is the same mechanism the timer driver needs anyway.
+//! - The character-device GPIO API (libgpiod): the kernel would own the pin
+//!   state and lose it with the process's line handles, which defeats the
+//!   point of restoring from a checkpoint, and it does not exist on the
+//!   bare-metal side that shares gpio-core.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("gpio_driver: not built yet");
-    std::process::exit(2);
+mod driver;
+
+use driver::{Device, GpioDriver, GpioDriverError, Source, pin_list};
+use gpio_core::{Pin, PinSet, RegisterBlock};
+use reinc_uio::{Block, Mapping, Selector, Sysfs, UioError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing::info;
+
+/// Command-line arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Args {
+    device: Selector,
+    device_text: String,
+    pins: PinSet,
+    sysfs: PathBuf,
+    dev: PathBuf,
 }
+
+const USAGE: &str = "usage: gpio_driver --device SELECTOR --pins N[,N...] [--sysfs DIR] [--dev DIR]";
+
+/// Parses `17,27,22` into a pin set: every entry a BCM2835 pin, no
+/// duplicates, not empty.
+fn parse_pins(text: &str) -> Result<PinSet, String> {
+    let mut set = PinSet::EMPTY;
+    for part in text.split(',').map(str::trim) {
+        let n: u8 = part.parse().map_err(|_| format!("--pins: `{part}` is not a pin number; {USAGE}"))?;
+        let pin = Pin::new(n).map_err(|e| format!("--pins: {e}"))?;
+        if set.contains(pin) {
+            return Err(format!("--pins: pin {n} is listed twice"));
+        }
+        set = set.with(pin, true);
+    }
+    Ok(set)
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let (mut device, mut pins, mut sysfs, mut dev) = (None, None, None, None);
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = |what: &str| it.next().ok_or(format!("{arg} needs {what}; {USAGE}"));
+        match arg.as_str() {
+            "--device" => {
+                let text = value("a selector such as name:reinc-gpio")?;
+                let sel = text.parse::<Selector>().map_err(|e| format!("--device: {e}"))?;
+                device = Some((sel, text));
+            }
+            "--pins" => pins = Some(parse_pins(&value("a comma-separated pin list such as 17,27")?)?),
+            "--sysfs" => sysfs = Some(PathBuf::from(value("a directory")?)),
+            "--dev" => dev = Some(PathBuf::from(value("a directory")?)),
+            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+        }
+    }
+    let (device, device_text) = device.ok_or(format!("--device is required; {USAGE}"))?;
+    let pins = pins.ok_or(format!("--pins is required (the pins this driver may change); {USAGE}"))?;
+    Ok(Args {
+        device,
+        device_text,
+        pins,
+        sysfs: sysfs.unwrap_or_else(|| "/sys".into()),
+        dev: dev.unwrap_or_else(|| "/dev".into()),
+    })
+}
+
+/// The GPIO block through Linux UIO: map 0 of the selected device.
+#[derive(Debug)]
+struct UioSource {
+    args: Args,
+    name: String,
+}
+
+impl Source for UioSource {
+    type Regs = Block<RegisterBlock>;
+
+    fn selector(&self) -> String {
+        self.args.device_text.clone()
+    }
+
+    fn open(&mut self) -> Result<Device<Block<RegisterBlock>>, GpioDriverError> {
+        let sysfs = Sysfs::new(&self.args.sysfs, &self.args.dev);
+        let device = sysfs
+            .find(&self.args.device)
+            .map_err(|source| GpioDriverError::Discover { selector: self.args.device_text.clone(), source })?;
+        let what = device.describe();
+        let map_err = |source: UioError| GpioDriverError::Map { device: what.clone(), source };
+        let offset = device.map(0).map_err(map_err)?.offset;
+        let mapping = Mapping::uio_map(&device, 0).map_err(map_err)?;
+        let (phys, len, file) = (mapping.phys_addr().unwrap_or(0), mapping.len(), mapping.describe().to_owned());
+        let offset = usize::try_from(offset).map_err(|_| {
+            map_err(UioError::BadMapRange { what: file.clone(), offset, len: len as u64, why: "offset too large" })
+        })?;
+        let regs = mapping.into_block::<RegisterBlock>(offset).map_err(map_err)?;
+        info!("[driver] mapped {phys:#x} size={len:#x} ({}: {what}, {file})", self.name);
+        Ok(Device { what, regs })
+    }
+}
+
+fn main() -> ExitCode {
+    reinc_runtime::run_driver(|name| {
+        let args = parse_args(std::env::args().skip(1)).map_err(|e| format!("gpio_driver: {e}"))?;
+        let pins = args.pins;
+        info!("[driver] {name}: may change GPIO pins {}", pin_list(pins));
+        Ok(GpioDriver::new(UioSource { args, name: name.to_owned() }, pins))
+    })
+}
+
+#[cfg(test)]
+mod tests;
