@@ -360,6 +360,20 @@ pub fn run(args: &[String]) -> Result {
         })
     };
 
+    // Let both launches show before the workload's lines.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names: Vec<String> = launched_pids(&log.lock().expect("log lock")).into_iter().map(|(n, _)| n).collect();
+        if ["storage_driver", "net_driver"].iter().all(|d| names.iter().any(|n| n == d)) {
+            break;
+        }
+        let exited = cleanup.supervisor.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        if exited.is_some() || Instant::now() > deadline {
+            let all = log.lock().expect("log lock").join("\n");
+            return Err(util::Error::Other(format!("the supervisor did not launch both drivers; its log:\n{all}")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     step("client workload through the client library (reinc-bench demo-load)");
     let mut load = Command::new(bins.join("reinc-bench"))
         .arg("demo-load")
