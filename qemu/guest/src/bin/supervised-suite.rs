@@ -498,6 +498,27 @@ fn intx_masked(dev: &UioDevice) -> Result<bool, Failure> {
     Ok(u16::from_le_bytes(cmd) & (1 << 10) != 0)
 }
 
+/// Makes edu interrupt the way an in-flight request would, with a software
+/// bit on top: a factorial with IRQ_ON_DONE (waited out), then a raise of
+/// 0x100. Checks the kernel took the interrupt and masked INTx.
+fn leave_interrupt_pending(dev: &UioDevice) -> TestResult {
+    let count = event_count(dev)?;
+    let bar0 = Mapping::pci_bar(dev, 0).context(|| format!("mapping BAR0 of {}", dev.describe()))?;
+    let regs = bar0.block::<EduRegisters>(0).context(|| bar0.describe().to_owned())?;
+    let mut edu = Edu::new(regs);
+    edu.start_factorial_irq(5, PollBudget::default()).context(|| "factorial with IRQ_ON_DONE".into())?;
+    edu.wait_idle(PollBudget::default()).context(|| "waiting for the factorial".into())?;
+    edu.raise(IrqBits::from_bits_retain(0x100));
+    let end = Instant::now() + Duration::from_secs(5);
+    while event_count(dev)? == count {
+        ensure!(Instant::now() < end, "the device never interrupted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ensure_eq!(edu.irq_status().bits(), 0x101, "interrupt bits pending before the kill");
+    ensure!(intx_masked(dev)?, "the kernel did not mask INTx after the interrupt");
+    Ok(())
+}
+
 /// The state a driver killed between its device's interrupt and its
 /// acknowledgement leaves behind: edu0's driver is stopped, the device is
 /// made to interrupt on its behalf (a factorial with IRQ_ON_DONE plus a
@@ -510,30 +531,20 @@ fn restart_recovers_an_interrupt_left_pending_with_intx_masked(ctx: &Ctx) -> Tes
     let s = wait_status(driver, "running", running)?;
     kill_driver(driver, s.generation - 1, Signal::SIGSTOP)?;
     ctx.edu0_restarts.fetch_add(1, Ordering::SeqCst);
-    let count = event_count(dev)?;
-    {
-        let bar0 = Mapping::pci_bar(dev, 0).context(|| format!("mapping BAR0 of {}", dev.describe()))?;
-        let regs = bar0.block::<EduRegisters>(0).context(|| bar0.describe().to_owned())?;
-        let mut edu = Edu::new(regs);
-        edu.start_factorial_irq(5, PollBudget::default()).context(|| "factorial with IRQ_ON_DONE".into())?;
-        edu.raise(IrqBits::from_bits_retain(0x100));
-        let end = Instant::now() + Duration::from_secs(5);
-        while event_count(dev)? == count {
-            ensure!(Instant::now() < end, "the device never interrupted");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let pending = edu.irq_status().bits();
-        ensure_eq!(pending, 0x101, "interrupt bits pending before the kill");
-    }
-    ensure!(intx_masked(dev)?, "the kernel did not mask INTx after the interrupt");
-    // The supervisor may already have declared the stopped driver hung.
+    // Whatever happens below, the stopped instance is killed and replaced
+    // before this test returns, so a failure here does not leak a restart
+    // into the next tests.
+    let leftovers = leave_interrupt_pending(dev);
     let now = status(driver)?;
     if now.generation == s.generation
         && let Some(pid) = now.pid
     {
+        // (The supervisor may already have declared the stopped driver hung.)
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
-    let after = wait_status(driver, "restarted", |t| running(t) && t.generation > s.generation)?;
+    let restarted = wait_status(driver, "restarted", |t| running(t) && t.generation > s.generation);
+    leftovers?;
+    let after = restarted?;
     ensure!(
         ctx.logged(&format!(
             "[driver] {driver} gen{}: recovered {}: acknowledged pending interrupt bits 0x101",
