@@ -1,6 +1,6 @@
 //! Built-in fault injection: deciding when a plan fires, and dying as told.
 
-use nix::sys::signal::{Signal, raise};
+use nix::sys::signal::{SigSet, Signal, raise};
 use reinc_proto::{CrashKind, CrashPoint, FaultPlan};
 
 /// The plans armed in one instance.
@@ -67,17 +67,26 @@ impl Faults {
     }
 }
 
+/// Dies by `sig` (SIGSEGV or SIGBUS), even if the signal is blocked by the
+/// runtime's signal mask. Never returns.
+pub(crate) fn die_by_signal(sig: Signal) -> ! {
+    let mut set = SigSet::empty();
+    set.add(sig);
+    let _ = set.thread_unblock();
+    // std installs a SIGSEGV/SIGBUS handler (stack-overflow detection) that,
+    // for a fault outside a guard page, restores the default action and
+    // returns. A raised (not faulting) signal then does not come back by
+    // itself, so the second raise is the fatal one.
+    let _ = raise(sig);
+    let _ = raise(sig);
+    // Someone ignores it: still die, visibly.
+    std::process::abort()
+}
+
 /// Dies the way `plan` says. Never returns.
 pub(crate) fn die(plan: FaultPlan) -> ! {
     match plan.kind {
-        CrashKind::Segv => {
-            // std installs a SIGSEGV handler (stack-overflow detection) that,
-            // for a fault outside a guard page, restores the default action
-            // and returns. A raised (not faulting) signal then does not come
-            // back by itself, so the second raise is the fatal one.
-            let _ = raise(Signal::SIGSEGV);
-            let _ = raise(Signal::SIGSEGV);
-        }
+        CrashKind::Segv => die_by_signal(Signal::SIGSEGV),
         CrashKind::Kill => {
             let _ = raise(Signal::SIGKILL);
         }

@@ -46,16 +46,25 @@ impl From<Launch> for Config {
     }
 }
 
-/// Blocks SIGTERM and SIGINT in the calling thread (call it before any other
-/// thread exists, so the whole process inherits the mask) and returns a
-/// signalfd that receives them, for [`Config::stop_signals`].
+/// Blocks SIGTERM, SIGINT, SIGSEGV and SIGBUS in the calling thread (call it
+/// before any other thread exists, so the whole process inherits the mask)
+/// and returns a signalfd that receives them, for [`Config::stop_signals`].
+///
+/// SIGTERM/SIGINT mean an orderly stop. SIGSEGV/SIGBUS are here because std
+/// installs a handler for them (stack-overflow detection) that swallows the
+/// first one *sent* by `kill` (it restores the default action and returns),
+/// so an operator's `kill -SEGV` would otherwise be ignored once. Blocked, a
+/// sent one is read from the signalfd and the driver dies by it; a real
+/// fault is unaffected, because the kernel forces the default action for a
+/// synchronous fault whose signal is blocked.
 ///
 /// # Errors
 /// The mask or the signalfd could not be set up.
 pub fn stop_signals() -> nix::Result<SignalFd> {
     let mut mask = SigSet::empty();
-    mask.add(Signal::SIGTERM);
-    mask.add(Signal::SIGINT);
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGSEGV, Signal::SIGBUS] {
+        mask.add(sig);
+    }
     mask.thread_block()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
@@ -258,7 +267,15 @@ impl<D: Driver> Runtime<D> {
         let mut names = Vec::new();
         while let Ok(Some(info)) = sfd.read_signal() {
             let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
-            names.push(Signal::try_from(signo).map_or("signal", Signal::as_str));
+            let sig = Signal::try_from(signo).ok();
+            if let Some(fatal @ (Signal::SIGSEGV | Signal::SIGBUS)) = sig {
+                warn!(
+                    "[driver] {} {}: {} sent by pid {}, dying by it",
+                    self.name, self.generation, fatal, info.ssi_pid
+                );
+                crate::fault::die_by_signal(fatal);
+            }
+            names.push(sig.map_or("signal", Signal::as_str));
         }
         if names.is_empty() {
             return;

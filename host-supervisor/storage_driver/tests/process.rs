@@ -307,3 +307,19 @@ fn sync_data_mode_writes_and_reads_back() {
     assert_eq!(postcard::from_bytes::<StorageReply<'_>>(&body).unwrap(), StorageReply::Data(&data));
     assert_eq!(dir.superblock().applied_count, 1);
 }
+
+/// One `kill -SEGV` (or `-BUS`) from outside, as an operator would send it,
+/// kills the driver by that signal. std's stack-overflow handler would
+/// otherwise swallow the first one sent.
+#[test]
+fn one_external_sigsegv_or_sigbus_kills_the_driver_by_it() {
+    for (sig, want) in [(Signal::SIGSEGV, "SIGSEGV"), (Signal::SIGBUS, "SIGBUS")] {
+        let dir = Dir::new();
+        let mut d = dir.spawn(Options::default());
+        init(&mut d, 1, None);
+        let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+        let status = d.wait_for(Duration::from_secs(10)).expect("dies from the first signal");
+        assert_eq!(describe(status), want);
+    }
+}
