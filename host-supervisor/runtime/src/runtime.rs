@@ -285,6 +285,10 @@ impl<D: Driver> Runtime<D> {
     }
 
     fn begin_shutdown(&mut self) {
+        // The supervisor sends a Shutdown frame *and* SIGTERM; act once.
+        if self.shutdown {
+            return;
+        }
         self.tracer.record(Event::Shutdown);
         self.shutdown = true;
         let dropped = self.queue.len();
