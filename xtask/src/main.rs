@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // The closing `N passed, N failed` line already said it; it stays the last line.
-        Err(util::Error::GuestFailures { .. }) => ExitCode::FAILURE,
+        Err(util::Error::GuestFailures { .. } | util::Error::SuiteFailures { .. }) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("xtask: error: {e}");
             ExitCode::FAILURE

@@ -25,13 +25,26 @@ pub fn packages() -> Result<Vec<String>> {
     Ok(pkgs)
 }
 
-/// Adds the target with rustup (idempotent), then builds every core for it.
-pub fn build_all() -> Result {
-    crate::test::ensure_rust_target(TARGET)?;
-    let mut cmd = util::cargo();
-    cmd.args(["build", "--target", TARGET]);
-    for p in packages()? {
-        cmd.args(["-p", &p]);
+/// Adds the target with rustup (idempotent), then builds each core for it
+/// on its own, so a failure names the crate. Returns one check per crate.
+pub fn build_each() -> crate::test::Count {
+    let mut count = crate::test::Count::default();
+    let pkgs = match crate::test::ensure_rust_target(TARGET).and_then(|()| packages()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xtask: no_std builds: {e}");
+            count.failed = 1;
+            return count;
+        }
+    };
+    for p in pkgs {
+        match util::run(util::cargo().args(["build", "--target", TARGET, "-p", &p])) {
+            Ok(()) => count.passed += 1,
+            Err(e) => {
+                eprintln!("xtask: no_std build of {p} for {TARGET} failed: {e}");
+                count.failed += 1;
+            }
+        }
     }
-    util::run(&mut cmd)
+    count
 }

@@ -96,6 +96,14 @@ pub fn run(args: &[String]) -> Result {
 
 /// Runs the selected machines and prints the closing `N passed, N failed`.
 pub fn run_with(flags: &Flags) -> Result {
+    let (_, failed) = run_counted(flags)?;
+    if failed == 0 { Ok(()) } else { Err(Error::GuestFailures { failed }) }
+}
+
+/// Like [`run_with`], but returns `(passed, failed)` instead of failing, for
+/// `cargo xtask test`'s overall tally. Errors only when no machine could be
+/// selected at all (a bad profile file or `--machine` name).
+pub fn run_counted(flags: &Flags) -> Result<(usize, usize)> {
     let profiles = machines::select(machines::load()?, flags.machine.as_deref())?;
     let mut passed = 0;
     let mut failed = 0;
@@ -127,7 +135,7 @@ pub fn run_with(flags: &Flags) -> Result {
         failed += report.failed();
     }
     println!("{passed} passed, {failed} failed");
-    if failed == 0 { Ok(()) } else { Err(Error::GuestFailures { failed }) }
+    Ok((passed, failed))
 }
 
 /// Prepares and boots one machine.

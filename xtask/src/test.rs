@@ -1,25 +1,133 @@
 //! `cargo xtask test`: the whole suite, exactly what CI runs.
 //!
-//! 1. `cargo build --workspace --bins` and `cargo test --workspace` (unit,
-//!    property and integration tests);
-//! 2. every `core-nostd` crate built for `thumbv7em-none-eabihf`;
+//! Stages, in order:
+//! 1. `cargo build --workspace --bins`, then `cargo test --workspace
+//!    --no-fail-fast` (unit, property and process-level integration tests);
+//! 2. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
+//!    per crate;
 //! 3. the QEMU guest suites of every machine profile (`cargo xtask qemu-test`);
-//! 4. last, the benchmark smoke test (`cargo xtask bench --quick`): every row
-//!    produced with sane values, no performance figure asserted.
+//! 4. the benchmark smoke run (`cargo xtask bench --quick`): every row is
+//!    produced with sane values; no performance figure is asserted.
+//!
+//! Every stage runs even when an earlier one failed, so one run shows every
+//! problem. The output ends with a per-stage summary and the closing line
+//! `total: N passed, N failed`; the exit status is non-zero when anything
+//! failed.
+//!
+//! Rejected: stopping at the first failing stage (CI would hide the QEMU
+//! results behind one flaky unit test), and counting the no_std builds as one
+//! check (a failure would not say which crate).
 
 use crate::util::{self, Result};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+/// One stage's outcome.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub passed: usize,
+    pub failed: usize,
+}
 
 /// Flags: none; the QEMU part runs every machine profile.
 pub fn run(args: &[String]) -> Result {
     if let Some(a) = args.first() {
         return Err(util::Error::Usage(format!("`cargo xtask test` takes no argument, got `{a}`")));
     }
-    util::run(util::cargo().args(["build", "--workspace", "--bins"]))?;
-    util::run(util::cargo().args(["test", "--workspace"]))?;
-    crate::nostd::build_all()?;
-    crate::qemu_test::run_with(&crate::qemu_test::Flags::default())?;
-    crate::bench::run(&["--quick".to_owned()])?;
-    Ok(())
+    let mut stages: Vec<(&str, Count)> = Vec::new();
+
+    let build_ok = util::run(util::cargo().args(["build", "--workspace", "--bins"])).is_ok();
+    let mut tests = workspace_tests();
+    if !build_ok {
+        tests.failed += 1;
+    }
+    stages.push(("workspace tests", tests));
+
+    stages.push(("no_std builds", crate::nostd::build_each()));
+
+    let guests = match crate::qemu_test::run_counted(&crate::qemu_test::Flags::default()) {
+        Ok((passed, failed)) => Count { passed, failed },
+        Err(e) => {
+            eprintln!("xtask: QEMU suites: {e}");
+            Count { passed: 0, failed: 1 }
+        }
+    };
+    stages.push(("QEMU guest tests", guests));
+
+    let bench = match crate::bench::run(&["--quick".to_owned()]) {
+        Ok(()) => Count { passed: 1, failed: 0 },
+        Err(e) => {
+            eprintln!("xtask: bench smoke: {e}");
+            Count { passed: 0, failed: 1 }
+        }
+    };
+    stages.push(("bench smoke", bench));
+
+    let total = print_summary(&stages);
+    if total.failed == 0 { Ok(()) } else { Err(util::Error::SuiteFailures { failed: total.failed }) }
+}
+
+/// Prints the per-stage table and the closing line; returns the total.
+fn print_summary(stages: &[(&str, Count)]) -> Count {
+    let mut total = Count::default();
+    println!();
+    println!("summary:");
+    for (name, c) in stages {
+        println!("  {name:<18} {:>5} passed, {} failed", c.passed, c.failed);
+        total.passed += c.passed;
+        total.failed += c.failed;
+    }
+    println!("total: {} passed, {} failed", total.passed, total.failed);
+    total
+}
+
+/// Runs `cargo test --workspace --no-fail-fast`, echoing its output, and
+/// adds up its `test result:` lines. A non-zero exit with no failed test
+/// counted (a compile error, a crashed test binary) counts as one failure.
+fn workspace_tests() -> Count {
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--workspace", "--no-fail-fast"]).stdout(Stdio::piped());
+    eprintln!("$ {}", util::describe(&cmd));
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: cannot start cargo test: {e}");
+            return Count { passed: 0, failed: 1 };
+        }
+    };
+    let mut count = Count::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(std::io::Result::ok) {
+            println!("{line}");
+            if let Some(c) = parse_test_result(&line) {
+                count.passed += c.passed;
+                count.failed += c.failed;
+            }
+        }
+    }
+    let ok = child.wait().is_ok_and(|s| s.success());
+    if !ok && count.failed == 0 {
+        count.failed = 1;
+    }
+    count
+}
+
+/// Parses libtest's `test result: ok. 11 passed; 0 failed; 0 ignored; …`.
+fn parse_test_result(line: &str) -> Option<Count> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let (_, fields) = rest.split_once(". ")?;
+    let mut count = Count::default();
+    for field in fields.split(';') {
+        let mut words = field.split_whitespace();
+        let (Some(n), Some(what)) = (words.next(), words.next()) else { continue };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        match what {
+            "passed" => count.passed = n,
+            "failed" => count.failed = n,
+            _ => {}
+        }
+    }
+    Some(count)
 }
 
 /// Makes sure rustup has `target` installed, saying what it does.
@@ -33,4 +141,30 @@ pub fn ensure_rust_target(target: &str) -> Result {
     }
     eprintln!("xtask: adding Rust target {target} with rustup");
     util::run(std::process::Command::new("rustup").args(["target", "add", target]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_result_lines_are_counted() {
+        let ok = "test result: ok. 11 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.06s";
+        assert_eq!(parse_test_result(ok), Some(Count { passed: 11, failed: 0 }));
+        let bad = "test result: FAILED. 10 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1s";
+        assert_eq!(parse_test_result(bad), Some(Count { passed: 10, failed: 2 }));
+    }
+
+    #[test]
+    fn other_lines_are_not_results() {
+        assert_eq!(parse_test_result("test foo::bar ... ok"), None);
+        assert_eq!(parse_test_result("running 3 tests"), None);
+        assert_eq!(parse_test_result("x86: 28 passed, 0 failed in 12.0 s"), None);
+    }
+
+    #[test]
+    fn summary_adds_stages_and_ends_with_the_plain_line() {
+        let stages = [("a", Count { passed: 3, failed: 1 }), ("b", Count { passed: 4, failed: 0 })];
+        assert_eq!(print_summary(&stages), Count { passed: 7, failed: 1 });
+    }
 }

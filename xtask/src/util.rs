@@ -29,6 +29,10 @@ pub enum Error {
     /// The QEMU suites ran and at least one test (or a boot) failed.
     #[error("{failed} QEMU guest test(s) failed")]
     GuestFailures { failed: usize },
+    /// `cargo xtask test` ran every stage and something failed; its closing
+    /// `total: N passed, N failed` line already said so.
+    #[error("{failed} check(s) failed")]
+    SuiteFailures { failed: usize },
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),
