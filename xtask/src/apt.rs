@@ -66,6 +66,35 @@ pub fn update(what: &str) -> Result {
     util::run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// Makes apt able to download `arch` packages: when `arch` is neither
+/// dpkg's native architecture nor one of its foreign ones, runs `dpkg
+/// --add-architecture <arch>` and `apt-get update` (root only; otherwise the
+/// error names that command). Without it, `-o APT::Architecture=arm64` on an
+/// amd64 host finds no arm64 package lists and resolves nothing. Nothing of
+/// that architecture is installed: its packages are only downloaded and
+/// unpacked into the cache.
+pub fn ensure_architecture(arch: &str) -> Result {
+    let native = util::output(Command::new("dpkg").arg("--print-architecture"))?;
+    let foreign = util::output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if !needs_architecture(&native, &foreign, arch) {
+        return Ok(());
+    }
+    let what = format!("apt's {arch} package lists (for a foreign-architecture kernel)");
+    require_root_apt(&what, &format!("dpkg --add-architecture {arch} && apt-get update"))?;
+    eprintln!(
+        "xtask: {} has no {arch} package lists; adding the dpkg architecture {arch} (packages are only downloaded)",
+        native.trim()
+    );
+    util::run(Command::new("dpkg").args(["--add-architecture", arch]))?;
+    update(&what)
+}
+
+/// Whether dpkg must be told about `arch`, given the outputs of
+/// `dpkg --print-architecture` and `--print-foreign-architectures`.
+fn needs_architecture(native: &str, foreign: &str, arch: &str) -> bool {
+    native.trim() != arch && !foreign.lines().any(|l| l.trim() == arch)
+}
+
 /// `-o APT::Architecture=<arch>` when `arch` is given, so that foreign
 /// kernels (arm64 on an amd64 host) resolve against their own lists.
 fn arch_opts(cmd: &mut Command, arch: Option<&str>) {
@@ -167,6 +196,15 @@ mod tests {
         assert!(msg.contains("uid 1000") && msg.ends_with(&format!("run as root:\n    {cmd}")), "{msg}");
         assert!(refusal(false, Some(0), "x", cmd).unwrap().to_string().contains("no apt-get"));
         assert!(refusal(true, Some(0), "x", cmd).is_none(), "root with apt-get installs by itself");
+    }
+
+    #[test]
+    fn foreign_architecture_is_added_only_when_dpkg_lacks_it() {
+        assert!(needs_architecture("amd64\n", "", "arm64"), "fresh amd64 host");
+        assert!(!needs_architecture("amd64\n", "arm64\n", "arm64"), "already added");
+        assert!(!needs_architecture("amd64\n", "i386\narm64\n", "arm64"));
+        assert!(!needs_architecture("arm64\n", "", "arm64"), "native");
+        assert!(!needs_architecture("amd64\n", "", "amd64"));
     }
 
     #[test]

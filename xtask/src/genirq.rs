@@ -76,6 +76,7 @@ pub const CROSS_GCC_PACKAGE: &str = "gcc-aarch64-linux-gnu";
 /// ELF `e_machine` of AArch64.
 pub const EM_AARCH64: u16 = 183;
 /// ELF `e_machine` of x86-64.
+#[cfg(test)]
 pub const EM_X86_64: u16 = 62;
 
 /// A Debian kernel ABI and flavour, e.g. `6.1.0-56` + `arm64`.

@@ -112,4 +112,23 @@ mod tests {
         assert_eq!(plan.suites, ["/bin/edu-suite", "/bin/supervised-suite"]);
         assert_eq!(Plan::parse(&plan.render()).unwrap(), plan, "the guest reads back what we write");
     }
+
+    #[test]
+    fn rpi3_plan_loads_genirq_with_its_of_id_between_uio_and_the_watchdog_and_reboots() {
+        let profiles = crate::machines::load().unwrap();
+        let rpi3 = profiles.iter().find(|p| p.name == "rpi3").unwrap();
+        let plan = plan(rpi3);
+        let modules: Vec<(&str, &str)> = plan.modules.iter().map(|m| (m.path.as_str(), m.params.as_str())).collect();
+        assert_eq!(
+            modules,
+            [
+                ("/lib/modules/uio.ko", ""),
+                ("/lib/modules/uio_pdrv_genirq.ko", "of_id=generic-uio"),
+                ("/lib/modules/bcm2835_wdt.ko", ""),
+            ]
+        );
+        assert!(plan.binds.is_empty(), "device-tree devices need no new_id");
+        assert_eq!((plan.uio_devices, plan.halt), (2, Halt::Reboot));
+        assert_eq!(plan.suites, ["/bin/rpi3-suite"]);
+    }
 }

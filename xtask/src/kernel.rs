@@ -37,9 +37,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::apt;
-use crate::machines::{ImageFormat, KernelSpec};
+use crate::machines::{ImageFormat, KernelSpec, ModuleBuild};
 use crate::util::{self, Error, IoContext, Result};
+use crate::{apt, genirq};
 
 /// A kernel ready to boot, with its modules.
 #[derive(Debug)]
@@ -50,6 +50,9 @@ pub struct Kernel {
     pub image: PathBuf,
     /// `(module name, path)` in the profile's order.
     pub modules: Vec<(String, PathBuf)>,
+    /// The device tree from the package (as packaged; patching is the
+    /// caller's), when the profile names one.
+    pub dtb: Option<PathBuf>,
 }
 
 /// Resolves, downloads if needed, and extracts the kernel a profile names.
@@ -70,6 +73,7 @@ pub fn fetch(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
 
 fn fetch_once(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
     let arch = Some(debian_arch);
+    apt::ensure_architecture(debian_arch)?;
     apt::candidate_version_updating(&spec.meta_package, arch)?;
     let package = apt::matching_dependency(&spec.meta_package, &spec.package, arch)?;
     let version = apt::candidate_version_updating(&package, arch)?;
@@ -82,12 +86,21 @@ fn fetch_once(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
         ImageFormat::Vmlinuz => "vmlinuz",
     });
     let modules_dir = dir.join("modules");
-    let modules: Vec<(String, PathBuf)> =
-        spec.modules.iter().map(|m| (m.name.clone(), modules_dir.join(format!("{}.ko", m.name)))).collect();
+    // Modules the package has; the ones the xtask builds come in below.
+    let packaged: Vec<(String, PathBuf)> = spec
+        .modules
+        .iter()
+        .filter(|m| m.build.is_none())
+        .map(|m| (m.name.clone(), modules_dir.join(format!("{}.ko", m.name))))
+        .collect();
+    let dtb = spec.dtb.as_ref().map(|d| dir.join("dtb").join(&d.file));
 
-    if image.is_file() && modules.iter().all(|(_, p)| p.is_file()) {
+    let cached =
+        image.is_file() && packaged.iter().all(|(_, p)| p.is_file()) && dtb.as_ref().is_none_or(|d| d.is_file());
+    if cached {
         eprintln!("xtask: reusing cached kernel {label} from {} (nothing downloaded)", dir.display());
-        return Ok(Kernel { label, image, modules });
+        let modules = with_built_modules(spec, &package, packaged)?;
+        return Ok(Kernel { label, image, modules, dtb });
     }
 
     let deb = match find_deb(&dir, &package)? {
@@ -104,11 +117,47 @@ fn fetch_once(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
     }
     eprintln!("xtask: unpacking {} (dpkg-deb -x, into the cache only)", deb.display());
     util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-    let result = extract_products(spec, &tree, &image, &modules_dir);
+    let result = extract_products(spec, &tree, &image, &modules_dir).and_then(|()| match (&spec.dtb, &dtb) {
+        (Some(d), Some(out)) => extract_dtb(&tree, &package, &d.file, out),
+        _ => Ok(()),
+    });
     std::fs::remove_dir_all(&tree).at(&tree)?;
     result?;
     eprintln!("xtask: kernel {label} cached in {}", dir.display());
-    Ok(Kernel { label, image, modules })
+    let modules = with_built_modules(spec, &package, packaged)?;
+    Ok(Kernel { label, image, modules, dtb })
+}
+
+/// The profile's modules in load order: the packaged ones from `packaged`,
+/// the others built (or found in their own cache) by their recipe.
+fn with_built_modules(
+    spec: &KernelSpec,
+    package: &str,
+    packaged: Vec<(String, PathBuf)>,
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut packaged = packaged.into_iter();
+    let mut out = Vec::new();
+    for m in &spec.modules {
+        match m.build {
+            None => out.push(packaged.next().expect("one packaged path per unbuilt module")),
+            Some(ModuleBuild::Genirq) => {
+                let abi = genirq::KernelAbi::from_image_package(package).ok_or_else(|| {
+                    Error::Other(format!("{package}: not a versioned linux-image package; cannot build {}", m.name))
+                })?;
+                out.push((m.name.clone(), genirq::build(&abi)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Copies `usr/lib/linux-image-<release>/<file>` out of the unpacked package.
+fn extract_dtb(tree: &Path, package: &str, file: &str, out: &Path) -> Result {
+    let release = package.strip_prefix("linux-image-").unwrap_or(package);
+    let found = tree.join("usr/lib").join(format!("linux-image-{release}")).join(file);
+    let data = std::fs::read(&found)
+        .map_err(|source| Error::Other(format!("{}: {source} (no such device tree in {package})", found.display())))?;
+    write_atomically(out, &data)
 }
 
 fn extract_products(spec: &KernelSpec, tree: &Path, image: &Path, modules_dir: &Path) -> Result {
@@ -136,7 +185,7 @@ fn extract_products(spec: &KernelSpec, tree: &Path, image: &Path, modules_dir: &
 
     util::create_dir_all(modules_dir)?;
     let lib_modules = tree.join("lib/modules");
-    for m in &spec.modules {
+    for m in spec.modules.iter().filter(|m| m.build.is_none()) {
         let file = format!("{}.ko", m.name);
         let found = find_file(&lib_modules, &file)?.ok_or_else(|| {
             Error::Other(format!(

@@ -88,6 +88,31 @@ pub struct KernelSpec {
     pub append: String,
     /// Modules, in load order.
     pub modules: Vec<ModuleSpec>,
+    /// A device tree to pass with `-dtb` (boards without firmware tables).
+    #[serde(default)]
+    pub dtb: Option<DtbSpec>,
+}
+
+/// The device tree of a board: a DTB from the kernel package, optionally
+/// patched by the xtask before boot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DtbSpec {
+    /// Path inside the package, relative to `usr/lib/linux-image-<release>/`
+    /// (e.g. `broadcom/bcm2837-rpi-3-b.dtb`).
+    pub file: String,
+    /// How to patch it; absent: boot it as packaged.
+    #[serde(default)]
+    pub patch: Option<DtbPatch>,
+}
+
+/// A device-tree patch the xtask knows how to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DtbPatch {
+    /// `dts/rpi3-qemu-uio.dtsi`: the generic-uio GPIO and system-timer
+    /// nodes, and no Bluetooth on the PL011 (see `rpi.rs`).
+    #[serde(rename = "rpi3-uio")]
+    Rpi3Uio,
 }
 
 /// Image format passed to `-kernel`.
@@ -109,6 +134,17 @@ pub struct ModuleSpec {
     /// Module parameters.
     #[serde(default)]
     pub params: String,
+    /// Built by the xtask instead of taken from the kernel package.
+    #[serde(default)]
+    pub build: Option<ModuleBuild>,
+}
+
+/// A module the kernel package lacks, built out of tree by the xtask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleBuild {
+    /// `uio_pdrv_genirq.ko`, cross-built for arm64 (see `genirq.rs`).
+    Genirq,
 }
 
 /// What the guest's init does.
@@ -191,7 +227,17 @@ fn check(profiles: &[Profile]) -> Vec<String> {
         if p.timeout_secs == 0 {
             problems.push(format!("machine `{}`: timeout_secs must be positive", p.name));
         }
-        let reserved = ["-kernel", "-initrd", "-append", "-accel", "-device"];
+        for m in &p.kernel.modules {
+            if m.build == Some(ModuleBuild::Genirq) && (p.debian_arch != "arm64" || m.name != crate::genirq::MODULE) {
+                problems.push(format!(
+                    "machine `{}`: module `{}` with build = \"genirq\": the recipe builds {} for arm64 only",
+                    p.name,
+                    m.name,
+                    crate::genirq::MODULE
+                ));
+            }
+        }
+        let reserved = ["-kernel", "-initrd", "-append", "-accel", "-device", "-dtb"];
         for a in &p.qemu.args {
             if reserved.contains(&a.as_str()) {
                 problems.push(format!("machine `{}`: qemu.args must not contain `{a}` (the xtask adds it)", p.name));
@@ -229,6 +275,34 @@ mod tests {
         assert_eq!(x86.guest.uio_devices, 2);
         let names: Vec<&str> = x86.kernel.modules.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["uio", "uio_pci_generic"], "uio must load before uio_pci_generic");
+    }
+
+    #[test]
+    fn rpi3_profile_builds_genirq_patches_debians_pi_dtb_and_ends_by_reboot() {
+        let profiles = load().unwrap();
+        let rpi3 = profiles.iter().find(|p| p.name == "rpi3").expect("rpi3 profile");
+        let names: Vec<&str> = rpi3.kernel.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["uio", "uio_pdrv_genirq", "bcm2835_wdt"], "uio first; the watchdog makes reboot exit QEMU");
+        let genirq = &rpi3.kernel.modules[1];
+        assert_eq!((genirq.build, genirq.params.as_str()), (Some(ModuleBuild::Genirq), "of_id=generic-uio"));
+        let dtb = rpi3.kernel.dtb.as_ref().expect("raspi3b needs a device tree");
+        assert_eq!((dtb.file.as_str(), dtb.patch), (crate::rpi::DEBIAN_DTB, Some(DtbPatch::Rpi3Uio)));
+        assert_eq!((rpi3.guest.halt, rpi3.qemu.kvm), (HaltSpec::Reboot, KvmPolicy::Never));
+        assert_eq!(rpi3.guest.uio_devices, 2);
+    }
+
+    #[test]
+    fn genirq_build_is_refused_outside_arm64() {
+        let x86 = load().unwrap().into_iter().find(|p| p.name == "x86").unwrap();
+        let mut bad = x86.clone();
+        bad.name = "x86-genirq".into();
+        bad.kernel.modules.push(ModuleSpec {
+            name: "uio_pdrv_genirq".into(),
+            params: String::new(),
+            build: Some(ModuleBuild::Genirq),
+        });
+        let problems = check(&[x86, bad]).join("\n");
+        assert!(problems.contains("x86-genirq") && problems.contains("arm64 only"), "{problems}");
     }
 
     #[test]

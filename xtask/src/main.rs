@@ -35,14 +35,17 @@
 
 mod apt;
 mod bench;
+mod build_pi;
 mod console;
 mod cpio;
 mod demo;
+mod genirq;
 mod initramfs;
 mod kernel;
 mod machines;
 mod nostd;
 mod qemu_test;
+mod rpi;
 mod test;
 mod util;
 
@@ -57,6 +60,8 @@ commands:
                   [--machine NAME] [--verbose] [--timeout SECS]
   demo          run the main demo: supervised drivers, a crash mid-transfer, replay
                   [--size BYTES] [--keep] [--debug]
+  build-pi      cross-build the Raspberry Pi binaries, config and overlay into target/pi/reinc
+                  [--out DIR]
   bench         benchmarks against floors measured in the same run -> target/bench/report.md
                   [--quick]
   help          print this message
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         "qemu-test" => qemu_test::run(&rest),
         "demo" => demo::run(&rest),
         "bench" => bench::run(&rest),
+        "build-pi" => build_pi::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -8,7 +8,7 @@
 //! summary, timeout or bad QEMU exit makes the command fail.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use reinc_guest_protocol::Verdict;
 
 use crate::console::{Console, End, Event, Report, printable};
-use crate::machines::{self, KvmPolicy, Profile};
+use crate::machines::{self, DtbPatch, KvmPolicy, Profile};
 use crate::util::{self, Error, IoContext, Result};
-use crate::{apt, initramfs, kernel};
+use crate::{apt, initramfs, kernel, rpi};
 
 const USAGE: &str = "\
 usage: cargo xtask qemu-test [--machine NAME] [--verbose] [--timeout SECS]
@@ -146,7 +146,8 @@ fn run_machine(profile: &Profile, flags: &Flags) -> Result<Report> {
     let programs = initramfs::build_programs(profile)?;
     let initrd = machines::work_dir(profile).join("initrd.cpio");
     initramfs::assemble(profile, &programs, &kernel, &initrd)?;
-    let accel = choose_accel(profile, &kernel.image)?;
+    let dtb = device_tree(profile, &kernel)?;
+    let accel = choose_accel(profile, &kernel.image, dtb.as_deref())?;
     let timeout = Duration::from_secs(flags.timeout.unwrap_or(profile.timeout_secs));
     println!(
         "{}: booting {} under {accel} with {} (limit {} s)",
@@ -155,15 +156,48 @@ fn run_machine(profile: &Profile, flags: &Flags) -> Result<Report> {
         if profile.qemu.devices.is_empty() { "no extra device".to_string() } else { profile.qemu.devices.join(", ") },
         timeout.as_secs()
     );
-    boot(profile, qemu_command(profile, accel, &kernel.image, Some(&initrd), None), timeout, flags.verbose)
+    let boot_files = BootFiles { image: &kernel.image, initrd: Some(&initrd), dtb: dtb.as_deref() };
+    boot(profile, qemu_command(profile, accel, &boot_files, None), timeout, flags.verbose)
+}
+
+/// The profile's device tree, patched as it says (into the machine's work
+/// directory, every run: the sources in `dts/` belong to the checkout).
+fn device_tree(profile: &Profile, kernel: &kernel::Kernel) -> Result<Option<PathBuf>> {
+    let (Some(spec), Some(packaged)) = (&profile.kernel.dtb, &kernel.dtb) else { return Ok(None) };
+    match spec.patch {
+        None => Ok(Some(packaged.clone())),
+        Some(DtbPatch::Rpi3Uio) => {
+            rpi::ensure_tools()?;
+            let out = machines::work_dir(profile).join(rpi::PATCHED_DTB);
+            util::create_dir_all(&machines::work_dir(profile))?;
+            rpi::patch_dtb(packaged, &util::workspace_root().join("dts"), &out)?;
+            println!(
+                "{}: device tree {} patched with dts/{} (generic-uio nodes)",
+                profile.name,
+                spec.file,
+                rpi::QEMU_DTSI
+            );
+            Ok(Some(out))
+        }
+    }
+}
+
+/// What QEMU boots.
+struct BootFiles<'a> {
+    image: &'a Path,
+    initrd: Option<&'a Path>,
+    dtb: Option<&'a Path>,
 }
 
 /// The QEMU command line for a profile.
-fn qemu_command(profile: &Profile, accel: &str, image: &Path, initrd: Option<&Path>, append: Option<&str>) -> Command {
+fn qemu_command(profile: &Profile, accel: &str, files: &BootFiles<'_>, append: Option<&str>) -> Command {
     let mut cmd = Command::new(&profile.qemu.binary);
-    cmd.args(&profile.qemu.args).args(["-accel", accel]).arg("-kernel").arg(image);
-    if let Some(initrd) = initrd {
+    cmd.args(&profile.qemu.args).args(["-accel", accel]).arg("-kernel").arg(files.image);
+    if let Some(initrd) = files.initrd {
         cmd.arg("-initrd").arg(initrd);
+    }
+    if let Some(dtb) = files.dtb {
+        cmd.arg("-dtb").arg(dtb);
     }
     let append = match append {
         Some(a) => a.to_string(),
@@ -294,7 +328,7 @@ const KVM_PROBE_LIMIT: Duration = Duration::from_secs(10);
 /// mount root fs" panic and QEMU exits (`panic=-1`, `-no-reboot`) within the
 /// limit. The verdict is cached per host kernel, QEMU version and machine,
 /// so only the first run on a machine pays for a failing probe.
-fn choose_accel<'p>(profile: &'p Profile, image: &Path) -> Result<&'p str> {
+fn choose_accel<'p>(profile: &'p Profile, image: &Path, dtb: Option<&Path>) -> Result<&'p str> {
     let tcg = profile.qemu.tcg.as_str();
     if profile.qemu.kvm == KvmPolicy::Never {
         return Ok(tcg);
@@ -324,7 +358,8 @@ fn choose_accel<'p>(profile: &'p Profile, image: &Path) -> Result<&'p str> {
     println!("{}: probing whether KVM really runs a guest here (up to {} s)", profile.name, KVM_PROBE_LIMIT.as_secs());
     let append = format!("console={} panic=-1", profile.kernel.console);
     let mut reached_panic = false;
-    let end = run_qemu(qemu_command(profile, "kvm", image, None, Some(&append)), KVM_PROBE_LIMIT, |line| {
+    let probe = BootFiles { image, initrd: None, dtb };
+    let end = run_qemu(qemu_command(profile, "kvm", &probe, Some(&append)), KVM_PROBE_LIMIT, |line| {
         if let Line::Console(l) = line {
             reached_panic |= l.contains("Kernel panic - not syncing");
         }
@@ -363,7 +398,8 @@ mod tests {
     fn x86_command_line_is_the_checked_q35_one_with_two_edu_devices() {
         let profiles = machines::load().unwrap();
         let x86 = profiles.iter().find(|p| p.name == "x86").unwrap();
-        let cmd = qemu_command(x86, "tcg", Path::new("/k/vmlinux"), Some(Path::new("/i/initrd.cpio")), None);
+        let files = BootFiles { image: Path::new("/k/vmlinux"), initrd: Some(Path::new("/i/initrd.cpio")), dtb: None };
+        let cmd = qemu_command(x86, "tcg", &files, None);
         assert_eq!(cmd.get_program(), "qemu-system-x86_64");
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let want = "-M q35 -m 256 -nographic -no-reboot -nic none -accel tcg -kernel /k/vmlinux \
@@ -373,6 +409,30 @@ mod tests {
             .map(|a| if a == "CMDLINE" { "console=ttyS0 quiet panic=-1".to_string() } else { a.to_string() })
             .collect();
         assert_eq!(args, want);
+    }
+
+    #[test]
+    fn rpi3_command_line_is_the_checked_raspi3b_one_with_the_patched_dtb() {
+        let profiles = machines::load().unwrap();
+        let rpi3 = profiles.iter().find(|p| p.name == "rpi3").unwrap();
+        let files = BootFiles {
+            image: Path::new("/k/vmlinuz"),
+            initrd: Some(Path::new("/i/initrd.cpio")),
+            dtb: Some(Path::new("/w/bcm2837-rpi-3-b-reinc.dtb")),
+        };
+        let cmd = qemu_command(rpi3, &rpi3.qemu.tcg, &files, None);
+        assert_eq!(cmd.get_program(), "qemu-system-aarch64");
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let want = "-M raspi3b -m 1G -nographic -no-reboot -accel tcg,thread=single -kernel /k/vmlinuz \
+                    -initrd /i/initrd.cpio -dtb /w/bcm2837-rpi-3-b-reinc.dtb -append CMDLINE";
+        let want: Vec<String> =
+            want.split_whitespace()
+                .map(|a| {
+                    if a == "CMDLINE" { "console=ttyAMA0 quiet loglevel=1 panic=-1".to_string() } else { a.to_string() }
+                })
+                .collect();
+        assert_eq!(args, want);
+        assert_eq!(rpi3.qemu.kvm, KvmPolicy::Never, "an emulated board: never KVM");
     }
 
     #[test]

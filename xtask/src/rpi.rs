@@ -35,7 +35,7 @@
 //! Tools: `dtc`, `fdtget` and `fdtoverlay`, all from the Debian package
 //! [`DT_TOOLS_PACKAGE`]. Wired in by phase 2 (the rpi3 profile).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::util::{self, Error, IoContext, Result};
@@ -49,7 +49,8 @@ pub const QEMU_DTSI: &str = "rpi3-qemu-uio.dtsi";
 /// The real-board overlay source (includes [`NODES_DTSI`]).
 pub const OVERLAY_DTS: &str = "reinc-uio-overlay.dts";
 /// The DTB inside Debian's arm64 kernel package, relative to
-/// `usr/lib/linux-image-<release>/`.
+/// `usr/lib/linux-image-<release>/` (the rpi3 profile's `kernel.dtb.file`).
+#[cfg(test)]
 pub const DEBIAN_DTB: &str = "broadcom/bcm2837-rpi-3-b.dtb";
 /// The Bluetooth node the QEMU patch removes.
 pub const BLUETOOTH_NODE: &str = "/soc/serial@7e201000/bluetooth";
@@ -99,11 +100,6 @@ pub fn ensure_tools() -> Result {
         crate::apt::ensure_tool(tool, DT_TOOLS_PACKAGE, "patching the Raspberry Pi 3 device tree")?;
     }
     Ok(())
-}
-
-/// The DTB inside an unpacked kernel package (`dpkg-deb -x` root).
-pub fn debian_dtb(unpacked: &Path, release: &str) -> PathBuf {
-    unpacked.join("usr/lib").join(format!("linux-image-{release}")).join(DEBIAN_DTB)
 }
 
 /// The merged source: the decompiled base, then the QEMU fragment. dtc
@@ -162,6 +158,7 @@ pub fn build_overlay(dts_dir: &Path, out: &Path) -> Result {
 }
 
 /// Applies a compiled overlay to `base_dtb` as a Pi's firmware would.
+#[cfg(test)]
 pub fn apply_overlay(base_dtb: &Path, dtbo: &Path, out: &Path) -> Result {
     run_quiet(Command::new("fdtoverlay").arg("-i").arg(base_dtb).arg("-o").arg(out).arg(dtbo))
 }
@@ -220,17 +217,10 @@ fn run_quiet(cmd: &mut Command) -> Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn dts_dir() -> PathBuf {
         util::workspace_root().join("dts")
-    }
-
-    #[test]
-    fn debian_dtb_path_is_under_the_release_directory() {
-        assert_eq!(
-            debian_dtb(Path::new("/x"), "6.1.0-56-arm64"),
-            Path::new("/x/usr/lib/linux-image-6.1.0-56-arm64/broadcom/bcm2837-rpi-3-b.dtb")
-        );
     }
 
     #[test]
