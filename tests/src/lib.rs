@@ -8,7 +8,7 @@
 //! once on a real file; a storm really does not spin the CPU; a supervisor
 //! killed with SIGKILL really leaves no driver behind. Tests are grouped by
 //! behaviour: `tests/restart.rs`, `replay.rs`, `checkpoint.rs`, `storm.rs`,
-//! `bad_input.rs`, `chaos.rs`.
+//! `bad_input.rs`, `chaos.rs`, `sockets.rs`.
 //!
 //! This library is the shared rig: it finds (or builds) the `supervisor`,
 //! `drvctl` and `storage_driver` executables, writes a config into a private
@@ -223,6 +223,16 @@ impl Rig {
         for (k, v) in DEFAULTS {
             text.push_str(&format!("{k} = {v}\n"));
         }
+        fs::write(&self.config, text).expect("write config");
+    }
+
+    /// Sets `key = value` (a TOML value) in the `[supervisor]` table.
+    ///
+    /// # Panics
+    /// If the config cannot be rewritten.
+    pub fn set_supervisor_key(&self, key: &str, value: &str) {
+        let text = fs::read_to_string(&self.config).expect("read config");
+        let text = text.replacen("[supervisor]\n", &format!("[supervisor]\n{key} = {value}\n"), 1);
         fs::write(&self.config, text).expect("write config");
     }
 

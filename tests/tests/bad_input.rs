@@ -15,6 +15,7 @@ fn bad_config_is_rejected_with_every_error_listed() {
         r#"
 [supervisor]
 colour = "blue"
+client-socket-mode = "0999"
 
 [[driver]]
 name = "storage_driver"
@@ -35,6 +36,7 @@ fault = "sometimes"
     assert!(err.contains(&path.display().to_string()), "{err}");
     for needle in [
         "supervisor: `colour`",
+        "supervisor: `client-socket-mode`: must be an octal mode",
         "driver \"storage_driver\": `jitter-percent`",
         "driver \"storage_driver\": `heartbeat-misses`",
         "driver \"net_driver\": `exec`: is required",
@@ -43,7 +45,7 @@ fault = "sometimes"
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
-    assert!(err.contains("has 6 problem(s)"), "{err}");
+    assert!(err.contains("has 7 problem(s)"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

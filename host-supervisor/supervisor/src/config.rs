@@ -56,6 +56,10 @@ pub struct SupervisorConfig {
     pub max_sessions: usize,
     /// Cached replies kept per client session (dedup table).
     pub dedup_per_session: usize,
+    /// Permission bits of `client.sock` (`client-socket-mode`, an octal
+    /// string; default `"0660"`). Whoever can write the socket can call every
+    /// driver, so "other" gets nothing by default.
+    pub client_socket_mode: u32,
 }
 
 /// What a driver's fault does.
@@ -175,6 +179,7 @@ struct SupervisorToml {
     runtime_dir: Option<PathBuf>,
     max_sessions: Option<u64>,
     dedup_per_session: Option<u64>,
+    client_socket_mode: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -319,6 +324,14 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "dedup-per-session",
             &mut problems,
         ),
+        client_socket_mode: match sup.client_socket_mode.as_deref().map(parse_mode) {
+            None => DEFAULT_CLIENT_SOCKET_MODE,
+            Some(Ok(m)) => m,
+            Some(Err(message)) => {
+                problems.push(Problem { table: "supervisor".into(), key: Some("client-socket-mode".into()), message });
+                DEFAULT_CLIENT_SOCKET_MODE
+            }
+        },
     };
     let mut drivers = Vec::new();
     let mut names = BTreeSet::new();
@@ -377,6 +390,24 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         }
     }
     if problems.is_empty() { Ok(Config { supervisor, drivers }) } else { Err(problems) }
+}
+
+/// Default of `client-socket-mode`: owner and group may call drivers.
+pub const DEFAULT_CLIENT_SOCKET_MODE: u32 = 0o660;
+
+/// Parses a socket mode written like chmod's: 3 or 4 octal digits, at most
+/// `0777` (set-id and sticky bits mean nothing on a socket).
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let bad =
+        || format!("must be an octal mode of 3 or 4 digits between \"0000\" and \"0777\" (like \"0660\"), got {s:?}");
+    if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(bad());
+    }
+    let m = u32::from_str_radix(s, 8).map_err(|_| bad())?;
+    if m > 0o777 {
+        return Err(bad());
+    }
+    Ok(m)
 }
 
 fn valid_name(n: &str) -> bool {
@@ -577,6 +608,37 @@ mod tests {
         defaults.args = d.args.clone();
         assert_eq!(d, &defaults, "the example must document the real defaults");
         assert_eq!((c.supervisor.max_sessions, c.supervisor.dedup_per_session), (256, 1024));
+        assert_eq!(c.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
+        let minimal = parse("[[driver]]\nname = \"x\"\nexec = \"/x\"\n").unwrap();
+        assert_eq!(minimal.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
+    }
+
+    #[test]
+    fn client_socket_mode_is_an_octal_string() {
+        let with = |v: &str| {
+            parse(&format!("[supervisor]\nclient-socket-mode = {v}\n[[driver]]\nname = \"x\"\nexec = \"/x\"\n"))
+        };
+        assert_eq!(with("\"0600\"").unwrap().supervisor.client_socket_mode, 0o600);
+        assert_eq!(with("\"666\"").unwrap().supervisor.client_socket_mode, 0o666);
+        assert_eq!(with("\"0000\"").unwrap().supervisor.client_socket_mode, 0);
+        for bad in ["\"0680\"", "\"rw-rw----\"", "\"04777\"", "\"1777\"", "\"60\"", "\"\"", "0o660", "432"] {
+            let problems = with(bad).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(
+                (problems[0].table.as_str(), problems[0].key.as_deref()),
+                ("supervisor", Some("client-socket-mode"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_client_socket_mode_is_reported_with_the_other_problems() {
+        let text = "[supervisor]\nclient-socket-mode = \"999\"\nmax-sessions = 0\n[[driver]]\nname = \"x\"\nexec = \"/x\"\nwindow = 0\n";
+        let problems = parse(text).unwrap_err();
+        let keys: BTreeSet<_> = problems.iter().filter_map(|p| p.key.clone()).collect();
+        assert_eq!(keys, ["client-socket-mode", "max-sessions", "window"].into_iter().map(String::from).collect());
+        let shown = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        assert!(shown.contains("supervisor: `client-socket-mode`: must be an octal mode"), "{shown}");
     }
 
     #[test]

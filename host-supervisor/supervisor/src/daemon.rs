@@ -225,7 +225,9 @@ impl Daemon {
         std::fs::create_dir_all(runtime_dir).map_err(setup(format!("runtime directory {}", runtime_dir.display())))?;
         let client_path = runtime_dir.join("client.sock");
         let control_path = runtime_dir.join("control.sock");
-        let client_listener = listen_seqpacket(&client_path, 0o666)?;
+        // Who may write client.sock may call every driver: configurable,
+        // 0660 by default (owner and group), never wider than asked.
+        let client_listener = listen_seqpacket(&client_path, cfg.supervisor.client_socket_mode)?;
         let control_listener = listen_seqpacket(&control_path, 0o600)?;
 
         let mut d = Self {
