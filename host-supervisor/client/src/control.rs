@@ -129,6 +129,15 @@ pub struct DriverStatus {
     pub in_flight: u32,
     /// Length of the current backoff delay, while backing off.
     pub backoff_ms: Option<u64>,
+    /// Set while the driver's persisted checkpoint cannot be written: the
+    /// file, the error and the attempts so far. Its replies are held (see
+    /// `held_replies`) and the write is retried with backoff.
+    #[serde(default)]
+    pub checkpoint_error: Option<String>,
+    /// Replies executed and committed but held until their checkpoint is
+    /// durable.
+    #[serde(default)]
+    pub held_replies: u32,
 }
 
 /// One row of `drvctl dump-queue`.

@@ -168,9 +168,22 @@ fn print_table(rows: &[DriverStatus]) {
             up,
             r.queue_depth,
             r.in_flight,
-            r.last_failure.as_deref().unwrap_or("-")
+            notes(r)
         );
     }
+}
+
+/// The LAST FAILURE column: the instance's last failure, and a checkpoint
+/// that cannot be persisted (its replies are held meanwhile).
+fn notes(r: &DriverStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(f) = &r.last_failure {
+        parts.push(f.clone());
+    }
+    if let Some(e) = &r.checkpoint_error {
+        parts.push(format!("checkpoint not durable, {} replies held: {e}", r.held_replies));
+    }
+    if parts.is_empty() { "-".into() } else { parts.join("; ") }
 }
 
 fn num(s: Option<&String>, what: &str) -> Result<u64, Fail> {

@@ -14,11 +14,14 @@
 //! waits on its fds until then.
 //!
 //! # Ordering rules the daemon relies on
-//! - Actions are executed in the order returned. A reply's
-//!   [`Action::Persist`] comes before its [`Action::ToClient`], which is what
-//!   makes commit-with-reply durable.
+//! - Actions are executed in the order returned.
+//! - When a driver's checkpoint persists, its replies are held until
+//!   [`Event::Persisted`] reports the state they commit durable (see
+//!   [`durability`]): a failed write delays replies, it never lets one out
+//!   ahead of its state.
 //! - [`Action::Spawn`] is answered synchronously by [`Event::Spawned`] or
-//!   [`Event::SpawnFailed`] before any other event.
+//!   [`Event::SpawnFailed`], and [`Action::Persist`] by [`Event::Persisted`],
+//!   before any other event.
 //! - [`Event::Exited`] for an instance comes after every frame that instance
 //!   sent (the daemon drains its socket first).
 
@@ -28,6 +31,10 @@ use reinc_policy::{BackoffRestart, FaultAction, FaultPolicy, Millis, StopOnFault
 use reinc_proto::{CallError, ClientId, FaultPlan, FromDriver, Generation, MAX_BODY, RequestId};
 use reinc_queue::RequestQueue;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+pub mod durability;
+use durability::Durability;
+pub use durability::{PERSIST_RETRY_BASE, PERSIST_RETRY_CAP, PersistOutcome};
 
 /// Index of a driver in the configuration (start order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -117,6 +124,13 @@ pub enum Event<'a> {
         generation: Generation,
         /// How.
         status: ExitStatus,
+    },
+    /// The outcome of the [`Action::Persist`] of `driver`.
+    Persisted {
+        /// Which driver.
+        driver: DriverId,
+        /// Durable, or why not.
+        outcome: PersistOutcome,
     },
     /// A client connected.
     ClientConnected {
@@ -244,7 +258,8 @@ pub enum Action {
         /// Which signal.
         signal: KillSignal,
     },
-    /// Persist `driver`'s checkpoint crash-safely, before the next action.
+    /// Persist `driver`'s checkpoint crash-safely; answer with
+    /// [`Event::Persisted`]. Replies of `driver` wait for it.
     Persist {
         /// Which driver.
         driver: DriverId,
@@ -285,6 +300,22 @@ pub enum Trace {
     Refused(RequestId, CallError),
     /// A poisoned request was dropped.
     Poisoned(RequestId),
+    /// A checkpoint write failed; `held` replies wait for a retry.
+    PersistFailed {
+        /// Which driver.
+        driver: DriverId,
+        /// Failed attempts in this episode.
+        attempts: u32,
+        /// Replies held.
+        held: u32,
+    },
+    /// Held replies left once their checkpoint was durable.
+    Released {
+        /// Which driver.
+        driver: DriverId,
+        /// How many.
+        replies: u32,
+    },
 }
 
 /// How many [`Trace`] entries are kept.
@@ -352,6 +383,8 @@ struct Driver {
     checkpoint: Option<Vec<u8>>,
     restarts: u32,
     last_failure: Option<String>,
+    /// Persisted-checkpoint state and the replies waiting for it.
+    durability: Durability,
 }
 
 /// `FaultPolicy` + `Debug`, object safe.
@@ -428,6 +461,7 @@ impl Supervisor {
                     checkpoint,
                     restarts: 0,
                     last_failure: None,
+                    durability: Durability::default(),
                 }
             })
             .collect();
@@ -490,6 +524,7 @@ impl Supervisor {
                 Phase::Stopping { deadline, killed: false } => Some(deadline),
                 _ => None,
             })
+            .chain(self.drivers.iter().filter_map(|d| d.durability.retry_deadline()))
             .min()
     }
 
@@ -523,6 +558,7 @@ impl Supervisor {
                     self.instance_gone(now, driver, Some(status), &mut out);
                 }
             }
+            Event::Persisted { driver, outcome } => self.on_persisted(now, driver, outcome, &mut out),
             Event::ClientConnected { conn } => {
                 self.conns.insert(conn, None);
             }
@@ -636,6 +672,8 @@ impl Supervisor {
                     Phase::BackingOff { delay, .. } => Some(delay.0),
                     _ => None,
                 },
+                checkpoint_error: d.durability.describe_failure(now),
+                held_replies: d.durability.held.len() as u32,
             })
             .collect()
     }
@@ -754,15 +792,22 @@ impl Supervisor {
             self.kill_instance(id, reason, AfterExit::Policy, out);
             return;
         }
-        // Commit-with-reply: the state is committed (and persisted) before
-        // the client can observe the reply.
+        // Commit-with-reply: the state is committed before the client can
+        // observe the reply, and when it persists, the reply waits until it
+        // is durable (after every older held reply of this driver).
+        let mut needs = d.durability.current();
         if let Some(c) = commit {
             d.checkpoint = Some(c.to_vec());
             if d.cfg.persist_checkpoint {
-                out.push(Action::Persist { driver: id, checkpoint: c.to_vec() });
+                needs = d.durability.commit();
             }
         }
-        self.answer(now, rid, Cached::Reply(body.to_vec()), out);
+        if d.durability.may_release(needs) {
+            self.answer(now, rid, Cached::Reply(body.to_vec()), out);
+        } else {
+            d.durability.held.push_back(durability::HeldReply { rid, body: body.to_vec(), needs });
+            self.request_persist(id, out);
+        }
         self.pump(id, out);
     }
 
@@ -917,6 +962,7 @@ impl Supervisor {
     }
 
     fn on_time(&mut self, now: Millis, out: &mut Vec<Action>) {
+        self.persist_retries(now, out);
         for i in 0..self.drivers.len() {
             let id = DriverId(i);
             let d = &mut self.drivers[i];
@@ -1055,6 +1101,17 @@ impl Supervisor {
             }
         }
         if !self.exit_sent {
+            for d in &self.drivers {
+                if let Some(why) = d.durability.describe_failure(now) {
+                    // Their clients see an unknown outcome (the session ends
+                    // with us), never a reply whose state may be lost.
+                    out.push(Action::Say(format!(
+                        "exiting with {} replies of {} withheld: its checkpoint is not durable ({why})",
+                        d.durability.held.len(),
+                        d.cfg.name
+                    )));
+                }
+            }
             self.exit_sent = true;
             out.push(Action::Say("all drivers stopped".into()));
             out.push(Action::Exit);

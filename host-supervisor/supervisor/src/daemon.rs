@@ -18,7 +18,8 @@
 use crate::checkpoint;
 use crate::config::{Config, CorruptCheckpoint};
 use crate::core::{
-    Action, ClientMsg, ConnId, DriverId, DriverMsg, Event, ExitStatus, KillSignal, Supervisor, signal_name,
+    Action, ClientMsg, ConnId, DriverId, DriverMsg, Event, ExitStatus, KillSignal, PersistOutcome, Supervisor,
+    signal_name,
 };
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
@@ -591,10 +592,21 @@ impl Daemon {
                     }
                 }
                 Action::Persist { driver, checkpoint } => {
-                    let name = self.core.config(driver).name.clone();
-                    let path = checkpoint_path(&self.cfg, &name);
-                    if let Err(e) = checkpoint::write(&path, &checkpoint) {
-                        warn!("[SUP] cannot persist the checkpoint of {name}: {e}");
+                    // The core holds this driver's replies until it hears
+                    // the state is durable; a failure is retried on its
+                    // deadline, and the core says so once per episode.
+                    let path = checkpoint_path(&self.cfg, &self.core.config(driver).name);
+                    let outcome = match checkpoint::write(&path, &checkpoint) {
+                        Ok(()) => PersistOutcome::Durable,
+                        Err(e) => {
+                            debug!("checkpoint write failed: {e}");
+                            PersistOutcome::Failed { path: path.display().to_string(), error: persist_error(&e) }
+                        }
+                    };
+                    let now = self.now();
+                    let more = self.core.handle(now, Event::Persisted { driver, outcome });
+                    for m in more.into_iter().rev() {
+                        work.push_front(m);
                     }
                 }
                 Action::ToClient { conn, msg } => {
@@ -762,6 +774,15 @@ fn flush(peer: &mut Peer) -> Result<(), ()> {
         }
     }
     Ok(())
+}
+
+/// The error of a failed checkpoint write, naming the file or directory
+/// that failed when it is not the checkpoint file itself.
+fn persist_error(e: &checkpoint::CheckpointError) -> String {
+    match e {
+        checkpoint::CheckpointError::Io { path, source } => format!("{}: {source}", path.display()),
+        other => other.to_string(),
+    }
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {

@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::DriverConfig;
 use reinc_policy::BackoffConfig;
+use std::collections::VecDeque;
 
 const STORAGE: DriverId = DriverId(0);
 const NET: DriverId = DriverId(1);
@@ -32,18 +33,22 @@ fn driver(name: &str) -> DriverConfig {
     c
 }
 
-/// A supervisor plus a clock and a fake process table.
+/// A supervisor plus a clock, a fake process table and a fake disk.
 struct Sim {
     sup: Supervisor,
     now: Millis,
     next_pid: u32,
     out: Vec<Action>,
+    /// Outcomes of the next checkpoint writes; `Durable` once empty.
+    disk: VecDeque<PersistOutcome>,
+    /// Checkpoints written durably, in order.
+    written: Vec<Vec<u8>>,
 }
 
 impl Sim {
     fn new(drivers: Vec<DriverConfig>) -> Self {
         let sup = Supervisor::new(drivers.into_iter().map(|d| (d, None)).collect(), 42, 4, 8);
-        Self { sup, now: Millis(0), next_pid: 100, out: Vec::new() }
+        Self { sup, now: Millis(0), next_pid: 100, out: Vec::new(), disk: VecDeque::new(), written: Vec::new() }
     }
 
     fn with(mut f: impl FnMut(&mut DriverConfig)) -> Self {
@@ -52,17 +57,28 @@ impl Sim {
         Self::new(vec![d])
     }
 
-    /// Feeds an event; answers spawns like the daemon does; keeps every action.
+    /// Feeds an event; answers spawns and checkpoint writes like the daemon
+    /// does (their actions follow at once); keeps every action.
     fn ev(&mut self, e: Event<'_>) -> Vec<Action> {
         let mut acts = self.sup.handle(self.now, e);
         let mut i = 0;
         while i < acts.len() {
-            if let Action::Spawn { driver, generation } = acts[i] {
-                self.next_pid += 1;
-                let pid = self.next_pid;
-                let more = self.sup.handle(self.now, Event::Spawned { driver, generation, pid });
-                acts.extend(more);
-            }
+            let more = match &acts[i] {
+                Action::Spawn { driver, generation } => {
+                    self.next_pid += 1;
+                    let pid = self.next_pid;
+                    self.sup.handle(self.now, Event::Spawned { driver: *driver, generation: *generation, pid })
+                }
+                Action::Persist { driver, checkpoint } => {
+                    let outcome = self.disk.pop_front().unwrap_or(PersistOutcome::Durable);
+                    if outcome == PersistOutcome::Durable {
+                        self.written.push(checkpoint.clone());
+                    }
+                    self.sup.handle(self.now, Event::Persisted { driver: *driver, outcome })
+                }
+                _ => Vec::new(),
+            };
+            acts.splice(i + 1..i + 1, more);
             i += 1;
         }
         self.out.extend(acts.iter().cloned());
@@ -146,7 +162,8 @@ fn client_msgs(acts: &[Action], conn: ConnId) -> Vec<ClientMsg> {
 #[test]
 fn launch_sends_init_with_the_checkpoint_after_spawn() {
     let sup = Supervisor::new(vec![(driver("storage_driver"), Some(vec![9, 9]))], 1, 4, 8);
-    let mut sim = Sim { sup, now: Millis(0), next_pid: 221, out: Vec::new() };
+    let mut sim =
+        Sim { sup, now: Millis(0), next_pid: 221, out: Vec::new(), disk: VecDeque::new(), written: Vec::new() };
     let acts = sim.ev(Event::Start);
     assert_eq!(acts[0], Action::Spawn { driver: STORAGE, generation: Generation(1) });
     assert_eq!(acts[1], Action::Say("Launching storage_driver (pid=222)".into()));
@@ -688,6 +705,8 @@ mod model {
         Ready,
         Advance(u16),
         Reconnect,
+        /// The next checkpoint writes fail.
+        DiskFails(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -700,6 +719,7 @@ mod model {
             2 => Just(Op::Ready),
             1 => (0u16..200).prop_map(Op::Advance),
             1 => Just(Op::Reconnect),
+            1 => (1u8..4).prop_map(Op::DiskFails),
         ]
     }
 
@@ -712,6 +732,8 @@ mod model {
         replied: BTreeSet<RequestId>,
         /// Reply bodies each seq was answered with.
         answers: BTreeMap<u64, BTreeSet<Vec<u8>>>,
+        /// Order in which the driver committed each state (its reply body).
+        commits: BTreeMap<Vec<u8>, usize>,
         /// Seqs answered Busy (not accepted).
         busy: BTreeSet<u64>,
         /// Requests forwarded, per generation.
@@ -719,6 +741,20 @@ mod model {
     }
 
     impl World {
+        /// Checks that every reply carrying a commit left only once that
+        /// commit (or a newer one) was durable.
+        fn durable(&self, acts: &[Action], written: &[Vec<u8>]) -> Result<(), TestCaseError> {
+            let newest = written.iter().filter_map(|w| self.commits.get(w)).max();
+            for a in acts {
+                if let Action::ToClient { msg: ClientMsg::Reply { seq, body }, .. } = a
+                    && let Some(k) = self.commits.get(body)
+                {
+                    prop_assert!(newest.is_some_and(|n| n >= k), "reply to {seq} left before its commit was durable");
+                }
+            }
+            Ok(())
+        }
+
         fn observe(&mut self, acts: &[Action]) -> Result<(), TestCaseError> {
             for a in acts {
                 match a {
@@ -758,6 +794,7 @@ mod model {
             d.window = window;
             d.queue_depth = 6;
             d.poison_after = 1_000;
+            d.persist_checkpoint = true;
             d.fault_policy =
                 FaultPolicyConfig::Restart(BackoffConfig { max_restarts: 64, base: Millis(1), ..backoff() });
         });
@@ -789,6 +826,8 @@ mod model {
                         w.inbox.pop_front();
                         w.replied.insert(id);
                         let body = body_of(id, g);
+                        let n = w.commits.len();
+                        w.commits.insert(body.clone(), n);
                         let msg = FromDriver::Reply { id, commit: Some(&body), body: &body };
                         sim.ev(Event::FromDriver { driver: STORAGE, frame_gen: g, msg })
                     }
@@ -835,8 +874,14 @@ mod model {
                     prop_assert_eq!(sim.hello(conn, Some(client)), client);
                     Vec::new()
                 }
+                Op::DiskFails(k) => {
+                    let fail = PersistOutcome::Failed { path: "/s/x.ckpt".into(), error: "EIO".into() };
+                    sim.disk.extend((0..k).map(|_| fail.clone()));
+                    Vec::new()
+                }
                 Op::Retry(_) => Vec::new(),
             };
+            w.durable(&acts, &sim.written)?;
             w.observe(&acts)?;
         }
         // Quiesce: bring the driver up and answer everything.
@@ -861,11 +906,25 @@ mod model {
                         msg: FromDriver::Reply { id, commit: None, body: &body },
                     })
                 }
+                // Held replies wait for the checkpoint's retry.
+                _ if st.held_replies > 0 => {
+                    let t = sim.sup.next_deadline().expect("a held reply has a retry deadline");
+                    let acts = sim.at(t.0);
+                    for a in &acts {
+                        if let Action::ToDriver { msg: DriverMsg::Ping { nonce }, generation, .. } = a {
+                            let msg = FromDriver::Pong { nonce: *nonce };
+                            sim.ev(Event::FromDriver { driver: STORAGE, frame_gen: *generation, msg });
+                        }
+                    }
+                    acts
+                }
                 _ => break,
             };
+            w.durable(&acts, &sim.written)?;
             w.observe(&acts)?;
         }
         prop_assert_eq!(sim.state(STORAGE).queue_depth, 0);
+        prop_assert_eq!(sim.state(STORAGE).held_replies, 0);
         for seq in 1..next_seq {
             if w.busy.contains(&seq) {
                 continue; // never accepted
@@ -968,4 +1027,175 @@ fn shutdown_with_only_quarantined_drivers_exits_at_once_and_once() {
     sim.crash(DriverId(1), SEGV);
     sim.ev(Event::Shutdown);
     after_exit_nothing_repeats(&mut sim);
+}
+
+fn disk_error(error: &str) -> PersistOutcome {
+    PersistOutcome::Failed { path: "/state/storage_driver.ckpt".into(), error: error.into() }
+}
+
+const ENOSPC: &str = "/state/storage_driver.ckpt.tmp: No space left on device (os error 28)";
+
+fn persists(acts: &[Action]) -> Vec<Vec<u8>> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Persist { checkpoint, .. } => Some(checkpoint.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn count_said(sim: &Sim, prefix: &str) -> usize {
+    sim.out.iter().filter(|a| matches!(a, Action::Say(s) if s.starts_with(prefix))).count()
+}
+
+#[test]
+fn persist_failure_holds_replies_until_the_checkpoint_is_durable() {
+    let mut sim = Sim::with(|d| d.persist_checkpoint = true);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"append");
+    sim.call(C1, 2, b"read");
+    sim.disk.extend([disk_error(ENOSPC), disk_error(ENOSPC)]);
+    let acts = sim.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
+    assert_eq!(persists(&acts), [b"s1".to_vec()]);
+    assert!(client_msgs(&acts, C1).is_empty(), "a reply left before its state was durable: {acts:?}");
+    assert!(sim.said(&format!(
+        "cannot persist the checkpoint of storage_driver to /state/storage_driver.ckpt: {ENOSPC} (replies held, retrying)"
+    )));
+    // The commit is applied in memory all the same (a new instance starts from it).
+    assert_eq!(sim.sup.checkpoint(STORAGE), Some(&b"s1"[..]));
+    // A later reply that commits nothing waits behind it, and waits for the
+    // retry's deadline rather than writing again at once.
+    let acts = sim.reply(STORAGE, c, 2, None, b"r2");
+    assert!(client_msgs(&acts, C1).is_empty() && persists(&acts).is_empty(), "{acts:?}");
+    let st = sim.state(STORAGE);
+    assert_eq!(st.held_replies, 2);
+    assert!(st.checkpoint_error.as_deref().is_some_and(|e| e.contains("No space left on device")), "{st:?}");
+    assert_eq!(st.state, DriverState::Running, "the driver itself is fine");
+    // Retried at +10 ms (fails again, said once), then at +20 ms more.
+    assert_eq!(sim.sup.next_deadline(), Some(Millis(10)));
+    assert!(persists(&sim.at(9)).is_empty());
+    assert_eq!(persists(&sim.at(10)), [b"s1".to_vec()]);
+    assert_eq!(count_said(&sim, "cannot persist the checkpoint"), 1);
+    assert_eq!(sim.sup.next_deadline(), Some(Millis(30)));
+    let acts = sim.at(30);
+    assert_eq!(
+        client_msgs(&acts, C1),
+        [ClientMsg::Reply { seq: 1, body: b"r1".to_vec() }, ClientMsg::Reply { seq: 2, body: b"r2".to_vec() }]
+    );
+    assert!(sim.said(
+        "checkpoint of storage_driver persisted to /state/storage_driver.ckpt after 2 failed attempts over 30ms; \
+         releasing 2 held replies"
+    ));
+    assert_eq!(sim.written, [b"s1".to_vec()]);
+    let st = sim.state(STORAGE);
+    assert_eq!((st.held_replies, st.checkpoint_error), (0, None));
+    assert_eq!(sim.sup.next_deadline(), Some(Millis(1_000)), "only the heartbeat is due");
+    // Healthy again: the next reply goes out with its write, at once.
+    sim.call(C1, 3, b"append");
+    let acts = sim.reply(STORAGE, c, 3, Some(b"s3"), b"r3");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq: 3, body: b"r3".to_vec() }]);
+    assert_eq!(sim.written, [b"s1".to_vec(), b"s3".to_vec()]);
+}
+
+#[test]
+fn commits_made_while_persisting_fails_are_coalesced_into_the_retry() {
+    let mut sim = Sim::with(|d| d.persist_checkpoint = true);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"a");
+    sim.call(C1, 2, b"b");
+    sim.disk.push_back(disk_error(ENOSPC));
+    sim.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
+    let acts = sim.reply(STORAGE, c, 2, Some(b"s2"), b"r2");
+    assert!(persists(&acts).is_empty(), "no write outside the retry schedule: {acts:?}");
+    let acts = sim.at(10);
+    assert_eq!(persists(&acts), [b"s2".to_vec()], "the retry writes the newest state only");
+    assert_eq!(client_msgs(&acts, C1).len(), 2);
+    assert_eq!(sim.written, [b"s2".to_vec()]);
+}
+
+#[test]
+fn persist_retries_back_off_to_a_cap_and_never_spin() {
+    let mut sim = Sim::with(|d| {
+        d.persist_checkpoint = true;
+        d.heartbeat_interval = Millis(3_600_000);
+    });
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"a");
+    // The write with the reply, then 12 retries, all fail.
+    sim.disk.extend((0..13).map(|_| disk_error(ENOSPC)));
+    sim.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
+    let mut delays = Vec::new();
+    for _ in 0..12 {
+        let due = sim.sup.next_deadline().expect("a retry is scheduled");
+        delays.push(due.0 - sim.now.0);
+        // Nothing happens early, however often the daemon wakes up.
+        assert!(persists(&sim.at(due.0 - 1)).is_empty());
+        assert_eq!(persists(&sim.at(due.0)).len(), 1, "one write per retry");
+    }
+    assert_eq!(delays[..9], [10, 20, 40, 80, 160, 320, 640, 1_000, 1_000]);
+    assert_eq!(delays[9..], [1_000, 1_000, 1_000]);
+    assert_eq!(count_said(&sim, "cannot persist the checkpoint"), 1, "one line per episode");
+    assert!(!client_msgs(&sim.out, C1).iter().any(|m| matches!(m, ClientMsg::Reply { .. })));
+    assert!(sim.state(STORAGE).checkpoint_error.unwrap().contains("(13 attempts over"));
+    // The disk recovers: the reply leaves on the next retry.
+    let due = sim.sup.next_deadline().unwrap();
+    assert_eq!(client_msgs(&sim.at(due.0), C1), [ClientMsg::Reply { seq: 1, body: b"r1".to_vec() }]);
+}
+
+#[test]
+fn held_replies_survive_a_crash_and_a_reconnect_and_run_once() {
+    let mut sim = Sim::with(|d| d.persist_checkpoint = true);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"append");
+    sim.disk.push_back(disk_error(ENOSPC));
+    sim.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
+    // The driver crashes: the new instance starts from the committed state,
+    // and the held request is not replayed (it has its reply).
+    let acts = sim.crash(STORAGE, SEGV);
+    assert!(acts.iter().any(|a| matches!(a,
+        Action::ToDriver { msg: DriverMsg::Init { checkpoint: Some(c), .. }, .. } if c == b"s1")));
+    assert!(requests_sent(&sim.ready(STORAGE)).is_empty());
+    // The client reconnects and retries: attached, not executed again.
+    sim.ev(Event::ClientGone { conn: C1 });
+    sim.hello(C2, Some(c));
+    let acts = sim.call(C2, 1, b"append");
+    assert!(acts.is_empty(), "{acts:?}");
+    let acts = sim.at(10);
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Reply { seq: 1, body: b"r1".to_vec() }]);
+    // And once released, a retry is served from the dedup table.
+    let acts = sim.call(C2, 1, b"append");
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Reply { seq: 1, body: b"r1".to_vec() }]);
+    assert!(requests_sent(&acts).is_empty());
+}
+
+#[test]
+fn shutdown_while_persisting_fails_withholds_the_replies_and_says_so() {
+    let mut sim = Sim::with(|d| d.persist_checkpoint = true);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"append");
+    sim.disk.extend((0..4).map(|_| disk_error(ENOSPC)));
+    sim.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
+    sim.ev(Event::Shutdown);
+    sim.crash(STORAGE, ExitStatus::Code(0));
+    assert_eq!(exits(&sim), (1, 1));
+    assert_eq!(count_said(&sim, "exiting with 1 replies of storage_driver withheld"), 1, "{:#?}", sim.out);
+    let replies = client_msgs(&sim.out, C1).into_iter().filter(|m| matches!(m, ClientMsg::Reply { .. })).count();
+    assert_eq!(replies, 0, "no reply without a durable checkpoint");
+}
+
+#[test]
+fn a_driver_without_persistence_never_holds_replies() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"a");
+    sim.disk.push_back(disk_error(ENOSPC));
+    let acts = sim.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
+    assert!(persists(&acts).is_empty());
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq: 1, body: b"r1".to_vec() }]);
 }
