@@ -70,7 +70,12 @@ pub fn run(args: &[String]) -> Result {
 
 /// The `cargo build` arguments.
 fn cargo_args() -> Vec<String> {
-    let mut args: Vec<String> = ["build", "--release", "--target", TARGET].map(String::from).to_vec();
+    // Debug info would triple the size of what is copied to an SD card; the
+    // symbols stay, so a panic's backtrace still names functions.
+    let mut args: Vec<String> =
+        ["build", "--release", "--config", "profile.release.strip=\"debuginfo\"", "--target", TARGET]
+            .map(String::from)
+            .to_vec();
     let mut packages: Vec<&str> = BINARIES.iter().map(|(p, _)| *p).collect();
     packages.dedup();
     for p in packages {
@@ -134,7 +139,8 @@ mod tests {
         let args = cargo_args().join(" ");
         assert_eq!(
             args,
-            "build --release --target aarch64-unknown-linux-musl -p reinc-supervisor -p reinc-client \
+            "build --release --config profile.release.strip=\"debuginfo\" --target aarch64-unknown-linux-musl \
+             -p reinc-supervisor -p reinc-client \
              -p gpio-driver -p timer-driver --bin supervisor --bin drvctl --bin gpio_driver --bin blink \
              --bin timer_driver"
         );
