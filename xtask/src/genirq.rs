@@ -54,7 +54,8 @@
 //! - Shipping a prebuilt `.ko` in the repository: tied to one ABI, and a
 //!   binary nobody can review.
 //!
-//! Wired in by phase 2 (the rpi3 profile of `cargo xtask qemu-test`).
+//! Used by `kernel::fetch` for profile modules with `build = "genirq"` (the
+//! rpi3 profile of `cargo xtask qemu-test`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

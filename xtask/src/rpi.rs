@@ -33,7 +33,9 @@
 //!   tool (`device-tree-compiler`) that Debian packages.
 //!
 //! Tools: `dtc`, `fdtget` and `fdtoverlay`, all from the Debian package
-//! [`DT_TOOLS_PACKAGE`]. Wired in by phase 2 (the rpi3 profile).
+//! [`DT_TOOLS_PACKAGE`], installed by [`ensure_tools`]. Used by `qemu_test` for
+//! profiles with `[machine.kernel.dtb] patch = "rpi3-uio"`, and by `build-pi`
+//! for the overlay.
 
 use std::path::Path;
 use std::process::Command;
