@@ -22,16 +22,22 @@
 //!   disconnect would be lost, and their retries would execute twice.
 //! - Blocking `call` only: one request in flight cannot keep a driver busy;
 //!   `blk` and the chaos test keep 8+ in flight.
+//! - Resending each `Busy` call as soon as its answer arrives: answers can
+//!   arrive out of seq order and fresh calls slip in between, so execution
+//!   order depended on timing. Resends now go out together, lowest seq
+//!   first, after a short pause, new calls to that driver queue behind them,
+//!   and the supervisor's busy barrier refuses any call that would overtake.
 #![forbid(unsafe_code)]
 
 pub mod control;
 
 use control::{ControlRequest, ControlResponse, MAX_CONTROL_FRAME};
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, send, socket};
 use reinc_proto::{CallError, ClientId, ClientToSup, MAX_FRAME, SupToClient, WireError};
-use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -122,13 +128,28 @@ pub struct Client {
     /// How long to keep trying to reconnect.
     pub reconnect_timeout: Duration,
     /// Resend a call answered `Busy` (not executed) after a short pause,
-    /// instead of returning it. Note that the resent call is queued behind
-    /// calls submitted after it: a client that needs its calls to execute in
-    /// submission order keeps fewer calls in flight than the driver's
-    /// `queue-depth`, so that `Busy` cannot happen.
+    /// instead of returning it (default).
+    ///
+    /// Per-session order holds under backpressure: calls answered `Busy` are
+    /// resent together, lowest seq first, and a new call to a driver that
+    /// has a call waiting for its resend is queued behind it. The supervisor
+    /// enforces the same rule (its busy barrier answers `Busy` to any call
+    /// that would overtake an earlier `Busy` call of the session to the same
+    /// driver), so a driver executes each session's calls in seq order.
+    ///
+    /// With `false`, `Busy` is returned as the call's result; later calls of
+    /// this session to that driver are then answered `Busy` too until the
+    /// call is resubmitted or abandoned, which the supervisor learns once no
+    /// older call is pending (`acked_below` passes it).
     pub retry_busy: bool,
+    /// Calls answered `Busy` (or queued behind one), waiting for `resend_at`.
+    busy: BTreeSet<u64>,
+    resend_at: Option<Instant>,
     reconnects: u32,
 }
+
+/// Pause before calls answered `Busy` are resent.
+const BUSY_PAUSE: Duration = Duration::from_millis(2);
 
 fn connect_seqpacket(path: &Path) -> Result<OwnedFd, Errno> {
     let addr = UnixAddr::new(path)?;
@@ -183,6 +204,8 @@ impl Client {
             buf: vec![0; MAX_FRAME + 1],
             reconnect_timeout: Duration::from_secs(30),
             retry_busy: true,
+            busy: BTreeSet::new(),
+            resend_at: None,
             reconnects: 0,
         };
         c.session = c.hello(None)?;
@@ -264,6 +287,12 @@ impl Client {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.insert(seq, Pending { driver: driver.into(), body: body.to_vec() });
+        if self.retry_busy && self.busy.iter().any(|s| self.pending[s].driver == driver) {
+            // An earlier call to this driver waits for its resend; the
+            // supervisor would answer this one Busy anyway. Go out behind it.
+            self.busy.insert(seq);
+            return Ok(seq);
+        }
         if self.send_call(seq).is_err() {
             self.reconnect()?;
         }
@@ -278,6 +307,21 @@ impl Client {
         loop {
             if self.pending.is_empty() {
                 return Err(ClientError::Idle);
+            }
+            if let Some(at) = self.resend_at {
+                let now = Instant::now();
+                if now >= at {
+                    self.resend_busy()?;
+                    continue;
+                }
+                // Wait for a frame, but no longer than the resend time.
+                let ms = u32::try_from((at - now).as_millis().max(1)).unwrap_or(u32::MAX);
+                let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+                    Ok(0) | Err(Errno::EINTR) => continue,
+                    Ok(_) => {}
+                    Err(source) => return Err(ClientError::Connect { path: self.path.clone(), source }),
+                }
             }
             let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
                 Ok(0) | Err(Errno::ECONNRESET | Errno::ENOTCONN | Errno::EPIPE) => {
@@ -303,10 +347,8 @@ impl Client {
                 continue;
             }
             if result == Err(CallError::Busy) && self.retry_busy {
-                std::thread::sleep(Duration::from_millis(2));
-                if self.send_call(seq).is_err() {
-                    self.reconnect()?;
-                }
+                self.busy.insert(seq);
+                self.resend_at.get_or_insert_with(|| Instant::now() + BUSY_PAUSE);
                 continue;
             }
             self.pending.remove(&seq);
@@ -329,9 +371,24 @@ impl Client {
         }
     }
 
+    /// Resends every call answered `Busy`, lowest seq first, so that the
+    /// supervisor accepts them in seq order.
+    fn resend_busy(&mut self) -> Result<(), ClientError> {
+        self.resend_at = None;
+        for seq in std::mem::take(&mut self.busy) {
+            if self.send_call(seq).is_err() {
+                // Resends every unanswered call, these included.
+                return self.reconnect();
+            }
+        }
+        Ok(())
+    }
+
     /// Re-establishes the connection, resumes the session and resends every
-    /// unanswered call with its original seq.
+    /// unanswered call with its original seq, lowest first.
     fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.busy.clear();
+        self.resend_at = None;
         let deadline = Instant::now() + self.reconnect_timeout;
         loop {
             match connect_seqpacket(&self.path) {

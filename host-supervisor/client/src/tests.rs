@@ -114,3 +114,68 @@ fn busy_calls_are_resent_with_the_same_seq() {
     server.join().unwrap();
     let _ = std::fs::remove_file(path);
 }
+
+/// `(seq, driver)` of a Call frame.
+fn call_to(frame: &[u8]) -> (u64, String) {
+    match reinc_proto::decode::<ClientToSup<'_>>(frame).unwrap() {
+        ClientToSup::Call { seq, driver, .. } => (seq, driver.to_owned()),
+        other => panic!("expected a call, got {other:?}"),
+    }
+}
+
+#[test]
+fn busy_calls_are_resent_in_seq_order_and_later_calls_to_that_driver_wait_behind_them() {
+    let (l, path) = listener("busy-order");
+    let server = std::thread::spawn(move || {
+        let a = Fake::accept(&l);
+        let _ = a.recv();
+        a.send(&SupToClient::Welcome { client: ClientId(1) });
+        let first: Vec<u64> = (0..3).map(|_| call_ids(&a.recv()).0).collect();
+        assert_eq!(first, [1, 2, 3]);
+        // Busy answers may come in any order.
+        a.send(&SupToClient::Failed { seq: 3, error: CallError::Busy });
+        a.send(&SupToClient::Failed { seq: 2, error: CallError::Busy });
+        a.send(&SupToClient::Reply { seq: 1, body: b"1" });
+        // A call to another driver is not held back; the new call to "d"
+        // goes out behind the resends of 2 and 3, in seq order.
+        let next: Vec<(u64, String)> = (0..4).map(|_| call_to(&a.recv())).collect();
+        let d = |s: u64| (s, "d".to_owned());
+        assert_eq!(next, [(5, "e".to_owned()), d(2), d(3), d(4)]);
+        for seq in [5, 2, 3, 4] {
+            a.send(&SupToClient::Reply { seq, body: b"ok" });
+        }
+    });
+    let mut c = Client::connect(&path).unwrap();
+    for _ in 0..3 {
+        c.submit("d", b"x").unwrap();
+    }
+    assert_eq!(c.wait().unwrap(), Completion { seq: 1, result: Ok(b"1".to_vec()) });
+    assert_eq!(c.submit("d", b"x").unwrap(), 4);
+    assert_eq!(c.submit("e", b"y").unwrap(), 5);
+    let mut done: Vec<u64> = (0..4).map(|_| c.wait().unwrap().seq).collect();
+    done.sort_unstable();
+    assert_eq!(done, [2, 3, 4, 5]);
+    server.join().unwrap();
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn without_retry_busy_a_busy_call_is_returned_and_nothing_waits_behind_it() {
+    let (l, path) = listener("busy-return");
+    let server = std::thread::spawn(move || {
+        let a = Fake::accept(&l);
+        let _ = a.recv();
+        a.send(&SupToClient::Welcome { client: ClientId(1) });
+        assert_eq!(call_ids(&a.recv()), (1, 1));
+        a.send(&SupToClient::Failed { seq: 1, error: CallError::Busy });
+        // The abandoned call is acknowledged, so the supervisor lifts its barrier.
+        assert_eq!(call_ids(&a.recv()), (2, 2));
+        a.send(&SupToClient::Reply { seq: 2, body: b"ok" });
+    });
+    let mut c = Client::connect(&path).unwrap();
+    c.retry_busy = false;
+    assert_eq!(c.call("d", b"x").unwrap(), Err(CallError::Busy));
+    assert_eq!(c.call("d", b"x").unwrap(), Ok(b"ok".to_vec()));
+    server.join().unwrap();
+    let _ = std::fs::remove_file(path);
+}

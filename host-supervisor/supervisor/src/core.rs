@@ -6,8 +6,8 @@
 //! returned [`Action`]s (spawn, send, kill, persist, print) in order. Every
 //! rule of the design brief — lifecycle, heartbeats, restart policy,
 //! commit-with-reply, generations, replay, poison, dedup, quarantine,
-//! backpressure — is therefore testable here without processes, and the
-//! tests in `core/tests.rs` do exactly that.
+//! backpressure and its per-session busy barrier — is therefore testable
+//! here without processes, and the tests in `core/tests.rs` do exactly that.
 //!
 //! Like Horust and Hubris' jefe, the core never blocks and never sleeps: it
 //! reports its next deadline ([`Supervisor::next_deadline`]) and the daemon
@@ -300,6 +300,14 @@ pub enum Trace {
     Refused(RequestId, CallError),
     /// A poisoned request was dropped.
     Poisoned(RequestId),
+    /// A call was answered `Busy` because an earlier call of its session to
+    /// the same driver (seq `behind`) is still waiting to be accepted.
+    BusyBarrier {
+        /// The refused call.
+        id: RequestId,
+        /// The earlier seq it must not overtake.
+        behind: u64,
+    },
     /// A checkpoint write failed; `held` replies wait for a retry.
     PersistFailed {
         /// Which driver.
@@ -406,7 +414,55 @@ struct Session {
     cache: BTreeMap<u64, Cached>,
     /// Accepted and unanswered requests.
     pending: BTreeSet<u64>,
+    /// Busy barrier: per driver, the seqs answered `Busy` and not accepted
+    /// since. A new call to that driver with a higher seq than the lowest of
+    /// them is answered `Busy` too, so a resent call can never be overtaken
+    /// by a later one (per-session order under backpressure).
+    busy: BTreeMap<DriverId, BTreeSet<u64>>,
     last_active: Millis,
+}
+
+/// Seqs remembered per session and driver for the busy barrier. Only a
+/// client with more calls than this refused at once can see its order
+/// broken: the barrier keeps the lowest ones, which decide it.
+pub const BUSY_SEQS_PER_DRIVER: usize = 1024;
+
+impl Session {
+    /// The client will never retry below `floor`: forget cached replies and
+    /// busy seqs under it (a barrier must not wait for a call abandoned).
+    fn raise_floor(&mut self, floor: u64) {
+        if floor <= self.floor {
+            return;
+        }
+        self.floor = floor;
+        self.cache = self.cache.split_off(&floor);
+        for set in self.busy.values_mut() {
+            *set = set.split_off(&floor);
+        }
+        self.busy.retain(|_, set| !set.is_empty());
+    }
+
+    /// The lowest seq answered `Busy` for `driver` and not accepted since.
+    fn barrier(&self, driver: DriverId) -> Option<u64> {
+        self.busy.get(&driver).and_then(|set| set.first().copied())
+    }
+
+    /// `seq` was answered `Busy` for `driver`.
+    fn refused_busy(&mut self, driver: DriverId, seq: u64) {
+        let set = self.busy.entry(driver).or_default();
+        set.insert(seq);
+        if set.len() > BUSY_SEQS_PER_DRIVER {
+            set.pop_last();
+        }
+    }
+
+    /// `seq` was accepted, or got a definite answer: it blocks nothing now.
+    fn settled(&mut self, seq: u64) {
+        for set in self.busy.values_mut() {
+            set.remove(&seq);
+        }
+        self.busy.retain(|_, set| !set.is_empty());
+    }
 }
 
 /// The supervisor's whole state.
@@ -821,7 +877,7 @@ impl Supervisor {
             s.cache.insert(rid.seq, reply.clone());
             while s.cache.len() > self.dedup_per_session {
                 let (oldest, _) = s.cache.pop_first().expect("non-empty");
-                s.floor = s.floor.max(oldest + 1);
+                s.raise_floor(oldest + 1);
             }
         }
         if let Some(conn) = s.conn {
@@ -1184,10 +1240,7 @@ impl Supervisor {
         let rid = RequestId { client, seq };
         let s = self.sessions.get_mut(&client).expect("connection's session exists");
         s.last_active = now;
-        if acked_below > s.floor {
-            s.floor = acked_below;
-            s.cache = s.cache.split_off(&acked_below);
-        }
+        s.raise_floor(acked_below);
         if let Some(c) = s.cache.get(&seq) {
             out.push(Action::ToClient { conn, msg: to_msg(seq, c.clone()) });
             self.record(now, Trace::DedupHit(rid));
@@ -1199,8 +1252,13 @@ impl Supervisor {
             self.record(now, Trace::Attached(rid));
             return;
         }
+        // Every answer here but Busy is definite (the client will not resend
+        // the call), so the seq stops holding back later calls.
         let refuse = |me: &mut Self, out: &mut Vec<Action>, error| {
             out.push(fail(error));
+            if let Some(s) = me.sessions.get_mut(&client) {
+                s.settled(seq);
+            }
             me.record(now, Trace::Refused(rid, error));
         };
         if seq < s.floor {
@@ -1219,14 +1277,23 @@ impl Supervisor {
         if matches!(d.phase, Phase::Quarantined | Phase::Stopped | Phase::Stopping { .. }) {
             return refuse(self, out, CallError::DriverFailed);
         }
-        if d.queue.len() >= d.cfg.queue_depth {
-            return refuse(self, out, CallError::Busy);
+        let s = self.sessions.get_mut(&client).expect("exists");
+        // Busy barrier: once a call got Busy, later calls of the session to
+        // this driver wait behind it, so the client's resend cannot be
+        // overtaken and the driver sees the session's calls in seq order.
+        let behind = s.barrier(id).filter(|&b| b < seq);
+        if behind.is_some() || d.queue.len() >= d.cfg.queue_depth || d.queue.push(rid, body.to_vec(), now.0).is_err() {
+            s.refused_busy(id, seq);
+            out.push(fail(CallError::Busy));
+            let t = match behind {
+                Some(behind) => Trace::BusyBarrier { id: rid, behind },
+                None => Trace::Refused(rid, CallError::Busy),
+            };
+            self.record(now, t);
+            return;
         }
-        if d.queue.push(rid, body.to_vec(), now.0).is_err() {
-            // Unreachable: pending was checked and the depth is below capacity.
-            return refuse(self, out, CallError::Busy);
-        }
-        self.sessions.get_mut(&client).expect("exists").pending.insert(seq);
+        s.settled(seq);
+        s.pending.insert(seq);
         self.pump(id, out);
     }
 }
