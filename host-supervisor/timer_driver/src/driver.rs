@@ -261,6 +261,17 @@ impl<S: Source> Driver for TimerDriver<S> {
             ctx.trace(Trace::Refused(error).event());
             return reply_now(state, error);
         }
+        // An interrupt that fired while no Wait was parked (its deadline
+        // passed before the Wait arrived) left genirq masked. Unmask before
+        // this request, so the next deadline interrupts instead of being
+        // found by the counter only.
+        if let Some(IrqWait::Fired { count, missed }) =
+            open.irq.consume().map_err(|source| TimerDriverError::Irq { device: open.what.clone(), source })?
+        {
+            ctx.trace(Event::Irq { count, missed });
+            ctx.trace(open.timer.acknowledge_channel(served).event());
+            open.irq.reenable().map_err(|source| TimerDriverError::Irq { device: open.what.clone(), source })?;
+        }
         let handled = open.timer.handle(state, &request);
         self.finish(ctx, id, state, handled)
     }

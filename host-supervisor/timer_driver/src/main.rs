@@ -27,7 +27,11 @@
 //! answering heartbeats) → on wake: read the event count, clear the channel's
 //! match bit, `write(1)`, run `Wait` again, which completes because the
 //! counter has passed the deadline. A new instance always re-enables after
-//! restoring: a dead predecessor may have left the interrupt disabled.
+//! restoring: a dead predecessor may have left the interrupt disabled. An
+//! interrupt that fires while no `Wait` is parked (the deadline passed
+//! before the `Wait` arrived) leaves genirq masked; the next request of any
+//! kind consumes that event and unmasks first, so the following deadline
+//! interrupts again.
 //!
 //! # Designs rejected
 //! - `timerfd`/`nanosleep` in the driver: the point is the hardware

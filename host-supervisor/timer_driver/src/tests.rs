@@ -260,7 +260,7 @@ fn restart_rewrites_the_compare_and_a_match_latched_while_down_completes_the_wai
     hw.with(|m| m.advance(600));
     assert!(b.kernel.tick(&hw, Channel::C3), "the latched match interrupts once re-enabled");
     assert_eq!(b.call(TimerRequest::Wait { channel: 3 }), TimerReply::Fired { channel: 3, at, fires: 1 });
-    // The stale event is consumed by the next Wait, which still waits for its own.
+    // The stale event was consumed by that Wait; the next one waits for its own.
     b.call(TimerRequest::ArmIn { channel: 3, micros: 100 });
     let id = b.submit(TimerRequest::Wait { channel: 3 });
     b.sync(7);
@@ -269,6 +269,25 @@ fn restart_rewrites_the_compare_and_a_match_latched_while_down_completes_the_wai
     hw.with(|m| m.advance(100));
     assert!(b.kernel.tick(&hw, Channel::C3), "re-enabled after the stale event, so the new match interrupts");
     assert!(matches!(b.reply(id), TimerReply::Fired { fires: 2, .. }));
+}
+
+#[test]
+fn interrupt_that_fired_before_its_wait_is_unmasked_by_the_next_request() {
+    let hw = Hw::new(0);
+    let mut t = start(&hw, 1, None, GRACE).unwrap();
+    let TimerReply::Armed { at, .. } = t.call(TimerRequest::ArmIn { channel: 3, micros: 100 }) else { panic!() };
+    hw.with(|m| m.advance(100));
+    assert!(t.kernel.tick(&hw, Channel::C3), "the deadline interrupts with no Wait parked; genirq masks it");
+    assert_eq!(t.call(TimerRequest::Wait { channel: 3 }), TimerReply::Fired { channel: 3, at, fires: 1 });
+    t.kernel.drain_reenables();
+    assert_eq!(t.kernel.reenables, 2, "Init's write(1), then the one for the event found at the Wait");
+    assert!(t.kernel.enabled, "unmasked before the next deadline is armed");
+    t.call(TimerRequest::ArmIn { channel: 3, micros: 100 });
+    let id = t.submit(TimerRequest::Wait { channel: 3 });
+    t.sync(3);
+    hw.with(|m| m.advance(100));
+    assert!(t.kernel.tick(&hw, Channel::C3), "the next deadline interrupts");
+    assert!(matches!(t.reply(id), TimerReply::Fired { fires: 2, .. }));
 }
 
 #[test]
