@@ -58,34 +58,57 @@ pub fn run_echo() -> Result<(), BenchError> {
 /// The relay helper: forwards frames between stdin (client side) and stdout
 /// (echo side) in both directions, until either side closes.
 ///
+/// Like the supervisor, it never blocks on a send: frames a peer cannot take
+/// yet wait in a queue and go out on `POLLOUT`. (A blocking relay deadlocks
+/// as soon as frames in flight exceed the socket buffers: it blocks sending
+/// to the echo helper, which blocks sending back to it.)
+///
 /// # Errors
 /// A socket error.
 pub fn run_relay() -> Result<(), BenchError> {
+    use std::collections::VecDeque;
     let up = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| BenchError::io("relay stdin", e))?;
     let down = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| BenchError::io("relay stdout", e))?;
     let mut buf = vec![0u8; 1 << 16];
+    // pending[0]: frames for `down`; pending[1]: frames for `up`.
+    let mut pending: [VecDeque<Vec<u8>>; 2] = [VecDeque::new(), VecDeque::new()];
     loop {
-        let mut fds = [PollFd::new(up.as_fd(), PollFlags::POLLIN), PollFd::new(down.as_fd(), PollFlags::POLLIN)];
+        let flags = |out: &VecDeque<Vec<u8>>| {
+            if out.is_empty() { PollFlags::POLLIN } else { PollFlags::POLLIN | PollFlags::POLLOUT }
+        };
+        let mut fds = [PollFd::new(up.as_fd(), flags(&pending[1])), PollFd::new(down.as_fd(), flags(&pending[0]))];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(sys("relay poll")(e)),
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
-        for (i, (from, to)) in [(&up, &down), (&down, &up)].into_iter().enumerate() {
-            if !ready[i] {
+        let ready: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
+        // Frames read from `up` (i = 0) queue for `down` (pending[0]) and
+        // the other way round.
+        for (i, fd) in [&up, &down].into_iter().enumerate() {
+            if !ready[i].intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                 continue;
             }
             // Drain what is there, like the supervisor does.
             loop {
-                match recv(from.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                     Ok(0) => return Ok(()),
-                    Ok(n) => {
-                        send(to.as_raw_fd(), &buf[..n], MsgFlags::MSG_NOSIGNAL).map_err(sys("relay send"))?;
-                    }
+                    Ok(n) => pending[i].push_back(buf[..n].to_vec()),
                     Err(nix::errno::Errno::EAGAIN) => break,
                     Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(sys("relay recv")(e)),
+                }
+            }
+        }
+        for (fd, q) in [(&down, 0usize), (&up, 1)] {
+            while let Some(f) = pending[q].front() {
+                match send(fd.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+                    Ok(_) => {
+                        pending[q].pop_front();
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(sys("relay send")(e)),
                 }
             }
         }
@@ -155,13 +178,13 @@ impl RawPath {
         Ok(out)
     }
 
-    /// Keeps `depth` messages in flight for `duration`; returns messages
-    /// completed per second.
+    /// Keeps `depth` messages of `size` bytes in flight for `duration`;
+    /// returns messages completed (echoed back) per second.
     ///
     /// # Errors
     /// A socket error.
-    pub fn throughput(&mut self, depth: usize, duration: Duration) -> Result<f64, BenchError> {
-        let msg = [0x5au8; MSG_BYTES];
+    pub fn throughput(&mut self, depth: usize, size: usize, duration: Duration) -> Result<f64, BenchError> {
+        let msg = vec![0x5au8; size];
         for _ in 0..depth {
             self.send(&msg)?;
         }

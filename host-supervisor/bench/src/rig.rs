@@ -150,9 +150,8 @@ impl Supervisor {
             .map_err(|e| BenchError::io(bins.supervisor.display(), e))?;
         let sup = Self { child: Some(child), dir: dir.into(), runtime, log };
         let n = drivers.len();
-        sup.wait_status(timeout, |rows| rows.len() == n && rows.iter().all(|r| r.state.name() == "running")).map_err(
-            |_| BenchError::Setup(format!("not all {n} drivers running within {timeout:?}; {}", sup.tail())),
-        )?;
+        sup.wait_status(timeout, |rows| rows.len() == n && rows.iter().all(|r| r.state.name() == "running"))
+            .map_err(|e| BenchError::Setup(format!("not all {n} drivers running: {e}; {}", sup.tail())))?;
         Ok(sup)
     }
 
@@ -204,13 +203,13 @@ impl Supervisor {
     ) -> Result<Vec<DriverStatus>, BenchError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(rows) = self.status()
-                && f(&rows)
-            {
-                return Ok(rows);
-            }
+            let last = match self.status() {
+                Ok(rows) if f(&rows) => return Ok(rows),
+                Ok(rows) => format!("last status: {rows:?}"),
+                Err(e) => format!("last error: {e}"),
+            };
             if Instant::now() >= deadline {
-                return Err(BenchError::Timeout(format!("supervisor status condition after {timeout:?}")));
+                return Err(BenchError::Timeout(format!("a supervisor status condition ({timeout:?}); {last}")));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
