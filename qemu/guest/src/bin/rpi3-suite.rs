@@ -42,7 +42,7 @@ const PI_CONFIG: &str = include_str!("../../../rpi3/pi.toml");
 const CONFIG_PATH: &str = "/etc/reinc/pi.toml";
 /// Must match `runtime-dir` and `state-dir` in the configuration.
 const RUNTIME_DIR: &str = "/run/reinc";
-const STATE_DIR: &str = "/var/lib/reinc";
+const STATE_DIR: &str = "/run/reinc-state";
 const GPIO_DRIVER: &str = "gpio";
 const TIMER_DRIVER: &str = "timer";
 /// The UIO names of the device-tree nodes (`dts/reinc-uio-nodes.dtsi`) and
