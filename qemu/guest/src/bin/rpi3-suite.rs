@@ -399,6 +399,30 @@ fn timer_driver_completes_waits_by_interrupt_and_refuses_the_other_channel(ctx: 
     Ok(())
 }
 
+/// Bad requests through the supervisor get typed errors from gpio_driver,
+/// change no register and cost no restart: a pin that does not exist, the
+/// UART's pin (not in pi.toml's `--pins`), and a body that is not a request.
+fn gpio_driver_answers_bad_requests_with_errors_and_keeps_running(ctx: &Ctx) -> TestResult {
+    let mut client = connect()?;
+    let raw = ctx.gpio_map()?;
+    let before = gpio_snapshot(&raw)?;
+    let gen_before = status(GPIO_DRIVER)?.generation;
+    for (req, want) in [
+        (GpioRequest::SetLevel { pin: 60, level: Level::High }, GpioError::InvalidPin { pin: 60 }),
+        (GpioRequest::SetDirection { pin: 14, dir: Direction::Output }, GpioError::PinNotAllowed { pin: 14 }),
+    ] {
+        ensure_eq!(gpio_call(&mut client, req)?, GpioReply::Error(want), "{req:?} through {GPIO_DRIVER}");
+    }
+    let reply = client.call(GPIO_DRIVER, &[0xff, 0xff, 0xff]).context(|| "malformed body".into())?;
+    let reply = reply.map_err(|e| Failure::check(format!("malformed body failed the call: {e}")))?;
+    let reply: GpioReply = postcard::from_bytes(&reply).context(|| "reply to a malformed body".into())?;
+    ensure_eq!(reply, GpioReply::Error(GpioError::MalformedRequest { len: 3 }), "malformed body");
+    ensure_eq!(gpio_snapshot(&raw)?, before, "GPFSEL0..5 and GPLEV0/1 after the bad requests");
+    let after = status(GPIO_DRIVER)?;
+    ensure!(running(&after) && after.generation == gen_before, "{GPIO_DRIVER} was restarted: {after:?}");
+    Ok(())
+}
+
 /// The seed's scenario: `blink` toggles GPIO17 on timer interrupts; the
 /// pins are scrambled behind the driver's back and `gpio_driver` is killed
 /// with SIGSEGV mid-blink. The supervisor restarts it, the new instance
@@ -593,6 +617,7 @@ fn main() -> ExitCode {
         test!(timer_compare_interrupts_arrive_with_growing_event_counts),
         test!(supervisor_runs_both_drivers_from_the_shipped_pi_config),
         test!(timer_driver_completes_waits_by_interrupt_and_refuses_the_other_channel),
+        test!(gpio_driver_answers_bad_requests_with_errors_and_keeps_running),
         test!(gpio_driver_killed_by_sigsegv_mid_blink_comes_back_with_its_pins_restored),
         test!(drvctl_status_and_persisted_checkpoints_match),
         test!(shutdown_stops_both_drivers),
