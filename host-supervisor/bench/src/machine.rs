@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// What the figures were measured on.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Machine {
     /// `model name` from `/proc/cpuinfo`.
     pub cpu: String,
@@ -17,6 +17,9 @@ pub struct Machine {
     pub memory_mib: u64,
     /// Filesystem type of the directory persisted checkpoints go to.
     pub state_fs: String,
+    /// 1-minute load average when the run started (other tenants' work
+    /// shows here; the ratios are meant to survive it, absolute times not).
+    pub load_at_start: f64,
 }
 
 impl Machine {
@@ -32,8 +35,15 @@ impl Machine {
                 .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned()),
             memory_mib: kib_field(&meminfo, "MemTotal:").unwrap_or(0) / 1024,
             state_fs: filesystem_of(state_dir).unwrap_or_else(|| "unknown".into()),
+            load_at_start: load_average().unwrap_or(f64::NAN),
         }
     }
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+#[must_use]
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 fn cpu_model(cpuinfo: &str) -> Option<String> {

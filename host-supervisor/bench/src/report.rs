@@ -111,7 +111,7 @@ pub struct Report {
     pub machine: Machine,
     /// Every figure.
     pub rows: Vec<Row>,
-    /// Replay time (ms) against queue length: the least-squares line.
+    /// Replay drain time (ms) against queue length: the least-squares line.
     pub replay_fit: Option<Line>,
     /// Wall time of the run, seconds.
     pub duration_secs: f64,
@@ -206,8 +206,8 @@ impl Report {
         let _ = writeln!(t, "# reinc benchmark report ({} run)\n", self.mode);
         let _ = writeln!(
             t,
-            "Machine: {} · {} cores · Linux {} · {} MiB RAM · checkpoints on {}\n",
-            m.cpu, m.cores, m.kernel, m.memory_mib, m.state_fs
+            "Machine: {} · {} cores · Linux {} · {} MiB RAM · checkpoints on {} · load average {:.2} at start\n",
+            m.cpu, m.cores, m.kernel, m.memory_mib, m.state_fs, m.load_at_start
         );
         let _ = writeln!(
             t,
@@ -238,7 +238,7 @@ impl Report {
             {
                 let _ = writeln!(
                     t,
-                    "\nReplay time = {:.3} ms + {:.2} µs × queue length (R² = {:.4}).",
+                    "\nReplay drain time (first to last replayed reply) = {:.3} ms + {:.2} µs × queue length (R² = {:.4}).",
                     l.intercept,
                     l.slope * 1000.0,
                     l.r2
@@ -278,7 +278,14 @@ mod tests {
     use super::*;
 
     fn machine() -> Machine {
-        Machine { cpu: "test cpu".into(), cores: 2, kernel: "6.1".into(), memory_mib: 1024, state_fs: "ext4".into() }
+        Machine {
+            cpu: "test cpu".into(),
+            cores: 2,
+            kernel: "6.1".into(),
+            memory_mib: 1024,
+            state_fs: "ext4".into(),
+            load_at_start: 0.5,
+        }
     }
 
     fn report(rows: Vec<Row>) -> Report {
