@@ -18,14 +18,8 @@ fn main() {
     reinc_guest::init_logging();
     let halt = match catch_unwind(AssertUnwindSafe(run)) {
         Ok(Ok(halt)) => halt,
-        Ok(Err(e)) => {
-            init::report_error(&e.to_string());
-            Halt::PowerOff
-        }
-        Err(_) => {
-            init::report_error("reinc-init panicked (message above)");
-            Halt::PowerOff
-        }
+        Ok(Err(e)) => early_failure(&e.to_string()),
+        Err(_) => early_failure("reinc-init panicked (message above)"),
     };
     nix::unistd::sync();
     let mode = match halt {
@@ -39,6 +33,17 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// A failure before the plan could be followed. The error line fails the
+/// run; the (empty) summary after it lets the xtask stop waiting after its
+/// short post-summary grace, even on a machine where power-off only halts
+/// the CPU (raspi3b), instead of sitting out the whole boot timeout. The
+/// plan's halt method is unknown here, so try power-off.
+fn early_failure(error: &str) -> Halt {
+    init::report_error(error);
+    println!("{}", Tally::default().summary());
+    Halt::PowerOff
 }
 
 /// Everything up to the summary. Setup problems that still let the suites
