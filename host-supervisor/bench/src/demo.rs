@@ -302,13 +302,13 @@ fn catches_segv(pid: u32) -> Option<bool> {
 }
 
 /// Sends SIGSEGV to `pid` until it dies of it; returns when the lethal
-/// signal was sent and how many were sent.
+/// signal was sent.
 ///
 /// Every Rust program has std's SIGSEGV handler (stack-overflow detection).
 /// For a signal sent with `kill` there is no faulting instruction, so the
 /// handler only restores the default action and returns: the first signal
 /// is absorbed. Once `SigCgt` shows the handler gone, a second one kills.
-fn kill_segv(pid: u32) -> Result<(Instant, u32), BenchError> {
+fn kill_segv(pid: u32) -> Result<Instant, BenchError> {
     let send = || {
         let t = Instant::now();
         kill(Pid::from_raw(pid as i32), Signal::SIGSEGV)
@@ -319,9 +319,16 @@ fn kill_segv(pid: u32) -> Result<(Instant, u32), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match catches_segv(pid) {
-            None => return Ok((first, 1)),
+            None => return Ok(first),
             // The handler has run (or none was installed): the default action kills.
-            Some(false) => return Ok((send()?, 2)),
+            Some(false) => {
+                // Said before the lethal signal, so it shows before the supervisor's lines.
+                say(
+                    "  (sent twice: Rust's std catches the first SIGSEGV for its stack-overflow check and, finding\n   \
+                     no fault to re-execute, only restores the default action; a real segfault dies at once)",
+                );
+                return send();
+            }
             Some(true) if Instant::now() > deadline => {
                 return Err(BenchError::Timeout(format!("{STORAGE} (pid {pid}) to handle SIGSEGV")));
             }
@@ -417,11 +424,7 @@ fn write_phase(client: &mut Client, args: &DemoArgs, res: &mut DemoResult) -> Re
                 mib(args.size),
                 inflight.len()
             ));
-            let (t, sent) = kill_segv(pid)?;
-            if sent > 1 {
-                say("  (sent twice: Rust's std catches the first SIGSEGV for its stack-overflow check and, finding");
-                say("   no fault to re-execute, only restores the default action; a real segfault dies at once)");
-            }
+            let t = kill_segv(pid)?;
             res.killed_pid = pid;
             kill_point = Some((t, st.generation));
         }
