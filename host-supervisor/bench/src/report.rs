@@ -252,6 +252,10 @@ impl Report {
             let _ = writeln!(t, "None.");
         }
         for r in gaps {
+            if r.value.is_none() {
+                let _ = writeln!(t, "- {}: not measured: {}", r.name, r.note);
+                continue;
+            }
             let _ = writeln!(
                 t,
                 "- {}: {} {} against {} ({}); target {}",
@@ -323,6 +327,7 @@ mod tests {
         let rep = report(rows);
         assert!(rep.sanity_problems().is_empty());
         assert_eq!(rep.gaps().count(), 1);
+        assert!(rep.markdown().contains("- replay 10000: not measured: queue capacity is 1024\n"));
     }
 
     #[test]
