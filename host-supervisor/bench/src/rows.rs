@@ -100,6 +100,8 @@ pub fn run_all(bins: &Bins, work: &Path, budget: &Budget) -> Result<Report, Benc
     let step = |name: &str| eprintln!("reinc-bench: {name} ({:.0} s)", started.elapsed().as_secs_f64());
     step("1-2. round trip and throughput");
     rows.extend(round_trip_and_throughput(bins, &work.join("rtt"), budget, &mut shared)?);
+    step("1. round trip, every process on one CPU");
+    rows.extend(round_trip_pinned(bins, &work.join("rtt-pinned"), budget)?);
     step("3. recovery time");
     rows.extend(recovery(bins, &work.join("recovery"), budget)?);
     step("4. checkpoint cost");
@@ -207,15 +209,14 @@ fn storage_spec(bins: &Bins, dir: &Path, blocks: u64) -> DriverSpec {
 /// another tenant of the machine hits both sides of a ratio alike.
 const ROUNDS: usize = 10;
 
-/// Sections 1 and 2.
-fn round_trip_and_throughput(bins: &Bins, dir: &Path, b: &Budget, shared: &mut Shared) -> Result<Vec<Row>, BenchError> {
-    let mut raw = RawPath::direct(&bins.harness)?;
-    let mut relay = RawPath::relay(&bins.harness)?;
-    // The supervisor's window is raised to 64 so that 64 in flight reach the
-    // driver, as they reach the echo helper through the raw relay.
-    let spec = storage_spec(bins, dir, 1024).set("window", 64);
-    let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
-    let mut client = sup.client()?;
+/// Round trips of one raw hop, the raw relay and the supervisor (a storage
+/// `Nop`), `samples` each, in [`ROUNDS`] interleaved rounds after a warm-up.
+fn interleaved_rtt(
+    raw: &mut RawPath,
+    relay: &mut RawPath,
+    client: &mut Client,
+    samples: usize,
+) -> Result<(stats::Percentiles, stats::Percentiles, stats::Percentiles), BenchError> {
     let nop = storage_body(&StorageRequest::Nop);
     let driver = "storage_driver";
     let mut sup_call = |n: usize| -> Result<Vec<Duration>, BenchError> {
@@ -233,14 +234,99 @@ fn round_trip_and_throughput(bins: &Bins, dir: &Path, b: &Budget, shared: &mut S
     relay.round_trips(200)?;
     sup_call(200)?;
     let (mut raw_s, mut relay_s, mut sup_s) = (Vec::new(), Vec::new(), Vec::new());
-    let per = (b.rtt_samples / ROUNDS).max(1);
+    let per = (samples / ROUNDS).max(1);
     for _ in 0..ROUNDS {
         raw_s.extend(raw.round_trips(per)?);
         relay_s.extend(relay.round_trips(per)?);
         sup_s.extend(sup_call(per)?);
     }
+    Ok((percentiles(&raw_s), percentiles(&relay_s), percentiles(&sup_s)))
+}
+
+/// Restores the calling thread's CPU affinity when dropped.
+struct Pinned(nix::sched::CpuSet);
+
+impl Pinned {
+    /// Pins the calling thread, and so every process it starts from now on,
+    /// to the first CPU it may run on.
+    fn to_one_cpu() -> Result<(Self, usize), BenchError> {
+        use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+        let me = Pid::from_raw(0);
+        let old = sched_getaffinity(me).map_err(|e| BenchError::io("sched_getaffinity", e.into()))?;
+        let cpu = (0..CpuSet::count())
+            .find(|&c| old.is_set(c).unwrap_or(false))
+            .ok_or_else(|| BenchError::Setup("no CPU in this process's affinity mask".into()))?;
+        let mut one = CpuSet::new();
+        one.set(cpu).map_err(|e| BenchError::io("CpuSet::set", e.into()))?;
+        sched_setaffinity(me, &one).map_err(|e| BenchError::io(format!("pinning to CPU {cpu}"), e.into()))?;
+        Ok((Self(old), cpu))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), &self.0);
+    }
+}
+
+/// Section 1 again with every process on one CPU: no cross-CPU wake-ups,
+/// whose cost on a virtual machine swings with what the other vCPU is doing
+/// (7 to 45 µs per wake-up was seen here), so this pair of figures compares
+/// the software paths alone.
+fn round_trip_pinned(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
+    let (pin, cpu) = Pinned::to_one_cpu()?;
+    let mut raw = RawPath::direct(&bins.harness)?;
+    let mut relay = RawPath::relay(&bins.harness)?;
+    let sup = Supervisor::start(bins, dir, &[storage_spec(bins, dir, 1024)], Duration::from_secs(10))?;
+    let mut client = sup.client()?;
+    let (raw_rtt, relay_rtt, sup_rtt) = interleaved_rtt(&mut raw, &mut relay, &mut client, b.rtt_samples / 2)?;
+    drop((raw, relay, client, sup));
+    drop(pin);
+    let on = format!("all processes on CPU {cpu}");
+    Ok(vec![
+        Row::new(
+            1,
+            "round trip p50, one CPU",
+            sup_rtt.p50_us,
+            "us",
+            "raw two-hop relay p50, one CPU",
+            relay_rtt.p50_us,
+        )
+        .goal(Goal::RatioAtMost(2.5))
+        .note(format!("{on}; {} samples each, {ROUNDS} interleaved rounds", sup_rtt.n)),
+        Row::new(
+            1,
+            "round trip p99, one CPU",
+            sup_rtt.p99_us,
+            "us",
+            "raw two-hop relay p99, one CPU",
+            relay_rtt.p99_us,
+        ),
+        Row::new(
+            1,
+            "round trip p50 against one raw hop, one CPU",
+            sup_rtt.p50_us,
+            "us",
+            "raw SOCK_SEQPACKET p50, one CPU",
+            raw_rtt.p50_us,
+        )
+        .note(on),
+    ])
+}
+
+/// Sections 1 and 2.
+fn round_trip_and_throughput(bins: &Bins, dir: &Path, b: &Budget, shared: &mut Shared) -> Result<Vec<Row>, BenchError> {
+    let mut raw = RawPath::direct(&bins.harness)?;
+    let mut relay = RawPath::relay(&bins.harness)?;
+    // The supervisor's window is raised to 64 so that 64 in flight reach the
+    // driver, as they reach the echo helper through the raw relay.
+    let spec = storage_spec(bins, dir, 1024).set("window", 64);
+    let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
+    let mut client = sup.client()?;
+    let nop = storage_body(&StorageRequest::Nop);
+    let driver = "storage_driver";
+    let (raw_rtt, relay_rtt, sup_rtt) = interleaved_rtt(&mut raw, &mut relay, &mut client, b.rtt_samples)?;
     drop(raw);
-    let (raw_rtt, relay_rtt, sup_rtt) = (percentiles(&raw_s), percentiles(&relay_s), percentiles(&sup_s));
     let mut rows = vec![
         Row::new(
             1,
