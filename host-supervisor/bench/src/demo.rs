@@ -289,52 +289,29 @@ pub fn run(args: &DemoArgs) -> Result<DemoResult, BenchError> {
     Ok(res)
 }
 
-/// Whether `pid` has a handler installed for SIGSEGV (`SigCgt` in
-/// `/proc/PID/status`); `None` if it is gone.
-fn catches_segv(pid: u32) -> Option<bool> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    if status.lines().any(|l| l.starts_with("State:") && l.contains("zombie")) {
-        return None;
-    }
-    let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim();
-    let mask = u64::from_str_radix(mask, 16).ok()?;
-    Some(mask & (1 << (Signal::SIGSEGV as i32 - 1)) != 0)
+/// Whether `pid` is still running (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains("zombie")))
 }
 
-/// Sends SIGSEGV to `pid` until it dies of it; returns when the lethal
-/// signal was sent.
+/// Sends one SIGSEGV to `pid`, as an operator would, and checks that it
+/// dies of it; returns when the signal was sent.
 ///
-/// Every Rust program has std's SIGSEGV handler (stack-overflow detection).
-/// For a signal sent with `kill` there is no faulting instruction, so the
-/// handler only restores the default action and returns: the first signal
-/// is absorbed. Once `SigCgt` shows the handler gone, a second one kills.
+/// The driver runtime makes a *sent* SIGSEGV lethal the first time (std's
+/// stack-overflow handler would otherwise absorb it), so one signal must do.
 fn kill_segv(pid: u32) -> Result<Instant, BenchError> {
-    let send = || {
-        let t = Instant::now();
-        kill(Pid::from_raw(pid as i32), Signal::SIGSEGV)
-            .map(|()| t)
-            .map_err(|e| BenchError::io(format!("kill -SEGV {pid} ({STORAGE})"), e.into()))
-    };
-    let first = send()?;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match catches_segv(pid) {
-            None => return Ok(first),
-            // The handler has run (or none was installed): the default action kills.
-            Some(false) => {
-                // Said before the lethal signal, so it shows before the supervisor's lines.
-                say(
-                    "  (sent twice: Rust's std catches the first SIGSEGV for its stack-overflow check and, finding\n   \
-                     no fault to re-execute, only restores the default action; a real segfault dies at once)",
-                );
-                return send();
-            }
-            Some(true) if Instant::now() > deadline => {
-                return Err(BenchError::Timeout(format!("{STORAGE} (pid {pid}) to handle SIGSEGV")));
-            }
-            Some(true) => std::thread::sleep(Duration::from_micros(20)),
+    let t = Instant::now();
+    kill(Pid::from_raw(pid as i32), Signal::SIGSEGV)
+        .map_err(|e| BenchError::io(format!("kill -SEGV {pid} ({STORAGE})"), e.into()))?;
+    let deadline = t + Duration::from_secs(2);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(format!("{STORAGE} (pid {pid}) to die of one SIGSEGV")));
         }
+        std::thread::sleep(Duration::from_micros(50));
     }
+    Ok(t)
 }
 
 fn net(client: &mut Client) -> Result<u64, BenchError> {
