@@ -1,4 +1,5 @@
-//! Fixed-capacity FIFO of in-flight requests, keyed by request id.
+//! Bounded FIFO of in-flight requests, keyed by request id, over storage the
+//! caller provides.
 //!
 //! # Why this crate exists
 //! The supervisor holds, per driver, every request it accepted and that has no
@@ -20,19 +21,51 @@
 //! for `e0` (drivers answer in FIFO order). [`RequestQueue::rewind`] after a
 //! restart sets `forwarded` to 0, so everything is sent again from the head.
 //!
+//! # Storage
+//! The queue is a ring over a slice of [`Slot`]s that the owner provides, as
+//! any `S: AsRef<[Slot<P>]> + AsMut<[Slot<P>]>`; its capacity is the slice's
+//! length, fixed for the queue's life. The crate itself never allocates:
+//! - firmware uses an array, `[Slot<P>; N]` (see [`ArrayQueue`] and its
+//!   `const` constructor [`RequestQueue::new_const`]) or a
+//!   `&'static mut [Slot<P>]` carved out of a static;
+//! - the std supervisor uses a `Box<[Slot<P>]>` whose length is the driver's
+//!   configured `queue-depth`, so its memory follows the configuration rather
+//!   than a compile-time worst case.
+//!
+//! # Costs
+//! Push, forward, complete and replay are O(1) per entry. The duplicate check
+//! in [`RequestQueue::push`] is a linear scan of the queued entries, so filling
+//! a queue of `n` costs O(n²) id comparisons (about 50 M for a 10 000-deep
+//! backlog); that is what keeps the crate allocator-free and index-free.
+//!
 //! # Designs rejected
 //! - A map keyed by id plus a separate order list: two structures to keep in
-//!   step, for a queue that holds a few dozen entries; a linear scan for
-//!   duplicates over a contiguous ring is cheaper than hashing at this size.
+//!   step; without an allocator the map would be one more caller-provided
+//!   table to size. Revisit if deep queues make the push scan show up.
 //! - Removing an entry when it is forwarded (keeping only "waiting" ones): the
 //!   entry would be lost if the driver crashed before replying. An entry
 //!   leaves the queue only with its reply (or a definite error).
-//! - Dynamic allocation: the crate must build for firmware with no allocator,
-//!   so capacity is a const generic over `heapless::Deque`.
+//! - Capacity as a const generic over `heapless::Deque` (the first version):
+//!   one compile-time capacity for every driver whatever its `queue-depth`,
+//!   so a host supervisor paid 1024 slots per driver (about 7 MiB of RSS with
+//!   128 drivers) and could never hold a 10 000-deep backlog.
+//! - A `VecDeque` in the supervisor instead of this crate: a second
+//!   implementation of the same rules (duplicates, window, replay, poison)
+//!   that firmware could not share, since the core must not need an allocator.
+//! - An `alloc` feature storing a `Vec` inside the crate: two code paths and a
+//!   feature that changes a `no_std` core's requirements; generic storage gives
+//!   the same result with one path and no feature.
+//! - `MaybeUninit` slots (no per-slot tag): needs `unsafe` here, where
+//!   `#![forbid(unsafe_code)]` holds; a slot is an `Option`, which costs at
+//!   most a tag and usually nothing (`Vec` payloads have a niche).
+//! - Storage that grows with traffic (memory proportional to the backlog
+//!   rather than to `queue-depth`): a ring cannot grow in place over a slice,
+//!   and relocation would make a push O(n) at the worst moment (a deep
+//!   backlog while a driver is down).
 #![no_std]
 #![forbid(unsafe_code)]
 
-use heapless::Deque;
+use core::marker::PhantomData;
 use reinc_proto::RequestId;
 
 /// One accepted request.
@@ -47,6 +80,23 @@ pub struct Entry<P> {
     /// How many driver instances died while this entry was the oldest
     /// forwarded one (poison detection).
     pub crashes: u32,
+}
+
+/// One place in a queue's storage: empty, or holding an [`Entry`]. Opaque:
+/// only the queue reads and writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot<P>(Option<Entry<P>>);
+
+impl<P> Slot<P> {
+    /// An empty slot, usable in `const` contexts: `[Slot::EMPTY; N]` for
+    /// `Copy` payloads, `[const { Slot::EMPTY }; N]` for any.
+    pub const EMPTY: Self = Self(None);
+}
+
+impl<P> Default for Slot<P> {
+    fn default() -> Self {
+        Self::EMPTY
+    }
 }
 
 /// Why the queue refused an operation.
@@ -90,43 +140,69 @@ pub enum CompleteError {
     },
 }
 
-/// A bounded FIFO of requests with an in-flight window.
+/// A bounded FIFO of requests with an in-flight window, stored in `S`.
+///
+/// Invariant: the slots at ring positions `head .. head + len` (modulo the
+/// capacity) are occupied, every other slot is empty, and
+/// `forwarded <= len`.
 #[derive(Debug)]
-pub struct RequestQueue<P, const N: usize> {
-    entries: Deque<Entry<P>, N>,
+pub struct RequestQueue<P, S> {
+    slots: S,
+    /// Ring index of the oldest entry.
+    head: usize,
+    /// Number of queued entries.
+    len: usize,
     /// Entries `0..forwarded` were sent to the current instance.
     forwarded: usize,
+    _payload: PhantomData<P>,
 }
 
-impl<P, const N: usize> Default for RequestQueue<P, N> {
+/// A queue over an inline array of `N` slots: the firmware form, no
+/// allocator, capacity fixed at compile time.
+pub type ArrayQueue<P, const N: usize> = RequestQueue<P, [Slot<P>; N]>;
+
+impl<P, const N: usize> RequestQueue<P, [Slot<P>; N]> {
+    /// An empty queue over an inline array, usable in `const` and `static`
+    /// initialisers.
+    #[must_use]
+    pub const fn new_const() -> Self {
+        Self { slots: [const { Slot::EMPTY }; N], head: 0, len: 0, forwarded: 0, _payload: PhantomData }
+    }
+}
+
+impl<P, const N: usize> Default for RequestQueue<P, [Slot<P>; N]> {
     fn default() -> Self {
-        Self::new()
+        Self::new_const()
     }
 }
 
-impl<P, const N: usize> RequestQueue<P, N> {
-    /// An empty queue.
+impl<P, S: AsRef<[Slot<P>]> + AsMut<[Slot<P>]>> RequestQueue<P, S> {
+    /// An empty queue over `storage`; its capacity is `storage`'s length.
+    /// Whatever the slots held before is dropped.
     #[must_use]
-    pub const fn new() -> Self {
-        Self { entries: Deque::new(), forwarded: 0 }
+    pub fn new(mut storage: S) -> Self {
+        for slot in storage.as_mut() {
+            slot.0 = None;
+        }
+        Self { slots: storage, head: 0, len: 0, forwarded: 0, _payload: PhantomData }
     }
 
-    /// The capacity, `N`.
+    /// The capacity: the storage's length.
     #[must_use]
-    pub const fn capacity(&self) -> usize {
-        N
+    pub fn capacity(&self) -> usize {
+        self.slots.as_ref().len()
     }
 
     /// Number of queued entries (forwarded or not).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// True when nothing is queued.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Number of entries sent to the current instance and not yet answered.
@@ -135,10 +211,26 @@ impl<P, const N: usize> RequestQueue<P, N> {
         self.forwarded
     }
 
+    /// Ring index of the `i`-th entry from the head (`i <= len < capacity`
+    /// or `i == len == capacity` wrapping to the head).
+    fn index(&self, i: usize) -> usize {
+        let cap = self.capacity();
+        let j = self.head + i;
+        if j >= cap { j - cap } else { j }
+    }
+
+    /// The `i`-th entry from the head.
+    fn get(&self, i: usize) -> Option<&Entry<P>> {
+        if i >= self.len {
+            return None;
+        }
+        self.slots.as_ref()[self.index(i)].0.as_ref()
+    }
+
     /// True if an entry with `id` is queued.
     #[must_use]
     pub fn contains(&self, id: RequestId) -> bool {
-        self.entries.iter().any(|e| e.id == id)
+        self.iter().any(|(e, _)| e.id == id)
     }
 
     /// Appends a request at the tail.
@@ -151,20 +243,37 @@ impl<P, const N: usize> RequestQueue<P, N> {
         if self.contains(id) {
             return Err(QueueError::Duplicate { id, payload });
         }
-        self.entries
-            .push_back(Entry { id, payload, arrived_ms, crashes: 0 })
-            .map_err(|e| QueueError::Full { capacity: N, payload: e.payload })
+        let capacity = self.capacity();
+        if self.len == capacity {
+            return Err(QueueError::Full { capacity, payload });
+        }
+        let tail = self.index(self.len);
+        self.slots.as_mut()[tail].0 = Some(Entry { id, payload, arrived_ms, crashes: 0 });
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes and returns the head, whatever the window says (callers keep
+    /// `forwarded` consistent).
+    fn pop_front(&mut self) -> Option<Entry<P>> {
+        if self.len == 0 {
+            return None;
+        }
+        let head = self.head;
+        let e = self.slots.as_mut()[head].0.take();
+        self.head = self.index(1);
+        self.len -= 1;
+        e
     }
 
     /// The next entry to send to the driver, if fewer than `window` are in
     /// flight; it counts as forwarded from now on.
     pub fn forward_next(&mut self, window: usize) -> Option<&Entry<P>> {
-        if self.forwarded >= window {
+        if self.forwarded >= window || self.forwarded >= self.len {
             return None;
         }
-        let e = self.entries.get(self.forwarded)?;
         self.forwarded += 1;
-        Some(e)
+        self.get(self.forwarded - 1)
     }
 
     /// Removes and returns the head, which must be the forwarded entry `id`
@@ -174,7 +283,7 @@ impl<P, const N: usize> RequestQueue<P, N> {
     /// [`CompleteError`] if `id` is not the oldest forwarded entry; the queue
     /// is unchanged.
     pub fn complete(&mut self, id: RequestId) -> Result<Entry<P>, CompleteError> {
-        match self.entries.front() {
+        match self.head() {
             Some(head) if self.forwarded > 0 => {
                 if head.id != id {
                     return Err(CompleteError::OutOfOrder { expected: head.id, got: id });
@@ -183,7 +292,7 @@ impl<P, const N: usize> RequestQueue<P, N> {
             _ => return Err(CompleteError::NothingInFlight { got: id }),
         }
         self.forwarded -= 1;
-        self.entries.pop_front().ok_or(CompleteError::NothingInFlight { got: id })
+        self.pop_front().ok_or(CompleteError::NothingInFlight { got: id })
     }
 
     /// The current instance is gone: nothing is in flight any more, and the
@@ -191,18 +300,22 @@ impl<P, const N: usize> RequestQueue<P, N> {
     /// Returns how many entries will be replayed.
     pub fn rewind(&mut self) -> usize {
         self.forwarded = 0;
-        self.entries.len()
+        self.len
     }
 
     /// The oldest entry.
     #[must_use]
     pub fn head(&self) -> Option<&Entry<P>> {
-        self.entries.front()
+        self.get(0)
     }
 
     /// The oldest entry, mutably (to count crashes attributed to it).
     pub fn head_mut(&mut self) -> Option<&mut Entry<P>> {
-        self.entries.front_mut()
+        if self.len == 0 {
+            return None;
+        }
+        let head = self.head;
+        self.slots.as_mut()[head].0.as_mut()
     }
 
     /// True if the head was forwarded to the current instance.
@@ -218,18 +331,18 @@ impl<P, const N: usize> RequestQueue<P, N> {
         if self.forwarded > 0 {
             return None;
         }
-        self.entries.pop_front()
+        self.pop_front()
     }
 
     /// Removes every entry, oldest first (quarantine: each gets a definite error).
     pub fn drain(&mut self) -> impl Iterator<Item = Entry<P>> + '_ {
         self.forwarded = 0;
-        core::iter::from_fn(move || self.entries.pop_front())
+        core::iter::from_fn(move || self.pop_front())
     }
 
     /// The entries, oldest first, each with whether it is in flight.
     pub fn iter(&self) -> impl Iterator<Item = (&Entry<P>, bool)> + '_ {
-        self.entries.iter().enumerate().map(move |(i, e)| (e, i < self.forwarded))
+        (0..self.len).filter_map(move |i| self.get(i).map(|e| (e, i < self.forwarded)))
     }
 }
 

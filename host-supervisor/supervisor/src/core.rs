@@ -25,11 +25,11 @@
 //! - [`Event::Exited`] for an instance comes after every frame that instance
 //!   sent (the daemon drains its socket first).
 
-use crate::config::{DriverConfig, FaultPolicyConfig, QUEUE_SLOTS};
+use crate::config::{DriverConfig, FaultPolicyConfig};
 use reinc_client::control::{ControlRequest, ControlResponse, DriverState, DriverStatus, QueuedRequest};
 use reinc_policy::{BackoffRestart, FaultAction, FaultPolicy, Millis, StopOnFault};
 use reinc_proto::{CallError, ClientId, FaultPlan, FromDriver, Generation, MAX_BODY, RequestId};
-use reinc_queue::RequestQueue;
+use reinc_queue::{RequestQueue, Slot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 pub mod durability;
@@ -387,7 +387,10 @@ struct Driver {
     /// Generation of the latest launch (0: never launched).
     generation: Generation,
     after_exit: AfterExit,
-    queue: RequestQueue<Vec<u8>, QUEUE_SLOTS>,
+    /// Accepted, unanswered requests; exactly `cfg.queue_depth` slots,
+    /// allocated once at configuration, so memory follows the configuration
+    /// and a full queue is the `Busy` backpressure.
+    queue: RequestQueue<Vec<u8>, Box<[Slot<Vec<u8>>]>>,
     checkpoint: Option<Vec<u8>>,
     restarts: u32,
     last_failure: Option<String>,
@@ -506,6 +509,7 @@ impl Supervisor {
                     FaultPolicyConfig::Restart(b) => Box::new(BackoffRestart::new(b).expect("validated by config")),
                     FaultPolicyConfig::Stop => Box::new(StopOnFault),
                 };
+                let queue = RequestQueue::new((0..cfg.queue_depth).map(|_| Slot::EMPTY).collect());
                 Driver {
                     cfg,
                     policy,
@@ -513,7 +517,7 @@ impl Supervisor {
                     instance: None,
                     generation: Generation(0),
                     after_exit: AfterExit::Policy,
-                    queue: RequestQueue::new(),
+                    queue,
                     checkpoint,
                     restarts: 0,
                     last_failure: None,
@@ -1282,7 +1286,10 @@ impl Supervisor {
         // this driver wait behind it, so the client's resend cannot be
         // overtaken and the driver sees the session's calls in seq order.
         let behind = s.barrier(id).filter(|&b| b < seq);
-        if behind.is_some() || d.queue.len() >= d.cfg.queue_depth || d.queue.push(rid, body.to_vec(), now.0).is_err() {
+        // A full queue answers Busy before the body is copied (the session's
+        // `pending` set has already ruled out a duplicate).
+        let full = d.queue.len() == d.queue.capacity();
+        if behind.is_some() || full || d.queue.push(rid, body.to_vec(), now.0).is_err() {
             s.refused_busy(id, seq);
             out.push(fail(CallError::Busy));
             let t = match behind {

@@ -408,6 +408,46 @@ fn full_queue_answers_busy_and_keeps_what_it_accepted() {
 }
 
 #[test]
+fn each_driver_queue_holds_its_own_configured_depth() {
+    // 3000 is beyond the old compile-time capacity of 1024 slots.
+    let mut storage = driver("storage_driver");
+    storage.queue_depth = 3_000;
+    let mut net = driver("net_driver");
+    net.queue_depth = 3;
+    let mut sim = Sim::new(vec![storage, net]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    for s in 1..=3_000 {
+        assert!(client_msgs(&sim.call(C1, s, b"x"), C1).is_empty(), "call {s} refused");
+    }
+    let acts = sim.call(C1, 3_001, b"x");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Failed { seq: 3_001, error: CallError::Busy }]);
+    let net_call = |sim: &mut Sim, seq| {
+        let acts = sim.ev(Event::Call { conn: C2, seq, driver: "net_driver", body: b"n", acked_below: 0 });
+        client_msgs(&acts, C2)
+    };
+    sim.ev(Event::ClientConnected { conn: C2 });
+    sim.ev(Event::Hello { conn: C2, resume: None });
+    for s in 1..=3 {
+        assert!(net_call(&mut sim, s).is_empty());
+    }
+    assert_eq!(net_call(&mut sim, 4), [ClientMsg::Failed { seq: 4, error: CallError::Busy }]);
+    // The deep queue replays whole and in order after a crash.
+    sim.crash(STORAGE, ExitStatus::Signal(11));
+    let mut sent = requests_sent(&sim.ready(STORAGE));
+    assert!(sim.said("replaying 3000 queued requests"));
+    let mut answered = 0;
+    while let Some(&seq) = sent.get(answered) {
+        let acts = sim.reply(STORAGE, c, seq, None, b"r");
+        assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq, body: b"r".to_vec() }]);
+        sent.extend(requests_sent(&acts));
+        answered += 1;
+    }
+    assert_eq!(sent, (1..=3_000).collect::<Vec<u64>>());
+    assert_eq!(sim.state(STORAGE).queue_depth, 0);
+}
+
+#[test]
 fn replay_after_crash_before_reply_resends_in_order_after_ready() {
     let mut sim = Sim::with(|d| d.window = 8);
     sim.start();
