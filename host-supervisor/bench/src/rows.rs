@@ -123,10 +123,11 @@ pub fn run_all(bins: &Bins, work: &Path, budget: &Budget) -> Result<Report, Benc
             .into(),
     );
     notes.push(format!(
-        "Supervisor RSS under load is read after every driver's queue ring ({} slots) has been cycled once: \
-         the ring is a fixed-capacity array inside the supervisor, each slot is touched on first use, so RSS grows \
-         with traffic until then and stays flat afterwards.",
-        reinc_supervisor::config::QUEUE_SLOTS
+        "Each driver's request queue is allocated at start with exactly its queue-depth slots ({} by default, \
+         {} bytes each); supervisor RSS under load is read after every driver's queue ring has been cycled once, \
+         so every slot and the allocator's body buffers have been used.",
+        default_queue_depth(),
+        size_of::<reinc_queue::Slot<Vec<u8>>>()
     ));
     notes.push(
         "Storage requests carry at most 32 KiB (MAX_BLOCKS_PER_REQUEST), so a 1 MiB dd block is 32 requests, each \
@@ -519,6 +520,11 @@ fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError>
     ])
 }
 
+/// The supervisor's `queue-depth` when the config does not set it.
+fn default_queue_depth() -> usize {
+    reinc_supervisor::config::DriverConfig::new("x", "/x").queue_depth
+}
+
 fn null_spec(bins: &Bins, name: &str) -> DriverSpec {
     DriverSpec::new(name, &bins.null_driver).set("init-timeout-ms", 60_000)
 }
@@ -560,7 +566,7 @@ fn scale(bins: &Bins, dir: &Path, b: &Budget, shared: &Shared) -> Result<Vec<Row
     drop(bare);
     let mut rows = Vec::new();
     let mut idle_cpu_1 = None;
-    let queue_slots = reinc_supervisor::config::QUEUE_SLOTS;
+    let queue_slots = default_queue_depth();
     for n in [1usize, 16, 128] {
         let names: Vec<String> = (0..n).map(|i| format!("null{i:03}")).collect();
         let specs: Vec<DriverSpec> = names.iter().map(|nm| null_spec(bins, nm)).collect();
@@ -581,10 +587,10 @@ fn scale(bins: &Bins, dir: &Path, b: &Budget, shared: &Shared) -> Result<Vec<Row
         let idle_pct = (c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64() * 100.0;
         let idle_rss = machine::rss_kib(pid).unwrap_or(0);
         let mut client = sup.client()?;
-        // Under load until every driver's fixed-capacity queue ring has
-        // been cycled at least once: the supervisor's RSS grows with traffic
-        // until then (each slot is touched the first time the ring reaches
-        // it) and is flat afterwards, so a shorter run would flatter it.
+        // Under load until every driver's queue ring (queue-depth slots,
+        // the default here) has been cycled at least once, so every slot and
+        // the allocator's buffers for request bodies have been used; a
+        // shorter run could flatter the RSS figure.
         let cycled = (n * (queue_slots + 64)) as f64;
         let (c2, t2) = sample("load")?;
         let mut requests = 0.0;
@@ -642,7 +648,11 @@ fn scale(bins: &Bins, dir: &Path, b: &Budget, shared: &Shared) -> Result<Vec<Row
 
 /// Section 5: replay time against queue length.
 fn replay(bins: &Bins, dir: &Path, b: &Budget, shared: &Shared) -> Result<(Vec<Row>, Option<stats::Line>), BenchError> {
-    let cap = reinc_supervisor::config::QUEUE_SLOTS;
+    const LENGTHS: [usize; 4] = [100, 300, 1_000, 10_000];
+    // The queue must hold the longest backlog; its slots are allocated at
+    // start, so the depth is exactly that, not the maximum allowed.
+    let max = reinc_supervisor::config::MAX_QUEUE_DEPTH;
+    let cap = LENGTHS.iter().copied().filter(|&n| n <= max).max().unwrap_or(1);
     let spec = null_spec(bins, "null")
         .set("queue-depth", cap)
         .set("backoff-base-ms", 0)
@@ -657,16 +667,13 @@ fn replay(bins: &Bins, dir: &Path, b: &Budget, shared: &Shared) -> Result<(Vec<R
     let cerr = |e: reinc_client::ClientError| BenchError::Client(e.to_string());
     let mut rows = Vec::new();
     let mut points = Vec::new();
-    for n in [100usize, 300, 1_000, 10_000] {
+    for n in LENGTHS {
         if n > cap {
             rows.push(Row::unmeasured(
                 5,
                 &format!("replay {n} queued"),
                 "ms",
-                &format!(
-                    "cannot queue {n}: the supervisor's queue capacity is the compile-time QUEUE_SLOTS = {cap} \
-                     (max queue-depth)"
-                ),
+                &format!("cannot queue {n}: the supervisor's largest queue-depth is MAX_QUEUE_DEPTH = {max}"),
             ));
             continue;
         }

@@ -32,8 +32,14 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Hard upper bound on `queue-depth` (the supervisor's queue capacity).
-pub const QUEUE_SLOTS: usize = 1024;
+/// Upper bound on `queue-depth` (and on `window`).
+///
+/// Each driver's queue is allocated once, at start, with exactly
+/// `queue-depth` slots of `size_of::<reinc_queue::Slot<Vec<u8>>>()` bytes
+/// (56 on 64-bit targets; the request bodies are separate allocations made
+/// only while queued). The bound keeps one typo from costing gigabytes: at
+/// the maximum a driver's slots take 3.5 MiB.
+pub const MAX_QUEUE_DEPTH: usize = 65_536;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,8 +487,8 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
     let heartbeat_misses = positive("heartbeat-misses", d.heartbeat_misses, 3, 1_000) as u32;
     let init_timeout = Millis(positive("init-timeout-ms", d.init_timeout_ms, 5_000, 3_600_000));
     let shutdown_timeout = Millis(positive("shutdown-timeout-ms", d.shutdown_timeout_ms, 2_000, 3_600_000));
-    let queue_depth = positive("queue-depth", d.queue_depth, 256, QUEUE_SLOTS as u64) as usize;
-    let window = positive("window", d.window, 8, QUEUE_SLOTS as u64) as usize;
+    let queue_depth = positive("queue-depth", d.queue_depth, 256, MAX_QUEUE_DEPTH as u64) as usize;
+    let window = positive("window", d.window, 8, MAX_QUEUE_DEPTH as u64) as usize;
     let poison_after = positive("poison-after", d.poison_after, 3, 1_000) as u32;
     let mut args = d.args.unwrap_or_default();
     if let Some(dev) = &d.device {
@@ -591,6 +597,30 @@ mod tests {
         let problems = parse(text).unwrap_err();
         let keys: BTreeSet<_> = problems.iter().filter_map(|p| p.key.clone()).collect();
         assert_eq!(keys, ["fault", "jitter-percent", "window"].into_iter().map(String::from).collect());
+    }
+
+    #[test]
+    fn queue_depth_accepts_up_to_the_maximum_and_reports_beyond_it_with_the_rest() {
+        let with = |depth: u64| parse(&format!("[[driver]]\nname = \"x\"\nexec = \"/x\"\nqueue-depth = {depth}\n"));
+        assert_eq!(with(10_000).unwrap().drivers[0].queue_depth, 10_000);
+        assert_eq!(with(MAX_QUEUE_DEPTH as u64).unwrap().drivers[0].queue_depth, MAX_QUEUE_DEPTH);
+        for bad in [0, MAX_QUEUE_DEPTH as u64 + 1] {
+            let text = format!(
+                "[supervisor]\nmax-sessions = 0\n[[driver]]\nname = \"x\"\nexec = \"/x\"\nqueue-depth = {bad}\nwindow = 0\n"
+            );
+            let problems = parse(&text).unwrap_err();
+            let keys: BTreeSet<_> = problems.iter().filter_map(|p| p.key.clone()).collect();
+            assert_eq!(keys, ["max-sessions", "queue-depth", "window"].into_iter().map(String::from).collect());
+            let shown = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+            assert!(shown.contains(&format!("must be between 1 and {MAX_QUEUE_DEPTH}, got {bad}")), "{shown}");
+            assert!(shown.contains("driver \"x\""), "{shown}");
+        }
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_queue_slot_costs_what_max_queue_depth_documents() {
+        assert_eq!(size_of::<reinc_queue::Slot<Vec<u8>>>(), 56);
     }
 
     #[test]
