@@ -378,6 +378,10 @@ enum AfterExit {
     Stay,
 }
 
+/// A driver's queue: encoded request bodies in a boxed ring of exactly
+/// `queue-depth` slots.
+type DriverQueue = RequestQueue<Vec<u8>, Box<[Slot<Vec<u8>>]>>;
+
 #[derive(Debug)]
 struct Driver {
     cfg: DriverConfig,
@@ -390,12 +394,122 @@ struct Driver {
     /// Accepted, unanswered requests; exactly `cfg.queue_depth` slots,
     /// allocated once at configuration, so memory follows the configuration
     /// and a full queue is the `Busy` backpressure.
-    queue: RequestQueue<Vec<u8>, Box<[Slot<Vec<u8>>]>>,
+    queue: DriverQueue,
     checkpoint: Option<Vec<u8>>,
     restarts: u32,
     last_failure: Option<String>,
     /// Persisted-checkpoint state and the replies waiting for it.
     durability: Durability,
+}
+
+impl Driver {
+    /// When [`Supervisor::on_time`] next has something to do for this
+    /// driver: a start, stop or backoff deadline, a heartbeat, a checkpoint
+    /// retry.
+    fn deadline(&self) -> Option<Millis> {
+        let phase = match self.phase {
+            Phase::Starting { deadline } => Some(deadline),
+            // Once killed, only its exit matters: no more pings, and no
+            // deadline in the past that would make the daemon spin.
+            Phase::Running { .. } => self.instance.as_ref().filter(|i| i.killed_for.is_none()).map(|i| i.next_ping),
+            Phase::BackingOff { until, .. } => Some(until),
+            Phase::Stopping { deadline, killed: false } => Some(deadline),
+            _ => None,
+        };
+        // `NEVER` is also how a Starting instance past its init timeout says
+        // it waits only for its exit.
+        phase.into_iter().chain(self.durability.retry_deadline()).min().filter(|&t| t != NEVER)
+    }
+}
+
+/// No deadline.
+const NEVER: Millis = Millis(u64::MAX);
+
+/// The drivers, each with its [`Driver::deadline`] cached, so that an event
+/// costs work for the drivers it concerns, not for every configured one.
+///
+/// Every mutable access goes through [`IndexMut`](std::ops::IndexMut), which
+/// records the driver as touched; [`Drivers::refresh`] recomputes the
+/// deadlines of the touched ones only. The supervisor refreshes before it
+/// looks for due work and before it returns, so the cache is exact whenever
+/// [`Supervisor::next_deadline`] or the time sweep reads it (the core tests
+/// check it against a full scan after every event).
+#[derive(Debug)]
+struct Drivers {
+    list: Vec<Driver>,
+    /// `list[i].deadline()`, or [`NEVER`]; exact for drivers not in `touched`.
+    deadlines: Vec<Millis>,
+    /// The minimum of `deadlines`.
+    earliest: Millis,
+    /// Drivers mutably borrowed since the last refresh (may repeat).
+    touched: Vec<usize>,
+}
+
+impl Drivers {
+    fn new(list: Vec<Driver>) -> Self {
+        let deadlines: Vec<Millis> = list.iter().map(|d| d.deadline().unwrap_or(NEVER)).collect();
+        let earliest = deadlines.iter().copied().min().unwrap_or(NEVER);
+        Self { list, deadlines, earliest, touched: Vec::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&Driver> {
+        self.list.get(i)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Driver> {
+        self.list.iter()
+    }
+
+    /// Brings the cached deadlines of the touched drivers up to date.
+    fn refresh(&mut self) {
+        let mut rescan = false;
+        for i in self.touched.drain(..) {
+            let old = self.deadlines[i];
+            let new = self.list[i].deadline().unwrap_or(NEVER);
+            self.deadlines[i] = new;
+            if new < self.earliest {
+                self.earliest = new;
+            } else if old == self.earliest && new > old {
+                // The earliest may have moved later: only a scan can tell.
+                rescan = true;
+            }
+        }
+        if rescan {
+            self.earliest = self.deadlines.iter().copied().min().unwrap_or(NEVER);
+        }
+    }
+
+    /// The earliest cached deadline (exact once refreshed).
+    fn earliest(&self) -> Option<Millis> {
+        Some(self.earliest).filter(|&t| t != NEVER)
+    }
+
+    /// The drivers with something due at `now`, in start order (refreshed first).
+    fn due(&mut self, now: Millis) -> Vec<usize> {
+        self.refresh();
+        if now < self.earliest {
+            return Vec::new();
+        }
+        (0..self.list.len()).filter(|&i| self.deadlines[i] <= now).collect()
+    }
+}
+
+impl std::ops::Index<usize> for Drivers {
+    type Output = Driver;
+    fn index(&self, i: usize) -> &Driver {
+        &self.list[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Drivers {
+    fn index_mut(&mut self, i: usize) -> &mut Driver {
+        self.touched.push(i);
+        &mut self.list[i]
+    }
 }
 
 /// `FaultPolicy` + `Debug`, object safe.
@@ -471,7 +585,7 @@ impl Session {
 /// The supervisor's whole state.
 #[derive(Debug)]
 pub struct Supervisor {
-    drivers: Vec<Driver>,
+    drivers: Drivers,
     by_name: HashMap<String, DriverId>,
     sessions: HashMap<ClientId, Session>,
     conns: HashMap<ConnId, Option<ClientId>>,
@@ -500,7 +614,7 @@ impl Supervisor {
         dedup_per_session: usize,
     ) -> Self {
         let mut by_name = HashMap::new();
-        let drivers = drivers
+        let drivers: Vec<Driver> = drivers
             .into_iter()
             .enumerate()
             .map(|(i, (cfg, checkpoint))| {
@@ -526,7 +640,7 @@ impl Supervisor {
             })
             .collect();
         Self {
-            drivers,
+            drivers: Drivers::new(drivers),
             by_name,
             sessions: HashMap::new(),
             conns: HashMap::new(),
@@ -573,19 +687,18 @@ impl Supervisor {
     /// The earliest time at which [`Event::Tick`] has something to do.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.drivers
-            .iter()
-            .filter_map(|d| match d.phase {
-                Phase::Starting { deadline } => Some(deadline),
-                // Once killed, only its exit matters: no more pings, and no
-                // deadline in the past that would make the daemon spin.
-                Phase::Running { .. } => d.instance.as_ref().filter(|i| i.killed_for.is_none()).map(|i| i.next_ping),
-                Phase::BackingOff { until, .. } => Some(until),
-                Phase::Stopping { deadline, killed: false } => Some(deadline),
-                _ => None,
-            })
-            .chain(self.drivers.iter().filter_map(|d| d.durability.retry_deadline()))
-            .min()
+        debug_assert!(self.drivers.touched.is_empty(), "every &mut entry point refreshes before returning");
+        self.drivers.earliest()
+    }
+
+    /// Checks the deadline cache against a scan of every driver and every
+    /// cached entry (tests only: the scan is what the cache saves).
+    #[cfg(test)]
+    fn assert_deadline_cache_exact(&self) {
+        for (i, d) in self.drivers.iter().enumerate() {
+            assert_eq!(self.drivers.deadlines[i], d.deadline().unwrap_or(NEVER), "stale deadline of {}", d.cfg.name);
+        }
+        assert_eq!(self.next_deadline(), self.drivers.iter().filter_map(Driver::deadline).min());
     }
 
     /// Processes one event.
@@ -647,6 +760,9 @@ impl Supervisor {
         if self.shutting_down {
             self.shutdown_step(now, &mut out);
         }
+        self.drivers.refresh();
+        #[cfg(test)]
+        self.assert_deadline_cache_exact();
         out
     }
 
@@ -699,6 +815,9 @@ impl Supervisor {
             }
         };
         self.on_time(now, &mut out);
+        self.drivers.refresh();
+        #[cfg(test)]
+        self.assert_deadline_cache_exact();
         (resp, out)
     }
 
@@ -1021,15 +1140,21 @@ impl Supervisor {
         }
     }
 
+    /// Does what is due at `now`: only drivers whose cached deadline has
+    /// passed are visited (none, on most events).
     fn on_time(&mut self, now: Millis, out: &mut Vec<Action>) {
-        self.persist_retries(now, out);
-        for i in 0..self.drivers.len() {
+        let due = self.drivers.due(now);
+        if due.is_empty() {
+            return;
+        }
+        self.persist_retries(now, &due, out);
+        for i in due {
             let id = DriverId(i);
             let d = &mut self.drivers[i];
             match d.phase {
                 Phase::Starting { deadline } if now >= deadline => {
                     let reason = format!("init timeout ({} without Ready)", d.cfg.init_timeout);
-                    d.phase = Phase::Starting { deadline: Millis(u64::MAX) };
+                    d.phase = Phase::Starting { deadline: NEVER };
                     if d.instance.as_ref().is_some_and(|i| i.pid.is_some()) {
                         self.kill_instance(id, reason, AfterExit::Policy, out);
                     }
@@ -1161,7 +1286,7 @@ impl Supervisor {
             }
         }
         if !self.exit_sent {
-            for d in &self.drivers {
+            for d in self.drivers.iter() {
                 if let Some(why) = d.durability.describe_failure(now) {
                     // Their clients see an unknown outcome (the session ends
                     // with us), never a reply whose state may be lost.

@@ -145,9 +145,9 @@ impl Supervisor {
         out.push(Action::Persist { driver: id, checkpoint });
     }
 
-    /// Retries failed writes whose time has come.
-    pub(super) fn persist_retries(&mut self, now: Millis, out: &mut Vec<Action>) {
-        for i in 0..self.drivers.len() {
+    /// Retries failed writes whose time has come, among the `due` drivers.
+    pub(super) fn persist_retries(&mut self, now: Millis, due: &[usize], out: &mut Vec<Action>) {
+        for &i in due {
             let d = &mut self.drivers[i];
             let p = &mut d.durability;
             if p.retry_deadline().is_some_and(|t| now >= t)

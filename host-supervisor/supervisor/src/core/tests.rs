@@ -1505,3 +1505,48 @@ mod busy_order {
         }
     }
 }
+
+/// With the deadline cache, an event visits only the drivers it concerns
+/// plus those whose deadline has passed; this checks nothing is missed or
+/// done early with many drivers (and every event of every test checks the
+/// cache against a full scan).
+#[test]
+fn heartbeats_of_many_drivers_fall_due_each_at_its_own_time() {
+    let names: Vec<String> = (0..128).map(|i| format!("d{i:03}")).collect();
+    let mut sim = Sim::new(names.iter().map(|n| driver(n)).collect());
+    sim.ev(Event::Start);
+    assert_eq!(sim.sup.next_deadline(), Some(Millis(5_000)), "every init timeout");
+    for i in 0..128 {
+        sim.now = Millis(3 * i as u64);
+        sim.ready(DriverId(i));
+    }
+    assert_eq!(sim.sup.next_deadline(), Some(Millis(1_000)));
+    let pinged = |acts: &[Action]| -> Vec<DriverId> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::ToDriver { driver, msg: DriverMsg::Ping { .. }, .. } => Some(*driver),
+                _ => None,
+            })
+            .collect()
+    };
+    // Traffic to one driver just before the first heartbeat pings no one.
+    let c = sim.hello(C1, None);
+    sim.now = Millis(999);
+    let acts = sim.ev(Event::Call { conn: C1, seq: 1, driver: "d127", body: b"x", acked_below: 0 });
+    assert_eq!(requests_sent(&acts), [1]);
+    assert!(pinged(&acts).is_empty());
+    for i in 0..128 {
+        let t = 1_000 + 3 * i as u64;
+        assert!(pinged(&sim.at(t - 1)).is_empty(), "nothing due before {t}");
+        assert_eq!(pinged(&sim.at(t)), [DriverId(i)]);
+        let next = if i == 127 { 2_000 } else { t + 3 };
+        assert_eq!(sim.sup.next_deadline(), Some(Millis(next)));
+    }
+    // A reply and a crash of the last driver move only its own deadline.
+    let g = sim.generation(DriverId(127));
+    let msg = FromDriver::Reply { id: RequestId { client: c, seq: 1 }, commit: None, body: b"r" };
+    sim.ev(Event::FromDriver { driver: DriverId(127), frame_gen: g, msg });
+    sim.crash(DriverId(127), ExitStatus::Signal(11));
+    assert_eq!(sim.sup.next_deadline(), Some(Millis(2_000)));
+    assert_eq!(sim.state(DriverId(127)).state, DriverState::Starting);
+}
