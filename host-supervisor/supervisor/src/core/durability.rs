@@ -14,7 +14,7 @@
 //!
 //! # Shape
 //! The core stays pure: [`Action::Persist`] asks for a write of the latest
-//! checkpoint and the daemon answers with [`Event::Persisted`] (at once, like
+//! checkpoint and the daemon answers with [`Event::Persisted`](super::Event::Persisted) (at once, like
 //! `Spawn`). Commits are numbered per driver (`version`); a held reply waits
 //! for `durable >= version-at-its-commit`. One write is outstanding at a
 //! time and always carries the newest state, so commits made meanwhile are
