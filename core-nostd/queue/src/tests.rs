@@ -112,7 +112,7 @@ fn drop_head_between_instances<S: Storage<u32>>(mut q: RequestQueue<u32, S>) {
     q.push(id(1), 0, 0).unwrap();
     q.forward_next(1);
     assert!(q.drop_head().is_none(), "head is in flight to a live instance");
-    q.head_mut().unwrap().crashes += 1;
+    assert_eq!(q.blame_head().map(|e| (e.id, e.crashes)), Some((id(0), 1)));
     q.rewind();
     let dropped = q.drop_head().unwrap();
     assert_eq!((dropped.id, dropped.crashes), (id(0), 1));
@@ -150,6 +150,36 @@ fn order_survives_wrapping<S: Storage<u32>>(mut q: RequestQueue<u32, S>) {
         next_reply += 1;
     }
     assert_eq!(ids(&q), [(next_reply, true), (next_reply + 1, false)]);
+}
+
+/// The hash index across many clients and a ring that has wrapped: every
+/// queued id is found, every answered one is gone and may be queued again.
+#[test]
+fn duplicates_are_found_in_a_deep_wrapped_queue() {
+    let rid = |n: u64| RequestId { client: ClientId((n % 13) as u32), seq: n / 13 };
+    let mut q = RequestQueue::new(boxed::<u64>(1_000));
+    for n in 0..1_000 {
+        q.push(rid(n), n, 0).unwrap();
+    }
+    q.rewind();
+    for n in 0..600 {
+        let e = q.forward_next(1).map(|e| e.id);
+        assert_eq!(e, Some(rid(n)));
+        assert_eq!(q.complete(rid(n)).unwrap().payload, n);
+    }
+    for n in 1_000..1_600 {
+        q.push(rid(n), n, 0).unwrap();
+    }
+    for n in 0..1_600 {
+        assert_eq!(q.contains(rid(n)), n >= 600, "{:?}", rid(n));
+    }
+    assert!(matches!(q.push(rid(1_234), 0, 0), Err(QueueError::Duplicate { .. })));
+    let queued: Vec<u64> = q.iter().map(|(e, _)| e.payload).collect();
+    assert_eq!(queued, (600..1_600).collect::<Vec<_>>());
+    q.forward_next(1);
+    q.complete(rid(600)).unwrap();
+    q.push(rid(0), 0, 0).expect("an answered id may be queued again");
+    assert!(q.contains(rid(0)) && !q.contains(rid(600)));
 }
 
 #[test]
@@ -235,6 +265,9 @@ fn completes_once_in_order<S: AsRef<[Slot<u8>]> + AsMut<[Slot<u8>]>>(
         }
         prop_assert!(q.in_flight() <= q.len());
         prop_assert_eq!(q.len(), model.len());
+        for s in 0..40u8 {
+            prop_assert_eq!(q.contains(id(u64::from(s))), model.contains(&s), "index disagrees on {}", s);
+        }
     }
     completed.extend(q.drain().map(|e| e.payload));
     prop_assert_eq!(completed, accepted);

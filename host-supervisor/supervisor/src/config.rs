@@ -36,9 +36,10 @@ use std::path::{Path, PathBuf};
 ///
 /// Each driver's queue is allocated once, at start, with exactly
 /// `queue-depth` slots of `size_of::<reinc_queue::Slot<Vec<u8>>>()` bytes
-/// (56 on 64-bit targets; the request bodies are separate allocations made
-/// only while queued). The bound keeps one typo from costing gigabytes: at
-/// the maximum a driver's slots take 3.5 MiB.
+/// (64 on 64-bit targets: the entry and the duplicate index's two links;
+/// the request bodies are separate allocations made only while queued). The
+/// bound keeps one typo from costing gigabytes: at the maximum a driver's
+/// slots take 4 MiB.
 pub const MAX_QUEUE_DEPTH: usize = 65_536;
 
 /// The whole configuration.
@@ -620,7 +621,7 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_queue_slot_costs_what_max_queue_depth_documents() {
-        assert_eq!(size_of::<reinc_queue::Slot<Vec<u8>>>(), 56);
+        assert_eq!(size_of::<reinc_queue::Slot<Vec<u8>>>(), 64);
     }
 
     #[test]

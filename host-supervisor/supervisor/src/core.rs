@@ -1076,8 +1076,7 @@ impl Supervisor {
         let mut poisoned = None;
         if d.queue.head_in_flight() {
             let limit = d.cfg.poison_after;
-            let head = d.queue.head_mut().expect("in flight implies non-empty");
-            head.crashes += 1;
+            let head = d.queue.blame_head().expect("in flight implies non-empty");
             if head.crashes >= limit {
                 poisoned = Some((head.id, head.crashes));
             }
