@@ -35,15 +35,18 @@
 //! - Marking a slot "consumed" on `Recv`: a device effect that buys nothing,
 //!   since the committed `rx` already says which slots are free.
 //! - Sharing `storage-core`'s `Region` trait: it would make one device core
-//!   depend on another for three methods; each core keeps its own.
+//!   depend on another. The trait, the RAM region and the sealed header with
+//!   its watermark live in `reinc-region`, which both cores use.
 #![no_std]
 #![forbid(unsafe_code)]
 
 mod trace;
 
+pub use reinc_region::{Effect, OutOfBounds, RamRegion, Region};
 pub use trace::{TRACE_SLOTS, Trace};
 
-use reinc_proto::{ClientId, RequestId};
+use reinc_proto::RequestId;
+use reinc_region::header::{FIELDS_OFF, Format, Seal, Unsealed, WATERMARK_BYTES, Watermark, le_u32};
 use reinc_ringbuf::Ringbuf;
 use serde::{Deserialize, Serialize};
 
@@ -57,8 +60,9 @@ pub const MTU: usize = SLOT_BYTES - SLOT_FIXED;
 pub const HEADER_BYTES: usize = 64;
 /// The header's magic number.
 pub const MAGIC: [u8; 8] = *b"REINCNET";
-const FORMAT_VERSION: u32 = 1;
-const CRC_OFF: usize = 60;
+const FORMAT: Format = Format { magic: MAGIC, version: 1, unit: SLOT_BYTES as u32 };
+/// The watermark follows the slot count.
+const WATERMARK_OFF: usize = FIELDS_OFF + 4;
 
 /// A client request (postcard-encoded in `ToDriver::Request::body`).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,17 +154,6 @@ pub struct NetState {
     pub rx: u64,
 }
 
-/// Whether handling touched the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// No device write.
-    None,
-    /// The packet was written and the watermark advanced.
-    Applied,
-    /// The watermark shows an earlier instance wrote it already; skipped.
-    AlreadyApplied,
-}
-
 /// The result of [`Net::handle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome<'r> {
@@ -170,66 +163,6 @@ pub struct Outcome<'r> {
     pub reply: NetReply<'r>,
     /// What happened at the device.
     pub effect: Effect,
-}
-
-/// The byte region the ring lives in (a file on Linux, RAM in firmware).
-pub trait Region {
-    /// The region's I/O error.
-    type Error: core::fmt::Debug + core::fmt::Display;
-    /// Size in bytes.
-    fn size(&self) -> u64;
-    /// Fills `buf` from offset `off`.
-    ///
-    /// # Errors
-    /// The region could not be read.
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
-    /// Writes `data` at offset `off`.
-    ///
-    /// # Errors
-    /// The region could not be written.
-    fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), Self::Error>;
-}
-
-/// A RAM region (firmware, tests).
-#[derive(Debug)]
-pub struct RamRegion<'a>(pub &'a mut [u8]);
-
-/// An access outside a [`RamRegion`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("access of {len} bytes at offset {off} is outside the {size}-byte RAM region")]
-pub struct OutOfBounds {
-    /// Offset.
-    pub off: u64,
-    /// Length.
-    pub len: usize,
-    /// Region size.
-    pub size: usize,
-}
-
-impl RamRegion<'_> {
-    fn range(&self, off: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfBounds> {
-        let err = OutOfBounds { off, len, size: self.0.len() };
-        let start = usize::try_from(off).map_err(|_| err)?;
-        let end = start.checked_add(len).filter(|&e| e <= self.0.len()).ok_or(err)?;
-        Ok(start..end)
-    }
-}
-
-impl Region for RamRegion<'_> {
-    type Error = OutOfBounds;
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
-        let r = self.range(off, buf.len())?;
-        buf.copy_from_slice(&self.0[r]);
-        Ok(())
-    }
-    fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), OutOfBounds> {
-        let r = self.range(off, data.len())?;
-        self.0[r].copy_from_slice(data);
-        Ok(())
-    }
 }
 
 /// Bytes a ring of `slots` slots needs.
@@ -288,19 +221,9 @@ impl Header {
     #[must_use]
     pub fn encode(&self) -> [u8; HEADER_BYTES] {
         let mut b = [0u8; HEADER_BYTES];
-        b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[12..16].copy_from_slice(&(SLOT_BYTES as u32).to_le_bytes());
-        b[16..20].copy_from_slice(&self.slots.to_le_bytes());
-        b[20..28].copy_from_slice(&self.applied_count.to_le_bytes());
-        if let Some(id) = self.last_applied {
-            b[28] = 1;
-            b[29..33].copy_from_slice(&id.client.0.to_le_bytes());
-            b[33..41].copy_from_slice(&id.seq.to_le_bytes());
-            b[41..49].copy_from_slice(&self.last_base.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&b[..CRC_OFF]);
-        b[CRC_OFF..].copy_from_slice(&crc.to_le_bytes());
+        b[FIELDS_OFF..WATERMARK_OFF].copy_from_slice(&self.slots.to_le_bytes());
+        b[WATERMARK_OFF..WATERMARK_OFF + WATERMARK_BYTES].copy_from_slice(&self.watermark().encode());
+        FORMAT.seal(&mut b);
         b
     }
 
@@ -309,27 +232,35 @@ impl Header {
     /// # Errors
     /// [`HeaderError`] for a foreign, damaged or unsupported header.
     pub fn decode(b: &[u8; HEADER_BYTES]) -> Result<Option<Self>, HeaderError> {
-        if b.iter().all(|&x| x == 0) {
+        if FORMAT.check(b)? == Seal::Blank {
             return Ok(None);
         }
-        if b[0..8] != MAGIC {
-            return Err(HeaderError::Foreign);
+        let w = Watermark::decode_at(b, WATERMARK_OFF);
+        Ok(Some(Self {
+            slots: le_u32(b, FIELDS_OFF),
+            last_applied: w.last_applied,
+            last_base: w.last_base,
+            applied_count: w.applied_count,
+        }))
+    }
+
+    fn watermark(&self) -> Watermark {
+        Watermark { last_applied: self.last_applied, last_base: self.last_base, applied_count: self.applied_count }
+    }
+
+    /// This header after `w` became the watermark.
+    fn with(self, w: Watermark) -> Self {
+        Self { last_applied: w.last_applied, last_base: w.last_base, applied_count: w.applied_count, ..self }
+    }
+}
+
+impl From<Unsealed> for HeaderError {
+    fn from(e: Unsealed) -> Self {
+        match e {
+            Unsealed::Foreign => Self::Foreign,
+            Unsealed::Checksum { stored, computed } => Self::Checksum { stored, computed },
+            Unsealed::Format { version, unit } => Self::Format { version, slot_bytes: unit },
         }
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-        let (stored, computed) = (u32_at(CRC_OFF), crc32fast::hash(&b[..CRC_OFF]));
-        if stored != computed {
-            return Err(HeaderError::Checksum { stored, computed });
-        }
-        let (version, slot_bytes) = (u32_at(8), u32_at(12));
-        if version != FORMAT_VERSION || slot_bytes as usize != SLOT_BYTES {
-            return Err(HeaderError::Format { version, slot_bytes });
-        }
-        let last_applied = match b[28] {
-            0 => None,
-            _ => Some(RequestId { client: ClientId(u32_at(29)), seq: u64_at(33) }),
-        };
-        Ok(Some(Self { slots: u32_at(16), last_applied, last_base: u64_at(41), applied_count: u64_at(20) }))
     }
 }
 
@@ -551,7 +482,8 @@ impl<R: Region> Net<R> {
     /// Writes packet `seq` (the committed `tx`) to its slot, then advances the
     /// watermark, unless `id` on this same `tx` is the watermark already.
     fn apply(&mut self, id: RequestId, seq: u64, data: &[u8]) -> Result<Effect, HandleError<R::Error>> {
-        if self.header.last_applied == Some(id) && self.header.last_base == seq {
+        let watermark = self.header.watermark();
+        if watermark.is_replay(id, seq) {
             return Ok(Effect::AlreadyApplied);
         }
         let len = (data.len() as u16).to_le_bytes();
@@ -562,12 +494,7 @@ impl<R: Region> Net<R> {
         self.region.write_at(off, &fixed).map_err(|source| HandleError { off, source })?;
         let doff = off + SLOT_FIXED as u64;
         self.region.write_at(doff, data).map_err(|source| HandleError { off: doff, source })?;
-        let next = Header {
-            last_applied: Some(id),
-            last_base: seq,
-            applied_count: self.header.applied_count + 1,
-            ..self.header
-        };
+        let next = self.header.with(watermark.advanced(id, seq));
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError { off: 0, source })?;
         self.header = next;
         Ok(Effect::Applied)

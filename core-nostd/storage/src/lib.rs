@@ -39,12 +39,16 @@
 //! - Mapping the backing file (`memmap2`) in the host driver: needs `unsafe`
 //!   above the UIO layer, and a file truncated by someone else becomes SIGBUS.
 //!   [`Region`] is `read_at`/`write_at`, which `pread`/`pwrite` implement safely.
+//! - A private copy of [`Region`], [`RamRegion`] and the superblock's seal and
+//!   watermark code: `net-core` needs the very same, so it lives once in
+//!   `reinc-region` (re-exported here); the superblock layout stays here.
 #![no_std]
 #![forbid(unsafe_code)]
 
 mod superblock;
 mod trace;
 
+pub use reinc_region::{Effect, OutOfBounds, RamRegion, Region};
 pub use superblock::{SUPERBLOCK_MAGIC, Superblock, SuperblockError};
 pub use trace::{TRACE_SLOTS, Trace};
 
@@ -175,17 +179,6 @@ pub struct StorageState {
     pub writes: u64,
 }
 
-/// Whether handling a request touched the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// No device write (reads, geometry, errors).
-    None,
-    /// The write was applied and the watermark advanced: counts as one execution.
-    Applied,
-    /// The watermark shows an earlier instance applied it already; skipped.
-    AlreadyApplied,
-}
-
 /// The result of [`Storage::handle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome<'r> {
@@ -195,66 +188,6 @@ pub struct Outcome<'r> {
     pub reply: StorageReply<'r>,
     /// What happened at the device.
     pub effect: Effect,
-}
-
-/// The byte region the device lives in: a file on Linux, RAM in firmware.
-pub trait Region {
-    /// The region's I/O error.
-    type Error: core::fmt::Debug + core::fmt::Display;
-    /// Size of the region in bytes.
-    fn size(&self) -> u64;
-    /// Fills `buf` from byte offset `off`.
-    ///
-    /// # Errors
-    /// The region could not be read.
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
-    /// Writes `data` at byte offset `off`.
-    ///
-    /// # Errors
-    /// The region could not be written.
-    fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), Self::Error>;
-}
-
-/// A region in RAM (firmware, tests).
-#[derive(Debug)]
-pub struct RamRegion<'a>(pub &'a mut [u8]);
-
-/// An access outside a [`RamRegion`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("access of {len} bytes at offset {off} is outside the {size}-byte RAM region")]
-pub struct OutOfBounds {
-    /// Offset.
-    pub off: u64,
-    /// Length.
-    pub len: usize,
-    /// Region size.
-    pub size: usize,
-}
-
-impl RamRegion<'_> {
-    fn range(&self, off: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfBounds> {
-        let err = OutOfBounds { off, len, size: self.0.len() };
-        let start = usize::try_from(off).map_err(|_| err)?;
-        let end = start.checked_add(len).filter(|&e| e <= self.0.len()).ok_or(err)?;
-        Ok(start..end)
-    }
-}
-
-impl Region for RamRegion<'_> {
-    type Error = OutOfBounds;
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), OutOfBounds> {
-        let r = self.range(off, buf.len())?;
-        buf.copy_from_slice(&self.0[r]);
-        Ok(())
-    }
-    fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), OutOfBounds> {
-        let r = self.range(off, data.len())?;
-        self.0[r].copy_from_slice(data);
-        Ok(())
-    }
 }
 
 /// Bytes a region of `blocks` data blocks needs (superblock included).
@@ -505,13 +438,13 @@ impl<R: Region> Storage<R> {
     /// Writes `data` at `lba` then advances the watermark, unless `id` is the
     /// watermark already, applied on the same committed state (`base` writes).
     fn apply(&mut self, id: RequestId, base: u64, lba: u64, data: &[u8]) -> Result<Effect, HandleError<R::Error>> {
-        if self.sb.last_applied == Some(id) && self.sb.last_base == base {
+        let watermark = self.sb.watermark();
+        if watermark.is_replay(id, base) {
             return Ok(Effect::AlreadyApplied);
         }
         let off = data_offset(lba);
         self.region.write_at(off, data).map_err(|source| HandleError::Io { off, source })?;
-        let next =
-            Superblock { last_applied: Some(id), last_base: base, applied_count: self.sb.applied_count + 1, ..self.sb };
+        let next = self.sb.with(watermark.advanced(id, base));
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
         self.sb = next;
         Ok(Effect::Applied)

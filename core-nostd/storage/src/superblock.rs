@@ -12,12 +12,14 @@
 //! ```
 
 use crate::BLOCK_SIZE;
-use reinc_proto::{ClientId, RequestId};
+use reinc_proto::RequestId;
+use reinc_region::header::{FIELDS_OFF, Format, SEALED_BYTES, Seal, Unsealed, WATERMARK_BYTES, Watermark, le_u64};
 
 /// The superblock's magic number.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"REINCBLK";
-const FORMAT_VERSION: u32 = 1;
-const CRC_OFF: usize = 60;
+const FORMAT: Format = Format { magic: SUPERBLOCK_MAGIC, version: 1, unit: BLOCK_SIZE as u32 };
+/// The watermark follows the block count.
+const WATERMARK_OFF: usize = FIELDS_OFF + 8;
 
 /// The decoded superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,20 +80,12 @@ impl Superblock {
     /// The on-region bytes of this superblock (one block).
     #[must_use]
     pub fn encode(&self) -> [u8; BLOCK_SIZE] {
+        let mut sealed = [0u8; SEALED_BYTES];
+        sealed[FIELDS_OFF..WATERMARK_OFF].copy_from_slice(&self.blocks.to_le_bytes());
+        sealed[WATERMARK_OFF..WATERMARK_OFF + WATERMARK_BYTES].copy_from_slice(&self.watermark().encode());
+        FORMAT.seal(&mut sealed);
         let mut b = [0u8; BLOCK_SIZE];
-        b[0..8].copy_from_slice(&SUPERBLOCK_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[12..16].copy_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
-        b[16..24].copy_from_slice(&self.blocks.to_le_bytes());
-        b[24..32].copy_from_slice(&self.applied_count.to_le_bytes());
-        if let Some(id) = self.last_applied {
-            b[32] = 1;
-            b[33..37].copy_from_slice(&id.client.0.to_le_bytes());
-            b[37..45].copy_from_slice(&id.seq.to_le_bytes());
-            b[45..53].copy_from_slice(&self.last_base.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&b[..CRC_OFF]);
-        b[CRC_OFF..CRC_OFF + 4].copy_from_slice(&crc.to_le_bytes());
+        b[..SEALED_BYTES].copy_from_slice(&sealed);
         b
     }
 
@@ -101,28 +95,35 @@ impl Superblock {
     /// # Errors
     /// [`SuperblockError`] for a short, foreign, damaged or unsupported block.
     pub fn decode(block0: &[u8]) -> Result<Option<Self>, SuperblockError> {
-        let b = block0.get(..BLOCK_SIZE).ok_or(SuperblockError::Short { len: block0.len() })?;
-        if b.iter().all(|&x| x == 0) {
+        let b = block0.first_chunk::<BLOCK_SIZE>().ok_or(SuperblockError::Short { len: block0.len() })?;
+        if FORMAT.check(b)? == Seal::Blank {
             return Ok(None);
         }
-        if b[0..8] != SUPERBLOCK_MAGIC {
-            return Err(SuperblockError::Foreign);
+        let w = Watermark::decode_at(b, WATERMARK_OFF);
+        Ok(Some(Self {
+            blocks: le_u64(b, FIELDS_OFF),
+            last_applied: w.last_applied,
+            last_base: w.last_base,
+            applied_count: w.applied_count,
+        }))
+    }
+
+    pub(crate) fn watermark(&self) -> Watermark {
+        Watermark { last_applied: self.last_applied, last_base: self.last_base, applied_count: self.applied_count }
+    }
+
+    /// This superblock after `w` became the watermark.
+    pub(crate) fn with(self, w: Watermark) -> Self {
+        Self { last_applied: w.last_applied, last_base: w.last_base, applied_count: w.applied_count, ..self }
+    }
+}
+
+impl From<Unsealed> for SuperblockError {
+    fn from(e: Unsealed) -> Self {
+        match e {
+            Unsealed::Foreign => Self::Foreign,
+            Unsealed::Checksum { stored, computed } => Self::Checksum { stored, computed },
+            Unsealed::Format { version, unit } => Self::Format { version, block_size: unit },
         }
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-        let stored = u32_at(CRC_OFF);
-        let computed = crc32fast::hash(&b[..CRC_OFF]);
-        if stored != computed {
-            return Err(SuperblockError::Checksum { stored, computed });
-        }
-        let (version, block_size) = (u32_at(8), u32_at(12));
-        if version != FORMAT_VERSION || block_size as usize != BLOCK_SIZE {
-            return Err(SuperblockError::Format { version, block_size });
-        }
-        let last_applied = match b[32] {
-            0 => None,
-            _ => Some(RequestId { client: ClientId(u32_at(33)), seq: u64_at(37) }),
-        };
-        Ok(Some(Self { blocks: u64_at(16), last_applied, last_base: u64_at(45), applied_count: u64_at(24) }))
     }
 }
