@@ -4,8 +4,9 @@
 //! # Why this binary exists
 //! The second demo device the supervisor runs without hardware or root. It
 //! exercises the queue-shaped, relative requests (`Send` next, `Recv` next)
-//! that `net-core` makes replay-safe; this file only adapts a file to
-//! `net_core::Region` and maps the core's outcome onto the runtime's.
+//! that `net-core` makes replay-safe; this file only opens the file as
+//! a region (`reinc_region::FileRegion`) and maps the core's outcome onto the
+//! runtime's.
 //!
 //! ```text
 //! net_driver --file PATH --slots N
@@ -20,57 +21,12 @@
 //!   `pread`/`pwrite` are safe and cheap next to the IPC round trip.
 #![forbid(unsafe_code)]
 
-use net_core::{MTU, Net, NetReply, NetState, Region, Trace, decode_request, region_bytes};
+use net_core::{MTU, Net, NetReply, NetState, Trace, decode_request, region_bytes};
 use reinc_proto::RequestId;
+use reinc_region::FileRegion;
 use reinc_runtime::{Completion, Ctx, Driver, DriverError, Effect, Step};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// A file as a ring region, through `pread`/`pwrite`.
-#[derive(Debug)]
-struct FileRegion {
-    file: File,
-    path: PathBuf,
-    size: u64,
-}
-
-/// A failed access to the backing file.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} of {len} bytes at offset {off} in {}: {source}", path.display())]
-struct FileError {
-    op: &'static str,
-    len: usize,
-    off: u64,
-    path: PathBuf,
-    source: std::io::Error,
-}
-
-impl Region for FileRegion {
-    type Error = FileError;
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), FileError> {
-        self.file.read_exact_at(buf, off).map_err(|source| FileError {
-            op: "read",
-            len: buf.len(),
-            off,
-            path: self.path.clone(),
-            source,
-        })
-    }
-    fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), FileError> {
-        self.file.write_all_at(data, off).map_err(|source| FileError {
-            op: "write",
-            len: data.len(),
-            off,
-            path: self.path.clone(),
-            source,
-        })
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Args {
@@ -119,19 +75,7 @@ impl Driver for NetDriver {
 
     fn init(&mut self, ctx: &mut Ctx<'_>, state: &NetState) -> Result<(), DriverError> {
         let path = &self.args.file;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let need = region_bytes(self.args.slots);
-        let len = file.metadata().map_err(|e| format!("cannot stat {}: {e}", path.display()))?.len();
-        if len < need {
-            file.set_len(need).map_err(|e| format!("cannot extend {} to {need} bytes: {e}", path.display()))?;
-        }
-        let region = FileRegion { file, path: path.clone(), size: len.max(need) };
+        let region = FileRegion::open_at_least(path, region_bytes(self.args.slots))?;
         let dev = Net::open(region, self.args.slots).map_err(|e| format!("{}: {e}", path.display()))?;
         dev.check_state(state).map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(e) = dev.trace().last() {
@@ -161,11 +105,7 @@ impl Driver for NetDriver {
         if let Some(t) = Trace::of(&out) {
             ctx.trace(t.event());
         }
-        let effect = match out.effect {
-            net_core::Effect::None => Effect::None,
-            net_core::Effect::Applied => Effect::Applied,
-            net_core::Effect::AlreadyApplied => Effect::AlreadyApplied,
-        };
+        let effect = Effect::from(out.effect);
         let reply = postcard::to_allocvec(&out.reply)?;
         Ok(Step::Done(Completion { state: out.state, reply, effect }))
     }

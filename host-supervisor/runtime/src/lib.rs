@@ -138,6 +138,18 @@ pub enum Effect {
     AlreadyApplied,
 }
 
+/// The watermark's verdict of a region-backed core (`storage-core`,
+/// `net-core`) is exactly the runtime's notion of an effect.
+impl From<reinc_region::Effect> for Effect {
+    fn from(e: reinc_region::Effect) -> Self {
+        match e {
+            reinc_region::Effect::None => Self::None,
+            reinc_region::Effect::Applied => Self::Applied,
+            reinc_region::Effect::AlreadyApplied => Self::AlreadyApplied,
+        }
+    }
+}
+
 /// A finished request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion<S> {

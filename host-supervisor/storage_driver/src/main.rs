@@ -6,7 +6,8 @@
 //! of a write and the replay that follows can be checked byte for byte
 //! (`cargo xtask demo`, the replay tests). All the logic is in `storage-core`
 //! (deterministic handler, exactly-once watermark) and `reinc-runtime` (the
-//! protocol); this file only adapts a file to `storage_core::Region`.
+//! protocol); this file only opens the file as a region (`reinc_region::FileRegion`)
+//! and maps the core's outcome onto the runtime's.
 //!
 //! ```text
 //! storage_driver --file PATH --blocks N [--sync-data]
@@ -26,56 +27,11 @@
 #![forbid(unsafe_code)]
 
 use reinc_proto::RequestId;
+use reinc_region::FileRegion;
 use reinc_runtime::{Completion, Ctx, Driver, DriverError, Effect, Step};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use storage_core::{MAX_REPLY_DATA, Region, Storage, StorageReply, StorageState, Trace, decode_request, region_bytes};
-
-/// A file as a storage region, through `pread`/`pwrite`.
-#[derive(Debug)]
-struct FileRegion {
-    file: File,
-    path: PathBuf,
-    size: u64,
-}
-
-/// A failed access to the backing file.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} of {len} bytes at offset {off} in {}: {source}", path.display())]
-struct FileError {
-    op: &'static str,
-    len: usize,
-    off: u64,
-    path: PathBuf,
-    source: std::io::Error,
-}
-
-impl Region for FileRegion {
-    type Error = FileError;
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), FileError> {
-        self.file.read_exact_at(buf, off).map_err(|source| FileError {
-            op: "read",
-            len: buf.len(),
-            off,
-            path: self.path.clone(),
-            source,
-        })
-    }
-    fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), FileError> {
-        self.file.write_all_at(data, off).map_err(|source| FileError {
-            op: "write",
-            len: data.len(),
-            off,
-            path: self.path.clone(),
-            source,
-        })
-    }
-}
+use storage_core::{MAX_REPLY_DATA, Storage, StorageReply, StorageState, Trace, decode_request, region_bytes};
 
 /// Command-line arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,19 +79,7 @@ struct StorageDriver {
 impl StorageDriver {
     fn open(&self) -> Result<Storage<FileRegion>, DriverError> {
         let path = &self.args.file;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let need = region_bytes(self.args.blocks);
-        let len = file.metadata().map_err(|e| format!("cannot stat {}: {e}", path.display()))?.len();
-        if len < need {
-            file.set_len(need).map_err(|e| format!("cannot extend {} to {need} bytes: {e}", path.display()))?;
-        }
-        let region = FileRegion { file, path: path.clone(), size: len.max(need) };
+        let region = FileRegion::open_at_least(path, region_bytes(self.args.blocks))?;
         Storage::open(region, self.args.blocks).map_err(|e| format!("{}: {e}", path.display()).into())
     }
 }
@@ -179,14 +123,10 @@ impl Driver for StorageDriver {
         if let Some(t) = Trace::of(&req, &out) {
             ctx.trace(t.event());
         }
-        let effect = match out.effect {
-            storage_core::Effect::None => Effect::None,
-            storage_core::Effect::Applied => Effect::Applied,
-            storage_core::Effect::AlreadyApplied => Effect::AlreadyApplied,
-        };
+        let effect = Effect::from(out.effect);
         if effect == Effect::Applied && self.args.sync_data {
             let r = dev.region();
-            r.file.sync_data().map_err(|e| format!("fdatasync of {}: {e}", r.path.display()))?;
+            r.file().sync_data().map_err(|e| format!("fdatasync of {}: {e}", r.path().display()))?;
         }
         let reply = postcard::to_allocvec(&out.reply)?;
         Ok(Step::Done(Completion { state: out.state, reply, effect }))
@@ -217,17 +157,5 @@ mod tests {
         assert!(args("--file /x --blocks lots").unwrap_err().starts_with("--blocks \"lots\""));
         assert!(args("--file /x --blocks 0").unwrap_err().contains("out of range"));
         assert!(args("--file /x --blocks 8 --fast").unwrap_err().starts_with("unknown argument \"--fast\""));
-    }
-
-    #[test]
-    fn file_region_errors_name_the_file() {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        let mut r = FileRegion { file: f.reopen().unwrap(), path: f.path().into(), size: 0 };
-        let mut buf = [0u8; 16];
-        let err = r.read_at(0, &mut buf).unwrap_err().to_string();
-        assert!(
-            err.contains(&f.path().display().to_string()) && err.starts_with("read of 16 bytes at offset 0"),
-            "{err}"
-        );
     }
 }
