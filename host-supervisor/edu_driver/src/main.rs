@@ -48,8 +48,7 @@ mod driver;
 
 use driver::{Device, EduDriver, EduDriverError, Source};
 use edu_core::{EduHandler, EduRegisters, PollBudget};
-use reinc_uio::{Block, Irq, Mapping, Selector, Sysfs};
-use std::path::PathBuf;
+use reinc_uio::{Block, DeviceArgs, Irq, MappedBlock, parse_device_args};
 use std::process::ExitCode;
 use std::time::Duration;
 use tracing::info;
@@ -57,26 +56,16 @@ use tracing::info;
 /// Command-line arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Args {
-    device: Selector,
-    device_text: String,
+    uio: DeviceArgs,
     irq_timeout: Duration,
-    sysfs: PathBuf,
-    dev: PathBuf,
 }
 
 const USAGE: &str = "usage: edu_driver --device SELECTOR [--irq-timeout-ms N] [--sysfs DIR] [--dev DIR]";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let (mut device, mut irq_timeout, mut sysfs, mut dev) = (None, Duration::from_secs(2), None, None);
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let mut value = |what: &str| it.next().ok_or(format!("{arg} needs {what}; {USAGE}"));
-        match arg.as_str() {
-            "--device" => {
-                let text = value("a selector such as pci:1234:11e8@0")?;
-                let sel = text.parse::<Selector>().map_err(|e| format!("--device: {e}"))?;
-                device = Some((sel, text));
-            }
+    let mut irq_timeout = Duration::from_secs(2);
+    let uio = parse_device_args(args, USAGE, "pci:1234:11e8@0", |flag, value| {
+        match flag {
             "--irq-timeout-ms" => {
                 let v = value("milliseconds")?;
                 let ms: u64 = v.parse().map_err(|e| format!("--irq-timeout-ms {v:?}: {e}; {USAGE}"))?;
@@ -85,19 +74,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 }
                 irq_timeout = Duration::from_millis(ms);
             }
-            "--sysfs" => sysfs = Some(PathBuf::from(value("a directory")?)),
-            "--dev" => dev = Some(PathBuf::from(value("a directory")?)),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            _ => return Ok(false),
         }
-    }
-    let (device, device_text) = device.ok_or(format!("--device is required; {USAGE}"))?;
-    Ok(Args {
-        device,
-        device_text,
-        irq_timeout,
-        sysfs: sysfs.unwrap_or_else(|| "/sys".into()),
-        dev: dev.unwrap_or_else(|| "/dev".into()),
-    })
+        Ok(true)
+    })?;
+    Ok(Args { uio, irq_timeout })
 }
 
 /// The device through Linux UIO.
@@ -111,22 +92,18 @@ impl Source for UioSource {
     type Regs = Block<EduRegisters>;
 
     fn selector(&self) -> String {
-        self.args.device_text.clone()
+        self.args.uio.device_text.clone()
     }
 
     fn open(&mut self) -> Result<Device<Block<EduRegisters>>, EduDriverError> {
-        let sysfs = Sysfs::new(&self.args.sysfs, &self.args.dev);
-        let device = sysfs
-            .find(&self.args.device)
-            .map_err(|source| EduDriverError::Discover { selector: self.args.device_text.clone(), source })?;
+        let device =
+            self.args.uio.find().map_err(|source| EduDriverError::Discover { selector: self.selector(), source })?;
         let what = device.describe();
-        let map_err = |source| EduDriverError::Map { device: what.clone(), source };
-        let bar0 = Mapping::pci_bar(&device, 0).map_err(map_err)?;
-        let (phys, len, file) = (bar0.phys_addr().unwrap_or(0), bar0.len(), bar0.describe().to_owned());
-        let regs = bar0.into_block::<EduRegisters>(0).map_err(map_err)?;
-        info!("[driver] mapped {phys:#x} size={len:#x} ({}: {what}, {file})", self.name);
+        let bar0 = MappedBlock::<EduRegisters>::pci_bar(&device, 0)
+            .map_err(|source| EduDriverError::Map { device: what.clone(), source })?;
+        info!("[driver] {}", bar0.mapped_line(&self.name, &what));
         let irq = Irq::open(&device).map_err(|source| EduDriverError::Irq { device: what.clone(), source })?;
-        Ok(Device { what, handler: EduHandler::new(regs, PollBudget::default()), irq })
+        Ok(Device { what, handler: EduHandler::new(bar0.block, PollBudget::default()), irq })
     }
 }
 

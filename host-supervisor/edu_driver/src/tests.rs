@@ -12,7 +12,7 @@ use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, 
 use nix::sys::time::TimeVal;
 use reinc_proto::{ClientId, DriverFrame, FromDriver, Generation, RequestId, ToDriver, decode, encode_vec};
 use reinc_runtime::{Config, Exit, Runtime};
-use reinc_uio::Reenable;
+use reinc_uio::{Reenable, Selector};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -291,9 +291,9 @@ fn device_that_is_not_edu_is_fatal_at_init() {
 fn arguments_parse_and_errors_name_the_flag() {
     let args = |s: &str| parse_args(s.split_whitespace().map(String::from));
     let a = args("--device pci:1234:11e8@1 --irq-timeout-ms 250").unwrap();
-    assert_eq!(a.device, Selector::Pci { vendor: 0x1234, device: 0x11e8, index: 1 });
+    assert_eq!(a.uio.device, Selector::Pci { vendor: 0x1234, device: 0x11e8, index: 1 });
     assert_eq!(
-        (a.irq_timeout, a.sysfs.as_path(), a.dev.as_path()),
+        (a.irq_timeout, a.uio.sysfs.as_path(), a.uio.dev.as_path()),
         (Duration::from_millis(250), "/sys".as_ref(), "/dev".as_ref())
     );
     assert!(args("").unwrap_err().starts_with("--device is required"));

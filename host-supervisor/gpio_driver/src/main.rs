@@ -47,19 +47,15 @@ mod driver;
 
 use driver::{Device, GpioDriver, GpioDriverError, Source, pin_list};
 use gpio_core::{Pin, PinSet, RegisterBlock};
-use reinc_uio::{Block, Mapping, Selector, Sysfs, UioError};
-use std::path::PathBuf;
+use reinc_uio::{Block, DeviceArgs, MappedBlock, parse_device_args};
 use std::process::ExitCode;
 use tracing::info;
 
 /// Command-line arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Args {
-    device: Selector,
-    device_text: String,
+    uio: DeviceArgs,
     pins: PinSet,
-    sysfs: PathBuf,
-    dev: PathBuf,
 }
 
 const USAGE: &str = "usage: gpio_driver --device SELECTOR --pins N[,N...] [--sysfs DIR] [--dev DIR]";
@@ -80,31 +76,16 @@ fn parse_pins(text: &str) -> Result<PinSet, String> {
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let (mut device, mut pins, mut sysfs, mut dev) = (None, None, None, None);
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let mut value = |what: &str| it.next().ok_or(format!("{arg} needs {what}; {USAGE}"));
-        match arg.as_str() {
-            "--device" => {
-                let text = value("a selector such as name:reinc-gpio")?;
-                let sel = text.parse::<Selector>().map_err(|e| format!("--device: {e}"))?;
-                device = Some((sel, text));
-            }
+    let mut pins = None;
+    let uio = parse_device_args(args, USAGE, "name:reinc-gpio", |flag, value| {
+        match flag {
             "--pins" => pins = Some(parse_pins(&value("a comma-separated pin list such as 17,27")?)?),
-            "--sysfs" => sysfs = Some(PathBuf::from(value("a directory")?)),
-            "--dev" => dev = Some(PathBuf::from(value("a directory")?)),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            _ => return Ok(false),
         }
-    }
-    let (device, device_text) = device.ok_or(format!("--device is required; {USAGE}"))?;
+        Ok(true)
+    })?;
     let pins = pins.ok_or(format!("--pins is required (the pins this driver may change); {USAGE}"))?;
-    Ok(Args {
-        device,
-        device_text,
-        pins,
-        sysfs: sysfs.unwrap_or_else(|| "/sys".into()),
-        dev: dev.unwrap_or_else(|| "/dev".into()),
-    })
+    Ok(Args { uio, pins })
 }
 
 /// The GPIO block through Linux UIO: map 0 of the selected device.
@@ -118,25 +99,17 @@ impl Source for UioSource {
     type Regs = Block<RegisterBlock>;
 
     fn selector(&self) -> String {
-        self.args.device_text.clone()
+        self.args.uio.device_text.clone()
     }
 
     fn open(&mut self) -> Result<Device<Block<RegisterBlock>>, GpioDriverError> {
-        let sysfs = Sysfs::new(&self.args.sysfs, &self.args.dev);
-        let device = sysfs
-            .find(&self.args.device)
-            .map_err(|source| GpioDriverError::Discover { selector: self.args.device_text.clone(), source })?;
+        let device =
+            self.args.uio.find().map_err(|source| GpioDriverError::Discover { selector: self.selector(), source })?;
         let what = device.describe();
-        let map_err = |source: UioError| GpioDriverError::Map { device: what.clone(), source };
-        let offset = device.map(0).map_err(map_err)?.offset;
-        let mapping = Mapping::uio_map(&device, 0).map_err(map_err)?;
-        let (phys, len, file) = (mapping.phys_addr().unwrap_or(0), mapping.len(), mapping.describe().to_owned());
-        let offset = usize::try_from(offset).map_err(|_| {
-            map_err(UioError::BadMapRange { what: file.clone(), offset, len: len as u64, why: "offset too large" })
-        })?;
-        let regs = mapping.into_block::<RegisterBlock>(offset).map_err(map_err)?;
-        info!("[driver] mapped {phys:#x} size={len:#x} ({}: {what}, {file})", self.name);
-        Ok(Device { what, regs })
+        let map0 = MappedBlock::<RegisterBlock>::uio_map(&device, 0)
+            .map_err(|source| GpioDriverError::Map { device: what.clone(), source })?;
+        info!("[driver] {}", map0.mapped_line(&self.name, &what));
+        Ok(Device { what, regs: map0.block })
     }
 }
 

@@ -7,6 +7,8 @@ use gpio_core::model::GpioModel;
 use gpio_core::{Bank, DetectKind, Direction, Function, GpioError, GpioRegisters, GpioReply, GpioRequest, Level};
 use reinc_proto::{ClientId, FromDriver, Generation, RequestId, ToDriver};
 use reinc_runtime::testing::{InProcess, LoopOptions};
+use reinc_uio::Selector;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// The model behind a lock, so the test can inspect (or tamper with) the
@@ -235,8 +237,8 @@ fn args(list: &[&str]) -> Result<Args, String> {
 fn arguments_need_a_device_and_an_explicit_list_of_real_distinct_pins() {
     let a = args(&["--device", "name:reinc-gpio", "--pins", "17, 27,22"]).unwrap();
     assert_eq!(a.pins, pins(&[17, 22, 27]));
-    assert_eq!(a.device, Selector::Name { name: "reinc-gpio".into(), index: 0 });
-    assert_eq!(a.sysfs, PathBuf::from("/sys"));
+    assert_eq!(a.uio.device, Selector::Name { name: "reinc-gpio".into(), index: 0 });
+    assert_eq!(a.uio.sysfs, PathBuf::from("/sys"));
     assert!(args(&["--device", "name:reinc-gpio"]).unwrap_err().contains("--pins is required"));
     assert!(args(&["--pins", "17"]).unwrap_err().contains("--device is required"));
     assert!(args(&["--device", "name:g", "--pins", "54"]).unwrap_err().contains("54"));

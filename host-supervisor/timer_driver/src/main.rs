@@ -46,8 +46,7 @@
 mod driver;
 
 use driver::{Device, Source, TimerDriver, TimerDriverError};
-use reinc_uio::{Block, Irq, Mapping, Selector, Sysfs, UioError};
-use std::path::PathBuf;
+use reinc_uio::{Block, DeviceArgs, Irq, MappedBlock, parse_device_args};
 use std::process::ExitCode;
 use std::time::Duration;
 use timer_core::{Channel, RegisterBlock};
@@ -56,28 +55,17 @@ use tracing::info;
 /// Command-line arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Args {
-    device: Selector,
-    device_text: String,
+    uio: DeviceArgs,
     channel: Channel,
     grace: Duration,
-    sysfs: PathBuf,
-    dev: PathBuf,
 }
 
 const USAGE: &str = "usage: timer_driver --device SELECTOR [--channel 1|3] [--grace-ms N] [--sysfs DIR] [--dev DIR]";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let (mut device, mut channel, mut grace, mut sysfs, mut dev) =
-        (None, Channel::C3, Duration::from_millis(200), None, None);
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let mut value = |what: &str| it.next().ok_or(format!("{arg} needs {what}; {USAGE}"));
-        match arg.as_str() {
-            "--device" => {
-                let text = value("a selector such as name:reinc-systimer")?;
-                let sel = text.parse::<Selector>().map_err(|e| format!("--device: {e}"))?;
-                device = Some((sel, text));
-            }
+    let (mut channel, mut grace) = (Channel::C3, Duration::from_millis(200));
+    let uio = parse_device_args(args, USAGE, "name:reinc-systimer", |flag, value| {
+        match flag {
             "--channel" => {
                 let v = value("1 or 3")?;
                 let n: u8 = v.parse().map_err(|_| format!("--channel {v:?} is not a number; {USAGE}"))?;
@@ -91,20 +79,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 }
                 grace = Duration::from_millis(ms);
             }
-            "--sysfs" => sysfs = Some(PathBuf::from(value("a directory")?)),
-            "--dev" => dev = Some(PathBuf::from(value("a directory")?)),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            _ => return Ok(false),
         }
-    }
-    let (device, device_text) = device.ok_or(format!("--device is required; {USAGE}"))?;
-    Ok(Args {
-        device,
-        device_text,
-        channel,
-        grace,
-        sysfs: sysfs.unwrap_or_else(|| "/sys".into()),
-        dev: dev.unwrap_or_else(|| "/dev".into()),
-    })
+        Ok(true)
+    })?;
+    Ok(Args { uio, channel, grace })
 }
 
 /// The system timer through Linux UIO: map 0 and the device's interrupt.
@@ -118,26 +97,18 @@ impl Source for UioSource {
     type Regs = Block<RegisterBlock>;
 
     fn selector(&self) -> String {
-        self.args.device_text.clone()
+        self.args.uio.device_text.clone()
     }
 
     fn open(&mut self) -> Result<Device<Block<RegisterBlock>>, TimerDriverError> {
-        let sysfs = Sysfs::new(&self.args.sysfs, &self.args.dev);
-        let device = sysfs
-            .find(&self.args.device)
-            .map_err(|source| TimerDriverError::Discover { selector: self.args.device_text.clone(), source })?;
+        let device =
+            self.args.uio.find().map_err(|source| TimerDriverError::Discover { selector: self.selector(), source })?;
         let what = device.describe();
-        let map_err = |source: UioError| TimerDriverError::Map { device: what.clone(), source };
-        let offset = device.map(0).map_err(map_err)?.offset;
-        let mapping = Mapping::uio_map(&device, 0).map_err(map_err)?;
-        let (phys, len, file) = (mapping.phys_addr().unwrap_or(0), mapping.len(), mapping.describe().to_owned());
-        let offset = usize::try_from(offset).map_err(|_| {
-            map_err(UioError::BadMapRange { what: file.clone(), offset, len: len as u64, why: "offset too large" })
-        })?;
-        let regs = mapping.into_block::<RegisterBlock>(offset).map_err(map_err)?;
-        info!("[driver] mapped {phys:#x} size={len:#x} ({}: {what}, {file})", self.name);
+        let map0 = MappedBlock::<RegisterBlock>::uio_map(&device, 0)
+            .map_err(|source| TimerDriverError::Map { device: what.clone(), source })?;
+        info!("[driver] {}", map0.mapped_line(&self.name, &what));
         let irq = Irq::open(&device).map_err(|source| TimerDriverError::Irq { device: what.clone(), source })?;
-        Ok(Device { what, regs, irq })
+        Ok(Device { what, regs: map0.block, irq })
     }
 }
 

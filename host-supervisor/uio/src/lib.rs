@@ -21,6 +21,10 @@
 //! - [`irq`]: [`Irq`] waits in `poll()` with a timeout, reports missed
 //!   interrupts from the count, and re-enables in the flavour the device
 //!   needs (genirq `write(1)` or `uio_pci_generic`'s INTx-disable bit).
+//! - [`cli`]: what every driver binary does first: the `--device SELECTOR
+//!   [--sysfs DIR] [--dev DIR]` flags ([`parse_device_args`]), finding the
+//!   device, and mapping its register block with the `mapped 0x… size=0x…`
+//!   start-up line ([`MappedBlock`]).
 //!
 //! # Typical use (edu over `uio_pci_generic`)
 //! ```no_run
@@ -52,12 +56,14 @@
 //!   into an error and unmaps on drop; tying borrows to [`Mapping`] does the rest.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod error;
 pub mod irq;
 #[allow(unsafe_code)]
 pub mod map;
 pub mod sysfs;
 
+pub use cli::{DeviceArgs, MappedBlock, parse_device_args};
 pub use error::{Result, UioError};
 pub use irq::{Irq, IrqWait, Reenable, missed_between};
 pub use map::{Block, Mapping, RegisterBlock};

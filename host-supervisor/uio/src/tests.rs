@@ -581,3 +581,81 @@ fn owned_block_keeps_its_mapping_alive_and_checks_size() {
     let small = Mapping::file(&path, 0, 8).expect("map");
     assert!(matches!(small.into_block::<TestBlock>(0), Err(UioError::BlockTooLarge { .. })));
 }
+
+fn device_args(line: &str) -> std::result::Result<(DeviceArgs, Option<String>), String> {
+    let mut speed = None;
+    let args = parse_device_args(line.split_whitespace().map(String::from), "usage: t", "name:x", |flag, value| {
+        match flag {
+            "--speed" => speed = Some(value("a speed")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok((args, speed))
+}
+
+#[test]
+fn device_args_default_to_the_system_paths_and_pass_other_flags_to_the_driver() {
+    let (a, speed) = device_args("--speed 9 --device uio3").expect("parses");
+    assert_eq!((a.device, a.device_text.as_str()), (Selector::Number(3), "uio3"));
+    assert_eq!((a.sysfs, a.dev, speed), ("/sys".into(), "/dev".into(), Some("9".into())));
+    let (a, _) = device_args("--device name:g@1 --sysfs /t/sys --dev /t/dev").expect("parses");
+    assert_eq!((a.sysfs, a.dev), ("/t/sys".into(), "/t/dev".into()));
+}
+
+#[test]
+fn device_args_errors_name_the_flag_and_end_with_the_usage() {
+    let err = |line| device_args(line).expect_err(line);
+    assert_eq!(err(""), "--device is required; usage: t");
+    assert_eq!(err("--device"), "--device needs a selector such as name:x; usage: t");
+    assert_eq!(err("--device uio0 --sysfs"), "--sysfs needs a directory; usage: t");
+    assert_eq!(err("--device uio0 --speed"), "--speed needs a speed; usage: t");
+    assert_eq!(err("--device uio0 --fast"), "unknown argument \"--fast\"; usage: t");
+    assert!(err("--device pci:zz").starts_with("--device: invalid UIO device selector \"pci:zz\""));
+}
+
+#[test]
+fn device_args_find_the_device_under_the_given_tree() {
+    let fx = Fixture::new();
+    fx.add_platform(2, "gpio");
+    let line =
+        format!("--device name:gpio --sysfs {} --dev {}", fx.sys().display(), fx.dir.path().join("dev").display());
+    let (a, _) = device_args(&line).expect("parses");
+    assert_eq!(a.find().expect("found").describe(), "uio2 (gpio)");
+    let (a, _) = device_args(&format!("{line} --device name:nope")).expect("parses");
+    assert!(a.find().is_err());
+}
+
+#[test]
+fn mapped_block_sits_at_the_map_offset_and_reports_the_mapped_line() {
+    let fx = Fixture::new();
+    fx.add_platform(0, "timer");
+    let dev = fx.sysfs().find(&Selector::Number(0)).expect("found");
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).expect("sysconf").expect("page");
+    if page as u64 != PAGE {
+        return; // the fixture's node layout assumes 4 KiB pages
+    }
+    let m = MappedBlock::<TestBlock>::uio_map(&dev, 1).expect("map1");
+    assert_eq!(m.block.offset(), 0x10, "the sysfs offset of map 1");
+    let node = fx.dir.path().join("dev/uio0");
+    assert_eq!(
+        m.mapped_line("timer", &dev.describe()),
+        format!("mapped 0x3f004000 size=0x1000 (timer: uio0 (timer), {} map 1)", node.display())
+    );
+    assert!(matches!(MappedBlock::<TestBlock>::uio_map(&dev, 2), Err(UioError::NoSuchMap { index: 2, .. })));
+}
+
+#[test]
+fn mapped_pci_bar_reports_the_bar_address_and_resource_file() {
+    let fx = Fixture::new();
+    fx.add_pci(0, "0000:00:03.0", "0x1234", "0x11e8");
+    let dev = fx.sysfs().find(&"pci:1234:11e8".parse().expect("sel")).expect("found");
+    let m = MappedBlock::<TestBlock>::pci_bar(&dev, 0).expect("bar0");
+    assert_eq!(m.block.offset(), 0);
+    let line = m.mapped_line("edu", &dev.describe());
+    assert!(
+        line.starts_with("mapped 0xfea00000 size=0x1000 (edu: uio0 (uio_pci_generic, PCI 0000:00:03.0), "),
+        "{line}"
+    );
+    assert!(line.ends_with("0000:00:03.0/resource0)"), "{line}");
+}
