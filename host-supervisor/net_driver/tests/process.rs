@@ -90,11 +90,7 @@ fn impossible_checkpoint_is_fatal_at_init() {
     let mut d = spawn(&ring, Options::default());
     let ckpt = postcard::to_allocvec(&NetState { tx: 100, rx: 1 }).unwrap();
     d.send(&ToDriver::Init { generation: Generation(3), checkpoint: Some(&ckpt) });
-    let reason = d.recv(|f| match f.msg {
-        FromDriver::Fatal { reason } => reason.to_owned(),
-        other => panic!("expected Fatal, got {other:?}"),
-    });
-    let reason = reason.unwrap();
+    let reason = d.expect_fatal();
     assert!(reason.contains("ring") && reason.contains("tx=100 rx=1"), "{reason}");
     assert_eq!(d.wait_for(Duration::from_secs(10)).map(describe).as_deref(), Some("exit 1"));
 }

@@ -16,7 +16,7 @@ use crate::launch::{ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_IPC_FD, ENV_SU
 use crate::{Config, Driver, Exit, Runtime};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt};
 use nix::sys::time::TimeVal;
-use reinc_proto::{DriverFrame, FaultPlan, ToDriver, decode, encode_vec};
+use reinc_proto::{DriverFrame, FaultPlan, FromDriver, Generation, ToDriver, decode, encode_vec};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -107,6 +107,18 @@ impl SupEnd {
             return None;
         }
         Some(f(decode::<DriverFrame<'_>>(&self.buf[..n]).expect("driver frame decodes")))
+    }
+
+    /// Receives one frame, which must be `Fatal`, and returns its reason.
+    ///
+    /// # Panics
+    /// On any other frame, end of file, or the 10 s timeout.
+    pub fn expect_fatal(&mut self) -> String {
+        self.recv(|f| match f.msg {
+            FromDriver::Fatal { reason } => reason.to_owned(),
+            other => panic!("expected Fatal, got {other:?}"),
+        })
+        .expect("a Fatal frame before EOF")
     }
 
     /// Closes the supervisor's end (the driver sees EOF).
@@ -253,6 +265,20 @@ impl DriverProcess {
         let child = cmd.spawn().expect("spawn driver");
         drop(drv);
         Self { end: SupEnd::new(sup), child }
+    }
+
+    /// Spawns `bin args…` as driver `name`, sends `Init` (generation 1, no
+    /// checkpoint), and expects `Fatal`: returns its reason and how the
+    /// process ended ([`describe`]), waiting up to 10 s for it to exit.
+    ///
+    /// # Panics
+    /// When the driver answers anything but `Fatal` or does not exit.
+    pub fn fatal_at_init(bin: &Path, name: &str, args: &[&str]) -> (String, String) {
+        let mut p = Self::spawn(bin, name, args, Options::default());
+        p.send(&ToDriver::Init { generation: Generation(1), checkpoint: None });
+        let reason = p.expect_fatal();
+        let status = p.wait_for(Duration::from_secs(10)).expect("the driver exits after Fatal");
+        (reason, describe(status))
     }
 
     /// The child's pid.

@@ -130,11 +130,8 @@ fn orphaned_driver_exits_before_touching_anything() {
 fn bad_arguments_are_reported_as_fatal_at_init() {
     let mut d = DriverProcess::spawn(Path::new(BIN), "storage_driver", &["--blocks", "8"], Options::default());
     d.send(&ToDriver::Init { generation: Generation(2), checkpoint: None });
-    let reason = d.recv(|f| match f.msg {
-        FromDriver::Fatal { reason } => reason.to_owned(),
-        other => panic!("expected Fatal, got {other:?}"),
-    });
-    assert!(reason.unwrap().contains("--file is required"));
+    let reason = d.expect_fatal();
+    assert!(reason.contains("--file is required"));
     assert_eq!(d.wait_for(Duration::from_secs(10)).unwrap().code(), Some(1));
 }
 
@@ -144,11 +141,7 @@ fn foreign_backing_file_is_refused_and_left_intact() {
     std::fs::write(dir.disk(), b"#!/bin/sh\necho precious\n").unwrap();
     let mut d = dir.spawn(Options::default());
     d.send(&ToDriver::Init { generation: Generation(1), checkpoint: None });
-    let reason = d.recv(|f| match f.msg {
-        FromDriver::Fatal { reason } => reason.to_owned(),
-        other => panic!("expected Fatal, got {other:?}"),
-    });
-    let reason = reason.unwrap();
+    let reason = d.expect_fatal();
     assert!(reason.contains("disk.img") && reason.contains("REINCBLK"), "{reason}");
     let bytes = std::fs::read(dir.disk()).unwrap();
     assert!(bytes.starts_with(b"#!/bin/sh\necho precious\n"));

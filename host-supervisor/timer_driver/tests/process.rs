@@ -4,25 +4,14 @@
 //! a real UIO node: they are exercised in the rpi3 QEMU guest and, in
 //! process, against a simulated genirq in the unit tests.)
 
-use reinc_proto::{FromDriver, Generation, ToDriver};
-use reinc_runtime::testing::{DriverProcess, Options, describe};
+use reinc_runtime::testing::DriverProcess;
 use std::path::Path;
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_timer_driver");
 
 /// Sends `Init` and returns the `Fatal` reason and the exit status.
 fn fatal_at_init(args: &[&str]) -> (String, String) {
-    let mut p = DriverProcess::spawn(Path::new(BIN), "timer_test", args, Options::default());
-    p.send(&ToDriver::Init { generation: Generation(1), checkpoint: None });
-    let reason = p
-        .recv(|f| match f.msg {
-            FromDriver::Fatal { reason } => reason.to_owned(),
-            other => panic!("expected Fatal, got {other:?}"),
-        })
-        .expect("a frame before EOF");
-    let status = p.wait_for(Duration::from_secs(10)).expect("the driver exits after Fatal");
-    (reason, describe(status))
+    DriverProcess::fatal_at_init(Path::new(BIN), "timer_test", args)
 }
 
 #[test]
