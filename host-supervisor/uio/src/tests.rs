@@ -396,15 +396,24 @@ fn undersized_mapping_is_refused_for_a_typed_block_naming_the_device() {
     assert!(msg.contains(path.to_str().expect("utf8")) && msg.contains("TestBlock") && msg.contains("0x10"), "{msg}");
 }
 
-#[test]
-fn uio_map_n_is_mapped_at_n_pages() {
+/// A fixture with platform device uio0 "timer" (two maps), or `None` when
+/// this machine's pages are not the 4 KiB its device node layout assumes.
+fn platform_timer_with_4k_pages() -> Option<(Fixture, UioDevice)> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).expect("sysconf").expect("page");
+    if page as u64 != PAGE {
+        return None;
+    }
     let fx = Fixture::new();
     fx.add_platform(0, "timer");
     let dev = fx.sysfs().find(&Selector::Number(0)).expect("found");
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).expect("sysconf").expect("page");
-    if page as u64 != PAGE {
+    Some((fx, dev))
+}
+
+#[test]
+fn uio_map_n_is_mapped_at_n_pages() {
+    let Some((_fx, dev)) = platform_timer_with_4k_pages() else {
         return; // the fixture's node layout assumes 4 KiB pages
-    }
+    };
     let m1 = Mapping::uio_map(&dev, 1).expect("map1");
     assert_eq!(m1.read32(0).expect("read"), 0xfeed_f00d);
     assert_eq!(m1.phys_addr(), Some(0x3f00_4000));
@@ -628,13 +637,9 @@ fn device_args_find_the_device_under_the_given_tree() {
 
 #[test]
 fn mapped_block_sits_at_the_map_offset_and_reports_the_mapped_line() {
-    let fx = Fixture::new();
-    fx.add_platform(0, "timer");
-    let dev = fx.sysfs().find(&Selector::Number(0)).expect("found");
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).expect("sysconf").expect("page");
-    if page as u64 != PAGE {
+    let Some((fx, dev)) = platform_timer_with_4k_pages() else {
         return; // the fixture's node layout assumes 4 KiB pages
-    }
+    };
     let m = MappedBlock::<TestBlock>::uio_map(&dev, 1).expect("map1");
     assert_eq!(m.block.offset(), 0x10, "the sysfs offset of map 1");
     let node = fx.dir.path().join("dev/uio0");
