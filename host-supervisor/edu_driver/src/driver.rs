@@ -7,7 +7,7 @@
 
 use edu_core::{EduError, EduHandler, EduReply, EduRequest, EduState, Pending, Regs, Step as EduStep};
 use reinc_proto::RequestId;
-use reinc_runtime::{Completion, Ctx, Driver, DriverError, Effect, Event, Step, Wake};
+use reinc_runtime::{Ctx, Driver, DriverError, Effect, Event, Step, Wake};
 use reinc_uio::{Irq, IrqWait, UioError};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ impl<S: Source> EduDriver<S> {
             EduReply::Factorial { .. } | EduReply::Alive { .. } | EduReply::IrqHandled { .. } => Effect::Applied,
             EduReply::Identity(_) | EduReply::Stats(_) | EduReply::Error(_) => Effect::None,
         };
-        Ok(Step::Done(Completion { state, reply: postcard::to_allocvec(&reply)?, effect }))
+        Step::done(state, &reply, effect)
     }
 
     /// Waits on, with whatever time is left before the request's deadline.

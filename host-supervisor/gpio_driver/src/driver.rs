@@ -7,7 +7,7 @@
 
 use gpio_core::{Gpio, GpioError, GpioRegisters, GpioReply, GpioRequest, GpioState, PinSet, StateError, Trace};
 use reinc_proto::RequestId;
-use reinc_runtime::{Completion, Ctx, Driver, DriverError, Effect, Step};
+use reinc_runtime::{Ctx, Driver, DriverError, Effect, Step};
 use reinc_uio::UioError;
 use tracing::{debug, info, warn};
 
@@ -172,17 +172,13 @@ impl<S: Source> Driver for GpioDriver<S> {
                 );
                 let error = GpioError::MalformedRequest { len: u32::try_from(body.len()).unwrap_or(u32::MAX) };
                 record(ctx, Trace::Refused(error));
-                let reply = postcard::to_allocvec(&GpioReply::Error(error))?;
-                return Ok(Step::Done(Completion { state: *state, reply, effect: Effect::None }));
+                return Step::done(*state, &GpioReply::Error(error), Effect::None);
             }
         };
         let handled = gpio.handle(state, &request);
         record(ctx, handled.trace);
         debug!("[driver] {} {}: {id} {request:?} -> {:?}", ctx.name(), ctx.generation(), handled.reply);
-        Ok(Step::Done(Completion {
-            state: handled.commit.unwrap_or(*state),
-            reply: postcard::to_allocvec(&handled.reply)?,
-            effect: if handled.effect.is_some() { Effect::Applied } else { Effect::None },
-        }))
+        let effect = if handled.effect.is_some() { Effect::Applied } else { Effect::None };
+        Step::done(handled.commit.unwrap_or(*state), &handled.reply, effect)
     }
 }

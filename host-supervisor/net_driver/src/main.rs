@@ -24,7 +24,7 @@
 use net_core::{MTU, Net, NetReply, NetState, Trace, decode_request, region_bytes};
 use reinc_proto::RequestId;
 use reinc_region::FileRegion;
-use reinc_runtime::{Completion, Ctx, Driver, DriverError, Effect, Step};
+use reinc_runtime::{Ctx, Driver, DriverError, Effect, Step};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,8 +97,7 @@ impl Driver for NetDriver {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("[driver] net_driver: request {id} has a malformed body ({} bytes)", body.len());
-                let reply = postcard::to_allocvec(&NetReply::Error(e))?;
-                return Ok(Step::Done(Completion { state: *state, reply, effect: Effect::None }));
+                return Step::done(*state, &NetReply::Error(e), Effect::None);
             }
         };
         let out = dev.handle(state, id, &req, &mut self.reply_buf)?;
@@ -106,8 +105,7 @@ impl Driver for NetDriver {
             ctx.trace(t.event());
         }
         let effect = Effect::from(out.effect);
-        let reply = postcard::to_allocvec(&out.reply)?;
-        Ok(Step::Done(Completion { state: out.state, reply, effect }))
+        Step::done(out.state, &out.reply, effect)
     }
 }
 

@@ -175,6 +175,18 @@ pub enum Step<S> {
     },
 }
 
+impl<S> Step<S> {
+    /// Finishes the request with `reply` postcard-encoded as its body, the
+    /// encoding every driver's clients decode.
+    ///
+    /// # Errors
+    /// The reply does not encode (a driver bug: the instance dies and the
+    /// request is replayed).
+    pub fn done(state: S, reply: &impl Serialize, effect: Effect) -> Result<Self, DriverError> {
+        Ok(Self::Done(Completion { state, reply: postcard::to_allocvec(reply)?, effect }))
+    }
+}
+
 /// Why [`Driver::on_wake`] is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {

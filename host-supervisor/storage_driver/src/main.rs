@@ -28,7 +28,7 @@
 
 use reinc_proto::RequestId;
 use reinc_region::FileRegion;
-use reinc_runtime::{Completion, Ctx, Driver, DriverError, Effect, Step};
+use reinc_runtime::{Ctx, Driver, DriverError, Effect, Step};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use storage_core::{MAX_REPLY_DATA, Storage, StorageReply, StorageState, Trace, decode_request, region_bytes};
@@ -115,8 +115,7 @@ impl Driver for StorageDriver {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("[driver] storage_driver: request {id} has a malformed body ({} bytes)", body.len());
-                let reply = postcard::to_allocvec(&StorageReply::Error(e))?;
-                return Ok(Step::Done(Completion { state: *state, reply, effect: Effect::None }));
+                return Step::done(*state, &StorageReply::Error(e), Effect::None);
             }
         };
         let out = dev.handle(state, id, &req, &mut self.reply_buf)?;
@@ -128,8 +127,7 @@ impl Driver for StorageDriver {
             let r = dev.region();
             r.file().sync_data().map_err(|e| format!("fdatasync of {}: {e}", r.path().display()))?;
         }
-        let reply = postcard::to_allocvec(&out.reply)?;
-        Ok(Step::Done(Completion { state: out.state, reply, effect }))
+        Step::done(out.state, &out.reply, effect)
     }
 }
 

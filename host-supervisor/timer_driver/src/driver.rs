@@ -7,7 +7,7 @@
 //! a socketpair standing in for `/dev/uioN`.
 
 use reinc_proto::RequestId;
-use reinc_runtime::{Completion, Ctx, Driver, DriverError, Effect, Event, Step, Wake};
+use reinc_runtime::{Ctx, Driver, DriverError, Effect, Event, Step, Wake};
 use reinc_uio::{Irq, IrqWait, UioError};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
@@ -155,11 +155,8 @@ impl<S: Source> TimerDriver<S> {
         match h.step {
             CoreStep::Reply(reply) => {
                 self.waiting = None;
-                Ok(Step::Done(Completion {
-                    state: h.commit.unwrap_or(*state),
-                    reply: postcard::to_allocvec(&reply)?,
-                    effect: if h.effect.is_some() { Effect::Applied } else { Effect::None },
-                }))
+                let effect = if h.effect.is_some() { Effect::Applied } else { Effect::None };
+                Step::done(h.commit.unwrap_or(*state), &reply, effect)
             }
             CoreStep::WaitForInterrupt { channel, at } => {
                 let now = read_counter(open.timer.regs())
@@ -181,8 +178,7 @@ impl<S: Source> TimerDriver<S> {
 type StepResult = Result<Step<TimerState>, DriverError>;
 
 fn reply_now(state: &TimerState, error: TimerError) -> StepResult {
-    let reply = postcard::to_allocvec(&TimerReply::Error(error))?;
-    Ok(Step::Done(Completion { state: *state, reply, effect: Effect::None }))
+    Step::done(*state, &TimerReply::Error(error), Effect::None)
 }
 
 impl<S: Source> Driver for TimerDriver<S> {
