@@ -46,7 +46,7 @@ pub use reinc_region::{Effect, OutOfBounds, RamRegion, Region};
 pub use trace::{TRACE_SLOTS, Trace};
 
 use reinc_proto::RequestId;
-use reinc_region::header::{FIELDS_OFF, Format, Seal, Unsealed, WATERMARK_BYTES, Watermark, le_u32};
+use reinc_region::header::{Format, Unsealed, Watermark};
 use reinc_ringbuf::Ringbuf;
 use serde::{Deserialize, Serialize};
 
@@ -60,9 +60,8 @@ pub const MTU: usize = SLOT_BYTES - SLOT_FIXED;
 pub const HEADER_BYTES: usize = 64;
 /// The header's magic number.
 pub const MAGIC: [u8; 8] = *b"REINCNET";
+/// Slot count (`u32`) at 16, then the watermark: see the layout above.
 const FORMAT: Format = Format { magic: MAGIC, version: 1, unit: SLOT_BYTES as u32 };
-/// The watermark follows the slot count.
-const WATERMARK_OFF: usize = FIELDS_OFF + 4;
 
 /// A client request (postcard-encoded in `ToDriver::Request::body`).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,11 +219,7 @@ impl Header {
     /// The header's bytes.
     #[must_use]
     pub fn encode(&self) -> [u8; HEADER_BYTES] {
-        let mut b = [0u8; HEADER_BYTES];
-        b[FIELDS_OFF..WATERMARK_OFF].copy_from_slice(&self.slots.to_le_bytes());
-        b[WATERMARK_OFF..WATERMARK_OFF + WATERMARK_BYTES].copy_from_slice(&self.watermark().encode());
-        FORMAT.seal(&mut b);
-        b
+        FORMAT.encode(self.slots.to_le_bytes(), &self.watermark())
     }
 
     /// Decodes a header (pure); `Ok(None)` for an all-zero, unformatted one.
@@ -232,25 +227,15 @@ impl Header {
     /// # Errors
     /// [`HeaderError`] for a foreign, damaged or unsupported header.
     pub fn decode(b: &[u8; HEADER_BYTES]) -> Result<Option<Self>, HeaderError> {
-        if FORMAT.check(b)? == Seal::Blank {
-            return Ok(None);
-        }
-        let w = Watermark::decode_at(b, WATERMARK_OFF);
-        Ok(Some(Self {
-            slots: le_u32(b, FIELDS_OFF),
-            last_applied: w.last_applied,
-            last_base: w.last_base,
-            applied_count: w.applied_count,
-        }))
+        Ok(FORMAT.decode(b)?.map(|(slots, w)| Self::new(u32::from_le_bytes(slots), w)))
+    }
+
+    fn new(slots: u32, w: Watermark) -> Self {
+        Self { slots, last_applied: w.last_applied, last_base: w.last_base, applied_count: w.applied_count }
     }
 
     fn watermark(&self) -> Watermark {
         Watermark { last_applied: self.last_applied, last_base: self.last_base, applied_count: self.applied_count }
-    }
-
-    /// This header after `w` became the watermark.
-    fn with(self, w: Watermark) -> Self {
-        Self { last_applied: w.last_applied, last_base: w.last_base, applied_count: w.applied_count, ..self }
     }
 }
 
@@ -494,7 +479,7 @@ impl<R: Region> Net<R> {
         self.region.write_at(off, &fixed).map_err(|source| HandleError { off, source })?;
         let doff = off + SLOT_FIXED as u64;
         self.region.write_at(doff, data).map_err(|source| HandleError { off: doff, source })?;
-        let next = self.header.with(watermark.advanced(id, seq));
+        let next = Header::new(self.header.slots, watermark.advanced(id, seq));
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError { off: 0, source })?;
         self.header = next;
         Ok(Effect::Applied)

@@ -8,6 +8,8 @@
 //! 16..60  the format's own fields (geometry, then a Watermark)
 //! 60..64  crc32 of bytes 0..60
 //! ```
+//! [`Format::encode`] and [`Format::decode`] lay out the usual fields: the
+//! format's geometry (`G` little-endian bytes at 16), then the [`Watermark`].
 //! A [`Watermark`] is [`WATERMARK_BYTES`] bytes wherever the format puts it:
 //! ```text
 //! +0  applied_count u64   +8  last_applied present (0/1)
@@ -106,6 +108,38 @@ impl Format {
             return Err(Unsealed::Format { version, unit });
         }
         Ok(Seal::Intact)
+    }
+}
+
+impl Format {
+    /// A sealed header holding `geometry` at [`FIELDS_OFF`] and the
+    /// watermark right behind it.
+    #[must_use]
+    pub fn encode<const G: usize>(&self, geometry: [u8; G], w: &Watermark) -> [u8; SEALED_BYTES] {
+        const { assert!(FIELDS_OFF + G + WATERMARK_BYTES <= CRC_OFF, "geometry and watermark fit before the CRC") };
+        let mut b = [0u8; SEALED_BYTES];
+        b[FIELDS_OFF..FIELDS_OFF + G].copy_from_slice(&geometry);
+        b[FIELDS_OFF + G..FIELDS_OFF + G + WATERMARK_BYTES].copy_from_slice(&w.encode());
+        self.seal(&mut b);
+        b
+    }
+
+    /// Checks a header block written by [`Format::encode`] and returns its
+    /// geometry bytes and watermark; `Ok(None)` when it is all zero.
+    ///
+    /// # Errors
+    /// [`Unsealed`] for a foreign, damaged or unsupported header.
+    pub fn decode<const N: usize, const G: usize>(
+        &self,
+        b: &[u8; N],
+    ) -> Result<Option<([u8; G], Watermark)>, Unsealed> {
+        const { assert!(FIELDS_OFF + G + WATERMARK_BYTES <= CRC_OFF, "geometry and watermark fit before the CRC") };
+        if self.check(b)? == Seal::Blank {
+            return Ok(None);
+        }
+        let mut geometry = [0u8; G];
+        geometry.copy_from_slice(&b[FIELDS_OFF..FIELDS_OFF + G]);
+        Ok(Some((geometry, Watermark::decode_at(b, FIELDS_OFF + G))))
     }
 }
 

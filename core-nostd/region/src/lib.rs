@@ -19,9 +19,10 @@
 //! - `FileRegion` (feature `file`, needs `std`): a file through
 //!   `pread`/`pwrite`, for the host driver binaries.
 //!
-//! Each core keeps its own header *layout* (where its geometry sits, how big
-//! its header block is) and its own error types and messages; only the
-//! mechanics are shared, so neither core's on-region format changed.
+//! Each core keeps its own magic, geometry type, header block size, error
+//! types and messages; only the mechanics are shared, and neither core's
+//! on-region format changed (each core has a golden test that builds its
+//! header field by field from the documented layout).
 //!
 //! # Designs tried and rejected
 //! - Letting `net-core` depend on `storage-core` for the trait: one device
@@ -30,11 +31,12 @@
 //! - Keeping the copies (net-core's earlier choice, "three methods"): the
 //!   copies had already grown to the watermark and header checks, which is
 //!   exactly the code whose correctness the replay guarantee rests on.
-//! - One shared header struct with a generic geometry field: the two formats
-//!   place and size their geometry differently (`u32` slots at 16, `u64`
-//!   blocks at 16), so the watermark would have moved and every existing
-//!   region would have become unreadable. The shared code works on byte
-//!   ranges the cores place.
+//! - One shared header struct with a fixed `u64` geometry field: the two
+//!   formats size their geometry differently (`u32` slots, `u64` blocks, both
+//!   at 16, the watermark right behind), so net's watermark would have moved
+//!   and every existing ring would have become unreadable. The shared code
+//!   takes the geometry as `G` bytes, and the cores keep their public header
+//!   structs and error types.
 //! - Putting the file region in `reinc-runtime`: it implements this crate's
 //!   trait and has nothing to do with the event loop; behind a feature here,
 //!   the `no_std` build never sees it.

@@ -91,3 +91,19 @@ fn replay_needs_the_same_id_on_the_same_committed_state() {
     assert!(!w.is_replay(id(6), 10));
     assert!(!Watermark::default().is_replay(id(0), 0));
 }
+
+#[test]
+fn geometry_then_watermark_round_trip_and_sit_where_the_layout_says() {
+    let w = Watermark::default().advanced(id(3), 1);
+    let b = FMT.encode(0xabcd_u32.to_le_bytes(), &w);
+    assert_eq!(FMT.check(&b), Ok(Seal::Intact));
+    assert_eq!(le_u32(&b, 16), 0xabcd);
+    assert_eq!(Watermark::decode_at(&b, 20), w);
+    assert_eq!(FMT.decode::<SEALED_BYTES, 4>(&b), Ok(Some((0xabcd_u32.to_le_bytes(), w))));
+    let mut block = [0u8; 512];
+    assert_eq!(FMT.decode::<512, 8>(&block), Ok(None));
+    block[..SEALED_BYTES].copy_from_slice(&FMT.encode(7u64.to_le_bytes(), &w));
+    assert_eq!(FMT.decode::<512, 8>(&block), Ok(Some((7u64.to_le_bytes(), w))));
+    block[40] ^= 1;
+    assert!(matches!(FMT.decode::<512, 8>(&block), Err(Unsealed::Checksum { .. })));
+}

@@ -444,7 +444,7 @@ impl<R: Region> Storage<R> {
         }
         let off = data_offset(lba);
         self.region.write_at(off, data).map_err(|source| HandleError::Io { off, source })?;
-        let next = self.sb.with(watermark.advanced(id, base));
+        let next = Superblock::new(self.sb.blocks, watermark.advanced(id, base));
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
         self.sb = next;
         Ok(Effect::Applied)

@@ -13,13 +13,12 @@
 
 use crate::BLOCK_SIZE;
 use reinc_proto::RequestId;
-use reinc_region::header::{FIELDS_OFF, Format, SEALED_BYTES, Seal, Unsealed, WATERMARK_BYTES, Watermark, le_u64};
+use reinc_region::header::{Format, SEALED_BYTES, Unsealed, Watermark};
 
 /// The superblock's magic number.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"REINCBLK";
+/// Block count (`u64`) at 16, then the watermark: see the layout above.
 const FORMAT: Format = Format { magic: SUPERBLOCK_MAGIC, version: 1, unit: BLOCK_SIZE as u32 };
-/// The watermark follows the block count.
-const WATERMARK_OFF: usize = FIELDS_OFF + 8;
 
 /// The decoded superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +79,8 @@ impl Superblock {
     /// The on-region bytes of this superblock (one block).
     #[must_use]
     pub fn encode(&self) -> [u8; BLOCK_SIZE] {
-        let mut sealed = [0u8; SEALED_BYTES];
-        sealed[FIELDS_OFF..WATERMARK_OFF].copy_from_slice(&self.blocks.to_le_bytes());
-        sealed[WATERMARK_OFF..WATERMARK_OFF + WATERMARK_BYTES].copy_from_slice(&self.watermark().encode());
-        FORMAT.seal(&mut sealed);
         let mut b = [0u8; BLOCK_SIZE];
-        b[..SEALED_BYTES].copy_from_slice(&sealed);
+        b[..SEALED_BYTES].copy_from_slice(&FORMAT.encode(self.blocks.to_le_bytes(), &self.watermark()));
         b
     }
 
@@ -96,25 +91,15 @@ impl Superblock {
     /// [`SuperblockError`] for a short, foreign, damaged or unsupported block.
     pub fn decode(block0: &[u8]) -> Result<Option<Self>, SuperblockError> {
         let b = block0.first_chunk::<BLOCK_SIZE>().ok_or(SuperblockError::Short { len: block0.len() })?;
-        if FORMAT.check(b)? == Seal::Blank {
-            return Ok(None);
-        }
-        let w = Watermark::decode_at(b, WATERMARK_OFF);
-        Ok(Some(Self {
-            blocks: le_u64(b, FIELDS_OFF),
-            last_applied: w.last_applied,
-            last_base: w.last_base,
-            applied_count: w.applied_count,
-        }))
+        Ok(FORMAT.decode(b)?.map(|(blocks, w)| Self::new(u64::from_le_bytes(blocks), w)))
+    }
+
+    pub(crate) fn new(blocks: u64, w: Watermark) -> Self {
+        Self { blocks, last_applied: w.last_applied, last_base: w.last_base, applied_count: w.applied_count }
     }
 
     pub(crate) fn watermark(&self) -> Watermark {
         Watermark { last_applied: self.last_applied, last_base: self.last_base, applied_count: self.applied_count }
-    }
-
-    /// This superblock after `w` became the watermark.
-    pub(crate) fn with(self, w: Watermark) -> Self {
-        Self { last_applied: w.last_applied, last_base: w.last_base, applied_count: w.applied_count, ..self }
     }
 }
 
