@@ -67,7 +67,7 @@ impl Archive {
 
     /// Header+name and data are each padded to a multiple of 4 bytes.
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }

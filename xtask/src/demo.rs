@@ -76,7 +76,7 @@ impl Flags {
             }
         }
         // 64 requests at least, so that the kill lands mid-transfer.
-        if f.size < 2 << 20 || f.size > 1 << 30 || f.size % (32 << 10) != 0 {
+        if f.size < 2 << 20 || f.size > 1 << 30 || !f.size.is_multiple_of(32 << 10) {
             return Err(util::Error::Usage(format!("--size {} must be a multiple of 32K between 2M and 1G", f.size)));
         }
         Ok(f)

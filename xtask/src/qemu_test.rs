@@ -342,18 +342,18 @@ fn choose_accel<'p>(profile: &'p Profile, image: &Path, dtb: Option<&Path>) -> R
     let key =
         format!("host {} / {} / machine {}", host.trim(), qemu_version.lines().next().unwrap_or("?"), profile.name);
     let cache = util::cache_dir()?.join("kvm-probe").join(&profile.name);
-    if let Ok(text) = std::fs::read_to_string(&cache) {
-        if let Some(verdict) = text.strip_prefix(&format!("{key}\n")) {
-            let works = verdict.trim() == "works";
-            println!(
-                "{}: KVM {} on this host (cached probe, {}); using {}",
-                profile.name,
-                if works { "runs guests" } else { "does not run guests" },
-                cache.display(),
-                if works { "kvm" } else { tcg }
-            );
-            return Ok(if works { "kvm" } else { tcg });
-        }
+    if let Ok(text) = std::fs::read_to_string(&cache)
+        && let Some(verdict) = text.strip_prefix(&format!("{key}\n"))
+    {
+        let works = verdict.trim() == "works";
+        println!(
+            "{}: KVM {} on this host (cached probe, {}); using {}",
+            profile.name,
+            if works { "runs guests" } else { "does not run guests" },
+            cache.display(),
+            if works { "kvm" } else { tcg }
+        );
+        return Ok(if works { "kvm" } else { tcg });
     }
     println!("{}: probing whether KVM really runs a guest here (up to {} s)", profile.name, KVM_PROBE_LIMIT.as_secs());
     let append = format!("console={} panic=-1", profile.kernel.console);

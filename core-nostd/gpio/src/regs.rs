@@ -194,7 +194,7 @@ impl<'a> Bcm2835Gpio<'a> {
             return Err(MapError::TooSmall { len, need: BLOCK_SIZE });
         }
         let addr = base.as_ptr() as usize;
-        if addr % align_of::<RegisterBlock>() != 0 {
+        if !addr.is_multiple_of(align_of::<RegisterBlock>()) {
             return Err(MapError::Misaligned { addr });
         }
         // SAFETY: the caller guarantees `base` maps at least `len >= BLOCK_SIZE`

@@ -121,8 +121,7 @@ impl FromStr for FaultPlan {
     type Err = FaultPlanError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.trim().split(':');
-        let (Some(point), Some(k), Some(kind), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(point), Some(k), Some(kind), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(FaultPlanError::Shape);
         };
         let on_request: u32 = k.parse().map_err(|_| FaultPlanError::Count)?;

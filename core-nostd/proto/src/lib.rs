@@ -47,9 +47,9 @@ mod wire;
 
 pub use fault::{CrashKind, CrashPoint, FaultPlan, FaultPlanError};
 pub use ids::{ClientId, Generation, RequestId};
-pub use wire::{MAX_BODY, MAX_CHECKPOINT, MAX_FRAME, PROTOCOL_VERSION, WireError, decode, encode};
 #[cfg(any(feature = "alloc", test))]
 pub use wire::encode_vec;
+pub use wire::{MAX_BODY, MAX_CHECKPOINT, MAX_FRAME, PROTOCOL_VERSION, WireError, decode, encode};
 
 use serde::{Deserialize, Serialize};
 

@@ -471,7 +471,7 @@ fn check_data(data: &[u8]) -> Result<u16, StorageError> {
     if data.is_empty() {
         return Err(StorageError::Empty);
     }
-    if data.len() % BLOCK_SIZE != 0 {
+    if !data.len().is_multiple_of(BLOCK_SIZE) {
         return Err(StorageError::Unaligned { len });
     }
     let blocks = len / BLOCK_SIZE as u32;

@@ -163,7 +163,7 @@ impl Mapping {
             return Err(UioError::OutOfBounds { mapping: self.what.clone(), offset, width, len: self.len() });
         }
         let ptr = self.raw.as_mut_ptr().wrapping_add(offset);
-        if (ptr as usize) % width != 0 {
+        if !(ptr as usize).is_multiple_of(width) {
             return Err(UioError::Misaligned { mapping: self.what.clone(), offset, width });
         }
         Ok(ptr)
@@ -253,7 +253,7 @@ impl Mapping {
             return Err(UioError::BlockTooLarge { mapping: self.what.clone(), block, need, offset, len: self.len() });
         }
         let ptr = self.raw.as_mut_ptr().wrapping_add(offset);
-        if (ptr as usize) % align_of::<T>() != 0 {
+        if !(ptr as usize).is_multiple_of(align_of::<T>()) {
             return Err(UioError::BlockMisaligned {
                 mapping: self.what.clone(),
                 block,

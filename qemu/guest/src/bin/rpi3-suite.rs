@@ -522,7 +522,7 @@ fn gpio_driver_killed_by_sigsegv_mid_blink_comes_back_with_its_pins_restored(ctx
         let at: u64 = field("at=").parse().map_err(|_| Failure::check(format!("no at= in {line}")))?;
         let period = BLINK_PERIOD_MS * 1000;
         ensure!(
-            i == 0 || (at > last_at && (at - last_at) % period == 0),
+            i == 0 || (at > last_at && (at - last_at).is_multiple_of(period)),
             "deadline of toggle {n} ({at}) is not on the {period} µs grid after the previous ({last_at})"
         );
         last_at = at;
