@@ -116,3 +116,37 @@ proptest! {
         let _ = decode::<DriverFrame<'_>>(&bytes);
     }
 }
+
+/// The exact bytes of one message of every channel. Changing any of them
+/// changes the wire format: bump [`PROTOCOL_VERSION`] (so old peers get
+/// `UnknownVersion` instead of a mis-decode), then update these bytes.
+#[test]
+fn wire_format_is_frozen_for_this_protocol_version() {
+    let id = RequestId { client: ClientId(3), seq: 300 };
+    let cases: [(&str, Vec<u8>, &[u8]); 5] = [
+        (
+            "Init",
+            encode_vec(&ToDriver::Init { generation: Generation(2), checkpoint: Some(&[9, 8]) }).unwrap(),
+            &[1, 0, 2, 1, 2, 9, 8],
+        ),
+        ("Request", encode_vec(&ToDriver::Request { id, body: &[7] }).unwrap(), &[1, 1, 3, 172, 2, 1, 7]),
+        (
+            "Reply",
+            encode_vec(&DriverFrame {
+                generation: Generation(2),
+                msg: FromDriver::Reply { id, commit: None, body: &[5, 6] },
+            })
+            .unwrap(),
+            &[1, 2, 1, 3, 172, 2, 0, 2, 5, 6],
+        ),
+        (
+            "Call",
+            encode_vec(&ClientToSup::Call { seq: 1, driver: "ab", body: &[4], acked_below: 1 }).unwrap(),
+            &[1, 1, 1, 2, b'a', b'b', 1, 4, 1],
+        ),
+        ("Failed", encode_vec(&SupToClient::Failed { seq: 1, error: CallError::Poisoned }).unwrap(), &[1, 2, 1, 3]),
+    ];
+    for (name, got, want) in cases {
+        assert_eq!(got, want, "{name}: the wire format changed; bump PROTOCOL_VERSION and update this test");
+    }
+}
