@@ -154,3 +154,38 @@ pub struct QueuedRequest {
     /// Size of the encoded request body.
     pub body_len: u32,
 }
+
+#[cfg(test)]
+mod frozen {
+    use super::*;
+
+    /// The exact bytes of control frames. Postcard is not self-describing,
+    /// so a new or reordered field breaks an older `drvctl` (`#[serde(default)]`
+    /// only helps the JSON output). Changing these bytes means bumping
+    /// `reinc_proto::PROTOCOL_VERSION` so the mismatch is reported as such.
+    #[test]
+    fn control_wire_format_is_frozen_for_this_protocol_version() {
+        let req = reinc_proto::encode_vec(&ControlRequest::Restart { driver: "ab".into() }).unwrap();
+        assert_eq!(req, [1, 1, 2, b'a', b'b'], "ControlRequest changed: bump PROTOCOL_VERSION, update this test");
+        let status = DriverStatus {
+            name: "d".into(),
+            pid: Some(5),
+            generation: 2,
+            state: DriverState::Running,
+            restarts: 3,
+            uptime_ms: Some(10),
+            last_failure: None,
+            queue_depth: 4,
+            in_flight: 1,
+            backoff_ms: None,
+            checkpoint_error: None,
+            held_replies: 0,
+        };
+        let resp = reinc_proto::encode_vec(&ControlResponse::Status(vec![status])).unwrap();
+        assert_eq!(
+            resp,
+            [1, 0, 1, 1, b'd', 1, 5, 2, 1, 3, 1, 10, 0, 4, 1, 0, 0, 0],
+            "ControlResponse::Status changed: bump PROTOCOL_VERSION, update this test"
+        );
+    }
+}
