@@ -522,23 +522,11 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
     }
 }
 
-/// The default directory for `client.sock` and `control.sock`:
-/// `$REINC_RUNTIME_DIR`, else `/run/reinc` for root, else
+/// The default directory for `client.sock` and `control.sock`. The rule
+/// lives in the client library, which must find the sockets without reading
+/// this config: `$REINC_RUNTIME_DIR`, else `/run/reinc` for root, else
 /// `$XDG_RUNTIME_DIR/reinc`, else `/tmp/reinc-$UID`.
-#[must_use]
-pub fn default_runtime_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("REINC_RUNTIME_DIR") {
-        return d.into();
-    }
-    let uid = nix::unistd::getuid();
-    if uid.is_root() {
-        return "/run/reinc".into();
-    }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
-        return PathBuf::from(d).join("reinc");
-    }
-    PathBuf::from(format!("/tmp/reinc-{uid}"))
-}
+pub use reinc_client::default_runtime_dir;
 
 #[cfg(test)]
 mod tests {

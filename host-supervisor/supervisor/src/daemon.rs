@@ -224,8 +224,8 @@ impl Daemon {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
 
         std::fs::create_dir_all(runtime_dir).map_err(setup(format!("runtime directory {}", runtime_dir.display())))?;
-        let client_path = runtime_dir.join("client.sock");
-        let control_path = runtime_dir.join("control.sock");
+        let client_path = reinc_client::client_socket(runtime_dir);
+        let control_path = reinc_client::control_socket(runtime_dir);
         // Who may write client.sock may call every driver: configurable,
         // 0660 by default (owner and group), never wider than asked.
         let client_listener = listen_seqpacket(&client_path, cfg.supervisor.client_socket_mode)?;
