@@ -25,6 +25,7 @@
 
 pub mod harness;
 pub mod init;
+pub mod sup;
 pub mod tally;
 
 /// Sets up `tracing` for a guest program: plain lines on stderr (the

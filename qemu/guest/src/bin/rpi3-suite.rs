@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 use gpio_core::{Direction, Function, Gpio, GpioError, GpioReply, GpioRequest, GpioState, Level, Pin, PinSet};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use reinc_client::control::{ControlRequest, ControlResponse, DriverState, DriverStatus};
-use reinc_client::{Client, client_socket, control_request, control_socket};
+use reinc_client::Client;
+use reinc_client::control::DriverStatus;
 use reinc_guest::harness::{self, Context, Failure, TestResult};
+use reinc_guest::sup::{RUNTIME_DIR, STATE_WAIT, connect, running, status, statuses, wait_status};
 use reinc_guest::{ensure, ensure_eq, test};
 use reinc_uio::{Irq, IrqWait, Mapping, Selector, Sysfs, UioDevice};
 use timer_core::{Channel, Step, Timer, TimerError, TimerReply, TimerRequest, TimerState};
@@ -41,7 +42,6 @@ use timer_core::{Channel, Step, Timer, TimerError, TimerReply, TimerRequest, Tim
 const PI_CONFIG: &str = include_str!("../../../rpi3/pi.toml");
 const CONFIG_PATH: &str = "/etc/reinc/pi.toml";
 /// Must match `runtime-dir` and `state-dir` in the configuration.
-const RUNTIME_DIR: &str = "/run/reinc";
 const STATE_DIR: &str = "/run/reinc-state";
 const GPIO_DRIVER: &str = "gpio";
 const TIMER_DRIVER: &str = "timer";
@@ -63,8 +63,6 @@ const TEST_PINS: [u8; 6] = [5, 6, 17, 22, 27, 40];
 const BLINK_PIN: u8 = 17;
 const BLINK_TOGGLES: usize = 30;
 const BLINK_PERIOD_MS: u64 = 40;
-/// Longest wait for a state change under TCG.
-const STATE_WAIT: Duration = Duration::from_secs(15);
 /// The whole suite's limit; past it, a stuck wait is reported.
 const SUITE_LIMIT: Duration = Duration::from_secs(120);
 
@@ -106,52 +104,6 @@ fn event_count(dev: &UioDevice) -> Result<u32, Failure> {
     let path = dev.sysfs_dir.join("event");
     let text = std::fs::read_to_string(&path).context(|| path.display().to_string())?;
     text.trim().parse().map_err(|_| Failure::check(format!("{}: not a count: {text:?}", path.display())))
-}
-
-fn control(req: ControlRequest) -> Result<ControlResponse, Failure> {
-    let what = format!("{req:?}");
-    match control_request(&control_socket(Path::new(RUNTIME_DIR)), &req).context(|| format!("control {what}"))? {
-        ControlResponse::Error(e) => Err(Failure::check(format!("control {what} refused: {e}"))),
-        r => Ok(r),
-    }
-}
-
-fn statuses() -> Result<Vec<DriverStatus>, Failure> {
-    match control(ControlRequest::Status)? {
-        ControlResponse::Status(rows) => Ok(rows),
-        other => Err(Failure::check(format!("status answered {other:?}"))),
-    }
-}
-
-fn status(driver: &str) -> Result<DriverStatus, Failure> {
-    statuses()?
-        .into_iter()
-        .find(|s| s.name == driver)
-        .ok_or_else(|| Failure::check(format!("{driver} is not in the supervisor's status")))
-}
-
-fn running(s: &DriverStatus) -> bool {
-    s.state == DriverState::Running && s.pid.is_some()
-}
-
-/// Polls the status until `pred` holds (10 ms steps; this is a test).
-fn wait_status(driver: &str, what: &str, pred: impl Fn(&DriverStatus) -> bool) -> Result<DriverStatus, Failure> {
-    let end = Instant::now() + STATE_WAIT;
-    loop {
-        let s = status(driver)?;
-        if pred(&s) {
-            return Ok(s);
-        }
-        if Instant::now() >= end {
-            return Err(Failure::check(format!("{driver} never became {what} within {STATE_WAIT:?}; last: {s:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn connect() -> Result<Client, Failure> {
-    let path = client_socket(Path::new(RUNTIME_DIR));
-    Client::connect(&path).context(|| format!("connecting to {}", path.display()))
 }
 
 fn gpio_call(client: &mut Client, req: GpioRequest) -> Result<GpioReply, Failure> {

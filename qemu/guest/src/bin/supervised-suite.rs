@@ -47,9 +47,10 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use nix::unistd::Pid;
-use reinc_client::control::{ControlRequest, ControlResponse, DriverState, DriverStatus};
-use reinc_client::{Client, client_socket, control_request, control_socket};
+use reinc_client::control::{ControlRequest, DriverState, DriverStatus};
+use reinc_client::{Client, client_socket};
 use reinc_guest::harness::{self, Context, Failure, TestResult};
+use reinc_guest::sup::{RUNTIME_DIR, STATE_WAIT, connect, control, running, status, statuses, wait_status};
 use reinc_guest::{ensure, ensure_eq, test};
 use reinc_proto::{
     CallError, ClientToSup, CrashKind, CrashPoint, FaultPlan, MAX_FRAME, SupToClient, decode, encode_vec,
@@ -62,7 +63,6 @@ use storage_core::{BLOCK_SIZE, StorageReply, StorageRequest, Superblock};
 const CONFIG: &str = include_str!("../../../x86/supervisor.toml");
 const CONFIG_PATH: &str = "/etc/reinc/supervisor.toml";
 /// Must match `runtime-dir` in the configuration.
-const RUNTIME_DIR: &str = "/run/reinc";
 /// Must match the storage driver's `--file`.
 const DISK: &str = "/tmp/reinc-disk.img";
 const EDU: [&str; 2] = ["edu0", "edu1"];
@@ -71,8 +71,6 @@ const STORAGE: &str = "storage_driver";
 const MAX_RESTARTS: u32 = 16;
 /// Requests kept in flight by the workloads.
 const WINDOW: usize = 8;
-/// Longest wait for a driver state change (restart, quarantine) under TCG.
-const STATE_WAIT: Duration = Duration::from_secs(15);
 /// The whole suite's limit; past it, a stuck client wait is reported.
 const SUITE_LIMIT: Duration = Duration::from_secs(150);
 
@@ -90,47 +88,6 @@ fn factorial(n: u32) -> u32 {
     (1..=n).product()
 }
 
-fn control(req: ControlRequest) -> Result<ControlResponse, Failure> {
-    let what = format!("{req:?}");
-    match control_request(&control_socket(Path::new(RUNTIME_DIR)), &req).context(|| format!("control {what}"))? {
-        ControlResponse::Error(e) => Err(Failure::check(format!("control {what} refused: {e}"))),
-        r => Ok(r),
-    }
-}
-
-fn statuses() -> Result<Vec<DriverStatus>, Failure> {
-    match control(ControlRequest::Status)? {
-        ControlResponse::Status(rows) => Ok(rows),
-        other => Err(Failure::check(format!("status answered {other:?}"))),
-    }
-}
-
-fn status(driver: &str) -> Result<DriverStatus, Failure> {
-    statuses()?
-        .into_iter()
-        .find(|s| s.name == driver)
-        .ok_or_else(|| Failure::check(format!("{driver} is not in the supervisor's status")))
-}
-
-/// Polls the status until `pred` holds (10 ms steps; this is a test).
-fn wait_status(driver: &str, what: &str, pred: impl Fn(&DriverStatus) -> bool) -> Result<DriverStatus, Failure> {
-    let end = Instant::now() + STATE_WAIT;
-    loop {
-        let s = status(driver)?;
-        if pred(&s) {
-            return Ok(s);
-        }
-        if Instant::now() >= end {
-            return Err(Failure::check(format!("{driver} never became {what} within {STATE_WAIT:?}; last: {s:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn running(s: &DriverStatus) -> bool {
-    s.state == DriverState::Running && s.pid.is_some()
-}
-
 /// Waits for a running instance newer than generation `after`, then sends
 /// it `sig`. Returns the generation killed.
 fn kill_driver(driver: &str, after: u32, sig: Signal) -> Result<u32, Failure> {
@@ -142,11 +99,6 @@ fn kill_driver(driver: &str, after: u32, sig: Signal) -> Result<u32, Failure> {
 
 fn edu_body(req: &EduRequest) -> Vec<u8> {
     postcard::to_allocvec(req).expect("edu requests encode")
-}
-
-fn connect() -> Result<Client, Failure> {
-    let path = client_socket(Path::new(RUNTIME_DIR));
-    Client::connect(&path).context(|| format!("connecting to {}", path.display()))
 }
 
 /// edu's committed counters, as the driver reports them.
