@@ -146,14 +146,21 @@ pub struct Record {
     pub event: Event,
 }
 
-impl fmt::Display for Record {
-    /// `#12 +1.002345s ping x40 (last +9.002345s)`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{} +{}.{:06}s {}", self.seq, self.micros / 1_000_000, self.micros % 1_000_000, self.event)?;
+impl Record {
+    /// Writes the record with `event` as its event text (plain or named).
+    pub(crate) fn fmt_with(&self, f: &mut fmt::Formatter<'_>, event: &dyn fmt::Display) -> fmt::Result {
+        write!(f, "#{} +{}.{:06}s {event}", self.seq, self.micros / 1_000_000, self.micros % 1_000_000)?;
         if self.count > 1 {
             let last = self.last_micros;
             write!(f, " x{} (last +{}.{:06}s)", self.count, last / 1_000_000, last % 1_000_000)?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Record {
+    /// `#12 +1.002345s ping x40 (last +9.002345s)`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_with(f, &self.event)
     }
 }

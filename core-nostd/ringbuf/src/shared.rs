@@ -2,11 +2,21 @@
 //!
 //! # Layout (all integers little-endian)
 //! ```text
-//! header  [0..64)   magic "RTRC" | format u16 | slot bytes u16 | slots u32 | cursor u32 | zero
-//! slot i  [64 + i*64 .. +64)
+//! header  [0..64)     magic "RTRC" | format u16 (2) | slot bytes u16 | slots u32 | cursor u32
+//!                      | legend offset u32 | legend bytes u32 | zero
+//! legend  [64..2112)   magic "RLGD" | entries u16 | entry bytes u16 | crc32 u32 | subsystem [16] | zero [4]
+//!                      | entry i at 32 + i*48: code u16 | name [18] | a name [14] | b name [14]
+//! slot i  [2112 + i*64 .. +64)
 //!         seq u32 | count u32 | len u16 | crc32 u32
 //!         | postcard (micros u64, last_micros - micros u64, Event) | zero
 //! ```
+//! Names are ASCII, padded with zero bytes. The legend's CRC covers its
+//! subsystem and its used entries; it is written once, before the header, so
+//! a reader that sees the magic of the header sees a complete legend, and one
+//! torn by a writer that died while formatting fails its CRC and is ignored
+//! ([`legend`]): the records then print with hex driver codes, as in format 1
+//! (which had no legend area and is refused as another geometry).
+//!
 //! `cursor` is the number of records committed; record `s` lives in slot
 //! `s % SLOTS`. The writer writes a slot, then advances the cursor, so the
 //! reader accepts record `s` only when its slot holds sequence `s` and the CRC
@@ -18,20 +28,33 @@
 //! A repetition of the newest event rewrites the newest slot with a higher
 //! count; if that rewrite is torn, the newest record is lost, never garbled.
 
+use crate::legend::{ARG_MAX, LEGEND_ENTRIES, Legend, NAME_MAX, SUBSYSTEM_MAX, fmt_named};
 use crate::{Event, Record};
+use core::fmt;
 
 /// Magic number at offset 0.
 pub const MAGIC: [u8; 4] = *b"RTRC";
 /// Format version at offset 4.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Size of the header.
 pub const HEADER_BYTES: usize = 64;
+/// Magic number at the start of the legend area.
+pub const LEGEND_MAGIC: [u8; 4] = *b"RLGD";
+/// Size of the legend's own header.
+const LEGEND_HEADER: usize = 32;
+/// Size of one legend entry.
+pub const LEGEND_ENTRY_BYTES: usize = 2 + NAME_MAX + 2 * ARG_MAX;
+/// Size of the legend area, right after the header.
+pub const LEGEND_BYTES: usize = LEGEND_HEADER + LEGEND_ENTRIES * LEGEND_ENTRY_BYTES;
+/// Offset of slot 0.
+pub const SLOTS_OFF: usize = HEADER_BYTES + LEGEND_BYTES;
 /// Size of one slot.
 pub const SLOT_BYTES: usize = 64;
 /// Number of slots.
 pub const SLOTS: usize = 256;
 /// Size of the whole ring: what the supervisor allocates for each driver.
-pub const RING_BYTES: usize = HEADER_BYTES + SLOTS * SLOT_BYTES;
+pub const RING_BYTES: usize = SLOTS_OFF + SLOTS * SLOT_BYTES;
+const _: () = assert!(LEGEND_BYTES == 2048);
 
 const SLOT_FIXED: usize = 14;
 /// Largest encoded `(micros, Event)` a slot holds.
@@ -65,9 +88,15 @@ pub struct Writer<S: Sink> {
 }
 
 impl<S: Sink> Writer<S> {
-    /// Formats the area (zeroes every slot, writes the header) and returns a
-    /// writer positioned at sequence 0.
-    pub fn new(mut sink: S) -> Self {
+    /// Formats the area with no legend; see [`Writer::with_legend`].
+    pub fn new(sink: S) -> Self {
+        Self::with_legend(sink, &Legend::EMPTY)
+    }
+
+    /// Formats the area (zeroes it, writes `legend` then the header) and
+    /// returns a writer positioned at sequence 0. A legend that fails
+    /// [`Legend::check`] is not written (its codes print in hex).
+    pub fn with_legend(mut sink: S, legend: &Legend) -> Self {
         const ZERO: [u8; 1024] = [0; 1024];
         let mut off = 0;
         while off < RING_BYTES {
@@ -80,6 +109,13 @@ impl<S: Sink> Writer<S> {
         header[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         header[6..8].copy_from_slice(&(SLOT_BYTES as u16).to_le_bytes());
         header[8..12].copy_from_slice(&(SLOTS as u32).to_le_bytes());
+        header[16..20].copy_from_slice(&(HEADER_BYTES as u32).to_le_bytes());
+        header[20..24].copy_from_slice(&(LEGEND_BYTES as u32).to_le_bytes());
+        if !legend.entries.is_empty() && legend.check().is_ok() {
+            let mut area = [0u8; LEGEND_BYTES];
+            encode_legend(legend, &mut area);
+            sink.write_at(HEADER_BYTES, &area);
+        }
         sink.write_at(0, &header);
         Self { sink, next_seq: 0, newest: None }
     }
@@ -128,7 +164,160 @@ impl<S: Sink> Writer<S> {
         let crc = slot_crc(&slot, len);
         slot[10..14].copy_from_slice(&crc.to_le_bytes());
         let idx = r.seq as usize % SLOTS;
-        self.sink.write_at(HEADER_BYTES + idx * SLOT_BYTES, &slot);
+        self.sink.write_at(SLOTS_OFF + idx * SLOT_BYTES, &slot);
+    }
+}
+
+fn put_name(dst: &mut [u8], name: &str) {
+    dst[..name.len()].copy_from_slice(name.as_bytes());
+}
+
+/// `legend` has passed [`Legend::check`]: every name fits its field.
+fn encode_legend(legend: &Legend, area: &mut [u8; LEGEND_BYTES]) {
+    area[0..4].copy_from_slice(&LEGEND_MAGIC);
+    area[4..6].copy_from_slice(&(legend.entries.len() as u16).to_le_bytes());
+    area[6..8].copy_from_slice(&(LEGEND_ENTRY_BYTES as u16).to_le_bytes());
+    put_name(&mut area[12..12 + SUBSYSTEM_MAX], legend.subsystem);
+    for (i, e) in legend.entries.iter().enumerate() {
+        let off = LEGEND_HEADER + i * LEGEND_ENTRY_BYTES;
+        let entry = &mut area[off..off + LEGEND_ENTRY_BYTES];
+        entry[0..2].copy_from_slice(&e.code.to_le_bytes());
+        put_name(&mut entry[2..2 + NAME_MAX], e.name);
+        put_name(&mut entry[2 + NAME_MAX..2 + NAME_MAX + ARG_MAX], e.a);
+        put_name(&mut entry[2 + NAME_MAX + ARG_MAX..], e.b);
+    }
+    let crc = legend_crc(area, legend.entries.len());
+    area[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn legend_crc(area: &[u8], entries: usize) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&area[4..8]);
+    h.update(&area[12..LEGEND_HEADER + entries * LEGEND_ENTRY_BYTES]);
+    h.finalize()
+}
+
+/// Why the legend of a ring area is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LegendError {
+    /// The area itself is not a ring of this format.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The driver registered no legend.
+    #[error("trace area has no legend (the driver registered none)")]
+    Missing,
+    /// Magic present but geometry, CRC or names wrong (torn or foreign).
+    #[error("trace legend is corrupt ({0}); driver events print in hex")]
+    Corrupt(&'static str),
+}
+
+/// A legend read back from a ring area; names borrow the area.
+#[derive(Debug, Clone, Copy)]
+pub struct LegendView<'a> {
+    subsystem: &'a str,
+    entries: &'a [u8],
+}
+
+/// A name field: ASCII graphic bytes, then zero padding.
+fn name_field(field: &[u8], may_be_empty: bool) -> Option<&str> {
+    let len = field.iter().position(|&c| c == 0).unwrap_or(field.len());
+    let (name, pad) = field.split_at(len);
+    if pad.iter().any(|&c| c != 0) || !name.iter().all(u8::is_ascii_graphic) || (name.is_empty() && !may_be_empty) {
+        return None;
+    }
+    core::str::from_utf8(name).ok()
+}
+
+fn entry_names(entry: &[u8]) -> Option<(u16, [&str; 3])> {
+    let code = u16::from_le_bytes([entry[0], entry[1]]);
+    let name = name_field(&entry[2..2 + NAME_MAX], false)?;
+    let a = name_field(&entry[2 + NAME_MAX..2 + NAME_MAX + ARG_MAX], true)?;
+    let b = name_field(&entry[2 + NAME_MAX + ARG_MAX..LEGEND_ENTRY_BYTES], true)?;
+    Some((code, [name, a, b]))
+}
+
+/// Reads and validates the legend of a ring area.
+///
+/// # Errors
+/// [`LegendError`]; callers fall back to hex driver codes.
+pub fn legend(buf: &[u8]) -> Result<LegendView<'_>, LegendError> {
+    cursor(buf)?;
+    let area = buf.get(HEADER_BYTES..SLOTS_OFF).ok_or(FormatError::Short)?;
+    if area[0..4] != LEGEND_MAGIC {
+        return Err(LegendError::Missing);
+    }
+    let entries = u16::from_le_bytes([area[4], area[5]]) as usize;
+    let entry_bytes = u16::from_le_bytes([area[6], area[7]]) as usize;
+    if entries > LEGEND_ENTRIES || entry_bytes != LEGEND_ENTRY_BYTES {
+        return Err(LegendError::Corrupt("entry count or size"));
+    }
+    if legend_crc(area, entries) != u32::from_le_bytes([area[8], area[9], area[10], area[11]]) {
+        return Err(LegendError::Corrupt("crc mismatch"));
+    }
+    let subsystem = name_field(&area[12..12 + SUBSYSTEM_MAX], false).ok_or(LegendError::Corrupt("subsystem name"))?;
+    let entries = &area[LEGEND_HEADER..LEGEND_HEADER + entries * LEGEND_ENTRY_BYTES];
+    if entries.chunks_exact(LEGEND_ENTRY_BYTES).any(|e| entry_names(e).is_none()) {
+        return Err(LegendError::Corrupt("entry name"));
+    }
+    Ok(LegendView { subsystem, entries })
+}
+
+impl<'a> LegendView<'a> {
+    /// The subsystem name, e.g. `"storage"`.
+    #[must_use]
+    pub fn subsystem(&self) -> &'a str {
+        self.subsystem
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len() / LEGEND_ENTRY_BYTES
+    }
+
+    /// True when the legend names no code.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// `[name, a name, b name]` of `code` (argument names may be `""`).
+    #[must_use]
+    pub fn lookup(&self, code: u16) -> Option<[&'a str; 3]> {
+        self.entries.chunks_exact(LEGEND_ENTRY_BYTES).filter_map(entry_names).find(|(c, _)| *c == code).map(|(_, n)| n)
+    }
+}
+
+/// A [`Record`] printed with the names of a legend, when there is one and it
+/// has the record's code; otherwise exactly as [`Record`]'s `Display`.
+#[derive(Debug, Clone, Copy)]
+pub struct Described<'a> {
+    record: &'a Record,
+    legend: Option<&'a LegendView<'a>>,
+}
+
+/// `record`, printed with `legend`'s names (e.g. from [`legend`]`(area).ok()`).
+#[must_use]
+pub fn describe<'a>(record: &'a Record, legend: Option<&'a LegendView<'a>>) -> Described<'a> {
+    Described { record, legend }
+}
+
+struct EventWith<'a>(&'a Event, Option<&'a LegendView<'a>>);
+
+impl fmt::Display for EventWith<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Event::Driver { code, a, b }, Some(l)) = (self.0, self.1)
+            && let Some(names) = l.lookup(*code)
+        {
+            return fmt_named(f, l.subsystem, names, *a, *b);
+        }
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.record.fmt_with(f, &EventWith(&self.record.event, self.legend))
     }
 }
 
@@ -219,7 +408,7 @@ impl Iterator for Records<'_> {
 }
 
 fn decode_slot(buf: &[u8], seq: u32) -> Option<Record> {
-    let off = HEADER_BYTES + (seq as usize % SLOTS) * SLOT_BYTES;
+    let off = SLOTS_OFF + (seq as usize % SLOTS) * SLOT_BYTES;
     let slot: &[u8; SLOT_BYTES] = buf.get(off..off + SLOT_BYTES)?.try_into().ok()?;
     let found = u32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]]);
     let count = u32::from_le_bytes([slot[4], slot[5], slot[6], slot[7]]);
@@ -236,8 +425,9 @@ fn decode_slot(buf: &[u8], seq: u32) -> Option<Record> {
 mod tests {
     extern crate std;
     use super::*;
+    use crate::{LegendEntry, LegendProblem};
     use reinc_proto::{ClientId, CrashKind, CrashPoint, FaultPlan, Generation, RequestId};
-    use std::{format, vec, vec::Vec};
+    use std::{format, string::String, vec, vec::Vec};
 
     fn id(seq: u64) -> RequestId {
         RequestId { client: ClientId(1), seq }
@@ -299,7 +489,7 @@ mod tests {
             w.record(n, Event::Effect { id: id(n) });
         }
         // Half of the slot of record 4 is garbage, as after a death mid-write.
-        let off = HEADER_BYTES + 4 * SLOT_BYTES;
+        let off = SLOTS_OFF + 4 * SLOT_BYTES;
         area[off + 12..off + SLOT_BYTES].fill(0x5A);
         let seqs: Vec<u32> = records(&area).map(|r| r.seq).collect();
         assert_eq!(seqs, [0, 1, 2, 3]);
@@ -341,7 +531,7 @@ mod tests {
         other[8..12].copy_from_slice(&8u32.to_le_bytes());
         assert!(matches!(cursor(&other), Err(FormatError::Geometry { slots: 8, .. })));
         let msg = format!("{}", cursor(&other).unwrap_err());
-        assert_eq!(msg, "trace area has format 1, 8 slots of 64 bytes (expected format 1, 256 slots of 64 bytes)");
+        assert_eq!(msg, "trace area has format 2, 8 slots of 64 bytes (expected format 2, 256 slots of 64 bytes)");
         assert_eq!(records(&other).count(), 0);
     }
 
@@ -378,5 +568,114 @@ mod tests {
         let r = Record { seq: 13, count: 40, micros: 1_002_345, last_micros: 9_000_001, event: Event::Ping };
         assert_eq!(format!("{r}"), "#13 +1.002345s ping x40 (last +9.000001s)");
         assert_eq!(format!("{}", Event::Fault { plan }), "FAULT after-effect:4294967295:segv");
+    }
+
+    const LEGEND: Legend = Legend {
+        subsystem: "storage",
+        entries: &[LegendEntry::new(0x5103, "applied", "lba", "blocks"), LegendEntry::new(0x5106, "refused", "", "")],
+    };
+
+    fn described(area: &[u8]) -> Vec<String> {
+        let legend = legend(area).ok();
+        records(area).map(|r| format!("{}", describe(&r, legend.as_ref()))).collect()
+    }
+
+    #[test]
+    fn legend_names_driver_events_and_unknown_codes_stay_hex() {
+        let mut area = ring();
+        let mut w = Writer::with_legend(&mut area[..], &LEGEND);
+        w.record(35_521, Event::Driver { code: 0x5103, a: 0x1d00, b: 0x40 });
+        w.record(35_522, Event::Driver { code: 0x5106, a: 0, b: 3 });
+        w.record(35_523, Event::Driver { code: 0x5199, a: 1, b: 2 });
+        w.record(35_524, Event::Ready);
+        assert_eq!(
+            described(&area),
+            [
+                "#0 +0.035521s storage: applied lba=0x1d00 blocks=0x40",
+                "#1 +0.035522s storage: refused b=0x3",
+                "#2 +0.035523s driver event 0x5199 a=0x1 b=0x2",
+                "#3 +0.035524s ready",
+            ]
+        );
+        let view = legend(&area).unwrap();
+        assert_eq!((view.subsystem(), view.len()), ("storage", 2));
+        assert_eq!(view.lookup(0x5103), Some(["applied", "lba", "blocks"]));
+    }
+
+    #[test]
+    fn ring_without_legend_prints_hex_and_says_why() {
+        let mut area = ring();
+        let mut w = Writer::new(&mut area[..]);
+        w.record(1, Event::Driver { code: 0x5103, a: 1, b: 2 });
+        assert_eq!(legend(&area).unwrap_err(), LegendError::Missing);
+        assert_eq!(described(&area), ["#0 +0.000001s driver event 0x5103 a=0x1 b=0x2"]);
+        assert_eq!(legend(&ring()).unwrap_err(), LegendError::Format(FormatError::Magic));
+    }
+
+    #[test]
+    fn corrupt_legend_is_ignored_and_records_still_read() {
+        let mut area = ring();
+        let mut w = Writer::with_legend(&mut area[..], &LEGEND);
+        w.record(1, Event::Driver { code: 0x5103, a: 1, b: 2 });
+        let hex = ["#0 +0.000001s driver event 0x5103 a=0x1 b=0x2"];
+        // A flipped byte in a name: the CRC catches it.
+        let name = HEADER_BYTES + 32 + 2;
+        let mut torn = area.clone();
+        torn[name] ^= 0x20;
+        assert_eq!(legend(&torn).unwrap_err(), LegendError::Corrupt("crc mismatch"));
+        assert_eq!(described(&torn), hex);
+        // An entry count beyond the area, or garbage everywhere: refused, no panic.
+        let mut big = area.clone();
+        big[HEADER_BYTES + 4..HEADER_BYTES + 6].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(legend(&big).unwrap_err(), LegendError::Corrupt("entry count or size"));
+        let mut junk = area.clone();
+        junk[HEADER_BYTES + 4..SLOTS_OFF].fill(0xFF);
+        assert!(matches!(legend(&junk), Err(LegendError::Corrupt(_))));
+        assert_eq!(described(&junk), hex);
+        // A valid CRC over a non-ASCII name is still refused.
+        let mut bad = area.clone();
+        bad[name] = 0xC3;
+        let crc = legend_crc(&bad[HEADER_BYTES..SLOTS_OFF], 2);
+        bad[HEADER_BYTES + 8..HEADER_BYTES + 12].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(legend(&bad).unwrap_err(), LegendError::Corrupt("entry name"));
+    }
+
+    #[test]
+    fn legend_that_does_not_fit_is_refused_by_check_and_not_written() {
+        const LONG: Legend =
+            Legend { subsystem: "x", entries: &[LegendEntry::new(1, "a_name_longer_than_18", "", "")] };
+        const DUP: Legend =
+            Legend { subsystem: "x", entries: &[LegendEntry::new(1, "a", "", ""), LegendEntry::new(1, "b", "", "")] };
+        const SPACE: Legend = Legend { subsystem: "x", entries: &[LegendEntry::new(1, "a", "lb a", "")] };
+        assert_eq!(LONG.check(), Err(LegendProblem::BadName(0)));
+        assert_eq!(DUP.check(), Err(LegendProblem::DuplicateCode(1)));
+        assert_eq!(SPACE.check(), Err(LegendProblem::BadName(0)));
+        assert_eq!(LEGEND.check(), Ok(()));
+        let mut area = ring();
+        Writer::with_legend(&mut area[..], &DUP);
+        assert_eq!(legend(&area).unwrap_err(), LegendError::Missing);
+    }
+
+    #[test]
+    fn full_legend_round_trips() {
+        const fn entries() -> [LegendEntry; LEGEND_ENTRIES] {
+            let mut e = [LegendEntry::new(0, "n", "", ""); LEGEND_ENTRIES];
+            let mut i = 0;
+            while i < LEGEND_ENTRIES {
+                e[i] = LegendEntry::new(i as u16, "eighteen_bytes_nam", "fourteen_bytes", "fourteen_bytes");
+                i += 1;
+            }
+            e
+        }
+        const E: [LegendEntry; LEGEND_ENTRIES] = entries();
+        const FULL: Legend = Legend { subsystem: "sixteen_bytes_ss", entries: &E };
+        assert_eq!(FULL.check(), Ok(()));
+        let mut area = ring();
+        let mut w = Writer::with_legend(&mut area[..], &FULL);
+        w.record(0, Event::Driver { code: LEGEND_ENTRIES as u16 - 1, a: 1, b: 2 });
+        assert_eq!(
+            described(&area),
+            ["#0 +0.000000s sixteen_bytes_ss: eighteen_bytes_nam fourteen_bytes=0x1 fourteen_bytes=0x2"]
+        );
     }
 }
