@@ -192,6 +192,68 @@ impl Trace {
     }
 }
 
+/// Names of the codes of [`Trace::encode`], for the shared trace ring (the
+/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
+/// variant's code is here.
+pub const TRACE_LEGEND: reinc_ringbuf::Legend = {
+    use reinc_ringbuf::LegendEntry as E;
+    reinc_ringbuf::Legend {
+        subsystem: "edu",
+        entries: &[
+            E::new(1, "identified", "id", ""),
+            E::new(2, "liveness", "probe", "got"),
+            E::new(3, "factorial_start", "n", "irq"),
+            E::new(4, "factorial_done", "n", "value"),
+            E::new(5, "raised", "bits", ""),
+            E::new(6, "acked", "bits", ""),
+            E::new(7, "spin_timeout", "spins", ""),
+            E::new(8, "recovered", "acked", "was_computing"),
+            E::new(9, "factorial_irq_done", "value", ""),
+        ],
+    }
+};
+const _: () = assert!(TRACE_LEGEND.check().is_ok());
+
+#[cfg(test)]
+mod legend_tests {
+    use super::*;
+
+    /// Fails to compile when a variant is added, so the sample list below grows with the enum.
+    fn sample(t: Trace) -> Trace {
+        match t {
+            Trace::Identified { .. }
+            | Trace::Liveness { .. }
+            | Trace::FactorialStart { .. }
+            | Trace::FactorialDone { .. }
+            | Trace::FactorialIrqDone { .. }
+            | Trace::Raised { .. }
+            | Trace::Acked { .. }
+            | Trace::SpinTimeout { .. }
+            | Trace::Recovered { .. } => t,
+        }
+    }
+
+    #[test]
+    fn every_trace_code_is_named_in_the_legend() {
+        let all = [
+            Trace::Identified { id: 1 },
+            Trace::Liveness { probe: 1, got: 1 },
+            Trace::FactorialStart { n: 1, irq: true },
+            Trace::FactorialDone { n: 1, value: 1 },
+            Trace::FactorialIrqDone { value: 1 },
+            Trace::Raised { bits: 1 },
+            Trace::Acked { bits: 1 },
+            Trace::SpinTimeout { spins: 1 },
+            Trace::Recovered { acked: 1, was_computing: true },
+        ];
+        for t in all.map(sample) {
+            let (code, _, _) = t.encode();
+            assert!(TRACE_LEGEND.get(code).is_some(), "{t:?}: code {code:#06x} missing from TRACE_LEGEND");
+        }
+        assert_eq!(TRACE_LEGEND.entries.len(), all.len(), "legend has codes no Trace variant uses");
+    }
+}
+
 const TRACE_LEN: usize = 16;
 
 /// What [`Edu::recover`] found and undid.

@@ -62,7 +62,7 @@ pub mod model;
 #[allow(unsafe_code)]
 pub mod regs;
 
-pub use device::{Edu, EduError, ID_MAGIC, Identity, MAX_FACTORIAL_N, PollBudget, Recovery, Trace};
+pub use device::{Edu, EduError, ID_MAGIC, Identity, MAX_FACTORIAL_N, PollBudget, Recovery, TRACE_LEGEND, Trace};
 pub use handler::{Completion, EduHandler, EduReply, EduRequest, EduState, Pending, Step};
 pub use regs::{BAR0_SIZE, EduRegisters, IrqBits, ReadReg, Regs, Status, WriteReg};
 

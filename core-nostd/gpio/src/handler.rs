@@ -299,6 +299,62 @@ impl Trace {
     }
 }
 
+/// Names of the codes of [`Trace::event`], for the shared trace ring (the
+/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
+/// variant's code is here.
+pub const TRACE_LEGEND: reinc_ringbuf::Legend = {
+    use reinc_ringbuf::LegendEntry as E;
+    reinc_ringbuf::Legend {
+        subsystem: "gpio",
+        entries: &[
+            E::new(0x6101, "direction", "pin", "dir"),
+            E::new(0x6102, "level", "pin", "level"),
+            E::new(0x6103, "detect", "pin", "detect"),
+            E::new(0x6104, "clear_events", "pins", ""),
+            E::new(0x6105, "observed", "", ""),
+            E::new(0x6106, "refused", "pin", ""),
+            E::new(0x6107, "restored", "pins", ""),
+        ],
+    }
+};
+const _: () = assert!(TRACE_LEGEND.check().is_ok());
+
+#[cfg(test)]
+mod legend_tests {
+    use super::*;
+
+    /// Fails to compile when a variant is added, so the sample list below grows with the enum.
+    fn sample(t: Trace) -> Trace {
+        match t {
+            Trace::Applied(Effect::Direction { .. } | Effect::Level { .. } | Effect::Detect { .. })
+            | Trace::Applied(Effect::ClearEvents(_))
+            | Trace::Observed
+            | Trace::Refused(_)
+            | Trace::Restored { .. } => t,
+        }
+    }
+
+    #[test]
+    fn every_trace_code_is_named_in_the_legend() {
+        let pin = Pin::new(4).unwrap();
+        let pins = PinSet::from_bits(0b1_0000).unwrap();
+        let all = [
+            Trace::Applied(Effect::Direction { pin, dir: Direction::Output }),
+            Trace::Applied(Effect::Level { pin, level: Level::High }),
+            Trace::Applied(Effect::Detect { pin, detect: Detect::RISING }),
+            Trace::Applied(Effect::ClearEvents(pins)),
+            Trace::Observed,
+            Trace::Refused(GpioError::InvalidPin { pin: 99 }),
+            Trace::Restored { pins },
+        ];
+        for t in all.map(sample) {
+            let reinc_ringbuf::Event::Driver { code, .. } = t.event() else { panic!("{t:?} is not a driver event") };
+            assert!(TRACE_LEGEND.get(code).is_some(), "{t:?}: code {code:#06x} missing from TRACE_LEGEND");
+        }
+        assert_eq!(TRACE_LEGEND.entries.len(), all.len(), "legend has codes no Trace variant uses");
+    }
+}
+
 /// The outcome of one request: the effect applied, the state to commit with
 /// the reply (`None` when unchanged), the reply, and a trace entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -61,7 +61,7 @@ mod pin;
 #[allow(unsafe_code)]
 pub mod regs;
 
-pub use handler::{AtLeastOnce, Effect, Gpio, GpioReply, GpioRequest, GpioState, Handled, Replay, Trace};
+pub use handler::{AtLeastOnce, Effect, Gpio, GpioReply, GpioRequest, GpioState, Handled, Replay, TRACE_LEGEND, Trace};
 pub use model::GpioModel;
 pub use pin::{Bank, Detect, DetectKind, Direction, Function, Level, PIN_COUNT, Pin, PinSet};
 pub use regs::{Bcm2835Gpio, GpioRegisters, MapError, RegisterBlock};

@@ -43,7 +43,7 @@
 mod trace;
 
 pub use reinc_region::{Effect, OutOfBounds, RamRegion, Region};
-pub use trace::{TRACE_SLOTS, Trace};
+pub use trace::{TRACE_LEGEND, TRACE_SLOTS, Trace};
 
 use reinc_proto::RequestId;
 use reinc_region::header::{Format, Unsealed, Watermark};

@@ -3,10 +3,28 @@
 //! entry to the runtime's shared ring as [`Event::Driver`]).
 
 use crate::{Effect, NetError, NetReply, Outcome};
-use reinc_ringbuf::Event;
+use reinc_ringbuf::{Event, Legend, LegendEntry};
 
 /// Entries kept by [`crate::Net::trace`].
 pub const TRACE_SLOTS: usize = 32;
+
+/// Names of the codes of [`Trace::event`], for the shared trace ring (the
+/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
+/// variant's code is here.
+pub const TRACE_LEGEND: Legend = Legend {
+    subsystem: "net",
+    entries: &[
+        LegendEntry::new(0x4E01, "formatted", "slots", ""),
+        LegendEntry::new(0x4E02, "opened", "applied_count", ""),
+        LegendEntry::new(0x4E03, "sent", "seq", ""),
+        LegendEntry::new(0x4E04, "already_sent", "seq", ""),
+        LegendEntry::new(0x4E05, "received", "seq", "len"),
+        LegendEntry::new(0x4E06, "empty", "", ""),
+        LegendEntry::new(0x4E07, "refused", "error", "detail"),
+        LegendEntry::new(0x4E08, "io_failed", "off", ""),
+    ],
+};
+const _: () = assert!(TRACE_LEGEND.check().is_ok());
 
 /// One thing the loopback core did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,5 +108,43 @@ impl Trace {
             Self::IoFailed { off } => (8, off, 0),
         };
         Event::Driver { code: 0x4E00 | code, a, b }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails to compile when a variant is added, so the sample list below grows with the enum.
+    fn sample(t: Trace) -> Trace {
+        match t {
+            Trace::Formatted { .. }
+            | Trace::Opened { .. }
+            | Trace::Sent { .. }
+            | Trace::AlreadySent { .. }
+            | Trace::Received { .. }
+            | Trace::Empty
+            | Trace::Refused(_)
+            | Trace::IoFailed { .. } => t,
+        }
+    }
+
+    #[test]
+    fn every_trace_code_is_named_in_the_legend() {
+        let all = [
+            Trace::Formatted { slots: 1 },
+            Trace::Opened { applied_count: 1 },
+            Trace::Sent { seq: 1 },
+            Trace::AlreadySent { seq: 1 },
+            Trace::Received { seq: 1, len: 1 },
+            Trace::Empty,
+            Trace::Refused(NetError::BadRequest),
+            Trace::IoFailed { off: 1 },
+        ];
+        for t in all.map(sample) {
+            let Event::Driver { code, .. } = t.event() else { panic!("{t:?} is not a driver event") };
+            assert!(TRACE_LEGEND.get(code).is_some(), "{t:?}: code {code:#06x} missing from TRACE_LEGEND");
+        }
+        assert_eq!(TRACE_LEGEND.entries.len(), all.len(), "legend has codes no Trace variant uses");
     }
 }

@@ -50,7 +50,7 @@ mod trace;
 
 pub use reinc_region::{Effect, OutOfBounds, RamRegion, Region};
 pub use superblock::{SUPERBLOCK_MAGIC, Superblock, SuperblockError};
-pub use trace::{TRACE_SLOTS, Trace};
+pub use trace::{TRACE_LEGEND, TRACE_SLOTS, Trace};
 
 use reinc_proto::RequestId;
 use reinc_ringbuf::Ringbuf;

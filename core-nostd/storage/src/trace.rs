@@ -3,10 +3,27 @@
 //! each entry to the runtime's shared ring as [`Event::Driver`]).
 
 use crate::{Effect, Outcome, StorageError, StorageReply, StorageRequest};
-use reinc_ringbuf::Event;
+use reinc_ringbuf::{Event, Legend, LegendEntry};
 
 /// Entries kept by [`crate::Storage::trace`].
 pub const TRACE_SLOTS: usize = 32;
+
+/// Names of the codes of [`Trace::event`], for the shared trace ring (the
+/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
+/// variant's code is here.
+pub const TRACE_LEGEND: Legend = Legend {
+    subsystem: "storage",
+    entries: &[
+        LegendEntry::new(0x5101, "formatted", "blocks", ""),
+        LegendEntry::new(0x5102, "opened", "applied_count", ""),
+        LegendEntry::new(0x5103, "applied", "lba", "blocks"),
+        LegendEntry::new(0x5104, "already_applied", "lba", "blocks"),
+        LegendEntry::new(0x5105, "read", "lba", "blocks"),
+        LegendEntry::new(0x5106, "refused", "error", "detail"),
+        LegendEntry::new(0x5107, "io_failed", "off", ""),
+    ],
+};
+const _: () = assert!(TRACE_LEGEND.check().is_ok());
 
 /// One thing the storage core did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,5 +110,41 @@ impl Trace {
             Self::IoFailed { off } => (7, off, 0),
         };
         Event::Driver { code: 0x5100 | code, a, b }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails to compile when a variant is added, so the sample list below grows with the enum.
+    fn sample(t: Trace) -> Trace {
+        match t {
+            Trace::Formatted { .. }
+            | Trace::Opened { .. }
+            | Trace::Applied { .. }
+            | Trace::AlreadyApplied { .. }
+            | Trace::Read { .. }
+            | Trace::Refused(_)
+            | Trace::IoFailed { .. } => t,
+        }
+    }
+
+    #[test]
+    fn every_trace_code_is_named_in_the_legend() {
+        let all = [
+            Trace::Formatted { blocks: 1 },
+            Trace::Opened { applied_count: 1 },
+            Trace::Applied { lba: 1, blocks: 1 },
+            Trace::AlreadyApplied { lba: 1, blocks: 1 },
+            Trace::Read { lba: 1, blocks: 1 },
+            Trace::Refused(StorageError::BadRequest),
+            Trace::IoFailed { off: 1 },
+        ];
+        for t in all.map(sample) {
+            let Event::Driver { code, .. } = t.event() else { panic!("{t:?} is not a driver event") };
+            assert!(TRACE_LEGEND.get(code).is_some(), "{t:?}: code {code:#06x} missing from TRACE_LEGEND");
+        }
+        assert_eq!(TRACE_LEGEND.entries.len(), all.len(), "legend has codes no Trace variant uses");
     }
 }

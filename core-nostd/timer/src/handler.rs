@@ -243,6 +243,62 @@ impl Trace {
     }
 }
 
+/// Names of the codes of [`Trace::event`], for the shared trace ring (the
+/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
+/// variant's code is here.
+pub const TRACE_LEGEND: reinc_ringbuf::Legend = {
+    use reinc_ringbuf::LegendEntry as E;
+    reinc_ringbuf::Legend {
+        subsystem: "timer",
+        entries: &[
+            E::new(0x7101, "arm", "channel", "at"),
+            E::new(0x7102, "clear_match", "channel", ""),
+            E::new(0x7103, "observed", "", ""),
+            E::new(0x7104, "blocked", "channel", ""),
+            E::new(0x7105, "refused", "channel", ""),
+            E::new(0x7106, "acknowledged", "match", ""),
+            E::new(0x7107, "restored", "armed", ""),
+        ],
+    }
+};
+const _: () = assert!(TRACE_LEGEND.check().is_ok());
+
+#[cfg(test)]
+mod legend_tests {
+    use super::*;
+
+    /// Fails to compile when a variant is added, so the sample list below grows with the enum.
+    fn sample(t: Trace) -> Trace {
+        match t {
+            Trace::Applied(Effect::Arm { .. } | Effect::ClearMatch(_))
+            | Trace::Observed
+            | Trace::Blocked(_)
+            | Trace::Refused(_)
+            | Trace::Acknowledged(_)
+            | Trace::Restored { .. } => t,
+        }
+    }
+
+    #[test]
+    fn every_trace_code_is_named_in_the_legend() {
+        let channel = Channel::new(1).unwrap();
+        let all = [
+            Trace::Applied(Effect::Arm { channel, at: 1 }),
+            Trace::Applied(Effect::ClearMatch(channel)),
+            Trace::Observed,
+            Trace::Blocked(channel),
+            Trace::Refused(TimerError::InvalidChannel { channel: 9 }),
+            Trace::Acknowledged(Match::empty()),
+            Trace::Restored { armed: Match::empty() },
+        ];
+        for t in all.map(sample) {
+            let reinc_ringbuf::Event::Driver { code, .. } = t.event() else { panic!("{t:?} is not a driver event") };
+            assert!(TRACE_LEGEND.get(code).is_some(), "{t:?}: code {code:#06x} missing from TRACE_LEGEND");
+        }
+        assert_eq!(TRACE_LEGEND.entries.len(), all.len(), "legend has codes no Trace variant uses");
+    }
+}
+
 /// The outcome of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handled {

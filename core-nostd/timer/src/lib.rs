@@ -56,8 +56,8 @@ pub mod model;
 pub mod regs;
 
 pub use handler::{
-    COUNTER_READ_ATTEMPTS, ChannelStatus, Effect, Handled, MAX_AHEAD_MICROS, Step, Timer, TimerReply, TimerRequest,
-    TimerState, Trace, read_counter,
+    COUNTER_READ_ATTEMPTS, ChannelStatus, Effect, Handled, MAX_AHEAD_MICROS, Step, TRACE_LEGEND, Timer, TimerReply,
+    TimerRequest, TimerState, Trace, read_counter,
 };
 pub use model::TimerModel;
 pub use regs::{Bcm2835Timer, MapError, RegisterBlock, TimerRegisters};

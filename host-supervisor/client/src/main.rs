@@ -114,9 +114,17 @@ fn run(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
             let ControlResponse::Trace(bytes) = ctl(ControlRequest::Trace { driver: driver.clone() })? else {
                 return Err(Fail::Run("unexpected response".into()));
             };
+            let legend = match reinc_ringbuf::shared::legend(&bytes) {
+                Ok(l) => Some(l),
+                Err(reinc_ringbuf::shared::LegendError::Missing) => None,
+                Err(e) => {
+                    eprintln!("{driver}: {e}");
+                    None
+                }
+            };
             let mut n = 0;
             for r in reinc_ringbuf::shared::records(&bytes) {
-                println!("{r}");
+                println!("{}", reinc_ringbuf::shared::describe(&r, legend.as_ref()));
                 n += 1;
             }
             if n == 0 {

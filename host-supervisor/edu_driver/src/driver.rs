@@ -153,6 +153,7 @@ fn drain_trace<R: Regs>(ctx: &mut Ctx<'_>, handler: &mut EduHandler<R>) {
 
 impl<S: Source> Driver for EduDriver<S> {
     type State = EduState;
+    const TRACE_LEGEND: reinc_runtime::Legend = edu_core::TRACE_LEGEND;
 
     fn describe(&self) -> String {
         match &self.dev {

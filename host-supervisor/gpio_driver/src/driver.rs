@@ -121,6 +121,7 @@ fn record(ctx: &mut Ctx<'_>, trace: Trace) {
 
 impl<S: Source> Driver for GpioDriver<S> {
     type State = GpioState;
+    const TRACE_LEGEND: reinc_runtime::Legend = gpio_core::TRACE_LEGEND;
 
     fn describe(&self) -> String {
         match &self.dev {

@@ -68,6 +68,7 @@ struct NetDriver {
 
 impl Driver for NetDriver {
     type State = NetState;
+    const TRACE_LEGEND: reinc_runtime::Legend = net_core::TRACE_LEGEND;
 
     fn describe(&self) -> String {
         format!("file={}, slots={}, mtu={MTU}", self.args.file.display(), self.args.slots)

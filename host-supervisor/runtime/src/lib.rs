@@ -83,7 +83,7 @@ mod trace;
 
 pub use exec_log::ExecLogError;
 pub use launch::{Launch, LaunchError};
-pub use reinc_ringbuf::Event;
+pub use reinc_ringbuf::{Event, Legend, LegendEntry};
 pub use runtime::{Config, Exit, Runtime, stop_signals};
 pub use trace::Tracer;
 
@@ -201,6 +201,13 @@ pub trait Driver {
     /// The committed state: postcard-encoded into every reply that changes
     /// it, and handed back in `Init` after a restart.
     type State: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Default;
+
+    /// Names of the [`Event::Driver`] codes this driver traces (its core's
+    /// `const` legend, declared next to its `Trace` enum). Written once into
+    /// the shared trace ring, so the supervisor and `drvctl trace` print
+    /// `storage: applied lba=0x1d00 blocks=0x40` rather than the hex code.
+    /// Default: none (driver events print in hex).
+    const TRACE_LEGEND: Legend = Legend::EMPTY;
 
     /// One line about the device for the ready log line, e.g. `file=/x, blocks=64`.
     fn describe(&self) -> String;

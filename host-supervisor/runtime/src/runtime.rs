@@ -130,7 +130,7 @@ type Flow = Result<(), Exit>;
 impl<D: Driver> Runtime<D> {
     /// A loop over `config.ipc` driving `driver`. Nothing happens until [`Runtime::run`].
     pub fn new(config: Config, driver: D) -> Self {
-        let tracer = Tracer::new(config.trace);
+        let tracer = Tracer::new(config.trace, &D::TRACE_LEGEND);
         Self {
             name: config.name,
             ipc: config.ipc,

@@ -2,7 +2,7 @@
 //! memfd, the shared ring it reads after our death.
 
 use reinc_ringbuf::shared::{Sink, Writer};
-use reinc_ringbuf::{Event, Ringbuf};
+use reinc_ringbuf::{Event, Legend, Ringbuf};
 use std::fs::File;
 use std::time::Instant;
 
@@ -43,9 +43,17 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// A tracer writing to `memfd` too, when given (it is formatted now).
-    pub(crate) fn new(memfd: Option<File>) -> Self {
-        let shared = memfd.map(|file| Writer::new(FileSink { file, failed: false }));
+    /// A tracer writing to `memfd` too, when given (it is formatted now, with
+    /// `legend` when the legend fits the shared format).
+    pub(crate) fn new(memfd: Option<File>, legend: &Legend) -> Self {
+        if let Err(problem) = legend.check() {
+            tracing::warn!(
+                "[driver] trace legend of subsystem {:?} does not fit the trace ring ({problem:?}); \
+                 driver events will print in hex",
+                legend.subsystem
+            );
+        }
+        let shared = memfd.map(|file| Writer::with_legend(FileSink { file, failed: false }, legend));
         Self { start: Instant::now(), local: Ringbuf::new(), shared }
     }
 

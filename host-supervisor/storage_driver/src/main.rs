@@ -86,6 +86,7 @@ impl StorageDriver {
 
 impl Driver for StorageDriver {
     type State = StorageState;
+    const TRACE_LEGEND: reinc_runtime::Legend = storage_core::TRACE_LEGEND;
 
     fn describe(&self) -> String {
         format!("file={}, blocks={}", self.args.file.display(), self.args.blocks)

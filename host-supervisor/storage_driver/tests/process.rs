@@ -269,6 +269,13 @@ fn trace_memfd_shows_the_fault_after_death() {
     let applied = storage_core::Trace::Applied { lba: 0, blocks: 2 }.event().to_string();
     assert_eq!(tail, ["request c1:1 (#1)", applied.as_str(), "effect c1:1"], "{events:?}");
     assert_eq!(events.last().map(String::as_str), Some("FAULT after-effect:1:segv"), "{events:?}");
+    // The driver registered its core's legend: readers name the storage event.
+    let legend = reinc_ringbuf::shared::legend(&area).expect("storage_driver writes its trace legend");
+    let named: Vec<String> = reinc_ringbuf::shared::records(&area)
+        .filter(|r| matches!(r.event, reinc_ringbuf::Event::Driver { .. }))
+        .map(|r| reinc_ringbuf::shared::describe(&r, Some(&legend)).to_string())
+        .collect();
+    assert!(named.last().is_some_and(|l| l.ends_with(" storage: applied lba=0x0 blocks=0x2")), "{named:?}");
 }
 
 #[test]

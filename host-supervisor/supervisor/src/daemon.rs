@@ -409,7 +409,15 @@ impl Daemon {
     /// (post-mortem; `drvctl trace NAME` shows the whole ring).
     fn last_events(&self, driver: DriverId, generation: Generation, ring: &[u8]) -> Option<String> {
         let records: Vec<_> = reinc_ringbuf::shared::records(ring).collect();
-        let last: Vec<String> = records.iter().rev().take(3).rev().map(ToString::to_string).collect();
+        // A missing or corrupt legend only costs the names: driver codes print in hex.
+        let legend = reinc_ringbuf::shared::legend(ring).ok();
+        let last: Vec<String> = records
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(|r| reinc_ringbuf::shared::describe(r, legend.as_ref()).to_string())
+            .collect();
         if last.is_empty() {
             return None;
         }

@@ -183,6 +183,7 @@ fn reply_now(state: &TimerState, error: TimerError) -> StepResult {
 
 impl<S: Source> Driver for TimerDriver<S> {
     type State = TimerState;
+    const TRACE_LEGEND: reinc_runtime::Legend = timer_core::TRACE_LEGEND;
 
     fn describe(&self) -> String {
         match &self.dev {
