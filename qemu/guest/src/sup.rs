@@ -3,8 +3,14 @@
 //! supervised suites of every machine, which all run the supervisor with its
 //! sockets in [`RUNTIME_DIR`].
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use reinc_client::control::{ControlRequest, ControlResponse, DriverState, DriverStatus};
 use reinc_client::{Client, client_socket, control_request, control_socket};
@@ -82,4 +88,105 @@ pub fn wait_status(driver: &str, what: &str, pred: impl Fn(&DriverStatus) -> boo
 pub fn connect() -> Result<Client, Failure> {
     let path = client_socket(Path::new(RUNTIME_DIR));
     Client::connect(&path).context(|| format!("connecting to {}", path.display()))
+}
+
+/// The supervisor process of a suite: started from a config file, its
+/// stderr echoed to the console (so `--verbose` shows the `[SUP]` lines) and
+/// kept for [`Supervisor::logged`]. Killed on drop if still running.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    child: Mutex<Option<Child>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Supervisor {
+    /// Starts `/bin/supervisor --config CONFIG_PATH`.
+    ///
+    /// # Errors
+    /// It is already running, or could not be started.
+    pub fn start(&self, config_path: &str) -> Result<(), Failure> {
+        let mut slot = self.child.lock().unwrap();
+        if slot.is_some() {
+            return Err(Failure::check("the supervisor is already running"));
+        }
+        let mut child = Command::new("/bin/supervisor")
+            .args(["--config", config_path])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context(|| "starting /bin/supervisor".into())?;
+        let stderr = child.stderr.take().expect("piped");
+        let sink = self.log.clone();
+        std::thread::spawn(move || {
+            let mut console = std::io::stderr();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(console, "{line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        *slot = Some(child);
+        Ok(())
+    }
+
+    /// Whether some log line contains `needle`, waiting up to 2 s (the echo
+    /// thread may be a line behind the event that caused it).
+    #[must_use]
+    pub fn logged(&self, needle: &str) -> bool {
+        let end = Instant::now() + Duration::from_secs(2);
+        loop {
+            if self.count_logged(needle) > 0 {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many log lines so far contain `needle`.
+    #[must_use]
+    pub fn count_logged(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Whether it was started and not stopped.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.child.lock().unwrap().is_some()
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 10 s). Returns the exit code.
+    ///
+    /// # Errors
+    /// It was not running, or ignored SIGTERM for 10 s.
+    pub fn stop(&self) -> Result<Option<i32>, Failure> {
+        let Some(mut child) = self.child.lock().unwrap().take() else {
+            return Err(Failure::check("the supervisor is not running"));
+        };
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).context(|| "SIGTERM to the supervisor".into())?;
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().context(|| "waiting for the supervisor".into())? {
+                return Ok(status.code());
+            }
+            if Instant::now() >= end {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Failure::check("the supervisor ignored SIGTERM for 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.get_mut().map_or(None, Option::take) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -21,9 +21,9 @@
 //! close their file descriptors) before the supervisor starts.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use nix::unistd::Pid;
 use reinc_client::Client;
 use reinc_client::control::DriverStatus;
 use reinc_guest::harness::{self, Context, Failure, TestResult};
-use reinc_guest::sup::{RUNTIME_DIR, STATE_WAIT, connect, running, status, statuses, wait_status};
+use reinc_guest::sup::{RUNTIME_DIR, STATE_WAIT, Supervisor, connect, running, status, statuses, wait_status};
 use reinc_guest::{ensure, ensure_eq, test};
 use reinc_uio::{Irq, IrqWait, Mapping, Selector, Sysfs, UioDevice};
 use timer_core::{Channel, Step, Timer, TimerError, TimerReply, TimerRequest, TimerState};
@@ -69,8 +69,7 @@ const SUITE_LIMIT: Duration = Duration::from_secs(120);
 struct Ctx {
     gpio: UioDevice,
     timer: UioDevice,
-    supervisor: Mutex<Option<Child>>,
-    log: Arc<Mutex<Vec<String>>>,
+    sup: Supervisor,
 }
 
 // ------------------------------------------------------------- helpers
@@ -123,24 +122,6 @@ fn timer_call(client: &mut Client, req: TimerRequest) -> Result<TimerReply, Fail
 impl Ctx {
     fn gpio_map(&self) -> Result<Mapping, Failure> {
         Mapping::uio_map(&self.gpio, 0).context(|| format!("mapping {}", self.gpio.describe()))
-    }
-
-    fn logged(&self, needle: &str) -> bool {
-        // The echo thread may be a line behind the event that caused it.
-        let end = Instant::now() + Duration::from_secs(2);
-        loop {
-            if self.count_logged(needle) > 0 {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn count_logged(&self, needle: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
     }
 }
 
@@ -292,24 +273,7 @@ fn supervisor_runs_both_drivers_from_the_shipped_pi_config(ctx: &Ctx) -> TestRes
         .output()
         .context(|| "supervisor --check".into())?;
     ensure!(check.status.success(), "supervisor --check: {}", String::from_utf8_lossy(&check.stderr));
-    let mut child = Command::new("/bin/supervisor")
-        .args(["--config", CONFIG_PATH])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context(|| "starting /bin/supervisor".into())?;
-    let stderr = child.stderr.take().expect("piped");
-    let sink = ctx.log.clone();
-    std::thread::spawn(move || {
-        let mut console = std::io::stderr();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = writeln!(console, "{line}");
-            sink.lock().unwrap().push(line);
-        }
-    });
-    *ctx.supervisor.lock().unwrap() = Some(child);
+    ctx.sup.start(CONFIG_PATH)?;
     // The control socket appears once the supervisor is listening.
     let end = Instant::now() + STATE_WAIT;
     while let Err(e) = statuses() {
@@ -319,11 +283,11 @@ fn supervisor_runs_both_drivers_from_the_shipped_pi_config(ctx: &Ctx) -> TestRes
     for driver in [GPIO_DRIVER, TIMER_DRIVER] {
         let s = wait_status(driver, "running", running)?;
         ensure_eq!(s.generation, 1, "{driver} generation at start");
-        ensure!(ctx.logged(&format!("[SUP] Launching {driver} (pid=")), "no launch line for {driver}");
+        ensure!(ctx.sup.logged(&format!("[SUP] Launching {driver} (pid=")), "no launch line for {driver}");
     }
     for phys in [GPIO_PHYS, TIMER_PHYS] {
         let line = format!("[driver] mapped {phys:#x} size={PAGE:#x}");
-        ensure!(ctx.logged(&line), "no `{line}` in the driver log");
+        ensure!(ctx.sup.logged(&line), "no `{line}` in the driver log");
     }
     Ok(())
 }
@@ -502,12 +466,12 @@ fn gpio_driver_killed_by_sigsegv_mid_blink_comes_back_with_its_pins_restored(ctx
         ensure_eq!(raw_function(&raw, pin)?, Function::Output, "GPFSEL of pin {pin} after the restart");
         ensure_eq!(raw_level(&raw, pin)?, level, "GPLEV of pin {pin} after the restart");
     }
-    ensure!(ctx.logged(&format!("[SUP] {GPIO_DRIVER} crashed (SIGSEGV)")), "no crash line");
-    ensure!(ctx.logged(&format!("[SUP] restarting {GPIO_DRIVER}")), "no restart line");
+    ensure!(ctx.sup.logged(&format!("[SUP] {GPIO_DRIVER} crashed (SIGSEGV)")), "no crash line");
+    ensure!(ctx.sup.logged(&format!("[SUP] restarting {GPIO_DRIVER}")), "no restart line");
     let mapped = format!("[driver] mapped {GPIO_PHYS:#x} size={PAGE:#x}");
-    ensure!(ctx.count_logged(&mapped) >= 2, "`{mapped}` logged by fewer than two instances");
+    ensure!(ctx.sup.count_logged(&mapped) >= 2, "`{mapped}` logged by fewer than two instances");
     let restored = format!("[driver] {GPIO_DRIVER} gen{}: restored pins from the checkpoint:", after.generation);
-    ensure!(ctx.logged(&restored), "the new instance did not report restoring its pins");
+    ensure!(ctx.sup.logged(&restored), "the new instance did not report restoring its pins");
     Ok(())
 }
 
@@ -537,23 +501,8 @@ fn drvctl_status_and_persisted_checkpoints_match(_: &Ctx) -> TestResult {
 fn shutdown_stops_both_drivers(ctx: &Ctx) -> TestResult {
     let pids: Vec<u32> = statuses()?.iter().filter_map(|s| s.pid).collect();
     ensure_eq!(pids.len(), 2, "driver pids before shutdown");
-    let Some(mut child) = ctx.supervisor.lock().unwrap().take() else {
-        return Err(Failure::check("the supervisor is not running"));
-    };
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).context(|| "SIGTERM to the supervisor".into())?;
-    let end = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().context(|| "waiting for the supervisor".into())? {
-            break s;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Failure::check("the supervisor ignored SIGTERM for 10 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    ensure_eq!(status.code(), Some(0), "supervisor exit status after SIGTERM");
+    let code = ctx.sup.stop()?;
+    ensure_eq!(code, Some(0), "supervisor exit status after SIGTERM");
     for pid in pids {
         ensure!(!Path::new(&format!("/proc/{pid}")).exists(), "driver pid {pid} outlived the supervisor");
     }
@@ -583,7 +532,7 @@ fn main() -> ExitCode {
         (Ok(g), Ok(t)) => (g, t),
         (Err(e), _) | (_, Err(e)) => return harness::fail_all("rpi3", &tests, &e),
     };
-    let ctx = Ctx { gpio, timer, supervisor: Mutex::new(None), log: Arc::new(Mutex::new(Vec::new())) };
+    let ctx = Ctx { gpio, timer, sup: Supervisor::default() };
     // A wait that never returns would otherwise hang the guest until the
     // xtask's boot timeout, with no test named.
     std::thread::spawn(|| {
@@ -592,9 +541,6 @@ fn main() -> ExitCode {
         std::process::exit(1);
     });
     let code = harness::run("rpi3", &ctx, &tests);
-    if let Some(mut child) = ctx.supervisor.lock().unwrap().take() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(ctx); // kills a supervisor a failed test left running
     code
 }

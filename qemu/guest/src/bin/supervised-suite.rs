@@ -33,11 +33,9 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edu_core::{Completion, Edu, EduRegisters, EduReply, EduRequest, EduState, IrqBits, PollBudget};
@@ -50,7 +48,7 @@ use nix::unistd::Pid;
 use reinc_client::control::{ControlRequest, DriverState, DriverStatus};
 use reinc_client::{Client, client_socket};
 use reinc_guest::harness::{self, Context, Failure, TestResult};
-use reinc_guest::sup::{RUNTIME_DIR, STATE_WAIT, connect, control, running, status, statuses, wait_status};
+use reinc_guest::sup::{RUNTIME_DIR, STATE_WAIT, Supervisor, connect, control, running, status, statuses, wait_status};
 use reinc_guest::{ensure, ensure_eq, test};
 use reinc_proto::{
     CallError, ClientToSup, CrashKind, CrashPoint, FaultPlan, MAX_FRAME, SupToClient, decode, encode_vec,
@@ -76,8 +74,7 @@ const SUITE_LIMIT: Duration = Duration::from_secs(150);
 
 /// Shared by the tests.
 struct Ctx {
-    supervisor: Mutex<Option<Child>>,
-    log: Arc<Mutex<Vec<String>>>,
+    sup: Supervisor,
     /// The edu devices as discovery found them, in `edu0`, `edu1` order.
     devices: Vec<UioDevice>,
     /// Restarts of edu0 caused by the tests so far.
@@ -238,13 +235,13 @@ fn supervisor_launches_every_driver_and_edu_maps_its_bar(ctx: &Ctx) -> TestResul
         let s = status(name)?;
         ensure!(running(&s), "{name} is not running: {s:?}");
         ensure_eq!(s.generation, 1, "{name} generation at start");
-        ensure!(ctx.logged(&format!("[SUP] Launching {name} (pid=")), "no launch line for {name}");
+        ensure!(ctx.sup.logged(&format!("[SUP] Launching {name} (pid=")), "no launch line for {name}");
     }
     for dev in &ctx.devices {
         let bar0 = dev.pci.as_ref().and_then(|p| p.bars.iter().find(|b| b.index == 0));
         let bar0 = bar0.ok_or_else(|| Failure::check(format!("{} has no BAR0 in sysfs", dev.describe())))?;
         let line = format!("[driver] mapped {:#x} size={:#x}", bar0.start, bar0.size);
-        ensure!(ctx.logged(&line), "no `{line}` for {} in the driver log", dev.describe());
+        ensure!(ctx.sup.logged(&line), "no `{line}` for {} in the driver log", dev.describe());
     }
     Ok(())
 }
@@ -400,7 +397,7 @@ fn hung_driver_is_killed_by_heartbeat_and_replayed(ctx: &Ctx) -> TestResult {
     ensure_eq!(after.generation, before.generation + 1, "{driver} generation after the hang");
     let reason = after.last_failure.clone().unwrap_or_default();
     ensure!(reason.contains("hung"), "{driver} last failure should say hung, got {reason:?}");
-    ensure!(ctx.logged(&format!("[SUP] {driver} is not answering heartbeats")), "no heartbeat line in the log");
+    ensure!(ctx.sup.logged(&format!("[SUP] {driver} is not answering heartbeats")), "no heartbeat line in the log");
     let stats_after = edu_stats(&mut client, driver)?;
     ensure_eq!(stats_after.factorials - stats_before.factorials, answered, "{driver}: committed factorials");
     Ok(())
@@ -498,7 +495,7 @@ fn restart_recovers_an_interrupt_left_pending_with_intx_masked(ctx: &Ctx) -> Tes
     leftovers?;
     let after = restarted?;
     ensure!(
-        ctx.logged(&format!(
+        ctx.sup.logged(&format!(
             "[driver] {driver} gen{}: recovered {}: acknowledged pending interrupt bits 0x101",
             after.generation,
             dev.describe()
@@ -522,9 +519,9 @@ fn supervisor_logs_crash_restart_and_replay(ctx: &Ctx) -> TestResult {
         "[SUP] replaying ",
         "[SUP] Launching edu0 (pid=",
     ] {
-        ensure!(ctx.logged(line), "the supervisor never logged `{line}`");
+        ensure!(ctx.sup.logged(line), "the supervisor never logged `{line}`");
     }
-    let segv = ctx.count_logged("[SUP] edu0 crashed (SIGSEGV)");
+    let segv = ctx.sup.count_logged("[SUP] edu0 crashed (SIGSEGV)");
     ensure!(segv >= 3, "one crash line per SIGSEGV expected, found {segv}");
     Ok(())
 }
@@ -644,7 +641,7 @@ fn restart_storm_quarantines_only_that_driver(ctx: &Ctx) -> TestResult {
         std::thread::sleep(Duration::from_millis(5));
     }
     ensure_eq!(kills, MAX_RESTARTS + 1, "kills until quarantine (more than max-restarts within the window)");
-    ensure!(ctx.logged("[SUP] edu1 quarantined"), "no quarantine line in the log");
+    ensure!(ctx.sup.logged("[SUP] edu1 quarantined"), "no quarantine line in the log");
     let edu0 = status(EDU[0])?;
     ensure!(running(&edu0), "edu0 stopped serving: {edu0:?}");
     ensure_eq!(edu0.generation, edu0_before.generation, "edu0 was not restarted by edu1's storm");
@@ -673,7 +670,7 @@ fn quarantined_driver_fails_calls_clearly_and_restart_revives_it(_: &Ctx) -> Tes
 /// SIGTERM stops the supervisor and every driver; no driver process is left.
 fn shutdown_stops_every_driver_and_leaves_no_orphans(ctx: &Ctx) -> TestResult {
     let pids: Vec<u32> = statuses()?.iter().filter_map(|s| s.pid).collect();
-    let code = ctx.stop_supervisor()?;
+    let code = ctx.sup.stop()?;
     ensure_eq!(code, Some(0), "supervisor exit status after SIGTERM");
     for pid in pids {
         ensure!(!Path::new(&format!("/proc/{pid}")).exists(), "driver pid {pid} outlived the supervisor");
@@ -683,69 +680,13 @@ fn shutdown_stops_every_driver_and_leaves_no_orphans(ctx: &Ctx) -> TestResult {
 
 // ---------------------------------------------------------------- setup
 
-impl Ctx {
-    fn logged(&self, needle: &str) -> bool {
-        // The echo thread may be a line behind the event that caused it.
-        let end = Instant::now() + Duration::from_secs(2);
-        loop {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn count_logged(&self, needle: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
-    }
-
-    /// SIGTERM, then wait (SIGKILL after 10 s). Returns the exit code.
-    fn stop_supervisor(&self) -> Result<Option<i32>, Failure> {
-        let Some(mut child) = self.supervisor.lock().unwrap().take() else {
-            return Err(Failure::check("the supervisor was already stopped"));
-        };
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).context(|| "SIGTERM to the supervisor".into())?;
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().context(|| "waiting for the supervisor".into())? {
-                return Ok(status.code());
-            }
-            if Instant::now() >= end {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Failure::check("the supervisor ignored SIGTERM for 10 s"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 /// Writes the config, starts the supervisor with its stderr captured and
 /// echoed, and waits until every driver runs.
 fn start(devices: Vec<UioDevice>) -> Result<Ctx, String> {
     std::fs::write(CONFIG_PATH, CONFIG).map_err(|e| format!("writing {CONFIG_PATH}: {e}"))?;
-    let mut child = Command::new("/bin/supervisor")
-        .args(["--config", CONFIG_PATH])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting /bin/supervisor: {e}"))?;
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().expect("piped");
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let mut console = std::io::stderr();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = writeln!(console, "{line}");
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let ctx = Ctx { supervisor: Mutex::new(Some(child)), log, devices, edu0_restarts: AtomicU32::new(0) };
+    let sup = Supervisor::default();
+    sup.start(CONFIG_PATH).map_err(|f| f.to_string())?;
+    let ctx = Ctx { sup, devices, edu0_restarts: AtomicU32::new(0) };
     let end = Instant::now() + STATE_WAIT;
     loop {
         match statuses() {
@@ -799,8 +740,8 @@ fn main() -> ExitCode {
         std::process::exit(1);
     });
     let code = harness::run("supervised", &ctx, &tests);
-    if ctx.supervisor.lock().unwrap().is_some() {
-        let _ = ctx.stop_supervisor();
+    if ctx.sup.is_running() {
+        let _ = ctx.sup.stop();
     }
     code
 }
