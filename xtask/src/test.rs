@@ -69,16 +69,26 @@ pub fn run(args: &[String]) -> Result {
 
 /// Prints the per-stage table and the closing line; returns the total.
 fn print_summary(stages: &[(&str, Count)]) -> Count {
-    let mut total = Count::default();
+    let (lines, total) = summary(stages);
     println!();
-    println!("summary:");
+    for line in lines {
+        println!("{line}");
+    }
+    total
+}
+
+/// The per-stage table and, last, `total: N passed, N failed`: the plain
+/// closing line CI reads.
+fn summary(stages: &[(&str, Count)]) -> (Vec<String>, Count) {
+    let mut total = Count::default();
+    let mut lines = vec!["summary:".to_owned()];
     for (name, c) in stages {
-        println!("  {name:<18} {:>5} passed, {} failed", c.passed, c.failed);
+        lines.push(format!("  {name:<18} {:>5} passed, {} failed", c.passed, c.failed));
         total.passed += c.passed;
         total.failed += c.failed;
     }
-    println!("total: {} passed, {} failed", total.passed, total.failed);
-    total
+    lines.push(format!("total: {} passed, {} failed", total.passed, total.failed));
+    (lines, total)
 }
 
 /// Runs `cargo test --workspace --no-fail-fast`, echoing its output, and
@@ -165,6 +175,9 @@ mod tests {
     #[test]
     fn summary_adds_stages_and_ends_with_the_plain_line() {
         let stages = [("a", Count { passed: 3, failed: 1 }), ("b", Count { passed: 4, failed: 0 })];
-        assert_eq!(print_summary(&stages), Count { passed: 7, failed: 1 });
+        let (lines, total) = summary(&stages);
+        assert_eq!(total, Count { passed: 7, failed: 1 });
+        assert_eq!(lines.last().map(String::as_str), Some("total: 7 passed, 1 failed"));
+        assert!(lines[1].contains("3 passed, 1 failed"), "{lines:?}");
     }
 }
