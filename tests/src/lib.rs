@@ -484,6 +484,8 @@ pub enum Reply {
     Written(u64, u16),
     /// `Appended`.
     Appended(u64, u16),
+    /// `Flushed`.
+    Flushed,
     /// `Error`.
     Error(StorageError),
 }
@@ -500,6 +502,7 @@ pub fn reply(body: &[u8]) -> Reply {
         StorageReply::Data(d) => Reply::Data(d.to_vec()),
         StorageReply::Written { lba, blocks } => Reply::Written(lba, blocks),
         StorageReply::Appended { lba, blocks } => Reply::Appended(lba, blocks),
+        StorageReply::Flushed => Reply::Flushed,
         StorageReply::Error(e) => Reply::Error(e),
     }
 }
