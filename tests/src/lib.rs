@@ -31,6 +31,8 @@
 //!   are as fast as the machine allows and fail with a message, not a hang.
 #![forbid(unsafe_code)]
 
+pub mod nbd;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
@@ -53,10 +55,12 @@ pub struct Bins {
     pub drvctl: PathBuf,
     /// The file-backed storage driver.
     pub storage_driver: PathBuf,
+    /// The NBD front end.
+    pub nbd: PathBuf,
 }
 
-const BIN_NAMES: [&str; 3] = ["supervisor", "drvctl", "storage_driver"];
-const SOURCE_DIRS: [&str; 9] = [
+const BIN_NAMES: [&str; 4] = ["supervisor", "drvctl", "storage_driver", "reinc-nbd"];
+const SOURCE_DIRS: [&str; 10] = [
     "core-nostd/proto",
     "core-nostd/policy",
     "core-nostd/queue",
@@ -66,6 +70,7 @@ const SOURCE_DIRS: [&str; 9] = [
     "host-supervisor/client",
     "host-supervisor/runtime",
     "host-supervisor/storage_driver",
+    "host-supervisor/nbd",
 ];
 
 fn workspace_root() -> PathBuf {
@@ -110,11 +115,11 @@ pub fn bins() -> &'static Bins {
         } else {
             let target = profile_dir.parent().expect("target dir").join("reinc-tests");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            eprintln!("reinc-tests: building supervisor, drvctl, storage_driver into {}", target.display());
+            eprintln!("reinc-tests: building supervisor, drvctl, storage_driver, reinc-nbd into {}", target.display());
             let status = Command::new(cargo)
                 .current_dir(&root)
                 .args(["build", "--quiet", "--bins", "-p", "reinc-supervisor", "-p", "reinc-client", "-p"])
-                .arg("storage-driver")
+                .args(["storage-driver", "-p", "reinc-nbd"])
                 .arg("--target-dir")
                 .arg(&target)
                 .status()
@@ -126,6 +131,7 @@ pub fn bins() -> &'static Bins {
             supervisor: dir.join("supervisor"),
             drvctl: dir.join("drvctl"),
             storage_driver: dir.join("storage_driver"),
+            nbd: dir.join("reinc-nbd"),
         }
     })
 }
