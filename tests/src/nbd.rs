@@ -389,3 +389,45 @@ impl RawNbd {
         Ok(self.read_n(len as usize).expect("read payload"))
     }
 }
+
+/// A rig whose storage device holds `blocks` data blocks instead of
+/// [`crate::DISK_BLOCKS`], for transfers large enough to kill a driver in
+/// the middle of.
+///
+/// # Panics
+/// If the config cannot be rewritten.
+#[must_use]
+pub fn rig_with_blocks(tag: &str, blocks: u64, overrides: &[(&str, &str)]) -> Rig {
+    let rig = Rig::new(tag, overrides);
+    let text = fs::read_to_string(&rig.config).expect("read config");
+    let from = format!("\"--blocks\", \"{}\"", crate::DISK_BLOCKS);
+    assert!(text.contains(&from), "the rig's config names its block count");
+    fs::write(&rig.config, text.replacen(&from, &format!("\"--blocks\", \"{blocks}\""), 1)).expect("write config");
+    rig
+}
+
+/// The superblock's `applied_count`, reading only block 0 of the disk.
+///
+/// # Panics
+/// If the disk has no valid superblock.
+#[must_use]
+pub fn applied_count(rig: &Rig) -> u64 {
+    let mut b = vec![0u8; storage_core::BLOCK_SIZE];
+    let mut f = fs::File::open(rig.disk()).expect("open disk");
+    f.read_exact(&mut b).expect("read block 0");
+    storage_core::Superblock::decode(&b).expect("valid superblock").expect("formatted").applied_count
+}
+
+/// The bytes NBD clients see at `offset..offset + len` of the export, read
+/// straight from the storage driver's file (block 0 is the superblock).
+///
+/// # Panics
+/// If the file is too short.
+#[must_use]
+pub fn export_bytes(rig: &Rig, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::open(rig.disk()).expect("open disk");
+    let mut b = vec![0u8; len];
+    f.read_exact_at(&mut b, offset + storage_core::BLOCK_SIZE as u64).expect("read export bytes");
+    b
+}
