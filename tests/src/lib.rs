@@ -9,8 +9,8 @@
 //! killed with SIGKILL really leaves no driver behind. Tests are grouped by
 //! behaviour: `tests/restart.rs`, `replay.rs`, `checkpoint.rs`, `storm.rs`,
 //! `bad_input.rs`, `chaos.rs`, `sockets.rs`, `backpressure.rs`; the NBD
-//! front end in `nbd_clients.rs` (real host clients) and `nbd_bad_input.rs`,
-//! with their rig in [`nbd`].
+//! front end in `nbd_clients.rs` (real host clients), `nbd_bad_input.rs` and
+//! `nbd_frontend_death.rs`, with their rig in [`nbd`].
 //!
 //! This library is the shared rig: it finds (or builds) the `supervisor`,
 //! `drvctl` and `storage_driver` executables, writes a config into a private

@@ -80,6 +80,17 @@
 //!
 //! `reinc-nbd` is restarted by whatever started it (systemd, a shell loop,
 //! the tests). A stale socket file left by a dead instance is replaced.
+//! `tests/tests/nbd_frontend_death.rs` kills it with SIGKILL under 16
+//! pipelined writes (every acknowledged write is read back after the
+//! restart, every unacknowledged one is old or new per storage request) and
+//! under `qemu-img convert` with `reconnect-delay` (it exits 0 with every
+//! byte right).
+//!
+//! Why "every accepted storage request runs before anything a later session
+//! submits": the supervisor reads a dead connection's queued frames before
+//! it sees the hang-up, and the new front end's session needs a `Hello`
+//! round trip through the same event loop first. That ordering is the
+//! supervisor's (one FIFO per driver); the front end adds nothing to it.
 //!
 //! # Designs rejected
 //! - **The `nbd` crate** (crates.io, 0.3.1, the only NBD server crate there):
