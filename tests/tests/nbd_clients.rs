@@ -319,3 +319,39 @@ fn driver_killed_between_transfers_is_invisible() {
     assert!(nbd_alive(&nbd));
     assert_exactly_once(&rig);
 }
+
+/// Kills the child on drop, so a failed assertion leaves no server behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn tcp_on_loopback_serves_nbdcopy_too() {
+    let (rig, _unix) = setup("nbd-tcp");
+    let mut child = KillOnDrop(
+        Command::new(&reinc_tests::bins().nbd)
+            .arg("--runtime-dir")
+            .arg(&rig.runtime)
+            .args(["--tcp", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn reinc-nbd --tcp 0"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.0.stdout.take().unwrap()), &mut line).unwrap();
+    let uri = line.trim();
+    assert!(uri.starts_with("nbd://127.0.0.1:") && uri.ends_with("/storage_driver"), "TCP URI: {uri:?}");
+    let data = pattern(SIZE, 21);
+    let src = rig.dir.join("tcp.bin");
+    fs::write(&src, &data).unwrap();
+    let out = run_tool(Command::new(require_tool("nbdcopy", "libnbd-bin")).arg(&src).arg(uri), T);
+    assert!(out.status.success(), "nbdcopy over TCP: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(export_bytes(&rig, 0, SIZE) == data);
+}
