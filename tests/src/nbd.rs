@@ -252,6 +252,26 @@ impl RawNbd {
         c
     }
 
+    /// Connects and checks the greeting; `None` if the server refuses or
+    /// closes the connection instead.
+    #[must_use]
+    pub fn try_connect(socket: &Path) -> Option<Self> {
+        let s = UnixStream::connect(socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let mut c = Self { s };
+        let g = c.read_n(18)?;
+        (&g[..16] == b"NBDMAGICIHAVEOPT").then_some(c)
+    }
+
+    /// One option reply, or `None` if the connection ended first.
+    pub fn try_opt_reply(&mut self) -> Option<OptReply> {
+        let h = self.read_n(20)?;
+        let opt = u32::from_be_bytes(h[8..12].try_into().ok()?);
+        let ty = u32::from_be_bytes(h[12..16].try_into().ok()?);
+        let len = u32::from_be_bytes(h[16..20].try_into().ok()?) as usize;
+        Some((opt, ty, self.read_n(len)?))
+    }
+
     /// Reads exactly `n` bytes (`None` on EOF or error).
     pub fn read_n(&mut self, n: usize) -> Option<Vec<u8>> {
         let mut b = vec![0; n];

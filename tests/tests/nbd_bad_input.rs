@@ -225,3 +225,31 @@ fn a_client_vanishing_mid_request_loses_no_accepted_write() {
     assert_eq!(assert_no_duplicate_execution(&rig.exec_log()) as u64, chunks);
     still_serving(&rig, &mut nbd, "clients vanishing mid-request");
 }
+
+#[test]
+fn connections_over_the_limit_are_refused_and_logged_at_most_once_a_second() {
+    let (rig, mut nbd) = setup("nbd-bad-conns", &["--max-connections", "2"]);
+    let (mut a, _) = RawNbd::go(&nbd.socket);
+    let (_b, _) = RawNbd::go(&nbd.socket);
+    let t = std::time::Instant::now();
+    let mut refused = 0;
+    for _ in 0..300 {
+        if RawNbd::try_connect(&nbd.socket).is_none() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 300, "a third connection is closed before the greeting");
+    let secs = t.elapsed().as_secs() + 1;
+    let lines = nbd.log().lines().filter(|l| l.contains("refused")).count() as u64;
+    assert!(lines <= secs + 1, "{lines} refusal lines in {secs} s: the log is rate-limited");
+    // The connections inside the limit were never disturbed.
+    assert!(a.read(1, 0, 512).is_ok());
+    drop(a);
+    let c = wait_for(Duration::from_secs(10), || RawNbd::try_connect(&nbd.socket));
+    let mut c = c.expect("a freed slot is reused");
+    c.flags();
+    assert_eq!(c.info(spec::OPT_GO, "").size, SIZE);
+    assert!(c.read(2, 0, 512).is_ok());
+    assert!(nbd.alive());
+    assert_eq!(rig.status().generation, 1);
+}

@@ -169,3 +169,55 @@ fn a_supervisor_restart_ends_sessions_with_eio_never_a_hang_and_new_connections_
     assert_eq!(n.size, SIZE as u64);
     assert_eq!(c.read(2, 0, CHUNK as u32), Ok(pattern(CHUNK, 9)), "an acknowledged write survived the restart too");
 }
+
+#[test]
+fn a_session_failure_under_a_full_request_queue_frees_the_connection_slot() {
+    // Regression: the reader thread blocked on the full job queue was joined
+    // while the queue's receiver was still alive, so the connection never
+    // ended and its --max-connections slot was never given back.
+    // No heartbeat verdict while the driver is frozen.
+    let mut rig = rig_with_blocks("nbd-death-queue", BLOCKS, &[("heartbeat-interval-ms", "60000")]);
+    rig.start();
+    let nbd = NbdServer::start(&rig, &["--max-connections", "1"]);
+    let (mut c, _) = RawNbd::go(&nbd.socket);
+    // Freeze the driver: the supervisor accepts, nothing is answered, the
+    // engine's window fills, then the job queue, and the reader waits on it.
+    let pid = rig.status().pid.expect("driver pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    let writer = {
+        let mut s = c.s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let data = pattern(CHUNK, 3);
+            for i in 0..64u64 {
+                let mut h = 0x2560_9513u32.to_be_bytes().to_vec();
+                h.extend_from_slice(&[0, 0, 0, 1]);
+                h.extend_from_slice(&i.to_be_bytes());
+                h.extend_from_slice(&(i * CHUNK as u64).to_be_bytes());
+                h.extend_from_slice(&(CHUNK as u32).to_be_bytes());
+                if std::io::Write::write_all(&mut s, &h)
+                    .and_then(|()| std::io::Write::write_all(&mut s, &data))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = rig.stop_supervisor(Signal::SIGKILL);
+    rig.start();
+    // The session is lost: the connection ends (EIO replies, then EOF).
+    let mut rest = Vec::new();
+    c.s.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
+    let _ = std::io::Read::read_to_end(&mut c.s, &mut rest);
+    drop(c);
+    let _ = writer.join();
+    // The only connection slot is free again.
+    let served = wait_for(Duration::from_secs(20), || {
+        let mut c = RawNbd::try_connect(&nbd.socket)?;
+        c.flags();
+        c.option(spec::OPT_LIST, &[]);
+        (c.try_opt_reply()?.1 == spec::REP_SERVER).then_some(())
+    });
+    assert!(served.is_some(), "a new connection is served; reinc-nbd log:\n{}", nbd.log());
+}

@@ -266,6 +266,9 @@ impl Server {
     /// # Errors
     /// Only if accepting fails for good (the listening socket is gone).
     pub fn serve(self) -> io::Result<()> {
+        // Refusals are logged at most once a second, with how many were not:
+        // a client retrying in a loop must not fill the log.
+        let (mut logged_at, mut unlogged) = (None::<std::time::Instant>, 0u64);
         loop {
             let (stream, peer) = match &self.listener {
                 Listener::Unix(l, p) => match l.accept() {
@@ -283,10 +286,16 @@ impl Server {
                 },
             };
             if self.active.load(Ordering::SeqCst) >= self.config.max_connections {
-                tracing::warn!(
-                    "[nbd] {peer}: refused, {} connections already open (--max-connections)",
-                    self.config.max_connections
-                );
+                if logged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(
+                        "[nbd] {peer}: refused, {} connections already open (--max-connections); \
+                         {unlogged} earlier refusal(s) not logged",
+                        self.config.max_connections
+                    );
+                    (logged_at, unlogged) = (Some(std::time::Instant::now()), 0);
+                } else {
+                    unlogged += 1;
+                }
                 stream.shutdown();
                 continue;
             }
@@ -353,7 +362,9 @@ fn connection(config: &Config, export: &Export, mut s: Stream, peer: &str) -> Re
         .name(format!("nbd-rd {peer}"))
         .spawn(move || reader(reader_stream, &export2, max, &tx))?;
     let result = Engine::new(config, client, s.try_clone()?).run(&rx);
-    // Unblocks the reader if the engine ended first.
+    // Unblocks the reader if the engine ended first: a read on the shut
+    // socket fails, and a send to the full queue fails once `rx` is gone.
+    drop(rx);
     s.shutdown();
     let read_end = reader.join().unwrap_or_else(|_| Err(ConnError::Io(io::Error::other("reader thread panicked"))));
     result?;
