@@ -72,8 +72,8 @@
 //!   had accepted still run, exactly once, in FIFO order, before anything a
 //!   later session submits;
 //! - a client that reconnects and resends what was unacknowledged (qemu's NBD
-//!   client with `reconnect-delay`, the kernel's `nbd-client -persist`) loses
-//!   nothing: the resent writes are absolute, so applying one a second time
+//!   client with `reconnect-delay`, tested) loses nothing: the resent writes
+//!   are absolute, so applying one a second time
 //!   stores the same bytes. Across a front-end death a resent write is a new
 //!   storage request (a new session), so it is at-least-once, not
 //!   exactly-once as within one session.
