@@ -253,3 +253,42 @@ fn connections_over_the_limit_are_refused_and_logged_at_most_once_a_second() {
     assert!(nbd.alive());
     assert_eq!(rig.status().generation, 1);
 }
+
+#[test]
+fn running_out_of_descriptors_pauses_accept_instead_of_spinning() {
+    // Regression: EMFILE from accept was retried at once, forever, at 100 %
+    // CPU, while the connection that cannot be accepted waits in the backlog.
+    let mut rig = Rig::new("nbd-bad-emfile", &[]);
+    rig.start();
+    let socket = rig.dir.join("nbd.sock");
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=16:16")
+        .arg(&reinc_tests::bins().nbd)
+        .arg("--runtime-dir")
+        .arg(&rig.runtime)
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prlimit reinc-nbd (util-linux)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.starts_with("nbd+unix://"), "reinc-nbd came up: {line:?}");
+    let pid = child.id();
+    // Silent clients: each accepted one holds a descriptor for the whole
+    // handshake timeout. Twenty of them are more than the limit leaves, so
+    // the rest wait in the listen backlog while accept fails with EMFILE.
+    let silent: Vec<_> = (0..20)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect (the backlog takes it)"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = reinc_tests::cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = reinc_tests::cpu_time(pid) - before;
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(silent);
+    assert!(spent < Duration::from_millis(100), "reinc-nbd spent {spent:?} of CPU in 1 s while out of descriptors");
+}

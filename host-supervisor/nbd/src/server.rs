@@ -273,7 +273,10 @@ impl Server {
             let (stream, peer) = match &self.listener {
                 Listener::Unix(l, p) => match l.accept() {
                     Ok((s, _)) => (Stream::Unix(s), format!("unix:{}", p.display())),
-                    Err(e) if transient(&e) => continue,
+                    Err(e) if transient(&e) => {
+                        pause_after(&e);
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 },
                 Listener::Tcp(l) => match l.accept() {
@@ -281,7 +284,10 @@ impl Server {
                         let _ = s.set_nodelay(true);
                         (Stream::Tcp(s), format!("tcp:{a}"))
                     }
-                    Err(e) if transient(&e) => continue,
+                    Err(e) if transient(&e) => {
+                        pause_after(&e);
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 },
             };
@@ -313,6 +319,15 @@ impl Server {
                 tracing::error!("[nbd] cannot start a thread for a connection: {e}");
             }
         }
+    }
+}
+
+/// Out of descriptors or memory: accept would fail again at once, so wait a
+/// little instead of spinning (connections in progress free some).
+fn pause_after(e: &io::Error) {
+    if matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM)) {
+        tracing::warn!("[nbd] accept: {e}; pausing 100 ms");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
