@@ -20,6 +20,13 @@
 //!           [--export-name NAME] [--read-only] [--max-request BYTES] [--window N] [--max-connections N]
 //! ```
 //!
+//! Tested with clients nobody here wrote: `tests/tests/nbd_clients.rs`
+//! (`nbdcopy`, `nbdinfo`, `qemu-img`, `qemu-io` on the host, the driver
+//! killed mid-transfer) and `qemu/guest/src/bin/nbd-suite.rs` (the Linux
+//! kernel's own NBD client on `/dev/nbd0` in the x86 guest, dd-style I/O
+//! through SIGSEGV, SIGKILL and a hang); bad input in
+//! `tests/tests/nbd_bad_input.rs`.
+//!
 //! # Protocol
 //! Implemented from the NBD protocol specification (`doc/proto.md` of
 //! NetworkBlockDevice/nbd), in [`proto`] (pure, unit-tested) and [`server`]
