@@ -13,7 +13,9 @@ use storage_core::BLOCK_SIZE;
 const SIZE: u64 = DISK_BLOCKS * BLOCK_SIZE as u64;
 
 fn setup(tag: &str, extra: &[&str]) -> (Rig, NbdServer) {
-    let mut rig = Rig::new(tag, &[]);
+    // Five missed heartbeats before a hang verdict: the driver must not be
+    // restarted by a busy machine, since the tests check it never was.
+    let mut rig = Rig::new(tag, &[("heartbeat-misses", "5")]);
     rig.start();
     let nbd = NbdServer::start(&rig, extra);
     (rig, nbd)

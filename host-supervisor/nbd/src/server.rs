@@ -524,8 +524,9 @@ struct Engine<'c> {
     out: Stream,
     out_dead: bool,
     jobs: HashMap<u64, Active>,
-    /// Storage request seq -> (job, byte offset of its data in the job).
-    calls: HashMap<u64, (u64, usize)>,
+    /// Storage request seq -> (job, byte offset of its data in the job,
+    /// bytes of data a read must return).
+    calls: HashMap<u64, (u64, usize, usize)>,
     next_job: u64,
     flush_body: Vec<u8>,
 }
@@ -590,9 +591,9 @@ impl<'c> Engine<'c> {
         ConnError::Session(e)
     }
 
-    fn submit(&mut self, job: u64, at: usize, body: &[u8]) -> Result<(), ClientError> {
+    fn submit(&mut self, job: u64, at: usize, len: usize, body: &[u8]) -> Result<(), ClientError> {
         let seq = self.client.submit(&self.config.driver, body)?;
-        self.calls.insert(seq, (job, at));
+        self.calls.insert(seq, (job, at, len));
         Ok(())
     }
 
@@ -607,7 +608,7 @@ impl<'c> Engine<'c> {
             Job::Flush { cookie } => {
                 self.jobs.insert(id, Active { cookie, what: Pending::Flush, remaining: 1, errno: 0 });
                 let body = std::mem::take(&mut self.flush_body);
-                let r = self.submit(id, 0, &body);
+                let r = self.submit(id, 0, 0, &body);
                 self.flush_body = body;
                 r?;
             }
@@ -618,7 +619,7 @@ impl<'c> Engine<'c> {
                 for c in parts {
                     let body = postcard::to_allocvec(&StorageRequest::Read { lba: c.lba, blocks: c.blocks })
                         .expect("Read encodes");
-                    self.submit(id, c.at, &body)?;
+                    self.submit(id, c.at, usize::from(c.blocks) * BLOCK_SIZE, &body)?;
                 }
             }
             Job::Write { cookie, offset, data, fua } => {
@@ -628,7 +629,7 @@ impl<'c> Engine<'c> {
                     let bytes = &data[c.at..c.at + usize::from(c.blocks) * BLOCK_SIZE];
                     let body = postcard::to_allocvec(&StorageRequest::Write { lba: c.lba, data: bytes })
                         .expect("Write encodes");
-                    self.submit(id, c.at, &body)?;
+                    self.submit(id, c.at, 0, &body)?;
                 }
             }
         }
@@ -636,7 +637,7 @@ impl<'c> Engine<'c> {
     }
 
     fn complete(&mut self, seq: u64, result: Result<Vec<u8>, CallError>) -> Result<(), ConnError> {
-        let Some((id, at)) = self.calls.remove(&seq) else {
+        let Some((id, at, len)) = self.calls.remove(&seq) else {
             return Ok(());
         };
         let driver = &self.config.driver;
@@ -647,7 +648,8 @@ impl<'c> Engine<'c> {
                 EIO
             }
             Ok(body) => match (postcard::from_bytes::<StorageReply<'_>>(&body), &mut job.what) {
-                (Ok(StorageReply::Data(d)), Pending::Read { buf }) if at + d.len() <= buf.len() => {
+                // Exactly the bytes asked for: a short or long read is EIO.
+                (Ok(StorageReply::Data(d)), Pending::Read { buf }) if d.len() == len && at + len <= buf.len() => {
                     buf[at..at + d.len()].copy_from_slice(d);
                     0
                 }
@@ -681,7 +683,7 @@ impl<'c> Engine<'c> {
             job.what = Pending::Write { fua: false };
             job.remaining = 1;
             let body = std::mem::take(&mut self.flush_body);
-            let r = self.submit(id, 0, &body);
+            let r = self.submit(id, 0, 0, &body);
             self.flush_body = body;
             return r.map_err(|e| self.fail(e));
         }
