@@ -1,0 +1,241 @@
+//! The syscall interface between tasks and the kernel: numbers, status
+//! codes, crash-plan codes, and the safe wrappers tasks call. Every wrapper
+//! passes only slices it borrows for the duration of the call.
+
+use reinc_proto::{CrashKind, CrashPoint, RequestId};
+
+use crate::arch::svc;
+
+/// Print one line.
+pub const LOG: u64 = 1;
+/// The task panicked (from the panic handler); never returns.
+pub const PANIC: u64 = 2;
+/// A driver's start: its checkpoint, generation and init crash plan.
+pub const INIT: u64 = 3;
+/// The driver restored its checkpoint and serves requests.
+pub const READY: u64 = 4;
+/// Block until the next request (replays first).
+pub const RECV: u64 = 5;
+/// Answer the request in flight, with the new committed state.
+pub const REPLY: u64 = 6;
+/// Block until the task's interrupt fired.
+pub const WAIT_IRQ: u64 = 7;
+/// Consume a fired interrupt without blocking.
+pub const POLL_IRQ: u64 = 8;
+/// Unmask the task's interrupt (UIO's `write(1)`).
+pub const IRQ_ENABLE: u64 = 9;
+/// Client: queue a request to a driver.
+pub const SEND: u64 = 10;
+/// Client: collect a driver's reply (blocking or not).
+pub const TAKE_REPLY: u64 = 11;
+/// Client: arm a fault plan in a driver (`drvctl inject`).
+pub const INJECT: u64 = 12;
+/// Client: the operator's revive of a quarantined driver.
+pub const REVIVE: u64 = 13;
+/// Milliseconds and microseconds since reset.
+pub const NOW: u64 = 14;
+/// Client: the scenario is over; print the final state and reset.
+pub const FINISH: u64 = 15;
+
+/// The request was queued / the reply is here.
+pub const STATUS_OK: u64 = 0;
+/// Backpressure: a request to that driver is still outstanding.
+pub const STATUS_BUSY: u64 = 1;
+/// The driver is quarantined: a definite failure.
+pub const STATUS_DRIVER_FAILED: u64 = 2;
+/// Refused (duplicate id, oversized body).
+pub const STATUS_REFUSED: u64 = 3;
+/// No reply yet (non-blocking collect).
+pub const STATUS_NONE_YET: u64 = 4;
+
+/// Wire code of a crash point (0 is "no crash").
+#[must_use]
+pub fn point_code(p: CrashPoint) -> u64 {
+    match p {
+        CrashPoint::Init => 1,
+        CrashPoint::BeforeEffect => 2,
+        CrashPoint::AfterEffect => 3,
+        CrashPoint::AfterReply => 4,
+    }
+}
+
+/// The crash point of a wire code.
+#[must_use]
+pub fn point_of(code: u64) -> Option<CrashPoint> {
+    [CrashPoint::Init, CrashPoint::BeforeEffect, CrashPoint::AfterEffect, CrashPoint::AfterReply]
+        .into_iter()
+        .find(|p| point_code(*p) == code)
+}
+
+/// Wire code of a crash kind. Only the kinds a task can do to itself in
+/// firmware have one: `kill`, `exit` and `hang` have no bare-metal meaning
+/// here (nothing outside the task kills it; a hang needs heartbeats).
+#[must_use]
+pub fn kind_code(k: CrashKind) -> u64 {
+    match k {
+        CrashKind::Segv => 1,
+        CrashKind::Abrt => 2,
+        CrashKind::Panic => 3,
+        CrashKind::Kill | CrashKind::Exit | CrashKind::Hang => 0,
+    }
+}
+
+/// The crash kind of a wire code.
+#[must_use]
+pub fn kind_of(code: u64) -> Option<CrashKind> {
+    [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic].into_iter().find(|k| kind_code(*k) == code)
+}
+
+/// Prints one line on the console.
+pub fn log(line: &str) {
+    let _ = svc(LOG, [line.as_ptr() as u64, line.len() as u64, 0, 0, 0, 0]);
+}
+
+/// Reports a panic; the kernel never resumes the task.
+pub fn panicked(msg: &str) -> ! {
+    let _ = svc(PANIC, [msg.as_ptr() as u64, msg.len() as u64, 0, 0, 0, 0]);
+    unreachable!("the kernel does not resume a task that panicked")
+}
+
+/// What a new driver instance starts from.
+#[derive(Debug)]
+pub struct Init<'a> {
+    /// The committed state, `None` on a fresh start.
+    pub checkpoint: Option<&'a [u8]>,
+    /// This instance's generation.
+    pub generation: u32,
+    /// Crash while restoring (an `init` fault plan).
+    pub crash: Option<CrashKind>,
+}
+
+/// Asks for this instance's start: the checkpoint is copied into `buf`.
+pub fn init(buf: &mut [u8]) -> Init<'_> {
+    let [len, generation, crash, _] = svc(INIT, [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0, 0]);
+    let checkpoint = if len == u64::MAX { None } else { Some(&buf[..len as usize]) };
+    Init { checkpoint, generation: generation as u32, crash: kind_of(crash) }
+}
+
+/// Restored; ready for requests (and the replay).
+pub fn ready() {
+    let _ = svc(READY, [0; 6]);
+}
+
+/// One request handed to a driver.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// Its id.
+    pub id: RequestId,
+    /// The postcard body.
+    pub body: &'a [u8],
+    /// Crash at this point, this way (an armed fault plan).
+    pub crash: Option<(CrashPoint, CrashKind)>,
+}
+
+/// Blocks until the next request; its body is copied into `buf`.
+pub fn recv(buf: &mut [u8]) -> Request<'_> {
+    let [len, client, seq, crash] = svc(RECV, [buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0, 0]);
+    let crash = match (point_of(crash >> 8), kind_of(crash & 0xff)) {
+        (Some(p), Some(k)) => Some((p, k)),
+        _ => None,
+    };
+    let id = RequestId { client: reinc_proto::ClientId(client as u32), seq };
+    Request { id, body: &buf[..len as usize], crash }
+}
+
+/// Answers `id` with `reply`; `commit` is the new committed state.
+pub fn reply(id: RequestId, reply: &[u8], commit: &[u8]) {
+    let args = [
+        reply.as_ptr() as u64,
+        reply.len() as u64,
+        commit.as_ptr() as u64,
+        commit.len() as u64,
+        u64::from(id.client.0),
+        id.seq,
+    ];
+    let _ = svc(REPLY, args);
+}
+
+/// Blocks until the task's interrupt fired.
+pub fn wait_irq() {
+    let _ = svc(WAIT_IRQ, [0; 6]);
+}
+
+/// True (once) if the interrupt fired since it was last consumed.
+#[must_use]
+pub fn poll_irq() -> bool {
+    svc(POLL_IRQ, [0; 6])[0] != 0
+}
+
+/// Unmasks the task's interrupt line.
+pub fn irq_enable() {
+    let _ = svc(IRQ_ENABLE, [0; 6]);
+}
+
+/// Why a client call did not get a driver's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallError {
+    /// The driver is quarantined.
+    DriverFailed,
+    /// Backpressure.
+    Busy,
+    /// The request was refused.
+    Refused,
+}
+
+fn status(code: u64) -> Result<(), CallError> {
+    match code {
+        STATUS_OK => Ok(()),
+        STATUS_BUSY => Err(CallError::Busy),
+        STATUS_DRIVER_FAILED => Err(CallError::DriverFailed),
+        _ => Err(CallError::Refused),
+    }
+}
+
+/// Queues `body` for `driver`.
+///
+/// # Errors
+/// The kernel refused it.
+pub fn send(driver: usize, body: &[u8]) -> Result<(), CallError> {
+    status(svc(SEND, [driver as u64, body.as_ptr() as u64, body.len() as u64, 0, 0, 0])[0])
+}
+
+/// Collects `driver`'s reply into `buf`; `None` when `block` is false and
+/// no reply came yet.
+pub fn take_reply(driver: usize, buf: &mut [u8], block: bool) -> Option<Result<&[u8], CallError>> {
+    let [code, len, _, _] =
+        svc(TAKE_REPLY, [driver as u64, buf.as_mut_ptr() as u64, buf.len() as u64, u64::from(block), 0, 0]);
+    if code == STATUS_NONE_YET {
+        return None;
+    }
+    Some(status(code).map(|()| &buf[..len as usize]))
+}
+
+/// Arms `plan` in `driver` (in every later instance too with `every_instance`).
+pub fn inject(driver: usize, plan: reinc_proto::FaultPlan, every_instance: bool) {
+    let args = [
+        driver as u64,
+        point_code(plan.point),
+        u64::from(plan.on_request),
+        kind_code(plan.kind),
+        u64::from(every_instance),
+        0,
+    ];
+    let _ = svc(INJECT, args);
+}
+
+/// Revives a quarantined driver.
+pub fn revive(driver: usize) {
+    let _ = svc(REVIVE, [driver as u64, 0, 0, 0, 0, 0]);
+}
+
+/// Microseconds since reset.
+#[must_use]
+pub fn now_us() -> u64 {
+    svc(NOW, [0; 6])[1]
+}
+
+/// Ends the run.
+pub fn finish() -> ! {
+    let _ = svc(FINISH, [0; 6]);
+    unreachable!("the kernel resets the board on finish")
+}
