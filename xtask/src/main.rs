@@ -39,6 +39,7 @@ mod build_pi;
 mod console;
 mod cpio;
 mod demo;
+mod firmware;
 mod genirq;
 mod initramfs;
 mod kernel;
@@ -57,7 +58,7 @@ usage: cargo xtask <command> [flags]
 commands:
   test          run the whole suite: workspace tests, no_std target builds, QEMU guests
   qemu-test     boot the QEMU guests and run their suites on real kernel UIO
-                  [--machine NAME] [--verbose] [--timeout SECS]
+                  [--machine NAME|rpi3-fw] [--verbose] [--timeout SECS]
   demo          run the main demo: supervised drivers, a crash mid-transfer, replay
                   [--size BYTES] [--keep] [--debug]
   build-pi      cross-build the Raspberry Pi binaries, config and overlay into target/pi/reinc

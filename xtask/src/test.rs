@@ -5,7 +5,8 @@
 //!    --no-fail-fast` (unit, property and process-level integration tests);
 //! 2. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
 //!    per crate;
-//! 3. the QEMU guest suites of every machine profile (`cargo xtask qemu-test`);
+//! 3. the QEMU guest suites of every machine profile, then the bare-metal
+//!    firmware's (`cargo xtask qemu-test`);
 //! 4. the benchmark smoke run (`cargo xtask bench --quick`): every row is
 //!    produced with sane values; no performance figure is asserted.
 //!
@@ -123,7 +124,7 @@ fn workspace_tests() -> Count {
 }
 
 /// Parses libtest's `test result: ok. 11 passed; 0 failed; 0 ignored; …`.
-fn parse_test_result(line: &str) -> Option<Count> {
+pub(crate) fn parse_test_result(line: &str) -> Option<Count> {
     let rest = line.trim().strip_prefix("test result: ")?;
     let (_, fields) = rest.split_once(". ")?;
     let mut count = Count::default();
