@@ -446,14 +446,19 @@ fn check_paced(blink: Option<&Phase<'_>>, all: &[Fact]) -> Check {
     let p = blink.ok_or("no blink phase")?;
     let t: Vec<&Fact> = toggles(p.facts).collect();
     ensure(!t.is_empty(), || "the blink phase has no toggle".into())?;
-    if let Some(bad) = t.iter().find(|f| f.get("paced") != Some("irq")) {
-        return Err(format!("toggle {:?} was not paced by an interrupt", bad.get("n")));
-    }
+    // Every toggle waited for a completed `Wait` (consecutive fire counts).
     let fires: Vec<u64> = t.iter().filter_map(|f| f.num("fire")).collect();
-    ensure(fires.windows(2).all(|w| w[1] == w[0] + 1), || format!("fire counts are not consecutive: {fires:?}"))?;
+    ensure(fires.len() == t.len() && fires.windows(2).all(|w| w[1] == w[0] + 1), || {
+        format!("fire counts are not consecutive: {fires:?}")
+    })?;
+    // A deadline that had already passed when armed (the host stalled QEMU
+    // for a whole period) completes by the counter, as on Linux; that is
+    // tolerated for a quarter of the toggles, no more.
+    let paced = t.iter().filter(|f| f.get("paced") == Some("irq")).count();
+    ensure(paced * 4 >= t.len() * 3, || format!("only {paced} of {} toggles were paced by an interrupt", t.len()))?;
     let last = t.last().expect("non-empty").at;
     let irqs = all.iter().filter(|f| f.event == "irq" && f.get("source") == Some("timer-c3") && f.at <= last).count();
-    ensure(irqs >= t.len(), || format!("{} toggles but only {irqs} compare-3 interrupts before the last", t.len()))
+    ensure(irqs >= paced, || format!("{paced} toggles paced by interrupts but only {irqs} compare-3 interrupts"))
 }
 
 fn check_alternation(all: &[Fact]) -> Check {
@@ -764,6 +769,28 @@ mod tests {
         assert!(f.iter().any(|(n, w)| n == "boots_and_ends_with_a_watchdog_reset" && w.contains("timed out")), "{f:?}");
         let text: Vec<&str> = TRANSCRIPT.lines().filter(|l| !l.starts_with("FW end")).collect();
         fails_check(&text.join("\n"), "boots_and_ends_with_a_watchdog_reset");
+    }
+
+    #[test]
+    fn blink_toggles_not_paced_by_interrupts_fail() {
+        let late = TRANSCRIPT.replace(" paced=irq", " paced=late");
+        fails_check(&late, "blink_is_paced_by_compare_3_interrupts");
+        let no_irqs: Vec<&str> = TRANSCRIPT.lines().filter(|l| !l.starts_with("FW irq ")).collect();
+        fails_check(&no_irqs.join("\n"), "blink_is_paced_by_compare_3_interrupts");
+    }
+
+    #[test]
+    fn the_firmware_stays_out_of_the_host_workspace_and_the_thumbv7em_list() {
+        assert!(util::workspace_root().join(CRATE_DIR).join("Cargo.toml").is_file());
+        let pkgs = crate::nostd::packages().unwrap();
+        assert!(pkgs.iter().all(|p| !p.contains("firmware")), "{pkgs:?}");
+        let root = std::fs::read_to_string(util::workspace_root().join("Cargo.toml")).unwrap();
+        let root: toml::Value = toml::from_str(&root).unwrap();
+        let members = root["workspace"]["members"].as_array().unwrap();
+        assert!(members.iter().all(|m| !m.as_str().unwrap().contains("firmware")), "{members:?}");
+        let own = std::fs::read_to_string(util::workspace_root().join(CRATE_DIR).join("Cargo.toml")).unwrap();
+        let own: toml::Value = toml::from_str(&own).unwrap();
+        assert!(own.get("workspace").is_some(), "the firmware must be its own workspace root");
     }
 
     #[test]
