@@ -387,6 +387,7 @@ fn checks(lines: &[String], end: &End) -> Vec<TestResult> {
             check_fault(named("fault-segv"), "translation-fault", false),
         ),
         ("alignment_fault_restarts_restores_and_replays", check_fault(named("fault-abrt"), "alignment-fault", true)),
+        ("timer_fault_replays_its_wait_without_a_double_fire", check_timer_fault(named("timer-fault"))),
         ("restarts_back_off_as_the_policy_says", check_backoff(&all, &ph)),
         ("storm_quarantines_gpio_and_fails_its_request", check_storm(named("storm"), &all)),
         ("timer_task_keeps_serving_through_the_storm", check_timer_alive(named("storm"), &all)),
@@ -566,6 +567,43 @@ fn check_fault(phase: Option<&Phase<'_>>, kind: &str, after_effect: bool) -> Che
     ensure(gen_is(commit), || format!("request {id} was committed by gen {:?}, not {next}", commit.get("gen")))
 }
 
+/// The timer task dies after completing a `Wait` but before its reply:
+/// the replay by the next generation answers the same fire count.
+fn check_timer_fault(phase: Option<&Phase<'_>>) -> Check {
+    let p = phase.ok_or("no timer-fault phase")?;
+    let f = p.facts;
+    let fault = f.iter().find(|x| x.is("fault", "timer")).ok_or("no timer fault in the phase")?;
+    ensure(fault.get("kind") == Some("panic"), || format!("timer fault kind {:?}", fault.get("kind")))?;
+    let id = fault.get("in-flight").filter(|v| *v != "none").ok_or("no request in flight at the timer fault")?;
+    let generation = fault.num("gen").ok_or("fault line without gen")?;
+    let before = f
+        .iter()
+        .rev()
+        .find(|x| x.at < fault.at && x.is("commit", "timer"))
+        .and_then(|x| x.num("fires"))
+        .ok_or("no timer commit before the fault")?;
+    let next = (generation + 1).to_string();
+    let gen_is = |x: &Fact| x.get("gen") == Some(next.as_str());
+    let policy = f.iter().find(|x| x.at > fault.at && x.is("policy", "timer")).ok_or("no policy decision")?;
+    ensure(policy.get("action") == Some("restart"), || format!("policy said {:?}", policy.get("action")))?;
+    let ready = f.iter().find(|x| x.is("ready", "timer") && gen_is(x)).ok_or("no new timer generation ready")?;
+    let replay = f.iter().find(|x| x.at > ready.at && x.is("replay", "timer")).ok_or("no replay line")?;
+    ensure(replay.num("count") == Some(1), || format!("replayed {:?} requests, expected 1", replay.get("count")))?;
+    let commit = f
+        .iter()
+        .find(|x| x.at > replay.at && x.is("commit", "timer") && x.get("id") == Some(id))
+        .ok_or_else(|| format!("the replayed Wait {id} was never committed"))?;
+    ensure(gen_is(commit), || format!("{id} committed by gen {:?}, not {next}", commit.get("gen")))?;
+    ensure(commit.num("fires") == Some(before + 1), || {
+        format!("the replayed Wait committed fires={:?}; before the fault it was {before}", commit.get("fires"))
+    })?;
+    let toggle = toggles(f).next().ok_or("no toggle in the phase")?;
+    ensure(toggle.num("fire") == Some(before + 1), || {
+        format!("the client saw fire {:?}, expected exactly one more than {before}", toggle.get("fire"))
+    })?;
+    ensure(!f.iter().any(|x| x.is("fault", "gpio")), || "gpio faulted during the timer's fault".into())
+}
+
 fn check_backoff(all: &[Fact], ph: &[Phase<'_>]) -> Check {
     let cfg = all.iter().find(|f| f.event == "policy-config").ok_or("no policy-config line")?;
     let (base, cap, jitter) = (
@@ -638,10 +676,17 @@ fn check_timer_alive(storm: Option<&Phase<'_>>, all: &[Fact]) -> Check {
     ensure(ticks.windows(2).all(|w| w[1] == w[0] + 1), || format!("timer fires not consecutive: {ticks:?}"))?;
     let after = p.facts.iter().filter(|x| x.at > q.at && x.event == "tick").count();
     ensure(after >= 5, || format!("only {after} timer ticks after the quarantine"))?;
-    ensure(!all.iter().any(|x| x.is("fault", "timer")), || "the timer task faulted".into())?;
+    ensure(!p.facts.iter().any(|x| x.is("fault", "timer")), || "the timer task faulted during the storm".into())?;
+    let gens: Vec<&str> = p.facts.iter().filter(|x| x.is("commit", "timer")).filter_map(|x| x.get("gen")).collect();
+    ensure(gens.windows(2).all(|w| w[0] == w[1]), || format!("the timer task restarted during the storm: {gens:?}"))?;
+    let faults = all.iter().filter(|x| x.is("fault", "timer")).count() as u64;
     let fin = all.iter().find(|x| x.is("final", "timer")).ok_or("no final line of the timer task")?;
-    ensure(fin.num("gen") == Some(1) && fin.num("restarts") == Some(0), || {
-        format!("the timer task ended at gen {:?} with {:?} restarts", fin.get("gen"), fin.get("restarts"))
+    ensure(fin.num("gen") == Some(1 + faults) && fin.num("restarts") == Some(faults), || {
+        format!(
+            "the timer task faulted {faults} times in the whole run but ended at gen {:?} with {:?} restarts",
+            fin.get("gen"),
+            fin.get("restarts")
+        )
     })
 }
 
@@ -705,7 +750,7 @@ mod tests {
     fn the_recorded_run_passes_every_check() {
         let f = failing(TRANSCRIPT, End::Exited(Some(0)));
         assert!(f.is_empty(), "{f:#?}");
-        assert_eq!(checks(&lines(TRANSCRIPT), &End::Exited(Some(0))).len(), 15);
+        assert_eq!(checks(&lines(TRANSCRIPT), &End::Exited(Some(0))).len(), 16);
     }
 
     #[test]
@@ -759,8 +804,18 @@ mod tests {
             1,
         );
         fails_check(&with_timer_fault, "timer_task_keeps_serving_through_the_storm");
+
         let no_quarantine: Vec<&str> = TRANSCRIPT.lines().filter(|l| !l.contains("action=quarantine")).collect();
         fails_check(&no_quarantine.join("\n"), "storm_quarantines_gpio_and_fails_its_request");
+    }
+
+    #[test]
+    fn a_replayed_wait_counted_twice_fails() {
+        // The first field wins, so this overrides the replayed Wait's fires.
+        let twice =
+            TRANSCRIPT.replacen("FW commit task=timer gen=2 id=", "FW commit task=timer gen=2 fires=999 id=", 1);
+        assert_ne!(twice, TRANSCRIPT);
+        fails_check(&twice, "timer_fault_replays_its_wait_without_a_double_fire");
     }
 
     #[test]

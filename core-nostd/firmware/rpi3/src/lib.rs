@@ -67,12 +67,29 @@
 //! misaligned address (an alignment fault).
 //!
 //! # What the console says
-//! Besides human `[SUP] …` lines in the Linux supervisor's style, the kernel
-//! prints one `FW <event> key=value …` line per fact that the guest suite
-//! (`cargo xtask qemu-test --machine rpi3-fw`, `xtask/src/firmware.rs`)
-//! checks: every commit with GPLEV0 read back right after it, every toggle,
-//! fault, policy decision, restart, replay and timer interrupt. The firmware
-//! decides no verdict itself; the xtask derives each check from these lines.
+//! Besides human `[SUP] …` and `[driver] …` lines in the Linux style, the
+//! firmware prints one `FW <event> key=value …` line per fact (a value with
+//! spaces is quoted). The guest suite (`cargo xtask qemu-test --machine
+//! rpi3-fw`, `xtask/src/firmware.rs`) derives every check from them; the
+//! firmware decides no verdict itself.
+//!
+//! | event | keys |
+//! |---|---|
+//! | `boot` | `el` (the level the core started at), `image`, `kernel-stack-top` |
+//! | `policy-config` | `base-ms cap-ms jitter-percent healthy-ms max-restarts window-ms` |
+//! | `phase` | `name`, and what it does: `toggles`, `period-us`, `plan`, `every-instance` |
+//! | `launch` | `task gen at-ms`, and the checkpoint (gpio: `pin17 gplev0 state`) |
+//! | `ready` | `task gen` (gpio: `pin17 gplev0 state`, GPLEV0 read after the restore) |
+//! | `replay` / `replayed` | `task gen count` / `task gen id` |
+//! | `commit` | `task gen id`; gpio: `pin17` (committed level) `gplev0` (read right after) `state`; timer: `fires deadline` |
+//! | `irq` | `source=timer-c3 n` |
+//! | `toggle` / `tick` | `phase n` and `level`/`fire at paced` (`irq`, or `late` when the deadline had passed when armed) |
+//! | `inject` / `revive` | `task plan every-instance` / `task` |
+//! | `fault` | `task gen kind` (`panic`, `translation-fault`, `alignment-fault`, …), `esr far elr` or `msg`, `in-flight at-ms`, gpio: `pin17 gplev0 state` |
+//! | `policy` | `task action=restart attempt delay-ms replay`, or `action=quarantine restarts-in-window` |
+//! | `failed` / `answer` | `task id reason` / `phase task result` (what the client got) |
+//! | `final` | per driver: `task state gen restarts queued`, gpio: `pin17 gplev0 state`, timer: `fires` |
+//! | `end` / `fatal` | `status timer-irqs` / what killed the run |
 //!
 //! # Designs rejected
 //! - Embassy or RTIC: both give tasks that share one stack (async state
@@ -100,5 +117,6 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod abi;
 pub mod jefe;
 pub mod text;

@@ -1,90 +1,12 @@
-//! The syscall interface between tasks and the kernel: numbers, status
-//! codes, crash-plan codes, and the safe wrappers tasks call. Every wrapper
-//! passes only slices it borrows for the duration of the call.
+//! The safe syscall wrappers tasks call (the numbers and codes are the
+//! library's `abi`). Every wrapper passes only slices it borrows for the
+//! duration of the call, all of them locals on the task's own stack, which
+//! is the only memory the kernel accepts.
 
+pub use reinc_firmware_rpi3::abi::*;
 use reinc_proto::{CrashKind, CrashPoint, RequestId};
 
 use crate::arch::svc;
-
-/// Print one line.
-pub const LOG: u64 = 1;
-/// The task panicked (from the panic handler); never returns.
-pub const PANIC: u64 = 2;
-/// A driver's start: its checkpoint, generation and init crash plan.
-pub const INIT: u64 = 3;
-/// The driver restored its checkpoint and serves requests.
-pub const READY: u64 = 4;
-/// Block until the next request (replays first).
-pub const RECV: u64 = 5;
-/// Answer the request in flight, with the new committed state.
-pub const REPLY: u64 = 6;
-/// Block until the task's interrupt fired.
-pub const WAIT_IRQ: u64 = 7;
-/// Consume a fired interrupt without blocking.
-pub const POLL_IRQ: u64 = 8;
-/// Unmask the task's interrupt (UIO's `write(1)`).
-pub const IRQ_ENABLE: u64 = 9;
-/// Client: queue a request to a driver.
-pub const SEND: u64 = 10;
-/// Client: collect a driver's reply (blocking or not).
-pub const TAKE_REPLY: u64 = 11;
-/// Client: arm a fault plan in a driver (`drvctl inject`).
-pub const INJECT: u64 = 12;
-/// Client: the operator's revive of a quarantined driver.
-pub const REVIVE: u64 = 13;
-/// Milliseconds and microseconds since reset.
-pub const NOW: u64 = 14;
-/// Client: the scenario is over; print the final state and reset.
-pub const FINISH: u64 = 15;
-
-/// The request was queued / the reply is here.
-pub const STATUS_OK: u64 = 0;
-/// Backpressure: a request to that driver is still outstanding.
-pub const STATUS_BUSY: u64 = 1;
-/// The driver is quarantined: a definite failure.
-pub const STATUS_DRIVER_FAILED: u64 = 2;
-/// Refused (duplicate id, oversized body).
-pub const STATUS_REFUSED: u64 = 3;
-/// No reply yet (non-blocking collect).
-pub const STATUS_NONE_YET: u64 = 4;
-
-/// Wire code of a crash point (0 is "no crash").
-#[must_use]
-pub fn point_code(p: CrashPoint) -> u64 {
-    match p {
-        CrashPoint::Init => 1,
-        CrashPoint::BeforeEffect => 2,
-        CrashPoint::AfterEffect => 3,
-        CrashPoint::AfterReply => 4,
-    }
-}
-
-/// The crash point of a wire code.
-#[must_use]
-pub fn point_of(code: u64) -> Option<CrashPoint> {
-    [CrashPoint::Init, CrashPoint::BeforeEffect, CrashPoint::AfterEffect, CrashPoint::AfterReply]
-        .into_iter()
-        .find(|p| point_code(*p) == code)
-}
-
-/// Wire code of a crash kind. Only the kinds a task can do to itself in
-/// firmware have one: `kill`, `exit` and `hang` have no bare-metal meaning
-/// here (nothing outside the task kills it; a hang needs heartbeats).
-#[must_use]
-pub fn kind_code(k: CrashKind) -> u64 {
-    match k {
-        CrashKind::Segv => 1,
-        CrashKind::Abrt => 2,
-        CrashKind::Panic => 3,
-        CrashKind::Kill | CrashKind::Exit | CrashKind::Hang => 0,
-    }
-}
-
-/// The crash kind of a wire code.
-#[must_use]
-pub fn kind_of(code: u64) -> Option<CrashKind> {
-    [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic].into_iter().find(|k| kind_code(*k) == code)
-}
 
 /// Prints one line on the console.
 pub fn log(line: &str) {

@@ -298,6 +298,15 @@ pub fn blink_main() -> ! {
         r.toggle(name);
     }
 
+    // A fault of the *timer* task while it completes a Wait (request 2,
+    // after Arm): the match was cleared and the fire counted, but neither
+    // is committed. The new instance re-arms the committed deadline and the
+    // replayed Wait completes by the counter with the same fire count
+    // (timer-core's replay contract): the blink sees one fire, not two.
+    phase("timer-fault", format_args!("plan=after-effect:2:panic toggles=1"));
+    sys::inject(TIMER, FaultPlan { point: CrashPoint::AfterEffect, on_request: 2, kind: CrashKind::Panic }, false);
+    r.toggle("timer-fault");
+
     // Longer than the policy's window and healthy period: the storm below
     // starts from a clean restart history.
     r.period = QUIET_PERIOD_US;
