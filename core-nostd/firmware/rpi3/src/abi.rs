@@ -66,22 +66,24 @@ pub fn point_of(code: u64) -> Option<CrashPoint> {
 }
 
 /// Wire code of a crash kind. Only the kinds a task can do to itself in
-/// firmware have one: `kill`, `exit` and `hang` have no bare-metal meaning
-/// here (nothing outside the task kills it; a hang needs heartbeats).
+/// firmware have one: `kill` and `exit` have no bare-metal meaning (nothing
+/// outside the task kills it, and a task has nothing to exit to). `hang`
+/// spins without trapping, which the kernel's hang detection catches.
 #[must_use]
 pub fn kind_code(k: CrashKind) -> u64 {
     match k {
         CrashKind::Segv => 1,
         CrashKind::Abrt => 2,
         CrashKind::Panic => 3,
-        CrashKind::Kill | CrashKind::Exit | CrashKind::Hang => 0,
+        CrashKind::Hang => 4,
+        CrashKind::Kill | CrashKind::Exit => 0,
     }
 }
 
 /// The crash kind of a wire code.
 #[must_use]
 pub fn kind_of(code: u64) -> Option<CrashKind> {
-    [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic].into_iter().find(|k| kind_code(*k) == code)
+    [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic, CrashKind::Hang].into_iter().find(|k| kind_code(*k) == code)
 }
 
 #[cfg(test)]
@@ -94,7 +96,7 @@ mod tests {
             assert_eq!(point_of(point_code(p)), Some(p));
             assert_ne!(point_code(p), 0);
         }
-        for k in [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic] {
+        for k in [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic, CrashKind::Hang] {
             assert_eq!(kind_of(kind_code(k)), Some(k));
         }
         assert_eq!((point_of(0), kind_of(0)), (None, None));
@@ -102,7 +104,7 @@ mod tests {
 
     #[test]
     fn kinds_a_task_cannot_do_to_itself_have_no_code() {
-        for k in [CrashKind::Kill, CrashKind::Exit, CrashKind::Hang] {
+        for k in [CrashKind::Kill, CrashKind::Exit] {
             assert_eq!(kind_of(kind_code(k)), None, "{k:?}");
         }
     }

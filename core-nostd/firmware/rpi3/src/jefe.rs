@@ -399,6 +399,25 @@ impl Supervised {
     }
 }
 
+impl Supervised {
+    /// When a task that last trapped into the kernel at `last_trap` counts
+    /// as hung, if it can hang now: it must be starting (it owes `Ready`) or
+    /// hold a request in flight, and be runnable (a task blocked in the
+    /// kernel, such as the timer task waiting for its interrupt, is waiting,
+    /// not hung). The firmware's heartbeat: a task that traps into the
+    /// kernel at least every `limit` is alive, like a Linux driver that
+    /// answers its pings.
+    #[must_use]
+    pub fn hang_deadline(&self, runnable: bool, last_trap: Millis, limit: Millis) -> Option<Millis> {
+        let owes = match self.lifecycle {
+            Lifecycle::Starting => true,
+            Lifecycle::Running { .. } => self.queue.head_in_flight(),
+            Lifecycle::BackingOff { .. } | Lifecycle::Quarantined => false,
+        };
+        (owes && runnable).then(|| last_trap.plus(limit))
+    }
+}
+
 /// A reply the supervisor could not take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyError {
@@ -585,6 +604,23 @@ mod tests {
         assert_eq!(s.launch(Millis(1)).crash_at_init, Some(CrashKind::Abrt));
         s.fault(Millis(2), 0);
         assert_eq!(s.launch(Millis(12)).crash_at_init, None);
+    }
+
+    #[test]
+    fn only_a_runnable_task_that_owes_an_answer_can_hang() {
+        let limit = Millis(50);
+        let mut s = Supervised::new("gpio", CONFIG).unwrap();
+        assert_eq!(s.hang_deadline(true, Millis(0), limit), None, "not launched");
+        s.launch(Millis(0));
+        assert_eq!(s.hang_deadline(true, Millis(3), limit), Some(Millis(53)), "owes Ready");
+        s.ready(Millis(4));
+        assert_eq!(s.hang_deadline(true, Millis(4), limit), None, "idle, nothing in flight");
+        s.accept(id(1), b"r", Millis(5)).unwrap();
+        s.next_request().unwrap();
+        assert_eq!(s.hang_deadline(true, Millis(6), limit), Some(Millis(56)), "holds a request");
+        assert_eq!(s.hang_deadline(false, Millis(6), limit), None, "blocked in the kernel: waiting, not hung");
+        s.fault(Millis(60), 0);
+        assert_eq!(s.hang_deadline(true, Millis(60), limit), None, "down");
     }
 
     #[test]

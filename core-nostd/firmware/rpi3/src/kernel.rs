@@ -35,9 +35,13 @@ pub const POLICY: BackoffConfig = BackoffConfig {
     cap: Millis(80),
     jitter_percent: 50,
     healthy_after: Millis(500),
-    max_restarts: 3,
+    max_restarts: 4,
     window: Millis(1000),
 };
+
+/// A driver that owes an answer and has run this long without trapping
+/// into the kernel is hung (the firmware's missed heartbeat).
+pub const HANG_LIMIT: Millis = Millis(50);
 
 /// The pin the blink task drives, and the only one gpio_task may change.
 pub const BLINK_PIN: u8 = 17;
@@ -90,6 +94,8 @@ struct Kernel {
     next_seq: u64,
     rng: u32,
     timer_irqs: u64,
+    /// When each driver task last trapped into the kernel (its heartbeat).
+    last_trap: [Millis; DRIVERS],
 }
 
 static KERNEL: TrapCell<Option<Kernel>> = TrapCell::new(None);
@@ -172,6 +178,7 @@ pub fn main(boot_el: u64) -> ! {
             next_seq: 1,
             rng: (now_us() as u32) | 1,
             timer_irqs: 0,
+            last_trap: [Millis::ZERO; DRIVERS],
         });
         let k = slot.as_mut().expect("just set");
         // The kernel's own deadlines (backoff) use compare channel 1.
@@ -197,10 +204,21 @@ pub fn on_task_trap(trap: u64, frame: &mut Frame) {
         };
         let cur = k.current;
         k.tasks[cur].frame = *frame;
+        // Silence counts only while a task has the CPU: every driver but
+        // the one that just ran was preempted or blocked since the last
+        // trap, so a spinning timer task cannot make a starved gpio task
+        // look hung.
+        let t = now();
+        for d in (0..DRIVERS).filter(|&d| d != cur) {
+            k.last_trap[d] = t;
+        }
         match trap {
             kind::TASK_SYNC => {
                 let esr = arch::esr();
                 if (esr >> 26) & 0x3f == 0x15 {
+                    if cur < DRIVERS {
+                        k.last_trap[cur] = now();
+                    }
                     k.syscall(cur);
                 } else {
                     k.fault(cur, FaultInfo::Exception { esr, far: arch::far(), elr: frame.elr });
@@ -212,6 +230,7 @@ pub fn on_task_trap(trap: u64, frame: &mut Frame) {
             }
             _ => k.fault(cur, FaultInfo::Protocol("unknown trap kind from the vectors")),
         }
+        k.detect_hangs();
         k.service_backoff();
         k.current = k.pick();
         *frame = k.tasks[k.current].frame;
@@ -236,7 +255,15 @@ pub fn kernel_panic(msg: &Line) -> ! {
 #[derive(Debug)]
 enum FaultInfo {
     Panic(Line),
-    Exception { esr: u64, far: u64, elr: u64 },
+    /// Owed an answer and did not trap for this long.
+    Hang {
+        silent: Millis,
+    },
+    Exception {
+        esr: u64,
+        far: u64,
+        elr: u64,
+    },
     Protocol(&'static str),
 }
 
@@ -245,6 +272,7 @@ impl FaultInfo {
     fn kind(&self) -> &'static str {
         match self {
             FaultInfo::Panic(_) => "panic",
+            FaultInfo::Hang { .. } => "hang",
             FaultInfo::Protocol(_) => "protocol",
             FaultInfo::Exception { esr, .. } => match ((esr >> 26) & 0x3f, esr & 0x3f) {
                 (0x24 | 0x25, 0x04..=0x07) => "translation-fault",
@@ -267,6 +295,7 @@ impl core::fmt::Display for FaultInfo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             FaultInfo::Panic(msg) => write!(f, "msg=\"{msg}\""),
+            FaultInfo::Hang { silent } => write!(f, "silent-ms={}", silent.0),
             FaultInfo::Protocol(what) => write!(f, "msg=\"{what}\""),
             FaultInfo::Exception { esr, far, elr } => write!(f, "esr={esr:#x} far={far:#x} elr={elr:#x}"),
         }
@@ -303,8 +332,35 @@ impl Kernel {
         self.tasks[t].frame.x[..regs.len()].copy_from_slice(regs);
     }
 
+    /// Makes a blocked task runnable. Its silence is counted from now: time
+    /// spent blocked in the kernel is waiting, not hanging.
+    fn wake(&mut self, t: usize) {
+        self.tasks[t].wait = Wait::Runnable;
+        if t < DRIVERS {
+            self.last_trap[t] = now();
+        }
+    }
+
+    fn hang_deadline(&self, d: usize) -> Option<Millis> {
+        self.drivers[d].hang_deadline(self.tasks[d].wait == Wait::Runnable, self.last_trap[d], HANG_LIMIT)
+    }
+
+    /// Faults every driver task that owes an answer and has not trapped
+    /// for [`HANG_LIMIT`] (it spins, or waits on something that never comes).
+    fn detect_hangs(&mut self) {
+        let t = now();
+        for d in 0..DRIVERS {
+            if self.hang_deadline(d).is_some_and(|at| at <= t) {
+                let since = t.since(self.last_trap[d]);
+                say!("FW hang task={} silent-ms={} limit-ms={}", self.drivers[d].name(), since.0, HANG_LIMIT.0);
+                self.fault(d, FaultInfo::Hang { silent: since });
+            }
+        }
+    }
+
     /// Launches every driver whose backoff has passed, and keeps compare
-    /// channel 1 armed for the earliest one still waiting.
+    /// channel 1 armed for the earliest kernel deadline: a backoff that
+    /// ends, or a driver that would count as hung.
     fn service_backoff(&mut self) {
         loop {
             let t = now();
@@ -313,14 +369,12 @@ impl Kernel {
                     self.launch(d, t);
                 }
             }
-            let earliest = self
-                .drivers
-                .iter()
-                .filter_map(|s| match s.lifecycle() {
-                    Lifecycle::BackingOff { until } => Some(until),
-                    _ => None,
-                })
-                .min();
+            let backoffs = self.drivers.iter().filter_map(|s| match s.lifecycle() {
+                Lifecycle::BackingOff { until } => Some(until),
+                _ => None,
+            });
+            let hangs = (0..DRIVERS).filter_map(|d| self.hang_deadline(d));
+            let earliest = backoffs.chain(hangs).min();
             let Some(until) = earliest else { return };
             let mut timer = board::systimer();
             timer.clear_match(Match::M1);
@@ -329,12 +383,14 @@ impl Kernel {
             if now() < until {
                 return;
             }
+            self.detect_hangs();
         }
     }
 
     fn launch(&mut self, d: usize, t: Millis) {
         let l = self.drivers[d].launch(t);
         self.launches[d] = Some(l);
+        self.last_trap[d] = t;
         self.reset_task(d);
         if d == TIMER {
             // Masked until the new instance has restored and re-enables
@@ -372,12 +428,11 @@ impl Kernel {
             board::irq_disable(board::IRQ_TIMER3);
             self.timer_irqs += 1;
             say!("FW irq source=timer-c3 n={}", self.timer_irqs);
-            let task = &mut self.tasks[TIMER];
-            if task.wait == Wait::Irq {
-                task.wait = Wait::Runnable;
-                task.frame.x[0] = 1;
+            if self.tasks[TIMER].wait == Wait::Irq {
+                self.tasks[TIMER].frame.x[0] = 1;
+                self.wake(TIMER);
             } else {
-                task.notified = true;
+                self.tasks[TIMER].notified = true;
             }
         }
         if pending & board::IRQ_TIMER1 != 0 {
@@ -454,7 +509,7 @@ impl Kernel {
             say!("FW replayed task={} gen={} id={id}", self.drivers[d].name(), self.drivers[d].generation().0);
         }
         self.result(d, &[bytes.len() as u64, u64::from(id.client.0), id.seq, crash_code(crash)]);
-        self.tasks[d].wait = Wait::Runnable;
+        self.wake(d);
     }
 
     /// A reply (or a definite error) for the client's request to `driver`.

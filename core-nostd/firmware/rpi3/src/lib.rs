@@ -39,8 +39,9 @@
 //!   suite's scenario), `idle` (`wfi`). Every trap saves the whole context
 //!   (x0..x30, SP_EL0, ELR, SPSR, q0..q31, FPCR/FPSR) and resumes the
 //!   highest-priority runnable task.
-//! - The kernel itself keeps its backoff deadlines on compare channel 1 (the
-//!   other ARM channel), through timer-core's register module.
+//! - The kernel itself keeps its deadlines (backoff, hang detection) on
+//!   compare channel 1, the other ARM channel, through timer-core's register
+//!   module.
 //!
 //! # Reincarnation, jefe-style
 //! A driver task that panics (the panic handler issues an `svc`) or takes a
@@ -60,11 +61,18 @@
 //! The other driver task is not touched: it keeps its stack, its state and
 //! its interrupt, and keeps serving its client throughout.
 //!
+//! A hang is detected without heartbeat messages: a driver that owes an
+//! answer (it is starting, or holds a request) and has run for
+//! `HANG_LIMIT` without a syscall is faulted like a crash. Compare channel 1
+//! wakes the kernel at that deadline; time spent blocked in the kernel or
+//! preempted by another task does not count.
+//!
 //! Faults are injected with `reinc-proto`'s [`FaultPlan`](reinc_proto::FaultPlan)
 //! (`POINT:K:KIND`, the same plans as `drvctl inject`). In the firmware,
 //! `panic` panics, `segv` loads from an unmapped address (a translation
-//! fault, the MMU's SIGSEGV) and `abrt` does an exclusive load from a
-//! misaligned address (an alignment fault).
+//! fault, the MMU's SIGSEGV), `abrt` does an exclusive load from a
+//! misaligned address (an alignment fault) and `hang` spins. `kill` and
+//! `exit` have no meaning for a task and are refused.
 //!
 //! # What the console says
 //! Besides human `[SUP] …` and `[driver] …` lines in the Linux style, the

@@ -36,6 +36,11 @@ fn crash(kind: CrashKind, point: CrashPoint, what: &dyn core::fmt::Display) -> !
             let v = arch::load_misaligned(&WORD);
             panic!("a misaligned exclusive load returned {v:#x} instead of faulting")
         }
+        CrashKind::Hang => loop {
+            // Spins without a syscall: only the kernel's hang detection,
+            // on its compare-1 interrupt, gets this task off the CPU.
+            core::hint::spin_loop();
+        },
         _ => panic!("injected fault: {} at {} of {what}", kind.name(), point.name()),
     }
 }
@@ -291,6 +296,7 @@ pub fn blink_main() -> ! {
         ("fault-panic", CrashPoint::AfterEffect, CrashKind::Panic),
         ("fault-segv", CrashPoint::BeforeEffect, CrashKind::Segv),
         ("fault-abrt", CrashPoint::AfterEffect, CrashKind::Abrt),
+        ("fault-hang", CrashPoint::AfterEffect, CrashKind::Hang),
     ];
     for (name, point, kind) in faults {
         phase(name, format_args!("plan={}:1:{} toggles=1", point.name(), kind.name()));
