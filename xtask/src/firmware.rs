@@ -389,6 +389,7 @@ fn checks(lines: &[String], end: &End) -> Vec<TestResult> {
         ("alignment_fault_restarts_restores_and_replays", check_fault(named("fault-abrt"), "alignment-fault", true)),
         ("hang_is_detected_then_restarts_restores_and_replays", check_hang(named("fault-hang"))),
         ("timer_fault_replays_its_wait_without_a_double_fire", check_timer_fault(named("timer-fault"))),
+        ("each_fault_leaves_a_post_mortem_trace_of_its_request", check_traces(&all)),
         ("restarts_back_off_as_the_policy_says", check_backoff(&all, &ph)),
         ("storm_quarantines_gpio_and_fails_its_request", check_storm(named("storm"), &all)),
         ("timer_task_keeps_serving_through_the_storm", check_timer_alive(named("storm"), &all)),
@@ -616,6 +617,64 @@ fn check_timer_fault(phase: Option<&Phase<'_>>) -> Check {
     ensure(!f.iter().any(|x| x.is("fault", "gpio")), || "gpio faulted during the timer's fault".into())
 }
 
+/// The trace ring of the dead instance, printed right after its fault line.
+fn trace_of<'a>(all: &'a [Fact], fault: &Fact) -> Vec<&'a str> {
+    let task = fault.get("task");
+    all.iter()
+        .skip_while(|x| x.at <= fault.at)
+        .take_while(|x| x.event == "trace" && x.get("task") == task)
+        .filter_map(|x| x.get("event"))
+        .collect()
+}
+
+/// Every fault's trace ends with the request in flight; what follows its
+/// start says how far the instance got: the device effect for a fault
+/// after the effect (pins differ from the commit), nothing for one before
+/// it, and never the reply.
+fn check_traces(all: &[Fact]) -> Check {
+    let faults: Vec<&Fact> = all.iter().filter(|x| x.event == "fault").collect();
+    ensure(faults.len() >= 5, || format!("only {} faults", faults.len()))?;
+    for f in faults {
+        let task = f.get("task").unwrap_or("?");
+        let generation = f.get("gen").unwrap_or("?");
+        let trace = trace_of(all, f);
+        ensure(trace.first().is_some_and(|e| e.starts_with("init ") || trace.len() >= 12), || {
+            format!("{task} gen {generation}: the trace does not start at the instance's init: {trace:?}")
+        })?;
+        let id = f
+            .get("in-flight")
+            .filter(|v| *v != "none")
+            .ok_or_else(|| format!("{task} gen {generation}: no request in flight"))?;
+        let start = format!("request {id} ");
+        let i = trace
+            .iter()
+            .rposition(|e| e.starts_with(&start))
+            .ok_or_else(|| format!("{task} gen {generation}: the trace has no start of {id}: {trace:?}"))?;
+        let after = &trace[i + 1..];
+        ensure(!after.iter().any(|e| e.starts_with(&format!("reply {id}"))), || {
+            format!("{task} gen {generation}: the trace shows a reply to {id}, which was replayed")
+        })?;
+        let effect = match task {
+            "gpio" => "gpio: level",
+            _ => "timer: clear_match",
+        };
+        let applied = after.iter().any(|e| e.starts_with(effect));
+        // Only gpio faults report the pins; a timer fault is checked by its phase.
+        if let Some(matches) = f.pin_matches_gplev0() {
+            ensure(applied != matches, || {
+                format!(
+                    "{task} gen {generation}: the trace {} the effect of {id}, but the pins {} the commit: {after:?}",
+                    if applied { "shows" } else { "lacks" },
+                    if matches { "match" } else { "differ from" }
+                )
+            })?;
+        } else {
+            ensure(applied, || format!("{task} gen {generation}: the trace lacks the effect of {id}: {after:?}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn check_backoff(all: &[Fact], ph: &[Phase<'_>]) -> Check {
     let cfg = all.iter().find(|f| f.event == "policy-config").ok_or("no policy-config line")?;
     let (base, cap, jitter) = (
@@ -763,7 +822,7 @@ mod tests {
     fn the_recorded_run_passes_every_check() {
         let f = failing(TRANSCRIPT, End::Exited(Some(0)));
         assert!(f.is_empty(), "{f:#?}");
-        assert_eq!(checks(&lines(TRANSCRIPT), &End::Exited(Some(0))).len(), 17);
+        assert_eq!(checks(&lines(TRANSCRIPT), &End::Exited(Some(0))).len(), 18);
     }
 
     #[test]
@@ -837,6 +896,16 @@ mod tests {
         fails_check(&early.join("\n"), "hang_is_detected_then_restarts_restores_and_replays");
         let none: Vec<&str> = TRANSCRIPT.lines().filter(|l| !l.starts_with("FW hang ")).collect();
         fails_check(&none.join("\n"), "hang_is_detected_then_restarts_restores_and_replays");
+    }
+
+    #[test]
+    fn a_trace_without_the_effect_of_an_after_effect_fault_fails() {
+        // The panic phase's fault happens after the effect: its trace must show it.
+        let text: Vec<&str> = TRANSCRIPT
+            .lines()
+            .filter(|l| !(l.starts_with("FW trace task=gpio gen=1 ") && l.contains("gpio: level")))
+            .collect();
+        fails_check(&text.join("\n"), "each_fault_leaves_a_post_mortem_trace_of_its_request");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!
 //! Subcommands:
 //! - `test`: everything CI runs (see [`test`]).
-//! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]).
+//! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]), and the
+//!   bare-metal firmware's (see [`firmware`]).
 //! - `demo`: the main job (see [`demo`]).
 //! - `bench`: benchmarks against floors measured in the same run (see [`bench`]).
 //!

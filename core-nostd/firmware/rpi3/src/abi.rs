@@ -34,6 +34,8 @@ pub const REVIVE: u64 = 13;
 pub const NOW: u64 = 14;
 /// Client: the scenario is over; print the final state and reset.
 pub const FINISH: u64 = 15;
+/// A driver records a trace event (postcard `reinc_ringbuf::Event`).
+pub const TRACE: u64 = 16;
 
 /// The request was queued / the reply is here.
 pub const STATUS_OK: u64 = 0;
@@ -113,7 +115,7 @@ mod tests {
     fn syscall_numbers_are_distinct() {
         let all = [
             LOG, PANIC, INIT, READY, RECV, REPLY, WAIT_IRQ, POLL_IRQ, IRQ_ENABLE, SEND, TAKE_REPLY, INJECT, REVIVE,
-            NOW, FINISH,
+            NOW, FINISH, TRACE,
         ];
         for (i, a) in all.iter().enumerate() {
             assert!(all[i + 1..].iter().all(|b| b != a), "syscall {a} is used twice");

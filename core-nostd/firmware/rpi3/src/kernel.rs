@@ -9,6 +9,7 @@ use reinc_firmware_rpi3::jefe::{BODY_MAX, CHECKPOINT_MAX, Delivery, Launch, Life
 use reinc_firmware_rpi3::text::{self, Line};
 use reinc_policy::{BackoffConfig, Millis};
 use reinc_proto::{ClientId, CrashKind, CrashPoint, FaultPlan, RequestId};
+use reinc_ringbuf::{Event, Legend, Ringbuf};
 use timer_core::{Channel, Match, TimerRegisters, TimerState, read_counter};
 
 use crate::arch::{self, Frame, TrapCell, kind};
@@ -42,6 +43,12 @@ pub const POLICY: BackoffConfig = BackoffConfig {
 /// A driver that owes an answer and has run this long without trapping
 /// into the kernel is hung (the firmware's missed heartbeat).
 pub const HANG_LIMIT: Millis = Millis(50);
+
+/// Entries of each driver's trace ring (distinct consecutive events).
+const TRACE_ENTRIES: usize = 12;
+
+/// The legend of each driver's core, to name its trace events.
+const LEGENDS: [Legend; DRIVERS] = [timer_core::TRACE_LEGEND, gpio_core::TRACE_LEGEND];
 
 /// The pin the blink task drives, and the only one gpio_task may change.
 pub const BLINK_PIN: u8 = 17;
@@ -96,6 +103,11 @@ struct Kernel {
     timer_irqs: u64,
     /// When each driver task last trapped into the kernel (its heartbeat).
     last_trap: [Millis; DRIVERS],
+    /// Each driver instance's trace ring, kept by the kernel so that it
+    /// survives the instance (printed at its fault).
+    traces: [Ringbuf<Event, TRACE_ENTRIES>; DRIVERS],
+    /// Requests handed to the current instance of each driver.
+    handled: [u32; DRIVERS],
 }
 
 static KERNEL: TrapCell<Option<Kernel>> = TrapCell::new(None);
@@ -179,6 +191,8 @@ pub fn main(boot_el: u64) -> ! {
             rng: (now_us() as u32) | 1,
             timer_irqs: 0,
             last_trap: [Millis::ZERO; DRIVERS],
+            traces: [const { Ringbuf::new() }; DRIVERS],
+            handled: [0; DRIVERS],
         });
         let k = slot.as_mut().expect("just set");
         // The kernel's own deadlines (backoff) use compare channel 1.
@@ -391,6 +405,9 @@ impl Kernel {
         let l = self.drivers[d].launch(t);
         self.launches[d] = Some(l);
         self.last_trap[d] = t;
+        self.traces[d] = Ringbuf::new();
+        self.traces[d].record(Event::Init { generation: l.generation, restored: l.checkpoint.is_some() });
+        self.handled[d] = 0;
         self.reset_task(d);
         if d == TIMER {
             // Masked until the new instance has restored and re-enables
@@ -470,6 +487,16 @@ impl Kernel {
                 at.0
             );
         }
+        // The dead instance's last moments, as `drvctl trace` shows them on Linux.
+        for e in self.traces[t].iter() {
+            say!(
+                "FW trace task={name} gen={} seq={} count={} event=\"{}\"",
+                generation.0,
+                e.seq,
+                e.count,
+                LEGENDS[t].name(&e.payload)
+            );
+        }
         let random = self.random();
         match self.drivers[t].fault(at, random) {
             Outcome::Restart { delay, attempt, replay } => {
@@ -508,6 +535,8 @@ impl Kernel {
         if replay {
             say!("FW replayed task={} gen={} id={id}", self.drivers[d].name(), self.drivers[d].generation().0);
         }
+        self.handled[d] += 1;
+        self.traces[d].record(Event::RequestStart { id, nth: self.handled[d] });
         self.result(d, &[bytes.len() as u64, u64::from(id.client.0), id.seq, crash_code(crash)]);
         self.wake(d);
     }
@@ -613,8 +642,18 @@ impl Kernel {
                 };
                 self.result(t, &[len, u64::from(l.generation.0), code]);
             }
+            sys::TRACE => {
+                let d = self.driver_of(t, "trace from a task that is not a driver")?;
+                let mut tmp = [0u8; 64];
+                let n = arch::copy_from_task(t, a[0], a[1], &mut tmp)
+                    .ok_or(FaultInfo::Protocol("trace event outside the task's stack or too long"))?;
+                let event =
+                    postcard::from_bytes(&tmp[..n]).map_err(|_| FaultInfo::Protocol("trace event does not decode"))?;
+                self.traces[d].record(event);
+            }
             sys::READY => {
                 let d = self.driver_of(t, "ready from a task that is not a driver")?;
+                self.traces[d].record(Event::Ready);
                 let replay = self.drivers[d].ready(now());
                 let name = self.drivers[d].name();
                 let generation = self.drivers[d].generation().0;
@@ -646,6 +685,7 @@ impl Kernel {
                 if self.drivers[d].reply(id, commit).is_err() {
                     return Err(FaultInfo::Protocol("reply for a request that is not in flight"));
                 }
+                self.traces[d].record(Event::Reply { id, committed: true });
                 let name = self.drivers[d].name();
                 let generation = self.drivers[d].generation().0;
                 if d == GPIO {
@@ -733,6 +773,7 @@ impl Kernel {
                     return Err(FaultInfo::Protocol("inject names no driver, or request 0"));
                 }
                 let plan = FaultPlan { point, on_request: a[2] as u32, kind };
+                self.traces[d].record(Event::FaultArmed { plan });
                 say!("FW inject task={} plan={plan} every-instance={}", self.drivers[d].name(), a[4] != 0);
                 self.drivers[d].inject(plan, a[4] != 0);
             }

@@ -11,7 +11,8 @@
 //! same postcard-encoded `GpioRequest`/`TimerRequest` bodies, and the same
 //! supervision crates (`reinc-queue` for the FIFO of unanswered requests,
 //! `reinc-policy` for backoff and quarantine, `reinc-proto`'s ids,
-//! generations and fault plans), all unchanged.
+//! generations and fault plans, `reinc-ringbuf` for post-mortem traces),
+//! all unchanged.
 //!
 //! # How the same core is wired twice
 //! | | Linux (`host-supervisor/`) | this firmware |
@@ -61,6 +62,12 @@
 //! The other driver task is not touched: it keeps its stack, its state and
 //! its interrupt, and keeps serving its client throughout.
 //!
+//! Each instance's trace ring (`reinc-ringbuf`'s `Ringbuf`, filled with
+//! the cores' own `Trace::event` entries plus the kernel's request, reply
+//! and init events) lives in the kernel, so it survives the instance and
+//! is printed at its fault, named with the core's `TRACE_LEGEND`: the
+//! firmware's `drvctl trace`.
+//!
 //! A hang is detected without heartbeat messages: a driver that owes an
 //! answer (it is starting, or holds a request) and has run for
 //! `HANG_LIMIT` without a syscall is faulted like a crash. Compare channel 1
@@ -93,7 +100,9 @@
 //! | `irq` | `source=timer-c3 n` |
 //! | `toggle` / `tick` | `phase n` and `level`/`fire at paced` (`irq`, or `late` when the deadline had passed when armed) |
 //! | `inject` / `revive` | `task plan every-instance` / `task` |
-//! | `fault` | `task gen kind` (`panic`, `translation-fault`, `alignment-fault`, …), `esr far elr` or `msg`, `in-flight at-ms`, gpio: `pin17 gplev0 state` |
+//! | `fault` | `task gen kind` (`panic`, `translation-fault`, `alignment-fault`, `hang`, …), `esr far elr`, `msg` or `silent-ms`, `in-flight at-ms`, gpio: `pin17 gplev0 state` |
+//! | `hang` | `task silent-ms limit-ms` (just before its `fault`) |
+//! | `trace` | `task gen seq count event` (the dead instance's ring, oldest first, right after its `fault`) |
 //! | `policy` | `task action=restart attempt delay-ms replay`, or `action=quarantine restarts-in-window` |
 //! | `failed` / `answer` | `task id reason` / `phase task result` (what the client got) |
 //! | `final` | per driver: `task state gen restarts queued`, gpio: `pin17 gplev0 state`, timer: `fires` |

@@ -37,6 +37,15 @@ pub fn init(buf: &mut [u8]) -> Init<'_> {
     Init { checkpoint, generation: generation as u32, crash: kind_of(crash) }
 }
 
+/// Records `event` in this instance's trace ring, which the kernel keeps
+/// (and prints) after the task died, like the Linux runtime's memfd ring.
+pub fn trace(event: reinc_ringbuf::Event) {
+    let mut b = [0u8; 48];
+    if let Ok(bytes) = postcard::to_slice(&event, &mut b) {
+        let _ = svc(TRACE, [bytes.as_ptr() as u64, bytes.len() as u64, 0, 0, 0, 0]);
+    }
+}
+
 /// Restored; ready for requests (and the replay).
 pub fn ready() {
     let _ = svc(READY, [0; 6]);

@@ -70,8 +70,9 @@ pub fn gpio_main() -> ! {
     if let Some(kind) = init.crash {
         crash(kind, CrashPoint::Init, &"init");
     }
-    if let Err(e) = gpio.restore(&state) {
-        panic!("gpio gen{generation}: {e}");
+    match gpio.restore(&state) {
+        Ok(trace) => sys::trace(trace.event()),
+        Err(e) => panic!("gpio gen{generation}: {e}"),
     }
     if state.managed().is_empty() {
         log!("[driver] gpio gen{generation}: fresh start, no pin state to restore");
@@ -90,6 +91,7 @@ pub fn gpio_main() -> ! {
         let (reply, new) = match postcard::from_bytes::<GpioRequest>(req.body) {
             Ok(request) => {
                 let handled = gpio.handle(&state, &request);
+                sys::trace(handled.trace.event());
                 (handled.reply, handled.commit.unwrap_or(state))
             }
             Err(_) => {
@@ -126,7 +128,7 @@ pub fn timer_main() -> ! {
     if let Some(kind) = init.crash {
         crash(kind, CrashPoint::Init, &"init");
     }
-    let _ = timer.restore(&state);
+    sys::trace(timer.restore(&state).event());
     // Always re-enable after restoring: a predecessor may have died with
     // the line masked.
     sys::irq_enable();
@@ -143,7 +145,7 @@ pub fn timer_main() -> ! {
         // An interrupt that fired while no Wait was parked left the line
         // masked: consume it and unmask first (timer_driver does the same).
         if sys::poll_irq() {
-            let _ = timer.acknowledge_channel(served);
+            sys::trace(timer.acknowledge_channel(served).event());
             sys::irq_enable();
         }
         let (reply, new) = match request {
@@ -159,13 +161,14 @@ pub fn timer_main() -> ! {
                 _ => {
                     let mut handled = timer.handle(&state, &r);
                     loop {
+                        sys::trace(handled.trace.event());
                         match handled.step {
                             Step::Reply(reply) => break (reply, handled.commit.unwrap_or(state)),
                             Step::WaitForInterrupt { channel, .. } => {
                                 sys::wait_irq();
                                 // Clear the match (the line's level) before
                                 // unmasking, or it fires again at once.
-                                let _ = timer.acknowledge_channel(channel);
+                                sys::trace(timer.acknowledge_channel(channel).event());
                                 sys::irq_enable();
                                 handled = timer.handle(&state, &TimerRequest::Wait { channel: channel.number() });
                             }
