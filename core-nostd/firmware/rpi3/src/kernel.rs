@@ -195,7 +195,8 @@ pub fn main(boot_el: u64) -> ! {
             handled: [0; DRIVERS],
         });
         let k = slot.as_mut().expect("just set");
-        // The kernel's own deadlines (backoff) use compare channel 1.
+        // The kernel's own deadlines (backoff, hang detection) use compare
+        // channel 1.
         board::systimer().clear_match(Match::M1);
         board::irq_enable(board::IRQ_TIMER1);
         for t in [BLINK, IDLE] {

@@ -108,6 +108,20 @@
 //! | `final` | per driver: `task state gen restarts queued`, gpio: `pin17 gplev0 state`, timer: `fires` |
 //! | `end` / `fatal` | `status timer-irqs` / what killed the run |
 //!
+//! # Limits
+//! - Tasks share one address space at EL1: a task that writes through a
+//!   wild pointer can corrupt another task or the kernel, and a stack
+//!   overflow runs into the next task's stack (there are no guard pages).
+//!   The faults recovered are those the task takes itself: panics, aborts
+//!   on unmapped or misaligned accesses, hangs.
+//! - The kernel trusts a task's syscall pointers only inside that task's
+//!   own stack (checked); anything else is a protocol fault of the task.
+//! - One client (the blink task), one outstanding request per driver.
+//! - QEMU 7.2 starts an ELF image on all four cores at EL3; the boot code
+//!   parks cores 1..3 and drops from EL3 or EL2 (a real Pi's firmware) to
+//!   EL1. Only the QEMU path has run; on a board the PL011 would also need
+//!   its pins (GPIO 14/15, ALT0) and Bluetooth moved off it.
+//!
 //! # Designs rejected
 //! - Embassy or RTIC: both give tasks that share one stack (async state
 //!   machines, or run-to-completion handlers on the interrupt stack). A task
