@@ -8,7 +8,11 @@
 //! the BCM2836/7): interrupt controller §7.5 (base 0x7E00_B000, registers
 //! from +0x200), system timer §12, GPIO §6, PL011 UART §13, and the power
 //! manager's watchdog (PM_RSTC +0x1c, PM_WDOG +0x24, as Linux's
-//! `bcm2835_wdt` uses them).
+//! `bcm2835_wdt` uses them). In GPU bank 1, bits 0..3 are the system
+//! timer's compare channels (TIMER0..3 in the kernel's `brcm,bcm2835-armctrl-ic`
+//! binding). On the BCM2836/7 that controller sits behind the per-core
+//! local controller at 0x4000_0000, whose GPU routing register (+0x0c)
+//! resets to core 0: the core this image runs on, so nothing is set there.
 
 use core::ptr::NonNull;
 
