@@ -577,7 +577,9 @@ fn check_hang(phase: Option<&Phase<'_>>) -> Check {
     let hang = p.facts.iter().find(|x| x.is("hang", "gpio")).ok_or("no hang detection line")?;
     let (silent, limit) = (hang.num("silent-ms").ok_or("no silent-ms")?, hang.num("limit-ms").ok_or("no limit-ms")?);
     ensure(silent >= limit, || format!("declared hung after {silent} ms, before the {limit} ms limit"))?;
-    ensure(silent < limit * 4, || format!("detected only after {silent} ms for a {limit} ms limit"))
+    // Detected by the compare-1 deadline, not by some later trap; the
+    // margin is for a host that deschedules QEMU.
+    ensure(silent < limit * 10, || format!("detected only after {silent} ms for a {limit} ms limit"))
 }
 
 /// The timer task dies after completing a `Wait` but before its reply:
