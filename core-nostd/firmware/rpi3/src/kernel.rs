@@ -202,7 +202,7 @@ pub fn main(boot_el: u64) -> ! {
         for t in [BLINK, IDLE] {
             k.reset_task(t);
         }
-        k.service_backoff();
+        k.service_deadlines();
         k.current = k.pick();
         k.tasks[k.current].frame
     });
@@ -246,7 +246,7 @@ pub fn on_task_trap(trap: u64, frame: &mut Frame) {
             _ => k.fault(cur, FaultInfo::Protocol("unknown trap kind from the vectors")),
         }
         k.detect_hangs();
-        k.service_backoff();
+        k.service_deadlines();
         k.current = k.pick();
         *frame = k.tasks[k.current].frame;
     });
@@ -376,7 +376,7 @@ impl Kernel {
     /// Launches every driver whose backoff has passed, and keeps compare
     /// channel 1 armed for the earliest kernel deadline: a backoff that
     /// ends, or a driver that would count as hung.
-    fn service_backoff(&mut self) {
+    fn service_deadlines(&mut self) {
         loop {
             let t = now();
             for d in 0..DRIVERS {
