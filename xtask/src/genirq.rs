@@ -61,8 +61,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::apt;
 use crate::util::{self, Error, IoContext, Result};
+use crate::{apt, progress};
 
 /// The module this recipe builds.
 pub const MODULE: &str = "uio_pdrv_genirq";
@@ -110,11 +110,6 @@ impl KernelAbi {
     pub fn series(&self) -> String {
         let mut it = self.abi.split('.');
         format!("{}.{}", it.next().unwrap_or_default(), it.next().unwrap_or_default())
-    }
-
-    /// The versioned image package, `linux-image-6.1.0-56-arm64`.
-    pub fn image_package(&self) -> String {
-        format!("linux-image-{}", self.release())
     }
 }
 
@@ -309,22 +304,45 @@ pub fn check_kbuild(layout: &Layout, host_machine: u16) -> std::result::Result<(
     }
 }
 
-/// The ELF machine of the host, from this very executable.
+/// The ELF machine (`e_machine`) of the host.
+///
+/// From the architecture this xtask was compiled for, never from a file:
+/// the xtask's own executable was read here once, and `cargo test
+/// --workspace` relinks it while `cargo xtask test` runs, so on a fresh
+/// machine the file was gone when the rpi3 stage first built the module.
 fn host_machine() -> Result<u16> {
-    let exe = std::env::current_exe().map_err(|e| Error::Other(format!("cannot locate the xtask executable: {e}")))?;
-    let bytes = std::fs::read(&exe).at(&exe)?;
-    elf_machine(&bytes).ok_or_else(|| Error::Other(format!("{}: not an ELF executable", exe.display())))
+    elf_machine_of_arch(std::env::consts::ARCH).ok_or_else(|| {
+        Error::Other(format!(
+            "no ELF machine number known for host architecture `{}`; add it to elf_machine_of_arch",
+            std::env::consts::ARCH
+        ))
+    })
+}
+
+/// `e_machine` for a Rust `target_arch` name.
+fn elf_machine_of_arch(arch: &str) -> Option<u16> {
+    Some(match arch {
+        "x86" => 3,
+        "arm" => 40,
+        "x86_64" => 62,
+        "aarch64" => 183,
+        "riscv64" => 243,
+        "powerpc64" => 21,
+        "s390x" => 22,
+        "loongarch64" => 258,
+        _ => return None,
+    })
 }
 
 /// Builds (or finds in the cache) `uio_pdrv_genirq.ko` for `abi` and returns
 /// its path. Installs `make` and the cross compiler if missing, downloads the
 /// packages if missing; a cached, checked module short-cuts everything.
-pub fn build(abi: &KernelAbi) -> Result<PathBuf> {
-    build_in(&util::cache_dir()?, abi)
+pub fn build(abi: &KernelAbi, version: &str) -> Result<PathBuf> {
+    build_in(&util::cache_dir()?, abi, version)
 }
 
 /// [`build`] under an explicit cache directory.
-pub fn build_in(cache: &Path, abi: &KernelAbi) -> Result<PathBuf> {
+pub fn build_in(cache: &Path, abi: &KernelAbi, version: &str) -> Result<PathBuf> {
     let layout = Layout::new(cache, abi);
     let product = layout.module();
     if let Ok(bytes) = std::fs::read(&product) {
@@ -341,17 +359,16 @@ pub fn build_in(cache: &Path, abi: &KernelAbi) -> Result<PathBuf> {
     apt::ensure_tool(CROSS_GCC, CROSS_GCC_PACKAGE, "cross-compiling uio_pdrv_genirq for arm64")?;
     apt::ensure_tool("xz", "xz-utils", "unpacking the kernel source tarball")?;
 
-    let version = apt::candidate_version_updating(&abi.image_package(), Some(&abi.flavour))?;
     let sysroot = layout.sysroot();
     util::create_dir_all(&sysroot)?;
     for package in build_packages(abi) {
         if package.name.starts_with("linux-source-") {
             if !layout.build().join(source_file_name()).is_file() {
-                let deb = fetch_deb(&layout, &package, &version)?;
+                let deb = fetch_deb(&layout, &package, version)?;
                 extract_source(&layout, &deb)?;
             }
         } else if !layout.root.join(format!(".unpacked-{}", package.name)).is_file() {
-            let deb = fetch_deb(&layout, &package, &version)?;
+            let deb = fetch_deb(&layout, &package, version)?;
             unpack(&layout, &package, &deb)?;
         }
     }
@@ -426,9 +443,11 @@ fn extract_source(layout: &Layout, deb: &Path) -> Result {
     let target = build.join(source_file_name());
     let tmp = layout.root.join(format!("source.tmp.{}", std::process::id()));
     eprintln!("xtask: extracting {} from {}", layout.source_member(), deb.display());
-    util::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))?;
+    progress::watch(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp), "unpack linux-source", None, || {
+        progress::tree_bytes(&tmp)
+    })?;
     let tarball = layout.source_tarball(&tmp);
-    let result = util::run(
+    let result = progress::watch(
         Command::new("tar")
             .arg("-xJf")
             .arg(&tarball)
@@ -436,6 +455,9 @@ fn extract_source(layout: &Layout, deb: &Path) -> Result {
             .arg(&tmp)
             .arg("--occurrence=1")
             .arg(layout.source_member()),
+        &format!("find {} in the source tarball", layout.source_member()),
+        None,
+        || 0,
     );
     let extracted = tmp.join(layout.source_member());
     // Copy under a temporary name, then rename: an interrupted run must not
@@ -458,13 +480,47 @@ mod tests {
         KernelAbi::from_image_package("linux-image-6.1.0-56-arm64").unwrap()
     }
 
+    /// Puts the test executable back when the test ends, however it ends.
+    struct Unlinked {
+        path: PathBuf,
+        kept: PathBuf,
+    }
+
+    impl Drop for Unlinked {
+        fn drop(&mut self) {
+            let _ = std::fs::hard_link(&self.kept, &self.path);
+            let _ = std::fs::remove_file(&self.kept);
+        }
+    }
+
+    #[test]
+    fn host_machine_is_known_with_the_executable_unlinked() {
+        // What `cargo test --workspace` does to a running `cargo xtask test`:
+        // it relinks target/debug/xtask, so the running image's file is
+        // `… (deleted)`. A second hard link keeps the bytes to put back.
+        let exe = std::env::current_exe().unwrap();
+        let from_file = elf_machine(&std::fs::read(&exe).unwrap()).expect("the test binary is ELF");
+        let kept = exe.with_file_name(format!("kept-{}", std::process::id()));
+        std::fs::hard_link(&exe, &kept).unwrap();
+        std::fs::remove_file(&exe).unwrap();
+        let _guard = Unlinked { path: exe.clone(), kept };
+        assert!(std::fs::read(std::env::current_exe().unwrap()).is_err(), "the executable really is gone");
+        assert_eq!(host_machine().expect("known without the file"), from_file);
+    }
+
+    #[test]
+    fn elf_machine_numbers_of_common_hosts() {
+        assert_eq!(elf_machine_of_arch("x86_64"), Some(EM_X86_64));
+        assert_eq!(elf_machine_of_arch("aarch64"), Some(183));
+        assert_eq!(elf_machine_of_arch("sparc"), None);
+    }
+
     #[test]
     fn abi_is_parsed_from_the_versioned_image_package() {
         let a = abi();
         assert_eq!((a.abi.as_str(), a.flavour.as_str()), ("6.1.0-56", "arm64"));
         assert_eq!(a.release(), "6.1.0-56-arm64");
         assert_eq!(a.series(), "6.1");
-        assert_eq!(a.image_package(), "linux-image-6.1.0-56-arm64");
         for bad in
             ["linux-image-arm64", "linux-headers-6.1.0-56-arm64", "linux-image-6.1.0-arm64", "linux-image-6.1.0-56-"]
         {
@@ -558,7 +614,8 @@ mod tests {
     fn module_builds_for_the_current_debian_arm64_kernel() {
         let package = apt::matching_dependency("linux-image-arm64", "linux-image-*-arm64", Some("arm64")).unwrap();
         let abi = KernelAbi::from_image_package(&package).unwrap();
-        let ko = build(&abi).unwrap();
+        let version = apt::candidate_version_updating(&package, Some("arm64")).unwrap();
+        let ko = build(&abi, &version).unwrap();
         check_module(&std::fs::read(&ko).unwrap(), &abi).unwrap();
     }
 }

@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::machines::{ImageFormat, KernelSpec, ModuleBuild};
+use crate::progress;
 use crate::util::{self, Error, IoContext, Result};
 use crate::{apt, genirq};
 
@@ -55,76 +56,186 @@ pub struct Kernel {
     pub dtb: Option<PathBuf>,
 }
 
-/// Resolves, downloads if needed, and extracts the kernel a profile names.
-///
-/// If the download fails, the package lists may be stale (the mirror dropped
-/// the version they name): they are refreshed once and the kernel resolved
-/// again.
-pub fn fetch(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
-    match fetch_once(spec, debian_arch) {
-        Err(Error::Download(e)) => {
-            eprintln!("xtask: {e}; the package lists may be stale");
-            apt::update(&format!("the kernel named by {}", spec.meta_package))?;
-            fetch_once(spec, debian_arch)
-        }
-        other => other,
+/// The exact kernel package a run boots, and how it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub package: String,
+    pub version: String,
+    pub choice: Choice,
+}
+
+/// How [`resolve`] chose a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// The profile's pin, already in the cache: no package list consulted.
+    PinnedCached,
+    /// The profile's pin, downloadable from the archive.
+    Pinned,
+    /// The meta package's current dependency; `pin_missing` names the pin
+    /// the archive no longer has, if the profile had one.
+    Current { pin_missing: Option<String> },
+}
+
+impl std::fmt::Display for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = match &self.choice {
+            Choice::PinnedCached => "pinned in qemu/machines.toml, cached".to_string(),
+            Choice::Pinned => "pinned in qemu/machines.toml".to_string(),
+            Choice::Current { pin_missing: None } => "current (no pin)".to_string(),
+            Choice::Current { pin_missing: Some(p) } => format!("current: the pinned {p} is no longer in the archive"),
+        };
+        write!(f, "{} {} ({how})", self.package, self.version)
     }
 }
 
-fn fetch_once(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
+/// Chooses the kernel package for a profile: its pin while the cache or the
+/// archive has it, else (with a warning) the meta package's current
+/// dependency. Call it once per run, for every machine, before booting any:
+/// the choice then cannot change between stages.
+pub fn resolve(spec: &KernelSpec, debian_arch: &str) -> Result<Resolved> {
+    let arch = Some(debian_arch);
+    if let Some(pin) = &spec.pin {
+        let dir = cache_dir_for(&pin.package, &pin.version, debian_arch)?;
+        if products(spec, &dir).complete() {
+            return Ok(Resolved {
+                package: pin.package.clone(),
+                version: pin.version.clone(),
+                choice: Choice::PinnedCached,
+            });
+        }
+        apt::ensure_architecture(debian_arch)?;
+        let mut known = apt::has_version(&pin.package, &pin.version, arch);
+        if !known && !apt::updated_this_run() {
+            apt::update(&format!("the pinned kernel {} {}", pin.package, pin.version))?;
+            known = apt::has_version(&pin.package, &pin.version, arch);
+        }
+        if known {
+            return Ok(Resolved { package: pin.package.clone(), version: pin.version.clone(), choice: Choice::Pinned });
+        }
+        let current = resolve_current(spec, debian_arch)?;
+        eprintln!(
+            "xtask: WARNING: the pinned kernel {} {} is in neither the cache nor the archive; falling back to {} {}. \
+             Update `pin` in qemu/machines.toml once the suites pass on it.",
+            pin.package, pin.version, current.0, current.1
+        );
+        return Ok(Resolved {
+            package: current.0,
+            version: current.1,
+            choice: Choice::Current { pin_missing: Some(format!("{} {}", pin.package, pin.version)) },
+        });
+    }
+    let (package, version) = resolve_current(spec, debian_arch)?;
+    Ok(Resolved { package, version, choice: Choice::Current { pin_missing: None } })
+}
+
+/// The meta package's current dependency and its candidate version.
+fn resolve_current(spec: &KernelSpec, debian_arch: &str) -> Result<(String, String)> {
     let arch = Some(debian_arch);
     apt::ensure_architecture(debian_arch)?;
     apt::candidate_version_updating(&spec.meta_package, arch)?;
     let package = apt::matching_dependency(&spec.meta_package, &spec.package, arch)?;
     let version = apt::candidate_version_updating(&package, arch)?;
-    let key = sanitize(&format!("{package}_{version}_{debian_arch}"));
-    let dir = util::cache_dir()?.join("kernels").join(&key);
-    let label = format!("{package} {version}");
+    Ok((package, version))
+}
 
-    let image = dir.join(match spec.image {
-        ImageFormat::Vmlinux => "vmlinux",
-        ImageFormat::Vmlinuz => "vmlinuz",
-    });
+/// `<cache>/kernels/<package>_<version>_<arch>`.
+fn cache_dir_for(package: &str, version: &str, debian_arch: &str) -> Result<PathBuf> {
+    Ok(util::cache_dir()?.join("kernels").join(sanitize(&format!("{package}_{version}_{debian_arch}"))))
+}
+
+/// Where a kernel's products live in its cache directory.
+struct Products {
+    image: PathBuf,
+    modules_dir: PathBuf,
+    /// Modules the package has; the ones the xtask builds come later.
+    packaged: Vec<(String, PathBuf)>,
+    dtb: Option<PathBuf>,
+}
+
+impl Products {
+    fn complete(&self) -> bool {
+        self.image.is_file()
+            && self.packaged.iter().all(|(_, p)| p.is_file())
+            && self.dtb.as_ref().is_none_or(|d| d.is_file())
+    }
+}
+
+fn products(spec: &KernelSpec, dir: &Path) -> Products {
     let modules_dir = dir.join("modules");
-    // Modules the package has; the ones the xtask builds come in below.
-    let packaged: Vec<(String, PathBuf)> = spec
-        .modules
-        .iter()
-        .filter(|m| m.build.is_none())
-        .map(|m| (m.name.clone(), modules_dir.join(format!("{}.ko", m.name))))
-        .collect();
-    let dtb = spec.dtb.as_ref().map(|d| dir.join("dtb").join(&d.file));
+    Products {
+        image: dir.join(match spec.image {
+            ImageFormat::Vmlinux => "vmlinux",
+            ImageFormat::Vmlinuz => "vmlinuz",
+        }),
+        packaged: spec
+            .modules
+            .iter()
+            .filter(|m| m.build.is_none())
+            .map(|m| (m.name.clone(), modules_dir.join(format!("{}.ko", m.name))))
+            .collect(),
+        modules_dir,
+        dtb: spec.dtb.as_ref().map(|d| dir.join("dtb").join(&d.file)),
+    }
+}
 
-    let cached =
-        image.is_file() && packaged.iter().all(|(_, p)| p.is_file()) && dtb.as_ref().is_none_or(|d| d.is_file());
+/// Downloads if needed, and extracts, the kernel [`resolve`] chose.
+///
+/// If the download fails, the package lists may be stale (the mirror dropped
+/// the version they name): they are refreshed once and the kernel resolved
+/// again.
+pub fn fetch(spec: &KernelSpec, debian_arch: &str, resolved: &Resolved) -> Result<Kernel> {
+    match fetch_once(spec, debian_arch, resolved) {
+        Err(Error::Download(e)) if !apt::updated_this_run() => {
+            eprintln!("xtask: {e}; the package lists may be stale");
+            apt::update(&format!("the kernel named by {}", spec.meta_package))?;
+            let again = resolve(spec, debian_arch)?;
+            eprintln!("xtask: kernel for {debian_arch} re-resolved after the update: {again}");
+            fetch_once(spec, debian_arch, &again)
+        }
+        other => other,
+    }
+}
+
+fn fetch_once(spec: &KernelSpec, debian_arch: &str, resolved: &Resolved) -> Result<Kernel> {
+    let Resolved { package, version, .. } = resolved;
+    let arch = Some(debian_arch);
+    let dir = cache_dir_for(package, version, debian_arch)?;
+    let label = format!("{package} {version}");
+    let found = products(spec, &dir);
+    let cached = found.complete();
+    let Products { image, modules_dir, packaged, dtb } = found;
     if cached {
         eprintln!("xtask: reusing cached kernel {label} from {} (nothing downloaded)", dir.display());
-        let modules = with_built_modules(spec, &package, packaged)?;
+        let modules = with_built_modules(spec, resolved, packaged)?;
         return Ok(Kernel { label, image, modules, dtb });
     }
 
-    let deb = match find_deb(&dir, &package)? {
+    let deb = match find_deb(&dir, package)? {
         Some(deb) => {
             eprintln!("xtask: reusing downloaded {}", deb.display());
             deb
         }
-        None => apt::download(&package, &version, arch, &dir).map_err(|e| Error::Download(Box::new(e)))?,
+        None => apt::download(package, version, arch, &dir).map_err(|e| Error::Download(Box::new(e)))?,
     };
 
     let tree = dir.join(format!("extract.tmp.{}", std::process::id()));
     if tree.exists() {
         std::fs::remove_dir_all(&tree).at(&tree)?;
     }
-    eprintln!("xtask: unpacking {} (dpkg-deb -x, into the cache only)", deb.display());
-    util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    progress::watch(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree),
+        &format!("unpack {package}"),
+        None,
+        || progress::tree_bytes(&tree),
+    )?;
     let result = extract_products(spec, &tree, &image, &modules_dir).and_then(|()| match (&spec.dtb, &dtb) {
-        (Some(d), Some(out)) => extract_dtb(&tree, &package, &d.file, out),
+        (Some(d), Some(out)) => extract_dtb(&tree, package, &d.file, out),
         _ => Ok(()),
     });
     std::fs::remove_dir_all(&tree).at(&tree)?;
     result?;
     eprintln!("xtask: kernel {label} cached in {}", dir.display());
-    let modules = with_built_modules(spec, &package, packaged)?;
+    let modules = with_built_modules(spec, resolved, packaged)?;
     Ok(Kernel { label, image, modules, dtb })
 }
 
@@ -132,9 +243,10 @@ fn fetch_once(spec: &KernelSpec, debian_arch: &str) -> Result<Kernel> {
 /// the others built (or found in their own cache) by their recipe.
 fn with_built_modules(
     spec: &KernelSpec,
-    package: &str,
+    resolved: &Resolved,
     packaged: Vec<(String, PathBuf)>,
 ) -> Result<Vec<(String, PathBuf)>> {
+    let package = resolved.package.as_str();
     let mut packaged = packaged.into_iter();
     let mut out = Vec::new();
     for m in &spec.modules {
@@ -144,7 +256,7 @@ fn with_built_modules(
                 let abi = genirq::KernelAbi::from_image_package(package).ok_or_else(|| {
                     Error::Other(format!("{package}: not a versioned linux-image package; cannot build {}", m.name))
                 })?;
-                out.push((m.name.clone(), genirq::build(&abi)?));
+                out.push((m.name.clone(), genirq::build(&abi, &resolved.version)?));
             }
         }
     }

@@ -91,6 +91,18 @@ pub struct KernelSpec {
     /// A device tree to pass with `-dtb` (boards without firmware tables).
     #[serde(default)]
     pub dtb: Option<DtbSpec>,
+    /// The exact kernel the suites were last checked against; absent: the
+    /// meta package's current dependency, whatever the package lists say.
+    #[serde(default)]
+    pub pin: Option<KernelPin>,
+}
+
+/// An exact kernel package: `linux-image-6.1.0-57-amd64` at `6.1.192-3`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelPin {
+    pub package: String,
+    pub version: String,
 }
 
 /// The device tree of a board: a DTB from the kernel package, optionally
@@ -275,6 +287,22 @@ mod tests {
         assert_eq!(x86.guest.uio_devices, 2);
         let names: Vec<&str> = x86.kernel.modules.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["uio", "uio_pci_generic"], "uio must load before uio_pci_generic");
+    }
+
+    #[test]
+    fn every_shipped_profile_pins_a_kernel_of_its_own_pattern() {
+        for p in load().unwrap() {
+            let pin = p.kernel.pin.as_ref().unwrap_or_else(|| panic!("{}: no kernel pin", p.name));
+            let (prefix, suffix) = p.kernel.package.split_once('*').expect("pattern has a *");
+            assert!(
+                pin.package.starts_with(prefix) && pin.package.ends_with(suffix),
+                "{}: pinned {} does not match {}",
+                p.name,
+                pin.package,
+                p.kernel.package
+            );
+            assert!(!pin.version.is_empty(), "{}: empty pinned version", p.name);
+        }
     }
 
     #[test]

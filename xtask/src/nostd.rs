@@ -3,7 +3,7 @@
 
 use crate::util::{self, Result};
 
-/// The bare-metal target the brief names.
+/// The bare-metal target every `core-nostd` crate must build for.
 pub const TARGET: &str = "thumbv7em-none-eabihf";
 
 /// The `core-nostd` packages (folder name -> package name is in each Cargo.toml).

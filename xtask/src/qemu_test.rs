@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use reinc_guest_protocol::Verdict;
 
+use crate::apt::Qemu;
 use crate::console::{Console, End, Event, Report, printable};
 use crate::machines::{self, DtbPatch, KvmPolicy, Profile};
 use crate::util::{self, Error, IoContext, Result};
@@ -111,11 +112,25 @@ pub fn run_counted(flags: &Flags) -> Result<(usize, usize)> {
         return Ok((passed, failed));
     }
     let profiles = machines::select(machines::load()?, flags.machine.as_deref())?;
+    // Every kernel is chosen before anything boots, so that nothing a stage
+    // does to the package lists can change another stage's kernel.
+    println!("kernels for this run:");
+    let kernels: Vec<Result<kernel::Resolved>> = profiles
+        .iter()
+        .map(|p| {
+            let r = kernel::resolve(&p.kernel, &p.debian_arch);
+            match &r {
+                Ok(k) => println!("  {}: {k}", p.name),
+                Err(e) => println!("  {}: cannot choose a kernel: {e}", p.name),
+            }
+            r
+        })
+        .collect();
     let mut passed = 0;
     let mut failed = 0;
-    for profile in &profiles {
+    for (profile, kernel) in profiles.iter().zip(kernels) {
         let started = Instant::now();
-        let report = match run_machine(profile, flags) {
+        let report = match kernel.and_then(|k| run_machine(profile, &k, flags)) {
             Ok(report) => report,
             // Preparation errors (no kernel, build failure) are this machine's
             // failure, not a reason to skip the others silently.
@@ -150,15 +165,15 @@ pub fn run_counted(flags: &Flags) -> Result<(usize, usize)> {
 }
 
 /// Prepares and boots one machine.
-fn run_machine(profile: &Profile, flags: &Flags) -> Result<Report> {
+fn run_machine(profile: &Profile, resolved: &kernel::Resolved, flags: &Flags) -> Result<Report> {
     println!("{}: {}", profile.name, profile.description);
-    apt::ensure_tool(&profile.qemu.binary, &profile.qemu.package, "the QEMU emulator for the guest suites")?;
-    let kernel = kernel::fetch(&profile.kernel, &profile.debian_arch)?;
+    let qemu = apt::ensure_qemu(&profile.qemu.binary, &profile.qemu.package)?;
+    let kernel = kernel::fetch(&profile.kernel, &profile.debian_arch, resolved)?;
     let programs = initramfs::build_programs(profile)?;
     let initrd = machines::work_dir(profile).join("initrd.cpio");
     initramfs::assemble(profile, &programs, &kernel, &initrd)?;
     let dtb = device_tree(profile, &kernel)?;
-    let accel = choose_accel(profile, &kernel.image, dtb.as_deref())?;
+    let accel = choose_accel(profile, &qemu, &kernel.image, dtb.as_deref())?;
     let timeout = Duration::from_secs(flags.timeout.unwrap_or(profile.timeout_secs));
     println!(
         "{}: booting {} under {accel} with {} (limit {} s)",
@@ -168,7 +183,7 @@ fn run_machine(profile: &Profile, flags: &Flags) -> Result<Report> {
         timeout.as_secs()
     );
     let boot_files = BootFiles { image: &kernel.image, initrd: Some(&initrd), dtb: dtb.as_deref() };
-    boot(profile, qemu_command(profile, accel, &boot_files, None), timeout, flags.verbose)
+    boot(profile, qemu_command(profile, &qemu, accel, &boot_files, None), timeout, flags.verbose)
 }
 
 /// The profile's device tree, patched as it says (into the machine's work
@@ -201,8 +216,8 @@ struct BootFiles<'a> {
 }
 
 /// The QEMU command line for a profile.
-fn qemu_command(profile: &Profile, accel: &str, files: &BootFiles<'_>, append: Option<&str>) -> Command {
-    let mut cmd = Command::new(&profile.qemu.binary);
+fn qemu_command(profile: &Profile, qemu: &Qemu, accel: &str, files: &BootFiles<'_>, append: Option<&str>) -> Command {
+    let mut cmd = qemu.command();
     cmd.args(&profile.qemu.args).args(["-accel", accel]).arg("-kernel").arg(files.image);
     if let Some(initrd) = files.initrd {
         cmd.arg("-initrd").arg(initrd);
@@ -339,7 +354,7 @@ const KVM_PROBE_LIMIT: Duration = Duration::from_secs(10);
 /// mount root fs" panic and QEMU exits (`panic=-1`, `-no-reboot`) within the
 /// limit. The verdict is cached per host kernel, QEMU version and machine,
 /// so only the first run on a machine pays for a failing probe.
-fn choose_accel<'p>(profile: &'p Profile, image: &Path, dtb: Option<&Path>) -> Result<&'p str> {
+fn choose_accel<'p>(profile: &'p Profile, qemu: &Qemu, image: &Path, dtb: Option<&Path>) -> Result<&'p str> {
     let tcg = profile.qemu.tcg.as_str();
     if profile.qemu.kvm == KvmPolicy::Never {
         return Ok(tcg);
@@ -349,9 +364,8 @@ fn choose_accel<'p>(profile: &'p Profile, image: &Path, dtb: Option<&Path>) -> R
         return Ok(tcg);
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let qemu_version = util::output(Command::new(&profile.qemu.binary).arg("--version")).unwrap_or_default();
-    let key =
-        format!("host {} / {} / machine {}", host.trim(), qemu_version.lines().next().unwrap_or("?"), profile.name);
+    let qemu_version = qemu.version().unwrap_or_else(|_| "?".into());
+    let key = format!("host {} / {qemu_version} / machine {}", host.trim(), profile.name);
     let cache = util::cache_dir()?.join("kvm-probe").join(&profile.name);
     if let Ok(text) = std::fs::read_to_string(&cache)
         && let Some(verdict) = text.strip_prefix(&format!("{key}\n"))
@@ -370,7 +384,7 @@ fn choose_accel<'p>(profile: &'p Profile, image: &Path, dtb: Option<&Path>) -> R
     let append = format!("console={} panic=-1", profile.kernel.console);
     let mut reached_panic = false;
     let probe = BootFiles { image, initrd: None, dtb };
-    let end = run_qemu(qemu_command(profile, "kvm", &probe, Some(&append)), KVM_PROBE_LIMIT, |line| {
+    let end = run_qemu(qemu_command(profile, qemu, "kvm", &probe, Some(&append)), KVM_PROBE_LIMIT, |line| {
         if let Line::Console(l) = line {
             reached_panic |= l.contains("Kernel panic - not syncing");
         }
@@ -410,7 +424,8 @@ mod tests {
         let profiles = machines::load().unwrap();
         let x86 = profiles.iter().find(|p| p.name == "x86").unwrap();
         let files = BootFiles { image: Path::new("/k/vmlinux"), initrd: Some(Path::new("/i/initrd.cpio")), dtb: None };
-        let cmd = qemu_command(x86, "tcg", &files, None);
+        let qemu = Qemu { binary: "qemu-system-x86_64".into(), data_dirs: Vec::new() };
+        let cmd = qemu_command(x86, &qemu, "tcg", &files, None);
         assert_eq!(cmd.get_program(), "qemu-system-x86_64");
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let want = "-M q35 -m 256 -nographic -no-reboot -nic none -accel tcg -kernel /k/vmlinux \
@@ -431,7 +446,8 @@ mod tests {
             initrd: Some(Path::new("/i/initrd.cpio")),
             dtb: Some(Path::new("/w/bcm2837-rpi-3-b-reinc.dtb")),
         };
-        let cmd = qemu_command(rpi3, &rpi3.qemu.tcg, &files, None);
+        let qemu = Qemu { binary: "qemu-system-aarch64".into(), data_dirs: Vec::new() };
+        let cmd = qemu_command(rpi3, &qemu, &rpi3.qemu.tcg, &files, None);
         assert_eq!(cmd.get_program(), "qemu-system-aarch64");
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let want = "-M raspi3b -m 1G -nographic -no-reboot -accel tcg,thread=single -kernel /k/vmlinuz \

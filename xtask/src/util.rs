@@ -23,6 +23,13 @@ pub enum Error {
     /// Something must be installed and this process cannot do it.
     #[error("{what} is missing and cannot be installed from here ({why}); run as root:\n    {command}")]
     NeedsInstall { what: String, why: String, command: String },
+    /// apt would remove or downgrade an installed package to install
+    /// `packages`; the xtask refuses and names the command a user may run.
+    #[error(
+        "installing {packages} ({what}) would {conflicts}; the xtask never removes or downgrades a package. \
+         If that is acceptable to you, run it yourself:\n    {command}"
+    )]
+    WouldRemove { what: String, packages: String, conflicts: String, command: String },
     /// `apt-get download` failed (possibly stale package lists).
     #[error("download failed: {0}")]
     Download(Box<Error>),
@@ -101,7 +108,13 @@ pub fn describe(cmd: &Command) -> String {
 
 /// Whether `program` is found on `PATH`.
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    find_on_path(program).is_some()
+}
+
+/// The first `PATH` entry holding `program`.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 
 /// The per-user cache, outside any clone so that a fresh clone reuses it:

@@ -1,4 +1,4 @@
-//! The replay-safe request handler (the driver contract of the design brief).
+//! The replay-safe request handler (the driver contract, CONTRACTS.md §2).
 //!
 //! # Contract
 //! A request is handled as a deterministic function of (committed

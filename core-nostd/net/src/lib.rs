@@ -5,7 +5,7 @@
 //! `net_driver` is the second demo device: where the storage device is about
 //! absolute block writes, this one is a queue, the classic case of a relative
 //! operation ("send the next packet", "take the next packet") that must still
-//! be replay-safe. The answer is the design brief's: resolve the relative
+//! be replay-safe. The answer is the driver contract's (CONTRACTS.md §2): resolve the relative
 //! request against committed state inside the handler. The committed
 //! [`NetState`] holds the transmit and receive counters; `Send` writes the
 //! packet to the absolute slot `tx % slots`, `Recv` reads the slot

@@ -9,7 +9,7 @@
 //! `u32` for jitter, so every decision is reproducible in a unit or property
 //! test, and the same code could run in firmware (`#![no_std]`, no allocator).
 //!
-//! # Semantics (design brief, "Restart policy")
+//! # Semantics (CONTRACTS.md §5)
 //! - The first restart after a healthy period is immediate.
 //! - Restart `k ≥ 1` after that waits `min(cap, base · 2^(k-1))`, minus up to
 //!   `jitter_percent` of it (chosen by the caller's random number). Jitter only
@@ -30,7 +30,7 @@
 //!
 //! # Designs rejected
 //! - A token bucket for storm detection: it cannot express "R restarts within
-//!   T seconds" exactly, which is what operators configure and what the brief
+//!   T seconds" exactly, which is what operators configure and what CONTRACTS.md §5
 //!   asks for. A deque of the last R restart times is exact and small.
 //! - Jitter in both directions (±j%): then a jittered delay can exceed the
 //!   cap and the sequence is no longer monotone, which makes the operator's

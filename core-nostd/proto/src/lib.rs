@@ -20,7 +20,7 @@
 //!   wrapping a [`FromDriver`] with the sender's [`Generation`].
 //! - client → supervisor: [`ClientToSup`]; supervisor → client: [`SupToClient`].
 //!
-//! # Contracts carried by these types (see the design brief)
+//! # Contracts carried by these types (CONTRACTS.md §3, §4)
 //! - Every request has a [`RequestId`] `(client, seq)`.
 //! - A driver's [`FromDriver::Reply`] carries its state commit. The supervisor
 //!   applies the commit before forwarding the reply ("commit-with-reply"), so

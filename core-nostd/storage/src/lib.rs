@@ -4,7 +4,7 @@
 //! # Why this crate exists
 //! `storage_driver` is the demo device of the reincarnation server: a block
 //! device that persists (a file on Linux, RAM in firmware), so a crash in the
-//! middle of a write is visible and the replay rules of the design brief can be
+//! middle of a write is visible and the replay rules of CONTRACTS.md §2–§3 can be
 //! checked byte for byte. The request handler is a deterministic function of
 //! (committed [`StorageState`], request, device contents); it is `no_std`, needs
 //! no allocator, and never panics on client input.

@@ -1,4 +1,4 @@
-//! The launch contract (contracts.md §1): what a driver process inherits from
+//! The launch contract (CONTRACTS.md §1): what a driver process inherits from
 //! the supervisor, read and checked once at startup.
 //!
 //! # Adopting an inherited descriptor without `unsafe`

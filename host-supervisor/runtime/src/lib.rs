@@ -2,7 +2,7 @@
 //!
 //! # Why this crate exists
 //! Every driver process must speak the same launch contract and protocol
-//! (contracts.md §1): adopt the IPC socket, die with its supervisor, answer
+//! (CONTRACTS.md §1): adopt the IPC socket, die with its supervisor, answer
 //! `Init` with `Ready`, handle requests strictly in order, stamp every frame
 //! with its generation, send each reply together with its state commit, answer
 //! heartbeats even while a request waits for a device interrupt, crash on

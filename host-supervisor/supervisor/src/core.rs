@@ -4,7 +4,7 @@
 //! ([`crate::daemon`]) turns the world into [`Event`]s (a child exited, a
 //! frame arrived, a client called, a deadline passed) and carries out the
 //! returned [`Action`]s (spawn, send, kill, persist, print) in order. Every
-//! rule of the design brief — lifecycle, heartbeats, restart policy,
+//! rule of CONTRACTS.md — lifecycle, heartbeats, restart policy,
 //! commit-with-reply, generations, replay, poison, dedup, quarantine,
 //! backpressure and its per-session busy barrier — is therefore testable
 //! here without processes, and the tests in `core/tests.rs` do exactly that.

@@ -2,7 +2,8 @@
 //! with backoff, and replays their unanswered requests exactly once.
 //!
 //! # Why this crate exists
-//! It is the supervisor of the design brief. It is split in two so that the
+//! It holds the supervision, replay and checkpoint rules of
+//! CONTRACTS.md §3–§6 (at the repository root). It is split in two so that the
 //! hard part can be tested without processes:
 //! - [`core`]: a pure state machine, `handle(now, event) -> actions`, holding
 //!   every rule (lifecycle, heartbeats, restart policy, commit-with-reply,
@@ -15,7 +16,7 @@
 //!   loop is smaller, has no hidden threads, and keeps event order explicit,
 //!   which the ordering rules (drain a dead driver's socket before handling
 //!   its exit; persist before replying) depend on.
-//! - Polling `waitpid` on a timer: the brief wants immediate detection and
+//! - Polling `waitpid` on a timer: CONTRACTS.md §5 wants immediate detection and
 //!   no busy loops; a signalfd for SIGCHLD wakes epoll exactly when needed.
 //! - Threads per driver: shared state (queues, dedup table, sessions) would
 //!   need locks, and ordering between a driver's frames and its exit would be

@@ -17,8 +17,12 @@
 //!   program would); afterwards it reads GPFSEL/GPLEV through the mapping:
 //!   only a restore from the supervisor's checkpoint explains what it finds.
 //!
-//! Tests run in order and share the devices; the direct ones finish (and
-//! close their file descriptors) before the supervisor starts.
+//! Every test sets up the state it checks, so none depends on the order or
+//! on another test passing: a direct test first stops a supervisor left
+//! running (the devices are then its alone), a supervised test starts one
+//! if none runs ([`Ctx::supervised`]), and a test that checks counts
+//! (restarts, generations) causes them itself and compares with what it
+//! read before.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
@@ -73,6 +77,49 @@ struct Ctx {
 }
 
 // ------------------------------------------------------------- helpers
+
+impl Ctx {
+    /// For a direct test: no supervisor (nor its drivers) holds the devices.
+    fn unsupervised(&self) -> TestResult {
+        if self.sup.is_running() {
+            self.sup.stop()?;
+        }
+        Ok(())
+    }
+
+    /// For a supervised test: the supervisor runs on the shipped Pi config
+    /// with both drivers up; started fresh if no supervisor runs.
+    fn supervised(&self) -> TestResult {
+        if !self.sup.is_running() {
+            start_supervisor(self)?;
+        }
+        for driver in [GPIO_DRIVER, TIMER_DRIVER] {
+            wait_status(driver, "running", running)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the Pi config, checks it and starts a supervisor on it; returns
+/// once the control socket answers.
+fn start_supervisor(ctx: &Ctx) -> TestResult {
+    let config = PI_CONFIG.replace("/opt/reinc/bin/", "/bin/");
+    ensure!(config != PI_CONFIG, "pi.toml no longer names /opt/reinc/bin/");
+    std::fs::write(CONFIG_PATH, &config).context(|| format!("writing {CONFIG_PATH}"))?;
+    let check = Command::new("/bin/supervisor")
+        .args(["--config", CONFIG_PATH, "--check"])
+        .output()
+        .context(|| "supervisor --check".into())?;
+    ensure!(check.status.success(), "supervisor --check: {}", String::from_utf8_lossy(&check.stderr));
+    ctx.sup.start(CONFIG_PATH)?;
+    // The control socket appears once the supervisor is listening.
+    let end = Instant::now() + STATE_WAIT;
+    while let Err(e) = statuses() {
+        ensure!(Instant::now() < end, "the supervisor's control socket never answered: {e}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
 
 fn pin_set(pins: &[u8]) -> PinSet {
     pins.iter().fold(PinSet::EMPTY, |s, p| s.with(Pin::new(*p).expect("a real pin"), true))
@@ -130,6 +177,7 @@ impl Ctx {
 /// Both device-tree nodes show up as UIO devices with one page-sized map at
 /// the ARM physical address of their block, and no PCI identity.
 fn discovery_finds_gpio_and_system_timer_with_their_maps(ctx: &Ctx) -> TestResult {
+    ctx.unsupervised()?;
     let devices = Sysfs::system().devices().context(|| "discovering /sys/class/uio".into())?;
     ensure_eq!(devices.len(), 2, "UIO devices ({devices:?})");
     for (dev, name, phys) in [(&ctx.gpio, GPIO_NAME, GPIO_PHYS), (&ctx.timer, TIMER_NAME, TIMER_PHYS)] {
@@ -148,6 +196,7 @@ fn discovery_finds_gpio_and_system_timer_with_their_maps(ctx: &Ctx) -> TestResul
 /// driven high, low, high; GPFSEL and GPLEV, read raw, agree at each step;
 /// then back to input.
 fn gpio_direction_and_level_round_trip_on_several_pins(ctx: &Ctx) -> TestResult {
+    ctx.unsupervised()?;
     let block = ctx.gpio_map()?.into_block::<gpio_core::RegisterBlock>(0).context(|| "GPIO block".into())?;
     let raw = ctx.gpio_map()?;
     let mut gpio = Gpio::new(block, pin_set(&TEST_PINS));
@@ -186,6 +235,7 @@ fn gpio_direction_and_level_round_trip_on_several_pins(ctx: &Ctx) -> TestResult 
 /// Pins that do not exist, and pins outside the allowed list (the UART's
 /// 14), are refused with typed errors and no register changes.
 fn invalid_and_unlisted_pins_are_refused_without_a_register_change(ctx: &Ctx) -> TestResult {
+    ctx.unsupervised()?;
     let block = ctx.gpio_map()?.into_block::<gpio_core::RegisterBlock>(0).context(|| "GPIO block".into())?;
     let raw = ctx.gpio_map()?;
     let mut gpio = Gpio::new(block, pin_set(&TEST_PINS));
@@ -210,6 +260,7 @@ fn invalid_and_unlisted_pins_are_refused_without_a_register_change(ctx: &Ctx) ->
 /// while nothing is armed; then four deadlines, each completed after its
 /// interrupt, with the kernel's event count growing by one each time.
 fn timer_compare_interrupts_arrive_with_growing_event_counts(ctx: &Ctx) -> TestResult {
+    ctx.unsupervised()?;
     let dev = &ctx.timer;
     let block = Mapping::uio_map(dev, 0)
         .and_then(|m| m.into_block::<timer_core::RegisterBlock>(0))
@@ -265,21 +316,9 @@ fn timer_compare_interrupts_arrive_with_growing_event_counts(ctx: &Ctx) -> TestR
 /// supervisor launches both drivers on it; each maps its block and says so
 /// in the seed's words.
 fn supervisor_runs_both_drivers_from_the_shipped_pi_config(ctx: &Ctx) -> TestResult {
-    let config = PI_CONFIG.replace("/opt/reinc/bin/", "/bin/");
-    ensure!(config != PI_CONFIG, "pi.toml no longer names /opt/reinc/bin/");
-    std::fs::write(CONFIG_PATH, &config).context(|| format!("writing {CONFIG_PATH}"))?;
-    let check = Command::new("/bin/supervisor")
-        .args(["--config", CONFIG_PATH, "--check"])
-        .output()
-        .context(|| "supervisor --check".into())?;
-    ensure!(check.status.success(), "supervisor --check: {}", String::from_utf8_lossy(&check.stderr));
-    ctx.sup.start(CONFIG_PATH)?;
-    // The control socket appears once the supervisor is listening.
-    let end = Instant::now() + STATE_WAIT;
-    while let Err(e) = statuses() {
-        ensure!(Instant::now() < end, "the supervisor's control socket never answered: {e}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A fresh supervisor: generation 1 is what a first launch gets.
+    ctx.unsupervised()?;
+    start_supervisor(ctx)?;
     for driver in [GPIO_DRIVER, TIMER_DRIVER] {
         let s = wait_status(driver, "running", running)?;
         ensure_eq!(s.generation, 1, "{driver} generation at start");
@@ -296,6 +335,7 @@ fn supervisor_runs_both_drivers_from_the_shipped_pi_config(ctx: &Ctx) -> TestRes
 /// interrupt (the sysfs event count moves by exactly five), fire counts
 /// 1..=5; the channel the driver does not own is refused.
 fn timer_driver_completes_waits_by_interrupt_and_refuses_the_other_channel(ctx: &Ctx) -> TestResult {
+    ctx.supervised()?;
     let mut client = connect()?;
     ensure_eq!(
         timer_call(&mut client, TimerRequest::ArmIn { channel: 1, micros: 1000 })?,
@@ -319,6 +359,7 @@ fn timer_driver_completes_waits_by_interrupt_and_refuses_the_other_channel(ctx: 
 /// change no register and cost no restart: a pin that does not exist, the
 /// UART's pin (not in pi.toml's `--pins`), and a body that is not a request.
 fn gpio_driver_answers_bad_requests_with_errors_and_keeps_running(ctx: &Ctx) -> TestResult {
+    ctx.supervised()?;
     let mut client = connect()?;
     let raw = ctx.gpio_map()?;
     let before = gpio_snapshot(&raw)?;
@@ -347,6 +388,7 @@ fn gpio_driver_answers_bad_requests_with_errors_and_keeps_running(ctx: &Ctx) -> 
 /// GPFSEL/GPLEV read through the test's own mapping show the committed
 /// state, which only the restore can have put back.
 fn gpio_driver_killed_by_sigsegv_mid_blink_comes_back_with_its_pins_restored(ctx: &Ctx) -> TestResult {
+    ctx.supervised()?;
     let mut client = connect()?;
     for req in [
         GpioRequest::SetLevel { pin: 27, level: Level::High },
@@ -475,20 +517,34 @@ fn gpio_driver_killed_by_sigsegv_mid_blink_comes_back_with_its_pins_restored(ctx
     Ok(())
 }
 
-/// `drvctl status` shows the one restart of gpio and none of timer, and
-/// both checkpoints are persisted where pi.toml says.
-fn drvctl_status_and_persisted_checkpoints_match(_: &Ctx) -> TestResult {
-    let out = Command::new("/bin/drvctl")
-        .args(["--runtime-dir", RUNTIME_DIR, "status", "--json"])
-        .output()
-        .context(|| "drvctl status --json".into())?;
-    ensure!(out.status.success(), "drvctl status: {}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<DriverStatus> = serde_json::from_slice(&out.stdout).context(|| "drvctl status --json".into())?;
-    let row = |name: &str| {
-        rows.iter().find(|r| r.name == name).ok_or_else(|| Failure::check(format!("{name} missing from drvctl status")))
+/// `drvctl status --json` counts a restart the test causes itself (gpio
+/// one more restart and generation, timer unchanged), and both checkpoints
+/// are persisted where pi.toml says.
+fn drvctl_status_and_persisted_checkpoints_match(ctx: &Ctx) -> TestResult {
+    ctx.supervised()?;
+    let drvctl_rows = || -> Result<Vec<DriverStatus>, Failure> {
+        let out = Command::new("/bin/drvctl")
+            .args(["--runtime-dir", RUNTIME_DIR, "status", "--json"])
+            .output()
+            .context(|| "drvctl status --json".into())?;
+        ensure!(out.status.success(), "drvctl status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).context(|| "drvctl status --json".into())
     };
-    ensure_eq!((row(GPIO_DRIVER)?.restarts, row(GPIO_DRIVER)?.generation), (1, 2), "gpio (restarts, generation)");
-    ensure_eq!((row(TIMER_DRIVER)?.restarts, row(TIMER_DRIVER)?.generation), (0, 1), "timer (restarts, generation)");
+    let row = |rows: &[DriverStatus], name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .map(|r| (r.restarts, r.generation))
+            .ok_or_else(|| Failure::check(format!("{name} missing from drvctl status")))
+    };
+    let before = drvctl_rows()?;
+    let gpio = status(GPIO_DRIVER)?;
+    let pid = gpio.pid.expect("running has a pid");
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).context(|| format!("kill -KILL {GPIO_DRIVER} (pid {pid})"))?;
+    wait_status(GPIO_DRIVER, "restarted", |t| running(t) && t.generation > gpio.generation)?;
+    let after = drvctl_rows()?;
+    let (restarts, generation) = row(&before, GPIO_DRIVER)?;
+    ensure_eq!(row(&after, GPIO_DRIVER)?, (restarts + 1, generation + 1), "gpio (restarts, generation) after a kill");
+    ensure_eq!(row(&after, TIMER_DRIVER)?, row(&before, TIMER_DRIVER)?, "timer (restarts, generation), untouched");
     for driver in [GPIO_DRIVER, TIMER_DRIVER] {
         let path = Path::new(STATE_DIR).join(format!("{driver}.ckpt"));
         let meta = std::fs::metadata(&path).context(|| path.display().to_string())?;
@@ -499,6 +555,7 @@ fn drvctl_status_and_persisted_checkpoints_match(_: &Ctx) -> TestResult {
 
 /// SIGTERM stops the supervisor and both drivers; none is left running.
 fn shutdown_stops_both_drivers(ctx: &Ctx) -> TestResult {
+    ctx.supervised()?;
     let pids: Vec<u32> = statuses()?.iter().filter_map(|s| s.pid).collect();
     ensure_eq!(pids.len(), 2, "driver pids before shutdown");
     let code = ctx.sup.stop()?;
