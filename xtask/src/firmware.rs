@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use reinc_guest_protocol::Verdict;
 
+use crate::apt::ensure_qemu;
 use crate::console::{End, Report, TestResult, printable};
 use crate::qemu_test::{Line, run_qemu};
 use crate::util::{self, Error, IoContext, Result};
@@ -51,34 +52,6 @@ const QEMU_PACKAGE: &str = "qemu-system-arm";
 const QEMU_ARGS: [&str; 6] = ["-M", "raspi3b", "-nographic", "-no-reboot", "-accel", "tcg,thread=single"];
 /// The whole run takes about 2 s; the margin is for busy machines.
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-// Stand-in, to be replaced by `crate::apt::ensure_qemu` when the branch
-// that adds it (with the private-QEMU provisioning) is merged: same name,
-// same signature, same `.command()`.
-mod qemu_stand_in {
-    use std::path::PathBuf;
-    use std::process::Command;
-
-    /// A QEMU binary.
-    #[derive(Debug)]
-    pub struct Qemu {
-        binary: PathBuf,
-    }
-
-    impl Qemu {
-        /// A command for this QEMU.
-        pub fn command(&self) -> Command {
-            Command::new(&self.binary)
-        }
-    }
-
-    /// `binary` from `PATH`, installing `package` if it is missing.
-    pub fn ensure_qemu(binary: &str, package: &str) -> crate::util::Result<Qemu> {
-        crate::apt::ensure_tool(binary, package, "the QEMU emulator for the firmware suite")?;
-        Ok(Qemu { binary: binary.into() })
-    }
-}
-use qemu_stand_in::ensure_qemu;
 
 /// Runs the firmware suite, printing one line per check and
 /// `rpi3-fw: N passed, N failed in S s`; returns the counts.
