@@ -447,14 +447,7 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// True if `pid` no longer runs (gone, or a zombie nobody reaped yet).
-#[must_use]
-pub fn process_gone(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
-}
+pub use reinc_procfs::process_gone;
 
 /// CPU time (user + system) consumed so far by `pid`.
 ///
@@ -462,13 +455,9 @@ pub fn process_gone(pid: u32) -> bool {
 /// If `/proc/<pid>/stat` cannot be read.
 #[must_use]
 pub fn cpu_time(pid: u32) -> Duration {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    let rest = s.rsplit_once(") ").expect("stat format").1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    let stat = reinc_procfs::stat(pid).unwrap_or_else(|| panic!("/proc/{pid}/stat unreadable"));
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
+    stat.cpu_time(hz)
 }
 
 /// An owned storage reply.

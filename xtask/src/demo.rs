@@ -249,13 +249,6 @@ fn verify(e: &Evidence) -> Vec<Check> {
     out
 }
 
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
-}
-
 /// Kills and reaps the supervisor (if still running) and removes the
 /// directory (unless kept), whatever happened.
 struct Cleanup {
@@ -409,7 +402,8 @@ pub fn run(args: &[String]) -> Result {
     let _ = reader.join();
     let sup_lines: Vec<String> =
         log.lock().expect("log lock").iter().filter(|l| l.starts_with("[SUP]")).cloned().collect();
-    let leftovers = launched_pids(&sup_lines).into_iter().filter(|(_, pid)| !process_gone(*pid)).collect();
+    let leftovers =
+        launched_pids(&sup_lines).into_iter().filter(|(_, pid)| !reinc_procfs::process_gone(*pid)).collect();
 
     let Some(result) = result.filter(|_| load_status.success()) else {
         let all = log.lock().expect("log lock").join("\n");

@@ -9,11 +9,11 @@
 //! parsing, `std::process` for commands).
 //!
 //! Subcommands:
-//! - `test`: everything CI runs (see [`test`]).
+//! - `test`: everything CI runs (see [`mod@test`]).
 //! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]), and the
 //!   bare-metal firmware's (see [`firmware`]).
 //! - `demo`: the main job (see [`demo`]).
-//! - `bench`: benchmarks against floors measured in the same run (see [`bench`]).
+//! - `bench`: benchmarks against floors measured in the same run (see [`mod@bench`]).
 //!
 //! Support modules: [`machines`] (profiles, data in `qemu/machines.toml`),
 //! [`apt`] (installing tools, downloading packages), [`kernel`] (kernel

@@ -19,7 +19,7 @@
 //! checked with `fdtget` ([`check_patched`]) before it is trusted.
 //!
 //! The real-board overlay `dts/reinc-uio-overlay.dts` includes the same
-//! nodes file; [`build_overlay`] compiles it and [`apply_overlay`] applies it
+//! nodes file; [`build_overlay`] compiles it and `apply_overlay` (test-only) applies it
 //! with `fdtoverlay`, which the tests use to prove that the overlay users
 //! install on a Pi yields the very nodes QEMU boots with.
 //!
@@ -68,7 +68,7 @@ pub struct UioNode {
     pub uio_name: &'static str,
     /// `reg` (bus address, size).
     pub reg: [u32; 2],
-    /// `interrupts` (<bank irq> of the ARM interrupt controller), if any.
+    /// `interrupts` (`<bank irq>` of the ARM interrupt controller), if any.
     pub interrupts: Option<[u32; 2]>,
     /// The ARM physical address the map shows in sysfs (`maps/map0/addr`),
     /// after /soc's `ranges` (0x7e000000 -> 0x3f000000 on the BCM2837).

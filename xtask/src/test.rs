@@ -3,11 +3,14 @@
 //! Stages, in order:
 //! 1. `cargo build --workspace --bins`, then `cargo test --workspace
 //!    --no-fail-fast` (unit, property and process-level integration tests);
-//! 2. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
+//! 2. lints, one check each: `cargo clippy --workspace --all-targets -- -D
+//!    warnings`, and `cargo doc --workspace --no-deps` with rustdoc warnings
+//!    as errors (a broken intra-doc link fails CI, not a reader);
+//! 3. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
 //!    per crate;
-//! 3. the QEMU guest suites of every machine profile, then the bare-metal
+//! 4. the QEMU guest suites of every machine profile, then the bare-metal
 //!    firmware's (`cargo xtask qemu-test`);
-//! 4. the benchmark smoke run (`cargo xtask bench --quick`): every row is
+//! 5. the benchmark smoke run (`cargo xtask bench --quick`): every row is
 //!    produced with sane values; no performance figure is asserted.
 //!
 //! Every stage runs even when an earlier one failed, so one run shows every
@@ -43,6 +46,8 @@ pub fn run(args: &[String]) -> Result {
         tests.failed += 1;
     }
     stages.push(("workspace tests", tests));
+
+    stages.push(("lints", lints()));
 
     stages.push(("no_std builds", crate::nostd::build_each()));
 
@@ -119,6 +124,23 @@ fn workspace_tests() -> Count {
     let ok = child.wait().is_ok_and(|s| s.success());
     if !ok && count.failed == 0 {
         count.failed = 1;
+    }
+    count
+}
+
+/// clippy and rustdoc with warnings as errors: one check each.
+fn lints() -> Count {
+    let mut count = Count::default();
+    let clippy = util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]));
+    let doc = util::run(util::cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"));
+    for (what, result) in [("clippy", clippy), ("cargo doc", doc)] {
+        match result {
+            Ok(()) => count.passed += 1,
+            Err(e) => {
+                eprintln!("xtask: {what}: {e}");
+                count.failed += 1;
+            }
+        }
     }
     count
 }

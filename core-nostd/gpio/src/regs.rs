@@ -42,50 +42,51 @@ use crate::pin::{Bank, DetectKind};
 /// at 0xB0). The UIO map is one 4 KiB page; the block must fit in it.
 pub const BLOCK_SIZE: usize = 0xB4;
 
-/// The GPIO registers, in datasheet order. Reserved words are plain `u32`
-/// padding that no code reads or writes.
+/// The GPIO registers, in datasheet order. Reserved words are read-only
+/// cells that no code reads or writes: the `RegisterBlock` contract allows
+/// only cell types over device memory, even as padding.
 #[repr(C)]
 pub struct RegisterBlock {
     /// GPFSEL0..GPFSEL5.
     pub gpfsel: [RW<u32>; 6],
-    _reserved18: u32,
+    _reserved18: RO<u32>,
     /// GPSET0, GPSET1.
     pub gpset: [WO<u32>; 2],
-    _reserved24: u32,
+    _reserved24: RO<u32>,
     /// GPCLR0, GPCLR1.
     pub gpclr: [WO<u32>; 2],
-    _reserved30: u32,
+    _reserved30: RO<u32>,
     /// GPLEV0, GPLEV1.
     pub gplev: [RO<u32>; 2],
-    _reserved3c: u32,
+    _reserved3c: RO<u32>,
     /// GPEDS0, GPEDS1 (write 1 to clear).
     pub gpeds: [RW<u32>; 2],
-    _reserved48: u32,
+    _reserved48: RO<u32>,
     /// GPREN0, GPREN1.
     pub gpren: [RW<u32>; 2],
-    _reserved54: u32,
+    _reserved54: RO<u32>,
     /// GPFEN0, GPFEN1.
     pub gpfen: [RW<u32>; 2],
-    _reserved60: u32,
+    _reserved60: RO<u32>,
     /// GPHEN0, GPHEN1.
     pub gphen: [RW<u32>; 2],
-    _reserved6c: u32,
+    _reserved6c: RO<u32>,
     /// GPLEN0, GPLEN1.
     pub gplen: [RW<u32>; 2],
-    _reserved78: u32,
+    _reserved78: RO<u32>,
     /// GPAREN0, GPAREN1.
     pub gparen: [RW<u32>; 2],
-    _reserved84: u32,
+    _reserved84: RO<u32>,
     /// GPAFEN0, GPAFEN1.
     pub gpafen: [RW<u32>; 2],
-    _reserved90: u32,
+    _reserved90: RO<u32>,
     /// GPPUD.
     pub gppud: RW<u32>,
     /// GPPUDCLK0, GPPUDCLK1.
     pub gppudclk: [RW<u32>; 2],
-    _reserved_a0: [u32; 4],
+    _reserved_a0: [RO<u32>; 4],
     /// Test register; never touched.
-    _test: u32,
+    _test: RO<u32>,
 }
 
 impl core::fmt::Debug for RegisterBlock {

@@ -37,7 +37,7 @@ pub mod rig;
 pub mod rows;
 pub mod stats;
 
-/// Body of a [`reinc-bench-driver`] request that commits nothing.
+/// Body of a `reinc-bench-driver` request that commits nothing.
 pub const NULL_NOP: u8 = 0;
 /// Body of a `reinc-bench-driver` request whose reply carries a commit.
 pub const NULL_COMMIT: u8 = 1;

@@ -92,42 +92,16 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     {
         return Some(Duration::from_nanos(ns));
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    cpu_time_from_stat(&stat, clock_ticks())
+    Some(reinc_procfs::stat(pid)?.cpu_time(clock_ticks()))
 }
 
 fn clock_ticks() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map_or(100, |t| t as u64)
 }
 
-fn cpu_time_from_stat(stat: &str, hz: u64) -> Option<Duration> {
-    // The command may contain spaces and parentheses: split after the last ')'.
-    let rest = stat.rsplit_once(") ")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime) of stat(5); `rest` starts at field 3.
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_micros(ticks * 1_000_000 / hz.max(1)))
-}
-
-/// True if `pid` is gone or a zombie.
-#[must_use]
-pub fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_reads_utime_and_stime_after_a_command_with_parentheses() {
-        let stat = "42 (odd) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 1 0 5 1000 50";
-        assert_eq!(cpu_time_from_stat(stat, 100), Some(Duration::from_secs(4)));
-        assert_eq!(cpu_time_from_stat("garbage", 100), None);
-    }
 
     #[test]
     fn meminfo_fields_and_cpu_model_parse() {
@@ -142,6 +116,5 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kib(me).is_some_and(|k| k > 0));
         assert!(cpu_time(me).is_some());
-        assert!(!process_gone(me));
     }
 }
