@@ -2,7 +2,7 @@
 //! `core-nostd/firmware/rpi3` on QEMU `raspi3b`, and its guest suite.
 //!
 //! Steps: the firmware library's host unit tests (`cargo test --lib` for
-//! the host), the image (`cargo build --release` in the firmware's own
+//! the host), its lints (clippy and rustdoc, warnings as errors), the image (`cargo build --release` in the firmware's own
 //! workspace, for `aarch64-unknown-none`), its section sizes read from the
 //! ELF section headers, one boot (`-kernel <elf> -nographic -no-reboot`:
 //! the firmware ends by a watchdog reset, which `-no-reboot` turns into
@@ -78,6 +78,10 @@ pub fn run_counted(verbose: bool, timeout: Option<u64>) -> (usize, usize) {
         }
         Err(e) => report.problems.push(format!("host unit tests: {e}")),
     }
+    for t in lints() {
+        println!("  {}  {MACHINE} {}", mark(&t.verdict), t.name);
+        report.tests.push(t);
+    }
     match boot(verbose, timeout.map_or(TIMEOUT, Duration::from_secs)) {
         Ok((lines, end)) => {
             for t in checks(&lines, &end) {
@@ -134,6 +138,34 @@ fn host_unit_tests() -> Result<(usize, usize)> {
         return Err(Error::Command { what, status: out.status.to_string() });
     }
     Ok((passed, failed))
+}
+
+/// The workspace's lint bar for the firmware too (the workspace's own
+/// lint stage does not reach this separate workspace): clippy with
+/// warnings as errors for the image and for the host tests, and rustdoc
+/// with warnings as errors.
+fn lints() -> Vec<TestResult> {
+    let host = host_triple().unwrap_or_else(|_| "x86_64-unknown-linux-gnu".into());
+    let clippy_host = ["clippy", "--lib", "--tests", "--target", host.as_str(), "--", "-D", "warnings"];
+    let runs: [(&str, &[&str], bool); 3] = [
+        ("clippy_of_the_image_denies_warnings", &["clippy", "--release", "--", "-D", "warnings"], false),
+        ("clippy_of_the_host_tests_denies_warnings", &clippy_host, false),
+        ("cargo_doc_denies_warnings", &["doc", "--no-deps"], true),
+    ];
+    runs.into_iter()
+        .map(|(name, args, rustdoc)| {
+            let mut cmd = util::cargo();
+            cmd.current_dir(firmware_dir()).args(args);
+            if rustdoc {
+                cmd.env("RUSTDOCFLAGS", "-D warnings");
+            }
+            let verdict = match util::run(&mut cmd) {
+                Ok(()) => Verdict::Ok,
+                Err(e) => Verdict::Fail(format!("in {CRATE_DIR}: {e}")),
+            };
+            TestResult { name: name.to_string(), verdict }
+        })
+        .collect()
 }
 
 fn host_triple() -> Result<String> {
