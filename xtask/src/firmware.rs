@@ -381,6 +381,7 @@ fn checks(lines: &[String], end: &End) -> Vec<TestResult> {
     let list: Vec<(&str, Check)> = vec![
         ("boots_and_ends_with_a_watchdog_reset", check_boot_and_end(&all, end)),
         ("no_task_or_kernel_is_fatal", check_no_fatal(&all)),
+        ("every_stack_sits_above_an_unmapped_guard_page", check_guards(&all)),
         ("every_phase_has_its_announced_number_of_toggles", check_toggle_counts(&ph)),
         ("blink_is_paced_by_compare_3_interrupts", check_paced(named("blink"), &all)),
         ("toggles_alternate_across_every_fault", check_alternation(&all)),
@@ -425,6 +426,22 @@ fn check_boot_and_end(all: &[Fact], end: &End) -> Check {
             Err(format!("QEMU did not exit within {} s of `FW end` (watchdog reset failed?)", t.as_secs()))
         }
     }
+}
+
+/// Each task's stack and the kernel's have an unmapped page below them
+/// (translated at boot, without a fault), and page 0 is unmapped.
+fn check_guards(all: &[Fact]) -> Check {
+    let guards: Vec<&Fact> = all.iter().filter(|f| f.event == "guard").collect();
+    for task in ["timer", "gpio", "blink", "idle", "kernel"] {
+        let g =
+            guards.iter().find(|f| f.get("task") == Some(task)).ok_or_else(|| format!("no guard line for {task}"))?;
+        ensure(g.get("guard-mapped") == Some("false"), || format!("{task}: the guard page below its stack is mapped"))?;
+        ensure(g.get("stack-bottom-mapped") == Some("true") && g.get("stack-top-mapped") == Some("true"), || {
+            format!("{task}: its stack is not mapped: {:?}", g.fields)
+        })?;
+    }
+    let null = guards.iter().find(|f| f.get("task") == Some("null")).ok_or("no guard line for page 0")?;
+    ensure(null.get("guard-mapped") == Some("false"), || "page 0 is mapped: null pointers would not fault".into())
 }
 
 fn check_no_fatal(all: &[Fact]) -> Check {
@@ -829,7 +846,7 @@ mod tests {
     fn the_recorded_run_passes_every_check() {
         let f = failing(TRANSCRIPT, End::Exited(Some(0)));
         assert!(f.is_empty(), "{f:#?}");
-        assert_eq!(checks(&lines(TRANSCRIPT), &End::Exited(Some(0))).len(), 18);
+        assert_eq!(checks(&lines(TRANSCRIPT), &End::Exited(Some(0))).len(), 19);
     }
 
     #[test]
@@ -913,6 +930,13 @@ mod tests {
             .filter(|l| !(l.starts_with("FW trace task=gpio gen=1 ") && l.contains("gpio: level")))
             .collect();
         fails_check(&text.join("\n"), "each_fault_leaves_a_post_mortem_trace_of_its_request");
+    }
+
+    #[test]
+    fn a_mapped_guard_page_fails() {
+        let bad = TRANSCRIPT.replacen("FW guard task=gpio guard=", "FW guard task=gpio guard-mapped=true guard=", 1);
+        assert_ne!(bad, TRANSCRIPT);
+        fails_check(&bad, "every_stack_sits_above_an_unmapped_guard_page");
     }
 
     #[test]

@@ -318,6 +318,7 @@ unsafe extern "C" {
     fn __enter_first_task(frame: *const Frame) -> !;
     static __vectors: u8;
     static __kernel_stack_top: u8;
+    static __kernel_stack_guard: u8;
     static __image_start: u8;
     static __image_end: u8;
 }
@@ -406,14 +407,18 @@ pub fn kernel_stack_top() -> usize {
 #[repr(C, align(4096))]
 struct Table([u64; 512]);
 
-/// Level 1 (4 GiB in 1 GiB entries) and level 2 (the first GiB in 2 MiB blocks).
-static TABLES: TrapCell<(Table, Table)> = TrapCell::new((Table([0; 512]), Table([0; 512])));
+/// Level 1 (4 GiB in 1 GiB entries), level 2 (the first GiB in 2 MiB
+/// blocks) and level 3 (the first 2 MiB, where the image lives, in 4 KiB
+/// pages, so that single pages can stay unmapped).
+static TABLES: TrapCell<(Table, Table, Table)> = TrapCell::new((Table([0; 512]), Table([0; 512]), Table([0; 512])));
 
 /// First address of the peripherals (BCM2837 ARM view).
 const PERIPHERALS: u64 = 0x3f00_0000;
 /// Block/table descriptor type bits.
 const BLOCK: u64 = 0b01;
 const TABLE: u64 = 0b11;
+/// Level-3 page descriptor type bits.
+const PAGE_DESC: u64 = 0b11;
 /// AttrIndx 0 (normal write-back), inner shareable, access flag.
 const NORMAL: u64 = (0b11 << 8) | (1 << 10);
 /// AttrIndx 1 (Device-nGnRnE), access flag, never executable.
@@ -423,16 +428,27 @@ const DEVICE: u64 = (1 << 2) | (1 << 10) | (1 << 53) | (1 << 54);
 pub const UNMAPPED: u64 = 0x8000_0000;
 
 /// Identity map, then MMU and caches on:
-/// - 0..0x3f00_0000: RAM, normal memory, 2 MiB blocks;
+/// - 0..0x20_0000: RAM in 4 KiB pages, except page 0 and the guard page
+///   below each stack (the tasks' and the kernel's), which stay unmapped;
+/// - 0x20_0000..0x3f00_0000: RAM, normal memory, 2 MiB blocks;
 /// - 0x3f00_0000..0x4000_0000: the peripherals, device memory;
 /// - 0x4000_0000..0x8000_0000: the local peripherals, device memory;
 /// - [`UNMAPPED`] and above: nothing (a translation fault).
 pub fn enable_mmu() {
-    let l1_addr = TABLES.with(|(l1, l2)| {
+    let guards = [task_stack_guard(0), task_stack_guard(1), task_stack_guard(2), task_stack_guard(3)];
+    let l1_addr = TABLES.with(|(l1, l2, l3)| {
         for (i, e) in l2.0.iter_mut().enumerate() {
             let pa = (i as u64) << 21;
             *e = pa | BLOCK | if pa >= PERIPHERALS { DEVICE } else { NORMAL };
         }
+        for (i, e) in l3.0.iter_mut().enumerate() {
+            let pa = (i * PAGE) as u64;
+            // Unmapped: page 0 (null pointers) and every stack's guard page.
+            let guard = pa == 0 || pa == kernel_stack_guard() || guards.contains(&pa);
+            *e = if guard { 0 } else { pa | PAGE_DESC | NORMAL };
+        }
+        assert!(guards.iter().all(|g| (*g as usize) < 512 * PAGE), "the stacks lie in the first 2 MiB");
+        l2.0[0] = (&raw const l3.0) as u64 | TABLE;
         l1.0[0] = (&raw const l2.0) as u64 | TABLE;
         l1.0[1] = 0x4000_0000 | BLOCK | DEVICE;
         (&raw const l1.0) as u64
@@ -601,19 +617,58 @@ impl<T> TrapCell<T> {
 
 /// Each task's stack size.
 pub const STACK_SIZE: usize = 16 * 1024;
+/// The translation granule: guard pages are one page.
+pub const PAGE: usize = 4096;
 
-#[repr(C, align(16))]
-struct Stacks([[u8; STACK_SIZE]; 4]);
+/// One task's stack, above a guard page that `enable_mmu` leaves unmapped:
+/// a task that overflows its stack takes a translation fault (and is
+/// restarted) instead of writing into the next task's stack.
+#[repr(C, align(4096))]
+struct StackSlot {
+    guard: [u8; PAGE],
+    stack: [u8; STACK_SIZE],
+}
 
-/// The tasks' stacks (in .bss). Only reached through the stack pointers
-/// handed to tasks, never through a Rust reference.
-static mut TASK_STACKS: Stacks = Stacks([[0; STACK_SIZE]; 4]);
+#[repr(C, align(4096))]
+struct Stacks([StackSlot; 4]);
+
+/// The tasks' stacks. Only reached through the stack pointers handed to
+/// tasks and the kernel's checked copies, never through a Rust reference.
+#[unsafe(link_section = ".stacks")]
+static mut TASK_STACKS: Stacks = Stacks([const { StackSlot { guard: [0; PAGE], stack: [0; STACK_SIZE] } }; 4]);
+
+fn slot_base(t: usize) -> u64 {
+    assert!(t < 4, "four task stacks");
+    (&raw const TASK_STACKS) as u64 + (t * size_of::<StackSlot>()) as u64
+}
 
 /// The top of task `t`'s stack (empty, 16-byte aligned).
 #[must_use]
 pub fn task_stack_top(t: usize) -> u64 {
-    assert!(t < 4, "four task stacks");
-    (&raw const TASK_STACKS) as u64 + ((t + 1) * STACK_SIZE) as u64
+    slot_base(t) + size_of::<StackSlot>() as u64
+}
+
+/// The guard page below task `t`'s stack.
+#[must_use]
+pub fn task_stack_guard(t: usize) -> u64 {
+    slot_base(t)
+}
+
+/// The guard page below the kernel stack.
+#[must_use]
+pub fn kernel_stack_guard() -> u64 {
+    &raw const __kernel_stack_guard as u64
+}
+
+/// Whether a read of `addr` at EL1 translates (`AT S1E1R`), without
+/// touching the address: how the boot checks that guard pages are unmapped.
+#[must_use]
+pub fn is_mapped(addr: u64) -> bool {
+    let par: u64;
+    // SAFETY: address translation only computes PAR_EL1; it never accesses
+    // `addr`, and a failed translation is reported in PAR_EL1.F, not raised.
+    unsafe { asm!("at s1e1r, {a}", "isb", "mrs {p}, par_el1", a = in(reg) addr, p = out(reg) par, options(nostack)) }
+    par & 1 == 0
 }
 
 static FIRST_FRAME: TrapCell<Frame> = TrapCell::new(Frame::fresh(0, 0));

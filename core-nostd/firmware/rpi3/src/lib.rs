@@ -26,10 +26,12 @@
 //! | restart | fork+exec, `Init { checkpoint }` | stack and registers reset, entry called with the checkpoint |
 //!
 //! # Shape of the image (`src/main.rs`)
-//! - Boot: core 0 runs, cores 1..3 are parked in `wfe`; EL2 drops to EL1.
-//!   The MMU identity-maps RAM as normal memory and the peripherals as
-//!   device memory; 0x4000_0000 up is the local peripherals, and everything
-//!   from 0x8000_0000 is unmapped, which is where an injected "segv" loads.
+//! - Boot: core 0 runs, cores 1..3 are parked in `wfe`; EL3 or EL2 drops
+//!   to EL1. The MMU identity-maps RAM as normal memory (the first 2 MiB in
+//!   4 KiB pages, leaving page 0 and a guard page below every stack
+//!   unmapped) and the peripherals as device memory; 0x4000_0000 up is the
+//!   local peripherals, and everything from 0x8000_0000 is unmapped, which
+//!   is where an injected "segv" loads.
 //! - Kernel: runs only in exception handlers, on its own stack (EL1h), with
 //!   interrupts masked. Tasks run at EL1t on their own stacks with
 //!   interrupts enabled, so a trap from a task arrives on the "current EL,
@@ -91,6 +93,7 @@
 //! | event | keys |
 //! |---|---|
 //! | `boot` | `el` (the level the core started at), `image`, `kernel-stack-top` |
+//! | `guard` | `task guard guard-mapped stack-bottom-mapped stack-top-mapped` (address translation at boot) |
 //! | `policy-config` | `base-ms cap-ms jitter-percent healthy-ms max-restarts window-ms` |
 //! | `phase` | `name`, and what it does: `toggles`, `period-us`, `plan`, `every-instance` |
 //! | `launch` | `task gen at-ms`, and the checkpoint (gpio: `pin17 gplev0 state`) |
@@ -110,8 +113,10 @@
 //!
 //! # Limits
 //! - Tasks share one address space at EL1: a task that writes through a
-//!   wild pointer can corrupt another task or the kernel, and a stack
-//!   overflow runs into the next task's stack (there are no guard pages).
+//!   wild pointer can corrupt another task or the kernel. Each stack sits
+//!   above an unmapped guard page (and page 0 is unmapped), so a stack
+//!   overflow or a null access faults the task instead; the boot checks
+//!   the guards by address translation, but the suite injects no overflow.
 //!   The faults recovered are those the task takes itself: panics, aborts
 //!   on unmapped or misaligned accesses, hangs.
 //! - The kernel trusts a task's syscall pointers only inside that task's

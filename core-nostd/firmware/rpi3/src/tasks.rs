@@ -275,8 +275,8 @@ fn phase(name: &str, detail: core::fmt::Arguments<'_>) {
 
 /// One blink period in the fast phases, in the quiet phase that outlasts
 /// the policy's window, and between the storm's timer ticks (µs).
-const PERIOD_US: u64 = 20_000;
-const QUIET_PERIOD_US: u64 = 100_000;
+const PERIOD_US: u64 = 50_000;
+const QUIET_PERIOD_US: u64 = 200_000;
 const STORM_PERIOD_US: u64 = 5_000;
 
 /// The client: blink's loop, then the guest suite's faults.
@@ -319,8 +319,8 @@ pub fn blink_main() -> ! {
     // Longer than the policy's window and healthy period: the storm below
     // starts from a clean restart history.
     r.period = QUIET_PERIOD_US;
-    phase("quiet", format_args!("toggles=12 period-us={QUIET_PERIOD_US}"));
-    for _ in 0..12 {
+    phase("quiet", format_args!("toggles=15 period-us={QUIET_PERIOD_US}"));
+    for _ in 0..15 {
         r.toggle("quiet");
     }
     r.period = PERIOD_US;
