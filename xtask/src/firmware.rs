@@ -388,12 +388,13 @@ fn checks(lines: &[String], end: &End) -> Vec<TestResult> {
         ("gplev0_matches_the_committed_level_after_every_commit", check_gplev0(&all)),
         ("each_toggle_reply_is_what_was_committed", check_reply_is_commit(&all)),
         ("panic_restarts_restores_and_replays", check_fault(named("fault-panic"), "panic", true)),
-        (
-            "translation_fault_restarts_restores_and_replays",
-            check_fault(named("fault-segv"), "translation-fault", false),
-        ),
+        ("translation_fault_restarts_restores_and_replays", check_segv(named("fault-segv"))),
         ("alignment_fault_restarts_restores_and_replays", check_fault(named("fault-abrt"), "alignment-fault", true)),
         ("hang_is_detected_then_restarts_restores_and_replays", check_hang(named("fault-hang"))),
+        (
+            "stack_overflow_hits_the_guard_page_then_restarts_and_replays",
+            check_stack_overflow(named("fault-stack"), &all),
+        ),
         ("timer_fault_replays_its_wait_without_a_double_fire", check_timer_fault(named("timer-fault"))),
         ("each_fault_leaves_a_post_mortem_trace_of_its_request", check_traces(&all)),
         ("restarts_back_off_as_the_policy_says", check_backoff(&all, &ph)),
@@ -478,9 +479,10 @@ fn check_paced(blink: Option<&Phase<'_>>, all: &[Fact]) -> Check {
     })?;
     // A deadline that had already passed when armed (the host stalled QEMU
     // for a whole period) completes by the counter, as on Linux; that is
-    // tolerated for a quarter of the toggles, no more.
+    // tolerated for half of the toggles, no more (a 200 ms period leaves
+    // the host plenty of slack).
     let paced = t.iter().filter(|f| f.get("paced") == Some("irq")).count();
-    ensure(paced * 4 >= t.len() * 3, || format!("only {paced} of {} toggles were paced by an interrupt", t.len()))?;
+    ensure(paced * 2 >= t.len(), || format!("only {paced} of {} toggles were paced by an interrupt", t.len()))?;
     let last = t.last().expect("non-empty").at;
     let irqs = all.iter().filter(|f| f.event == "irq" && f.get("source") == Some("timer-c3") && f.at <= last).count();
     ensure(irqs >= paced, || format!("{paced} toggles paced by interrupts but only {irqs} compare-3 interrupts"))
@@ -547,9 +549,6 @@ fn check_fault(phase: Option<&Phase<'_>>, kind: &str, after_effect: bool) -> Che
     let f = p.facts;
     let fault = f.iter().find(|x| x.is("fault", "gpio")).ok_or("no gpio fault in the phase")?;
     ensure(fault.get("kind") == Some(kind), || format!("fault kind {:?}, expected {kind}", fault.get("kind")))?;
-    if kind == "translation-fault" {
-        ensure(fault.num("far") == Some(0x8000_0000), || format!("faulting address {:?}", fault.get("far")))?;
-    }
     let id = fault.get("in-flight").filter(|v| *v != "none").ok_or("no request in flight at the fault")?;
     let generation = fault.num("gen").ok_or("fault line without gen")?;
     let committed = fault.get("state").ok_or("fault line without the committed state")?;
@@ -591,6 +590,15 @@ fn check_fault(phase: Option<&Phase<'_>>, kind: &str, after_effect: bool) -> Che
     ensure(gen_is(commit), || format!("request {id} was committed by gen {:?}, not {next}", commit.get("gen")))
 }
 
+/// The injected `segv` loads from the first unmapped address.
+fn check_segv(phase: Option<&Phase<'_>>) -> Check {
+    check_fault(phase, "translation-fault", false)?;
+    let fault = phase.and_then(|p| p.facts.iter().find(|x| x.is("fault", "gpio"))).ok_or("no gpio fault")?;
+    ensure(fault.num("far") == Some(0x8000_0000), || {
+        format!("faulting address {:?}, expected 0x80000000", fault.get("far"))
+    })
+}
+
 /// A task that spins without trapping is declared hung once the limit has
 /// passed since its last trap, then recovered like any fault.
 fn check_hang(phase: Option<&Phase<'_>>) -> Check {
@@ -602,6 +610,21 @@ fn check_hang(phase: Option<&Phase<'_>>) -> Check {
     // Detected by the compare-1 deadline, not by some later trap; the
     // margin is for a host that deschedules QEMU.
     ensure(silent < limit * 10, || format!("detected only after {silent} ms for a {limit} ms limit"))
+}
+
+/// A runaway recursion faults on the page below gpio's own stack (the
+/// guard the boot reported), not in another task's stack, and is then
+/// recovered like any fault.
+fn check_stack_overflow(phase: Option<&Phase<'_>>, all: &[Fact]) -> Check {
+    check_fault(phase, "translation-fault", false)?;
+    let p = phase.ok_or("no stack-overflow phase")?;
+    let fault = p.facts.iter().find(|x| x.is("fault", "gpio")).ok_or("no gpio fault")?;
+    let far = fault.num("far").ok_or("fault line without far")?;
+    let guard =
+        all.iter().find(|x| x.is("guard", "gpio")).and_then(|x| x.num("guard")).ok_or("no guard line for gpio")?;
+    ensure((guard..guard + 4096).contains(&far), || {
+        format!("the overflow faulted at {far:#x}, outside gpio's guard page {guard:#x}..{:#x}", guard + 4096)
+    })
 }
 
 /// The timer task dies after completing a `Wait` but before its reply:
@@ -846,7 +869,7 @@ mod tests {
     fn the_recorded_run_passes_every_check() {
         let f = failing(TRANSCRIPT, End::Exited(Some(0)));
         assert!(f.is_empty(), "{f:#?}");
-        assert_eq!(checks(&lines(TRANSCRIPT), &End::Exited(Some(0))).len(), 19);
+        assert_eq!(checks(&lines(TRANSCRIPT), &End::Exited(Some(0))).len(), 20);
     }
 
     #[test]
@@ -930,6 +953,25 @@ mod tests {
             .filter(|l| !(l.starts_with("FW trace task=gpio gen=1 ") && l.contains("gpio: level")))
             .collect();
         fails_check(&text.join("\n"), "each_fault_leaves_a_post_mortem_trace_of_its_request");
+    }
+
+    #[test]
+    fn an_overflow_that_faults_outside_the_guard_page_fails() {
+        let text: Vec<String> = TRANSCRIPT
+            .lines()
+            .map(|l| {
+                if l.starts_with("FW fault task=gpio") && l.contains("esr=0x96000047") {
+                    let start = l.find("far=").unwrap();
+                    let end = l[start..].find(' ').unwrap() + start;
+                    format!("{}far=0x12345{}", &l[..start], &l[end..])
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        let text = text.join("\n");
+        assert_ne!(text, TRANSCRIPT);
+        fails_check(&text, "stack_overflow_hits_the_guard_page_then_restarts_and_replays");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! codes and the wire codes of fault plans. `svc #0`, number in x8,
 //! arguments in x0..x5, results in x0..x3.
 
+use crate::jefe::FaultKind;
 use reinc_proto::{CrashKind, CrashPoint};
 
 /// Print one line.
@@ -67,25 +68,28 @@ pub fn point_of(code: u64) -> Option<CrashPoint> {
         .find(|p| point_code(*p) == code)
 }
 
-/// Wire code of a crash kind. Only the kinds a task can do to itself in
+/// Wire code of a fault kind. Only the kinds a task can do to itself in
 /// firmware have one: `kill` and `exit` have no bare-metal meaning (nothing
 /// outside the task kills it, and a task has nothing to exit to). `hang`
-/// spins without trapping, which the kernel's hang detection catches.
+/// spins without trapping, which the kernel's hang detection catches; a
+/// stack overflow recurses into the stack's guard page.
 #[must_use]
-pub fn kind_code(k: CrashKind) -> u64 {
+pub fn kind_code(k: FaultKind) -> u64 {
     match k {
-        CrashKind::Segv => 1,
-        CrashKind::Abrt => 2,
-        CrashKind::Panic => 3,
-        CrashKind::Hang => 4,
-        CrashKind::Kill | CrashKind::Exit => 0,
+        FaultKind::Plan(CrashKind::Segv) => 1,
+        FaultKind::Plan(CrashKind::Abrt) => 2,
+        FaultKind::Plan(CrashKind::Panic) => 3,
+        FaultKind::Plan(CrashKind::Hang) => 4,
+        FaultKind::StackOverflow => 5,
+        FaultKind::Plan(CrashKind::Kill | CrashKind::Exit) => 0,
     }
 }
 
-/// The crash kind of a wire code.
+/// The fault kind of a wire code.
 #[must_use]
-pub fn kind_of(code: u64) -> Option<CrashKind> {
-    [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic, CrashKind::Hang].into_iter().find(|k| kind_code(*k) == code)
+pub fn kind_of(code: u64) -> Option<FaultKind> {
+    let plan = [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic, CrashKind::Hang].map(FaultKind::Plan);
+    plan.into_iter().chain([FaultKind::StackOverflow]).find(|k| kind_code(*k) == code)
 }
 
 #[cfg(test)]
@@ -98,7 +102,8 @@ mod tests {
             assert_eq!(point_of(point_code(p)), Some(p));
             assert_ne!(point_code(p), 0);
         }
-        for k in [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic, CrashKind::Hang] {
+        let kinds = [CrashKind::Segv, CrashKind::Abrt, CrashKind::Panic, CrashKind::Hang].map(FaultKind::Plan);
+        for k in kinds.into_iter().chain([FaultKind::StackOverflow]) {
             assert_eq!(kind_of(kind_code(k)), Some(k));
         }
         assert_eq!((point_of(0), kind_of(0)), (None, None));
@@ -106,7 +111,7 @@ mod tests {
 
     #[test]
     fn kinds_a_task_cannot_do_to_itself_have_no_code() {
-        for k in [CrashKind::Kill, CrashKind::Exit] {
+        for k in [CrashKind::Kill, CrashKind::Exit].map(FaultKind::Plan) {
             assert_eq!(kind_of(kind_code(k)), None, "{k:?}");
         }
     }

@@ -107,6 +107,28 @@ pub enum Refused {
     TooLarge,
 }
 
+/// How an injected fault kills a task: one of `reinc-proto`'s kinds (the
+/// plans `drvctl inject` takes), or a stack overflow into the guard page,
+/// which `CrashKind` has no name for because no Linux driver needs one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// As a [`FaultPlan`] says.
+    Plan(CrashKind),
+    /// Recurse until the stack runs into its guard page.
+    StackOverflow,
+}
+
+impl FaultKind {
+    /// The kind's name in console lines (`segv`, …, `stack-overflow`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Plan(k) => k.name(),
+            FaultKind::StackOverflow => "stack-overflow",
+        }
+    }
+}
+
 /// A request handed to the driver task, with the fault to inject while
 /// handling it, if an armed plan says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +138,7 @@ pub struct Delivery {
     /// Its body.
     pub body: Body,
     /// Crash at this point, this way (an armed [`FaultPlan`] fired).
-    pub crash: Option<(CrashPoint, CrashKind)>,
+    pub crash: Option<(CrashPoint, FaultKind)>,
     /// True when this is a replay: the request was forwarded to an earlier
     /// instance that died before replying.
     pub replay: bool,
@@ -130,7 +152,7 @@ pub struct Launch {
     /// The committed state to restore (`None`: fresh start).
     pub checkpoint: Option<Checkpoint>,
     /// Crash while restoring (a plan at [`CrashPoint::Init`]).
-    pub crash_at_init: Option<CrashKind>,
+    pub crash_at_init: Option<FaultKind>,
 }
 
 /// What the supervisor does about a fault.
@@ -157,7 +179,9 @@ pub enum Outcome {
 /// Linux driver's `fault = "…"` config key) or fires once (`drvctl inject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Armed {
-    plan: FaultPlan,
+    point: CrashPoint,
+    on_request: u32,
+    kind: FaultKind,
     every_instance: bool,
     /// Requests delivered since the plan was armed or the instance launched.
     seen: u32,
@@ -269,7 +293,17 @@ impl Supervised {
     /// `plan.on_request`-th request it receives from now on; with
     /// `every_instance`, every later instance does the same (a storm).
     pub fn inject(&mut self, plan: FaultPlan, every_instance: bool) {
-        self.armed = Some(Armed { plan, every_instance, seen: 0, fired: false });
+        self.arm(plan.point, plan.on_request, FaultKind::Plan(plan.kind), every_instance);
+    }
+
+    /// Arms a stack overflow at `point` of the `on_request`-th request
+    /// (the firmware's own fault, which a [`FaultPlan`] cannot name).
+    pub fn inject_stack_overflow(&mut self, point: CrashPoint, on_request: u32, every_instance: bool) {
+        self.arm(point, on_request, FaultKind::StackOverflow, every_instance);
+    }
+
+    fn arm(&mut self, point: CrashPoint, on_request: u32, kind: FaultKind, every_instance: bool) {
+        self.armed = Some(Armed { point, on_request, kind, every_instance, seen: 0, fired: false });
     }
 
     /// Disarms any fault plan.
@@ -296,9 +330,9 @@ impl Supervised {
         let mut crash_at_init = None;
         if let Some(a) = &mut self.armed {
             a.seen = 0;
-            if a.plan.point == CrashPoint::Init && !a.fired {
+            if a.point == CrashPoint::Init && !a.fired {
                 a.fired = true;
-                crash_at_init = Some(a.plan.kind);
+                crash_at_init = Some(a.kind);
             }
         }
         Launch { generation: self.generation, checkpoint: self.checkpoint, crash_at_init }
@@ -323,13 +357,13 @@ impl Supervised {
         self.replays_left = self.replays_left.saturating_sub(1);
         let mut crash = None;
         if let Some(a) = &mut self.armed
-            && a.plan.point != CrashPoint::Init
+            && a.point != CrashPoint::Init
             && !a.fired
         {
             a.seen += 1;
-            if a.seen == a.plan.on_request {
+            if a.seen == a.on_request {
                 a.fired = true;
-                crash = Some((a.plan.point, a.plan.kind));
+                crash = Some((a.point, a.kind));
             }
         }
         Some(Delivery { id, body, crash, replay })
@@ -574,7 +608,7 @@ mod tests {
         }
         assert_eq!(s.next_request().unwrap().crash, None);
         s.reply(id(1), b"c").unwrap();
-        assert_eq!(s.next_request().unwrap().crash, Some((CrashPoint::AfterEffect, CrashKind::Panic)));
+        assert_eq!(s.next_request().unwrap().crash, Some((CrashPoint::AfterEffect, FaultKind::Plan(CrashKind::Panic))));
         s.fault(Millis(1), 0);
         s.launch(Millis(1));
         s.ready(Millis(1));
@@ -597,11 +631,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_overflow_is_armed_like_a_plan() {
+        let mut s = running(0);
+        s.inject_stack_overflow(CrashPoint::BeforeEffect, 2, false);
+        s.accept(id(1), b"a", Millis(0)).unwrap();
+        assert_eq!(s.next_request().unwrap().crash, None);
+        s.reply(id(1), b"c").unwrap();
+        s.accept(id(2), b"b", Millis(0)).unwrap();
+        assert_eq!(s.next_request().unwrap().crash, Some((CrashPoint::BeforeEffect, FaultKind::StackOverflow)));
+        assert_eq!(FaultKind::StackOverflow.name(), "stack-overflow");
+        assert_eq!(FaultKind::Plan(CrashKind::Segv).name(), "segv");
+    }
+
+    #[test]
     fn a_plan_at_init_crashes_the_next_launch() {
         let mut s = running(0);
         s.inject(FaultPlan { point: CrashPoint::Init, on_request: 1, kind: CrashKind::Abrt }, false);
         s.fault(Millis(1), 0);
-        assert_eq!(s.launch(Millis(1)).crash_at_init, Some(CrashKind::Abrt));
+        assert_eq!(s.launch(Millis(1)).crash_at_init, Some(FaultKind::Plan(CrashKind::Abrt)));
         s.fault(Millis(2), 0);
         assert_eq!(s.launch(Millis(12)).crash_at_init, None);
     }

@@ -5,10 +5,12 @@
 //! checkpoints, generations, fault plans) are `reinc_firmware_rpi3::jefe`.
 
 use gpio_core::{Bank, GpioRegisters, GpioState, Pin};
-use reinc_firmware_rpi3::jefe::{BODY_MAX, CHECKPOINT_MAX, Delivery, Launch, Lifecycle, Outcome, Refused, Supervised};
+use reinc_firmware_rpi3::jefe::{
+    BODY_MAX, CHECKPOINT_MAX, Delivery, FaultKind, Launch, Lifecycle, Outcome, Refused, Supervised,
+};
 use reinc_firmware_rpi3::text::{self, Line};
 use reinc_policy::{BackoffConfig, Millis};
-use reinc_proto::{ClientId, CrashKind, CrashPoint, FaultPlan, RequestId};
+use reinc_proto::{ClientId, CrashPoint, FaultPlan, RequestId};
 use reinc_ringbuf::{Event, Legend, Ringbuf};
 use timer_core::{Channel, Match, TimerRegisters, TimerState, read_counter};
 
@@ -35,9 +37,9 @@ pub const POLICY: BackoffConfig = BackoffConfig {
     base: Millis(10),
     cap: Millis(80),
     jitter_percent: 50,
-    healthy_after: Millis(1000),
-    max_restarts: 4,
-    window: Millis(2000),
+    healthy_after: Millis(2000),
+    max_restarts: 5,
+    window: Millis(3000),
 };
 
 /// A driver that owes an answer and has run this long without trapping
@@ -339,7 +341,7 @@ impl core::fmt::Display for FaultInfo {
     }
 }
 
-fn crash_code(c: Option<(CrashPoint, CrashKind)>) -> u64 {
+fn crash_code(c: Option<(CrashPoint, FaultKind)>) -> u64 {
     c.map_or(0, |(p, k)| (sys::point_code(p) << 8) | sys::kind_code(k))
 }
 
@@ -795,10 +797,23 @@ impl Kernel {
                 if d >= DRIVERS || a[2] == 0 {
                     return Err(FaultInfo::Protocol("inject names no driver, or request 0"));
                 }
-                let plan = FaultPlan { point, on_request: a[2] as u32, kind };
-                self.traces[d].record(Event::FaultArmed { plan });
-                say!("FW inject task={} plan={plan} every-instance={}", self.drivers[d].name(), a[4] != 0);
-                self.drivers[d].inject(plan, a[4] != 0);
+                let (on_request, every) = (a[2] as u32, a[4] != 0);
+                let name = self.drivers[d].name();
+                match kind {
+                    FaultKind::Plan(kind) => {
+                        let plan = FaultPlan { point, on_request, kind };
+                        self.traces[d].record(Event::FaultArmed { plan });
+                        say!("FW inject task={name} plan={plan} every-instance={every}");
+                        self.drivers[d].inject(plan, every);
+                    }
+                    FaultKind::StackOverflow => {
+                        say!(
+                            "FW inject task={name} plan={}:{on_request}:stack-overflow every-instance={every}",
+                            point.name()
+                        );
+                        self.drivers[d].inject_stack_overflow(point, on_request, every);
+                    }
+                }
             }
             sys::REVIVE => {
                 let d = a[0] as usize;

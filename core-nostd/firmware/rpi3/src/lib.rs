@@ -81,7 +81,9 @@
 //! `panic` panics, `segv` loads from an unmapped address (a translation
 //! fault, the MMU's SIGSEGV), `abrt` does an exclusive load from a
 //! misaligned address (an alignment fault) and `hang` spins. `kill` and
-//! `exit` have no meaning for a task and are refused.
+//! `exit` have no meaning for a task and are refused. One more kind, which
+//! `CrashKind` cannot name, is the firmware's own: a stack overflow, a
+//! recursion that runs into the guard page below the task's stack.
 //!
 //! # What the console says
 //! Besides human `[SUP] …` and `[driver] …` lines in the Linux style, the
@@ -116,7 +118,7 @@
 //!   wild pointer can corrupt another task or the kernel. Each stack sits
 //!   above an unmapped guard page (and page 0 is unmapped), so a stack
 //!   overflow or a null access faults the task instead; the boot checks
-//!   the guards by address translation, but the suite injects no overflow.
+//!   the guards by address translation, and the suite injects an overflow.
 //!   The faults recovered are those the task takes itself: panics, aborts
 //!   on unmapped or misaligned accesses, hangs.
 //! - The kernel trusts a task's syscall pointers only inside that task's

@@ -4,7 +4,8 @@
 //! is the only memory the kernel accepts.
 
 pub use reinc_firmware_rpi3::abi::*;
-use reinc_proto::{CrashKind, CrashPoint, RequestId};
+use reinc_firmware_rpi3::jefe::FaultKind;
+use reinc_proto::{CrashPoint, RequestId};
 
 use crate::arch::svc;
 
@@ -27,7 +28,7 @@ pub struct Init<'a> {
     /// This instance's generation.
     pub generation: u32,
     /// Crash while restoring (an `init` fault plan).
-    pub crash: Option<CrashKind>,
+    pub crash: Option<FaultKind>,
 }
 
 /// Asks for this instance's start: the checkpoint is copied into `buf`.
@@ -59,7 +60,7 @@ pub struct Request<'a> {
     /// The postcard body.
     pub body: &'a [u8],
     /// Crash at this point, this way (an armed fault plan).
-    pub crash: Option<(CrashPoint, CrashKind)>,
+    pub crash: Option<(CrashPoint, FaultKind)>,
 }
 
 /// Blocks until the next request; its body is copied into `buf`.
@@ -147,10 +148,16 @@ pub fn inject(driver: usize, plan: reinc_proto::FaultPlan, every_instance: bool)
         driver as u64,
         point_code(plan.point),
         u64::from(plan.on_request),
-        kind_code(plan.kind),
+        kind_code(FaultKind::Plan(plan.kind)),
         u64::from(every_instance),
         0,
     ];
+    let _ = svc(INJECT, args);
+}
+
+/// Arms a stack overflow in `driver` at `point` of its `on_request`-th request.
+pub fn inject_stack_overflow(driver: usize, point: CrashPoint, on_request: u32) {
+    let args = [driver as u64, point_code(point), u64::from(on_request), kind_code(FaultKind::StackOverflow), 0, 0];
     let _ = svc(INJECT, args);
 }
 

@@ -6,7 +6,7 @@
 //! into the guest suite's scenario (faults, a storm, a revive).
 
 use gpio_core::{Direction, Gpio, GpioError, GpioReply, GpioRequest, GpioState, Level, Pin, PinSet};
-use reinc_firmware_rpi3::jefe::{BODY_MAX, CHECKPOINT_MAX};
+use reinc_firmware_rpi3::jefe::{BODY_MAX, CHECKPOINT_MAX, FaultKind};
 use reinc_firmware_rpi3::text::{self, Line};
 use reinc_proto::{CrashKind, CrashPoint, FaultPlan};
 use serde::Serialize;
@@ -25,24 +25,38 @@ macro_rules! log {
 }
 
 /// Dies the way the armed plan says, at `point` of request `what`.
-fn crash(kind: CrashKind, point: CrashPoint, what: &dyn core::fmt::Display) -> ! {
+fn crash(kind: FaultKind, point: CrashPoint, what: &dyn core::fmt::Display) -> ! {
     static WORD: u64 = 0;
     match kind {
-        CrashKind::Segv => {
+        FaultKind::Plan(CrashKind::Segv) => {
             let v = arch::load_unmapped();
             panic!("a load from {:#x} returned {v:#x} instead of faulting", arch::UNMAPPED)
         }
-        CrashKind::Abrt => {
+        FaultKind::Plan(CrashKind::Abrt) => {
             let v = arch::load_misaligned(&WORD);
             panic!("a misaligned exclusive load returned {v:#x} instead of faulting")
         }
-        CrashKind::Hang => loop {
+        FaultKind::Plan(CrashKind::Hang) => loop {
             // Spins without a syscall: only the kernel's hang detection,
             // on its compare-1 interrupt, gets this task off the CPU.
             core::hint::spin_loop();
         },
-        _ => panic!("injected fault: {} at {} of {what}", kind.name(), point.name()),
+        FaultKind::StackOverflow => {
+            let depth = deeper(0);
+            panic!("recursed {depth} frames without reaching the stack's guard page")
+        }
+        FaultKind::Plan(k) => panic!("injected fault: {} at {} of {what}", k.name(), point.name()),
     }
+}
+
+/// Recursion that uses 256 bytes of stack per frame and cannot be turned
+/// into a loop (each frame reads its buffer after the call returns).
+fn deeper(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 32]);
+    if depth > 1_000_000 {
+        return depth;
+    }
+    deeper(depth + 1) + core::hint::black_box(frame)[31]
 }
 
 fn encode<'a, T: Serialize>(value: &T, buf: &'a mut [u8]) -> &'a [u8] {
@@ -275,7 +289,7 @@ fn phase(name: &str, detail: core::fmt::Arguments<'_>) {
 
 /// One blink period in the fast phases, in the quiet phase that outlasts
 /// the policy's window, and between the storm's timer ticks (µs).
-const PERIOD_US: u64 = 50_000;
+const PERIOD_US: u64 = 200_000;
 const QUIET_PERIOD_US: u64 = 200_000;
 const STORM_PERIOD_US: u64 = 5_000;
 
@@ -306,6 +320,11 @@ pub fn blink_main() -> ! {
         sys::inject(GPIO, FaultPlan { point, on_request: 1, kind }, false);
         r.toggle(name);
     }
+    // And a stack overflow, which the guard page below gpio's stack turns
+    // into a translation fault of gpio alone.
+    phase("fault-stack", format_args!("plan=before-effect:1:stack-overflow toggles=1"));
+    sys::inject_stack_overflow(GPIO, CrashPoint::BeforeEffect, 1);
+    r.toggle("fault-stack");
 
     // A fault of the *timer* task while it completes a Wait (request 2,
     // after Arm): the match was cleared and the fire counted, but neither
@@ -319,8 +338,8 @@ pub fn blink_main() -> ! {
     // Longer than the policy's window and healthy period: the storm below
     // starts from a clean restart history.
     r.period = QUIET_PERIOD_US;
-    phase("quiet", format_args!("toggles=15 period-us={QUIET_PERIOD_US}"));
-    for _ in 0..15 {
+    phase("quiet", format_args!("toggles=20 period-us={QUIET_PERIOD_US}"));
+    for _ in 0..20 {
         r.toggle("quiet");
     }
     r.period = PERIOD_US;
