@@ -50,7 +50,7 @@ const QEMU_BINARY: &str = "qemu-system-aarch64";
 const QEMU_PACKAGE: &str = "qemu-system-arm";
 /// Cores 1..3 are parked by the image; one TCG thread is plenty.
 const QEMU_ARGS: [&str; 6] = ["-M", "raspi3b", "-nographic", "-no-reboot", "-accel", "tcg,thread=single"];
-/// The whole run takes about 2 s; the margin is for busy machines.
+/// The whole run takes about 10 s; the margin is for busy machines.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the firmware suite, printing one line per check and
