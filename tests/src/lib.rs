@@ -8,7 +8,9 @@
 //! once on a real file; a storm really does not spin the CPU; a supervisor
 //! killed with SIGKILL really leaves no driver behind. Tests are grouped by
 //! behaviour: `tests/restart.rs`, `replay.rs`, `checkpoint.rs`, `storm.rs`,
-//! `bad_input.rs`, `chaos.rs`, `sockets.rs`, `backpressure.rs`.
+//! `bad_input.rs`, `chaos.rs`, `sockets.rs`, `backpressure.rs`; the NBD
+//! front end in `nbd_clients.rs` (real host clients), `nbd_bad_input.rs` and
+//! `nbd_frontend_death.rs`, with their rig in [`nbd`].
 //!
 //! This library is the shared rig: it finds (or builds) the `supervisor`,
 //! `drvctl` and `storage_driver` executables, writes a config into a private
@@ -30,6 +32,8 @@
 //! - Fixed sleeps: every wait polls a condition with a deadline, so the tests
 //!   are as fast as the machine allows and fail with a message, not a hang.
 #![forbid(unsafe_code)]
+
+pub mod nbd;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -53,10 +57,12 @@ pub struct Bins {
     pub drvctl: PathBuf,
     /// The file-backed storage driver.
     pub storage_driver: PathBuf,
+    /// The NBD front end.
+    pub nbd: PathBuf,
 }
 
-const BIN_NAMES: [&str; 3] = ["supervisor", "drvctl", "storage_driver"];
-const SOURCE_DIRS: [&str; 9] = [
+const BIN_NAMES: [&str; 4] = ["supervisor", "drvctl", "storage_driver", "reinc-nbd"];
+const SOURCE_DIRS: [&str; 10] = [
     "core-nostd/proto",
     "core-nostd/policy",
     "core-nostd/queue",
@@ -66,6 +72,7 @@ const SOURCE_DIRS: [&str; 9] = [
     "host-supervisor/client",
     "host-supervisor/runtime",
     "host-supervisor/storage_driver",
+    "host-supervisor/nbd",
 ];
 
 fn workspace_root() -> PathBuf {
@@ -110,11 +117,11 @@ pub fn bins() -> &'static Bins {
         } else {
             let target = profile_dir.parent().expect("target dir").join("reinc-tests");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            eprintln!("reinc-tests: building supervisor, drvctl, storage_driver into {}", target.display());
+            eprintln!("reinc-tests: building supervisor, drvctl, storage_driver, reinc-nbd into {}", target.display());
             let status = Command::new(cargo)
                 .current_dir(&root)
                 .args(["build", "--quiet", "--bins", "-p", "reinc-supervisor", "-p", "reinc-client", "-p"])
-                .arg("storage-driver")
+                .args(["storage-driver", "-p", "reinc-nbd"])
                 .arg("--target-dir")
                 .arg(&target)
                 .status()
@@ -126,6 +133,7 @@ pub fn bins() -> &'static Bins {
             supervisor: dir.join("supervisor"),
             drvctl: dir.join("drvctl"),
             storage_driver: dir.join("storage_driver"),
+            nbd: dir.join("reinc-nbd"),
         }
     })
 }
@@ -473,6 +481,8 @@ pub enum Reply {
     Written(u64, u16),
     /// `Appended`.
     Appended(u64, u16),
+    /// `Flushed`.
+    Flushed,
     /// `Error`.
     Error(StorageError),
 }
@@ -489,6 +499,7 @@ pub fn reply(body: &[u8]) -> Reply {
         StorageReply::Data(d) => Reply::Data(d.to_vec()),
         StorageReply::Written { lba, blocks } => Reply::Written(lba, blocks),
         StorageReply::Appended { lba, blocks } => Reply::Appended(lba, blocks),
+        StorageReply::Flushed => Reply::Flushed,
         StorageReply::Error(e) => Reply::Error(e),
     }
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The packages whose binaries the harness runs.
-const PACKAGES: [&str; 4] = ["reinc-supervisor", "reinc-client", "storage-driver", "reinc-bench"];
+const PACKAGES: [&str; 5] = ["reinc-supervisor", "reinc-client", "storage-driver", "reinc-nbd", "reinc-bench"];
 
 /// Where cargo puts build output: `$CARGO_TARGET_DIR`, else `target/`.
 pub fn target_dir() -> PathBuf {
@@ -38,6 +38,8 @@ pub fn run(args: &[String]) -> Result {
             other => return Err(util::Error::Usage(format!("`cargo xtask bench` takes only --quick, got `{other}`"))),
         }
     }
+    // nbdcopy, nbdkit and qemu-nbd for the NBD rows.
+    crate::test::ensure_nbd_tools();
     let mut build = util::cargo();
     build.args(["build", "--release", "--bins"]);
     for p in PACKAGES {

@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(x86.qemu.devices, ["edu", "edu"]);
         assert_eq!(x86.guest.uio_devices, 2);
         let names: Vec<&str> = x86.kernel.modules.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["uio", "uio_pci_generic"], "uio must load before uio_pci_generic");
+        assert_eq!(names, ["uio", "uio_pci_generic", "nbd"], "uio must load before uio_pci_generic");
     }
 
     #[test]

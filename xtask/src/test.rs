@@ -33,6 +33,27 @@ pub struct Count {
     pub failed: usize,
 }
 
+/// Host programs that process tests and bench rows drive, as clients and
+/// peers of the NBD front end nobody here wrote: (binary, Debian package, why).
+pub const NBD_TOOLS: [(&str, &str, &str); 6] = [
+    ("nbdcopy", "libnbd-bin", "NBD client tests and bench (tests/tests/nbd_clients.rs)"),
+    ("nbdinfo", "libnbd-bin", "NBD client tests (tests/tests/nbd_clients.rs)"),
+    ("qemu-img", "qemu-utils", "NBD client tests (tests/tests/nbd_clients.rs)"),
+    ("qemu-io", "qemu-utils", "NBD client tests (tests/tests/nbd_clients.rs)"),
+    ("qemu-nbd", "qemu-utils", "the qemu-nbd peer of the NBD bench rows"),
+    ("nbdkit", "nbdkit", "the nbdkit file-plugin peer of the NBD bench rows"),
+];
+
+/// Installs [`NBD_TOOLS`] that are missing; an error is printed, and the
+/// tests that need the tool fail with the command to run.
+pub fn ensure_nbd_tools() {
+    for (binary, package, why) in NBD_TOOLS {
+        if let Err(e) = crate::apt::ensure_tool(binary, package, why) {
+            eprintln!("xtask: {e}");
+        }
+    }
+}
+
 /// Flags: none; the QEMU part runs every machine profile.
 pub fn run(args: &[String]) -> Result {
     if let Some(a) = args.first() {
@@ -40,6 +61,7 @@ pub fn run(args: &[String]) -> Result {
     }
     let mut stages: Vec<(&str, Count)> = Vec::new();
 
+    ensure_nbd_tools();
     let build_ok = util::run(util::cargo().args(["build", "--workspace", "--bins"])).is_ok();
     let mut tests = workspace_tests();
     if !build_ok {

@@ -285,39 +285,34 @@ impl Trace {
     #[must_use]
     pub fn event(&self) -> reinc_ringbuf::Event {
         let (code, a, b) = match *self {
-            Trace::Applied(Effect::Direction { pin, dir }) => (0x6101, u64::from(pin.number()), dir as u64),
-            Trace::Applied(Effect::Level { pin, level }) => (0x6102, u64::from(pin.number()), level as u64),
+            Trace::Applied(Effect::Direction { pin, dir }) => (code::DIRECTION, u64::from(pin.number()), dir as u64),
+            Trace::Applied(Effect::Level { pin, level }) => (code::LEVEL, u64::from(pin.number()), level as u64),
             Trace::Applied(Effect::Detect { pin, detect }) => {
-                (0x6103, u64::from(pin.number()), u64::from(detect.bits()))
+                (code::DETECT, u64::from(pin.number()), u64::from(detect.bits()))
             }
-            Trace::Applied(Effect::ClearEvents(pins)) => (0x6104, pins.bits(), 0),
-            Trace::Observed => (0x6105, 0, 0),
-            Trace::Refused(e) => (0x6106, e.pin().map_or(u64::MAX, u64::from), 0),
-            Trace::Restored { pins } => (0x6107, pins.bits(), 0),
+            Trace::Applied(Effect::ClearEvents(pins)) => (code::CLEAR_EVENTS, pins.bits(), 0),
+            Trace::Observed => (code::OBSERVED, 0, 0),
+            Trace::Refused(e) => (code::REFUSED, e.pin().map_or(u64::MAX, u64::from), 0),
+            Trace::Restored { pins } => (code::RESTORED, pins.bits(), 0),
         };
         reinc_ringbuf::Event::Driver { code, a, b }
     }
 }
 
-/// Names of the codes of [`Trace::event`], for the shared trace ring (the
-/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
-/// variant's code is here.
-pub const TRACE_LEGEND: reinc_ringbuf::Legend = {
-    use reinc_ringbuf::LegendEntry as E;
-    reinc_ringbuf::Legend {
-        subsystem: "gpio",
-        entries: &[
-            E::new(0x6101, "direction", "pin", "dir"),
-            E::new(0x6102, "level", "pin", "level"),
-            E::new(0x6103, "detect", "pin", "detect"),
-            E::new(0x6104, "clear_events", "pins", ""),
-            E::new(0x6105, "observed", "", ""),
-            E::new(0x6106, "refused", "pin", ""),
-            E::new(0x6107, "restored", "pins", ""),
-        ],
+reinc_ringbuf::trace_legend! {
+    /// The trace codes, one table with `TRACE_LEGEND`: `Trace` emits only
+    /// these constants (the host driver registers the legend as its
+    /// `TRACE_LEGEND`). A test checks that every variant's code is named.
+    pub mod code, pub const TRACE_LEGEND = "gpio" {
+        DIRECTION = 0x6101 => "direction"("pin", "dir"),
+        LEVEL = 0x6102 => "level"("pin", "level"),
+        DETECT = 0x6103 => "detect"("pin", "detect"),
+        CLEAR_EVENTS = 0x6104 => "clear_events"("pins", ""),
+        OBSERVED = 0x6105 => "observed"("", ""),
+        REFUSED = 0x6106 => "refused"("pin", ""),
+        RESTORED = 0x6107 => "restored"("pins", ""),
     }
-};
-const _: () = assert!(TRACE_LEGEND.check().is_ok());
+}
 
 #[cfg(test)]
 mod legend_tests {

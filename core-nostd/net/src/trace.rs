@@ -3,28 +3,26 @@
 //! entry to the runtime's shared ring as [`Event::Driver`]).
 
 use crate::{Effect, NetError, NetReply, Outcome};
-use reinc_ringbuf::{Event, Legend, LegendEntry};
+use reinc_ringbuf::Event;
 
 /// Entries kept by [`crate::Net::trace`].
 pub const TRACE_SLOTS: usize = 32;
 
-/// Names of the codes of [`Trace::event`], for the shared trace ring (the
-/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
-/// variant's code is here.
-pub const TRACE_LEGEND: Legend = Legend {
-    subsystem: "net",
-    entries: &[
-        LegendEntry::new(0x4E01, "formatted", "slots", ""),
-        LegendEntry::new(0x4E02, "opened", "applied_count", ""),
-        LegendEntry::new(0x4E03, "sent", "seq", ""),
-        LegendEntry::new(0x4E04, "already_sent", "seq", ""),
-        LegendEntry::new(0x4E05, "received", "seq", "len"),
-        LegendEntry::new(0x4E06, "empty", "", ""),
-        LegendEntry::new(0x4E07, "refused", "error", "detail"),
-        LegendEntry::new(0x4E08, "io_failed", "off", ""),
-    ],
-};
-const _: () = assert!(TRACE_LEGEND.check().is_ok());
+reinc_ringbuf::trace_legend! {
+    /// The trace codes, one table with `TRACE_LEGEND`: `Trace` emits only
+    /// these constants (the host driver registers the legend as its
+    /// `TRACE_LEGEND`). A test checks that every variant's code is named.
+    pub mod code, pub const TRACE_LEGEND = "net" {
+        FORMATTED = 0x4E01 => "formatted"("slots", ""),
+        OPENED = 0x4E02 => "opened"("applied_count", ""),
+        SENT = 0x4E03 => "sent"("seq", ""),
+        ALREADY_SENT = 0x4E04 => "already_sent"("seq", ""),
+        RECEIVED = 0x4E05 => "received"("seq", "len"),
+        EMPTY = 0x4E06 => "empty"("", ""),
+        REFUSED = 0x4E07 => "refused"("error", "detail"),
+        IO_FAILED = 0x4E08 => "io_failed"("off", ""),
+    }
+}
 
 /// One thing the loopback core did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +87,12 @@ impl Trace {
     #[must_use]
     pub fn event(&self) -> Event {
         let (code, a, b) = match *self {
-            Self::Formatted { slots } => (1, u64::from(slots), 0),
-            Self::Opened { applied_count } => (2, applied_count, 0),
-            Self::Sent { seq } => (3, seq, 0),
-            Self::AlreadySent { seq } => (4, seq, 0),
-            Self::Received { seq, len } => (5, seq, u64::from(len)),
-            Self::Empty => (6, 0, 0),
+            Self::Formatted { slots } => (code::FORMATTED, u64::from(slots), 0),
+            Self::Opened { applied_count } => (code::OPENED, applied_count, 0),
+            Self::Sent { seq } => (code::SENT, seq, 0),
+            Self::AlreadySent { seq } => (code::ALREADY_SENT, seq, 0),
+            Self::Received { seq, len } => (code::RECEIVED, seq, u64::from(len)),
+            Self::Empty => (code::EMPTY, 0, 0),
             Self::Refused(e) => {
                 let (n, detail) = match e {
                     NetError::BadRequest => (1, 0),
@@ -103,11 +101,11 @@ impl Trace {
                     NetError::Full { capacity } => (4, u64::from(capacity)),
                     NetError::Corrupt { seq } => (5, seq),
                 };
-                (7, n, detail)
+                (code::REFUSED, n, detail)
             }
-            Self::IoFailed { off } => (8, off, 0),
+            Self::IoFailed { off } => (code::IO_FAILED, off, 0),
         };
-        Event::Driver { code: 0x4E00 | code, a, b }
+        Event::Driver { code, a, b }
     }
 }
 

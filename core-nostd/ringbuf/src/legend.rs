@@ -6,6 +6,13 @@
 //! `drvctl trace`, which know nothing about the driver, can print
 //! `storage: applied lba=0x1d00 blocks=0x40` instead of
 //! `driver event 0x5103 a=0x1d00 b=0x40`.
+//!
+//! A core writes its table once, with [`trace_legend!`](crate::trace_legend):
+//! the macro makes both the code constants that `Trace::event` must use and
+//! the legend, so a code cannot be emitted under one number and named under
+//! another. (Rejected: hand-kept legends next to hand-written codes, the way
+//! five cores drifted apart; a proc-macro deriving both from the `Trace` enum,
+//! a build-time dependency for every no_std core.)
 
 use crate::Event;
 use core::fmt;
@@ -18,6 +25,49 @@ pub const NAME_MAX: usize = 18;
 pub const ARG_MAX: usize = 14;
 /// Most entries a legend holds.
 pub const LEGEND_ENTRIES: usize = 42;
+
+/// Declares a core's trace codes and its [`Legend`] from one table.
+///
+/// ```
+/// reinc_ringbuf::trace_legend! {
+///     /// The codes of the storage trace.
+///     pub mod code, pub const LEGEND = "storage" {
+///         APPLIED = 0x5103 => "applied"("lba", "blocks"),
+///         READ = 0x5105 => "read"("lba", "blocks"),
+///     }
+/// }
+/// let event = reinc_ringbuf::Event::Driver { code: code::APPLIED, a: 8, b: 1 };
+/// assert_eq!(LEGEND.get(code::READ).map(|e| e.name), Some("read"));
+/// # let _ = event;
+/// ```
+///
+/// It expands to `mod code { pub const APPLIED: u16 = 0x5103; … }`, the
+/// `const LEGEND: Legend` naming each of them, and a compile-time
+/// [`Legend::check`] (duplicate codes, over-long names, too many entries are
+/// build errors).
+#[macro_export]
+macro_rules! trace_legend {
+    (
+        $(#[$mod_meta:meta])*
+        $mod_vis:vis mod $codes:ident, $legend_vis:vis const $legend:ident = $subsystem:literal {
+            $( $name:ident = $code:literal => $label:literal ($a:literal, $b:literal) ),+ $(,)?
+        }
+    ) => {
+        $(#[$mod_meta])*
+        $mod_vis mod $codes {
+            $(
+                #[doc = concat!("`", $label, "` (a = `", $a, "`, b = `", $b, "`).")]
+                pub const $name: u16 = $code;
+            )+
+        }
+        #[doc = concat!("Names of the `", $subsystem, "` trace codes (the constants of `", stringify!($codes), "`), for the shared trace ring.")]
+        $legend_vis const $legend: $crate::Legend = $crate::Legend {
+            subsystem: $subsystem,
+            entries: &[ $( $crate::LegendEntry::new($codes::$name, $label, $a, $b) ),+ ],
+        };
+        const _: () = assert!($legend.check().is_ok(), "trace legend fails Legend::check");
+    };
+}
 
 /// The name of one event code and of its two arguments (`""`: unnamed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -92,6 +92,12 @@ pub enum StorageRequest<'a> {
         #[serde(borrow)]
         data: &'a [u8],
     },
+    /// Makes every write answered so far durable on stable storage: the host
+    /// driver `fdatasync`s its file before it replies. No device effect and
+    /// no state change, so a replay simply syncs again. Front ends map their
+    /// protocol's flush (NBD `FLUSH`, `FUA`) onto it; requests execute in FIFO
+    /// order, so a flush covers every write submitted before it.
+    Flush,
 }
 
 /// The reply to a [`StorageRequest`] (postcard-encoded reply body).
@@ -122,6 +128,8 @@ pub enum StorageReply<'a> {
         /// Blocks written.
         blocks: u16,
     },
+    /// Answer to `Flush`: every write answered before it is on stable storage.
+    Flushed,
     /// The request was refused; nothing was written. Deterministic: a replay
     /// of the same request from the same state gives the same error.
     Error(StorageError),
@@ -394,6 +402,9 @@ impl<R: Region> Storage<R> {
         let capacity = self.sb.blocks;
         match *req {
             StorageRequest::Nop => Ok(Outcome { state: *state, reply: StorageReply::Nop, effect: Effect::None }),
+            // The sync itself is the host's (the region trait has no notion
+            // of stable storage): see `StorageRequest::Flush`.
+            StorageRequest::Flush => Ok(Outcome { state: *state, reply: StorageReply::Flushed, effect: Effect::None }),
             StorageRequest::Geometry => Ok(Outcome {
                 state: *state,
                 reply: StorageReply::Geometry { blocks: capacity, block_size: BLOCK_SIZE as u32 },

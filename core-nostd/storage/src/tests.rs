@@ -24,6 +24,7 @@ fn owned(reply: &StorageReply<'_>) -> (StorageReply<'static>, Vec<u8>) {
     let r = match *reply {
         StorageReply::Data(d) => return (StorageReply::Nop, d.to_vec()),
         StorageReply::Nop => StorageReply::Nop,
+        StorageReply::Flushed => StorageReply::Flushed,
         StorageReply::Geometry { blocks, block_size } => StorageReply::Geometry { blocks, block_size },
         StorageReply::Written { lba, blocks } => StorageReply::Written { lba, blocks },
         StorageReply::Appended { lba, blocks } => StorageReply::Appended { lba, blocks },
@@ -85,6 +86,18 @@ fn nop_and_geometry_touch_nothing() {
     let geo = StorageReply::Geometry { blocks: BLOCKS, block_size: 512 };
     assert_eq!(run(&mut dev, &s, 2, StorageRequest::Geometry), (s, (geo, Vec::new()), Effect::None));
     assert_eq!(sb_of(&mem).applied_count, 0);
+}
+
+#[test]
+fn flush_changes_no_state_and_replays_to_the_same_reply() {
+    let mut mem = ram();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    let s = StorageState { append_cursor: 2, writes: 3 };
+    let first = run(&mut dev, &s, 7, StorageRequest::Flush);
+    assert_eq!(first, (s, (StorageReply::Flushed, Vec::new()), Effect::None));
+    // A replay of the same flush (same id, same state) is the same outcome.
+    assert_eq!(run(&mut dev, &s, 7, StorageRequest::Flush), first);
+    assert_eq!(sb_of(&mem).applied_count, 0, "a flush is not a write");
 }
 
 #[test]

@@ -3,27 +3,25 @@
 //! each entry to the runtime's shared ring as [`Event::Driver`]).
 
 use crate::{Effect, Outcome, StorageError, StorageReply, StorageRequest};
-use reinc_ringbuf::{Event, Legend, LegendEntry};
+use reinc_ringbuf::Event;
 
 /// Entries kept by [`crate::Storage::trace`].
 pub const TRACE_SLOTS: usize = 32;
 
-/// Names of the codes of [`Trace::event`], for the shared trace ring (the
-/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
-/// variant's code is here.
-pub const TRACE_LEGEND: Legend = Legend {
-    subsystem: "storage",
-    entries: &[
-        LegendEntry::new(0x5101, "formatted", "blocks", ""),
-        LegendEntry::new(0x5102, "opened", "applied_count", ""),
-        LegendEntry::new(0x5103, "applied", "lba", "blocks"),
-        LegendEntry::new(0x5104, "already_applied", "lba", "blocks"),
-        LegendEntry::new(0x5105, "read", "lba", "blocks"),
-        LegendEntry::new(0x5106, "refused", "error", "detail"),
-        LegendEntry::new(0x5107, "io_failed", "off", ""),
-    ],
-};
-const _: () = assert!(TRACE_LEGEND.check().is_ok());
+reinc_ringbuf::trace_legend! {
+    /// The trace codes, one table with `TRACE_LEGEND`: `Trace` emits only
+    /// these constants (the host driver registers the legend as its
+    /// `TRACE_LEGEND`). A test checks that every variant's code is named.
+    pub mod code, pub const TRACE_LEGEND = "storage" {
+        FORMATTED = 0x5101 => "formatted"("blocks", ""),
+        OPENED = 0x5102 => "opened"("applied_count", ""),
+        APPLIED = 0x5103 => "applied"("lba", "blocks"),
+        ALREADY_APPLIED = 0x5104 => "already_applied"("lba", "blocks"),
+        READ = 0x5105 => "read"("lba", "blocks"),
+        REFUSED = 0x5106 => "refused"("error", "detail"),
+        IO_FAILED = 0x5107 => "io_failed"("off", ""),
+    }
+}
 
 /// One thing the storage core did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,17 +83,16 @@ impl Trace {
         }
     }
 
-    /// As a runtime trace event: code `0x51NN`, where `NN` is the variant
-    /// (1 Formatted, 2 Opened, 3 Applied, 4 AlreadyApplied, 5 Read,
-    /// 6 Refused with `a` = the error's number, 7 IoFailed), `a`/`b` its fields.
+    /// As a runtime trace event: the variant's `code` constant, `a`/`b` its fields
+    /// (for `Refused`, `a` is the error's number).
     #[must_use]
     pub fn event(&self) -> Event {
         let (code, a, b) = match *self {
-            Self::Formatted { blocks } => (1, blocks, 0),
-            Self::Opened { applied_count } => (2, applied_count, 0),
-            Self::Applied { lba, blocks } => (3, lba, u64::from(blocks)),
-            Self::AlreadyApplied { lba, blocks } => (4, lba, u64::from(blocks)),
-            Self::Read { lba, blocks } => (5, lba, u64::from(blocks)),
+            Self::Formatted { blocks } => (code::FORMATTED, blocks, 0),
+            Self::Opened { applied_count } => (code::OPENED, applied_count, 0),
+            Self::Applied { lba, blocks } => (code::APPLIED, lba, u64::from(blocks)),
+            Self::AlreadyApplied { lba, blocks } => (code::ALREADY_APPLIED, lba, u64::from(blocks)),
+            Self::Read { lba, blocks } => (code::READ, lba, u64::from(blocks)),
             Self::Refused(e) => {
                 let (n, detail) = match e {
                     StorageError::BadRequest => (1, 0),
@@ -105,11 +102,11 @@ impl Trace {
                     StorageError::OutOfRange { lba, .. } => (5, lba),
                     StorageError::NoSpace { cursor, .. } => (6, cursor),
                 };
-                (6, n, detail)
+                (code::REFUSED, n, detail)
             }
-            Self::IoFailed { off } => (7, off, 0),
+            Self::IoFailed { off } => (code::IO_FAILED, off, 0),
         };
-        Event::Driver { code: 0x5100 | code, a, b }
+        Event::Driver { code, a, b }
     }
 }
 

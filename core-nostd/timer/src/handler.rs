@@ -231,37 +231,32 @@ impl Trace {
     #[must_use]
     pub fn event(&self) -> reinc_ringbuf::Event {
         let (code, a, b) = match *self {
-            Trace::Applied(Effect::Arm { channel, at }) => (0x7101, u64::from(channel.number()), at),
-            Trace::Applied(Effect::ClearMatch(channel)) => (0x7102, u64::from(channel.number()), 0),
-            Trace::Observed => (0x7103, 0, 0),
-            Trace::Blocked(channel) => (0x7104, u64::from(channel.number()), 0),
-            Trace::Refused(e) => (0x7105, e.channel().map_or(u64::MAX, u64::from), 0),
-            Trace::Acknowledged(m) => (0x7106, u64::from(m.bits()), 0),
-            Trace::Restored { armed } => (0x7107, u64::from(armed.bits()), 0),
+            Trace::Applied(Effect::Arm { channel, at }) => (code::ARM, u64::from(channel.number()), at),
+            Trace::Applied(Effect::ClearMatch(channel)) => (code::CLEAR_MATCH, u64::from(channel.number()), 0),
+            Trace::Observed => (code::OBSERVED, 0, 0),
+            Trace::Blocked(channel) => (code::BLOCKED, u64::from(channel.number()), 0),
+            Trace::Refused(e) => (code::REFUSED, e.channel().map_or(u64::MAX, u64::from), 0),
+            Trace::Acknowledged(m) => (code::ACKNOWLEDGED, u64::from(m.bits()), 0),
+            Trace::Restored { armed } => (code::RESTORED, u64::from(armed.bits()), 0),
         };
         reinc_ringbuf::Event::Driver { code, a, b }
     }
 }
 
-/// Names of the codes of [`Trace::event`], for the shared trace ring (the
-/// host driver registers it as its `TRACE_LEGEND`). A test checks that every
-/// variant's code is here.
-pub const TRACE_LEGEND: reinc_ringbuf::Legend = {
-    use reinc_ringbuf::LegendEntry as E;
-    reinc_ringbuf::Legend {
-        subsystem: "timer",
-        entries: &[
-            E::new(0x7101, "arm", "channel", "at"),
-            E::new(0x7102, "clear_match", "channel", ""),
-            E::new(0x7103, "observed", "", ""),
-            E::new(0x7104, "blocked", "channel", ""),
-            E::new(0x7105, "refused", "channel", ""),
-            E::new(0x7106, "acknowledged", "match", ""),
-            E::new(0x7107, "restored", "armed", ""),
-        ],
+reinc_ringbuf::trace_legend! {
+    /// The trace codes, one table with `TRACE_LEGEND`: `Trace` emits only
+    /// these constants (the host driver registers the legend as its
+    /// `TRACE_LEGEND`). A test checks that every variant's code is named.
+    pub mod code, pub const TRACE_LEGEND = "timer" {
+        ARM = 0x7101 => "arm"("channel", "at"),
+        CLEAR_MATCH = 0x7102 => "clear_match"("channel", ""),
+        OBSERVED = 0x7103 => "observed"("", ""),
+        BLOCKED = 0x7104 => "blocked"("channel", ""),
+        REFUSED = 0x7105 => "refused"("channel", ""),
+        ACKNOWLEDGED = 0x7106 => "acknowledged"("match", ""),
+        RESTORED = 0x7107 => "restored"("armed", ""),
     }
-};
-const _: () = assert!(TRACE_LEGEND.check().is_ok());
+}
 
 #[cfg(test)]
 mod legend_tests {

@@ -14,6 +14,9 @@
 //! ([`report`]). Nothing here is a test that asserts a number: `--quick`
 //! only checks that every row was produced with sane values.
 //!
+//! Section 7 ([`nbd`]) measures the NBD front end (`reinc-nbd`) against nbdkit,
+//! `qemu-nbd` and direct I/O.
+//!
 //! `reinc-bench demo-load` ([`demo`]) is the client half of `cargo xtask
 //! demo`: it needs the client library, and the xtask deliberately does not
 //! depend on the workspace's crates (it must build fast, before anything
@@ -32,6 +35,7 @@
 pub mod demo;
 pub mod floors;
 pub mod machine;
+pub mod nbd;
 pub mod report;
 pub mod rig;
 pub mod rows;

@@ -26,6 +26,8 @@ pub struct Bins {
     pub storage_driver: PathBuf,
     /// The device-less benchmark driver.
     pub null_driver: PathBuf,
+    /// The NBD front end.
+    pub nbd: PathBuf,
     /// This harness (re-executed for the raw floors' helper processes).
     pub harness: PathBuf,
 }
@@ -45,6 +47,7 @@ impl Bins {
             drvctl: find("drvctl")?,
             storage_driver: find("storage_driver")?,
             null_driver: find("reinc-bench-driver")?,
+            nbd: find("reinc-nbd")?,
             harness: std::env::current_exe().map_err(|e| BenchError::io("current executable", e))?,
         })
     }

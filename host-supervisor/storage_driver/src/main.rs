@@ -23,7 +23,9 @@
 //!   request, which is noise next to the IPC round trip.
 //! - `fdatasync` after every write by default: the failure model is a crashing
 //!   driver process, and the page cache outlives the process. `--sync-data`
-//!   adds it for those who also want power-loss durability.
+//!   adds it for those who also want power-loss durability; a `Flush`
+//!   request (what the NBD front end sends for `FLUSH` and `FUA`) syncs on
+//!   demand.
 #![forbid(unsafe_code)]
 
 use reinc_proto::RequestId;
@@ -31,7 +33,9 @@ use reinc_region::FileRegion;
 use reinc_runtime::{Ctx, Driver, DriverError, Effect, Step};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use storage_core::{MAX_REPLY_DATA, Storage, StorageReply, StorageState, Trace, decode_request, region_bytes};
+use storage_core::{
+    MAX_REPLY_DATA, Storage, StorageReply, StorageRequest, StorageState, Trace, decode_request, region_bytes,
+};
 
 /// Command-line arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +128,11 @@ impl Driver for StorageDriver {
             ctx.trace(t.event());
         }
         let effect = Effect::from(out.effect);
-        if effect == Effect::Applied && self.args.sync_data {
+        // A flush syncs whatever the page cache holds, so every write
+        // answered before it is on stable storage when it is answered. A
+        // failed sync kills this instance, and the flush is replayed.
+        let flush = matches!(req, StorageRequest::Flush);
+        if flush || (effect == Effect::Applied && self.args.sync_data) {
             let r = dev.region();
             r.file().sync_data().map_err(|e| format!("fdatasync of {}: {e}", r.path().display()))?;
         }
