@@ -23,7 +23,7 @@
 //! | requests | postcard over `SOCK_SEQPACKET` | postcard bodies copied by `svc` |
 //! | supervisor | `supervisor` daemon | the kernel's trap handlers ([`jefe`]) |
 //! | crash | a signal, seen by `signalfd` | a panic (`svc`) or a synchronous exception |
-//! | restart | fork+exec, `Init { checkpoint }` | stack and registers reset, entry called with the checkpoint |
+//! | restart | fork+exec, `Init { checkpoint }` | stack and registers reset; the entry fetches the checkpoint (`init` syscall) |
 //!
 //! # Shape of the image (`src/main.rs`)
 //! - Boot: core 0 runs, cores 1..3 are parked in `wfe`; EL3 or EL2 drops
@@ -54,8 +54,8 @@
 //! `reinc-policy`:
 //! - restart: once the delay has passed (at once the first time), the task's
 //!   stack pointer is reset to the top of its stack, its registers are
-//!   zeroed, and it starts again at its entry with the committed checkpoint
-//!   and a new generation. It re-applies the checkpoint to the device
+//!   zeroed, and it starts again at its entry, which fetches the committed
+//!   checkpoint and its new generation (`init`). It re-applies the checkpoint to the device
 //!   (`restore`), says ready, and the kernel replays every unanswered
 //!   request, in order;
 //! - quarantine: every pending request gets a `DriverFailed` answer, and
