@@ -10,7 +10,8 @@
 //!
 //! Subcommands:
 //! - `test`: everything CI runs (see [`mod@test`]).
-//! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]).
+//! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]), and the
+//!   bare-metal firmware's (see [`firmware`]).
 //! - `demo`: the main job (see [`demo`]).
 //! - `bench`: benchmarks against floors measured in the same run (see [`mod@bench`]).
 //!
@@ -39,6 +40,7 @@ mod build_pi;
 mod console;
 mod cpio;
 mod demo;
+mod firmware;
 mod genirq;
 mod initramfs;
 mod kernel;
@@ -59,7 +61,7 @@ usage: cargo xtask <command> [flags]
 commands:
   test          run the whole suite: workspace tests, no_std target builds, QEMU guests
   qemu-test     boot the QEMU guests and run their suites on real kernel UIO
-                  [--machine NAME] [--verbose] [--timeout SECS]
+                  [--machine NAME|rpi3-fw] [--verbose] [--timeout SECS]
   demo          run the main demo: supervised drivers, a crash mid-transfer, replay
                   [--size BYTES] [--keep] [--debug]
   build-pi      cross-build the Raspberry Pi binaries, config and overlay into target/pi/reinc

@@ -26,7 +26,8 @@ usage: cargo xtask qemu-test [--machine NAME] [--verbose] [--timeout SECS]
 
 Boots the QEMU guests of qemu/machines.toml and runs their test suites.
 
-  --machine NAME   run only this profile (default: all, in file order)
+  --machine NAME   run only this profile (default: all, in file order); rpi3-fw
+                   is the bare-metal firmware (xtask/src/firmware.rs), run last
   --verbose        echo the whole guest console
   --timeout SECS   override every profile's boot time limit
 
@@ -105,6 +106,11 @@ pub fn run_with(flags: &Flags) -> Result {
 /// `cargo xtask test`'s overall tally. Errors only when no machine could be
 /// selected at all (a bad profile file or `--machine` name).
 pub fn run_counted(flags: &Flags) -> Result<(usize, usize)> {
+    if flags.machine.as_deref() == Some(crate::firmware::MACHINE) {
+        let (passed, failed) = crate::firmware::run_counted(flags.verbose, flags.timeout);
+        println!("{passed} passed, {failed} failed");
+        return Ok((passed, failed));
+    }
     let profiles = machines::select(machines::load()?, flags.machine.as_deref())?;
     // Every kernel is chosen before anything boots, so that nothing a stage
     // does to the package lists can change another stage's kernel.
@@ -148,6 +154,11 @@ pub fn run_counted(flags: &Flags) -> Result<(usize, usize)> {
         );
         passed += report.passed();
         failed += report.failed();
+    }
+    if flags.machine.is_none() {
+        let (p, f) = crate::firmware::run_counted(flags.verbose, flags.timeout);
+        passed += p;
+        failed += f;
     }
     println!("{passed} passed, {failed} failed");
     Ok((passed, failed))
@@ -226,7 +237,7 @@ fn qemu_command(profile: &Profile, qemu: &Qemu, accel: &str, files: &BootFiles<'
 }
 
 /// A line from QEMU's stdout (the guest console) or stderr (QEMU itself).
-enum Line {
+pub(crate) enum Line {
     Console(String),
     Qemu(String),
 }
@@ -270,7 +281,7 @@ fn boot(profile: &Profile, cmd: Command, timeout: Duration, verbose: bool) -> Re
 /// Runs QEMU with stdin closed, hands every output line to `on_line` as it
 /// arrives, and kills QEMU once `timeout` has passed. When `on_line` first
 /// says the guest is done, QEMU gets at most [`HALT_GRACE`] more to exit.
-fn run_qemu(mut cmd: Command, timeout: Duration, mut on_line: impl FnMut(Line) -> bool) -> Result<End> {
+pub(crate) fn run_qemu(mut cmd: Command, timeout: Duration, mut on_line: impl FnMut(Line) -> bool) -> Result<End> {
     let what = util::describe(&cmd);
     let mut child = cmd
         .stdin(Stdio::null())

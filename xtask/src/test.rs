@@ -8,7 +8,8 @@
 //!    as errors (a broken intra-doc link fails CI, not a reader);
 //! 3. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
 //!    per crate;
-//! 4. the QEMU guest suites of every machine profile (`cargo xtask qemu-test`);
+//! 4. the QEMU guest suites of every machine profile, then the bare-metal
+//!    firmware's (`cargo xtask qemu-test`);
 //! 5. the benchmark smoke run (`cargo xtask bench --quick`): every row is
 //!    produced with sane values; no performance figure is asserted.
 //!
@@ -167,7 +168,7 @@ fn lints() -> Count {
 }
 
 /// Parses libtest's `test result: ok. 11 passed; 0 failed; 0 ignored; …`.
-fn parse_test_result(line: &str) -> Option<Count> {
+pub(crate) fn parse_test_result(line: &str) -> Option<Count> {
     let rest = line.trim().strip_prefix("test result: ")?;
     let (_, fields) = rest.split_once(". ")?;
     let mut count = Count::default();
