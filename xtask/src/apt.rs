@@ -30,26 +30,36 @@ use crate::util::{self, Error, IoContext, Result};
 
 pub use crate::qemu_tool::{Qemu, ensure_qemu};
 
-/// The package tools to run: the system's, or stubs in tests.
+/// The package tools to run: the system's, or stubs in tests. Each is a
+/// program and the arguments that come before the tool's own.
 #[derive(Debug, Clone)]
 pub struct Apt {
-    apt_get: OsString,
-    dpkg: OsString,
+    apt_get: Vec<OsString>,
+    dpkg: Vec<OsString>,
 }
 
 impl Apt {
     /// The machine's own `apt-get` and `dpkg`.
     pub fn system() -> Apt {
-        Apt { apt_get: "apt-get".into(), dpkg: "dpkg".into() }
+        Apt { apt_get: vec!["apt-get".into()], dpkg: vec!["dpkg".into()] }
     }
 
+    /// Shell-script stubs, run as `sh SCRIPT`: a script the test just wrote
+    /// cannot be exec'd directly, because another test thread's fork may
+    /// still hold it open for writing (ETXTBSY).
     #[cfg(test)]
     fn stubbed(apt_get: &Path, dpkg: &Path) -> Apt {
-        Apt { apt_get: apt_get.into(), dpkg: dpkg.into() }
+        Apt { apt_get: vec!["sh".into(), apt_get.into()], dpkg: vec!["sh".into(), dpkg.into()] }
+    }
+
+    fn tool(argv: &[OsString]) -> Command {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        cmd
     }
 
     fn apt_get(&self) -> Command {
-        let mut cmd = Command::new(&self.apt_get);
+        let mut cmd = Apt::tool(&self.apt_get);
         cmd.env("DEBIAN_FRONTEND", "noninteractive");
         cmd
     }
@@ -137,7 +147,7 @@ fn conflicts(apt: &Apt, plan: &Plan) -> Result<Option<String>> {
 
 /// `dpkg --compare-versions a lt b`.
 fn version_lower(apt: &Apt, a: &str, b: &str) -> Result<bool> {
-    let mut cmd = Command::new(&apt.dpkg);
+    let mut cmd = Apt::tool(&apt.dpkg);
     cmd.args(["--compare-versions", a, "lt", b]);
     Ok(util::raw_output(&mut cmd)?.status.success())
 }
@@ -392,7 +402,6 @@ Conf ipxe-qemu (1.0.0+git-20190125.36a4c85-5.1 Debian:12.15/oldstable [all])
     /// A stub `apt-get` that logs its arguments and prints `plan` for `-s`,
     /// and a stub `dpkg` whose `--compare-versions` answers `lower`.
     fn stub_apt(dir: &Path, plan: &str, lower: bool) -> (Apt, PathBuf) {
-        use std::os::unix::fs::PermissionsExt;
         let log = dir.join("calls.log");
         std::fs::write(dir.join("plan.txt"), plan).unwrap();
         let apt_get = dir.join("apt-get");
@@ -404,9 +413,6 @@ Conf ipxe-qemu (1.0.0+git-20190125.36a4c85-5.1 Debian:12.15/oldstable [all])
         std::fs::write(&apt_get, script).unwrap();
         let dpkg = dir.join("dpkg");
         std::fs::write(&dpkg, if lower { "#!/bin/sh\nexit 0\n" } else { "#!/bin/sh\nexit 1\n" }).unwrap();
-        for f in [&apt_get, &dpkg] {
-            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
         (Apt::stubbed(&apt_get, &dpkg), log)
     }
 

@@ -75,7 +75,7 @@ impl Checkpoint {
     }
 }
 
-/// Where a driver is in its life (the brief's states).
+/// Where a driver is in its life (the states of CONTRACTS.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
     /// Launched, restoring its checkpoint; not yet `Ready`.

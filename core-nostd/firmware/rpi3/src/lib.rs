@@ -151,7 +151,7 @@
 //!   interrupt cycle as UIO's (mask in the kernel, acknowledge the match,
 //!   re-enable from the task).
 //! - An allocator: every buffer is fixed (`reinc-queue`'s `ArrayQueue`,
-//!   inline bodies and checkpoints), as the brief requires of the cores.
+//!   inline bodies and checkpoints), as every core-nostd crate must do without one.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
