@@ -3,11 +3,11 @@
 //! Fixed little-endian layout (not postcard), so a test or a hex dump can read
 //! it without this crate's types:
 //! ```text
-//! 0..8    magic "REINCBLK"      8..12  format version u32 (1)
+//! 0..8    magic "REINCBLK"      8..12  format version u32 (2)
 //! 12..16  block size u32        16..24 data blocks u64
 //! 24..32  applied_count u64     32     last_applied present (0/1)
-//! 33..37  last client u32       37..45 last seq u64
-//! 45..53  last base writes u64 (the committed `writes` it was applied on)
+//! 33..41  last client u64       41..49 last seq u64
+//! 49..57  last base writes u64 (the committed `writes` it was applied on)
 //! 60..64  crc32 of bytes 0..60; the rest of the block is zero
 //! ```
 
@@ -18,7 +18,9 @@ use reinc_region::header::{Format, SEALED_BYTES, Unsealed, Watermark};
 /// The superblock's magic number.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"REINCBLK";
 /// Block count (`u64`) at 16, then the watermark: see the layout above.
-const FORMAT: Format = Format { magic: SUPERBLOCK_MAGIC, version: 1, unit: BLOCK_SIZE as u32 };
+/// Version 2: the watermark's client id is 64 bits (protocol version 2);
+/// a version-1 region is refused with [`SuperblockError::Format`].
+const FORMAT: Format = Format { magic: SUPERBLOCK_MAGIC, version: 2, unit: BLOCK_SIZE as u32 };
 
 /// The decoded superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +93,13 @@ impl Superblock {
     /// [`SuperblockError`] for a short, foreign, damaged or unsupported block.
     pub fn decode(block0: &[u8]) -> Result<Option<Self>, SuperblockError> {
         let b = block0.first_chunk::<BLOCK_SIZE>().ok_or(SuperblockError::Short { len: block0.len() })?;
-        Ok(FORMAT.decode(b)?.map(|(blocks, w)| Self::new(u64::from_le_bytes(blocks), w)))
+        let fields = match FORMAT.decode(b) {
+            // A region formatted by version 1 keeps opening; it is written
+            // back in the current layout at its next write.
+            Err(Unsealed::Format { version: 1, unit }) if unit == FORMAT.unit => FORMAT.at_version(1).decode_v1(b)?,
+            other => other?,
+        };
+        Ok(fields.map(|(blocks, w)| Self::new(u64::from_le_bytes(blocks), w)))
     }
 
     pub(crate) fn new(blocks: u64, w: Watermark) -> Self {

@@ -404,11 +404,10 @@ fn trace_ring_records_what_the_device_did() {
     assert_eq!(reopened.trace().last().map(|e| e.payload), Some(Trace::Opened { applied_count: 1 }));
 }
 
-/// The superblock bytes written by every earlier version of this crate,
-/// built field by field from the layout in `superblock.rs`: regions formatted
-/// before keep opening.
+/// The superblock bytes of format version 1 (32-bit client id), built field
+/// by field: regions formatted before protocol version 2 keep opening.
 #[test]
-fn superblock_bytes_follow_the_documented_layout() {
+fn version_1_superblocks_keep_opening() {
     let sb = Superblock { blocks: 0x0102_0304, last_applied: Some(id(0x55)), last_base: 9, applied_count: 12 };
     let mut want = [0u8; BLOCK_SIZE];
     want[0..8].copy_from_slice(b"REINCBLK");
@@ -420,6 +419,32 @@ fn superblock_bytes_follow_the_documented_layout() {
     want[33..37].copy_from_slice(&7u32.to_le_bytes());
     want[37..45].copy_from_slice(&0x55u64.to_le_bytes());
     want[45..53].copy_from_slice(&9u64.to_le_bytes());
+    let crc = crc32fast::hash(&want[..60]);
+    want[60..64].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(Superblock::decode(&want), Ok(Some(sb)));
+}
+
+/// The superblock bytes this version writes, built field by field from the
+/// layout in `superblock.rs`.
+#[test]
+fn superblock_bytes_follow_the_documented_layout() {
+    let client = ClientId(0x0102_0304_0506_0708);
+    let sb = Superblock {
+        blocks: 0x0102_0304,
+        last_applied: Some(RequestId { client, seq: 0x55 }),
+        last_base: 9,
+        applied_count: 12,
+    };
+    let mut want = [0u8; BLOCK_SIZE];
+    want[0..8].copy_from_slice(b"REINCBLK");
+    want[8..12].copy_from_slice(&2u32.to_le_bytes());
+    want[12..16].copy_from_slice(&512u32.to_le_bytes());
+    want[16..24].copy_from_slice(&0x0102_0304u64.to_le_bytes());
+    want[24..32].copy_from_slice(&12u64.to_le_bytes());
+    want[32] = 1;
+    want[33..41].copy_from_slice(&client.0.to_le_bytes());
+    want[41..49].copy_from_slice(&0x55u64.to_le_bytes());
+    want[49..57].copy_from_slice(&9u64.to_le_bytes());
     let crc = crc32fast::hash(&want[..60]);
     want[60..64].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(sb.encode(), want);

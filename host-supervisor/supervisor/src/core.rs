@@ -26,6 +26,7 @@
 //!   sent (the daemon drains its socket first).
 
 use crate::config::{DriverConfig, FaultPolicyConfig};
+use crate::identity::{Epoch, SessionIds};
 use reinc_client::control::{ControlRequest, ControlResponse, DriverState, DriverStatus, QueuedRequest};
 use reinc_policy::{BackoffRestart, FaultAction, FaultPolicy, Millis, StopOnFault};
 use reinc_proto::{CallError, ClientId, FaultPlan, FromDriver, Generation, MAX_BODY, RequestId};
@@ -589,7 +590,8 @@ pub struct Supervisor {
     by_name: HashMap<String, DriverId>,
     sessions: HashMap<ClientId, Session>,
     conns: HashMap<ConnId, Option<ClientId>>,
-    next_client: u32,
+    /// Session ids, unique across lifetimes ([`crate::identity`]).
+    ids: SessionIds,
     max_sessions: usize,
     dedup_per_session: usize,
     shutting_down: bool,
@@ -602,7 +604,8 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor for `drivers` (start order), with the restored
     /// checkpoints (`None`: start fresh), `seed` for backoff jitter, and the
-    /// dedup table bounds.
+    /// dedup table bounds. Session ids are numbered from `Epoch(0)`; a daemon
+    /// sets a random epoch with [`Supervisor::with_epoch`].
     ///
     /// # Panics
     /// If a restart policy is out of range: [`crate::config`] validated it.
@@ -644,7 +647,7 @@ impl Supervisor {
             by_name,
             sessions: HashMap::new(),
             conns: HashMap::new(),
-            next_client: 1,
+            ids: SessionIds::new(Epoch(0)),
             max_sessions,
             dedup_per_session,
             shutting_down: false,
@@ -653,6 +656,13 @@ impl Supervisor {
             rng: seed | 1,
             trace: VecDeque::new(),
         }
+    }
+
+    /// Numbers this lifetime's sessions from `epoch` (see [`crate::identity`]).
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: Epoch) -> Self {
+        self.ids = SessionIds::new(epoch);
+        self
     }
 
     /// The configuration of `driver`.
@@ -1331,8 +1341,8 @@ impl Supervisor {
                         }
                     }
                 }
-                let c = ClientId(self.next_client);
-                self.next_client = self.next_client.wrapping_add(1).max(1);
+                let sessions = &self.sessions;
+                let c = self.ids.next(|c| sessions.contains_key(&c));
                 self.sessions.insert(c, Session::default());
                 c
             }

@@ -210,7 +210,12 @@ impl Daemon {
         // Jitter only needs to differ between supervisors started together.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let seed = (u64::from(std::process::id()) << 32) ^ (now.as_nanos() as u64);
-        let core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session);
+        let epoch = crate::identity::Epoch::random().map_err(|e| DaemonError::Setup {
+            what: "session-id epoch".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session)
+            .with_epoch(epoch);
 
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {

@@ -9,6 +9,7 @@
 //!   generations, replay, poison, dedup, quarantine, backpressure).
 //! - thin adapters: [`config`] (TOML), [`checkpoint`] (crash-safe files) and
 //!   [`daemon`] (spawning, signalfd, epoll, sockets).
+//! - [`identity`]: session ids unique across supervisor lifetimes.
 //!
 //! # Designs rejected
 //! - Async runtime (tokio): the daemon waits on a handful of fds; one epoll
@@ -26,3 +27,4 @@ pub mod checkpoint;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod identity;
