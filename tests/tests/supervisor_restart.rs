@@ -9,8 +9,8 @@
 //! - B's first append answered `Appended { lba: 0 }` and overwrote A's block.
 
 use nix::sys::signal::Signal;
-use reinc_tests::{Reply, Rig, read_req, reply, write_req};
-use storage_core::BLOCK_SIZE;
+use reinc_tests::{Reply, Rig, read_req, reply, request, write_req};
+use storage_core::{BLOCK_SIZE, StorageRequest};
 
 fn write(rig: &Rig, lba: u64, fill: u8) -> Reply {
     let mut c = rig.client();
@@ -23,6 +23,11 @@ fn read(rig: &Rig, lba: u64) -> Vec<u8> {
         Reply::Data(d) => d,
         other => panic!("read {lba}: {other:?}"),
     }
+}
+
+fn append(rig: &Rig, fill: u8) -> Reply {
+    let mut c = rig.client();
+    reply(&c.call("storage_driver", &request(&StorageRequest::Append { data: &[fill; BLOCK_SIZE] })).unwrap().unwrap())
 }
 
 /// Supervisor A writes, is stopped with `sig`, supervisor B writes another
@@ -76,4 +81,25 @@ fn writes_of_several_clients_across_several_restarts_are_all_applied() {
         assert_eq!(read(&rig, *lba), vec![*fill; BLOCK_SIZE], "block {lba}");
     }
     assert_eq!(rig.superblock().applied_count, expected.len() as u64);
+}
+
+#[test]
+fn appends_after_a_new_supervisor_do_not_overwrite_old_blocks() {
+    for (tag, sig) in [("append-term", Signal::SIGTERM), ("append-kill", Signal::SIGKILL)] {
+        let mut rig = Rig::new(tag, &[]);
+        rig.start();
+        assert_eq!(append(&rig, 0x11), Reply::Appended(0, 1));
+        assert_eq!(append(&rig, 0x22), Reply::Appended(1, 1));
+        let _ = rig.stop_supervisor(sig);
+        rig.start();
+        assert_eq!(append(&rig, 0x33), Reply::Appended(2, 1), "{tag}: the append cursor started over");
+        assert_eq!(rig.disk_block(0), vec![0x11; BLOCK_SIZE], "{tag}");
+        assert_eq!(rig.disk_block(1), vec![0x22; BLOCK_SIZE], "{tag}");
+        assert_eq!(rig.disk_block(2), vec![0x33; BLOCK_SIZE], "{tag}");
+        // A write between appends moves nothing; the next append follows.
+        assert_eq!(write(&rig, 500, 0x44), Reply::Written(500, 1));
+        let _ = rig.stop_supervisor(sig);
+        rig.start();
+        assert_eq!(append(&rig, 0x55), Reply::Appended(3, 1), "{tag}");
+    }
 }
