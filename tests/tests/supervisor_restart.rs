@@ -103,3 +103,44 @@ fn appends_after_a_new_supervisor_do_not_overwrite_old_blocks() {
         assert_eq!(append(&rig, 0x55), Reply::Appended(3, 1), "{tag}");
     }
 }
+
+/// Runs `drvctl blk write` of `mib` MiB, SIGKILLs the supervisor once the
+/// driver has applied a few of its writes, and starts a new supervisor
+/// `gap` later; returns drvctl's output.
+fn kill_during_blk_write(rig: &mut Rig, mib: u64, gap: std::time::Duration) -> std::process::Output {
+    let count = (mib * 1024 * 1024 / 32768).to_string();
+    let mut cmd = std::process::Command::new(&reinc_tests::bins().drvctl);
+    cmd.arg("--runtime-dir").arg(&rig.runtime).args(["blk", "write", "--bs", "32768", "--count", &count]);
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let started = reinc_tests::wait_for(std::time::Duration::from_secs(20), || {
+        (std::fs::read_to_string(rig.dir.join("exec.log")).unwrap_or_default().lines().count() >= 8).then_some(())
+    });
+    assert!(started.is_some(), "blk write did not start; log:\n{}", rig.log());
+    assert!(child.try_wait().unwrap().is_none(), "blk write finished before the kill: make it larger");
+    let _ = rig.stop_supervisor(Signal::SIGKILL);
+    std::thread::sleep(gap);
+    rig.start();
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 13, item 3: drvctl's reconnect used to reach the dying supervisor,
+/// get ECONNRESET and give up at once instead of using its retry window.
+/// With `memory` durability the new supervisor cannot know the session, so
+/// the honest outcome is "unknown outcome", never a connection error.
+#[test]
+fn a_client_rides_out_a_supervisor_sigkill_without_a_connection_error() {
+    // The race is in the timing (the issue saw it in 16 of 24 trials): two
+    // trials with the gaps it reported.
+    for gap_ms in [1000, 2000] {
+        let mut rig = Rig::new("kill-blk-memory", &[]);
+        rig.start();
+        let out = kill_during_blk_write(&mut rig, 32, std::time::Duration::from_millis(gap_ms));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("ECONNRESET") && !stderr.contains("did not come back"), "{gap_ms} ms: {stderr}");
+        assert!(
+            out.status.success() || stderr.contains("no longer knows session"),
+            "{gap_ms} ms: status {:?}, stderr: {stderr}",
+            out.status
+        );
+    }
+}

@@ -10,6 +10,9 @@
 //! `blk` moves `count` blocks of `bs` bytes through the storage driver like
 //! `dd`, split into requests of at most 32 KiB kept `window` deep in flight,
 //! and prints records, bytes, time, throughput and the data's CRC-32.
+//!
+//! A lost connection (the supervisor restarting) is retried with backoff for
+//! `REINC_RECONNECT_TIMEOUT_MS` (default 30 000) before `drvctl` gives up.
 #![forbid(unsafe_code)]
 
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
