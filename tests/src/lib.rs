@@ -226,6 +226,18 @@ impl Rig {
         fs::write(&self.config, text).expect("write config");
     }
 
+    /// Gives the first storage driver a device of `blocks` data blocks
+    /// instead of [`DISK_BLOCKS`].
+    ///
+    /// # Panics
+    /// If the config cannot be rewritten.
+    pub fn set_disk_blocks(&self, blocks: u64) {
+        let text = fs::read_to_string(&self.config).expect("read config");
+        let text =
+            text.replacen(&format!("\"--blocks\", \"{DISK_BLOCKS}\"]"), &format!("\"--blocks\", \"{blocks}\"]"), 1);
+        fs::write(&self.config, text).expect("write config");
+    }
+
     /// Sets `key = value` (a TOML value) in the `[supervisor]` table.
     ///
     /// # Panics

@@ -133,6 +133,7 @@ fn a_client_rides_out_a_supervisor_sigkill_without_a_connection_error() {
     // trials with the gaps it reported.
     for gap_ms in [1000, 2000] {
         let mut rig = Rig::new("kill-blk-memory", &[]);
+        rig.set_disk_blocks(64 * 1024);
         rig.start();
         let out = kill_during_blk_write(&mut rig, 32, std::time::Duration::from_millis(gap_ms));
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -34,8 +34,10 @@ use reinc_queue::{RequestQueue, Slot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 pub mod durability;
+mod wal;
 use durability::Durability;
 pub use durability::{PERSIST_RETRY_BASE, PERSIST_RETRY_CAP, PersistOutcome};
+pub use wal::{Recovery, WalStats};
 
 /// Index of a driver in the configuration (start order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,6 +165,12 @@ pub enum Event<'a> {
         /// The connection.
         conn: ConnId,
     },
+    /// Every journal record up to LSN `upto` is durable (the answer to
+    /// [`Action::Journal`]s, in LSN order, possibly many at once).
+    Journaled {
+        /// The highest durable LSN.
+        upto: u64,
+    },
     /// SIGTERM or SIGINT: stop every driver in reverse start order, then exit.
     Shutdown,
     /// Nothing happened, but time passed (a deadline may have expired).
@@ -273,6 +281,15 @@ pub enum Action {
         conn: ConnId,
         /// The message.
         msg: ClientMsg,
+    },
+    /// Append `record` to the journal ([`crate::journal`]) without waiting;
+    /// answer with [`Event::Journaled`] once it is durable. What depends on
+    /// it is held by the core until then.
+    Journal {
+        /// Its log sequence number (increasing by one per record).
+        lsn: u64,
+        /// The record.
+        record: crate::journal::Record,
     },
     /// Print a user-facing `[SUP] …` line (without the prefix).
     Say(String),
@@ -592,6 +609,8 @@ pub struct Supervisor {
     conns: HashMap<ConnId, Option<ClientId>>,
     /// Session ids, unique across lifetimes ([`crate::identity`]).
     ids: SessionIds,
+    /// The journal's bookkeeping ([`wal`]).
+    wal: wal::Wal,
     max_sessions: usize,
     dedup_per_session: usize,
     shutting_down: bool,
@@ -648,6 +667,7 @@ impl Supervisor {
             sessions: HashMap::new(),
             conns: HashMap::new(),
             ids: SessionIds::new(Epoch(0)),
+            wal: wal::Wal::default(),
             max_sessions,
             dedup_per_session,
             shutting_down: false,
@@ -742,6 +762,7 @@ impl Supervisor {
                 }
             }
             Event::Persisted { driver, outcome } => self.on_persisted(now, driver, outcome, &mut out),
+            Event::Journaled { upto } => self.on_journaled(upto, &mut out),
             Event::ClientConnected { conn } => {
                 self.conns.insert(conn, None);
             }
@@ -770,6 +791,7 @@ impl Supervisor {
         if self.shutting_down {
             self.shutdown_step(now, &mut out);
         }
+        self.maybe_compact(&mut out);
         self.drivers.refresh();
         #[cfg(test)]
         self.assert_deadline_cache_exact();
@@ -970,6 +992,7 @@ impl Supervisor {
         body: &[u8],
         out: &mut Vec<Action>,
     ) {
+        let journal = self.is_journal(id);
         let d = &mut self.drivers[id.0];
         if !matches!(d.phase, Phase::Running { .. } | Phase::Stopping { .. } | Phase::Hung) {
             let reason = format!("protocol error: reply for {rid} before Ready");
@@ -979,6 +1002,17 @@ impl Supervisor {
         if let Err(e) = d.queue.complete(rid) {
             let reason = format!("protocol error: {e}");
             self.kill_instance(id, reason, AfterExit::Policy, out);
+            return;
+        }
+        if journal {
+            // Commit-with-reply through the journal: the state, the dedup
+            // entry and the reply are one record; the reply waits for it.
+            if let Some(c) = commit {
+                self.drivers[id.0].checkpoint = Some(c.to_vec());
+            }
+            let reply = Cached::Reply(body.to_vec());
+            self.journal_answer(now, id, rid, commit.map(<[u8]>::to_vec), reply, true, out);
+            self.pump(id, out);
             return;
         }
         // Commit-with-reply: the state is committed before the client can
@@ -1019,12 +1053,14 @@ impl Supervisor {
     }
 
     fn pump(&mut self, id: DriverId, out: &mut Vec<Action>) {
+        // A journal driver has at most one request in doubt (see `wal`).
+        let journal_window = self.journal_window(id);
         let d = &mut self.drivers[id.0];
         if !matches!(d.phase, Phase::Running { .. }) {
             return;
         }
         let generation = d.instance.as_ref().expect("running instance").generation;
-        let window = d.cfg.window;
+        let window = journal_window.unwrap_or(d.cfg.window);
         while let Some(e) = d.queue.forward_next(window) {
             out.push(Action::ToDriver {
                 driver: id,
@@ -1098,7 +1134,11 @@ impl Supervisor {
                 "dropping request {rid} of {name}: it crashed the driver {crashes} times (poisoned)"
             )));
             self.record(now, Trace::Poisoned(rid));
-            self.answer(now, rid, Cached::Failed(CallError::Poisoned), out);
+            if self.is_journal(id) {
+                self.journal_answer(now, id, rid, None, Cached::Failed(CallError::Poisoned), true, out);
+            } else {
+                self.answer(now, rid, Cached::Failed(CallError::Poisoned), out);
+            }
         }
         let d = &mut self.drivers[id.0];
         if self.shutting_down {
@@ -1136,7 +1176,14 @@ impl Supervisor {
     /// Answers every queued request of `id` with `error` (nothing is lost silently).
     fn fail_queue(&mut self, now: Millis, id: DriverId, error: CallError, out: &mut Vec<Action>) {
         let drained: Vec<RequestId> = self.drivers[id.0].queue.drain().map(|e| e.id).collect();
+        let journal = self.is_journal(id);
         for rid in drained {
+            if journal {
+                // Journaled first, so a restarted supervisor does not replay it.
+                self.journal_answer(now, id, rid, None, Cached::Failed(error), false, out);
+                self.record(now, Trace::Refused(rid, error));
+                continue;
+            }
             // Not cached: the request was never executed to completion, so a
             // retry after the driver is revived is legitimate.
             if let Some(s) = self.sessions.get_mut(&rid.client) {
@@ -1313,8 +1360,8 @@ impl Supervisor {
     }
 
     fn on_hello(&mut self, now: Millis, conn: ConnId, resume: Option<ClientId>, out: &mut Vec<Action>) {
-        let client = match resume {
-            Some(c) if self.sessions.contains_key(&c) => c,
+        let (client, new) = match resume {
+            Some(c) if self.sessions.contains_key(&c) => (c, false),
             Some(_) => {
                 out.push(Action::ToClient { conn, msg: ClientMsg::Failed { seq: 0, error: CallError::NoSession } });
                 return;
@@ -1344,7 +1391,7 @@ impl Supervisor {
                 let sessions = &self.sessions;
                 let c = self.ids.next(|c| sessions.contains_key(&c));
                 self.sessions.insert(c, Session::default());
-                c
+                (c, true)
             }
         };
         // Detach the session from any older connection.
@@ -1356,7 +1403,8 @@ impl Supervisor {
         }
         s.last_active = now;
         self.conns.insert(conn, Some(client));
-        out.push(Action::ToClient { conn, msg: ClientMsg::Welcome { client } });
+        // A new session's Welcome waits for its journal record, if any.
+        self.welcome(conn, client, new, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1379,8 +1427,9 @@ impl Supervisor {
         let s = self.sessions.get_mut(&client).expect("connection's session exists");
         s.last_active = now;
         s.raise_floor(acked_below);
-        if let Some(c) = s.cache.get(&seq) {
-            out.push(Action::ToClient { conn, msg: to_msg(seq, c.clone()) });
+        if let Some(c) = s.cache.get(&seq).cloned() {
+            // An answer whose journal record is not durable yet waits for it.
+            self.dedup_hit(rid, Action::ToClient { conn, msg: to_msg(seq, c) }, out);
             self.record(now, Trace::DedupHit(rid));
             return;
         }
@@ -1435,6 +1484,7 @@ impl Supervisor {
         }
         s.settled(seq);
         s.pending.insert(seq);
+        self.journal_accepted(id, rid, body, acked_below, out);
         self.pump(id, out);
     }
 }

@@ -21,6 +21,8 @@ use crate::core::{
     Action, ClientMsg, ConnId, DriverId, DriverMsg, Event, ExitStatus, KillSignal, PersistOutcome, Supervisor,
     signal_name,
 };
+use crate::journal::writer::{FromWriter, ToWriter, Writer};
+use crate::journal::{self, Record};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -73,6 +75,13 @@ pub enum DaemonError {
     /// Another supervisor answers on the socket path.
     #[error("another supervisor is already listening on {0}")]
     AlreadyRunning(PathBuf),
+    /// The journal is torn or corrupt and `journal-recovery` says to refuse
+    /// it, or it cannot be read or written.
+    #[error("{source}; refusing to start (set journal-recovery = \"truncate\" to cut it at the last valid record)")]
+    Journal {
+        /// The journal error (names the file and the offset).
+        source: crate::journal::JournalError,
+    },
 }
 
 fn setup<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> DaemonError {
@@ -97,6 +106,7 @@ enum Source {
     Client(ConnId),
     Control(u64),
     Driver(DriverId, Generation),
+    Journal,
 }
 
 #[derive(Debug)]
@@ -165,6 +175,8 @@ pub struct Daemon {
     socket_paths: Vec<PathBuf>,
     buf: Vec<u8>,
     exit: bool,
+    /// The journal's writer thread, when a driver journals.
+    journal: Option<Writer>,
 }
 
 /// Where each driver's checkpoint lives.
@@ -214,8 +226,9 @@ impl Daemon {
             what: "session-id epoch".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session)
-            .with_epoch(epoch);
+        let mut core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session)
+            .with_epoch(epoch)
+            .with_journal(cfg.supervisor.journal_compact_bytes);
 
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -226,6 +239,9 @@ impl Daemon {
         let _ = nix::sys::signal::SigSet::from(Signal::SIGPIPE).thread_block();
         let signals =
             SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(setup("signalfd"))?;
+        // After the mask: the writer thread inherits it, so SIGTERM reaches
+        // the signalfd, not the thread's default action.
+        let journal = if core.journaling() { Some(open_journal(&cfg, &mut core)?) } else { None };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
 
         std::fs::create_dir_all(runtime_dir).map_err(setup(format!("runtime directory {}", runtime_dir.display())))?;
@@ -252,8 +268,18 @@ impl Daemon {
             socket_paths: vec![client_path, control_path],
             buf: vec![0; MAX_CONTROL_FRAME.max(MAX_FRAME + 1)],
             exit: false,
+            journal,
         };
         d.reg.watch(&d.signals, Source::Signals)?;
+        if let Some(w) = &d.journal {
+            let token = d.reg.next_token;
+            d.reg.next_token += 1;
+            d.reg
+                .epoll
+                .add(w.wake_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .map_err(setup("epoll_ctl journal"))?;
+            d.reg.tokens.insert(token, Source::Journal);
+        }
         d.reg.watch(&d.client_listener, Source::ClientListener)?;
         d.reg.watch(&d.control_listener, Source::ControlListener)?;
         Ok(d)
@@ -292,6 +318,18 @@ impl Daemon {
             let now = self.now();
             let acts = self.core.handle(now, Event::Tick);
             self.execute(acts);
+        }
+        if let Some(w) = self.journal.take() {
+            // Answers held for the last records go out once they are durable.
+            let upto = w.finish(std::time::Duration::from_secs(5)).iter().filter_map(durable_lsn).max();
+            if let Some(upto) = upto {
+                let now = self.now();
+                let acts = self.core.handle(now, Event::Journaled { upto });
+                self.execute(acts);
+            }
+            for (_, peer) in self.clients.iter_mut() {
+                let _ = flush(peer);
+            }
         }
         for p in &self.socket_paths {
             let _ = std::fs::remove_file(p);
@@ -332,12 +370,36 @@ impl Daemon {
                 self.on_client_readable(conn);
             }
             Source::Control(id) => self.on_control_readable(id),
+            Source::Journal => self.on_journal(),
             Source::Driver(driver, generation) => {
                 if flags.contains(EpollFlags::EPOLLOUT) {
                     self.flush_driver(driver);
                 }
                 self.drain_driver(driver, generation);
             }
+        }
+    }
+
+    /// Reports of the journal writer: durability moves the core on.
+    fn on_journal(&mut self) {
+        let Some(w) = &self.journal else { return };
+        let path = w.path().display().to_string();
+        let mut upto = None;
+        for r in w.drain() {
+            match r {
+                FromWriter::Durable { upto: u, .. } => upto = upto.max(Some(u)),
+                FromWriter::Failing { error } => {
+                    warn!("[SUP] cannot write the journal: {error} (answers held, retrying)")
+                }
+                FromWriter::Recovered { attempts } => {
+                    info!("[SUP] journal {path} written after {attempts} failed attempts; releasing held answers");
+                }
+            }
+        }
+        if let Some(upto) = upto {
+            let now = self.now();
+            let acts = self.core.handle(now, Event::Journaled { upto });
+            self.execute(acts);
         }
     }
 
@@ -630,6 +692,20 @@ impl Daemon {
                     };
                     self.send_client(conn, &wire);
                 }
+                Action::Journal { lsn, record } => {
+                    let snapshot = matches!(record, Record::Snapshot(_));
+                    match &self.journal {
+                        Some(w) => w.send(ToWriter { lsn, bytes: journal::frame(&record), snapshot }),
+                        // Not journaling: nothing to wait for.
+                        None => {
+                            let now = self.now();
+                            let more = self.core.handle(now, Event::Journaled { upto: lsn });
+                            for m in more.into_iter().rev() {
+                                work.push_front(m);
+                            }
+                        }
+                    }
+                }
                 Action::Say(line) => info!("[SUP] {line}"),
                 Action::Exit => self.exit = true,
             }
@@ -787,6 +863,41 @@ fn flush(peer: &mut Peer) -> Result<(), ()> {
         }
     }
     Ok(())
+}
+
+fn durable_lsn(r: &FromWriter) -> Option<u64> {
+    match r {
+        FromWriter::Durable { upto, .. } => Some(*upto),
+        _ => None,
+    }
+}
+
+/// Reads the journal, restores what it holds into `core`, and starts the
+/// writer on a fresh journal that holds exactly that.
+fn open_journal(cfg: &Config, core: &mut Supervisor) -> Result<Writer, DaemonError> {
+    let dir = &cfg.supervisor.state_dir;
+    std::fs::create_dir_all(dir).map_err(setup(format!("state directory {}", dir.display())))?;
+    let path = journal::path(dir);
+    let loaded =
+        journal::load(&path, cfg.supervisor.journal_recovery).map_err(|source| DaemonError::Journal { source })?;
+    if let Some(damage) = &loaded.truncated {
+        warn!("[SUP] {damage}; truncated at the last valid record ({} bytes kept)", loaded.valid_bytes);
+    }
+    let r = core.recover(Millis(0), loaded.image);
+    if loaded.records > 0 {
+        let requests: usize = r.requests.iter().map(|(_, n)| n).sum();
+        info!(
+            "[SUP] recovered {} sessions, {requests} accepted requests and {} committed states from {} ({} records)",
+            r.sessions,
+            r.checkpoints,
+            path.display(),
+            loaded.records
+        );
+    }
+    for p in &r.dropped {
+        warn!("[SUP] journal {}: {p}", path.display());
+    }
+    Writer::start(&path, &Record::Snapshot(core.image())).map_err(|source| DaemonError::Journal { source })
 }
 
 /// The error of a failed checkpoint write, naming the file or directory

@@ -10,6 +10,8 @@
 //! - thin adapters: [`config`] (TOML), [`checkpoint`] (crash-safe files) and
 //!   [`daemon`] (spawning, signalfd, epoll, sockets).
 //! - [`identity`]: session ids unique across supervisor lifetimes.
+//! - [`journal`]: the write-ahead journal of `durability = "journal"`
+//!   drivers, written with group commit by a thread off the event loop.
 //!
 //! # Designs rejected
 //! - Async runtime (tokio): the daemon waits on a handful of fds; one epoll
@@ -28,3 +30,4 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod identity;
+pub mod journal;
