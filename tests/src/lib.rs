@@ -8,7 +8,10 @@
 //! once on a real file; a storm really does not spin the CPU; a supervisor
 //! killed with SIGKILL really leaves no driver behind. Tests are grouped by
 //! behaviour: `tests/restart.rs`, `replay.rs`, `checkpoint.rs`, `storm.rs`,
-//! `bad_input.rs`, `chaos.rs`, `sockets.rs`, `backpressure.rs`.
+//! `bad_input.rs`, `chaos.rs`, `sockets.rs`, `backpressure.rs`, and for the
+//! supervisor's own crash `supervisor_restart.rs` (ids and cursors across
+//! lifetimes, reconnects), `journal.rs` and `supervisor_crash.rs` (50
+//! SIGKILLs under load).
 //!
 //! This library is the shared rig: it finds (or builds) the `supervisor`,
 //! `drvctl` and `storage_driver` executables, writes a config into a private
