@@ -278,6 +278,15 @@ impl Rig {
     /// # Panics
     /// If it cannot be spawned.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// Starts the supervisor without waiting, with `env` added to its
+    /// environment (e.g. systemd's `NOTIFY_SOCKET`).
+    ///
+    /// # Panics
+    /// If it cannot be spawned.
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         self.starts += 1;
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
         let child = Command::new(&bins().supervisor)
@@ -289,6 +298,7 @@ impl Rig {
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn supervisor");
         self.child = Some(child);

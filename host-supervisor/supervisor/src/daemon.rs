@@ -23,6 +23,7 @@ use crate::core::{
 };
 use crate::journal::writer::{FromWriter, ToWriter, Writer};
 use crate::journal::{self, Record};
+use crate::notify::Notifier;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -177,6 +178,12 @@ pub struct Daemon {
     exit: bool,
     /// The journal's writer thread, when a driver journals.
     journal: Option<Writer>,
+    /// systemd's notification socket ([`crate::notify`]).
+    notify: Notifier,
+    /// `READY=1` went out.
+    ready_sent: bool,
+    /// The last `STATUS=` sent.
+    last_status: String,
 }
 
 /// Where each driver's checkpoint lives.
@@ -269,6 +276,12 @@ impl Daemon {
             buf: vec![0; MAX_CONTROL_FRAME.max(MAX_FRAME + 1)],
             exit: false,
             journal,
+            notify: Notifier::from_env().unwrap_or_else(|e| {
+                warn!("[SUP] {e}; not notifying systemd");
+                Notifier::new(None, None).expect("no socket never fails")
+            }),
+            ready_sent: false,
+            last_status: String::new(),
         };
         d.reg.watch(&d.signals, Source::Signals)?;
         if let Some(w) = &d.journal {
@@ -299,11 +312,12 @@ impl Daemon {
         self.execute(acts);
         let mut events = vec![EpollEvent::empty(); 64];
         while !self.exit {
-            let timeout = match self.core.next_deadline() {
-                Some(d) => {
-                    let wait = d.0.saturating_sub(self.now().0);
-                    EpollTimeout::try_from(wait.min(60_000)).unwrap_or(EpollTimeout::NONE)
-                }
+            self.tell_systemd();
+            let core_wait = self.core.next_deadline().map(|d| d.0.saturating_sub(self.now().0));
+            let ping_wait =
+                self.notify.next_ping().map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
+            let timeout = match core_wait.into_iter().chain(ping_wait).min() {
+                Some(wait) => EpollTimeout::try_from(wait.min(60_000)).unwrap_or(EpollTimeout::NONE),
                 None => EpollTimeout::NONE,
             };
             let n = match self.reg.epoll.wait(&mut events, timeout) {
@@ -403,6 +417,28 @@ impl Daemon {
         }
     }
 
+    /// `READY=1` once every driver has settled, `STATUS=` when the picture
+    /// changes, and the watchdog ping; all from the event loop.
+    fn tell_systemd(&mut self) {
+        if !self.notify.active() {
+            return;
+        }
+        self.notify.ping_if_due(Instant::now());
+        let rows = self.core.status(self.now());
+        let running = rows.iter().filter(|r| r.state.name() == "running").count();
+        let quarantined = rows.iter().filter(|r| r.state.name() == "quarantined").count();
+        let status = format!("{running} of {} drivers running, {quarantined} quarantined", rows.len());
+        let settled = rows.iter().all(|r| matches!(r.state.name(), "running" | "quarantined" | "stopped"));
+        if settled && !self.ready_sent {
+            self.ready_sent = true;
+            self.notify.send(&format!("READY=1\nSTATUS={status}\nMAINPID={}", std::process::id()));
+            self.last_status = status;
+        } else if self.ready_sent && status != self.last_status {
+            self.notify.send(&format!("STATUS={status}"));
+            self.last_status = status;
+        }
+    }
+
     fn on_signals(&mut self) {
         let mut reap = false;
         while let Ok(Some(info)) = self.signals.read_signal() {
@@ -410,6 +446,7 @@ impl Daemon {
                 Ok(Signal::SIGCHLD) => reap = true,
                 Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
                     info!("[SUP] received {}", s.as_str());
+                    self.notify.send(&format!("STOPPING=1\nSTATUS=stopping drivers ({})", s.as_str()));
                     let now = self.now();
                     let acts = self.core.handle(now, Event::Shutdown);
                     self.execute(acts);
@@ -729,6 +766,10 @@ impl Daemon {
             .env("REINC_IPC_FD", "0")
             .env("REINC_DRIVER_NAME", &cfg.name)
             .env("REINC_SUPERVISOR_PID", std::process::id().to_string())
+            // systemd's notifications are the supervisor's, not a driver's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::from(theirs))
             // Own process group: a terminal's Ctrl-C reaches the supervisor
             // only, which then stops drivers in order.

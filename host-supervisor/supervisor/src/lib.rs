@@ -12,6 +12,8 @@
 //! - [`identity`]: session ids unique across supervisor lifetimes.
 //! - [`journal`]: the write-ahead journal of `durability = "journal"`
 //!   drivers, written with group commit by a thread off the event loop.
+//! - [`notify`]: `sd_notify` (`READY=1`, `STATUS=`, `WATCHDOG=1`) for
+//!   systemd, the supervisor's own supervisor.
 //!
 //! # Designs rejected
 //! - Async runtime (tokio): the daemon waits on a handful of fds; one epoll
@@ -31,3 +33,4 @@ pub mod core;
 pub mod daemon;
 pub mod identity;
 pub mod journal;
+pub mod notify;
