@@ -47,6 +47,9 @@ pub enum ControlRequest {
         /// What to inject.
         plan: FaultPlan,
     },
+    /// The supervisor's metrics as Prometheus text (for node_exporter's
+    /// textfile collector). Last, so the earlier variants keep their bytes.
+    Metrics,
 }
 
 /// Supervisor → `drvctl`.
@@ -62,6 +65,8 @@ pub enum ControlResponse {
     Done(String),
     /// The command was refused; why, naming the driver.
     Error(String),
+    /// Answer to `Metrics`: Prometheus text exposition format 0.0.4.
+    Metrics(String),
 }
 
 /// A driver's lifecycle state.

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! drvctl [--runtime-dir DIR] status [--json]
+//! drvctl [--runtime-dir DIR] metrics
 //! drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
 //! drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND
 //! drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
@@ -28,6 +29,7 @@ use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageReply, StorageRequ
 
 const USAGE: &str = "usage:
   drvctl [--runtime-dir DIR] status [--json]
+  drvctl [--runtime-dir DIR] metrics                    (Prometheus text, e.g. for node_exporter's textfile collector)
   drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
   drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND      (e.g. after-effect:3:segv)
   drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
@@ -89,6 +91,12 @@ fn run(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
             } else {
                 print_table(&rows);
             }
+        }
+        Some("metrics") => {
+            let ControlResponse::Metrics(text) = ctl(ControlRequest::Metrics)? else {
+                return Err(Fail::Run("unexpected response to metrics".into()));
+            };
+            print!("{text}");
         }
         Some("restart") => done(ctl(ControlRequest::Restart { driver: name(1)? })?),
         Some("stop") => done(ctl(ControlRequest::Stop { driver: name(1)? })?),

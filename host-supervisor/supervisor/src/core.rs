@@ -33,6 +33,7 @@ use reinc_proto::{CallError, ClientId, FaultPlan, FromDriver, Generation, MAX_BO
 use reinc_queue::{RequestQueue, Slot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+mod counters;
 pub mod durability;
 mod wal;
 use durability::Durability;
@@ -611,6 +612,8 @@ pub struct Supervisor {
     ids: SessionIds,
     /// The journal's bookkeeping ([`wal`]).
     wal: wal::Wal,
+    /// Per-driver counters for `drvctl metrics` ([`counters`]).
+    counters: Vec<counters::DriverCounters>,
     max_sessions: usize,
     dedup_per_session: usize,
     shutting_down: bool,
@@ -668,6 +671,7 @@ impl Supervisor {
             conns: HashMap::new(),
             ids: SessionIds::new(Epoch(0)),
             wal: wal::Wal::default(),
+            counters: Vec::new(),
             max_sessions,
             dedup_per_session,
             shutting_down: false,
@@ -803,6 +807,12 @@ impl Supervisor {
         let mut out = Vec::new();
         let name = match req {
             ControlRequest::Status => return (ControlResponse::Status(self.status(now)), out),
+            // The daemon adds what only it knows (journal sync latency).
+            ControlRequest::Metrics => {
+                let mut t = crate::metrics::Text::default();
+                self.render_metrics(now, &mut t);
+                return (ControlResponse::Metrics(t.finish()), out);
+            }
             ControlRequest::Restart { driver }
             | ControlRequest::Stop { driver }
             | ControlRequest::DumpQueue { driver }
@@ -813,7 +823,7 @@ impl Supervisor {
             return (ControlResponse::Error(format!("no driver named {name:?} is configured")), out);
         };
         let resp = match req {
-            ControlRequest::Status => unreachable!("answered above"),
+            ControlRequest::Status | ControlRequest::Metrics => unreachable!("answered above"),
             ControlRequest::Restart { .. } => self.operator_restart(now, id, &mut out),
             ControlRequest::Stop { .. } => self.operator_stop(now, id, &mut out),
             ControlRequest::DumpQueue { .. } => ControlResponse::Queue(
@@ -965,6 +975,7 @@ impl Supervisor {
                 if queued > 0 {
                     out.push(Action::Say(format!("replaying {queued} queued requests")));
                 }
+                self.count_ready(id, now, queued);
                 self.pump(id, out);
             }
             FromDriver::Pong { nonce } => {
@@ -1118,6 +1129,9 @@ impl Supervisor {
             reason
         };
         d.last_failure = Some(reason);
+        let cause = counters::cause(inst.killed_for.as_deref(), inst.fatal.is_some(), status);
+        self.count_crash(id, now, cause);
+        let d = &mut self.drivers[id.0];
         // Poison: blame the oldest request the dead instance was working on.
         let mut poisoned = None;
         if d.queue.head_in_flight() {
@@ -1167,6 +1181,8 @@ impl Supervisor {
                     FaultPolicyConfig::Stop => "its fault policy is stop".into(),
                 };
                 out.push(Action::Say(format!("{name} quarantined: {why}; `drvctl restart {name}` revives it")));
+                self.count_quarantine(id);
+                let d = &mut self.drivers[id.0];
                 d.phase = Phase::Quarantined;
                 self.fail_queue(now, id, CallError::DriverFailed, out);
             }

@@ -184,6 +184,23 @@ pub struct Daemon {
     ready_sent: bool,
     /// The last `STATUS=` sent.
     last_status: String,
+    /// Journal and start-up figures only the daemon sees.
+    stats: DaemonStats,
+}
+
+/// Figures for `drvctl metrics` that only the daemon sees.
+#[derive(Debug, Default)]
+struct DaemonStats {
+    /// `fdatasync` (or snapshot) time per journal batch.
+    journal_sync: crate::metrics::Histogram,
+    /// Records and bytes written, in batches.
+    journal_batches: u64,
+    journal_batch_records: u64,
+    journal_bytes: u64,
+    /// Reading and restoring the journal at start.
+    recovery: std::time::Duration,
+    /// From start to every driver settled (READY=1).
+    ready_after: Option<std::time::Duration>,
 }
 
 /// Where each driver's checkpoint lives.
@@ -248,7 +265,9 @@ impl Daemon {
             SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(setup("signalfd"))?;
         // After the mask: the writer thread inherits it, so SIGTERM reaches
         // the signalfd, not the thread's default action.
+        let recovery_started = Instant::now();
         let journal = if core.journaling() { Some(open_journal(&cfg, &mut core)?) } else { None };
+        let recovery_time = recovery_started.elapsed();
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
 
         std::fs::create_dir_all(runtime_dir).map_err(setup(format!("runtime directory {}", runtime_dir.display())))?;
@@ -282,6 +301,7 @@ impl Daemon {
             }),
             ready_sent: false,
             last_status: String::new(),
+            stats: DaemonStats { recovery: recovery_time, ..DaemonStats::default() },
         };
         d.reg.watch(&d.signals, Source::Signals)?;
         if let Some(w) = &d.journal {
@@ -401,7 +421,13 @@ impl Daemon {
         let mut upto = None;
         for r in w.drain() {
             match r {
-                FromWriter::Durable { upto: u, .. } => upto = upto.max(Some(u)),
+                FromWriter::Durable { upto: u, records, bytes, sync, .. } => {
+                    upto = upto.max(Some(u));
+                    self.stats.journal_sync.observe(sync.as_secs_f64());
+                    self.stats.journal_batches += 1;
+                    self.stats.journal_batch_records += records as u64;
+                    self.stats.journal_bytes += bytes as u64;
+                }
                 FromWriter::Failing { error } => {
                     warn!("[SUP] cannot write the journal: {error} (answers held, retrying)")
                 }
@@ -420,6 +446,12 @@ impl Daemon {
     /// `READY=1` once every driver has settled, `STATUS=` when the picture
     /// changes, and the watchdog ping; all from the event loop.
     fn tell_systemd(&mut self) {
+        if self.stats.ready_after.is_none() {
+            let rows = self.core.status(self.now());
+            if rows.iter().all(|r| matches!(r.state.name(), "running" | "quarantined" | "stopped")) {
+                self.stats.ready_after = Some(self.started.elapsed());
+            }
+        }
         if !self.notify.active() {
             return;
         }
@@ -672,9 +704,42 @@ impl Daemon {
             }
             return ControlResponse::Error(format!("{driver} has no trace yet"));
         }
-        let (resp, acts) = self.core.control(now, req);
+        let (mut resp, acts) = self.core.control(now, req);
         self.execute(acts);
+        if let ControlResponse::Metrics(text) = &mut resp {
+            text.push_str(&self.daemon_metrics());
+        }
         resp
+    }
+
+    /// The families only the daemon can fill.
+    fn daemon_metrics(&self) -> String {
+        use crate::metrics::Text;
+        let s = &self.stats;
+        let mut t = Text::default();
+        t.family("reinc_journal_sync_seconds", "histogram", "Time to make one journal batch durable (fdatasync).");
+        t.histogram("reinc_journal_sync_seconds", &[], &s.journal_sync);
+        t.family("reinc_journal_batches_total", "counter", "Journal batches written (one fdatasync each).");
+        t.sample("reinc_journal_batches_total", &[], s.journal_batches);
+        t.family("reinc_journal_batch_records_total", "counter", "Records written in journal batches.");
+        t.sample("reinc_journal_batch_records_total", &[], s.journal_batch_records);
+        t.family("reinc_journal_bytes_total", "counter", "Bytes written to the journal.");
+        t.sample("reinc_journal_bytes_total", &[], s.journal_bytes);
+        t.family(
+            "reinc_supervisor_recovery_seconds",
+            "gauge",
+            "Time spent reading and restoring the journal at start.",
+        );
+        t.sample("reinc_supervisor_recovery_seconds", &[], s.recovery.as_secs_f64());
+        t.family(
+            "reinc_supervisor_ready_seconds",
+            "gauge",
+            "Time from start until every driver had settled (READY=1).",
+        );
+        t.sample("reinc_supervisor_ready_seconds", &[], s.ready_after.map_or(f64::NAN, |d| d.as_secs_f64()));
+        t.family("reinc_supervisor_uptime_seconds", "gauge", "Time since this supervisor started.");
+        t.sample("reinc_supervisor_uptime_seconds", &[], self.started.elapsed().as_secs_f64());
+        t.finish()
     }
 
     fn execute(&mut self, acts: Vec<Action>) {

@@ -12,6 +12,7 @@
 //! - [`identity`]: session ids unique across supervisor lifetimes.
 //! - [`journal`]: the write-ahead journal of `durability = "journal"`
 //!   drivers, written with group commit by a thread off the event loop.
+//! - [`metrics`]: `drvctl metrics` as Prometheus text.
 //! - [`notify`]: `sd_notify` (`READY=1`, `STATUS=`, `WATCHDOG=1`) for
 //!   systemd, the supervisor's own supervisor.
 //!
@@ -33,4 +34,5 @@ pub mod core;
 pub mod daemon;
 pub mod identity;
 pub mod journal;
+pub mod metrics;
 pub mod notify;

@@ -60,6 +60,8 @@ pub struct WalStats {
     pub recovered_requests: u64,
     /// Actions held for durability right now.
     pub held: u64,
+    /// Supervisor lifetimes recorded in the journal, this one included.
+    pub lifetimes: u64,
 }
 
 /// What [`Supervisor::recover`] restored.
@@ -265,7 +267,7 @@ impl Supervisor {
                 pending: d.queue.iter().map(|(e, _)| PendingImage { rid: e.id, body: e.payload.clone() }).collect(),
             })
             .collect();
-        Image { sessions, drivers }
+        Image { sessions, drivers, lifetimes: self.wal.stats.lifetimes }
     }
 
     /// Restores a journal image before [`Event::Start`](super::Event::Start):
@@ -273,6 +275,7 @@ impl Supervisor {
     /// journal driver, and its accepted requests, queued in order for replay.
     pub fn recover(&mut self, now: Millis, image: Image) -> Recovery {
         let mut r = Recovery::default();
+        self.wal.stats.lifetimes = image.lifetimes + 1;
         for si in image.sessions {
             let mut s = Session { last_active: now, ..Session::default() };
             s.floor = si.floor;

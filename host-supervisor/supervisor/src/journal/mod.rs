@@ -132,6 +132,8 @@ pub struct Image {
     pub sessions: Vec<SessionImage>,
     /// The journal drivers.
     pub drivers: Vec<DriverImage>,
+    /// Supervisor lifetimes that wrote this journal (a restart counter).
+    pub lifetimes: u64,
 }
 
 /// One journal record.
