@@ -31,6 +31,7 @@
 
 pub mod demo;
 pub mod floors;
+pub mod journal_rows;
 pub mod machine;
 pub mod report;
 pub mod rig;

@@ -29,7 +29,7 @@ pub enum Goal {
 /// One measured figure against its floor.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
-    /// The section (1..=6).
+    /// The section (1..=7).
     pub section: u8,
     /// What was measured.
     pub name: String,
@@ -120,8 +120,15 @@ pub struct Report {
 }
 
 /// The sections, for headings and the completeness check.
-pub const SECTIONS: [&str; 6] =
-    ["Request round trip", "Throughput", "Recovery time", "Checkpoint cost", "Scale", "Storage path"];
+pub const SECTIONS: [&str; 7] = [
+    "Request round trip",
+    "Throughput",
+    "Recovery time",
+    "Checkpoint cost",
+    "Scale",
+    "Storage path",
+    "Supervisor crash (journal)",
+];
 
 fn num(v: Option<f64>) -> String {
     match v {
@@ -297,7 +304,7 @@ mod tests {
     }
 
     fn all_sections() -> Vec<Row> {
-        (1..=6).map(|s| Row::new(s, &format!("row {s}"), 2.0, "µs", "floor", 1.0)).collect()
+        (1..=7).map(|s| Row::new(s, &format!("row {s}"), 2.0, "µs", "floor", 1.0)).collect()
     }
 
     #[test]
@@ -338,7 +345,7 @@ mod tests {
             assert!(md.contains(s), "{s}");
         }
         let json = serde_json::to_value(report(all_sections())).unwrap();
-        assert_eq!(json["rows"].as_array().unwrap().len(), 6);
+        assert_eq!(json["rows"].as_array().unwrap().len(), SECTIONS.len());
         assert_eq!(json["rows"][0]["ratio"], 2.0);
     }
 }

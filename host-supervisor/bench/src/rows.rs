@@ -113,6 +113,8 @@ pub fn run_all(bins: &Bins, work: &Path, budget: &Budget) -> Result<Report, Benc
     rows.extend(replay_rows);
     step("6. storage path");
     rows.extend(storage(bins, &work.join("storage"), budget)?);
+    step("7. journal and supervisor recovery");
+    rows.extend(crate::journal_rows::rows(bins, &work.join("supervisor-crash"), budget)?);
     notes.push(format!(
         "Persisted checkpoints were written to a {} filesystem; each commit is write + fsync + rename + fsync(dir).",
         machine.state_fs

@@ -709,6 +709,33 @@ mod tests {
         assert_eq!(c.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
         let minimal = parse("[[driver]]\nname = \"x\"\nexec = \"/x\"\n").unwrap();
         assert_eq!(minimal.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
+        assert_eq!(
+            (c.supervisor.journal_recovery, c.supervisor.journal_compact_bytes),
+            (minimal.supervisor.journal_recovery, minimal.supervisor.journal_compact_bytes)
+        );
+    }
+
+    #[test]
+    fn durability_and_journal_keys_parse_and_the_journal_excludes_persist_checkpoint() {
+        let c = parse(
+            "[supervisor]\njournal-recovery = \"truncate\"\n[[driver]]\nname = \"x\"\nexec = \"/x\"\n\
+             durability = \"journal\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.supervisor.journal_recovery, JournalRecovery::Truncate);
+        assert_eq!(c.drivers[0].durability, DurabilityMode::Journal);
+        assert_eq!(DriverConfig::new("y", "/y").durability, DurabilityMode::Memory);
+        let p = parse(
+            "[supervisor]\njournal-recovery = \"maybe\"\n[[driver]]\nname = \"x\"\nexec = \"/x\"\n\
+             durability = \"journal\"\npersist-checkpoint = true\n[[driver]]\nname = \"z\"\nexec = \"/z\"\n\
+             durability = \"disk\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 3, "{text:?}");
+        assert!(text[0].starts_with("supervisor: `journal-recovery`: unknown variant `maybe`"), "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("driver \"x\": `persist-checkpoint`: durability = \"journal\"")));
+        assert!(text.iter().any(|t| t.starts_with("driver \"z\": `durability`: unknown variant `disk`")), "{text:?}");
     }
 
     #[test]
