@@ -27,6 +27,9 @@ use storage_core::{BLOCK_SIZE, StorageRequest};
 
 use super::rows::Budget;
 
+/// Alternating rounds per depth.
+const ROUNDS: usize = 4;
+
 /// The journal counters of a running supervisor.
 #[derive(Debug, Clone, Copy, Default)]
 struct JournalCounters {
@@ -102,23 +105,45 @@ fn throughput(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchErro
     pipelined(&mut client, "j", 8, b.tput / 4)?;
     let mut rows = Vec::new();
     for depth in [1usize, 8, 64] {
-        let before = counters(&sup)?;
-        let (rate, calls) = pipelined(&mut client, "j", depth, b.tput)?;
-        let after = counters(&sup)?;
-        let batches = (after.batches - before.batches).max(1.0);
-        let per_batch_bytes = ((after.bytes - before.bytes) / batches).round() as usize;
-        let per_batch_records = (after.records - before.records) / batches;
-        let calls_per_batch = calls as f64 / batches;
-        let floor_batches = raw_appends(&dir.join("floor.journal"), per_batch_bytes, b.tput)?;
-        let floor = floor_batches * calls_per_batch;
+        // Rounds alternate between the supervisor and its floor, so that a
+        // slow patch of the shared disk hits both sides of the ratio alike.
+        let (mut calls, mut secs, mut floor_calls) = (0u64, 0.0f64, 0.0f64);
+        let (mut batches, mut records, mut bytes) = (0.0f64, 0.0f64, 0.0f64);
+        for _ in 0..ROUNDS {
+            let before = counters(&sup)?;
+            let t = Instant::now();
+            let (_, n) = pipelined(&mut client, "j", depth, b.tput / ROUNDS as u32)?;
+            secs += t.elapsed().as_secs_f64();
+            let after = counters(&sup)?;
+            let round_batches = (after.batches - before.batches).max(1.0);
+            let per_batch_bytes = ((after.bytes - before.bytes) / round_batches).round() as usize;
+            let floor_rate = raw_appends(&dir.join("floor.journal"), per_batch_bytes, b.tput / ROUNDS as u32)?;
+            floor_calls += floor_rate * (n as f64 / round_batches);
+            calls += n;
+            batches += round_batches;
+            records += after.records - before.records;
+            bytes += after.bytes - before.bytes;
+        }
+        let rate = calls as f64 / secs;
+        let floor = floor_calls / ROUNDS as f64;
         rows.push(
-            Row::new(7, &format!("journal commits, {depth} in flight"), rate, "req/s", "raw appends + fdatasync, same batches", floor)
-                .goal(Goal::RatioAtLeast(0.8))
-                .note(format!(
-                    "durability = \"journal\", every reply commits state; {per_batch_records:.1} records ({per_batch_bytes} B) \
-                     and {calls_per_batch:.2} requests per fdatasync; at most one request of a journal driver is in doubt, \
-                     so batches grow with the number of journal drivers, not with the depth"
-                )),
+            Row::new(
+                7,
+                &format!("journal commits, {depth} in flight"),
+                rate,
+                "req/s",
+                "raw appends + fdatasync, same batches",
+                floor,
+            )
+            .goal(Goal::RatioAtLeast(0.8))
+            .note(format!(
+                "durability = \"journal\", every reply commits state; {:.1} records ({:.0} B) and {:.2} requests \
+                     per fdatasync; at most one request of a journal driver is in doubt and it is forwarded once its \
+                     acceptance is durable, so one driver needs two syncs per request at depth 1 and one from depth 2",
+                records / batches,
+                bytes / batches,
+                calls as f64 / batches
+            )),
         );
     }
     Ok(rows)

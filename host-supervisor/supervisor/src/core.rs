@@ -1065,7 +1065,7 @@ impl Supervisor {
 
     fn pump(&mut self, id: DriverId, out: &mut Vec<Action>) {
         // A journal driver has at most one request in doubt (see `wal`).
-        let journal_window = self.journal_window(id);
+        let journal_window = self.journal_window(id, out);
         let d = &mut self.drivers[id.0];
         if !matches!(d.phase, Phase::Running { .. }) {
             return;
@@ -1500,7 +1500,7 @@ impl Supervisor {
         }
         s.settled(seq);
         s.pending.insert(seq);
-        self.journal_accepted(id, rid, body, acked_below, out);
+        self.journal_accepted(id, rid, body, acked_below);
         self.pump(id, out);
     }
 }

@@ -5,8 +5,14 @@
 //! - A new session's `Welcome` leaves once its [`Record::Session`] is
 //!   durable, so a client that was welcomed is known after a crash.
 //! - A request accepted for a journal driver is journaled
-//!   ([`Record::Accepted`]) without waiting: if that record is lost the
-//!   client was told nothing and resends it under the same id.
+//!   ([`Record::Accepted`]) before it is forwarded, so that after a crash
+//!   the request in doubt is known and replayed first, on the state it was
+//!   forwarded with, before any resumed client's new call can move the
+//!   device watermark. The record does not go out at once: it rides with
+//!   the next record the core emits (an answer, usually), and is flushed on
+//!   its own only when its request is next to be forwarded. Otherwise every
+//!   request would cost two `fdatasync`s: the writer would sync the lone
+//!   Accepted record while the answer arrives behind it.
 //! - An answer of a journal driver, its committed state and its dedup entry
 //!   are one [`Record::Answered`]; the client's answer (and any dedup hit
 //!   on it) waits until that record is durable.
@@ -39,6 +45,10 @@ pub(super) struct Wal {
     undurable: HashMap<RequestId, u64>,
     /// Per journal driver, the LSN of its last answer.
     answered: HashMap<DriverId, u64>,
+    /// Accepted records not emitted yet (they ride with the next record).
+    unflushed: Vec<Record>,
+    /// LSNs of emitted Accepted records not known durable yet.
+    accepted: HashMap<RequestId, u64>,
     /// Framed bytes (about) emitted since the last snapshot.
     since_snapshot: u64,
     /// Snapshot after this many bytes.
@@ -118,8 +128,26 @@ impl Supervisor {
         self.wal.enabled && self.drivers[id.0].cfg.durability == DurabilityMode::Journal
     }
 
-    /// Emits `record`; returns its LSN.
+    /// Emits `record` (after the Accepted records waiting to ride with it);
+    /// returns its LSN.
     fn journal(&mut self, record: Record, out: &mut Vec<Action>) -> u64 {
+        self.flush_accepted(out);
+        self.emit(record, out)
+    }
+
+    /// Emits the Accepted records waiting.
+    fn flush_accepted(&mut self, out: &mut Vec<Action>) {
+        for r in std::mem::take(&mut self.wal.unflushed) {
+            let rid = match &r {
+                Record::Accepted { rid, .. } => *rid,
+                _ => unreachable!("only Accepted records wait"),
+            };
+            let lsn = self.emit(r, out);
+            self.wal.accepted.insert(rid, lsn);
+        }
+    }
+
+    fn emit(&mut self, record: Record, out: &mut Vec<Action>) -> u64 {
         self.wal.last += 1;
         self.wal.stats.records += 1;
         self.wal.since_snapshot += approx_len(&record);
@@ -148,17 +176,10 @@ impl Supervisor {
     }
 
     /// A request was accepted for `id`.
-    pub(super) fn journal_accepted(
-        &mut self,
-        id: DriverId,
-        rid: RequestId,
-        body: &[u8],
-        floor: u64,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn journal_accepted(&mut self, id: DriverId, rid: RequestId, body: &[u8], floor: u64) {
         if self.is_journal(id) {
             let driver = self.drivers[id.0].cfg.name.clone();
-            self.journal(Record::Accepted { driver, rid, body: body.to_vec(), floor }, out);
+            self.wal.unflushed.push(Record::Accepted { driver, rid, body: body.to_vec(), floor });
         }
     }
 
@@ -204,14 +225,27 @@ impl Supervisor {
     }
 
     /// The window of the journal driver `id` right now: 0 while a request
-    /// or an answer of it is in doubt, else 1; `None` for other drivers.
-    pub(super) fn journal_window(&self, id: DriverId) -> Option<usize> {
+    /// or an answer of it is in doubt or the next request's Accepted record
+    /// is not durable (flushing it if it still waits), else 1; `None` for
+    /// other drivers.
+    pub(super) fn journal_window(&mut self, id: DriverId, out: &mut Vec<Action>) -> Option<usize> {
         if !self.is_journal(id) {
             return None;
         }
         let d = &self.drivers[id.0];
         let answered = self.wal.answered.get(&id).copied().unwrap_or(0);
-        Some(usize::from(d.queue.in_flight() == 0 && answered <= self.wal.durable))
+        if d.queue.in_flight() > 0 || answered > self.wal.durable {
+            return Some(0);
+        }
+        let Some(next) = d.queue.iter().find(|(_, in_flight)| !in_flight).map(|(e, _)| e.id) else {
+            return Some(0);
+        };
+        if self.wal.unflushed.iter().any(|r| matches!(r, Record::Accepted { rid, .. } if *rid == next)) {
+            self.flush_accepted(out);
+        }
+        // Absent: recovered from the journal, or known durable.
+        let accepted = self.wal.accepted.get(&next).copied().unwrap_or(0);
+        Some(usize::from(accepted <= self.wal.durable))
     }
 
     /// The daemon's report that every record up to `upto` is durable.
@@ -225,6 +259,7 @@ impl Supervisor {
             out.extend(acts);
         }
         self.wal.undurable.retain(|_, lsn| *lsn > upto);
+        self.wal.accepted.retain(|_, lsn| *lsn > upto);
         for i in 0..self.drivers.len() {
             if self.is_journal(DriverId(i)) {
                 self.pump(DriverId(i), out);
@@ -235,6 +270,8 @@ impl Supervisor {
     /// Emits a snapshot when enough was written since the last one.
     pub(super) fn maybe_compact(&mut self, out: &mut Vec<Action>) {
         if self.wal.enabled && self.wal.since_snapshot >= self.wal.compact_bytes {
+            // Before the snapshot, so the LSNs of their rides stay ordered.
+            self.flush_accepted(out);
             let image = self.image();
             self.wal.last += 1;
             self.wal.stats.snapshots += 1;

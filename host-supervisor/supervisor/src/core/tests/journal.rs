@@ -50,9 +50,12 @@ fn a_journal_drivers_answer_waits_until_its_record_is_durable() {
     sim.start();
     let c = durable_hello(&mut sim, C1);
     let acts = sim.call(C1, 1, b"w1");
-    assert_eq!(requests_sent(&acts), [1]);
+    // Forwarded only once its acceptance is durable (the in-doubt request
+    // must be known after a crash).
+    assert!(requests_sent(&acts).is_empty());
     let rid = RequestId { client: c, seq: 1 };
     assert!(matches!(records(&acts).as_slice(), [(_, Record::Accepted { rid: r, .. })] if *r == rid));
+    assert_eq!(requests_sent(&sim.ev(Event::Journaled { upto: last_lsn(&acts) })), [1]);
     let acts = sim.reply(STORAGE, c, 1, Some(b"state1"), b"ok1");
     assert!(client_msgs(&acts, C1).is_empty(), "the answer left before its record was durable");
     let answered = records(&acts);
@@ -76,11 +79,19 @@ fn a_journal_driver_gets_its_next_request_only_once_nothing_of_it_is_in_doubt() 
     let mut sim = journal_sim();
     sim.start();
     let c = durable_hello(&mut sim, C1);
-    assert_eq!(requests_sent(&sim.call(C1, 1, b"a")), [1]);
-    // window = 2 in the test config, but one request in flight is the limit.
-    assert!(requests_sent(&sim.call(C1, 2, b"b")).is_empty());
+    let acts = sim.call(C1, 1, b"a");
+    assert_eq!(requests_sent(&sim.ev(Event::Journaled { upto: last_lsn(&acts) })), [1]);
+    // window = 2 in the test config, but one request in flight is the limit;
+    // the second acceptance waits to ride with the first answer.
+    let acts = sim.call(C1, 2, b"b");
+    assert!(requests_sent(&acts).is_empty() && records(&acts).is_empty(), "{acts:?}");
     let acts = sim.reply(STORAGE, c, 1, None, b"1");
     assert!(requests_sent(&acts).is_empty(), "forwarded while the previous answer was in doubt");
+    let recs = records(&acts);
+    assert!(
+        matches!(recs.as_slice(), [(_, Record::Accepted { rid, .. }), (_, Record::Answered { .. })] if rid.seq == 2),
+        "one batch carries the answer and the next acceptance: {recs:?}"
+    );
     let acts = sim.ev(Event::Journaled { upto: last_lsn(&acts) });
     assert_eq!(requests_sent(&acts), [2]);
 }
@@ -90,7 +101,8 @@ fn a_dedup_hit_on_an_answer_not_yet_durable_waits_for_it() {
     let mut sim = journal_sim();
     sim.start();
     let c = durable_hello(&mut sim, C1);
-    sim.call(C1, 1, b"a");
+    let acts = sim.call(C1, 1, b"a");
+    sim.ev(Event::Journaled { upto: last_lsn(&acts) });
     let acts = sim.reply(STORAGE, c, 1, None, b"1");
     let lsn = last_lsn(&acts);
     // The client reconnects and resends before the record is durable.
@@ -131,12 +143,15 @@ fn recovery_replays_accepted_requests_in_order_and_answers_resumed_sessions_as_b
     let mut a = journal_sim();
     a.start();
     let c = durable_hello(&mut a, C1);
-    a.call(C1, 1, b"w1");
+    let acts = a.call(C1, 1, b"w1");
+    a.ev(Event::Journaled { upto: last_lsn(&acts) });
     let acts = a.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
     a.ev(Event::Journaled { upto: last_lsn(&acts) });
-    a.call(C1, 2, b"w2");
-    a.call(C1, 3, b"w3");
-    // Request 2 is executing; supervisor A dies with every record durable.
+    let acts = a.call(C1, 2, b"w2");
+    assert_eq!(requests_sent(&a.ev(Event::Journaled { upto: last_lsn(&acts) })), [2]);
+    // Call 3's acceptance waits to ride with the next record: supervisor A
+    // dies while 2 executes, and 3 is not in the journal.
+    assert!(records(&a.call(C1, 3, b"w3")).is_empty());
     let recs = records(&a.out);
     let image = image_of(&recs, u64::MAX);
 
@@ -162,6 +177,8 @@ fn recovery_replays_accepted_requests_in_order_and_answers_resumed_sessions_as_b
     assert_eq!(b.hello(C2, Some(c)), c);
     assert_eq!(client_msgs(&b.call(C2, 1, b"w1"), C2), [ClientMsg::Reply { seq: 1, body: b"r1".to_vec() }]);
     assert!(client_msgs(&b.call(C2, 2, b"w2"), C2).is_empty());
+    // The resent call 3 is new to B; it waits behind the request in doubt.
+    assert!(requests_sent(&b.call(C2, 3, b"w3")).is_empty());
     let acts = b.reply(STORAGE, c, 2, Some(b"s2"), b"r2");
     let acts = b.ev(Event::Journaled { upto: last_lsn(&acts) });
     assert_eq!(client_msgs(&acts, C2), [ClientMsg::Reply { seq: 2, body: b"r2".to_vec() }]);
@@ -175,6 +192,7 @@ fn an_answer_whose_record_was_lost_is_replayed_not_remembered() {
     let c = durable_hello(&mut a, C1);
     let acts = a.call(C1, 1, b"w1");
     let accepted = last_lsn(&acts);
+    a.ev(Event::Journaled { upto: accepted });
     a.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
     // Only the Accepted record made it to disk.
     let image = image_of(&records(&a.out), accepted);
@@ -219,11 +237,15 @@ fn a_snapshot_follows_once_enough_was_journaled_and_holds_everything() {
     sim.start();
     let c = durable_hello(&mut sim, C1);
     let body = vec![7u8; 20_000];
-    for seq in 1..=5 {
-        sim.call(C1, seq, &body);
-        sim.reply(STORAGE, c, seq, Some(&[seq as u8]), b"ok");
+    let durable = |sim: &mut Sim| {
         let lsn = records(&sim.out).last().unwrap().0;
         sim.ev(Event::Journaled { upto: lsn });
+    };
+    for seq in 1..=5 {
+        sim.call(C1, seq, &body);
+        durable(&mut sim);
+        sim.reply(STORAGE, c, seq, Some(&[seq as u8]), b"ok");
+        durable(&mut sim);
     }
     let recs = records(&sim.out);
     let snaps: Vec<&(u64, Record)> = recs.iter().filter(|(_, r)| matches!(r, Record::Snapshot(_))).collect();
