@@ -56,45 +56,57 @@ fn counters(sup: &Supervisor) -> Result<JournalCounters, BenchError> {
     })
 }
 
-/// Keeps `depth` calls in flight for `dur`; returns calls per second and
-/// calls completed.
-fn pipelined(client: &mut Client, driver: &str, depth: usize, dur: Duration) -> Result<(f64, u64), BenchError> {
+/// Keeps `depth` calls in flight for `dur`, then lets them finish; returns
+/// the calls completed and the time taken, the drain included (so that the
+/// journal's counters around it cover exactly these calls).
+fn pipelined(client: &mut Client, driver: &str, depth: usize, dur: Duration) -> Result<(u64, Duration), BenchError> {
     let cerr = |e: reinc_client::ClientError| BenchError::Client(e.to_string());
     let body = [NULL_COMMIT];
+    let start = Instant::now();
     for _ in 0..depth {
         client.submit(driver, &body).map_err(cerr)?;
     }
-    let start = Instant::now();
     let mut done = 0u64;
-    while start.elapsed() < dur {
+    while client.in_flight() > 0 {
         let c = client.wait().map_err(cerr)?;
         c.result.map_err(|e| BenchError::Reply { driver: driver.into(), what: format!("call failed: {e}") })?;
         done += 1;
-        client.submit(driver, &body).map_err(cerr)?;
+        if start.elapsed() < dur {
+            client.submit(driver, &body).map_err(cerr)?;
+        }
     }
-    let secs = start.elapsed().as_secs_f64();
-    while client.in_flight() > 0 {
-        client.wait().map_err(cerr)?;
-    }
-    Ok((done as f64 / secs, done))
+    Ok((done, start.elapsed()))
 }
 
-/// Appends batches of `batch_bytes` with one `fdatasync` each for `dur`;
-/// returns batches per second.
-fn raw_appends(path: &Path, batch_bytes: usize, dur: Duration) -> Result<f64, BenchError> {
-    let f = std::fs::File::create(path).map_err(|e| BenchError::io(path.display(), e))?;
-    let buf = vec![0x5au8; batch_bytes.max(1)];
-    let mut off = 0u64;
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < dur {
-        f.write_all_at(&buf, off).and_then(|()| f.sync_data()).map_err(|e| BenchError::io(path.display(), e))?;
-        off += buf.len() as u64;
-        n += 1;
+/// An append-only file like the journal: kept open across rounds, grown by
+/// appends, each batch covered by one `fdatasync`.
+struct RawLog {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl RawLog {
+    fn create(path: &Path) -> Result<Self, BenchError> {
+        let file = std::fs::File::create(path).map_err(|e| BenchError::io(path.display(), e))?;
+        Ok(Self { file, len: 0 })
     }
-    let secs = start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(path);
-    Ok(n as f64 / secs)
+
+    /// Appends batches of `batch_bytes` with one `fdatasync` each for `dur`;
+    /// returns batches per second.
+    fn appends(&mut self, batch_bytes: usize, dur: Duration) -> Result<f64, BenchError> {
+        let buf = vec![0x5au8; batch_bytes.max(1)];
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < dur {
+            self.file
+                .write_all_at(&buf, self.len)
+                .and_then(|()| self.file.sync_data())
+                .map_err(|e| BenchError::io("raw journal floor", e))?;
+            self.len += buf.len() as u64;
+            n += 1;
+        }
+        Ok(n as f64 / start.elapsed().as_secs_f64())
+    }
 }
 
 /// The journal throughput rows.
@@ -102,22 +114,22 @@ fn throughput(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchErro
     let spec = DriverSpec::new("j", &bins.null_driver).set("init-timeout-ms", 60_000).set("durability", "\"journal\"");
     let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
     let mut client = sup.client()?;
-    pipelined(&mut client, "j", 8, b.tput / 4)?;
+    pipelined(&mut client, "j", 8, b.tput / 4)?; // warm-up
     let mut rows = Vec::new();
     for depth in [1usize, 8, 64] {
         // Rounds alternate between the supervisor and its floor, so that a
         // slow patch of the shared disk hits both sides of the ratio alike.
         let (mut calls, mut secs, mut floor_calls) = (0u64, 0.0f64, 0.0f64);
         let (mut batches, mut records, mut bytes) = (0.0f64, 0.0f64, 0.0f64);
+        let mut raw = RawLog::create(&dir.join(format!("floor-{depth}.journal")))?;
         for _ in 0..ROUNDS {
             let before = counters(&sup)?;
-            let t = Instant::now();
-            let (_, n) = pipelined(&mut client, "j", depth, b.tput / ROUNDS as u32)?;
-            secs += t.elapsed().as_secs_f64();
+            let (n, took) = pipelined(&mut client, "j", depth, b.tput)?;
+            secs += took.as_secs_f64();
             let after = counters(&sup)?;
             let round_batches = (after.batches - before.batches).max(1.0);
             let per_batch_bytes = ((after.bytes - before.bytes) / round_batches).round() as usize;
-            let floor_rate = raw_appends(&dir.join("floor.journal"), per_batch_bytes, b.tput / ROUNDS as u32)?;
+            let floor_rate = raw.appends(per_batch_bytes, took)?;
             floor_calls += floor_rate * (n as f64 / round_batches);
             calls += n;
             batches += round_batches;
