@@ -24,6 +24,9 @@
 //!   before any other event.
 //! - [`Event::Exited`] for an instance comes after every frame that instance
 //!   sent (the daemon drains its socket first).
+//! - [`Action::Journal`] is answered later, asynchronously, by
+//!   [`Event::Journaled`] (the journal's writer thread syncs in batches);
+//!   what depends on a record waits in the core until then (see `wal`).
 
 use crate::config::{DriverConfig, FaultPolicyConfig};
 use crate::identity::{Epoch, SessionIds};

@@ -220,6 +220,11 @@ impl Daemon {
         for d in &cfg.drivers {
             let mut ckpt = None;
             if d.persist_checkpoint {
+                warn!(
+                    "[SUP] {}: persist-checkpoint is deprecated: durability = \"journal\" keeps the committed state \
+                     with the sessions and answers, off the event loop",
+                    d.name
+                );
                 let dir = &cfg.supervisor.state_dir;
                 std::fs::create_dir_all(dir).map_err(setup(format!("state directory {}", dir.display())))?;
                 let path = checkpoint_path(&cfg, &d.name);
