@@ -85,9 +85,9 @@ fn fifty_supervisor_sigkills_under_load_lose_nothing_and_run_nothing_twice() {
     });
     eprintln!("supervisor_crash: {kills} kills, REINC_CRASH_SEED={seed}");
     let mut rng = Xorshift(seed | 1);
+    // journal-recovery stays "refuse": a SIGKILL in the middle of a batch's
+    // write must leave nothing the next supervisor takes for damage.
     let mut rig = Rig::new("sup-crash", &[("durability", "\"journal\"")]);
-    // SIGKILL can cut a batch's write short: its records were never durable.
-    rig.set_supervisor_key("journal-recovery", "\"truncate\"");
     rig.set_disk_blocks(CLIENTS * BLOCKS_PER_CLIENT);
     rig.start();
 
@@ -131,7 +131,8 @@ fn fifty_supervisor_sigkills_under_load_lose_nothing_and_run_nothing_twice() {
          pairs of kills",
         acknowledged.len()
     );
-    assert!(progress >= kills as usize / 4, "the kills must land under load, not on an idle supervisor");
+    // Every fifth kill waits 100-300 ms: the load must at least move then.
+    assert!(progress >= kills as usize / 10, "the kills must land under load, not on an idle supervisor");
 
     // 0 acknowledged writes lost: every one reads back.
     let mut c = rig.client();

@@ -27,6 +27,10 @@
 //!   order depended on timing. Resends now go out together, lowest seq
 //!   first, after a short pause, new calls to that driver queue behind them,
 //!   and the supervisor's busy barrier refuses any call that would overtake.
+//! - Giving up on the first failed reconnect attempt: a supervisor being
+//!   SIGKILLed still accepts connections on its listening socket and then
+//!   resets them, and its successor binds the socket a moment later; every
+//!   step of a reconnect is retried within [`Client::reconnect_timeout`].
 #![forbid(unsafe_code)]
 
 pub mod control;

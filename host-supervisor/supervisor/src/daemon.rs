@@ -216,6 +216,14 @@ impl Daemon {
     /// # Errors
     /// [`DaemonError`] naming the file, socket or driver involved.
     pub fn new(cfg: Config, runtime_dir: &Path) -> Result<Self, DaemonError> {
+        // First of all, before the journal is read and rewritten: a live
+        // supervisor answers on its control socket; a socket that only
+        // accepts (held by a dead supervisor's child between fork and exec)
+        // or refuses is stale.
+        let control_path = reinc_client::control_socket(runtime_dir);
+        if supervisor_answers(&control_path) {
+            return Err(DaemonError::AlreadyRunning(control_path));
+        }
         let mut drivers = Vec::new();
         for d in &cfg.drivers {
             let mut ckpt = None;
@@ -991,6 +999,14 @@ fn open_journal(cfg: &Config, core: &mut Supervisor) -> Result<Writer, DaemonErr
     let path = journal::path(dir);
     let loaded =
         journal::load(&path, cfg.supervisor.journal_recovery).map_err(|source| DaemonError::Journal { source })?;
+    if loaded.unconfirmed > 0 {
+        info!(
+            "[SUP] journal {}: ignoring the last {} bytes, a batch written but never confirmed (the previous \
+             supervisor died writing it)",
+            path.display(),
+            loaded.unconfirmed
+        );
+    }
     if let Some(damage) = &loaded.truncated {
         warn!("[SUP] {damage}; truncated at the last valid record ({} bytes kept)", loaded.valid_bytes);
     }
@@ -1030,17 +1046,34 @@ fn inheritable(fd: &OwnedFd, yes: bool) -> nix::Result<()> {
     fcntl(fd, FcntlArg::F_SETFD(flags)).map(drop)
 }
 
+/// True if a supervisor answers a status request on the control socket at
+/// `path` within a second. Connecting is not enough: after a SIGKILL the
+/// dead supervisor's listening socket can outlive it for a moment in a
+/// child between fork and exec, which accepts nothing.
+fn supervisor_answers(path: &Path) -> bool {
+    let Ok(addr) = UnixAddr::new(path) else { return false };
+    let Ok(fd) = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None) else { return false };
+    if connect(fd.as_raw_fd(), &addr).is_err() {
+        return false;
+    }
+    let timeout = nix::sys::time::TimeVal::new(1, 0);
+    if nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout).is_err() {
+        return true;
+    }
+    let Ok(frame) = reinc_proto::encode_vec(&ControlRequest::Status) else { return true };
+    if send(fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL).is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; MAX_CONTROL_FRAME];
+    matches!(recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()), Ok(n) if n > 0)
+}
+
 /// Creates a listening `SOCK_SEQPACKET` socket at `path` with `mode`.
 fn listen_seqpacket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
     let what = || format!("socket {}", path.display());
     let addr = UnixAddr::new(path).map_err(setup(what()))?;
     if path.exists() {
-        // A live supervisor answers; a stale socket file refuses.
-        let probe =
-            socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(setup(what()))?;
-        if connect(probe.as_raw_fd(), &addr).is_ok() {
-            return Err(DaemonError::AlreadyRunning(path.into()));
-        }
+        // Stale: `supervisor_answers` found no live supervisor.
         std::fs::remove_file(path).map_err(setup(what()))?;
     }
     let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)

@@ -135,3 +135,34 @@ fn the_writer_group_commits_and_a_snapshot_replaces_the_file() {
     assert_eq!(l.image, image);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn frames_are_aligned_so_no_header_crosses_a_page() {
+    for n in [0usize, 1, 7, 8, 9, 100, 4095] {
+        let r = Record::Accepted { driver: "d".into(), rid: rid(1, 1), body: vec![1; n], floor: 0 };
+        assert_eq!(frame(&r).len() % ALIGN, 0, "{n}");
+    }
+    assert_eq!(HEADER_BYTES % ALIGN, 0);
+    assert_eq!(4096 % ALIGN, 0);
+}
+
+/// What a SIGKILL in the middle of a batch's write leaves: the batch with
+/// its first header still zero (written last). It ends the journal quietly,
+/// under "refuse" too: it was never confirmed to anyone.
+#[test]
+fn an_unconfirmed_batch_ends_the_journal_and_is_not_damage() {
+    let mut b = file(&[accepted(1)]);
+    let batch = [frame(&accepted(2)), frame(&accepted(3))].concat();
+    let mut unconfirmed = batch.clone();
+    unconfirmed[..FRAME_BYTES].fill(0);
+    // Cut anywhere inside, or complete: the same result.
+    for cut in [FRAME_BYTES, batch.len() / 2, batch.len()] {
+        let mut f = b.clone();
+        f.extend_from_slice(&unconfirmed[..cut]);
+        let l = parse(Path::new(P), &f, Refuse).unwrap();
+        assert_eq!((l.records, l.unconfirmed), (1, cut as u64), "cut at {cut}");
+    }
+    // Once its header is written, the batch counts.
+    b.extend_from_slice(&batch);
+    assert_eq!(parse(Path::new(P), &b, Refuse).unwrap().records, 3);
+}

@@ -106,9 +106,17 @@ impl Log {
         Ok(Self { path: path.into(), file, len: buf.len() as u64 })
     }
 
-    /// Appends `bytes` and syncs them.
+    /// Appends `bytes` (whole frames) and syncs them: first with the first
+    /// frame header zeroed, then that header, so that a write cut short by
+    /// a SIGKILL leaves a batch the reader ignores rather than a torn tail.
     fn append(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
-        let res = self.file.write_all_at(bytes, self.len).and_then(|()| self.file.sync_data());
+        let mut body = bytes.to_vec();
+        body[..super::FRAME_BYTES].fill(0);
+        let res = self
+            .file
+            .write_all_at(&body, self.len)
+            .and_then(|()| self.file.write_all_at(&bytes[..super::FRAME_BYTES], self.len))
+            .and_then(|()| self.file.sync_data());
         if let Err(e) = res {
             // Whatever part landed must not stay as a torn record in the
             // middle of the journal once a retry succeeds behind it.
