@@ -288,6 +288,8 @@ fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError>
 /// # Errors
 /// The first experiment that fails.
 pub fn rows(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
+    // A run that failed earlier may have left its journals behind.
+    let _ = std::fs::remove_dir_all(dir);
     let mut rows = throughput(bins, &dir.join("journal"), b)?;
     rows.extend(recovery(bins, &dir.join("sup-recovery"), b)?);
     Ok(rows)

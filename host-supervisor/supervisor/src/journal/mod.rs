@@ -50,6 +50,9 @@
 //! was forwarded with, and the watermark skips its effect.
 //!
 //! # Designs rejected
+//! - Truncating every torn tail silently: after a SIGKILL there is none to
+//!   truncate (see above), so a torn tail means the disk lost data, which
+//!   an operator must see unless `journal-recovery = "truncate"` says not.
 //! - Pipelining journal drivers as memory drivers are (`window` requests in
 //!   flight while their answers are being synced): after a crash several
 //!   applied requests could be in doubt, and replaying the first of them
@@ -75,8 +78,9 @@ use crate::config::JournalRecovery;
 
 /// The journal file's magic number (bytes 0..8).
 pub const MAGIC: [u8; 8] = *b"REINCJNL";
-/// The journal format version (bytes 8..12).
-pub const VERSION: u32 = 1;
+/// The journal format version (bytes 8..12). 2: frames padded to
+/// [`ALIGN`] bytes (version 1 never left development).
+pub const VERSION: u32 = 2;
 /// Bytes before the first record.
 pub const HEADER_BYTES: usize = 16;
 /// Bytes of a record's frame header (length and CRC).

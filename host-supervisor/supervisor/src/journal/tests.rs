@@ -88,7 +88,7 @@ fn a_corrupt_record_in_the_middle_is_refused_with_its_offset() {
 #[test]
 fn a_file_that_is_not_a_journal_is_refused() {
     let err = parse(Path::new(P), b"REINCCKP\x01\0\0\0\0\0\0\0\0\0\0\0", Refuse).unwrap_err();
-    assert_eq!(err.to_string(), format!("journal {P}: not a version-1 reinc journal (bad header)"));
+    assert_eq!(err.to_string(), format!("journal {P}: not a version-2 reinc journal (bad header)"));
     // An absurd length is damage, not an allocation.
     let mut b = header().to_vec();
     b.extend_from_slice(&u32::MAX.to_le_bytes());
