@@ -143,6 +143,8 @@ pub struct Client {
     next_seq: u64,
     pending: BTreeMap<u64, Pending>,
     buf: Vec<u8>,
+    /// Frames read while resending after a reconnect, not yet delivered.
+    inbox: std::collections::VecDeque<Vec<u8>>,
     /// How long to keep trying to reconnect after the connection is lost
     /// (default 30 s, or `REINC_RECONNECT_TIMEOUT_MS`). Within it, a reset
     /// connection (`ECONNRESET`, `EPIPE`, `ENOTCONN`), a refused one
@@ -256,6 +258,7 @@ impl Client {
             next_seq: 1,
             pending: BTreeMap::new(),
             buf: vec![0; MAX_FRAME + 1],
+            inbox: std::collections::VecDeque::new(),
             reconnect_timeout: reconnect_timeout_from_env(),
             retry_busy: true,
             busy: BTreeSet::new(),
@@ -367,6 +370,12 @@ impl Client {
             if self.pending.is_empty() {
                 return Err(ClientError::Idle);
             }
+            if let Some(frame) = self.inbox.pop_front() {
+                if let Some(c) = self.deliver(&frame)? {
+                    return Ok(c);
+                }
+                continue;
+            }
             if let Some(at) = self.resend_at {
                 let now = Instant::now();
                 if now >= at {
@@ -392,33 +401,44 @@ impl Client {
                 Err(source) => return Err(ClientError::Connect { path: self.path.clone(), source }),
             };
             let n = n.min(self.buf.len());
-            let (seq, result) = match reinc_proto::decode::<SupToClient<'_>>(&self.buf[..n]) {
-                Ok(SupToClient::Reply { seq, body }) => (seq, Ok(body.to_vec())),
-                Ok(SupToClient::Failed { seq, error }) => (seq, Err(error)),
-                Ok(SupToClient::Rejected { error }) => {
-                    return Err(ClientError::Rejected { path: self.path.clone(), error });
-                }
-                Ok(SupToClient::Welcome { .. }) => continue,
-                Err(error) => return Err(ClientError::BadFrame { path: self.path.clone(), error }),
-            };
-            if !self.pending.contains_key(&seq) {
-                // A duplicate answer (we resent after a reconnect): already delivered.
-                continue;
+            let frame = std::mem::take(&mut self.buf);
+            let delivered = self.deliver(&frame[..n]);
+            self.buf = frame;
+            if let Some(c) = delivered? {
+                return Ok(c);
             }
-            if result == Err(CallError::Busy)
-                && let Some(p) = self.pending.get_mut(&seq)
-            {
-                // Definitely not executed.
-                p.sent = false;
-            }
-            if result == Err(CallError::Busy) && self.retry_busy {
-                self.busy.insert(seq);
-                self.resend_at.get_or_insert_with(|| Instant::now() + BUSY_PAUSE);
-                continue;
-            }
-            self.pending.remove(&seq);
-            return Ok(Completion { seq, result });
         }
+    }
+
+    /// Handles one frame from the supervisor: the completion it carries, if
+    /// it completes a call (not a duplicate, not a `Busy` to resend).
+    fn deliver(&mut self, frame: &[u8]) -> Result<Option<Completion>, ClientError> {
+        let (seq, result) = match reinc_proto::decode::<SupToClient<'_>>(frame) {
+            Ok(SupToClient::Reply { seq, body }) => (seq, Ok(body.to_vec())),
+            Ok(SupToClient::Failed { seq, error }) => (seq, Err(error)),
+            Ok(SupToClient::Rejected { error }) => {
+                return Err(ClientError::Rejected { path: self.path.clone(), error });
+            }
+            Ok(SupToClient::Welcome { .. }) => return Ok(None),
+            Err(error) => return Err(ClientError::BadFrame { path: self.path.clone(), error }),
+        };
+        if !self.pending.contains_key(&seq) {
+            // A duplicate answer (we resent after a reconnect): already delivered.
+            return Ok(None);
+        }
+        if result == Err(CallError::Busy)
+            && let Some(p) = self.pending.get_mut(&seq)
+        {
+            // Definitely not executed.
+            p.sent = false;
+        }
+        if result == Err(CallError::Busy) && self.retry_busy {
+            self.busy.insert(seq);
+            self.resend_at.get_or_insert_with(|| Instant::now() + BUSY_PAUSE);
+            return Ok(None);
+        }
+        self.pending.remove(&seq);
+        Ok(Some(Completion { seq, result }))
     }
 
     /// Calls and waits for this call's reply (other completions that arrive
@@ -511,8 +531,26 @@ impl Client {
         let seqs: Vec<u64> = self.pending.keys().copied().collect();
         for seq in seqs {
             self.send_call(seq).map_err(|e| retry_or(&self.path, e))?;
+            // Answers to the resends (from the dedup table, at once) are
+            // read as they come: a client that sent thousands before reading
+            // would be disconnected for not reading, and resend again.
+            self.read_ready().map_err(|e| retry_or(&self.path, e))?;
         }
         Ok(())
+    }
+
+    /// Moves the frames already waiting on the socket to the inbox. An end
+    /// of stream is left for [`wait`](Self::wait) to find, after the inbox.
+    fn read_ready(&mut self) -> Result<(), Errno> {
+        loop {
+            match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.inbox.push_back(self.buf[..n.min(self.buf.len())].to_vec()),
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

@@ -282,3 +282,93 @@ fn an_idle_client_whose_session_is_forgotten_opens_a_new_one() {
     server.join().unwrap();
     let _ = std::fs::remove_file(path);
 }
+
+/// A supervisor disconnects a client that does not read its replies (its
+/// outgoing queue is bounded). After a reconnect the client resends every
+/// unanswered call, and answers from the dedup table come back at once: a
+/// client that sent them all before reading was disconnected again, and
+/// again (the full bench's replay of 10 000 calls hit it). It now reads
+/// while it resends.
+#[test]
+fn resending_thousands_after_a_reconnect_reads_the_answers_as_they_come() {
+    const N: u64 = 3000;
+    let (l, path) = listener("resend-many");
+    let server = std::thread::spawn(move || {
+        let a = Fake::accept(&l);
+        let _ = a.recv();
+        a.send(&SupToClient::Welcome { client: ClientId(6) });
+        for _ in 0..N {
+            let _ = a.recv();
+        }
+        drop(a); // every call accepted, none answered: the connection is lost
+        let mut connections = 1;
+        let mut answered = std::collections::BTreeSet::new();
+        while answered.len() < N as usize {
+            let b = Fake::accept(&l);
+            connections += 1;
+            let _ = b.recv();
+            b.send(&SupToClient::Welcome { client: ClientId(6) });
+            // Answer each call at once, like dedup hits, through a bounded
+            // outgoing queue; a client that lets it overflow (does not read
+            // its replies) is disconnected, as the supervisor does.
+            let mut buf = vec![0u8; MAX_FRAME];
+            let mut out: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+            'conn: loop {
+                let mut flags = PollFlags::POLLIN;
+                if !out.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                let mut fds = [PollFd::new(b.0.as_fd(), flags)];
+                if poll(&mut fds, PollTimeout::from(5000u16)).unwrap_or(0) == 0 {
+                    break;
+                }
+                let ready = fds[0].revents().unwrap_or(PollFlags::empty());
+                if ready.contains(PollFlags::POLLIN) {
+                    match recv(b.0.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                        Ok(0) | Err(_) if !ready.contains(PollFlags::POLLOUT) => break,
+                        Ok(n) if n > 0 => {
+                            let (seq, _) = call_ids(&buf[..n]);
+                            out.push_back(reinc_proto::encode_vec(&SupToClient::Reply { seq, body: b"ok" }).unwrap());
+                            answered.insert(seq);
+                        }
+                        _ => {}
+                    }
+                }
+                while let Some(f) = out.front() {
+                    match send(b.0.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+                        Ok(_) => {
+                            out.pop_front();
+                        }
+                        Err(Errno::EAGAIN) => break,
+                        Err(_) => break 'conn,
+                    }
+                }
+                if out.len() > 64 {
+                    break; // "does not read its replies; disconnecting it"
+                }
+                if answered.len() == N as usize && out.is_empty() {
+                    break;
+                }
+            }
+            assert!(
+                connections < 10,
+                "the client keeps being disconnected for not reading ({} answered)",
+                answered.len()
+            );
+        }
+        connections
+    });
+    let mut c = Client::connect(&path).unwrap();
+    for _ in 0..N {
+        c.submit("d", b"x").unwrap();
+    }
+    let mut done = 0;
+    while c.in_flight() > 0 {
+        assert_eq!(c.wait().unwrap().result, Ok(b"ok".to_vec()));
+        done += 1;
+    }
+    assert_eq!(done, N);
+    let connections = server.join().unwrap();
+    assert!(connections <= 3, "{connections} connections");
+    let _ = std::fs::remove_file(path);
+}
