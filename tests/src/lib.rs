@@ -10,7 +10,10 @@
 //! behaviour: `tests/restart.rs`, `replay.rs`, `checkpoint.rs`, `storm.rs`,
 //! `bad_input.rs`, `chaos.rs`, `sockets.rs`, `backpressure.rs`; the NBD
 //! front end in `nbd_clients.rs` (real host clients), `nbd_bad_input.rs` and
-//! `nbd_frontend_death.rs`, with their rig in [`nbd`].
+//! `nbd_frontend_death.rs`, with their rig in [`nbd`]; and for the
+//! supervisor's own crash `supervisor_restart.rs` (ids and cursors across
+//! lifetimes, reconnects), `journal.rs` and `supervisor_crash.rs` (50
+//! SIGKILLs under load).
 //!
 //! This library is the shared rig: it finds (or builds) the `supervisor`,
 //! `drvctl` and `storage_driver` executables, writes a config into a private
@@ -234,6 +237,18 @@ impl Rig {
         fs::write(&self.config, text).expect("write config");
     }
 
+    /// Gives the first storage driver a device of `blocks` data blocks
+    /// instead of [`DISK_BLOCKS`].
+    ///
+    /// # Panics
+    /// If the config cannot be rewritten.
+    pub fn set_disk_blocks(&self, blocks: u64) {
+        let text = fs::read_to_string(&self.config).expect("read config");
+        let text =
+            text.replacen(&format!("\"--blocks\", \"{DISK_BLOCKS}\"]"), &format!("\"--blocks\", \"{blocks}\"]"), 1);
+        fs::write(&self.config, text).expect("write config");
+    }
+
     /// Sets `key = value` (a TOML value) in the `[supervisor]` table.
     ///
     /// # Panics
@@ -271,6 +286,15 @@ impl Rig {
     /// # Panics
     /// If it cannot be spawned.
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// Starts the supervisor without waiting, with `env` added to its
+    /// environment (e.g. systemd's `NOTIFY_SOCKET`).
+    ///
+    /// # Panics
+    /// If it cannot be spawned.
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
         self.starts += 1;
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
         let child = Command::new(&bins().supervisor)
@@ -282,6 +306,7 @@ impl Rig {
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn supervisor");
         self.child = Some(child);

@@ -15,7 +15,7 @@
 //! # Layout of the region
 //! ```text
 //! header [0..64)   magic "REINCNET" | format u32 | slot bytes u32 | slots u32 | applied_count u64
-//!                  | last_applied (present u8, client u32, seq u64) | last_base tx u64
+//!                  | last_applied (present u8, client u64, seq u64) | last_base tx u64
 //!                  | crc32 of 0..60 at 60
 //! slot i [64 + i*SLOT_BYTES ..)   len u16 | crc32 u32 (of len + data) | data (≤ MTU bytes)
 //! ```
@@ -61,7 +61,8 @@ pub const HEADER_BYTES: usize = 64;
 /// The header's magic number.
 pub const MAGIC: [u8; 8] = *b"REINCNET";
 /// Slot count (`u32`) at 16, then the watermark: see the layout above.
-const FORMAT: Format = Format { magic: MAGIC, version: 1, unit: SLOT_BYTES as u32 };
+/// Version 2: the watermark's client id is 64 bits (protocol version 2).
+const FORMAT: Format = Format { magic: MAGIC, version: 2, unit: SLOT_BYTES as u32 };
 
 /// A client request (postcard-encoded in `ToDriver::Request::body`).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +228,13 @@ impl Header {
     /// # Errors
     /// [`HeaderError`] for a foreign, damaged or unsupported header.
     pub fn decode(b: &[u8; HEADER_BYTES]) -> Result<Option<Self>, HeaderError> {
-        Ok(FORMAT.decode(b)?.map(|(slots, w)| Self::new(u32::from_le_bytes(slots), w)))
+        let fields = match FORMAT.decode(b) {
+            // A ring formatted by version 1 keeps opening; it is written
+            // back in the current layout at its next send.
+            Err(Unsealed::Format { version: 1, unit }) if unit == FORMAT.unit => FORMAT.at_version(1).decode_v1(b)?,
+            other => other?,
+        };
+        Ok(fields.map(|(slots, w)| Self::new(u32::from_le_bytes(slots), w)))
     }
 
     fn new(slots: u32, w: Watermark) -> Self {

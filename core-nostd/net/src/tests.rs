@@ -297,11 +297,10 @@ fn trace_ring_records_what_the_device_did() {
     assert_eq!(Trace::Received { seq: 0, len: 3 }.event(), reinc_ringbuf::Event::Driver { code: 0x4E05, a: 0, b: 3 });
 }
 
-/// The header bytes written by every earlier version of this crate, built
-/// field by field from the layout in the crate doc: rings formatted before
-/// keep opening.
+/// The header bytes of format version 1 (32-bit client id), built field by
+/// field: rings formatted before protocol version 2 keep opening.
 #[test]
-fn header_bytes_follow_the_documented_layout() {
+fn version_1_headers_keep_opening() {
     let h = Header { slots: 0x0a0b, last_applied: Some(id(0x66)), last_base: 5, applied_count: 8 };
     let mut want = [0u8; HEADER_BYTES];
     want[0..8].copy_from_slice(b"REINCNET");
@@ -313,6 +312,28 @@ fn header_bytes_follow_the_documented_layout() {
     want[29..33].copy_from_slice(&2u32.to_le_bytes());
     want[33..41].copy_from_slice(&0x66u64.to_le_bytes());
     want[41..49].copy_from_slice(&5u64.to_le_bytes());
+    let crc = crc32fast::hash(&want[..60]);
+    want[60..64].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(Header::decode(&want), Ok(Some(h)));
+}
+
+/// The header bytes this version writes, built field by field from the
+/// layout in the crate doc.
+#[test]
+fn header_bytes_follow_the_documented_layout() {
+    let client = ClientId(0x0102_0304_0506_0708);
+    let h =
+        Header { slots: 0x0a0b, last_applied: Some(RequestId { client, seq: 0x66 }), last_base: 5, applied_count: 8 };
+    let mut want = [0u8; HEADER_BYTES];
+    want[0..8].copy_from_slice(b"REINCNET");
+    want[8..12].copy_from_slice(&2u32.to_le_bytes());
+    want[12..16].copy_from_slice(&2048u32.to_le_bytes());
+    want[16..20].copy_from_slice(&0x0a0bu32.to_le_bytes());
+    want[20..28].copy_from_slice(&8u64.to_le_bytes());
+    want[28] = 1;
+    want[29..37].copy_from_slice(&client.0.to_le_bytes());
+    want[37..45].copy_from_slice(&0x66u64.to_le_bytes());
+    want[45..53].copy_from_slice(&5u64.to_le_bytes());
     let crc = crc32fast::hash(&want[..60]);
     want[60..64].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(h.encode(), want);

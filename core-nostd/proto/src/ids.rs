@@ -4,8 +4,17 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A client session, assigned by the supervisor in `Welcome`.
+///
+/// Unique across every lifetime of the supervisor, not only within one
+/// (design brief, "Identity across lifetimes"): the device-side watermark,
+/// the journal and a resuming client all remember ids beyond one lifetime.
+/// The supervisor folds a random 64-bit epoch, drawn at start, into every
+/// id it assigns, so two lifetimes collide only with probability about
+/// (sessions of both) / 2^64. 64 bits since protocol version 2; a `u32`
+/// counter that restarted at 1 was what let a new supervisor's first write
+/// be taken for a replay of the old one's last.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub u32);
+pub struct ClientId(pub u64);
 
 /// The id of one request: unique per client session, and the key of the
 /// supervisor's dedup table.

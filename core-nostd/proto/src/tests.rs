@@ -74,7 +74,7 @@ fn fault_plan_text_round_trips_and_rejects_garbage() {
 }
 
 fn arb_id() -> impl Strategy<Value = RequestId> {
-    (any::<u32>(), any::<u64>()).prop_map(|(c, s)| RequestId { client: ClientId(c), seq: s })
+    (any::<u64>(), any::<u64>()).prop_map(|(c, s)| RequestId { client: ClientId(c), seq: s })
 }
 
 proptest! {
@@ -123,13 +123,13 @@ proptest! {
 #[test]
 fn wire_format_is_frozen_for_this_protocol_version() {
     let id = RequestId { client: ClientId(3), seq: 300 };
-    let cases: [(&str, Vec<u8>, &[u8]); 5] = [
+    let cases: [(&str, Vec<u8>, &[u8]); 6] = [
         (
             "Init",
             encode_vec(&ToDriver::Init { generation: Generation(2), checkpoint: Some(&[9, 8]) }).unwrap(),
-            &[1, 0, 2, 1, 2, 9, 8],
+            &[2, 0, 2, 1, 2, 9, 8],
         ),
-        ("Request", encode_vec(&ToDriver::Request { id, body: &[7] }).unwrap(), &[1, 1, 3, 172, 2, 1, 7]),
+        ("Request", encode_vec(&ToDriver::Request { id, body: &[7] }).unwrap(), &[2, 1, 3, 172, 2, 1, 7]),
         (
             "Reply",
             encode_vec(&DriverFrame {
@@ -137,14 +137,20 @@ fn wire_format_is_frozen_for_this_protocol_version() {
                 msg: FromDriver::Reply { id, commit: None, body: &[5, 6] },
             })
             .unwrap(),
-            &[1, 2, 1, 3, 172, 2, 0, 2, 5, 6],
+            &[2, 2, 1, 3, 172, 2, 0, 2, 5, 6],
         ),
         (
             "Call",
             encode_vec(&ClientToSup::Call { seq: 1, driver: "ab", body: &[4], acked_below: 1 }).unwrap(),
-            &[1, 1, 1, 2, b'a', b'b', 1, 4, 1],
+            &[2, 1, 1, 2, b'a', b'b', 1, 4, 1],
         ),
-        ("Failed", encode_vec(&SupToClient::Failed { seq: 1, error: CallError::Poisoned }).unwrap(), &[1, 2, 1, 3]),
+        ("Failed", encode_vec(&SupToClient::Failed { seq: 1, error: CallError::Poisoned }).unwrap(), &[2, 2, 1, 3]),
+        // Version 2: a 64-bit session id (here 2^40, beyond any u32).
+        (
+            "Welcome",
+            encode_vec(&SupToClient::Welcome { client: ClientId(1 << 40) }).unwrap(),
+            &[2, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20],
+        ),
     ];
     for (name, got, want) in cases {
         assert_eq!(got, want, "{name}: the wire format changed; bump PROTOCOL_VERSION and update this test");

@@ -3,7 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version every frame starts with.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: [`ClientId`](crate::ClientId) is 64 bits wide (it was 32), so that ids
+/// stay unique across supervisor lifetimes. Small ids encode as before
+/// (postcard varints), large ones would overflow a version-1 peer's `u32`.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest driver-specific request or reply body.
 pub const MAX_BODY: usize = 64 * 1024;

@@ -229,7 +229,7 @@ impl<P, S: AsRef<[Slot<P>]> + AsMut<[Slot<P>]>> RequestQueue<P, S> {
 
     /// The bucket of `id`, in `0..capacity` (capacity > 0).
     fn bucket_of(&self, id: RequestId) -> usize {
-        let key = id.seq ^ u64::from(id.client.0).rotate_left(32);
+        let key = id.seq ^ id.client.0.rotate_left(32);
         // Fibonacci hashing, then a multiply-shift reduction to the range
         // (both halves below 2^32, so the product fits).
         let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;

@@ -156,7 +156,7 @@ fn order_survives_wrapping<S: Storage<u32>>(mut q: RequestQueue<u32, S>) {
 /// queued id is found, every answered one is gone and may be queued again.
 #[test]
 fn duplicates_are_found_in_a_deep_wrapped_queue() {
-    let rid = |n: u64| RequestId { client: ClientId((n % 13) as u32), seq: n / 13 };
+    let rid = |n: u64| RequestId { client: ClientId(n % 13), seq: n / 13 };
     let mut q = RequestQueue::new(boxed::<u64>(1_000));
     for n in 0..1_000 {
         q.push(rid(n), n, 0).unwrap();

@@ -13,8 +13,10 @@
 //! A [`Watermark`] is [`WATERMARK_BYTES`] bytes wherever the format puts it:
 //! ```text
 //! +0  applied_count u64   +8  last_applied present (0/1)
-//! +9  last client u32     +13 last seq u64     +21 last base u64
+//! +9  last client u64     +17 last seq u64     +25 last base u64
 //! ```
+//! (The client id is 64 bits since protocol version 2, so the formats that
+//! carry a watermark bumped their own versions with it.)
 //! An all-zero header means "never formatted"; anything else must carry the
 //! magic, a matching CRC, and the expected version and unit size, checked in
 //! that order.
@@ -28,7 +30,10 @@ pub const CRC_OFF: usize = 60;
 /// First byte a format may use for its own fields.
 pub const FIELDS_OFF: usize = 16;
 /// Bytes of an encoded [`Watermark`].
-pub const WATERMARK_BYTES: usize = 29;
+pub const WATERMARK_BYTES: usize = 33;
+/// Bytes of a [`Watermark`] in the legacy layout (32-bit client id), which
+/// formats wrote before protocol version 2.
+pub const WATERMARK_V1_BYTES: usize = 29;
 
 /// What identifies a header format: magic, version and the size of the unit
 /// the format addresses (a block, a slot).
@@ -112,6 +117,31 @@ impl Format {
 }
 
 impl Format {
+    /// The same format at another version (to recognise a legacy header).
+    #[must_use]
+    pub const fn at_version(self, version: u32) -> Self {
+        Self { version, ..self }
+    }
+
+    /// Checks a legacy header (written by [`Format::at_version`]`(v)` with a
+    /// [`WATERMARK_V1_BYTES`] watermark) and returns its geometry and
+    /// watermark; `Ok(None)` when it is all zero.
+    ///
+    /// # Errors
+    /// [`Unsealed`] for a foreign, damaged or unsupported header.
+    pub fn decode_v1<const N: usize, const G: usize>(
+        &self,
+        b: &[u8; N],
+    ) -> Result<Option<([u8; G], Watermark)>, Unsealed> {
+        const { assert!(FIELDS_OFF + G + WATERMARK_V1_BYTES <= CRC_OFF, "geometry and watermark fit before the CRC") };
+        if self.check(b)? == Seal::Blank {
+            return Ok(None);
+        }
+        let mut geometry = [0u8; G];
+        geometry.copy_from_slice(&b[FIELDS_OFF..FIELDS_OFF + G]);
+        Ok(Some((geometry, Watermark::decode_v1_at(b, FIELDS_OFF + G))))
+    }
+
     /// A sealed header holding `geometry` at [`FIELDS_OFF`] and the
     /// watermark right behind it.
     #[must_use]
@@ -182,8 +212,9 @@ pub struct Watermark {
 impl Watermark {
     /// Whether `id` arriving on committed state `base` is a replay of the
     /// request applied last, whose effect must then not be applied again. A
-    /// reused id on another committed state (client ids restart after a
-    /// supervisor restart) is a new request.
+    /// reused id on another committed state is a new request (a second
+    /// guard: since protocol version 2 ids do not repeat across supervisor
+    /// lifetimes either).
     #[must_use]
     pub fn is_replay(&self, id: RequestId, base: u64) -> bool {
         self.last_applied == Some(id) && self.last_base == base
@@ -202,9 +233,9 @@ impl Watermark {
         b[0..8].copy_from_slice(&self.applied_count.to_le_bytes());
         if let Some(id) = self.last_applied {
             b[8] = 1;
-            b[9..13].copy_from_slice(&id.client.0.to_le_bytes());
-            b[13..21].copy_from_slice(&id.seq.to_le_bytes());
-            b[21..29].copy_from_slice(&self.last_base.to_le_bytes());
+            b[9..17].copy_from_slice(&id.client.0.to_le_bytes());
+            b[17..25].copy_from_slice(&id.seq.to_le_bytes());
+            b[25..33].copy_from_slice(&self.last_base.to_le_bytes());
         }
         b
     }
@@ -217,7 +248,21 @@ impl Watermark {
     pub fn decode_at<const N: usize>(b: &[u8; N], off: usize) -> Self {
         let last_applied = match b[off + 8] {
             0 => None,
-            _ => Some(RequestId { client: ClientId(le_u32(b, off + 9)), seq: le_u64(b, off + 13) }),
+            _ => Some(RequestId { client: ClientId(le_u64(b, off + 9)), seq: le_u64(b, off + 17) }),
+        };
+        Self { last_applied, last_base: le_u64(b, off + 25), applied_count: le_u64(b, off) }
+    }
+
+    /// Decodes the legacy layout (client u32 at +9, seq at +13, base at
+    /// +21) at `off` of a header block.
+    ///
+    /// # Panics
+    /// When the watermark does not fit in `N` bytes at `off` (a layout bug).
+    #[must_use]
+    pub fn decode_v1_at<const N: usize>(b: &[u8; N], off: usize) -> Self {
+        let last_applied = match b[off + 8] {
+            0 => None,
+            _ => Some(RequestId { client: ClientId(u64::from(le_u32(b, off + 9))), seq: le_u64(b, off + 13) }),
         };
         Self { last_applied, last_base: le_u64(b, off + 21), applied_count: le_u64(b, off) }
     }

@@ -554,7 +554,7 @@ mod tests {
         let mut w = Writer::new(&mut area[..]);
         let big = Event::Driver { code: u16::MAX, a: u64::MAX, b: u64::MAX };
         let plan = FaultPlan { point: CrashPoint::AfterEffect, on_request: u32::MAX, kind: CrashKind::Segv };
-        let start = Event::RequestStart { id: RequestId { client: ClientId(u32::MAX), seq: u64::MAX }, nth: u32::MAX };
+        let start = Event::RequestStart { id: RequestId { client: ClientId(u64::MAX), seq: u64::MAX }, nth: u32::MAX };
         let half = u64::MAX / 2;
         w.record(half, big);
         w.record(u64::MAX, big); // largest first time and largest delta at once

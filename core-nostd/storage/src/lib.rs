@@ -25,8 +25,11 @@
 //! again ([`Effect::AlreadyApplied`]): the reply and new state are recomputed
 //! from the committed state, exactly as the first attempt computed them. A
 //! crash between data and superblock simply re-writes the same bytes. Append is
-//! relative, so it is resolved against the committed append cursor, never
-//! against the device, and a replay lands on the same blocks.
+//! relative: a replay of the watermarked request is resolved against the
+//! cursor the superblock recorded for it, so it lands on the same blocks;
+//! any other request appends at the larger of its committed cursor and the
+//! device's (also in the superblock), so a supervisor that kept no
+//! checkpoint never appends over blocks appended in an earlier lifetime.
 //!
 //! # Designs tried and rejected
 //! - Keeping `last_applied` only in the supervisor's checkpoint: the checkpoint
@@ -34,8 +37,13 @@
 //!   between effect and reply. The watermark must live with the effect.
 //! - A journal of recent request ids: one id suffices because only one request
 //!   is ever in doubt (FIFO, one at a time).
-//! - Letting Append read a tail pointer from the device: a replay after the
-//!   superblock update would append a second time.
+//! - Letting Append read only a tail pointer from the device: a replay after
+//!   the superblock update would append a second time. The superblock keeps
+//!   the cursor its last request was applied at too, which a replay uses.
+//! - Recovering the whole state from the device at `Init` when no checkpoint
+//!   is given: whether the last applied request was answered (take the state
+//!   after it) or is about to be replayed (take the state before it) is not
+//!   on the device; resolving per request, as above, needs no such guess.
 //! - Mapping the backing file (`memmap2`) in the host driver: needs `unsafe`
 //!   above the UIO layer, and a file truncated by someone else becomes SIGBUS.
 //!   [`Region`] is `read_at`/`write_at`, which `pread`/`pwrite` implement safely.
@@ -307,7 +315,7 @@ impl<R: Region> Storage<R> {
                 sb
             }
             None => {
-                let sb = Superblock { blocks, last_applied: None, last_base: 0, applied_count: 0 };
+                let sb = Superblock::new(blocks, reinc_region::header::Watermark::default());
                 region.write_at(0, &sb.encode()).map_err(OpenError::Io)?;
                 trace.record(Trace::Formatted { blocks });
                 sb
@@ -426,8 +434,9 @@ impl<R: Region> Storage<R> {
                     Ok(b) => b,
                     Err(e) => return refuse(e),
                 };
-                let effect = self.apply(id, state.writes, lba, data)?;
-                let state = StorageState { writes: state.writes + 1, ..*state };
+                let cursor = self.cursor(id, state);
+                let effect = self.apply(id, state.writes, lba, data, (cursor, cursor))?;
+                let state = StorageState { append_cursor: cursor, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Written { lba, blocks }, effect })
             }
             StorageRequest::Append { data } => {
@@ -435,27 +444,51 @@ impl<R: Region> Storage<R> {
                     Ok(b) => b,
                     Err(e) => return refuse(e),
                 };
-                let lba = state.append_cursor;
+                let lba = self.cursor(id, state);
                 if check_range(lba, blocks, capacity).is_err() {
                     return refuse(StorageError::NoSpace { cursor: lba, blocks, capacity });
                 }
-                let effect = self.apply(id, state.writes, lba, data)?;
-                let state = StorageState { append_cursor: lba + u64::from(blocks), writes: state.writes + 1 };
+                let next = lba + u64::from(blocks);
+                let effect = self.apply(id, state.writes, lba, data, (lba, next))?;
+                let state = StorageState { append_cursor: next, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
         }
     }
 
-    /// Writes `data` at `lba` then advances the watermark, unless `id` is the
-    /// watermark already, applied on the same committed state (`base` writes).
-    fn apply(&mut self, id: RequestId, base: u64, lba: u64, data: &[u8]) -> Result<Effect, HandleError<R::Error>> {
+    /// The append cursor the write-type request `id` works at: for a replay
+    /// of the request applied last, the cursor it was applied at (so it
+    /// computes the same reply and state again); otherwise the larger of the
+    /// committed state's cursor and the device's, so that a supervisor which
+    /// lost its checkpoint (or never kept one) does not append over data
+    /// appended before.
+    fn cursor(&self, id: RequestId, state: &StorageState) -> u64 {
+        if self.sb.watermark().is_replay(id, state.writes) {
+            self.sb.last_cursor
+        } else {
+            state.append_cursor.max(self.sb.append_cursor)
+        }
+    }
+
+    /// Writes `data` at `lba` then advances the watermark and records the
+    /// append cursors `(at, after)`, unless `id` is the watermark already,
+    /// applied on the same committed state (`base` writes).
+    fn apply(
+        &mut self,
+        id: RequestId,
+        base: u64,
+        lba: u64,
+        data: &[u8],
+        (at, after): (u64, u64),
+    ) -> Result<Effect, HandleError<R::Error>> {
         let watermark = self.sb.watermark();
         if watermark.is_replay(id, base) {
             return Ok(Effect::AlreadyApplied);
         }
         let off = data_offset(lba);
         self.region.write_at(off, data).map_err(|source| HandleError::Io { off, source })?;
-        let next = Superblock::new(self.sb.blocks, watermark.advanced(id, base));
+        let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, base));
+        (next.last_cursor, next.append_cursor) = (at, after);
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
         self.sb = next;
         Ok(Effect::Applied)

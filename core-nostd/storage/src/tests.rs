@@ -250,12 +250,76 @@ fn reused_request_id_on_a_later_committed_state_is_applied_not_skipped() {
     assert_eq!(&mem[BLOCK_SIZE..2 * BLOCK_SIZE], &new[..]);
 }
 
+/// Issue 13, item 2: a supervisor that kept no checkpoint hands the next
+/// instance the initial state; its appends must follow the device's cursor,
+/// not start over at block 0.
+#[test]
+fn appends_without_a_checkpoint_follow_the_cursor_kept_on_the_device() {
+    let mut mem = ram();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    let (s1, _, _) = run(&mut dev, &StorageState::default(), 1, StorageRequest::Append { data: &pattern(2, 1) });
+    let (_, _, _) = run(&mut dev, &s1, 2, StorageRequest::Write { lba: 9, data: &pattern(1, 2) });
+    // A new lifetime: the committed state is lost, the device is not.
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    let fresh = StorageState::default();
+    let new = RequestId { client: ClientId(99), seq: 1 };
+    let mut buf = vec![0u8; MAX_REPLY_DATA];
+    let o = dev.handle(&fresh, new, &StorageRequest::Append { data: &pattern(1, 3) }, &mut buf).unwrap();
+    assert_eq!((o.reply, o.effect), (StorageReply::Appended { lba: 2, blocks: 1 }, Effect::Applied));
+    assert_eq!(o.state, StorageState { append_cursor: 3, writes: 1 });
+    assert_eq!(&mem[BLOCK_SIZE..3 * BLOCK_SIZE], &pattern(2, 1)[..], "the old appends are intact");
+    assert_eq!((sb_of(&mem).last_cursor, sb_of(&mem).append_cursor), (2, 3));
+}
+
+/// The same after a crash of the new instance between effect and reply: the
+/// replay lands on the block the first attempt chose, not one further.
+#[test]
+fn replay_of_an_append_resolved_against_the_device_lands_on_the_same_blocks() {
+    let mut mem = ram();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    run(&mut dev, &StorageState::default(), 1, StorageRequest::Append { data: &pattern(3, 1) });
+    let fresh = StorageState::default();
+    let new = RequestId { client: ClientId(99), seq: 1 };
+    let req = StorageRequest::Append { data: &pattern(2, 4) };
+    let mut buf = vec![0u8; MAX_REPLY_DATA];
+    let first = dev.handle(&fresh, new, &req, &mut buf).unwrap();
+    let (first_state, first_reply) = (first.state, owned(&first.reply));
+    assert_eq!(first_reply.0, StorageReply::Appended { lba: 3, blocks: 2 });
+    let after = mem.clone();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    let again = dev.handle(&fresh, new, &req, &mut buf).unwrap();
+    assert_eq!((again.state, owned(&again.reply), again.effect), (first_state, first_reply, Effect::AlreadyApplied));
+    assert_eq!(mem, after, "the replay wrote nothing");
+}
+
+#[test]
+fn a_damaged_cursor_extension_is_refused() {
+    let mut mem = ram();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    run(&mut dev, &StorageState::default(), 1, StorageRequest::Append { data: &pattern(1, 1) });
+    mem[70] ^= 1;
+    assert!(matches!(
+        Storage::open(RamRegion(&mut mem), BLOCKS),
+        Err(OpenError::Superblock(SuperblockError::Checksum { .. }))
+    ));
+}
+
 #[test]
 fn open_formats_a_blank_region_and_reopens_it() {
     let mut mem = ram();
     let dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
     assert_eq!(dev.blocks(), BLOCKS);
-    assert_eq!(sb_of(&mem), Superblock { blocks: BLOCKS, last_applied: None, last_base: 0, applied_count: 0 });
+    assert_eq!(
+        sb_of(&mem),
+        Superblock {
+            blocks: BLOCKS,
+            last_applied: None,
+            last_base: 0,
+            applied_count: 0,
+            last_cursor: 0,
+            append_cursor: 0
+        }
+    );
     assert!(Storage::open(RamRegion(&mut mem), BLOCKS).is_ok());
 }
 
@@ -417,12 +481,18 @@ fn trace_ring_records_what_the_device_did() {
     assert_eq!(reopened.trace().last().map(|e| e.payload), Some(Trace::Opened { applied_count: 1 }));
 }
 
-/// The superblock bytes written by every earlier version of this crate,
-/// built field by field from the layout in `superblock.rs`: regions formatted
-/// before keep opening.
+/// The superblock bytes of format version 1 (32-bit client id), built field
+/// by field: regions formatted before protocol version 2 keep opening.
 #[test]
-fn superblock_bytes_follow_the_documented_layout() {
-    let sb = Superblock { blocks: 0x0102_0304, last_applied: Some(id(0x55)), last_base: 9, applied_count: 12 };
+fn version_1_superblocks_keep_opening() {
+    let sb = Superblock {
+        blocks: 0x0102_0304,
+        last_applied: Some(id(0x55)),
+        last_base: 9,
+        applied_count: 12,
+        last_cursor: 0,
+        append_cursor: 0,
+    };
     let mut want = [0u8; BLOCK_SIZE];
     want[0..8].copy_from_slice(b"REINCBLK");
     want[8..12].copy_from_slice(&1u32.to_le_bytes());
@@ -435,6 +505,38 @@ fn superblock_bytes_follow_the_documented_layout() {
     want[45..53].copy_from_slice(&9u64.to_le_bytes());
     let crc = crc32fast::hash(&want[..60]);
     want[60..64].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(Superblock::decode(&want), Ok(Some(sb)));
+}
+
+/// The superblock bytes this version writes, built field by field from the
+/// layout in `superblock.rs`.
+#[test]
+fn superblock_bytes_follow_the_documented_layout() {
+    let client = ClientId(0x0102_0304_0506_0708);
+    let sb = Superblock {
+        blocks: 0x0102_0304,
+        last_applied: Some(RequestId { client, seq: 0x55 }),
+        last_base: 9,
+        applied_count: 12,
+        last_cursor: 0x33,
+        append_cursor: 0x35,
+    };
+    let mut want = [0u8; BLOCK_SIZE];
+    want[0..8].copy_from_slice(b"REINCBLK");
+    want[8..12].copy_from_slice(&2u32.to_le_bytes());
+    want[12..16].copy_from_slice(&512u32.to_le_bytes());
+    want[16..24].copy_from_slice(&0x0102_0304u64.to_le_bytes());
+    want[24..32].copy_from_slice(&12u64.to_le_bytes());
+    want[32] = 1;
+    want[33..41].copy_from_slice(&client.0.to_le_bytes());
+    want[41..49].copy_from_slice(&0x55u64.to_le_bytes());
+    want[49..57].copy_from_slice(&9u64.to_le_bytes());
+    let crc = crc32fast::hash(&want[..60]);
+    want[60..64].copy_from_slice(&crc.to_le_bytes());
+    want[64..72].copy_from_slice(&0x33u64.to_le_bytes());
+    want[72..80].copy_from_slice(&0x35u64.to_le_bytes());
+    let crc = crc32fast::hash(&want[..80]);
+    want[80..84].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(sb.encode(), want);
     assert_eq!(Superblock::decode(&want), Ok(Some(sb)));
 }

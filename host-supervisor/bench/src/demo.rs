@@ -116,7 +116,7 @@ pub struct DemoResult {
     /// The storage superblock's `applied_count` after minus before.
     pub applied_delta: u64,
     /// The client session whose requests the exec log lists.
-    pub client: u32,
+    pub client: u64,
     /// The pid that received SIGSEGV.
     pub killed_pid: u32,
     /// The storage driver's pid at the end.
@@ -166,7 +166,7 @@ impl DemoResult {
             self.read_replies,
             self.errors,
             self.applied_delta,
-            u64::from(self.client),
+            self.client,
             u64::from(self.killed_pid),
             u64::from(self.new_pid),
             self.recovery_us,
@@ -228,7 +228,7 @@ fn applied_count(disk: &Path) -> Result<u64, BenchError> {
 
 /// `(generation, client, seq)` per line of an exec log; malformed lines are skipped.
 #[must_use]
-pub fn parse_exec_log(text: &str) -> Vec<(u32, u32, u64)> {
+pub fn parse_exec_log(text: &str) -> Vec<(u32, u64, u64)> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();

@@ -34,6 +34,7 @@
 
 pub mod demo;
 pub mod floors;
+pub mod journal_rows;
 pub mod machine;
 pub mod nbd;
 pub mod report;

@@ -29,7 +29,8 @@ pub enum Goal {
 /// One measured figure against its floor.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
-    /// The section (1..=6: the supervisor and the storage path; 7: the NBD front end).
+    /// The section (1..=6: the supervisor and the storage path; 7: the NBD
+    /// front end; 8: the supervisor's own crash and its journal).
     pub section: u8,
     /// What was measured.
     pub name: String,
@@ -120,7 +121,7 @@ pub struct Report {
 }
 
 /// The sections, for headings and the completeness check.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "Request round trip",
     "Throughput",
     "Recovery time",
@@ -128,6 +129,7 @@ pub const SECTIONS: [&str; 7] = [
     "Scale",
     "Storage path",
     "NBD front end (reinc-nbd)",
+    "Supervisor crash (journal)",
 ];
 
 fn num(v: Option<f64>) -> String {

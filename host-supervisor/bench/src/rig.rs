@@ -137,25 +137,29 @@ impl Supervisor {
         std::fs::write(&config, config_text(&dir.join("state"), drivers))
             .map_err(|e| BenchError::io(config.display(), e))?;
         let log = dir.join("supervisor.log");
-        let out = std::fs::File::create(&log).map_err(|e| BenchError::io(log.display(), e))?;
-        let err = out.try_clone().map_err(|e| BenchError::io(log.display(), e))?;
         let runtime = dir.join("run");
-        let child = Command::new(&bins.supervisor)
-            .arg("--config")
-            .arg(&config)
-            .arg("--runtime-dir")
-            .arg(&runtime)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| BenchError::io(bins.supervisor.display(), e))?;
+        let child = spawn_supervisor(bins, dir, &log)?;
         let sup = Self { child: Some(child), dir: dir.into(), runtime, log };
         let n = drivers.len();
         sup.wait_status(timeout, |rows| rows.len() == n && rows.iter().all(|r| r.state.name() == "running"))
             .map_err(|e| BenchError::Setup(format!("not all {n} drivers running: {e}; {}", sup.tail())))?;
         Ok(sup)
+    }
+
+    /// SIGKILLs the supervisor, reaps it and starts a new one on the same
+    /// configuration at once (what systemd's `Restart=always` does); returns
+    /// the instant of the kill.
+    ///
+    /// # Errors
+    /// No supervisor runs, or the new one cannot be spawned.
+    pub fn kill_and_respawn(&mut self, bins: &Bins) -> Result<Instant, BenchError> {
+        let mut child = self.child.take().ok_or_else(|| BenchError::Setup("no supervisor to kill".into()))?;
+        let t = Instant::now();
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL)
+            .map_err(|e| BenchError::io("SIGKILL supervisor", e.into()))?;
+        let _ = child.wait();
+        self.child = Some(spawn_supervisor(bins, &self.dir, &self.log)?);
+        Ok(t)
     }
 
     /// The supervisor's pid.
@@ -240,6 +244,27 @@ impl Supervisor {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Starts the supervisor on `dir/supervisor.toml`, its output appended to `log`.
+fn spawn_supervisor(bins: &Bins, dir: &Path, log: &Path) -> Result<Child, BenchError> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| BenchError::io(log.display(), e))?;
+    let err = out.try_clone().map_err(|e| BenchError::io(log.display(), e))?;
+    Command::new(&bins.supervisor)
+        .arg("--config")
+        .arg(dir.join("supervisor.toml"))
+        .arg("--runtime-dir")
+        .arg(dir.join("run"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| BenchError::io(bins.supervisor.display(), e))
 }
 
 impl Drop for Supervisor {

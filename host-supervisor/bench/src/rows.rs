@@ -115,6 +115,8 @@ pub fn run_all(bins: &Bins, work: &Path, budget: &Budget) -> Result<Report, Benc
     rows.extend(storage(bins, &work.join("storage"), budget)?);
     step("7. NBD front end");
     rows.extend(crate::nbd::rows(bins, &work.join("nbd"), budget)?);
+    step("8. journal and supervisor recovery");
+    rows.extend(crate::journal_rows::rows(bins, &work.join("supervisor-crash"), budget)?);
     notes.push(format!(
         "Persisted checkpoints were written to a {} filesystem; each commit is write + fsync + rename + fsync(dir).",
         machine.state_fs

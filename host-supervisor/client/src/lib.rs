@@ -27,6 +27,10 @@
 //!   order depended on timing. Resends now go out together, lowest seq
 //!   first, after a short pause, new calls to that driver queue behind them,
 //!   and the supervisor's busy barrier refuses any call that would overtake.
+//! - Giving up on the first failed reconnect attempt: a supervisor being
+//!   SIGKILLed still accepts connections on its listening socket and then
+//!   resets them, and its successor binds the socket a moment later; every
+//!   step of a reconnect is retried within [`Client::reconnect_timeout`].
 #![forbid(unsafe_code)]
 
 pub mod control;
@@ -44,11 +48,22 @@ use std::time::{Duration, Instant};
 /// A client-side failure (not a driver's answer).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Could not reach the supervisor's socket within the reconnect timeout.
+    /// Could not reach the supervisor's socket.
     #[error("cannot connect to the supervisor at {path}: {source}")]
     Connect {
         /// The socket.
         path: PathBuf,
+        /// The last error.
+        source: Errno,
+    },
+    /// The connection was lost and the supervisor did not come back within
+    /// the reconnect window ([`Client::reconnect_timeout`]).
+    #[error("the supervisor at {path} did not come back within {window:?} (last error: {source})")]
+    Unreachable {
+        /// The socket.
+        path: PathBuf,
+        /// How long the client kept trying.
+        window: Duration,
         /// The last error.
         source: Errno,
     },
@@ -114,6 +129,9 @@ pub struct Completion {
 struct Pending {
     driver: String,
     body: Vec<u8>,
+    /// A send of this call succeeded since it was last known not executed
+    /// (submitted, or answered `Busy`): a supervisor may have run it.
+    sent: bool,
 }
 
 /// A client session with pipelining and transparent resume.
@@ -125,7 +143,14 @@ pub struct Client {
     next_seq: u64,
     pending: BTreeMap<u64, Pending>,
     buf: Vec<u8>,
-    /// How long to keep trying to reconnect.
+    /// Frames read while resending after a reconnect, not yet delivered.
+    inbox: std::collections::VecDeque<Vec<u8>>,
+    /// How long to keep trying to reconnect after the connection is lost
+    /// (default 30 s, or `REINC_RECONNECT_TIMEOUT_MS`). Within it, a reset
+    /// connection (`ECONNRESET`, `EPIPE`, `ENOTCONN`), a refused one
+    /// (`ECONNREFUSED`) and a missing socket (`ENOENT`) all mean "the
+    /// supervisor is restarting": the client retries with exponential
+    /// backoff ([`RECONNECT_BACKOFF_MIN`] to [`RECONNECT_BACKOFF_MAX`]).
     pub reconnect_timeout: Duration,
     /// Resend a call answered `Busy` (not executed) after a short pause,
     /// instead of returning it (default).
@@ -150,6 +175,37 @@ pub struct Client {
 
 /// Pause before calls answered `Busy` are resent.
 const BUSY_PAUSE: Duration = Duration::from_millis(2);
+
+/// First pause between reconnect attempts.
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between reconnect attempts.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// Default reconnect window.
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The reconnect window from `REINC_RECONNECT_TIMEOUT_MS`, else the default.
+fn reconnect_timeout_from_env() -> Duration {
+    std::env::var("REINC_RECONNECT_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(DEFAULT_RECONNECT_TIMEOUT, Duration::from_millis)
+}
+
+/// Errors that mean "the supervisor is restarting" (or its connection is
+/// gone): worth another attempt within the reconnect window.
+fn restarting(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::ECONNRESET
+            | Errno::ECONNREFUSED
+            | Errno::ECONNABORTED
+            | Errno::EPIPE
+            | Errno::ENOTCONN
+            | Errno::ENOENT
+            | Errno::EAGAIN
+            | Errno::EINTR
+    )
+}
 
 fn connect_seqpacket(path: &Path) -> Result<OwnedFd, Errno> {
     let addr = UnixAddr::new(path)?;
@@ -202,7 +258,8 @@ impl Client {
             next_seq: 1,
             pending: BTreeMap::new(),
             buf: vec![0; MAX_FRAME + 1],
-            reconnect_timeout: Duration::from_secs(30),
+            inbox: std::collections::VecDeque::new(),
+            reconnect_timeout: reconnect_timeout_from_env(),
             retry_busy: true,
             busy: BTreeSet::new(),
             resend_at: None,
@@ -273,7 +330,12 @@ impl Client {
         let p = &self.pending[&seq];
         let msg = ClientToSup::Call { seq, driver: &p.driver, body: &p.body, acked_below: self.acked_below() };
         let frame = reinc_proto::encode_vec(&msg).map_err(|_| Errno::EMSGSIZE)?;
-        send(self.fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL).map(drop)
+        send(self.fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL)?;
+        // A SOCK_SEQPACKET send is all or nothing: only now may it run.
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.sent = true;
+        }
+        Ok(())
     }
 
     /// Sends a call without waiting for its reply; returns its seq.
@@ -286,7 +348,7 @@ impl Client {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.pending.insert(seq, Pending { driver: driver.into(), body: body.to_vec() });
+        self.pending.insert(seq, Pending { driver: driver.into(), body: body.to_vec(), sent: false });
         if self.retry_busy && self.busy.iter().any(|s| self.pending[s].driver == driver) {
             // An earlier call to this driver waits for its resend; the
             // supervisor would answer this one Busy anyway. Go out behind it.
@@ -308,6 +370,12 @@ impl Client {
             if self.pending.is_empty() {
                 return Err(ClientError::Idle);
             }
+            if let Some(frame) = self.inbox.pop_front() {
+                if let Some(c) = self.deliver(&frame)? {
+                    return Ok(c);
+                }
+                continue;
+            }
             if let Some(at) = self.resend_at {
                 let now = Instant::now();
                 if now >= at {
@@ -324,7 +392,7 @@ impl Client {
                 }
             }
             let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
-                Ok(0) | Err(Errno::ECONNRESET | Errno::ENOTCONN | Errno::EPIPE) => {
+                Ok(0) | Err(Errno::ECONNRESET | Errno::ENOTCONN | Errno::EPIPE | Errno::ECONNABORTED) => {
                     self.reconnect()?;
                     continue;
                 }
@@ -333,27 +401,44 @@ impl Client {
                 Err(source) => return Err(ClientError::Connect { path: self.path.clone(), source }),
             };
             let n = n.min(self.buf.len());
-            let (seq, result) = match reinc_proto::decode::<SupToClient<'_>>(&self.buf[..n]) {
-                Ok(SupToClient::Reply { seq, body }) => (seq, Ok(body.to_vec())),
-                Ok(SupToClient::Failed { seq, error }) => (seq, Err(error)),
-                Ok(SupToClient::Rejected { error }) => {
-                    return Err(ClientError::Rejected { path: self.path.clone(), error });
-                }
-                Ok(SupToClient::Welcome { .. }) => continue,
-                Err(error) => return Err(ClientError::BadFrame { path: self.path.clone(), error }),
-            };
-            if !self.pending.contains_key(&seq) {
-                // A duplicate answer (we resent after a reconnect): already delivered.
-                continue;
+            let frame = std::mem::take(&mut self.buf);
+            let delivered = self.deliver(&frame[..n]);
+            self.buf = frame;
+            if let Some(c) = delivered? {
+                return Ok(c);
             }
-            if result == Err(CallError::Busy) && self.retry_busy {
-                self.busy.insert(seq);
-                self.resend_at.get_or_insert_with(|| Instant::now() + BUSY_PAUSE);
-                continue;
-            }
-            self.pending.remove(&seq);
-            return Ok(Completion { seq, result });
         }
+    }
+
+    /// Handles one frame from the supervisor: the completion it carries, if
+    /// it completes a call (not a duplicate, not a `Busy` to resend).
+    fn deliver(&mut self, frame: &[u8]) -> Result<Option<Completion>, ClientError> {
+        let (seq, result) = match reinc_proto::decode::<SupToClient<'_>>(frame) {
+            Ok(SupToClient::Reply { seq, body }) => (seq, Ok(body.to_vec())),
+            Ok(SupToClient::Failed { seq, error }) => (seq, Err(error)),
+            Ok(SupToClient::Rejected { error }) => {
+                return Err(ClientError::Rejected { path: self.path.clone(), error });
+            }
+            Ok(SupToClient::Welcome { .. }) => return Ok(None),
+            Err(error) => return Err(ClientError::BadFrame { path: self.path.clone(), error }),
+        };
+        if !self.pending.contains_key(&seq) {
+            // A duplicate answer (we resent after a reconnect): already delivered.
+            return Ok(None);
+        }
+        if result == Err(CallError::Busy)
+            && let Some(p) = self.pending.get_mut(&seq)
+        {
+            // Definitely not executed.
+            p.sent = false;
+        }
+        if result == Err(CallError::Busy) && self.retry_busy {
+            self.busy.insert(seq);
+            self.resend_at.get_or_insert_with(|| Instant::now() + BUSY_PAUSE);
+            return Ok(None);
+        }
+        self.pending.remove(&seq);
+        Ok(Some(Completion { seq, result }))
     }
 
     /// Calls and waits for this call's reply (other completions that arrive
@@ -386,32 +471,95 @@ impl Client {
 
     /// Re-establishes the connection, resumes the session and resends every
     /// unanswered call with its original seq, lowest first.
+    ///
+    /// Every step (connect, `Hello`, the resends) that fails with an error
+    /// meaning "the supervisor is restarting" starts over after a backoff
+    /// pause, until [`reconnect_timeout`](Self::reconnect_timeout) has
+    /// passed: a supervisor killed in the middle still accepts connections
+    /// on its listening socket and then resets them, and its successor
+    /// binds the socket a moment later.
     fn reconnect(&mut self) -> Result<(), ClientError> {
         self.busy.clear();
         self.resend_at = None;
-        let deadline = Instant::now() + self.reconnect_timeout;
+        let window = self.reconnect_timeout;
+        let deadline = Instant::now() + window;
+        let mut pause = RECONNECT_BACKOFF_MIN;
         loop {
-            match connect_seqpacket(&self.path) {
-                Ok(fd) => {
-                    self.fd = fd;
-                    break;
+            let source = match self.try_reconnect() {
+                Ok(()) => {
+                    self.reconnects += 1;
+                    return Ok(());
                 }
-                Err(source) if Instant::now() >= deadline => {
-                    return Err(ClientError::Connect { path: self.path.clone(), source });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                Err(Attempt::Retry(e)) => e,
+                Err(Attempt::Fatal(e)) => return Err(e),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Unreachable { path: self.path.clone(), window, source });
             }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(RECONNECT_BACKOFF_MAX);
         }
-        self.hello(Some(self.session))?;
-        self.reconnects += 1;
+    }
+
+    /// One attempt of [`reconnect`](Self::reconnect).
+    fn try_reconnect(&mut self) -> Result<(), Attempt> {
+        let retry_or = |path: &Path, e: Errno| {
+            if restarting(e) {
+                Attempt::Retry(e)
+            } else {
+                Attempt::Fatal(ClientError::Connect { path: path.into(), source: e })
+            }
+        };
+        self.fd = connect_seqpacket(&self.path).map_err(|e| retry_or(&self.path, e))?;
+        match self.hello(Some(self.session)) {
+            Ok(_) => {}
+            Err(ClientError::Connect { source, path }) => return Err(retry_or(&path, source)),
+            // Nothing unanswered could have run: a new session loses nothing.
+            Err(ClientError::SessionLost { .. }) if self.pending.values().all(|p| !p.sent) => {
+                // The refusal may leave the connection closed: reconnect for
+                // the new session.
+                self.fd = connect_seqpacket(&self.path).map_err(|e| retry_or(&self.path, e))?;
+                match self.hello(None) {
+                    Ok(id) => self.session = id,
+                    Err(ClientError::Connect { source, path }) => return Err(retry_or(&path, source)),
+                    Err(e) => return Err(Attempt::Fatal(e)),
+                }
+            }
+            Err(e) => return Err(Attempt::Fatal(e)),
+        }
         let seqs: Vec<u64> = self.pending.keys().copied().collect();
         for seq in seqs {
-            if let Err(source) = self.send_call(seq) {
-                return Err(ClientError::Connect { path: self.path.clone(), source });
-            }
+            self.send_call(seq).map_err(|e| retry_or(&self.path, e))?;
+            // Answers to the resends (from the dedup table, at once) are
+            // read as they come: a client that sent thousands before reading
+            // would be disconnected for not reading, and resend again.
+            self.read_ready().map_err(|e| retry_or(&self.path, e))?;
         }
         Ok(())
     }
+
+    /// Moves the frames already waiting on the socket to the inbox. An end
+    /// of stream is left for [`wait`](Self::wait) to find, after the inbox.
+    fn read_ready(&mut self) -> Result<(), Errno> {
+        loop {
+            match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.inbox.push_back(self.buf[..n.min(self.buf.len())].to_vec()),
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How one reconnect attempt failed.
+enum Attempt {
+    /// The supervisor is restarting: try again.
+    Retry(Errno),
+    /// Retrying cannot help.
+    Fatal(ClientError),
 }
 
 /// Sends one control request to the control socket at `path`.

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! drvctl [--runtime-dir DIR] status [--json]
+//! drvctl [--runtime-dir DIR] metrics
 //! drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
 //! drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND
 //! drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
@@ -10,6 +11,9 @@
 //! `blk` moves `count` blocks of `bs` bytes through the storage driver like
 //! `dd`, split into requests of at most 32 KiB kept `window` deep in flight,
 //! and prints records, bytes, time, throughput and the data's CRC-32.
+//!
+//! A lost connection (the supervisor restarting) is retried with backoff for
+//! `REINC_RECONNECT_TIMEOUT_MS` (default 30 000) before `drvctl` gives up.
 #![forbid(unsafe_code)]
 
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
@@ -25,6 +29,7 @@ use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageReply, StorageRequ
 
 const USAGE: &str = "usage:
   drvctl [--runtime-dir DIR] status [--json]
+  drvctl [--runtime-dir DIR] metrics                    (Prometheus text, e.g. for node_exporter's textfile collector)
   drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
   drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND      (e.g. after-effect:3:segv)
   drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
@@ -86,6 +91,12 @@ fn run(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
             } else {
                 print_table(&rows);
             }
+        }
+        Some("metrics") => {
+            let ControlResponse::Metrics(text) = ctl(ControlRequest::Metrics)? else {
+                return Err(Fail::Run("unexpected response to metrics".into()));
+            };
+            print!("{text}");
         }
         Some("restart") => done(ctl(ControlRequest::Restart { driver: name(1)? })?),
         Some("stop") => done(ctl(ControlRequest::Stop { driver: name(1)? })?),

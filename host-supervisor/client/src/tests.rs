@@ -179,3 +179,196 @@ fn without_retry_busy_a_busy_call_is_returned_and_nothing_waits_behind_it() {
     server.join().unwrap();
     let _ = std::fs::remove_file(path);
 }
+
+/// Issue 13, item 3: a supervisor killed while a client reconnects accepts
+/// the connection (its listening socket lives until the process is gone) and
+/// then resets it; for a while after, the socket refuses or is missing. All
+/// of that means "the supervisor is restarting": the client keeps trying
+/// within its window and resumes its session with the new supervisor.
+#[test]
+fn reconnect_rides_out_a_reset_a_refusal_and_a_missing_socket() {
+    let (l, path) = listener("restarting");
+    let p2 = path.clone();
+    let server = std::thread::spawn(move || {
+        let a = Fake::accept(&l);
+        let _ = a.recv();
+        a.send(&SupToClient::Welcome { client: ClientId(9) });
+        assert_eq!(call_ids(&a.recv()), (1, 1));
+        drop(a); // the supervisor dies with call 1 unanswered
+        // The dying supervisor accepts the reconnect and resets it.
+        let b = Fake::accept(&l);
+        drop(b);
+        // Gone: first a stale socket file that refuses, then no file at all.
+        drop(l);
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::remove_file(&p2).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // The new supervisor resumes the session (its journal knows it).
+        let (l2, _) = listener("restarting");
+        let c = Fake::accept(&l2);
+        assert_eq!(
+            reinc_proto::decode::<ClientToSup<'_>>(&c.recv()).unwrap(),
+            ClientToSup::Hello { resume: Some(ClientId(9)) }
+        );
+        c.send(&SupToClient::Welcome { client: ClientId(9) });
+        assert_eq!(call_ids(&c.recv()), (1, 1));
+        c.send(&SupToClient::Reply { seq: 1, body: b"done" });
+    });
+    let mut c = Client::connect(&path).unwrap();
+    let seq = c.submit("d", b"x").unwrap();
+    assert_eq!(c.wait().unwrap(), Completion { seq, result: Ok(b"done".to_vec()) });
+    assert!(c.reconnects() >= 1);
+    server.join().unwrap();
+    let _ = std::fs::remove_file(path);
+}
+
+/// The window is configurable, and when it passes the error says so and
+/// names the socket and the last error.
+#[test]
+fn reconnect_gives_up_after_its_window_naming_the_socket() {
+    let (l, path) = listener("window");
+    let server = std::thread::spawn(move || {
+        let a = Fake::accept(&l);
+        let _ = a.recv();
+        a.send(&SupToClient::Welcome { client: ClientId(2) });
+        let _ = a.recv();
+        drop(a);
+        drop(l);
+    });
+    let mut c = Client::connect(&path).unwrap();
+    c.reconnect_timeout = Duration::from_millis(300);
+    c.submit("d", b"x").unwrap();
+    server.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+    let started = Instant::now();
+    let err = c.wait().unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()) && msg.contains("300ms"), "{msg}");
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(5), "{waited:?}");
+}
+
+/// A session the new supervisor does not know is harmless while nothing is
+/// unanswered: the client opens a new one instead of failing.
+#[test]
+fn an_idle_client_whose_session_is_forgotten_opens_a_new_one() {
+    let (l, path) = listener("idle-lost");
+    let server = std::thread::spawn(move || {
+        let a = Fake::accept(&l);
+        let _ = a.recv();
+        a.send(&SupToClient::Welcome { client: ClientId(4) });
+        assert_eq!(call_ids(&a.recv()), (1, 1));
+        a.send(&SupToClient::Reply { seq: 1, body: b"one" });
+        drop(a);
+        let b = Fake::accept(&l);
+        assert_eq!(
+            reinc_proto::decode::<ClientToSup<'_>>(&b.recv()).unwrap(),
+            ClientToSup::Hello { resume: Some(ClientId(4)) }
+        );
+        b.send(&SupToClient::Failed { seq: 0, error: CallError::NoSession });
+        let c = Fake::accept(&l);
+        assert_eq!(reinc_proto::decode::<ClientToSup<'_>>(&c.recv()).unwrap(), ClientToSup::Hello { resume: None });
+        c.send(&SupToClient::Welcome { client: ClientId(5) });
+        assert_eq!(call_ids(&c.recv()).0, 2);
+        c.send(&SupToClient::Reply { seq: 2, body: b"two" });
+    });
+    let mut c = Client::connect(&path).unwrap();
+    assert_eq!(c.call("d", b"x").unwrap(), Ok(b"one".to_vec()));
+    // Let the server drop the connection before the next call goes out.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.call("d", b"y").unwrap(), Ok(b"two".to_vec()));
+    assert_eq!(c.session(), ClientId(5));
+    server.join().unwrap();
+    let _ = std::fs::remove_file(path);
+}
+
+/// A supervisor disconnects a client that does not read its replies (its
+/// outgoing queue is bounded). After a reconnect the client resends every
+/// unanswered call, and answers from the dedup table come back at once: a
+/// client that sent them all before reading was disconnected again, and
+/// again (the full bench's replay of 10 000 calls hit it). It now reads
+/// while it resends.
+#[test]
+fn resending_thousands_after_a_reconnect_reads_the_answers_as_they_come() {
+    const N: u64 = 3000;
+    let (l, path) = listener("resend-many");
+    let server = std::thread::spawn(move || {
+        let a = Fake::accept(&l);
+        let _ = a.recv();
+        a.send(&SupToClient::Welcome { client: ClientId(6) });
+        for _ in 0..N {
+            let _ = a.recv();
+        }
+        drop(a); // every call accepted, none answered: the connection is lost
+        let mut connections = 1;
+        let mut answered = std::collections::BTreeSet::new();
+        while answered.len() < N as usize {
+            let b = Fake::accept(&l);
+            connections += 1;
+            let _ = b.recv();
+            b.send(&SupToClient::Welcome { client: ClientId(6) });
+            // Answer each call at once, like dedup hits, through a bounded
+            // outgoing queue; a client that lets it overflow (does not read
+            // its replies) is disconnected, as the supervisor does.
+            let mut buf = vec![0u8; MAX_FRAME];
+            let mut out: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+            'conn: loop {
+                let mut flags = PollFlags::POLLIN;
+                if !out.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                let mut fds = [PollFd::new(b.0.as_fd(), flags)];
+                if poll(&mut fds, PollTimeout::from(5000u16)).unwrap_or(0) == 0 {
+                    break;
+                }
+                let ready = fds[0].revents().unwrap_or(PollFlags::empty());
+                if ready.contains(PollFlags::POLLIN) {
+                    match recv(b.0.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                        Ok(0) | Err(_) if !ready.contains(PollFlags::POLLOUT) => break,
+                        Ok(n) if n > 0 => {
+                            let (seq, _) = call_ids(&buf[..n]);
+                            out.push_back(reinc_proto::encode_vec(&SupToClient::Reply { seq, body: b"ok" }).unwrap());
+                            answered.insert(seq);
+                        }
+                        _ => {}
+                    }
+                }
+                while let Some(f) = out.front() {
+                    match send(b.0.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+                        Ok(_) => {
+                            out.pop_front();
+                        }
+                        Err(Errno::EAGAIN) => break,
+                        Err(_) => break 'conn,
+                    }
+                }
+                if out.len() > 64 {
+                    break; // "does not read its replies; disconnecting it"
+                }
+                if answered.len() == N as usize && out.is_empty() {
+                    break;
+                }
+            }
+            assert!(
+                connections < 10,
+                "the client keeps being disconnected for not reading ({} answered)",
+                answered.len()
+            );
+        }
+        connections
+    });
+    let mut c = Client::connect(&path).unwrap();
+    for _ in 0..N {
+        c.submit("d", b"x").unwrap();
+    }
+    let mut done = 0;
+    while c.in_flight() > 0 {
+        assert_eq!(c.wait().unwrap().result, Ok(b"ok".to_vec()));
+        done += 1;
+    }
+    assert_eq!(done, N);
+    let connections = server.join().unwrap();
+    assert!(connections <= 3, "{connections} connections");
+    let _ = std::fs::remove_file(path);
+}

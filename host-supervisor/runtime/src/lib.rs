@@ -255,16 +255,34 @@ pub trait Driver {
 }
 
 /// Installs the `tracing` subscriber drivers use: stderr, `RUST_LOG` filter
-/// (default `info`), no colours (the supervisor captures the stream).
+/// (default `info`), no colours (the supervisor captures the stream). Under
+/// journald (see [`stderr_is_journal`]) the timestamp is left out: the
+/// journal stamps every line itself, and two stamps per line read badly.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
+        fmt.without_time().try_init()
+    } else {
+        fmt.try_init()
+    };
+}
+
+/// True if stderr is the journald stream systemd announced in
+/// `JOURNAL_STREAM` (`DEVICE:INODE` of the stream, as `systemd.exec(5)`
+/// says to check: the variable alone is inherited by processes whose
+/// stderr was redirected elsewhere).
+#[must_use]
+pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    use std::os::fd::AsFd;
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else { return false };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    nix::sys::stat::fstat(std::io::stderr().as_fd()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
 /// The whole life of a driver process: logging, the launch contract, then the

@@ -368,3 +368,14 @@ fn already_applied_effects_are_traced_as_replays() {
     h.finish();
     assert_eq!(std::fs::read_to_string(log).unwrap(), "1 3 1\n2 3 2\n", "logged once per request id");
 }
+
+#[test]
+fn journald_is_recognised_by_the_device_and_inode_of_stderr_only() {
+    use std::os::fd::AsFd;
+    let st = nix::sys::stat::fstat(std::io::stderr().as_fd()).unwrap();
+    assert!(crate::stderr_is_journal(Some(&format!("{}:{}", st.st_dev, st.st_ino))));
+    // Inherited by a process whose stderr goes elsewhere: not the journal.
+    assert!(!crate::stderr_is_journal(Some(&format!("{}:{}", st.st_dev, st.st_ino + 1))));
+    assert!(!crate::stderr_is_journal(Some("garbage")));
+    assert!(!crate::stderr_is_journal(None));
+}

@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! [supervisor]
-//! state-dir = "/var/lib/reinc"        # persisted checkpoints
+//! state-dir = "/var/lib/reinc"        # persisted checkpoints, the journal
+//! journal-recovery = "refuse"         # or "truncate" at the last valid record
 //!
 //! [[driver]]
 //! name = "storage_driver"
@@ -12,8 +13,14 @@
 //! backoff-base-ms = 100
 //! max-restarts = 5
 //! restart-window-ms = 10000
-//! persist-checkpoint = true
+//! durability = "journal"             # or "memory" (default)
 //! ```
+//!
+//! `persist-checkpoint = true` (a checkpoint file per driver, written on the
+//! event loop before each reply) still works but is deprecated:
+//! `durability = "journal"` keeps the committed state together with the
+//! sessions, the accepted requests and the dedup replies, with group commit
+//! off the event loop. The two cannot be combined.
 //!
 //! # Every error at once
 //! serde stops at the first error, which turns fixing a config file into a
@@ -67,6 +74,33 @@ pub struct SupervisorConfig {
     /// string; default `"0660"`). Whoever can write the socket can call every
     /// driver, so "other" gets nothing by default.
     pub client_socket_mode: u32,
+    /// What a torn or corrupt journal does at start (`journal-recovery`).
+    pub journal_recovery: JournalRecovery,
+    /// Journal bytes written since the last snapshot before the next one
+    /// compacts it (`journal-compact-bytes`, default 4 MiB).
+    pub journal_compact_bytes: u64,
+}
+
+/// How durable a driver's answers are (`durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DurabilityMode {
+    /// The supervisor survives the driver's crash, not its own (default).
+    #[default]
+    Memory,
+    /// Accepted requests, answers (the dedup table) and the committed state
+    /// are in the write-ahead journal before a client sees an answer; a
+    /// restarted supervisor recovers them.
+    Journal,
+}
+
+/// What to do with a torn or corrupt journal (`journal-recovery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JournalRecovery {
+    /// Refuse to start, naming the file and the offset (default).
+    #[default]
+    Refuse,
+    /// Cut the journal at the last valid record and start from there.
+    Truncate,
 }
 
 /// What a driver's fault does.
@@ -122,6 +156,8 @@ pub struct DriverConfig {
     pub persist_checkpoint: bool,
     /// What a torn or corrupt persisted checkpoint does.
     pub on_corrupt_checkpoint: CorruptCheckpoint,
+    /// `durability = "memory" | "journal"`.
+    pub durability: DurabilityMode,
 }
 
 impl DriverConfig {
@@ -187,6 +223,22 @@ struct SupervisorToml {
     max_sessions: Option<u64>,
     dedup_per_session: Option<u64>,
     client_socket_mode: Option<String>,
+    journal_recovery: Option<RecoveryName>,
+    journal_compact_bytes: Option<u64>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RecoveryName {
+    Refuse,
+    Truncate,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum DurabilityName {
+    Memory,
+    Journal,
 }
 
 #[derive(Deserialize, Default)]
@@ -221,6 +273,7 @@ struct DriverToml {
     poison_after: Option<u64>,
     persist_checkpoint: Option<bool>,
     on_corrupt_checkpoint: Option<CorruptName>,
+    durability: Option<DurabilityName>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -339,6 +392,19 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
                 DEFAULT_CLIENT_SOCKET_MODE
             }
         },
+        journal_recovery: match sup.journal_recovery {
+            None | Some(RecoveryName::Refuse) => JournalRecovery::Refuse,
+            Some(RecoveryName::Truncate) => JournalRecovery::Truncate,
+        },
+        journal_compact_bytes: count(
+            sup.journal_compact_bytes,
+            4 << 20,
+            64 << 10,
+            1 << 40,
+            "supervisor",
+            "journal-compact-bytes",
+            &mut problems,
+        ) as u64,
     };
     let mut drivers = Vec::new();
     let mut names = BTreeSet::new();
@@ -491,6 +557,18 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
     let queue_depth = positive("queue-depth", d.queue_depth, 256, MAX_QUEUE_DEPTH as u64) as usize;
     let window = positive("window", d.window, 8, MAX_QUEUE_DEPTH as u64) as usize;
     let poison_after = positive("poison-after", d.poison_after, 3, 1_000) as u32;
+    let durability = match d.durability {
+        None | Some(DurabilityName::Memory) => DurabilityMode::Memory,
+        Some(DurabilityName::Journal) => DurabilityMode::Journal,
+    };
+    if durability == DurabilityMode::Journal && d.persist_checkpoint == Some(true) {
+        bad(
+            "persist-checkpoint",
+            "durability = \"journal\" already keeps the committed state in the journal; drop persist-checkpoint \
+             (deprecated)"
+                .into(),
+        );
+    }
     let mut args = d.args.unwrap_or_default();
     if let Some(dev) = &d.device {
         args.push("--device".into());
@@ -519,6 +597,7 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
             CorruptName::Refuse => CorruptCheckpoint::Refuse,
             CorruptName::StartFresh => CorruptCheckpoint::StartFresh,
         },
+        durability,
     }
 }
 
@@ -630,6 +709,33 @@ mod tests {
         assert_eq!(c.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
         let minimal = parse("[[driver]]\nname = \"x\"\nexec = \"/x\"\n").unwrap();
         assert_eq!(minimal.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
+        assert_eq!(
+            (c.supervisor.journal_recovery, c.supervisor.journal_compact_bytes),
+            (minimal.supervisor.journal_recovery, minimal.supervisor.journal_compact_bytes)
+        );
+    }
+
+    #[test]
+    fn durability_and_journal_keys_parse_and_the_journal_excludes_persist_checkpoint() {
+        let c = parse(
+            "[supervisor]\njournal-recovery = \"truncate\"\n[[driver]]\nname = \"x\"\nexec = \"/x\"\n\
+             durability = \"journal\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.supervisor.journal_recovery, JournalRecovery::Truncate);
+        assert_eq!(c.drivers[0].durability, DurabilityMode::Journal);
+        assert_eq!(DriverConfig::new("y", "/y").durability, DurabilityMode::Memory);
+        let p = parse(
+            "[supervisor]\njournal-recovery = \"maybe\"\n[[driver]]\nname = \"x\"\nexec = \"/x\"\n\
+             durability = \"journal\"\npersist-checkpoint = true\n[[driver]]\nname = \"z\"\nexec = \"/z\"\n\
+             durability = \"disk\"\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 3, "{text:?}");
+        assert!(text[0].starts_with("supervisor: `journal-recovery`: unknown variant `maybe`"), "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("driver \"x\": `persist-checkpoint`: durability = \"journal\"")));
+        assert!(text.iter().any(|t| t.starts_with("driver \"z\": `durability`: unknown variant `disk`")), "{text:?}");
     }
 
     #[test]

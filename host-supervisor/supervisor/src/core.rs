@@ -24,17 +24,24 @@
 //!   before any other event.
 //! - [`Event::Exited`] for an instance comes after every frame that instance
 //!   sent (the daemon drains its socket first).
+//! - [`Action::Journal`] is answered later, asynchronously, by
+//!   [`Event::Journaled`] (the journal's writer thread syncs in batches);
+//!   what depends on a record waits in the core until then (see `wal`).
 
 use crate::config::{DriverConfig, FaultPolicyConfig};
+use crate::identity::{Epoch, SessionIds};
 use reinc_client::control::{ControlRequest, ControlResponse, DriverState, DriverStatus, QueuedRequest};
 use reinc_policy::{BackoffRestart, FaultAction, FaultPolicy, Millis, StopOnFault};
 use reinc_proto::{CallError, ClientId, FaultPlan, FromDriver, Generation, MAX_BODY, RequestId};
 use reinc_queue::{RequestQueue, Slot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+mod counters;
 pub mod durability;
+mod wal;
 use durability::Durability;
 pub use durability::{PERSIST_RETRY_BASE, PERSIST_RETRY_CAP, PersistOutcome};
+pub use wal::{Recovery, WalStats};
 
 /// Index of a driver in the configuration (start order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -162,6 +169,12 @@ pub enum Event<'a> {
         /// The connection.
         conn: ConnId,
     },
+    /// Every journal record up to LSN `upto` is durable (the answer to
+    /// [`Action::Journal`]s, in LSN order, possibly many at once).
+    Journaled {
+        /// The highest durable LSN.
+        upto: u64,
+    },
     /// SIGTERM or SIGINT: stop every driver in reverse start order, then exit.
     Shutdown,
     /// Nothing happened, but time passed (a deadline may have expired).
@@ -272,6 +285,15 @@ pub enum Action {
         conn: ConnId,
         /// The message.
         msg: ClientMsg,
+    },
+    /// Append `record` to the journal ([`crate::journal`]) without waiting;
+    /// answer with [`Event::Journaled`] once it is durable. What depends on
+    /// it is held by the core until then.
+    Journal {
+        /// Its log sequence number (increasing by one per record).
+        lsn: u64,
+        /// The record.
+        record: crate::journal::Record,
     },
     /// Print a user-facing `[SUP] …` line (without the prefix).
     Say(String),
@@ -589,7 +611,12 @@ pub struct Supervisor {
     by_name: HashMap<String, DriverId>,
     sessions: HashMap<ClientId, Session>,
     conns: HashMap<ConnId, Option<ClientId>>,
-    next_client: u32,
+    /// Session ids, unique across lifetimes ([`crate::identity`]).
+    ids: SessionIds,
+    /// The journal's bookkeeping ([`wal`]).
+    wal: wal::Wal,
+    /// Per-driver counters for `drvctl metrics` ([`counters`]).
+    counters: Vec<counters::DriverCounters>,
     max_sessions: usize,
     dedup_per_session: usize,
     shutting_down: bool,
@@ -602,7 +629,8 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor for `drivers` (start order), with the restored
     /// checkpoints (`None`: start fresh), `seed` for backoff jitter, and the
-    /// dedup table bounds.
+    /// dedup table bounds. Session ids are numbered from `Epoch(0)`; a daemon
+    /// sets a random epoch with [`Supervisor::with_epoch`].
     ///
     /// # Panics
     /// If a restart policy is out of range: [`crate::config`] validated it.
@@ -644,7 +672,9 @@ impl Supervisor {
             by_name,
             sessions: HashMap::new(),
             conns: HashMap::new(),
-            next_client: 1,
+            ids: SessionIds::new(Epoch(0)),
+            wal: wal::Wal::default(),
+            counters: Vec::new(),
             max_sessions,
             dedup_per_session,
             shutting_down: false,
@@ -653,6 +683,13 @@ impl Supervisor {
             rng: seed | 1,
             trace: VecDeque::new(),
         }
+    }
+
+    /// Numbers this lifetime's sessions from `epoch` (see [`crate::identity`]).
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: Epoch) -> Self {
+        self.ids = SessionIds::new(epoch);
+        self
     }
 
     /// The configuration of `driver`.
@@ -732,6 +769,7 @@ impl Supervisor {
                 }
             }
             Event::Persisted { driver, outcome } => self.on_persisted(now, driver, outcome, &mut out),
+            Event::Journaled { upto } => self.on_journaled(upto, &mut out),
             Event::ClientConnected { conn } => {
                 self.conns.insert(conn, None);
             }
@@ -760,6 +798,7 @@ impl Supervisor {
         if self.shutting_down {
             self.shutdown_step(now, &mut out);
         }
+        self.maybe_compact(&mut out);
         self.drivers.refresh();
         #[cfg(test)]
         self.assert_deadline_cache_exact();
@@ -771,6 +810,12 @@ impl Supervisor {
         let mut out = Vec::new();
         let name = match req {
             ControlRequest::Status => return (ControlResponse::Status(self.status(now)), out),
+            // The daemon adds what only it knows (journal sync latency).
+            ControlRequest::Metrics => {
+                let mut t = crate::metrics::Text::default();
+                self.render_metrics(now, &mut t);
+                return (ControlResponse::Metrics(t.finish()), out);
+            }
             ControlRequest::Restart { driver }
             | ControlRequest::Stop { driver }
             | ControlRequest::DumpQueue { driver }
@@ -781,7 +826,7 @@ impl Supervisor {
             return (ControlResponse::Error(format!("no driver named {name:?} is configured")), out);
         };
         let resp = match req {
-            ControlRequest::Status => unreachable!("answered above"),
+            ControlRequest::Status | ControlRequest::Metrics => unreachable!("answered above"),
             ControlRequest::Restart { .. } => self.operator_restart(now, id, &mut out),
             ControlRequest::Stop { .. } => self.operator_stop(now, id, &mut out),
             ControlRequest::DumpQueue { .. } => ControlResponse::Queue(
@@ -933,6 +978,7 @@ impl Supervisor {
                 if queued > 0 {
                     out.push(Action::Say(format!("replaying {queued} queued requests")));
                 }
+                self.count_ready(id, now, queued);
                 self.pump(id, out);
             }
             FromDriver::Pong { nonce } => {
@@ -960,6 +1006,7 @@ impl Supervisor {
         body: &[u8],
         out: &mut Vec<Action>,
     ) {
+        let journal = self.is_journal(id);
         let d = &mut self.drivers[id.0];
         if !matches!(d.phase, Phase::Running { .. } | Phase::Stopping { .. } | Phase::Hung) {
             let reason = format!("protocol error: reply for {rid} before Ready");
@@ -969,6 +1016,17 @@ impl Supervisor {
         if let Err(e) = d.queue.complete(rid) {
             let reason = format!("protocol error: {e}");
             self.kill_instance(id, reason, AfterExit::Policy, out);
+            return;
+        }
+        if journal {
+            // Commit-with-reply through the journal: the state, the dedup
+            // entry and the reply are one record; the reply waits for it.
+            if let Some(c) = commit {
+                self.drivers[id.0].checkpoint = Some(c.to_vec());
+            }
+            let reply = Cached::Reply(body.to_vec());
+            self.journal_answer(now, id, rid, commit.map(<[u8]>::to_vec), reply, true, out);
+            self.pump(id, out);
             return;
         }
         // Commit-with-reply: the state is committed before the client can
@@ -1009,12 +1067,14 @@ impl Supervisor {
     }
 
     fn pump(&mut self, id: DriverId, out: &mut Vec<Action>) {
+        // A journal driver has at most one request in doubt (see `wal`).
+        let journal_window = self.journal_window(id, out);
         let d = &mut self.drivers[id.0];
         if !matches!(d.phase, Phase::Running { .. }) {
             return;
         }
         let generation = d.instance.as_ref().expect("running instance").generation;
-        let window = d.cfg.window;
+        let window = journal_window.unwrap_or(d.cfg.window);
         while let Some(e) = d.queue.forward_next(window) {
             out.push(Action::ToDriver {
                 driver: id,
@@ -1072,6 +1132,9 @@ impl Supervisor {
             reason
         };
         d.last_failure = Some(reason);
+        let cause = counters::cause(inst.killed_for.as_deref(), inst.fatal.is_some(), status);
+        self.count_crash(id, now, cause);
+        let d = &mut self.drivers[id.0];
         // Poison: blame the oldest request the dead instance was working on.
         let mut poisoned = None;
         if d.queue.head_in_flight() {
@@ -1088,7 +1151,11 @@ impl Supervisor {
                 "dropping request {rid} of {name}: it crashed the driver {crashes} times (poisoned)"
             )));
             self.record(now, Trace::Poisoned(rid));
-            self.answer(now, rid, Cached::Failed(CallError::Poisoned), out);
+            if self.is_journal(id) {
+                self.journal_answer(now, id, rid, None, Cached::Failed(CallError::Poisoned), true, out);
+            } else {
+                self.answer(now, rid, Cached::Failed(CallError::Poisoned), out);
+            }
         }
         let d = &mut self.drivers[id.0];
         if self.shutting_down {
@@ -1117,6 +1184,8 @@ impl Supervisor {
                     FaultPolicyConfig::Stop => "its fault policy is stop".into(),
                 };
                 out.push(Action::Say(format!("{name} quarantined: {why}; `drvctl restart {name}` revives it")));
+                self.count_quarantine(id);
+                let d = &mut self.drivers[id.0];
                 d.phase = Phase::Quarantined;
                 self.fail_queue(now, id, CallError::DriverFailed, out);
             }
@@ -1126,7 +1195,14 @@ impl Supervisor {
     /// Answers every queued request of `id` with `error` (nothing is lost silently).
     fn fail_queue(&mut self, now: Millis, id: DriverId, error: CallError, out: &mut Vec<Action>) {
         let drained: Vec<RequestId> = self.drivers[id.0].queue.drain().map(|e| e.id).collect();
+        let journal = self.is_journal(id);
         for rid in drained {
+            if journal {
+                // Journaled first, so a restarted supervisor does not replay it.
+                self.journal_answer(now, id, rid, None, Cached::Failed(error), false, out);
+                self.record(now, Trace::Refused(rid, error));
+                continue;
+            }
             // Not cached: the request was never executed to completion, so a
             // retry after the driver is revived is legitimate.
             if let Some(s) = self.sessions.get_mut(&rid.client) {
@@ -1303,8 +1379,8 @@ impl Supervisor {
     }
 
     fn on_hello(&mut self, now: Millis, conn: ConnId, resume: Option<ClientId>, out: &mut Vec<Action>) {
-        let client = match resume {
-            Some(c) if self.sessions.contains_key(&c) => c,
+        let (client, new) = match resume {
+            Some(c) if self.sessions.contains_key(&c) => (c, false),
             Some(_) => {
                 out.push(Action::ToClient { conn, msg: ClientMsg::Failed { seq: 0, error: CallError::NoSession } });
                 return;
@@ -1331,10 +1407,10 @@ impl Supervisor {
                         }
                     }
                 }
-                let c = ClientId(self.next_client);
-                self.next_client = self.next_client.wrapping_add(1).max(1);
+                let sessions = &self.sessions;
+                let c = self.ids.next(|c| sessions.contains_key(&c));
                 self.sessions.insert(c, Session::default());
-                c
+                (c, true)
             }
         };
         // Detach the session from any older connection.
@@ -1346,7 +1422,8 @@ impl Supervisor {
         }
         s.last_active = now;
         self.conns.insert(conn, Some(client));
-        out.push(Action::ToClient { conn, msg: ClientMsg::Welcome { client } });
+        // A new session's Welcome waits for its journal record, if any.
+        self.welcome(conn, client, new, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1369,8 +1446,9 @@ impl Supervisor {
         let s = self.sessions.get_mut(&client).expect("connection's session exists");
         s.last_active = now;
         s.raise_floor(acked_below);
-        if let Some(c) = s.cache.get(&seq) {
-            out.push(Action::ToClient { conn, msg: to_msg(seq, c.clone()) });
+        if let Some(c) = s.cache.get(&seq).cloned() {
+            // An answer whose journal record is not durable yet waits for it.
+            self.dedup_hit(rid, Action::ToClient { conn, msg: to_msg(seq, c) }, out);
             self.record(now, Trace::DedupHit(rid));
             return;
         }
@@ -1425,6 +1503,7 @@ impl Supervisor {
         }
         s.settled(seq);
         s.pending.insert(seq);
+        self.journal_accepted(id, rid, body, acked_below);
         self.pump(id, out);
     }
 }

@@ -21,6 +21,9 @@ use crate::core::{
     Action, ClientMsg, ConnId, DriverId, DriverMsg, Event, ExitStatus, KillSignal, PersistOutcome, Supervisor,
     signal_name,
 };
+use crate::journal::writer::{FromWriter, ToWriter, Writer};
+use crate::journal::{self, Record};
+use crate::notify::Notifier;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -73,6 +76,13 @@ pub enum DaemonError {
     /// Another supervisor answers on the socket path.
     #[error("another supervisor is already listening on {0}")]
     AlreadyRunning(PathBuf),
+    /// The journal is torn or corrupt and `journal-recovery` says to refuse
+    /// it, or it cannot be read or written.
+    #[error("{source}; refusing to start (set journal-recovery = \"truncate\" to cut it at the last valid record)")]
+    Journal {
+        /// The journal error (names the file and the offset).
+        source: crate::journal::JournalError,
+    },
 }
 
 fn setup<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> DaemonError {
@@ -97,6 +107,7 @@ enum Source {
     Client(ConnId),
     Control(u64),
     Driver(DriverId, Generation),
+    Journal,
 }
 
 #[derive(Debug)]
@@ -165,6 +176,31 @@ pub struct Daemon {
     socket_paths: Vec<PathBuf>,
     buf: Vec<u8>,
     exit: bool,
+    /// The journal's writer thread, when a driver journals.
+    journal: Option<Writer>,
+    /// systemd's notification socket ([`crate::notify`]).
+    notify: Notifier,
+    /// `READY=1` went out.
+    ready_sent: bool,
+    /// The last `STATUS=` sent.
+    last_status: String,
+    /// Journal and start-up figures only the daemon sees.
+    stats: DaemonStats,
+}
+
+/// Figures for `drvctl metrics` that only the daemon sees.
+#[derive(Debug, Default)]
+struct DaemonStats {
+    /// `fdatasync` (or snapshot) time per journal batch.
+    journal_sync: crate::metrics::Histogram,
+    /// Records and bytes written, in batches.
+    journal_batches: u64,
+    journal_batch_records: u64,
+    journal_bytes: u64,
+    /// Reading and restoring the journal at start.
+    recovery: std::time::Duration,
+    /// From start to every driver settled (READY=1).
+    ready_after: Option<std::time::Duration>,
 }
 
 /// Where each driver's checkpoint lives.
@@ -180,10 +216,23 @@ impl Daemon {
     /// # Errors
     /// [`DaemonError`] naming the file, socket or driver involved.
     pub fn new(cfg: Config, runtime_dir: &Path) -> Result<Self, DaemonError> {
+        // First of all, before the journal is read and rewritten: a live
+        // supervisor answers on its control socket; a socket that only
+        // accepts (held by a dead supervisor's child between fork and exec)
+        // or refuses is stale.
+        let control_path = reinc_client::control_socket(runtime_dir);
+        if supervisor_answers(&control_path) {
+            return Err(DaemonError::AlreadyRunning(control_path));
+        }
         let mut drivers = Vec::new();
         for d in &cfg.drivers {
             let mut ckpt = None;
             if d.persist_checkpoint {
+                warn!(
+                    "[SUP] {}: persist-checkpoint is deprecated: durability = \"journal\" keeps the committed state \
+                     with the sessions and answers, off the event loop",
+                    d.name
+                );
                 let dir = &cfg.supervisor.state_dir;
                 std::fs::create_dir_all(dir).map_err(setup(format!("state directory {}", dir.display())))?;
                 let path = checkpoint_path(&cfg, &d.name);
@@ -210,7 +259,13 @@ impl Daemon {
         // Jitter only needs to differ between supervisors started together.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let seed = (u64::from(std::process::id()) << 32) ^ (now.as_nanos() as u64);
-        let core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session);
+        let epoch = crate::identity::Epoch::random().map_err(|e| DaemonError::Setup {
+            what: "session-id epoch".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session)
+            .with_epoch(epoch)
+            .with_journal(cfg.supervisor.journal_compact_bytes);
 
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -221,6 +276,11 @@ impl Daemon {
         let _ = nix::sys::signal::SigSet::from(Signal::SIGPIPE).thread_block();
         let signals =
             SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(setup("signalfd"))?;
+        // After the mask: the writer thread inherits it, so SIGTERM reaches
+        // the signalfd, not the thread's default action.
+        let recovery_started = Instant::now();
+        let journal = if core.journaling() { Some(open_journal(&cfg, &mut core)?) } else { None };
+        let recovery_time = recovery_started.elapsed();
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
 
         std::fs::create_dir_all(runtime_dir).map_err(setup(format!("runtime directory {}", runtime_dir.display())))?;
@@ -247,8 +307,25 @@ impl Daemon {
             socket_paths: vec![client_path, control_path],
             buf: vec![0; MAX_CONTROL_FRAME.max(MAX_FRAME + 1)],
             exit: false,
+            journal,
+            notify: Notifier::from_env().unwrap_or_else(|e| {
+                warn!("[SUP] {e}; not notifying systemd");
+                Notifier::new(None, None).expect("no socket never fails")
+            }),
+            ready_sent: false,
+            last_status: String::new(),
+            stats: DaemonStats { recovery: recovery_time, ..DaemonStats::default() },
         };
         d.reg.watch(&d.signals, Source::Signals)?;
+        if let Some(w) = &d.journal {
+            let token = d.reg.next_token;
+            d.reg.next_token += 1;
+            d.reg
+                .epoll
+                .add(w.wake_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .map_err(setup("epoll_ctl journal"))?;
+            d.reg.tokens.insert(token, Source::Journal);
+        }
         d.reg.watch(&d.client_listener, Source::ClientListener)?;
         d.reg.watch(&d.control_listener, Source::ControlListener)?;
         Ok(d)
@@ -268,11 +345,12 @@ impl Daemon {
         self.execute(acts);
         let mut events = vec![EpollEvent::empty(); 64];
         while !self.exit {
-            let timeout = match self.core.next_deadline() {
-                Some(d) => {
-                    let wait = d.0.saturating_sub(self.now().0);
-                    EpollTimeout::try_from(wait.min(60_000)).unwrap_or(EpollTimeout::NONE)
-                }
+            self.tell_systemd();
+            let core_wait = self.core.next_deadline().map(|d| d.0.saturating_sub(self.now().0));
+            let ping_wait =
+                self.notify.next_ping().map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
+            let timeout = match core_wait.into_iter().chain(ping_wait).min() {
+                Some(wait) => EpollTimeout::try_from(wait.min(60_000)).unwrap_or(EpollTimeout::NONE),
                 None => EpollTimeout::NONE,
             };
             let n = match self.reg.epoll.wait(&mut events, timeout) {
@@ -287,6 +365,18 @@ impl Daemon {
             let now = self.now();
             let acts = self.core.handle(now, Event::Tick);
             self.execute(acts);
+        }
+        if let Some(w) = self.journal.take() {
+            // Answers held for the last records go out once they are durable.
+            let upto = w.finish(std::time::Duration::from_secs(5)).iter().filter_map(durable_lsn).max();
+            if let Some(upto) = upto {
+                let now = self.now();
+                let acts = self.core.handle(now, Event::Journaled { upto });
+                self.execute(acts);
+            }
+            for (_, peer) in self.clients.iter_mut() {
+                let _ = flush(peer);
+            }
         }
         for p in &self.socket_paths {
             let _ = std::fs::remove_file(p);
@@ -327,12 +417,70 @@ impl Daemon {
                 self.on_client_readable(conn);
             }
             Source::Control(id) => self.on_control_readable(id),
+            Source::Journal => self.on_journal(),
             Source::Driver(driver, generation) => {
                 if flags.contains(EpollFlags::EPOLLOUT) {
                     self.flush_driver(driver);
                 }
                 self.drain_driver(driver, generation);
             }
+        }
+    }
+
+    /// Reports of the journal writer: durability moves the core on.
+    fn on_journal(&mut self) {
+        let Some(w) = &self.journal else { return };
+        let path = w.path().display().to_string();
+        let mut upto = None;
+        for r in w.drain() {
+            match r {
+                FromWriter::Durable { upto: u, records, bytes, sync, .. } => {
+                    upto = upto.max(Some(u));
+                    self.stats.journal_sync.observe(sync.as_secs_f64());
+                    self.stats.journal_batches += 1;
+                    self.stats.journal_batch_records += records as u64;
+                    self.stats.journal_bytes += bytes as u64;
+                }
+                FromWriter::Failing { error } => {
+                    warn!("[SUP] cannot write the journal: {error} (answers held, retrying)")
+                }
+                FromWriter::Recovered { attempts } => {
+                    info!("[SUP] journal {path} written after {attempts} failed attempts; releasing held answers");
+                }
+            }
+        }
+        if let Some(upto) = upto {
+            let now = self.now();
+            let acts = self.core.handle(now, Event::Journaled { upto });
+            self.execute(acts);
+        }
+    }
+
+    /// `READY=1` once every driver has settled, `STATUS=` when the picture
+    /// changes, and the watchdog ping; all from the event loop.
+    fn tell_systemd(&mut self) {
+        if self.stats.ready_after.is_none() {
+            let rows = self.core.status(self.now());
+            if rows.iter().all(|r| matches!(r.state.name(), "running" | "quarantined" | "stopped")) {
+                self.stats.ready_after = Some(self.started.elapsed());
+            }
+        }
+        if !self.notify.active() {
+            return;
+        }
+        self.notify.ping_if_due(Instant::now());
+        let rows = self.core.status(self.now());
+        let running = rows.iter().filter(|r| r.state.name() == "running").count();
+        let quarantined = rows.iter().filter(|r| r.state.name() == "quarantined").count();
+        let status = format!("{running} of {} drivers running, {quarantined} quarantined", rows.len());
+        let settled = rows.iter().all(|r| matches!(r.state.name(), "running" | "quarantined" | "stopped"));
+        if settled && !self.ready_sent {
+            self.ready_sent = true;
+            self.notify.send(&format!("READY=1\nSTATUS={status}\nMAINPID={}", std::process::id()));
+            self.last_status = status;
+        } else if self.ready_sent && status != self.last_status {
+            self.notify.send(&format!("STATUS={status}"));
+            self.last_status = status;
         }
     }
 
@@ -343,6 +491,7 @@ impl Daemon {
                 Ok(Signal::SIGCHLD) => reap = true,
                 Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
                     info!("[SUP] received {}", s.as_str());
+                    self.notify.send(&format!("STOPPING=1\nSTATUS=stopping drivers ({})", s.as_str()));
                     let now = self.now();
                     let acts = self.core.handle(now, Event::Shutdown);
                     self.execute(acts);
@@ -568,9 +717,42 @@ impl Daemon {
             }
             return ControlResponse::Error(format!("{driver} has no trace yet"));
         }
-        let (resp, acts) = self.core.control(now, req);
+        let (mut resp, acts) = self.core.control(now, req);
         self.execute(acts);
+        if let ControlResponse::Metrics(text) = &mut resp {
+            text.push_str(&self.daemon_metrics());
+        }
         resp
+    }
+
+    /// The families only the daemon can fill.
+    fn daemon_metrics(&self) -> String {
+        use crate::metrics::Text;
+        let s = &self.stats;
+        let mut t = Text::default();
+        t.family("reinc_journal_sync_seconds", "histogram", "Time to make one journal batch durable (fdatasync).");
+        t.histogram("reinc_journal_sync_seconds", &[], &s.journal_sync);
+        t.family("reinc_journal_batches_total", "counter", "Journal batches written (one fdatasync each).");
+        t.sample("reinc_journal_batches_total", &[], s.journal_batches);
+        t.family("reinc_journal_batch_records_total", "counter", "Records written in journal batches.");
+        t.sample("reinc_journal_batch_records_total", &[], s.journal_batch_records);
+        t.family("reinc_journal_bytes_total", "counter", "Bytes written to the journal.");
+        t.sample("reinc_journal_bytes_total", &[], s.journal_bytes);
+        t.family(
+            "reinc_supervisor_recovery_seconds",
+            "gauge",
+            "Time spent reading and restoring the journal at start.",
+        );
+        t.sample("reinc_supervisor_recovery_seconds", &[], s.recovery.as_secs_f64());
+        t.family(
+            "reinc_supervisor_ready_seconds",
+            "gauge",
+            "Time from start until every driver had settled (READY=1).",
+        );
+        t.sample("reinc_supervisor_ready_seconds", &[], s.ready_after.map_or(f64::NAN, |d| d.as_secs_f64()));
+        t.family("reinc_supervisor_uptime_seconds", "gauge", "Time since this supervisor started.");
+        t.sample("reinc_supervisor_uptime_seconds", &[], self.started.elapsed().as_secs_f64());
+        t.finish()
     }
 
     fn execute(&mut self, acts: Vec<Action>) {
@@ -625,6 +807,20 @@ impl Daemon {
                     };
                     self.send_client(conn, &wire);
                 }
+                Action::Journal { lsn, record } => {
+                    let snapshot = matches!(record, Record::Snapshot(_));
+                    match &self.journal {
+                        Some(w) => w.send(ToWriter { lsn, bytes: journal::frame(&record), snapshot }),
+                        // Not journaling: nothing to wait for.
+                        None => {
+                            let now = self.now();
+                            let more = self.core.handle(now, Event::Journaled { upto: lsn });
+                            for m in more.into_iter().rev() {
+                                work.push_front(m);
+                            }
+                        }
+                    }
+                }
                 Action::Say(line) => info!("[SUP] {line}"),
                 Action::Exit => self.exit = true,
             }
@@ -648,6 +844,10 @@ impl Daemon {
             .env("REINC_IPC_FD", "0")
             .env("REINC_DRIVER_NAME", &cfg.name)
             .env("REINC_SUPERVISOR_PID", std::process::id().to_string())
+            // systemd's notifications are the supervisor's, not a driver's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::from(theirs))
             // Own process group: a terminal's Ctrl-C reaches the supervisor
             // only, which then stops drivers in order.
@@ -784,6 +984,49 @@ fn flush(peer: &mut Peer) -> Result<(), ()> {
     Ok(())
 }
 
+fn durable_lsn(r: &FromWriter) -> Option<u64> {
+    match r {
+        FromWriter::Durable { upto, .. } => Some(*upto),
+        _ => None,
+    }
+}
+
+/// Reads the journal, restores what it holds into `core`, and starts the
+/// writer on a fresh journal that holds exactly that.
+fn open_journal(cfg: &Config, core: &mut Supervisor) -> Result<Writer, DaemonError> {
+    let dir = &cfg.supervisor.state_dir;
+    std::fs::create_dir_all(dir).map_err(setup(format!("state directory {}", dir.display())))?;
+    let path = journal::path(dir);
+    let loaded =
+        journal::load(&path, cfg.supervisor.journal_recovery).map_err(|source| DaemonError::Journal { source })?;
+    if loaded.unconfirmed > 0 {
+        info!(
+            "[SUP] journal {}: ignoring the last {} bytes, a batch written but never confirmed (the previous \
+             supervisor died writing it)",
+            path.display(),
+            loaded.unconfirmed
+        );
+    }
+    if let Some(damage) = &loaded.truncated {
+        warn!("[SUP] {damage}; truncated at the last valid record ({} bytes kept)", loaded.valid_bytes);
+    }
+    let r = core.recover(Millis(0), loaded.image);
+    if loaded.records > 0 {
+        let requests: usize = r.requests.iter().map(|(_, n)| n).sum();
+        info!(
+            "[SUP] recovered {} sessions, {requests} accepted requests and {} committed states from {} ({} records)",
+            r.sessions,
+            r.checkpoints,
+            path.display(),
+            loaded.records
+        );
+    }
+    for p in &r.dropped {
+        warn!("[SUP] journal {}: {p}", path.display());
+    }
+    Writer::start(&path, &Record::Snapshot(core.image())).map_err(|source| DaemonError::Journal { source })
+}
+
 /// The error of a failed checkpoint write, naming the file or directory
 /// that failed when it is not the checkpoint file itself.
 fn persist_error(e: &checkpoint::CheckpointError) -> String {
@@ -803,17 +1046,34 @@ fn inheritable(fd: &OwnedFd, yes: bool) -> nix::Result<()> {
     fcntl(fd, FcntlArg::F_SETFD(flags)).map(drop)
 }
 
+/// True if a supervisor answers a status request on the control socket at
+/// `path` within a second. Connecting is not enough: after a SIGKILL the
+/// dead supervisor's listening socket can outlive it for a moment in a
+/// child between fork and exec, which accepts nothing.
+fn supervisor_answers(path: &Path) -> bool {
+    let Ok(addr) = UnixAddr::new(path) else { return false };
+    let Ok(fd) = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None) else { return false };
+    if connect(fd.as_raw_fd(), &addr).is_err() {
+        return false;
+    }
+    let timeout = nix::sys::time::TimeVal::new(1, 0);
+    if nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout).is_err() {
+        return true;
+    }
+    let Ok(frame) = reinc_proto::encode_vec(&ControlRequest::Status) else { return true };
+    if send(fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL).is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; MAX_CONTROL_FRAME];
+    matches!(recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()), Ok(n) if n > 0)
+}
+
 /// Creates a listening `SOCK_SEQPACKET` socket at `path` with `mode`.
 fn listen_seqpacket(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
     let what = || format!("socket {}", path.display());
     let addr = UnixAddr::new(path).map_err(setup(what()))?;
     if path.exists() {
-        // A live supervisor answers; a stale socket file refuses.
-        let probe =
-            socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).map_err(setup(what()))?;
-        if connect(probe.as_raw_fd(), &addr).is_ok() {
-            return Err(DaemonError::AlreadyRunning(path.into()));
-        }
+        // Stale: `supervisor_answers` found no live supervisor.
         std::fs::remove_file(path).map_err(setup(what()))?;
     }
     let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)

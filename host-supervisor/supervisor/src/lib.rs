@@ -10,6 +10,12 @@
 //!   generations, replay, poison, dedup, quarantine, backpressure).
 //! - thin adapters: [`config`] (TOML), [`checkpoint`] (crash-safe files) and
 //!   [`daemon`] (spawning, signalfd, epoll, sockets).
+//! - [`identity`]: session ids unique across supervisor lifetimes.
+//! - [`journal`]: the write-ahead journal of `durability = "journal"`
+//!   drivers, written with group commit by a thread off the event loop.
+//! - [`metrics`]: `drvctl metrics` as Prometheus text.
+//! - [`notify`]: `sd_notify` (`READY=1`, `STATUS=`, `WATCHDOG=1`) for
+//!   systemd, the supervisor's own supervisor.
 //!
 //! # Designs rejected
 //! - Async runtime (tokio): the daemon waits on a handful of fds; one epoll
@@ -27,3 +33,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod identity;
+pub mod journal;
+pub mod metrics;
+pub mod notify;

@@ -1550,3 +1550,5 @@ fn heartbeats_of_many_drivers_fall_due_each_at_its_own_time() {
     assert_eq!(sim.sup.next_deadline(), Some(Millis(2_000)));
     assert_eq!(sim.state(DriverId(127)).state, DriverState::Starting);
 }
+
+mod journal;

@@ -1,0 +1,168 @@
+//! Framing, recovery folding, and the treatment of torn and corrupt journals.
+
+use super::*;
+use crate::config::JournalRecovery::{Refuse, Truncate};
+
+fn rid(client: u64, seq: u64) -> RequestId {
+    RequestId { client: ClientId(client), seq }
+}
+
+fn accepted(seq: u64) -> Record {
+    Record::Accepted { driver: "d".into(), rid: rid(5, seq), body: vec![seq as u8; 3], floor: 0 }
+}
+
+fn answered(seq: u64, commit: u8) -> Record {
+    Record::Answered {
+        driver: "d".into(),
+        rid: rid(5, seq),
+        commit: Some(vec![commit]),
+        answer: Answer::Reply(vec![b'r', seq as u8]),
+        cached: true,
+    }
+}
+
+fn file(records: &[Record]) -> Vec<u8> {
+    let mut b = header().to_vec();
+    for r in records {
+        b.extend_from_slice(&frame(r));
+    }
+    b
+}
+
+const P: &str = "/state/supervisor.journal";
+
+#[test]
+fn records_fold_into_sessions_pending_requests_and_committed_state() {
+    let recs = [Record::Session { client: ClientId(5) }, accepted(1), accepted(2), answered(1, 0xa1), accepted(3)];
+    let l = parse(Path::new(P), &file(&recs), Refuse).unwrap();
+    assert_eq!(l.records, 5);
+    let d = &l.image.drivers[0];
+    assert_eq!(d.checkpoint, Some(vec![0xa1]));
+    assert_eq!(d.pending.iter().map(|p| p.rid.seq).collect::<Vec<_>>(), [2, 3], "in acceptance order");
+    assert_eq!(l.image.sessions[0].cache, [(1, Answer::Reply(vec![b'r', 1]))]);
+    // A snapshot supersedes what came before it.
+    let snap = Record::Snapshot(Image::default());
+    let l = parse(Path::new(P), &file(&[accepted(1), snap, accepted(9)]), Refuse).unwrap();
+    assert_eq!(l.image.drivers[0].pending.len(), 1);
+    assert_eq!(l.image.drivers[0].pending[0].rid.seq, 9);
+}
+
+#[test]
+fn a_torn_tail_is_refused_naming_the_file_and_offset() {
+    let good = file(&[accepted(1), accepted(2)]);
+    let cut = &good[..good.len() - 2];
+    let second = HEADER_BYTES + frame(&accepted(1)).len();
+    let err = parse(Path::new(P), cut, Refuse).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "journal {P}: torn tail at offset {second} ({} of {} bytes of the last record)",
+            cut.len() - second,
+            good.len() - second
+        )
+    );
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_the_last_valid_record_when_configured() {
+    let good = file(&[accepted(1), accepted(2)]);
+    let l = parse(Path::new(P), &good[..good.len() - 2], Truncate).unwrap();
+    assert_eq!(l.records, 1);
+    assert_eq!(l.valid_bytes as usize, HEADER_BYTES + frame(&accepted(1)).len());
+    assert!(l.truncated.unwrap().contains("torn tail at offset"));
+}
+
+#[test]
+fn a_corrupt_record_in_the_middle_is_refused_with_its_offset() {
+    let mut b = file(&[accepted(1), accepted(2), accepted(3)]);
+    let second = HEADER_BYTES + frame(&accepted(1)).len();
+    b[second + FRAME_BYTES + 2] ^= 0x40;
+    let err = parse(Path::new(P), &b, Refuse).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with(&format!("journal {P}: corrupt record at offset {second}: checksum mismatch")), "{msg}");
+    // Truncation keeps the records before the damage only.
+    let l = parse(Path::new(P), &b, Truncate).unwrap();
+    assert_eq!(l.image.drivers[0].pending.len(), 1);
+}
+
+#[test]
+fn a_file_that_is_not_a_journal_is_refused() {
+    let err = parse(Path::new(P), b"REINCCKP\x01\0\0\0\0\0\0\0\0\0\0\0", Refuse).unwrap_err();
+    assert_eq!(err.to_string(), format!("journal {P}: not a version-2 reinc journal (bad header)"));
+    // An absurd length is damage, not an allocation.
+    let mut b = header().to_vec();
+    b.extend_from_slice(&u32::MAX.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    assert!(parse(Path::new(P), &b, Refuse).unwrap_err().to_string().contains("exceeds"));
+}
+
+#[test]
+fn the_writer_group_commits_and_a_snapshot_replaces_the_file() {
+    let dir = std::env::temp_dir().join(format!("reinc-journal-unit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = path(&dir);
+    let w = writer::Writer::start(&p, &Record::Snapshot(Image::default())).unwrap();
+    for seq in 1..=50 {
+        w.send(writer::ToWriter { lsn: seq, bytes: frame(&accepted(seq)), snapshot: false });
+    }
+    let mut upto = 0;
+    let mut batches = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upto < 50 && std::time::Instant::now() < deadline {
+        for r in w.drain() {
+            if let writer::FromWriter::Durable { upto: u, .. } = r {
+                upto = upto.max(u);
+                batches += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(upto, 50);
+    assert!(batches <= 50, "one report per batch");
+    let l = load(&p, Refuse).unwrap();
+    assert_eq!(l.records, 51, "the initial snapshot and 50 records");
+    // A snapshot: the file holds it and what follows only.
+    let mut image = l.image.clone();
+    image.drivers[0].pending.truncate(2);
+    w.send(writer::ToWriter { lsn: 51, bytes: frame(&Record::Snapshot(image.clone())), snapshot: true });
+    w.send(writer::ToWriter { lsn: 52, bytes: frame(&accepted(60)), snapshot: false });
+    let reports = w.finish(std::time::Duration::from_secs(10));
+    assert!(reports.iter().any(|r| matches!(r, writer::FromWriter::Durable { upto: 52, .. })), "{reports:?}");
+    let l = load(&p, Refuse).unwrap();
+    assert_eq!(l.records, 2);
+    image.apply(accepted(60));
+    assert_eq!(l.image, image);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn frames_are_aligned_so_no_header_crosses_a_page() {
+    for n in [0usize, 1, 7, 8, 9, 100, 4095] {
+        let r = Record::Accepted { driver: "d".into(), rid: rid(1, 1), body: vec![1; n], floor: 0 };
+        assert_eq!(frame(&r).len() % ALIGN, 0, "{n}");
+    }
+    assert_eq!(HEADER_BYTES % ALIGN, 0);
+    assert_eq!(4096 % ALIGN, 0);
+}
+
+/// What a SIGKILL in the middle of a batch's write leaves: the batch with
+/// its first header still zero (written last). It ends the journal quietly,
+/// under "refuse" too: it was never confirmed to anyone.
+#[test]
+fn an_unconfirmed_batch_ends_the_journal_and_is_not_damage() {
+    let mut b = file(&[accepted(1)]);
+    let batch = [frame(&accepted(2)), frame(&accepted(3))].concat();
+    let mut unconfirmed = batch.clone();
+    unconfirmed[..FRAME_BYTES].fill(0);
+    // Cut anywhere inside, or complete: the same result.
+    for cut in [FRAME_BYTES, batch.len() / 2, batch.len()] {
+        let mut f = b.clone();
+        f.extend_from_slice(&unconfirmed[..cut]);
+        let l = parse(Path::new(P), &f, Refuse).unwrap();
+        assert_eq!((l.records, l.unconfirmed), (1, cut as u64), "cut at {cut}");
+    }
+    // Once its header is written, the batch counts.
+    b.extend_from_slice(&batch);
+    assert_eq!(parse(Path::new(P), &b, Refuse).unwrap().records, 3);
+}
