@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod peer;
 
 use control::{ControlRequest, ControlResponse, MAX_CONTROL_FRAME};
 use nix::errno::Errno;
@@ -89,6 +90,14 @@ pub enum ClientError {
         path: PathBuf,
         /// Why.
         error: CallError,
+    },
+    /// The process listening on the socket is not one this client trusts.
+    #[error("{reason}")]
+    Untrusted {
+        /// The socket.
+        path: PathBuf,
+        /// Who listens, and who was expected.
+        reason: String,
     },
     /// `wait` with nothing in flight.
     #[error("no call is in flight")]
@@ -158,6 +167,13 @@ fn connect_seqpacket(path: &Path) -> Result<OwnedFd, Errno> {
     Ok(fd)
 }
 
+/// Connects to `path` and checks who listens there ([`peer`]).
+fn connect_trusted(path: &Path) -> Result<OwnedFd, ClientError> {
+    let fd = connect_seqpacket(path).map_err(|source| ClientError::Connect { path: path.into(), source })?;
+    peer::verify(path, &fd).map_err(|reason| ClientError::Untrusted { path: path.into(), reason })?;
+    Ok(fd)
+}
+
 /// The supervisor's client socket in `runtime_dir`.
 #[must_use]
 pub fn client_socket(runtime_dir: &Path) -> PathBuf {
@@ -194,7 +210,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Connect`] or [`ClientError::Refused`].
     pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let fd = connect_seqpacket(path).map_err(|source| ClientError::Connect { path: path.into(), source })?;
+        let fd = connect_trusted(path)?;
         let mut c = Self {
             path: path.into(),
             fd,
@@ -391,14 +407,12 @@ impl Client {
         self.resend_at = None;
         let deadline = Instant::now() + self.reconnect_timeout;
         loop {
-            match connect_seqpacket(&self.path) {
+            match connect_trusted(&self.path) {
                 Ok(fd) => {
                     self.fd = fd;
                     break;
                 }
-                Err(source) if Instant::now() >= deadline => {
-                    return Err(ClientError::Connect { path: self.path.clone(), source });
-                }
+                Err(e) if Instant::now() >= deadline || matches!(e, ClientError::Untrusted { .. }) => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
@@ -420,7 +434,7 @@ impl Client {
 /// A connection error or a bad frame, naming the socket.
 pub fn control_request(path: &Path, req: &ControlRequest) -> Result<ControlResponse, ClientError> {
     let err = |source| ClientError::Connect { path: path.into(), source };
-    let fd = connect_seqpacket(path).map_err(err)?;
+    let fd = connect_trusted(path)?;
     let frame = reinc_proto::encode_vec(req).map_err(|error| ClientError::Rejected { path: path.into(), error })?;
     send(fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL).map_err(err)?;
     let mut buf = vec![0u8; MAX_CONTROL_FRAME];

@@ -47,6 +47,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
+pub mod dirs;
+
 /// Frames queued for a peer that does not read before it is disconnected.
 const MAX_OUT_FRAMES: usize = 4096;
 
@@ -70,6 +72,9 @@ pub enum DaemonError {
         /// The checkpoint error (names the file).
         source: checkpoint::CheckpointError,
     },
+    /// The runtime or state directory cannot be trusted.
+    #[error(transparent)]
+    Dir(#[from] dirs::DirError),
     /// Another supervisor answers on the socket path.
     #[error("another supervisor is already listening on {0}")]
     AlreadyRunning(PathBuf),
@@ -184,8 +189,7 @@ impl Daemon {
         for d in &cfg.drivers {
             let mut ckpt = None;
             if d.persist_checkpoint {
-                let dir = &cfg.supervisor.state_dir;
-                std::fs::create_dir_all(dir).map_err(setup(format!("state directory {}", dir.display())))?;
+                dirs::ensure_private_dir("state directory", &cfg.supervisor.state_dir, 0o700)?;
                 let path = checkpoint_path(&cfg, &d.name);
                 match checkpoint::read(&path) {
                     Ok(c) => {
@@ -223,7 +227,8 @@ impl Daemon {
             SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(setup("signalfd"))?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
 
-        std::fs::create_dir_all(runtime_dir).map_err(setup(format!("runtime directory {}", runtime_dir.display())))?;
+        let mode = dirs::runtime_dir_mode(cfg.supervisor.client_socket_mode);
+        dirs::ensure_private_dir("runtime directory", runtime_dir, mode)?;
         let client_path = reinc_client::client_socket(runtime_dir);
         let control_path = reinc_client::control_socket(runtime_dir);
         // Who may write client.sock may call every driver: configurable,
