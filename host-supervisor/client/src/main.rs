@@ -5,11 +5,13 @@
 //! drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
 //! drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND
 //! drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
-//! drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--driver NAME] [--window N]
+//! drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--pad] [--driver NAME] [--window N]
 //! ```
 //! `blk` moves `count` blocks of `bs` bytes through the storage driver like
 //! `dd`, split into requests of at most 32 KiB kept `window` deep in flight,
-//! and prints records, bytes, time, throughput and the data's CRC-32.
+//! and prints records, bytes, time, throughput and the data's CRC-32. A
+//! `write --file` shorter than `bs × count` is an error and nothing is
+//! written, unless `--pad` asks for the rest to be zeros.
 #![forbid(unsafe_code)]
 
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
@@ -28,7 +30,7 @@ const USAGE: &str = "usage:
   drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
   drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND      (e.g. after-effect:3:segv)
   drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
-  drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--driver NAME] [--window N]";
+  drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--pad] [--driver NAME] [--window N]";
 
 /// A failure to report, with the exit code.
 #[derive(Debug)]
@@ -298,10 +300,16 @@ fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
     };
     let (mut bs, mut count, mut offset, mut file, mut driver, mut window) =
         (None, None, 0u64, None, "storage_driver".to_string(), 16usize);
+    let mut pad = false;
     let mut i = 1;
     while i < args.len() {
         let v = args.get(i + 1);
         match args[i].as_str() {
+            "--pad" => {
+                pad = true;
+                i += 1;
+                continue;
+            }
             "--bs" => bs = Some(num(v, "--bs")?),
             "--count" => count = Some(num(v, "--count")?),
             "--offset" => offset = num(v, "--offset")?,
@@ -318,12 +326,25 @@ fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
     if bs == 0 || bs % b != 0 || offset % b != 0 {
         return Err(Fail::Usage(format!("--bs and --offset must be multiples of {BLOCK_SIZE}")));
     }
-    let total = bs * count;
+    let total = bs.checked_mul(count).ok_or_else(|| Fail::Usage("--bs × --count overflows".into()))?;
     let first_lba = offset / b;
     let total_blocks = total / b;
     let per_req = u64::from(MAX_BLOCKS_PER_REQUEST);
     let mut source = match (&file, write) {
-        (Some(f), true) => Some(File::open(f).map_err(|e| Fail::Run(format!("{f}: {e}")))?),
+        (Some(f), true) => {
+            let src = File::open(f).map_err(|e| Fail::Run(format!("{f}: {e}")))?;
+            let meta = src.metadata().map_err(|e| Fail::Run(format!("{f}: {e}")))?;
+            // A short regular file is known before anything is sent; a pipe
+            // is checked as it is read (read_full).
+            if meta.is_file() && meta.len() < total && !pad {
+                return Err(Fail::Run(format!(
+                    "{f} has {} bytes, less than --bs × --count = {total}; nothing written (--pad fills the rest \
+                     with zeros)",
+                    meta.len()
+                )));
+            }
+            Some(src)
+        }
         _ => None,
     };
     let mut sink = match (&file, write) {
@@ -346,9 +367,8 @@ fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
             let body = if write {
                 let data = &mut buf[..(blocks * b) as usize];
                 match &mut source {
-                    Some(f) => {
-                        read_full(f, data).map_err(|e| Fail::Run(format!("{}: {e}", file.as_deref().unwrap_or(""))))?
-                    }
+                    Some(f) => read_full(f, data, pad)
+                        .map_err(|e| Fail::Run(format!("{}: {e}", file.as_deref().unwrap_or(""))))?,
                     None => {
                         for (k, blk) in data.chunks_mut(BLOCK_SIZE).enumerate() {
                             pattern(lba + k as u64, blk);
@@ -400,11 +420,19 @@ fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
     Ok(())
 }
 
-fn read_full(f: &mut File, out: &mut [u8]) -> std::io::Result<()> {
+/// Fills `out` from `f`; at end of file the rest is zeros with `pad`, an
+/// error without.
+fn read_full(f: &mut File, out: &mut [u8], pad: bool) -> std::io::Result<()> {
     let mut n = 0;
     while n < out.len() {
         let k = f.read(&mut out[n..])?;
         if k == 0 {
+            if !pad {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "ended before --bs × --count bytes (--pad fills the rest with zeros)",
+                ));
+            }
             out[n..].fill(0);
             return Ok(());
         }

@@ -778,7 +778,10 @@ impl Supervisor {
             | ControlRequest::Inject { driver, .. } => driver,
         };
         let Some(id) = self.driver_id(name) else {
-            return (ControlResponse::Error(format!("no driver named {name:?} is configured")), out);
+            return (
+                ControlResponse::Error(format!("no driver named {} is configured", crate::limits::quoted(name))),
+                out,
+            );
         };
         let resp = match req {
             ControlRequest::Status => unreachable!("answered above"),
@@ -799,6 +802,17 @@ impl Supervisor {
             ),
             // The trace ring lives in the daemon (a memfd per driver).
             ControlRequest::Trace { .. } => ControlResponse::Error(format!("{name}: the trace is kept by the daemon")),
+            // The driver refuses these (a request count of 0 never comes;
+            // Init is over), so saying "armed" would be a lie.
+            ControlRequest::Inject { plan, .. } if plan.on_request == 0 => ControlResponse::Error(format!(
+                "{name}: fault plan {plan} is refused: K counts requests from now and must be at least 1"
+            )),
+            ControlRequest::Inject { plan, .. } if plan.point == reinc_proto::CrashPoint::Init => {
+                ControlResponse::Error(format!(
+                    "{name}: fault plan {plan} is refused: an init fault can only be armed at launch (the driver's \
+                     `fault` config key)"
+                ))
+            }
             ControlRequest::Inject { plan, .. } => {
                 let d = &self.drivers[id.0];
                 match (&d.phase, &d.instance) {

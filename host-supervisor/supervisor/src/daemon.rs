@@ -472,10 +472,11 @@ impl Daemon {
         loop {
             let Some(peer) = self.clients.get(&conn) else { return };
             let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
-                Ok(0) => {
+                Ok(0) if hung_up(&peer.fd) => {
                     self.drop_client(conn);
                     return;
                 }
+                // An empty frame (not EOF): decoded below, it is Truncated.
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => return,
                 // Reported once ahead of frames still queued (see drain_driver).
@@ -522,7 +523,7 @@ impl Daemon {
         loop {
             let Some(peer) = self.controls.get(&id) else { return };
             let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
-                Ok(n) if n > 0 => n,
+                Ok(n) if n > 0 || !hung_up(&peer.fd) => n,
                 Err(Errno::EAGAIN) => return,
                 Err(Errno::EINTR) => continue,
                 _ => {
@@ -560,7 +561,10 @@ impl Daemon {
         let now = self.now();
         if let ControlRequest::Trace { driver } = req {
             let Some(id) = self.core.driver_id(driver) else {
-                return ControlResponse::Error(format!("no driver named {driver:?} is configured"));
+                return ControlResponse::Error(format!(
+                    "no driver named {} is configured",
+                    crate::limits::quoted(driver)
+                ));
             };
             if let Some(ring) = self.last_trace.get(&id) {
                 return ControlResponse::Trace(ring.clone());
@@ -795,6 +799,21 @@ fn persist_error(e: &checkpoint::CheckpointError) -> String {
     match e {
         checkpoint::CheckpointError::Io { path, source } => format!("{}: {source}", path.display()),
         other => other.to_string(),
+    }
+}
+
+/// After `recv` returned 0 on a `SOCK_SEQPACKET` socket: did the peer hang
+/// up, or did it send an empty frame? Both read as 0 bytes; only a hang-up
+/// sets `POLLRDHUP` (the kernel marks the socket shut down before it wakes
+/// the reader, so the flag is visible once EOF is).
+fn hung_up(fd: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // nix names no POLLRDHUP; the bit is libc's.
+    let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+    let mut fds = [PollFd::new(fd.as_fd(), rdhup)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0].revents().is_none_or(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
+        Err(_) => true,
     }
 }
 

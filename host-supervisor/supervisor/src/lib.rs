@@ -26,3 +26,4 @@ pub mod checkpoint;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod limits;
