@@ -66,7 +66,7 @@ fn malformed_frames_get_clear_errors_and_lose_nothing() {
         (0..8).map(|i| good.submit("storage_driver", &write_req(i, 1, i as u8 + 1)).unwrap()).collect();
 
     let raw = RawConn::connect(&rig);
-    raw.send_raw(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+    raw.send_raw(&[reinc_proto::PROTOCOL_VERSION as u8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
     assert_eq!(raw.recv(), Answer::Rejected(WireError::Malformed));
     let mut v99 = postcard::to_allocvec(&99u16).unwrap();
     v99.extend(postcard::to_allocvec(&ClientToSup::Hello { resume: None }).unwrap());

@@ -127,9 +127,9 @@ fn wire_format_is_frozen_for_this_protocol_version() {
         (
             "Init",
             encode_vec(&ToDriver::Init { generation: Generation(2), checkpoint: Some(&[9, 8]) }).unwrap(),
-            &[1, 0, 2, 1, 2, 9, 8],
+            &[2, 0, 2, 1, 2, 9, 8],
         ),
-        ("Request", encode_vec(&ToDriver::Request { id, body: &[7] }).unwrap(), &[1, 1, 3, 172, 2, 1, 7]),
+        ("Request", encode_vec(&ToDriver::Request { id, body: &[7] }).unwrap(), &[2, 1, 3, 172, 2, 1, 7]),
         (
             "Reply",
             encode_vec(&DriverFrame {
@@ -137,16 +137,27 @@ fn wire_format_is_frozen_for_this_protocol_version() {
                 msg: FromDriver::Reply { id, commit: None, body: &[5, 6] },
             })
             .unwrap(),
-            &[1, 2, 1, 3, 172, 2, 0, 2, 5, 6],
+            &[2, 2, 1, 3, 172, 2, 0, 2, 5, 6],
         ),
         (
             "Call",
             encode_vec(&ClientToSup::Call { seq: 1, driver: "ab", body: &[4], acked_below: 1 }).unwrap(),
-            &[1, 1, 1, 2, b'a', b'b', 1, 4, 1],
+            &[2, 1, 1, 2, b'a', b'b', 1, 4, 1],
         ),
-        ("Failed", encode_vec(&SupToClient::Failed { seq: 1, error: CallError::Poisoned }).unwrap(), &[1, 2, 1, 3]),
+        ("Failed", encode_vec(&SupToClient::Failed { seq: 1, error: CallError::Poisoned }).unwrap(), &[2, 2, 1, 3]),
     ];
     for (name, got, want) in cases {
         assert_eq!(got, want, "{name}: the wire format changed; bump PROTOCOL_VERSION and update this test");
     }
+}
+
+/// Version 2 appended [`CallError::SessionsFull`] (issue 16): a full session
+/// table has its own answer instead of `Busy`. The variants before it keep
+/// their bytes.
+#[test]
+fn call_errors_of_version_2_have_fixed_indices() {
+    let failed = |error| encode_vec(&SupToClient::Failed { seq: 1, error }).unwrap();
+    assert_eq!(failed(CallError::Busy), [2, 2, 1, 0]);
+    assert_eq!(failed(CallError::ShuttingDown), [2, 2, 1, 7]);
+    assert_eq!(failed(CallError::SessionsFull), [2, 2, 1, 8]);
 }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version every frame starts with.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 (issue 16): [`crate::CallError::SessionsFull`] was appended.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest driver-specific request or reply body.
 pub const MAX_BODY: usize = 64 * 1024;

@@ -166,7 +166,7 @@ mod frozen {
     #[test]
     fn control_wire_format_is_frozen_for_this_protocol_version() {
         let req = reinc_proto::encode_vec(&ControlRequest::Restart { driver: "ab".into() }).unwrap();
-        assert_eq!(req, [1, 1, 2, b'a', b'b'], "ControlRequest changed: bump PROTOCOL_VERSION, update this test");
+        assert_eq!(req, [2, 1, 2, b'a', b'b'], "ControlRequest changed: bump PROTOCOL_VERSION, update this test");
         let status = DriverStatus {
             name: "d".into(),
             pid: Some(5),
@@ -184,7 +184,7 @@ mod frozen {
         let resp = reinc_proto::encode_vec(&ControlResponse::Status(vec![status])).unwrap();
         assert_eq!(
             resp,
-            [1, 0, 1, 1, b'd', 1, 5, 2, 1, 3, 1, 10, 0, 4, 1, 0, 0, 0],
+            [2, 0, 1, 1, b'd', 1, 5, 2, 1, 3, 1, 10, 0, 4, 1, 0, 0, 0],
             "ControlResponse::Status changed: bump PROTOCOL_VERSION, update this test"
         );
     }

@@ -85,6 +85,8 @@ pub struct SupervisorConfig {
     /// string; default `"0660"`). Whoever can write the socket can call every
     /// driver, so "other" gets nothing by default.
     pub client_socket_mode: u32,
+    /// Byte and count budgets ([`crate::limits::Limits`]).
+    pub limits: crate::limits::Limits,
 }
 
 /// What a driver's fault does.
@@ -205,6 +207,12 @@ struct SupervisorToml {
     max_sessions: Option<u64>,
     dedup_per_session: Option<u64>,
     client_socket_mode: Option<String>,
+    session_idle_timeout_ms: Option<u64>,
+    dedup_bytes_per_session: Option<u64>,
+    dedup_bytes_total: Option<u64>,
+    max_connections: Option<u64>,
+    out_bytes_per_connection: Option<u64>,
+    out_bytes_total: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -344,8 +352,8 @@ fn parse_checked(text: &str, files: bool) -> Result<Config, Vec<Problem>> {
         .and_then(|v| per_key::<SupervisorToml>(v, "supervisor", &mut problems))
         .unwrap_or_default();
     let supervisor = SupervisorConfig {
-        state_dir: sup.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/reinc")),
-        runtime_dir: sup.runtime_dir,
+        state_dir: sup.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/reinc")),
+        runtime_dir: sup.runtime_dir.clone(),
         max_sessions: count(sup.max_sessions, 256, 1, 1 << 16, "supervisor", "max-sessions", &mut problems),
         dedup_per_session: count(
             sup.dedup_per_session,
@@ -364,6 +372,7 @@ fn parse_checked(text: &str, files: bool) -> Result<Config, Vec<Problem>> {
                 DEFAULT_CLIENT_SOCKET_MODE
             }
         },
+        limits: limits(&sup, &mut problems),
     };
     let mut drivers = Vec::new();
     let mut names = BTreeSet::new();
@@ -434,6 +443,50 @@ fn parse_checked(text: &str, files: bool) -> Result<Config, Vec<Problem>> {
         }
     }
     if problems.is_empty() { Ok(Config { supervisor, drivers }) } else { Err(problems) }
+}
+
+/// The budgets of `[supervisor]`, range-checked: a budget must hold at
+/// least one frame, a total at least its per-peer figure.
+fn limits(sup: &SupervisorToml, problems: &mut Vec<Problem>) -> crate::limits::Limits {
+    let d = crate::limits::Limits::default();
+    let frame = reinc_proto::MAX_FRAME as u64;
+    let mut n =
+        |v, default: usize, min: u64, max: u64, key| count(v, default as u64, min, max, "supervisor", key, problems);
+    let per_session =
+        n(sup.dedup_bytes_per_session, d.dedup_bytes_per_session, frame, 1 << 30, "dedup-bytes-per-session");
+    let dedup_total = n(sup.dedup_bytes_total, d.dedup_bytes_total, frame, 1 << 34, "dedup-bytes-total");
+    let per_conn =
+        n(sup.out_bytes_per_connection, d.out_bytes_per_connection, frame, 1 << 30, "out-bytes-per-connection");
+    let out_total = n(sup.out_bytes_total, d.out_bytes_total, frame, 1 << 34, "out-bytes-total");
+    let l = crate::limits::Limits {
+        session_idle_ms: n(
+            sup.session_idle_timeout_ms,
+            d.session_idle_ms as usize,
+            100,
+            7 * 86_400_000,
+            "session-idle-timeout-ms",
+        ) as u64,
+        dedup_bytes_per_session: per_session,
+        dedup_bytes_total: dedup_total,
+        max_connections: n(sup.max_connections, d.max_connections, 1, 1 << 16, "max-connections"),
+        out_bytes_per_connection: per_conn,
+        out_bytes_total: out_total,
+    };
+    if l.dedup_bytes_total < l.dedup_bytes_per_session {
+        problems.push(Problem {
+            table: "supervisor".into(),
+            key: Some("dedup-bytes-total".into()),
+            message: format!("({}) must not be below dedup-bytes-per-session ({per_session})", l.dedup_bytes_total),
+        });
+    }
+    if l.out_bytes_total < l.out_bytes_per_connection {
+        problems.push(Problem {
+            table: "supervisor".into(),
+            key: Some("out-bytes-total".into()),
+            message: format!("({}) must not be below out-bytes-per-connection ({per_conn})", l.out_bytes_total),
+        });
+    }
+    l
 }
 
 /// Default of `client-socket-mode`: owner and group may call drivers.
@@ -717,6 +770,7 @@ mod tests {
         assert_eq!(d, &defaults, "the example must document the real defaults");
         assert_eq!((c.supervisor.max_sessions, c.supervisor.dedup_per_session), (256, 1024));
         assert_eq!(c.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
+        assert_eq!(c.supervisor.limits, crate::limits::Limits::default(), "the example must state the budgets");
         let minimal = parse("[[driver]]\nname = \"x\"\nexec = \"/x\"\n").unwrap();
         assert_eq!(minimal.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
     }

@@ -33,6 +33,7 @@ use reinc_queue::{RequestQueue, Slot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 pub mod durability;
+mod sessions;
 use durability::Durability;
 pub use durability::{PERSIST_RETRY_BASE, PERSIST_RETRY_CAP, PersistOutcome};
 
@@ -537,6 +538,8 @@ struct Session {
     /// by a later one (per-session order under backpressure).
     busy: BTreeMap<DriverId, BTreeSet<u64>>,
     last_active: Millis,
+    /// Bytes charged for `cache` ([`sessions::cost`]).
+    cache_bytes: usize,
 }
 
 /// Seqs remembered per session and driver for the busy barrier. Only a
@@ -547,16 +550,21 @@ pub const BUSY_SEQS_PER_DRIVER: usize = 1024;
 impl Session {
     /// The client will never retry below `floor`: forget cached replies and
     /// busy seqs under it (a barrier must not wait for a call abandoned).
-    fn raise_floor(&mut self, floor: u64) {
+    /// Returns the cache bytes freed.
+    fn raise_floor(&mut self, floor: u64) -> usize {
         if floor <= self.floor {
-            return;
+            return 0;
         }
         self.floor = floor;
-        self.cache = self.cache.split_off(&floor);
+        let kept = self.cache.split_off(&floor);
+        let freed: usize = self.cache.values().map(sessions::cost).sum();
+        self.cache = kept;
+        self.cache_bytes -= freed;
         for set in self.busy.values_mut() {
             *set = set.split_off(&floor);
         }
         self.busy.retain(|_, set| !set.is_empty());
+        freed
     }
 
     /// The lowest seq answered `Busy` for `driver` and not accepted since.
@@ -597,6 +605,8 @@ pub struct Supervisor {
     nonce: u64,
     rng: u64,
     trace: VecDeque<(Millis, Trace)>,
+    /// Session budgets and expiry ([`sessions`]).
+    budget: sessions::SessionBudget,
 }
 
 impl Supervisor {
@@ -652,6 +662,7 @@ impl Supervisor {
             nonce: 0,
             rng: seed | 1,
             trace: VecDeque::new(),
+            budget: sessions::SessionBudget::default(),
         }
     }
 
@@ -688,7 +699,10 @@ impl Supervisor {
     #[must_use]
     pub fn next_deadline(&self) -> Option<Millis> {
         debug_assert!(self.drivers.touched.is_empty(), "every &mut entry point refreshes before returning");
-        self.drivers.earliest()
+        match (self.drivers.earliest(), self.session_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Checks the deadline cache against a scan of every driver and every
@@ -698,7 +712,7 @@ impl Supervisor {
         for (i, d) in self.drivers.iter().enumerate() {
             assert_eq!(self.drivers.deadlines[i], d.deadline().unwrap_or(NEVER), "stale deadline of {}", d.cfg.name);
         }
-        assert_eq!(self.next_deadline(), self.drivers.iter().filter_map(Driver::deadline).min());
+        assert_eq!(self.drivers.earliest(), self.drivers.iter().filter_map(Driver::deadline).min());
     }
 
     /// Processes one event.
@@ -741,11 +755,9 @@ impl Supervisor {
             }
             Event::ClientGone { conn } => {
                 if let Some(Some(c)) = self.conns.remove(&conn)
-                    && let Some(s) = self.sessions.get_mut(&c)
-                    && s.conn == Some(conn)
+                    && self.sessions.get(&c).is_some_and(|s| s.conn == Some(conn))
                 {
-                    s.conn = None;
-                    s.last_active = now;
+                    self.detach(c, now);
                 }
             }
             Event::Shutdown => {
@@ -756,6 +768,7 @@ impl Supervisor {
             }
             Event::Tick => {}
         }
+        self.expire_sessions(now, &mut out);
         self.on_time(now, &mut out);
         if self.shutting_down {
             self.shutdown_step(now, &mut out);
@@ -1010,14 +1023,11 @@ impl Supervisor {
         let Some(s) = self.sessions.get_mut(&rid.client) else { return };
         s.pending.remove(&rid.seq);
         s.last_active = now;
+        let conn = s.conn;
         if rid.seq >= s.floor {
-            s.cache.insert(rid.seq, reply.clone());
-            while s.cache.len() > self.dedup_per_session {
-                let (oldest, _) = s.cache.pop_first().expect("non-empty");
-                s.raise_floor(oldest + 1);
-            }
+            self.cache_reply(rid, reply.clone());
         }
-        if let Some(conn) = s.conn {
+        if let Some(conn) = conn {
             out.push(Action::ToClient { conn, msg: to_msg(rid.seq, reply) });
         }
     }
@@ -1317,6 +1327,14 @@ impl Supervisor {
     }
 
     fn on_hello(&mut self, now: Millis, conn: ConnId, resume: Option<ClientId>, out: &mut Vec<Action>) {
+        // One session per connection: a new Hello detaches the previous one.
+        if let Some(Some(prev)) = self.conns.get(&conn).copied()
+            && resume != Some(prev)
+            && self.sessions.get(&prev).is_some_and(|s| s.conn == Some(conn))
+        {
+            self.detach(prev, now);
+            self.conns.insert(conn, None);
+        }
         let client = match resume {
             Some(c) if self.sessions.contains_key(&c) => c,
             Some(_) => {
@@ -1333,13 +1351,11 @@ impl Supervisor {
                         .min_by_key(|(_, s)| s.last_active)
                         .map(|(c, _)| *c);
                     match victim {
-                        Some(v) => {
-                            self.sessions.remove(&v);
-                        }
+                        Some(v) => self.forget_session(v),
                         None => {
                             out.push(Action::ToClient {
                                 conn,
-                                msg: ClientMsg::Failed { seq: 0, error: CallError::Busy },
+                                msg: ClientMsg::Failed { seq: 0, error: CallError::SessionsFull },
                             });
                             return;
                         }
@@ -1382,7 +1398,7 @@ impl Supervisor {
         let rid = RequestId { client, seq };
         let s = self.sessions.get_mut(&client).expect("connection's session exists");
         s.last_active = now;
-        s.raise_floor(acked_below);
+        self.budget.cache_total -= s.raise_floor(acked_below);
         if let Some(c) = s.cache.get(&seq) {
             out.push(Action::ToClient { conn, msg: to_msg(seq, c.clone()) });
             self.record(now, Trace::DedupHit(rid));

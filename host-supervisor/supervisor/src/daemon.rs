@@ -214,7 +214,8 @@ impl Daemon {
         // Jitter only needs to differ between supervisors started together.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let seed = (u64::from(std::process::id()) << 32) ^ (now.as_nanos() as u64);
-        let core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session);
+        let core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session)
+            .with_limits(cfg.supervisor.limits);
 
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {

@@ -5,6 +5,50 @@
 //! has a bound here or in [`crate::config`], with a defined answer when it is
 //! reached, so that no input grows memory, CPU or log volume without limit.
 
+/// The byte and count budgets of `[supervisor]` (every key optional).
+///
+/// The defaults keep the supervisor's own memory well under 64 MiB under the
+/// attacks of issue 16 (a client that never acknowledges, slow readers, a
+/// flood of connections): 16 MiB of cached replies and 16 MiB of unsent
+/// frames at most, whoever the peers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `session-idle-timeout-ms`: a session without a connection for this
+    /// long is forgotten (its cached replies freed; resuming it then gets
+    /// `NoSession`).
+    pub session_idle_ms: u64,
+    /// `dedup-bytes-per-session`: cached reply bytes per session. Beyond it
+    /// the oldest are forgotten and their seqs expire (a retry of one is
+    /// answered `Expired`, never executed again), as with `dedup-per-session`.
+    pub dedup_bytes_per_session: usize,
+    /// `dedup-bytes-total`: cached reply bytes over all sessions; beyond it
+    /// the session holding the most gives up its oldest.
+    pub dedup_bytes_total: usize,
+    /// `max-connections`: client plus control connections open at once;
+    /// one more is accepted and closed at once.
+    pub max_connections: usize,
+    /// `out-bytes-per-connection`: bytes queued for a peer that does not
+    /// read; beyond it the peer is disconnected (a client resumes and gets
+    /// its replies from the dedup table).
+    pub out_bytes_per_connection: usize,
+    /// `out-bytes-total`: queued bytes over all connections; beyond it the
+    /// connection with the most queued is disconnected.
+    pub out_bytes_total: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            session_idle_ms: 600_000,
+            dedup_bytes_per_session: 1 << 20,
+            dedup_bytes_total: 16 << 20,
+            max_connections: 512,
+            out_bytes_per_connection: 2 << 20,
+            out_bytes_total: 16 << 20,
+        }
+    }
+}
+
 /// The longest piece of a peer-supplied name quoted back in a message.
 pub const MAX_QUOTED_NAME: usize = 64;
 
