@@ -99,6 +99,14 @@ pub enum ClientError {
         /// Who listens, and who was expected.
         reason: String,
     },
+    /// The supervisor did not answer in time.
+    #[error("no answer from the supervisor at {path} within {after:?}")]
+    Timeout {
+        /// The socket.
+        path: PathBuf,
+        /// The timeout.
+        after: Duration,
+    },
     /// `wait` with nothing in flight.
     #[error("no call is in flight")]
     Idle,
@@ -160,16 +168,28 @@ pub struct Client {
 /// Pause before calls answered `Busy` are resent.
 const BUSY_PAUSE: Duration = Duration::from_millis(2);
 
-fn connect_seqpacket(path: &Path) -> Result<OwnedFd, Errno> {
+fn connect_seqpacket(path: &Path, timeout: Option<Duration>) -> Result<OwnedFd, Errno> {
     let addr = UnixAddr::new(path)?;
     let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)?;
+    if let Some(t) = timeout {
+        // SO_SNDTIMEO bounds connect() too (a full backlog blocks it) and
+        // send(); SO_RCVTIMEO bounds recv(): EAGAIN once it passes.
+        let tv = nix::sys::time::TimeVal::new(t.as_secs() as i64, i64::from(t.subsec_micros()));
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SendTimeout, &tv)?;
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+    }
     connect(fd.as_raw_fd(), &addr)?;
     Ok(fd)
 }
 
 /// Connects to `path` and checks who listens there ([`peer`]).
-fn connect_trusted(path: &Path) -> Result<OwnedFd, ClientError> {
-    let fd = connect_seqpacket(path).map_err(|source| ClientError::Connect { path: path.into(), source })?;
+fn connect_trusted(path: &Path, timeout: Option<Duration>) -> Result<OwnedFd, ClientError> {
+    let fd = connect_seqpacket(path, timeout).map_err(|source| match source {
+        Errno::EAGAIN | Errno::EINPROGRESS if timeout.is_some() => {
+            ClientError::Timeout { path: path.into(), after: timeout.unwrap_or_default() }
+        }
+        source => ClientError::Connect { path: path.into(), source },
+    })?;
     peer::verify(path, &fd).map_err(|reason| ClientError::Untrusted { path: path.into(), reason })?;
     Ok(fd)
 }
@@ -210,7 +230,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Connect`] or [`ClientError::Refused`].
     pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let fd = connect_trusted(path)?;
+        let fd = connect_trusted(path, None)?;
         let mut c = Self {
             path: path.into(),
             fd,
@@ -407,7 +427,7 @@ impl Client {
         self.resend_at = None;
         let deadline = Instant::now() + self.reconnect_timeout;
         loop {
-            match connect_trusted(&self.path) {
+            match connect_trusted(&self.path, None) {
                 Ok(fd) => {
                     self.fd = fd;
                     break;
@@ -428,13 +448,34 @@ impl Client {
     }
 }
 
-/// Sends one control request to the control socket at `path`.
+/// How long [`control_request`] waits for the supervisor.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one control request to the control socket at `path`, waiting at
+/// most [`CONTROL_TIMEOUT`] to connect, send and receive.
 ///
 /// # Errors
-/// A connection error or a bad frame, naming the socket.
+/// A connection error, a timeout or a bad frame, naming the socket.
 pub fn control_request(path: &Path, req: &ControlRequest) -> Result<ControlResponse, ClientError> {
-    let err = |source| ClientError::Connect { path: path.into(), source };
-    let fd = connect_trusted(path)?;
+    control_request_timeout(path, req, CONTROL_TIMEOUT)
+}
+
+/// [`control_request`] with its own timeout for each of connect, send and
+/// receive (a supervisor out of descriptors, or stopped with SIGSTOP, must
+/// not hang `drvctl`).
+///
+/// # Errors
+/// A connection error, [`ClientError::Timeout`] or a bad frame, naming the socket.
+pub fn control_request_timeout(
+    path: &Path,
+    req: &ControlRequest,
+    timeout: Duration,
+) -> Result<ControlResponse, ClientError> {
+    let err = |source| match source {
+        Errno::EAGAIN => ClientError::Timeout { path: path.into(), after: timeout },
+        source => ClientError::Connect { path: path.into(), source },
+    };
+    let fd = connect_trusted(path, Some(timeout))?;
     let frame = reinc_proto::encode_vec(req).map_err(|error| ClientError::Rejected { path: path.into(), error })?;
     send(fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL).map_err(err)?;
     let mut buf = vec![0u8; MAX_CONTROL_FRAME];

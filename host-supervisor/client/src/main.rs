@@ -7,6 +7,12 @@
 //! drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
 //! drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--pad] [--driver NAME] [--window N]
 //! ```
+//! Options before the command: `--runtime-dir DIR`, and `--timeout SECS`:
+//! how long each control request may wait for the supervisor (default
+//! 10 s), and the limit for a whole `call` (default 10 s) or `blk` (none
+//! unless given). A supervisor that does not answer is reported, never
+//! waited for for ever.
+//!
 //! `blk` moves `count` blocks of `bs` bytes through the storage driver like
 //! `dd`, split into requests of at most 32 KiB kept `window` deep in flight,
 //! and prints records, bytes, time, throughput and the data's CRC-32. A
@@ -15,17 +21,19 @@
 #![forbid(unsafe_code)]
 
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
-use reinc_client::{Client, ClientError, control_request, control_socket, default_runtime_dir};
+use reinc_client::{
+    CONTROL_TIMEOUT, Client, ClientError, control_request_timeout, control_socket, default_runtime_dir,
+};
 use reinc_proto::{CallError, FaultPlan};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageReply, StorageRequest};
 
-const USAGE: &str = "usage:
+const USAGE: &str = "usage (options before the command: [--runtime-dir DIR] [--timeout SECS]):
   drvctl [--runtime-dir DIR] status [--json]
   drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
   drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND      (e.g. after-effect:3:segv)
@@ -48,8 +56,19 @@ impl From<ClientError> for Fail {
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut runtime_dir = None;
-    if args.first().map(String::as_str) == Some("--runtime-dir") && args.len() >= 2 {
-        runtime_dir = Some(PathBuf::from(args[1].clone()));
+    let mut timeout = None;
+    loop {
+        match args.first().map(String::as_str) {
+            Some("--runtime-dir") if args.len() >= 2 => runtime_dir = Some(PathBuf::from(args[1].clone())),
+            Some("--timeout") if args.len() >= 2 => match args[1].parse::<f64>() {
+                Ok(s) if s > 0.0 && s.is_finite() => timeout = Some(Duration::from_secs_f64(s)),
+                _ => {
+                    eprintln!("drvctl: bad --timeout {:?}: seconds, e.g. 2.5\n{USAGE}", args[1]);
+                    return ExitCode::from(2);
+                }
+            },
+            _ => break,
+        }
         args.drain(..2);
     }
     if matches!(args.first().map(String::as_str), Some("help" | "--help" | "-h")) {
@@ -57,7 +76,25 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let runtime_dir = runtime_dir.unwrap_or_else(default_runtime_dir);
-    match run(&runtime_dir, &args) {
+    // Control commands wait at most the timeout per request (default
+    // CONTROL_TIMEOUT); `call` and `blk` as a whole, `blk` only if asked.
+    let whole = match args.first().map(String::as_str) {
+        Some("call") => Some(timeout.unwrap_or(CONTROL_TIMEOUT)),
+        Some("blk") => timeout,
+        _ => None,
+    };
+    if let Some(limit) = whole {
+        let dir = runtime_dir.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!(
+                "drvctl: no answer from the supervisor at {} within {limit:?} (--timeout)",
+                reinc_client::client_socket(&dir).display()
+            );
+            std::process::exit(1);
+        });
+    }
+    match run(&runtime_dir, &args, timeout.unwrap_or(CONTROL_TIMEOUT)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(m)) => {
             eprintln!("drvctl: {m}\n{USAGE}");
@@ -70,9 +107,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
+fn run(dir: &std::path::Path, args: &[String], timeout: Duration) -> Result<(), Fail> {
     let ctl = |req: ControlRequest| -> Result<ControlResponse, Fail> {
-        match control_request(&control_socket(dir), &req)? {
+        match control_request_timeout(&control_socket(dir), &req, timeout)? {
             ControlResponse::Error(e) => Err(Fail::Run(e)),
             r => Ok(r),
         }

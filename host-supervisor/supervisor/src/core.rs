@@ -98,6 +98,18 @@ pub enum Event<'a> {
         /// Why, naming the executable.
         error: String,
     },
+    /// The [`Action::Spawn`] of `generation` failed for lack of resources
+    /// (descriptors, memory, processes): not the driver's fault, so it does
+    /// not count toward quarantine; the launch is retried after
+    /// [`LAUNCH_RETRY`].
+    SpawnDeferred {
+        /// Which driver.
+        driver: DriverId,
+        /// The instance's generation.
+        generation: Generation,
+        /// Why, naming the resource.
+        error: String,
+    },
     /// A decoded frame from the instance `channel` of `driver`. `frame_gen`
     /// is the generation the frame claims.
     FromDriver {
@@ -401,6 +413,8 @@ struct Driver {
     last_failure: Option<String>,
     /// Persisted-checkpoint state and the replies waiting for it.
     durability: Durability,
+    /// Backing off because a launch ran out of resources, not for a fault.
+    deferred: bool,
 }
 
 impl Driver {
@@ -425,6 +439,9 @@ impl Driver {
 
 /// No deadline.
 const NEVER: Millis = Millis(u64::MAX);
+
+/// Delay before a launch that failed for lack of resources is tried again.
+pub const LAUNCH_RETRY: Millis = Millis(100);
 
 /// The drivers, each with its [`Driver::deadline`] cached, so that an event
 /// costs work for the drivers it concerns, not for every configured one.
@@ -646,6 +663,7 @@ impl Supervisor {
                     restarts: 0,
                     last_failure: None,
                     durability: Durability::default(),
+                    deferred: false,
                 }
             })
             .collect();
@@ -731,6 +749,19 @@ impl Supervisor {
                     out.push(Action::Say(format!("cannot launch {}: {error}", d.cfg.name)));
                     d.instance.as_mut().expect("checked").fatal = Some(format!("spawn failed: {error}"));
                     self.instance_gone(now, driver, None, &mut out);
+                }
+            }
+            Event::SpawnDeferred { driver, generation, error } => {
+                let d = &mut self.drivers[driver.0];
+                if d.instance.as_ref().is_some_and(|i| i.generation == generation) {
+                    d.instance = None;
+                    d.deferred = true;
+                    out.push(Action::Say(format!(
+                        "cannot launch {} now: {error}; out of resources, retrying in {LAUNCH_RETRY} (not counted \
+                         as a fault)",
+                        d.cfg.name
+                    )));
+                    d.phase = Phase::BackingOff { until: now.plus(LAUNCH_RETRY), delay: LAUNCH_RETRY };
                 }
             }
             Event::FromDriver { driver, frame_gen, msg } => self.on_frame(now, driver, frame_gen, msg, &mut out),
@@ -907,6 +938,7 @@ impl Supervisor {
         let d = &mut self.drivers[id.0];
         d.generation = d.generation.next();
         d.after_exit = AfterExit::Policy;
+        d.deferred = false;
         d.instance = Some(Instance {
             generation: d.generation,
             pid: None,
@@ -1209,8 +1241,12 @@ impl Supervisor {
                     });
                 }
                 Phase::BackingOff { until, .. } if now >= until => {
-                    d.restarts += 1;
-                    out.push(Action::Say(format!("restarting {}", d.cfg.name)));
+                    if std::mem::take(&mut d.deferred) {
+                        out.push(Action::Say(format!("retrying the launch of {}", d.cfg.name)));
+                    } else {
+                        d.restarts += 1;
+                        out.push(Action::Say(format!("restarting {}", d.cfg.name)));
+                    }
                     self.launch(now, id, out);
                 }
                 Phase::Stopping { deadline, killed: false } if now >= deadline => {

@@ -48,6 +48,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 pub mod dirs;
+pub mod fds;
 
 /// Frames queued for a peer that does not read before it is disconnected.
 const MAX_OUT_FRAMES: usize = 4096;
@@ -170,6 +171,14 @@ pub struct Daemon {
     socket_paths: Vec<PathBuf>,
     buf: Vec<u8>,
     exit: bool,
+    /// Descriptors held for launches and accept-and-drop ([`fds`]).
+    reserve: fds::FdReserve,
+    /// The effective client-connection cap ([`fds::connection_cap`]).
+    conn_cap: usize,
+    /// The listeners are out of the epoll set until then (`ENFILE`).
+    paused_until: Option<Instant>,
+    /// Connections refused at the caps since the last summary line.
+    refused: u64,
 }
 
 /// Where each driver's checkpoint lives.
@@ -253,7 +262,19 @@ impl Daemon {
             socket_paths: vec![client_path, control_path],
             buf: vec![0; MAX_CONTROL_FRAME.max(MAX_FRAME + 1)],
             exit: false,
+            reserve: fds::FdReserve::new(),
+            conn_cap: 0,
+            paused_until: None,
+            refused: 0,
         };
+        let nofile = fds::nofile();
+        d.conn_cap = fds::connection_cap(d.cfg.supervisor.limits.max_connections, nofile, d.cfg.drivers.len());
+        if d.conn_cap < d.cfg.supervisor.limits.max_connections {
+            info!(
+                "[SUP] client connections capped at {} (max-connections {}, RLIMIT_NOFILE {nofile})",
+                d.conn_cap, d.cfg.supervisor.limits.max_connections
+            );
+        }
         d.reg.watch(&d.signals, Source::Signals)?;
         d.reg.watch(&d.client_listener, Source::ClientListener)?;
         d.reg.watch(&d.control_listener, Source::ControlListener)?;
@@ -274,11 +295,13 @@ impl Daemon {
         self.execute(acts);
         let mut events = vec![EpollEvent::empty(); 64];
         while !self.exit {
-            let timeout = match self.core.next_deadline() {
-                Some(d) => {
-                    let wait = d.0.saturating_sub(self.now().0);
-                    EpollTimeout::try_from(wait.min(60_000)).unwrap_or(EpollTimeout::NONE)
-                }
+            let mut wait = self.core.next_deadline().map(|d| d.0.saturating_sub(self.now().0));
+            if let Some(until) = self.paused_until {
+                let left = until.saturating_duration_since(Instant::now()).as_millis() as u64;
+                wait = Some(wait.map_or(left, |w| w.min(left)));
+            }
+            let timeout = match wait {
+                Some(w) => EpollTimeout::try_from(w.min(60_000)).unwrap_or(EpollTimeout::NONE),
                 None => EpollTimeout::NONE,
             };
             let n = match self.reg.epoll.wait(&mut events, timeout) {
@@ -290,6 +313,7 @@ impl Daemon {
                 let Some(src) = self.reg.tokens.get(&ev.data()).copied() else { continue };
                 self.on_ready(src, ev.events());
             }
+            self.resume_listeners();
             let now = self.now();
             let acts = self.core.handle(now, Event::Tick);
             self.execute(acts);
@@ -304,7 +328,7 @@ impl Daemon {
         match src {
             Source::Signals => self.on_signals(),
             Source::ClientListener => {
-                while let Ok((stream, _)) = self.client_listener.accept() {
+                while let Some(stream) = self.accept(false) {
                     let fd = OwnedFd::from(stream);
                     let _ = set_nonblocking(&fd);
                     let conn = ConnId(self.next_conn);
@@ -317,7 +341,7 @@ impl Daemon {
                 }
             }
             Source::ControlListener => {
-                while let Ok((stream, _)) = self.control_listener.accept() {
+                while let Some(stream) = self.accept(true) {
                     let fd = OwnedFd::from(stream);
                     let _ = set_nonblocking(&fd);
                     let id = self.next_conn;
@@ -338,6 +362,86 @@ impl Daemon {
                     self.flush_driver(driver);
                 }
                 self.drain_driver(driver, generation);
+            }
+        }
+    }
+
+    /// Accepts one connection on the client (or control) listener, within
+    /// the caps; `None` when there is nothing (more) to accept now.
+    ///
+    /// Over a cap, or when the descriptor table is full, the connection is
+    /// still taken off the backlog and closed at once, so the listener stops
+    /// being readable and the loop sleeps (see [`fds`]).
+    fn accept(&mut self, control: bool) -> Option<std::os::unix::net::UnixStream> {
+        loop {
+            let listener = if control { &self.control_listener } else { &self.client_listener };
+            let accepted = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.raw_os_error().is_some_and(|n| n == Errno::EMFILE as i32 || n == Errno::ENFILE as i32) => {
+                    // The classic trick: free the reserve, take the
+                    // connection off the backlog, close it, take the reserve
+                    // back.
+                    self.reserve.release();
+                    let dropped = listener.accept().is_ok();
+                    self.reserve.refill();
+                    self.refused += 1;
+                    if !dropped || self.reserve.held() < fds::RESERVE {
+                        self.pause_listeners();
+                        return None;
+                    }
+                    self.summarize_refused("out of file descriptors");
+                    continue;
+                }
+                Err(_) => return None,
+            };
+            let open = if control { self.controls.len() } else { self.clients.len() };
+            let cap = if control { fds::MAX_CONTROL_CONNECTIONS } else { self.conn_cap };
+            if open < cap {
+                return Some(accepted);
+            }
+            drop(accepted);
+            self.refused += 1;
+            self.summarize_refused(if control {
+                "control connections at their cap"
+            } else {
+                "max-connections reached"
+            });
+        }
+    }
+
+    /// One line for the first refused connection and then one per 1024, not
+    /// one per connection (a flood must not flood the log).
+    fn summarize_refused(&mut self, why: &str) {
+        if self.refused == 1 || self.refused.is_multiple_of(1024) {
+            warn!("[SUP] refusing connections ({why}): {} refused so far", self.refused);
+        }
+    }
+
+    /// Takes both listeners out of the epoll set for [`fds::ACCEPT_PAUSE`].
+    fn pause_listeners(&mut self) {
+        if self.paused_until.is_some() {
+            return;
+        }
+        warn!(
+            "[SUP] out of file descriptors even with the reserve released; not accepting for {:?}",
+            fds::ACCEPT_PAUSE
+        );
+        let _ = self.reg.epoll.delete(&self.client_listener);
+        let _ = self.reg.epoll.delete(&self.control_listener);
+        self.paused_until = Some(Instant::now() + fds::ACCEPT_PAUSE);
+    }
+
+    /// Puts the listeners back once the pause is over.
+    fn resume_listeners(&mut self) {
+        if self.paused_until.is_some_and(|t| Instant::now() >= t) {
+            self.paused_until = None;
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            for (l, src) in
+                [(&self.client_listener, Source::ClientListener), (&self.control_listener, Source::ControlListener)]
+            {
+                if let Some((&token, _)) = self.reg.tokens.iter().find(|(_, s)| **s == src) {
+                    let _ = self.reg.epoll.add(l, EpollEvent::new(flags, token));
+                }
             }
         }
     }
@@ -589,9 +693,22 @@ impl Daemon {
             match a {
                 Action::Spawn { driver, generation } => {
                     let now = self.now();
-                    let more = match self.spawn(driver, generation) {
+                    // The reserve is for exactly this: a launch must not fail
+                    // because clients hold every descriptor.
+                    let mut spawned = self.spawn(driver, generation);
+                    if matches!(&spawned, Err(e) if e.exhausted) {
+                        self.reserve.release();
+                        spawned = self.spawn(driver, generation);
+                        self.reserve.refill();
+                    }
+                    let more = match spawned {
                         Ok(pid) => self.core.handle(now, Event::Spawned { driver, generation, pid }),
-                        Err(error) => self.core.handle(now, Event::SpawnFailed { driver, generation, error }),
+                        Err(SpawnError { message: error, exhausted: true }) => {
+                            self.core.handle(now, Event::SpawnDeferred { driver, generation, error })
+                        }
+                        Err(SpawnError { message: error, .. }) => {
+                            self.core.handle(now, Event::SpawnFailed { driver, generation, error })
+                        }
                     };
                     for m in more.into_iter().rev() {
                         work.push_front(m);
@@ -641,10 +758,10 @@ impl Daemon {
         }
     }
 
-    fn spawn(&mut self, driver: DriverId, generation: Generation) -> Result<u32, String> {
+    fn spawn(&mut self, driver: DriverId, generation: Generation) -> Result<u32, SpawnError> {
         let cfg = self.core.config(driver).clone();
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(|e| format!("socketpair for {}: {e}", cfg.name))?;
+            .map_err(|e| SpawnError::errno(format!("socketpair for {}: {e}", cfg.name), e as i32))?;
         let trace = memfd_create(format!("reinc-trace-{}", cfg.name).as_str(), MFdFlags::MFD_CLOEXEC)
             .ok()
             .and_then(|fd| nix::unistd::ftruncate(&fd, reinc_ringbuf::shared::RING_BYTES as i64).ok().map(|()| fd));
@@ -679,12 +796,16 @@ impl Daemon {
             let _ = inheritable(&t, false);
             File::from(t)
         });
-        let child = spawned.map_err(|e| format!("{}: {e}", cfg.exec.display()))?;
+        let child = spawned
+            .map_err(|e| SpawnError::errno(format!("{}: {e}", cfg.exec.display()), e.raw_os_error().unwrap_or(0)))?;
         let pid = Pid::from_raw(child.id() as i32);
         // The child is reaped through waitpid(-1); std's handle is not needed.
         drop(child);
-        set_nonblocking(&ours).map_err(|e| format!("fcntl: {e}"))?;
-        let token = self.reg.watch(&ours, Source::Driver(driver, generation)).map_err(|e| format!("epoll: {e}"))?;
+        set_nonblocking(&ours).map_err(|e| SpawnError::errno(format!("fcntl: {e}"), e as i32))?;
+        let token = self
+            .reg
+            .watch(&ours, Source::Driver(driver, generation))
+            .map_err(|e| SpawnError { message: format!("epoll: {e}"), exhausted: false })?;
         self.live.insert(
             driver,
             Live {
@@ -754,6 +875,20 @@ impl Daemon {
             return;
         }
         self.reg.update_out(peer);
+    }
+}
+
+/// Why a launch failed, and whether for lack of resources.
+#[derive(Debug)]
+struct SpawnError {
+    message: String,
+    /// Out of descriptors, memory or processes ([`fds::exhausted`]).
+    exhausted: bool,
+}
+
+impl SpawnError {
+    fn errno(message: String, errno: i32) -> Self {
+        Self { message, exhausted: fds::exhausted(errno) }
     }
 }
 

@@ -1665,3 +1665,31 @@ fn the_total_byte_budget_takes_from_the_session_caching_the_most() {
     sim.ev(Event::Call { conn: C1, seq: 21, driver: "storage_driver", body: b"w", acked_below: 21 });
     assert!(sim.sup.cached_reply_bytes() < 1_000, "{}", sim.sup.cached_reply_bytes());
 }
+
+#[test]
+fn a_launch_that_runs_out_of_descriptors_is_retried_and_never_quarantines() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"w");
+    // Six crashes in a row would quarantine (max 4 restarts), but these
+    // relaunches fail on EMFILE: the supervisor's resources, not the driver.
+    sim.crash(STORAGE, ExitStatus::Signal(11));
+    let mut t = 0;
+    for _ in 0..20 {
+        let g = sim.sup.current(STORAGE).expect("a launch is being tried");
+        sim.ev(Event::SpawnDeferred { driver: STORAGE, generation: g, error: "socketpair: EMFILE".into() });
+        assert_eq!(sim.state(STORAGE).state, DriverState::BackingOff);
+        t += LAUNCH_RETRY.0;
+        sim.at(t);
+    }
+    assert!(sim.said("cannot launch storage_driver now: socketpair: EMFILE; out of resources, retrying in 100ms (not counted as a fault)"));
+    assert!(sim.said("retrying the launch of storage_driver"));
+    // Descriptors are back: the launch succeeds and the request is replayed.
+    assert_eq!(sim.state(STORAGE).state, DriverState::Starting);
+    let acts = sim.ready(STORAGE);
+    assert_eq!(requests_sent(&acts), [1]);
+    assert_eq!(sim.state(STORAGE).restarts, 1, "only the crash counted");
+    let acts = sim.reply(STORAGE, c, 1, None, b"ok");
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq: 1, body: b"ok".to_vec() }]);
+}
