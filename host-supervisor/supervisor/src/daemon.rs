@@ -91,8 +91,16 @@ fn setup<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> 
 struct Peer {
     fd: OwnedFd,
     out: VecDeque<Vec<u8>>,
+    /// Bytes in `out`.
+    queued: usize,
     token: u64,
     want_out: bool,
+}
+
+impl Peer {
+    fn new(fd: OwnedFd, token: u64) -> Self {
+        Self { fd, out: VecDeque::new(), queued: 0, token, want_out: false }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +187,10 @@ pub struct Daemon {
     paused_until: Option<Instant>,
     /// Connections refused at the caps since the last summary line.
     refused: u64,
+    /// Bytes queued for all client connections.
+    out_total: usize,
+    /// Clients disconnected for not reading, for the summary line.
+    slow_dropped: u64,
 }
 
 /// Where each driver's checkpoint lives.
@@ -266,6 +278,8 @@ impl Daemon {
             conn_cap: 0,
             paused_until: None,
             refused: 0,
+            out_total: 0,
+            slow_dropped: 0,
         };
         let nofile = fds::nofile();
         d.conn_cap = fds::connection_cap(d.cfg.supervisor.limits.max_connections, nofile, d.cfg.drivers.len());
@@ -334,7 +348,7 @@ impl Daemon {
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
                     let Ok(token) = self.reg.watch(&fd, Source::Client(conn)) else { continue };
-                    self.clients.insert(conn, Peer { fd, out: VecDeque::new(), token, want_out: false });
+                    self.clients.insert(conn, Peer::new(fd, token));
                     let now = self.now();
                     let acts = self.core.handle(now, Event::ClientConnected { conn });
                     self.execute(acts);
@@ -347,7 +361,7 @@ impl Daemon {
                     let id = self.next_conn;
                     self.next_conn += 1;
                     let Ok(token) = self.reg.watch(&fd, Source::Control(id)) else { continue };
-                    self.controls.insert(id, Peer { fd, out: VecDeque::new(), token, want_out: false });
+                    self.controls.insert(id, Peer::new(fd, token));
                 }
             }
             Source::Client(conn) => {
@@ -617,6 +631,7 @@ impl Daemon {
 
     fn drop_client(&mut self, conn: ConnId) {
         if let Some(peer) = self.clients.remove(&conn) {
+            self.out_total -= peer.queued;
             self.reg.unwatch(&peer);
         }
         let now = self.now();
@@ -806,15 +821,7 @@ impl Daemon {
             .reg
             .watch(&ours, Source::Driver(driver, generation))
             .map_err(|e| SpawnError { message: format!("epoll: {e}"), exhausted: false })?;
-        self.live.insert(
-            driver,
-            Live {
-                generation,
-                pid,
-                peer: Some(Peer { fd: ours, out: VecDeque::new(), token, want_out: false }),
-                trace,
-            },
-        );
+        self.live.insert(driver, Live { generation, pid, peer: Some(Peer::new(ours, token)), trace });
         Ok(pid.as_raw() as u32)
     }
 
@@ -852,25 +859,53 @@ impl Daemon {
 
     fn send_client(&mut self, conn: ConnId, msg: &SupToClient<'_>) {
         let Ok(frame) = reinc_proto::encode_vec(msg) else { return };
+        let limits = self.cfg.supervisor.limits;
         let Some(peer) = self.clients.get_mut(&conn) else { return };
-        match queue_or_send(peer, frame) {
-            Ok(()) => {}
+        let before = peer.queued;
+        let sent = queue_or_send(peer, frame);
+        self.out_total = self.out_total + peer.queued - before;
+        let over = peer.queued > limits.out_bytes_per_connection;
+        match sent {
+            Ok(()) if !over => {}
             Err(SendError::Gone) => {
                 self.drop_client(conn);
                 return;
             }
-            Err(SendError::Overflow) => {
-                warn!("client {} does not read its replies; disconnecting it (it may resume)", conn.0);
-                self.drop_client(conn);
+            Ok(()) | Err(SendError::Overflow) => {
+                self.drop_slow_client(conn, "does not read its replies");
                 return;
             }
         }
-        self.reg.update_out(peer);
+        if let Some(peer) = self.clients.get_mut(&conn) {
+            self.reg.update_out(peer);
+        }
+        // Over the total: the connection with the most queued goes first.
+        while self.out_total > limits.out_bytes_total {
+            let Some((&worst, _)) = self.clients.iter().max_by_key(|(_, p)| p.queued) else { break };
+            self.drop_slow_client(worst, "holds the most unsent replies while out-bytes-total is exceeded");
+        }
+    }
+
+    /// Disconnects a client that does not read (it may resume and get its
+    /// replies from the dedup table); one summary line per 64.
+    fn drop_slow_client(&mut self, conn: ConnId, why: &str) {
+        let queued = self.clients.get(&conn).map_or(0, |p| p.queued);
+        self.slow_dropped += 1;
+        if self.slow_dropped == 1 || self.slow_dropped.is_multiple_of(64) {
+            warn!(
+                "[SUP] client {} {why} ({queued} bytes queued); disconnecting it (it may resume); {} so far",
+                conn.0, self.slow_dropped
+            );
+        }
+        self.drop_client(conn);
     }
 
     fn flush_client(&mut self, conn: ConnId) {
         let Some(peer) = self.clients.get_mut(&conn) else { return };
-        if flush(peer).is_err() {
+        let before = peer.queued;
+        let flushed = flush(peer);
+        self.out_total = self.out_total + peer.queued - before;
+        if flushed.is_err() {
             self.drop_client(conn);
             return;
         }
@@ -902,10 +937,12 @@ enum SendError {
 }
 
 fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), SendError> {
+    peer.queued += frame.len();
     peer.out.push_back(frame);
     flush(peer).map_err(|()| SendError::Gone)?;
     if peer.out.len() > MAX_OUT_FRAMES {
         peer.out.clear();
+        peer.queued = 0;
         return Err(SendError::Overflow);
     }
     Ok(())
@@ -916,12 +953,14 @@ fn flush(peer: &mut Peer) -> Result<(), ()> {
     while let Some(f) = peer.out.front() {
         match send(peer.fd.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
             Ok(_) => {
-                peer.out.pop_front();
+                let f = peer.out.pop_front().expect("front exists");
+                peer.queued -= f.len();
             }
             Err(Errno::EAGAIN) => return Ok(()),
             Err(Errno::EINTR) => {}
             Err(_) => {
                 peer.out.clear();
+                peer.queued = 0;
                 return Err(());
             }
         }
