@@ -76,6 +76,7 @@
 mod exec_log;
 mod fault;
 pub mod launch;
+pub mod log_limit;
 mod runtime;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -255,13 +256,18 @@ pub trait Driver {
 }
 
 /// Installs the `tracing` subscriber drivers use: stderr, `RUST_LOG` filter
-/// (default `info`), no colours (the supervisor captures the stream).
+/// (default `info`), no colours (the supervisor captures the stream), rate
+/// limited ([`log_limit`]).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let name = std::env::var(launch::ENV_DRIVER_NAME)
+        .ok()
+        .or_else(|| std::env::args().next())
+        .unwrap_or_else(|| "driver".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(log_limit::LimitedStderr::new(name))
         .with_ansi(false)
         .with_target(false)
         .try_init();
