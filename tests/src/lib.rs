@@ -56,7 +56,7 @@ pub struct Bins {
 }
 
 const BIN_NAMES: [&str; 3] = ["supervisor", "drvctl", "storage_driver"];
-const SOURCE_DIRS: [&str; 9] = [
+const SOURCE_DIRS: [&str; 10] = [
     "core-nostd/proto",
     "core-nostd/policy",
     "core-nostd/queue",
@@ -65,6 +65,7 @@ const SOURCE_DIRS: [&str; 9] = [
     "host-supervisor/supervisor",
     "host-supervisor/client",
     "host-supervisor/runtime",
+    "host-supervisor/sandbox",
     "host-supervisor/storage_driver",
 ];
 
@@ -258,11 +259,33 @@ impl Rig {
         assert!(st.is_some(), "supervisor did not come up; log:\n{}", self.log());
     }
 
+    /// Starts the supervisor with extra environment variables, without
+    /// waiting.
+    ///
+    /// # Panics
+    /// If it cannot be spawned.
+    pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
+        self.spawn_inner(env);
+    }
+
+    /// Waits until the driver is running (after a `spawn`).
+    ///
+    /// # Panics
+    /// If it does not come up within 10 s.
+    pub fn start_wait(&mut self) {
+        let st = self.wait_status(Duration::from_secs(10), |s| s.state.name() == "running");
+        assert!(st.is_some(), "supervisor did not come up; log:\n{}", self.log());
+    }
+
     /// Starts the supervisor without waiting.
     ///
     /// # Panics
     /// If it cannot be spawned.
     pub fn spawn(&mut self) {
+        self.spawn_inner(&[]);
+    }
+
+    fn spawn_inner(&mut self, env: &[(&str, &str)]) {
         self.starts += 1;
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
         let child = Command::new(&bins().supervisor)
@@ -274,6 +297,7 @@ impl Rig {
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn supervisor");
         self.child = Some(child);

@@ -78,6 +78,7 @@ mod fault;
 pub mod launch;
 pub mod log_limit;
 mod runtime;
+pub mod sandbox;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod trace;
@@ -296,6 +297,12 @@ pub fn run_driver<D: Driver>(make: impl FnOnce(&str) -> Result<D, String>) -> Ex
     match stop_signals() {
         Ok(sfd) => config.stop_signals = Some(sfd),
         Err(e) => tracing::warn!("[driver] {}: SIGTERM stays fatal (signalfd: {e})", config.name),
+    }
+    // Least privilege before the first request is read (reinc-sandbox); a
+    // failure is reported at Init like any other reason not to run.
+    if let Err(e) = sandbox::enter(&config) {
+        let reason = format!("driver {}: cannot enter its sandbox: {e}", config.name);
+        return Runtime::new(config, Refused(reason)).run().code();
     }
     let exit = match make(&config.name) {
         Ok(driver) => Runtime::new(config, driver).run(),

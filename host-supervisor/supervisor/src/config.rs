@@ -142,6 +142,9 @@ pub struct DriverConfig {
     pub persist_checkpoint: bool,
     /// What a torn or corrupt persisted checkpoint does.
     pub on_corrupt_checkpoint: CorruptCheckpoint,
+    /// User, group, capabilities, sandbox, environment and client allow-list
+    /// ([`crate::privileges`]).
+    pub privileges: crate::privileges::Privileges,
 }
 
 impl DriverConfig {
@@ -247,6 +250,14 @@ struct DriverToml {
     poison_after: Option<u64>,
     persist_checkpoint: Option<bool>,
     on_corrupt_checkpoint: Option<CorruptName>,
+    user: Option<toml::Value>,
+    group: Option<toml::Value>,
+    capabilities: Option<Vec<String>>,
+    sandbox: Option<bool>,
+    seccomp: Option<bool>,
+    env: Option<Vec<String>>,
+    allow_uids: Option<Vec<u32>>,
+    allow_gids: Option<Vec<u32>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -633,6 +644,7 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
     if d.window.is_some_and(|w| w > 0) && window > queue_depth {
         bad("window", format!("({window}) must not exceed queue-depth ({queue_depth}): only queued requests are sent"));
     }
+    let privileges = privileges(&d, &mut bad);
     let mut args = d.args.unwrap_or_default();
     if let Some(dev) = &d.device {
         args.push("--device".into());
@@ -661,7 +673,53 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
             CorruptName::Refuse => CorruptCheckpoint::Refuse,
             CorruptName::StartFresh => CorruptCheckpoint::StartFresh,
         },
+        privileges,
     }
+}
+
+/// The least-privilege keys of a driver, resolved and checked.
+fn privileges(d: &DriverToml, bad: &mut impl FnMut(&str, String)) -> crate::privileges::Privileges {
+    let mut p = crate::privileges::Privileges::default();
+    if let Some(u) = &d.user {
+        match crate::privileges::resolve_user(u) {
+            Ok((uid, gid)) => {
+                p.uid = Some(uid);
+                p.gid = gid;
+            }
+            Err(m) => bad("user", m),
+        }
+    }
+    if let Some(g) = &d.group {
+        match crate::privileges::resolve_group(g) {
+            Ok(gid) => p.gid = Some(gid),
+            Err(m) => bad("group", m),
+        }
+    }
+    if p.uid.is_some() && p.gid.is_none() {
+        bad("group", "is required when `user` is a number (no primary group to take)".into());
+    }
+    for c in d.capabilities.iter().flatten() {
+        match reinc_sandbox::capability(c) {
+            Ok(_) => p.capabilities.push(c.clone()),
+            Err(e) => bad("capabilities", e.to_string()),
+        }
+    }
+    p.sandbox = d.sandbox.unwrap_or(true);
+    p.seccomp = d.seccomp.unwrap_or(true);
+    if let Some(env) = &d.env {
+        for k in env {
+            if k.is_empty() || k.contains('=') || k.starts_with("REINC_") {
+                bad(
+                    "env",
+                    format!("{k:?} is not a variable name the driver may inherit (REINC_* are set by the supervisor)"),
+                );
+            }
+        }
+        p.env = env.clone();
+    }
+    p.allow_uids = d.allow_uids.iter().flatten().copied().collect();
+    p.allow_gids = d.allow_gids.iter().flatten().copied().collect();
+    p
 }
 
 /// The default directory for `client.sock` and `control.sock`. The rule

@@ -578,6 +578,10 @@ impl Daemon {
                 self.core.handle(now, Event::DriverGarbage { driver, generation, error })
             } else {
                 match reinc_proto::decode::<DriverFrame<'_>>(&buf[..n]) {
+                    Ok(f) if matches!(f.msg, reinc_proto::FromDriver::Ready) && self.unsandboxed(driver).is_some() => {
+                        let error = self.unsandboxed(driver).unwrap_or_default();
+                        self.core.handle(now, Event::DriverGarbage { driver, generation, error })
+                    }
                     Ok(f) => self.core.handle(now, Event::FromDriver { driver, frame_gen: f.generation, msg: f.msg }),
                     Err(e) => self.core.handle(now, Event::DriverGarbage { driver, generation, error: e.to_string() }),
                 }
@@ -585,6 +589,19 @@ impl Daemon {
             self.buf = buf;
             self.execute(acts);
         }
+    }
+
+    /// Checked from outside when a driver says `Ready`: is it in the sandbox
+    /// its config asks for? `Some(why)` if not (it is then killed as
+    /// misbehaving, before any request reaches it).
+    fn unsandboxed(&self, driver: DriverId) -> Option<String> {
+        let p = &self.core.config(driver).privileges;
+        if !p.sandbox {
+            return None;
+        }
+        let pid = self.live.get(&driver)?.pid;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        crate::privileges::check_status(&status, p).err().map(|e| format!("did not enter its sandbox: {e}"))
     }
 
     fn on_client_readable(&mut self, conn: ConnId) {
@@ -786,6 +803,27 @@ impl Daemon {
         // inherited by number; the daemon is single-threaded, so no other
         // fork can inherit it in the window where it lacks CLOEXEC.
         let mut cmd = Command::new(&cfg.exec);
+        // A clean environment: only the allow-listed variables pass on.
+        cmd.env_clear();
+        for k in &cfg.privileges.env {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        let p = &cfg.privileges;
+        if p.sandbox {
+            cmd.env("REINC_SANDBOX", "1")
+                .env("REINC_CAPABILITIES", p.capabilities.join(","))
+                .env("REINC_SECCOMP", if p.seccomp { "1" } else { "0" });
+        }
+        // std sets the gid, clears the supplementary groups (when root) and
+        // sets the uid in the child, just before exec.
+        if let Some(g) = p.gid {
+            cmd.gid(g);
+        }
+        if let Some(u) = p.uid {
+            cmd.uid(u);
+        }
         cmd.args(&cfg.args)
             .env("REINC_IPC_FD", "0")
             .env("REINC_DRIVER_NAME", &cfg.name)

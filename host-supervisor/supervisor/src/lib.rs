@@ -27,3 +27,4 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod limits;
+pub mod privileges;
