@@ -221,6 +221,10 @@ pub enum CallError {
     /// client has left. Since protocol version 2.
     #[error("the supervisor's session table is full (every session has a live connection)")]
     SessionsFull,
+    /// The caller's uid and gid are not in the driver's `allow-uids` /
+    /// `allow-gids`; the call was not executed. Since protocol version 2.
+    #[error("not allowed to call this driver (allow-uids / allow-gids)")]
+    NotAllowed,
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version every frame starts with.
 ///
-/// Version 2 (issue 16): [`crate::CallError::SessionsFull`] was appended.
+/// Version 2 (issue 16): [`crate::CallError::SessionsFull`] and
+/// [`crate::CallError::NotAllowed`] were appended.
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest driver-specific request or reply body.

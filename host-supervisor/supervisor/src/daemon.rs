@@ -47,6 +47,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
+pub mod authz;
 pub mod dirs;
 pub mod fds;
 
@@ -191,6 +192,10 @@ pub struct Daemon {
     out_total: usize,
     /// Clients disconnected for not reading, for the summary line.
     slow_dropped: u64,
+    /// Each client connection's credentials ([`authz`]).
+    peers: HashMap<ConnId, Option<authz::Peer>>,
+    /// Calls refused by a driver's allow-list, for the summary line.
+    denied: u64,
 }
 
 /// Where each driver's checkpoint lives.
@@ -280,6 +285,8 @@ impl Daemon {
             refused: 0,
             out_total: 0,
             slow_dropped: 0,
+            peers: HashMap::new(),
+            denied: 0,
         };
         let nofile = fds::nofile();
         d.conn_cap = fds::connection_cap(d.cfg.supervisor.limits.max_connections, nofile, d.cfg.drivers.len());
@@ -347,6 +354,7 @@ impl Daemon {
                     let _ = set_nonblocking(&fd);
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
+                    self.peers.insert(conn, authz::peer_of(&fd));
                     let Ok(token) = self.reg.watch(&fd, Source::Client(conn)) else { continue };
                     self.clients.insert(conn, Peer::new(fd, token));
                     let now = self.now();
@@ -357,6 +365,16 @@ impl Daemon {
             Source::ControlListener => {
                 while let Some(stream) = self.accept(true) {
                     let fd = OwnedFd::from(stream);
+                    let peer = authz::peer_of(&fd);
+                    if !authz::may_control(peer) {
+                        warn!(
+                            "[SUP] control connection from uid {} (pid {}) refused: control.sock is for uid {} and root",
+                            peer.map_or(u32::MAX, |p| p.uid),
+                            peer.map_or(0, |p| p.pid),
+                            nix::unistd::geteuid()
+                        );
+                        continue;
+                    }
                     let _ = set_nonblocking(&fd);
                     let id = self.next_conn;
                     self.next_conn += 1;
@@ -632,6 +650,10 @@ impl Daemon {
             };
             let acts = match decoded {
                 Ok(ClientToSup::Hello { resume }) => self.core.handle(now, Event::Hello { conn, resume }),
+                Ok(ClientToSup::Call { seq, driver, .. }) if !self.may_call(conn, driver) => {
+                    self.deny(conn, seq, driver);
+                    Vec::new()
+                }
                 Ok(ClientToSup::Call { seq, driver, body, acked_below }) => {
                     self.core.handle(now, Event::Call { conn, seq, driver, body, acked_below })
                 }
@@ -646,7 +668,31 @@ impl Daemon {
         }
     }
 
+    /// The allow-list of `driver` ([`authz::may_call`]); an unknown driver
+    /// is the core's to answer.
+    fn may_call(&self, conn: ConnId, driver: &str) -> bool {
+        let Some(id) = self.core.driver_id(driver) else { return true };
+        authz::may_call(self.peers.get(&conn).copied().flatten(), &self.core.config(id).privileges)
+    }
+
+    /// Answers a call refused by the allow-list: definite, never queued.
+    fn deny(&mut self, conn: ConnId, seq: u64, driver: &str) {
+        self.denied += 1;
+        if self.denied == 1 || self.denied.is_multiple_of(1024) {
+            let peer = self.peers.get(&conn).copied().flatten();
+            warn!(
+                "[SUP] client {} (uid {}, gid {}) may not call {driver}: not in its allow-uids/allow-gids; {} refused so far",
+                conn.0,
+                peer.map_or(u32::MAX, |p| p.uid),
+                peer.map_or(u32::MAX, |p| p.gid),
+                self.denied
+            );
+        }
+        self.send_client(conn, &SupToClient::Failed { seq, error: reinc_proto::CallError::NotAllowed });
+    }
+
     fn drop_client(&mut self, conn: ConnId) {
+        self.peers.remove(&conn);
         if let Some(peer) = self.clients.remove(&conn) {
             self.out_total -= peer.queued;
             self.reg.unwatch(&peer);
