@@ -4,7 +4,7 @@
 //! 1. `cargo build --workspace --bins`, then `cargo test --workspace
 //!    --no-fail-fast` (unit, property and process-level integration tests);
 //! 2. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
-//!    per crate;
+//!    per crate, then a 3-second run of each fuzz target (`cargo xtask fuzz`);
 //! 3. the QEMU guest suites of every machine profile (`cargo xtask qemu-test`);
 //! 4. the benchmark smoke run (`cargo xtask bench --quick`): every row is
 //!    produced with sane values; no performance figure is asserted.
@@ -44,6 +44,8 @@ pub fn run(args: &[String]) -> Result {
     stages.push(("workspace tests", tests));
 
     stages.push(("no_std builds", crate::nostd::build_each()));
+
+    stages.push(("fuzz smoke", crate::fuzz::smoke()));
 
     let guests = match crate::qemu_test::run_counted(&crate::qemu_test::Flags::default()) {
         Ok((passed, failed)) => Count { passed, failed },

@@ -73,6 +73,14 @@ pub enum CheckpointError {
         /// Its version.
         got: u16,
     },
+    /// The reserved header field is not zero: not written by this format.
+    #[error("checkpoint {path}: reserved header field is {got:#06x}, not 0 (not written by this version)")]
+    Reserved {
+        /// The file.
+        path: PathBuf,
+        /// The field's value.
+        got: u16,
+    },
     /// Shorter or longer than its header says: a torn write.
     #[error("checkpoint {path}: torn file: header says {expected} payload bytes, found {got}")]
     Torn {
@@ -165,6 +173,12 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, CheckpointError> {
     let version = u16_at(8);
     if version != VERSION {
         return Err(CheckpointError::Version { path: p(), got: version });
+    }
+    // Found by the fuzzer (reinc-fuzz, target checkpoint): the reserved
+    // field was ignored, so a file that encode() never writes was accepted.
+    let reserved = u16_at(10);
+    if reserved != 0 {
+        return Err(CheckpointError::Reserved { path: p(), got: reserved });
     }
     let len = u64::from(u32_at(12));
     if len > reinc_proto::MAX_CHECKPOINT as u64 {
@@ -427,5 +441,13 @@ mod tests {
         write(&p, b"state-2").unwrap();
         assert_eq!(read(&p).unwrap().as_deref(), Some(&b"state-2"[..]));
         fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_nonzero_reserved_field_is_refused() {
+        // The fuzzer's finding, kept: 20 header bytes, reserved = 0x1d00.
+        let mut bytes = encode(&[]);
+        bytes[11] = 29;
+        assert!(matches!(decode(Path::new("f"), &bytes), Err(CheckpointError::Reserved { got: 0x1d00, .. })));
     }
 }
