@@ -354,8 +354,8 @@ impl Daemon {
                     let _ = set_nonblocking(&fd);
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
-                    self.peers.insert(conn, authz::peer_of(&fd));
                     let Ok(token) = self.reg.watch(&fd, Source::Client(conn)) else { continue };
+                    self.peers.insert(conn, authz::peer_of(&fd));
                     self.clients.insert(conn, Peer::new(fd, token));
                     let now = self.now();
                     let acts = self.core.handle(now, Event::ClientConnected { conn });

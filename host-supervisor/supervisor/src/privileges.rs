@@ -7,7 +7,7 @@
 //! capabilities = []           # kept across the sandbox; none by default
 //! sandbox = true              # close fds, drop capabilities, no_new_privs (+ seccomp)
 //! seccomp = true              # the runtime's syscall allow-list (reinc-sandbox)
-//! env = ["RUST_LOG", "RUST_BACKTRACE"]   # variables passed on; the rest is cleared
+//! env = ["RUST_LOG"]         # variables passed on; the rest is cleared
 //! allow-uids = []             # who may call it through client.sock (empty: anyone
 //! allow-gids = []             #   who can open the socket); see crate::daemon::authz
 //! ```
@@ -21,8 +21,11 @@
 use std::collections::BTreeSet;
 
 /// Variables passed on to a driver by default (besides the `REINC_*` ones
-/// the supervisor sets).
-pub const DEFAULT_ENV: [&str; 2] = ["RUST_LOG", "RUST_BACKTRACE"];
+/// the supervisor sets). `RUST_BACKTRACE` is not among them: symbolizing a
+/// panic's backtrace in a debug build takes longer than three heartbeats of
+/// a fast config, so the panic would be reported as a hang; the panic
+/// message and the trace ring say where it happened. Add it with `env`.
+pub const DEFAULT_ENV: [&str; 1] = ["RUST_LOG"];
 
 /// The least-privilege settings of one driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
