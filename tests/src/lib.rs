@@ -65,7 +65,7 @@ pub struct Bins {
 }
 
 const BIN_NAMES: [&str; 4] = ["supervisor", "drvctl", "storage_driver", "reinc-nbd"];
-const SOURCE_DIRS: [&str; 10] = [
+const SOURCE_DIRS: [&str; 11] = [
     "core-nostd/proto",
     "core-nostd/policy",
     "core-nostd/queue",
@@ -74,6 +74,7 @@ const SOURCE_DIRS: [&str; 10] = [
     "host-supervisor/supervisor",
     "host-supervisor/client",
     "host-supervisor/runtime",
+    "host-supervisor/sandbox",
     "host-supervisor/storage_driver",
     "host-supervisor/nbd",
 ];
@@ -277,6 +278,15 @@ impl Rig {
     /// If it does not come up within 10 s.
     pub fn start(&mut self) {
         self.spawn();
+        let st = self.wait_status(Duration::from_secs(10), |s| s.state.name() == "running");
+        assert!(st.is_some(), "supervisor did not come up; log:\n{}", self.log());
+    }
+
+    /// Waits until the driver is running (after a `spawn`).
+    ///
+    /// # Panics
+    /// If it does not come up within 10 s.
+    pub fn start_wait(&mut self) {
         let st = self.wait_status(Duration::from_secs(10), |s| s.state.name() == "running");
         assert!(st.is_some(), "supervisor did not come up; log:\n{}", self.log());
     }

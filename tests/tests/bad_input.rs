@@ -78,9 +78,10 @@ fn malformed_frames_get_clear_errors_and_lose_nothing() {
     trailing.push(7);
     raw.send_raw(&trailing);
     assert_eq!(raw.recv(), Answer::Rejected(WireError::TrailingBytes { extra: 1 }));
+    // An empty seqpacket frame reads as 0 bytes like EOF; the supervisor
+    // tells them apart (no hang-up) and rejects it like any truncated frame.
     raw.send_raw(&[]);
-    // An empty seqpacket frame is a zero-length read: indistinguishable from
-    // EOF, so the supervisor closes this connection; a new one works.
+    assert_eq!(raw.recv(), Answer::Rejected(WireError::Truncated));
     let raw = RawConn::connect(&rig);
     raw.send(&ClientToSup::Call { seq: 1, driver: "storage_driver", body: &read_req(0, 1), acked_below: 0 });
     assert_eq!(raw.recv(), Answer::Failed(1, CallError::NoSession));

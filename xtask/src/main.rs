@@ -41,6 +41,7 @@ mod console;
 mod cpio;
 mod demo;
 mod firmware;
+mod fuzz;
 mod genirq;
 mod initramfs;
 mod kernel;
@@ -68,6 +69,8 @@ commands:
                   [--out DIR]
   bench         benchmarks against floors measured in the same run -> target/bench/report.md
                   [--quick]
+  fuzz          the stable fuzzer over every decoder, the checkpoint reader and the config parser
+                  [TARGET|all] [--seconds S] [--save]
   help          print this message
 ";
 
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         "qemu-test" => qemu_test::run(&rest),
         "demo" => demo::run(&rest),
         "bench" => bench::run(&rest),
+        "fuzz" => fuzz::run(&rest),
         "build-pi" => build_pi::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

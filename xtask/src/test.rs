@@ -7,7 +7,7 @@
 //!    warnings`, and `cargo doc --workspace --no-deps` with rustdoc warnings
 //!    as errors (a broken intra-doc link fails CI, not a reader);
 //! 3. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
-//!    per crate;
+//!    per crate, then a 3-second run of each fuzz target (`cargo xtask fuzz`);
 //! 4. the QEMU guest suites of every machine profile, then the bare-metal
 //!    firmware's (`cargo xtask qemu-test`);
 //! 5. the benchmark smoke run (`cargo xtask bench --quick`): every row is
@@ -72,6 +72,8 @@ pub fn run(args: &[String]) -> Result {
     stages.push(("lints", lints()));
 
     stages.push(("no_std builds", crate::nostd::build_each()));
+
+    stages.push(("fuzz smoke", crate::fuzz::smoke()));
 
     let guests = match crate::qemu_test::run_counted(&crate::qemu_test::Flags::default()) {
         Ok((passed, failed)) => Count { passed, failed },

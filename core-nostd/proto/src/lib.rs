@@ -216,6 +216,15 @@ pub enum CallError {
     /// The supervisor is shutting down.
     #[error("supervisor shutting down")]
     ShuttingDown,
+    /// `Hello` for a new session, but the session table is full of sessions
+    /// with a live connection (detached ones are evicted first); retry once a
+    /// client has left. Since protocol version 2.
+    #[error("the supervisor's session table is full (every session has a live connection)")]
+    SessionsFull,
+    /// The caller's uid and gid are not in the driver's `allow-uids` /
+    /// `allow-gids`; the call was not executed. Since protocol version 2.
+    #[error("not allowed to call this driver (allow-uids / allow-gids)")]
+    NotAllowed,
 }
 
 #[cfg(test)]

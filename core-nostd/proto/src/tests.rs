@@ -156,3 +156,15 @@ fn wire_format_is_frozen_for_this_protocol_version() {
         assert_eq!(got, want, "{name}: the wire format changed; bump PROTOCOL_VERSION and update this test");
     }
 }
+
+/// Version 2 appended [`CallError::SessionsFull`] (issue 16: a full session
+/// table has its own answer instead of `Busy`) and [`CallError::NotAllowed`]
+/// (a driver's client allow-list). The variants before them keep their bytes.
+#[test]
+fn call_errors_of_version_2_have_fixed_indices() {
+    let failed = |error| encode_vec(&SupToClient::Failed { seq: 1, error }).unwrap();
+    assert_eq!(failed(CallError::Busy), [2, 2, 1, 0]);
+    assert_eq!(failed(CallError::ShuttingDown), [2, 2, 1, 7]);
+    assert_eq!(failed(CallError::SessionsFull), [2, 2, 1, 8]);
+    assert_eq!(failed(CallError::NotAllowed), [2, 2, 1, 9]);
+}

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 /// 2: [`ClientId`](crate::ClientId) is 64 bits wide (it was 32), so that ids
 /// stay unique across supervisor lifetimes. Small ids encode as before
 /// (postcard varints), large ones would overflow a version-1 peer's `u32`.
+/// Also in 2: [`crate::CallError::SessionsFull`] and
+/// [`crate::CallError::NotAllowed`] were appended.
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest driver-specific request or reply body.

@@ -409,14 +409,17 @@ fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError>
     }
     let mut spawn_samples = Vec::with_capacity(b.spawns);
 
-    // Immediate restarts every time (no backoff, no quarantine), and no
-    // heartbeat verdict during the short SIGSTOP that precedes each kill.
+    // Immediate restarts every time (no backoff), and no heartbeat verdict
+    // during the short SIGSTOP that precedes each kill. The supervisor
+    // allows at most 64 restarts a second (config::MAX_RESTARTS_PER_SECOND),
+    // so kills are paced KILL_SPACING apart and never reach quarantine.
+    const KILL_SPACING: Duration = Duration::from_millis(20);
     let spec = storage_spec(bins, dir, 1024)
         .set("backoff-base-ms", 0)
         .set("backoff-cap-ms", 0)
         .set("jitter-percent", 0)
         .set("healthy-after-ms", 1)
-        .set("restart-window-ms", 1)
+        .set("restart-window-ms", 1000)
         .set("max-restarts", 64)
         .set("poison-after", 1000)
         .set("heartbeat-interval-ms", 60_000);
@@ -482,7 +485,7 @@ fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError>
             if spawn_samples.len() < b.spawns {
                 spawn_samples.extend(spawn_once()?);
             }
-            std::thread::sleep(Duration::from_millis(3));
+            std::thread::sleep(Duration::from_millis(3).max(KILL_SPACING.saturating_sub(t.elapsed())));
         }
         while spawn_samples.len() < b.spawns {
             spawn_samples.extend(spawn_once()?);
@@ -662,7 +665,9 @@ fn replay(bins: &Bins, dir: &Path, b: &Budget, shared: &Shared) -> Result<(Vec<R
         .set("backoff-base-ms", 0)
         .set("backoff-cap-ms", 0)
         .set("healthy-after-ms", 1)
-        .set("restart-window-ms", 1)
+        // The floor of config::MAX_RESTARTS_PER_SECOND; the replays here
+        // restart far less often than that.
+        .set("restart-window-ms", 1000)
         .set("max-restarts", 64)
         .set("poison-after", 1000)
         .set("heartbeat-interval-ms", 60_000);

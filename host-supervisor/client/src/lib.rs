@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod peer;
 
 use control::{ControlRequest, ControlResponse, MAX_CONTROL_FRAME};
 use nix::errno::Errno;
@@ -104,6 +105,22 @@ pub enum ClientError {
         path: PathBuf,
         /// Why.
         error: CallError,
+    },
+    /// The process listening on the socket is not one this client trusts.
+    #[error("{reason}")]
+    Untrusted {
+        /// The socket.
+        path: PathBuf,
+        /// Who listens, and who was expected.
+        reason: String,
+    },
+    /// The supervisor did not answer in time.
+    #[error("no answer from the supervisor at {path} within {after:?}")]
+    Timeout {
+        /// The socket.
+        path: PathBuf,
+        /// The timeout.
+        after: Duration,
     },
     /// `wait` with nothing in flight.
     #[error("no call is in flight")]
@@ -207,10 +224,29 @@ fn restarting(e: Errno) -> bool {
     )
 }
 
-fn connect_seqpacket(path: &Path) -> Result<OwnedFd, Errno> {
+fn connect_seqpacket(path: &Path, timeout: Option<Duration>) -> Result<OwnedFd, Errno> {
     let addr = UnixAddr::new(path)?;
     let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)?;
+    if let Some(t) = timeout {
+        // SO_SNDTIMEO bounds connect() too (a full backlog blocks it) and
+        // send(); SO_RCVTIMEO bounds recv(): EAGAIN once it passes.
+        let tv = nix::sys::time::TimeVal::new(t.as_secs() as i64, i64::from(t.subsec_micros()));
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SendTimeout, &tv)?;
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+    }
     connect(fd.as_raw_fd(), &addr)?;
+    Ok(fd)
+}
+
+/// Connects to `path` and checks who listens there ([`peer`]).
+fn connect_trusted(path: &Path, timeout: Option<Duration>) -> Result<OwnedFd, ClientError> {
+    let fd = connect_seqpacket(path, timeout).map_err(|source| match source {
+        Errno::EAGAIN | Errno::EINPROGRESS if timeout.is_some() => {
+            ClientError::Timeout { path: path.into(), after: timeout.unwrap_or_default() }
+        }
+        source => ClientError::Connect { path: path.into(), source },
+    })?;
+    peer::verify(path, &fd).map_err(|reason| ClientError::Untrusted { path: path.into(), reason })?;
     Ok(fd)
 }
 
@@ -250,7 +286,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Connect`] or [`ClientError::Refused`].
     pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let fd = connect_seqpacket(path).map_err(|source| ClientError::Connect { path: path.into(), source })?;
+        let fd = connect_trusted(path, None)?;
         let mut c = Self {
             path: path.into(),
             fd,
@@ -511,7 +547,15 @@ impl Client {
                 Attempt::Fatal(ClientError::Connect { path: path.into(), source: e })
             }
         };
-        self.fd = connect_seqpacket(&self.path).map_err(|e| retry_or(&self.path, e))?;
+        // Connects and checks who listens there: an untrusted listener is
+        // fatal, never retried.
+        let connect = |path: &Path| -> Result<OwnedFd, Attempt> {
+            let fd = connect_seqpacket(path, None).map_err(|e| retry_or(path, e))?;
+            peer::verify(path, &fd)
+                .map_err(|reason| Attempt::Fatal(ClientError::Untrusted { path: path.into(), reason }))?;
+            Ok(fd)
+        };
+        self.fd = connect(&self.path)?;
         match self.hello(Some(self.session)) {
             Ok(_) => {}
             Err(ClientError::Connect { source, path }) => return Err(retry_or(&path, source)),
@@ -519,7 +563,7 @@ impl Client {
             Err(ClientError::SessionLost { .. }) if self.pending.values().all(|p| !p.sent) => {
                 // The refusal may leave the connection closed: reconnect for
                 // the new session.
-                self.fd = connect_seqpacket(&self.path).map_err(|e| retry_or(&self.path, e))?;
+                self.fd = connect(&self.path)?;
                 match self.hello(None) {
                     Ok(id) => self.session = id,
                     Err(ClientError::Connect { source, path }) => return Err(retry_or(&path, source)),
@@ -562,13 +606,34 @@ enum Attempt {
     Fatal(ClientError),
 }
 
-/// Sends one control request to the control socket at `path`.
+/// How long [`control_request`] waits for the supervisor.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one control request to the control socket at `path`, waiting at
+/// most [`CONTROL_TIMEOUT`] to connect, send and receive.
 ///
 /// # Errors
-/// A connection error or a bad frame, naming the socket.
+/// A connection error, a timeout or a bad frame, naming the socket.
 pub fn control_request(path: &Path, req: &ControlRequest) -> Result<ControlResponse, ClientError> {
-    let err = |source| ClientError::Connect { path: path.into(), source };
-    let fd = connect_seqpacket(path).map_err(err)?;
+    control_request_timeout(path, req, CONTROL_TIMEOUT)
+}
+
+/// [`control_request`] with its own timeout for each of connect, send and
+/// receive (a supervisor out of descriptors, or stopped with SIGSTOP, must
+/// not hang `drvctl`).
+///
+/// # Errors
+/// A connection error, [`ClientError::Timeout`] or a bad frame, naming the socket.
+pub fn control_request_timeout(
+    path: &Path,
+    req: &ControlRequest,
+    timeout: Duration,
+) -> Result<ControlResponse, ClientError> {
+    let err = |source| match source {
+        Errno::EAGAIN => ClientError::Timeout { path: path.into(), after: timeout },
+        source => ClientError::Connect { path: path.into(), source },
+    };
+    let fd = connect_trusted(path, Some(timeout))?;
     let frame = reinc_proto::encode_vec(req).map_err(|error| ClientError::Rejected { path: path.into(), error })?;
     send(fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL).map_err(err)?;
     let mut buf = vec![0u8; MAX_CONTROL_FRAME];

@@ -6,34 +6,44 @@
 //! drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
 //! drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND
 //! drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
-//! drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--driver NAME] [--window N]
+//! drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--pad] [--driver NAME] [--window N]
 //! ```
+//! Options before the command: `--runtime-dir DIR`, and `--timeout SECS`:
+//! how long each control request may wait for the supervisor (default
+//! 10 s), and the limit for a whole `call` (default 10 s) or `blk` (none
+//! unless given). A supervisor that does not answer is reported, never
+//! waited for for ever.
+//!
 //! `blk` moves `count` blocks of `bs` bytes through the storage driver like
 //! `dd`, split into requests of at most 32 KiB kept `window` deep in flight,
-//! and prints records, bytes, time, throughput and the data's CRC-32.
+//! and prints records, bytes, time, throughput and the data's CRC-32. A
+//! `write --file` shorter than `bs × count` is an error and nothing is
+//! written, unless `--pad` asks for the rest to be zeros.
 //!
 //! A lost connection (the supervisor restarting) is retried with backoff for
 //! `REINC_RECONNECT_TIMEOUT_MS` (default 30 000) before `drvctl` gives up.
 #![forbid(unsafe_code)]
 
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
-use reinc_client::{Client, ClientError, control_request, control_socket, default_runtime_dir};
+use reinc_client::{
+    CONTROL_TIMEOUT, Client, ClientError, control_request_timeout, control_socket, default_runtime_dir,
+};
 use reinc_proto::{CallError, FaultPlan};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageReply, StorageRequest};
 
-const USAGE: &str = "usage:
+const USAGE: &str = "usage (options before the command: [--runtime-dir DIR] [--timeout SECS]):
   drvctl [--runtime-dir DIR] status [--json]
   drvctl [--runtime-dir DIR] metrics                    (Prometheus text, e.g. for node_exporter's textfile collector)
   drvctl [--runtime-dir DIR] restart|stop|dump-queue|trace NAME
   drvctl [--runtime-dir DIR] inject NAME POINT:K:KIND      (e.g. after-effect:3:segv)
   drvctl [--runtime-dir DIR] call NAME (--hex HEX | nop | geometry | read LBA BLOCKS | write LBA BYTE | append BYTE)
-  drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--driver NAME] [--window N]";
+  drvctl [--runtime-dir DIR] blk read|write --bs SIZE --count N [--offset BYTES] [--file F] [--pad] [--driver NAME] [--window N]";
 
 /// A failure to report, with the exit code.
 #[derive(Debug)]
@@ -51,8 +61,19 @@ impl From<ClientError> for Fail {
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut runtime_dir = None;
-    if args.first().map(String::as_str) == Some("--runtime-dir") && args.len() >= 2 {
-        runtime_dir = Some(PathBuf::from(args[1].clone()));
+    let mut timeout = None;
+    loop {
+        match args.first().map(String::as_str) {
+            Some("--runtime-dir") if args.len() >= 2 => runtime_dir = Some(PathBuf::from(args[1].clone())),
+            Some("--timeout") if args.len() >= 2 => match args[1].parse::<f64>() {
+                Ok(s) if s > 0.0 && s.is_finite() => timeout = Some(Duration::from_secs_f64(s)),
+                _ => {
+                    eprintln!("drvctl: bad --timeout {:?}: seconds, e.g. 2.5\n{USAGE}", args[1]);
+                    return ExitCode::from(2);
+                }
+            },
+            _ => break,
+        }
         args.drain(..2);
     }
     if matches!(args.first().map(String::as_str), Some("help" | "--help" | "-h")) {
@@ -60,7 +81,25 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let runtime_dir = runtime_dir.unwrap_or_else(default_runtime_dir);
-    match run(&runtime_dir, &args) {
+    // Control commands wait at most the timeout per request (default
+    // CONTROL_TIMEOUT); `call` and `blk` as a whole, `blk` only if asked.
+    let whole = match args.first().map(String::as_str) {
+        Some("call") => Some(timeout.unwrap_or(CONTROL_TIMEOUT)),
+        Some("blk") => timeout,
+        _ => None,
+    };
+    if let Some(limit) = whole {
+        let dir = runtime_dir.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!(
+                "drvctl: no answer from the supervisor at {} within {limit:?} (--timeout)",
+                reinc_client::client_socket(&dir).display()
+            );
+            std::process::exit(1);
+        });
+    }
+    match run(&runtime_dir, &args, timeout.unwrap_or(CONTROL_TIMEOUT)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(m)) => {
             eprintln!("drvctl: {m}\n{USAGE}");
@@ -73,9 +112,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
+fn run(dir: &std::path::Path, args: &[String], timeout: Duration) -> Result<(), Fail> {
     let ctl = |req: ControlRequest| -> Result<ControlResponse, Fail> {
-        match control_request(&control_socket(dir), &req)? {
+        match control_request_timeout(&control_socket(dir), &req, timeout)? {
             ControlResponse::Error(e) => Err(Fail::Run(e)),
             r => Ok(r),
         }
@@ -309,10 +348,16 @@ fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
     };
     let (mut bs, mut count, mut offset, mut file, mut driver, mut window) =
         (None, None, 0u64, None, "storage_driver".to_string(), 16usize);
+    let mut pad = false;
     let mut i = 1;
     while i < args.len() {
         let v = args.get(i + 1);
         match args[i].as_str() {
+            "--pad" => {
+                pad = true;
+                i += 1;
+                continue;
+            }
             "--bs" => bs = Some(num(v, "--bs")?),
             "--count" => count = Some(num(v, "--count")?),
             "--offset" => offset = num(v, "--offset")?,
@@ -329,12 +374,25 @@ fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
     if bs == 0 || bs % b != 0 || offset % b != 0 {
         return Err(Fail::Usage(format!("--bs and --offset must be multiples of {BLOCK_SIZE}")));
     }
-    let total = bs * count;
+    let total = bs.checked_mul(count).ok_or_else(|| Fail::Usage("--bs × --count overflows".into()))?;
     let first_lba = offset / b;
     let total_blocks = total / b;
     let per_req = u64::from(MAX_BLOCKS_PER_REQUEST);
     let mut source = match (&file, write) {
-        (Some(f), true) => Some(File::open(f).map_err(|e| Fail::Run(format!("{f}: {e}")))?),
+        (Some(f), true) => {
+            let src = File::open(f).map_err(|e| Fail::Run(format!("{f}: {e}")))?;
+            let meta = src.metadata().map_err(|e| Fail::Run(format!("{f}: {e}")))?;
+            // A short regular file is known before anything is sent; a pipe
+            // is checked as it is read (read_full).
+            if meta.is_file() && meta.len() < total && !pad {
+                return Err(Fail::Run(format!(
+                    "{f} has {} bytes, less than --bs × --count = {total}; nothing written (--pad fills the rest \
+                     with zeros)",
+                    meta.len()
+                )));
+            }
+            Some(src)
+        }
         _ => None,
     };
     let mut sink = match (&file, write) {
@@ -357,9 +415,8 @@ fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
             let body = if write {
                 let data = &mut buf[..(blocks * b) as usize];
                 match &mut source {
-                    Some(f) => {
-                        read_full(f, data).map_err(|e| Fail::Run(format!("{}: {e}", file.as_deref().unwrap_or(""))))?
-                    }
+                    Some(f) => read_full(f, data, pad)
+                        .map_err(|e| Fail::Run(format!("{}: {e}", file.as_deref().unwrap_or(""))))?,
                     None => {
                         for (k, blk) in data.chunks_mut(BLOCK_SIZE).enumerate() {
                             pattern(lba + k as u64, blk);
@@ -411,11 +468,19 @@ fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
     Ok(())
 }
 
-fn read_full(f: &mut File, out: &mut [u8]) -> std::io::Result<()> {
+/// Fills `out` from `f`; at end of file the rest is zeros with `pad`, an
+/// error without.
+fn read_full(f: &mut File, out: &mut [u8], pad: bool) -> std::io::Result<()> {
     let mut n = 0;
     while n < out.len() {
         let k = f.read(&mut out[n..])?;
         if k == 0 {
+            if !pad {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "ended before --bs × --count bytes (--pad fills the rest with zeros)",
+                ));
+            }
             out[n..].fill(0);
             return Ok(());
         }

@@ -76,7 +76,9 @@
 mod exec_log;
 mod fault;
 pub mod launch;
+pub mod log_limit;
 mod runtime;
+pub mod sandbox;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod trace;
@@ -255,15 +257,20 @@ pub trait Driver {
 }
 
 /// Installs the `tracing` subscriber drivers use: stderr, `RUST_LOG` filter
-/// (default `info`), no colours (the supervisor captures the stream). Under
-/// journald (see [`stderr_is_journal`]) the timestamp is left out: the
-/// journal stamps every line itself, and two stamps per line read badly.
+/// (default `info`), no colours (the supervisor captures the stream), rate
+/// limited ([`log_limit`]). Under journald (see [`stderr_is_journal`]) the
+/// timestamp is left out: the journal stamps every line itself, and two
+/// stamps per line read badly.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let name = std::env::var(launch::ENV_DRIVER_NAME)
+        .ok()
+        .or_else(|| std::env::args().next())
+        .unwrap_or_else(|| "driver".into());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(log_limit::LimitedStderr::new(name))
         .with_ansi(false)
         .with_target(false);
     let _ = if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
@@ -308,6 +315,12 @@ pub fn run_driver<D: Driver>(make: impl FnOnce(&str) -> Result<D, String>) -> Ex
     match stop_signals() {
         Ok(sfd) => config.stop_signals = Some(sfd),
         Err(e) => tracing::warn!("[driver] {}: SIGTERM stays fatal (signalfd: {e})", config.name),
+    }
+    // Least privilege before the first request is read (reinc-sandbox); a
+    // failure is reported at Init like any other reason not to run.
+    if let Err(e) = sandbox::enter(&config) {
+        let reason = format!("driver {}: cannot enter its sandbox: {e}", config.name);
+        return Runtime::new(config, Refused(reason)).run().code();
     }
     let exit = match make(&config.name) {
         Ok(driver) => Runtime::new(config, driver).run(),

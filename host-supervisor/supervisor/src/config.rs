@@ -49,6 +49,24 @@ use std::path::{Path, PathBuf};
 /// slots take 4 MiB.
 pub const MAX_QUEUE_DEPTH: usize = 65_536;
 
+/// Shortest `init-timeout-ms`: a driver needs a few ms to exec and map its
+/// device, so anything shorter only turns every launch into a failure (and,
+/// with no backoff, into a restart storm).
+pub const MIN_INIT_TIMEOUT_MS: u64 = 100;
+
+/// Shortest `heartbeat-interval-ms`: every ping is a wake-up of both processes.
+pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
+
+/// The highest sustained restart rate a configuration may allow, per driver
+/// and second (systemd's start limit, Hubris' minimum run time). The restart
+/// policy quarantines a driver with more than `max-restarts` restarts within
+/// `restart-window-ms`, so a driver can be relaunched at most
+/// `max-restarts / restart-window` times a second for ever; the config check
+/// keeps that ratio at or below this, whatever the backoff. With
+/// `restart-window-ms = 1` and no backoff a driver was relaunched 1 358 times
+/// a second and never quarantined.
+pub const MAX_RESTARTS_PER_SECOND: u64 = 64;
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -79,6 +97,8 @@ pub struct SupervisorConfig {
     /// Journal bytes written since the last snapshot before the next one
     /// compacts it (`journal-compact-bytes`, default 4 MiB).
     pub journal_compact_bytes: u64,
+    /// Byte and count budgets ([`crate::limits::Limits`]).
+    pub limits: crate::limits::Limits,
 }
 
 /// How durable a driver's answers are (`durability`).
@@ -158,6 +178,9 @@ pub struct DriverConfig {
     pub on_corrupt_checkpoint: CorruptCheckpoint,
     /// `durability = "memory" | "journal"`.
     pub durability: DurabilityMode,
+    /// User, group, capabilities, sandbox, environment and client allow-list
+    /// ([`crate::privileges`]).
+    pub privileges: crate::privileges::Privileges,
 }
 
 impl DriverConfig {
@@ -225,6 +248,12 @@ struct SupervisorToml {
     client_socket_mode: Option<String>,
     journal_recovery: Option<RecoveryName>,
     journal_compact_bytes: Option<u64>,
+    session_idle_timeout_ms: Option<u64>,
+    dedup_bytes_per_session: Option<u64>,
+    dedup_bytes_total: Option<u64>,
+    max_connections: Option<u64>,
+    out_bytes_per_connection: Option<u64>,
+    out_bytes_total: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -274,6 +303,14 @@ struct DriverToml {
     persist_checkpoint: Option<bool>,
     on_corrupt_checkpoint: Option<CorruptName>,
     durability: Option<DurabilityName>,
+    user: Option<toml::Value>,
+    group: Option<toml::Value>,
+    capabilities: Option<Vec<String>>,
+    sandbox: Option<bool>,
+    seccomp: Option<bool>,
+    env: Option<Vec<String>>,
+    allow_uids: Option<Vec<u32>>,
+    allow_gids: Option<Vec<u32>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -331,14 +368,21 @@ fn clean(msg: &str) -> String {
 /// [`ConfigError`], listing every problem found.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    parse(&text).map_err(|problems| ConfigError::Invalid { path: path.into(), problems })
+    parse_checked(&text, true).map_err(|problems| ConfigError::Invalid { path: path.into(), problems })
 }
 
-/// Parses and validates configuration text.
+/// Parses and validates configuration text (without looking at the files it
+/// names; [`load`] checks those too).
 ///
 /// # Errors
 /// Every problem found.
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    parse_checked(text, false)
+}
+
+/// [`parse`], and with `files` also checks that every `exec` is a regular,
+/// executable file, reported with the other problems.
+fn parse_checked(text: &str, files: bool) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     let value: toml::Value = match toml::from_str(text) {
         Ok(v) => v,
@@ -372,8 +416,8 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         .and_then(|v| per_key::<SupervisorToml>(v, "supervisor", &mut problems))
         .unwrap_or_default();
     let supervisor = SupervisorConfig {
-        state_dir: sup.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/reinc")),
-        runtime_dir: sup.runtime_dir,
+        state_dir: sup.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/reinc")),
+        runtime_dir: sup.runtime_dir.clone(),
         max_sessions: count(sup.max_sessions, 256, 1, 1 << 16, "supervisor", "max-sessions", &mut problems),
         dedup_per_session: count(
             sup.dedup_per_session,
@@ -405,6 +449,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "journal-compact-bytes",
             &mut problems,
         ) as u64,
+        limits: limits(&sup, &mut problems),
     };
     let mut drivers = Vec::new();
     let mut names = BTreeSet::new();
@@ -450,7 +495,19 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             });
         }
         match d.exec.clone() {
-            Some(exec) => drivers.push(finish_driver(name, exec, d, &mut problems)),
+            Some(exec) => {
+                let checked = if exec.as_os_str().is_empty() {
+                    Err("must not be empty".to_owned())
+                } else if files {
+                    check_executable(&exec)
+                } else {
+                    Ok(())
+                };
+                if let Err(message) = checked {
+                    problems.push(Problem { table: label.clone(), key: Some("exec".into()), message });
+                }
+                drivers.push(finish_driver(name, exec, d, &mut problems));
+            }
             None => {
                 problems.push(Problem {
                     table: label.clone(),
@@ -463,6 +520,50 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         }
     }
     if problems.is_empty() { Ok(Config { supervisor, drivers }) } else { Err(problems) }
+}
+
+/// The budgets of `[supervisor]`, range-checked: a budget must hold at
+/// least one frame, a total at least its per-peer figure.
+fn limits(sup: &SupervisorToml, problems: &mut Vec<Problem>) -> crate::limits::Limits {
+    let d = crate::limits::Limits::default();
+    let frame = reinc_proto::MAX_FRAME as u64;
+    let mut n =
+        |v, default: usize, min: u64, max: u64, key| count(v, default as u64, min, max, "supervisor", key, problems);
+    let per_session =
+        n(sup.dedup_bytes_per_session, d.dedup_bytes_per_session, frame, 1 << 30, "dedup-bytes-per-session");
+    let dedup_total = n(sup.dedup_bytes_total, d.dedup_bytes_total, frame, 1 << 34, "dedup-bytes-total");
+    let per_conn =
+        n(sup.out_bytes_per_connection, d.out_bytes_per_connection, frame, 1 << 30, "out-bytes-per-connection");
+    let out_total = n(sup.out_bytes_total, d.out_bytes_total, frame, 1 << 34, "out-bytes-total");
+    let l = crate::limits::Limits {
+        session_idle_ms: n(
+            sup.session_idle_timeout_ms,
+            d.session_idle_ms as usize,
+            100,
+            7 * 86_400_000,
+            "session-idle-timeout-ms",
+        ) as u64,
+        dedup_bytes_per_session: per_session,
+        dedup_bytes_total: dedup_total,
+        max_connections: n(sup.max_connections, d.max_connections, 1, 1 << 16, "max-connections"),
+        out_bytes_per_connection: per_conn,
+        out_bytes_total: out_total,
+    };
+    if l.dedup_bytes_total < l.dedup_bytes_per_session {
+        problems.push(Problem {
+            table: "supervisor".into(),
+            key: Some("dedup-bytes-total".into()),
+            message: format!("({}) must not be below dedup-bytes-per-session ({per_session})", l.dedup_bytes_total),
+        });
+    }
+    if l.out_bytes_total < l.out_bytes_per_connection {
+        problems.push(Problem {
+            table: "supervisor".into(),
+            key: Some("out-bytes-total".into()),
+            message: format!("({}) must not be below out-bytes-per-connection ({per_conn})", l.out_bytes_total),
+        });
+    }
+    l
 }
 
 /// Default of `client-socket-mode`: owner and group may call drivers.
@@ -481,6 +582,34 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         return Err(bad());
     }
     Ok(m)
+}
+
+/// `exec` must name a regular file that this user may execute. A name
+/// without `/` is looked up in `$PATH`, as `Command` does.
+fn check_executable(exec: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<PathBuf> = if exec.components().count() == 1 && !exec.is_absolute() {
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).map(|d| d.join(exec)).collect()).unwrap_or_default()
+    } else {
+        vec![exec.to_path_buf()]
+    };
+    let mut last = format!("{} does not exist", exec.display());
+    for c in &candidates {
+        match std::fs::metadata(c) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => last = format!("{}: {e}", c.display()),
+            Ok(m) if !m.is_file() => last = format!("{} is not a regular file", c.display()),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => last = format!("{} is not executable", c.display()),
+            Ok(_) => match nix::unistd::access(c, nix::unistd::AccessFlags::X_OK) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = format!("{} is not executable by this user: {e}", c.display()),
+            },
+        }
+    }
+    if candidates.len() > 1 && last.ends_with("does not exist") {
+        last = format!("{} is not found in $PATH", exec.display());
+    }
+    Err(last)
 }
 
 fn valid_name(n: &str) -> bool {
@@ -541,7 +670,30 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
     }
     if backoff.window.0 == 0 {
         bad("restart-window-ms", "must be positive".into());
+    } else if u64::from(backoff.max_restarts).saturating_mul(1000) > MAX_RESTARTS_PER_SECOND * backoff.window.0
+        && backoff.max_restarts as usize <= MAX_RESTARTS_IN_WINDOW
+    {
+        let need = (u64::from(backoff.max_restarts) * 1000).div_ceil(MAX_RESTARTS_PER_SECOND);
+        bad(
+            "restart-window-ms",
+            format!(
+                "({}) allows max-restarts = {} restarts in it for ever, more than {MAX_RESTARTS_PER_SECOND} a second: \
+                 use at least {need} ms (or fewer max-restarts)",
+                backoff.window.0, backoff.max_restarts
+            ),
+        );
     }
+    let mut at_least = |key: &str, v: Option<u64>, default: u64, min: u64, max: u64| -> u64 {
+        let v = v.unwrap_or(default);
+        if !(min..=max).contains(&v) {
+            bad(key, format!("must be between {min} and {max}, got {v}"));
+            return default;
+        }
+        v
+    };
+    let heartbeat_interval =
+        Millis(at_least("heartbeat-interval-ms", d.heartbeat_interval_ms, 1_000, MIN_HEARTBEAT_INTERVAL_MS, 3_600_000));
+    let init_timeout = Millis(at_least("init-timeout-ms", d.init_timeout_ms, 5_000, MIN_INIT_TIMEOUT_MS, 3_600_000));
     let mut positive = |key: &str, v: Option<u64>, default: u64, max: u64| -> u64 {
         let v = v.unwrap_or(default);
         if v == 0 || v > max {
@@ -550,9 +702,7 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
         }
         v
     };
-    let heartbeat_interval = Millis(positive("heartbeat-interval-ms", d.heartbeat_interval_ms, 1_000, 3_600_000));
     let heartbeat_misses = positive("heartbeat-misses", d.heartbeat_misses, 3, 1_000) as u32;
-    let init_timeout = Millis(positive("init-timeout-ms", d.init_timeout_ms, 5_000, 3_600_000));
     let shutdown_timeout = Millis(positive("shutdown-timeout-ms", d.shutdown_timeout_ms, 2_000, 3_600_000));
     let queue_depth = positive("queue-depth", d.queue_depth, 256, MAX_QUEUE_DEPTH as u64) as usize;
     let window = positive("window", d.window, 8, MAX_QUEUE_DEPTH as u64) as usize;
@@ -569,6 +719,10 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
                 .into(),
         );
     }
+    if d.window.is_some_and(|w| w > 0) && window > queue_depth {
+        bad("window", format!("({window}) must not exceed queue-depth ({queue_depth}): only queued requests are sent"));
+    }
+    let privileges = privileges(&d, &mut bad);
     let mut args = d.args.unwrap_or_default();
     if let Some(dev) = &d.device {
         args.push("--device".into());
@@ -598,7 +752,53 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
             CorruptName::StartFresh => CorruptCheckpoint::StartFresh,
         },
         durability,
+        privileges,
     }
+}
+
+/// The least-privilege keys of a driver, resolved and checked.
+fn privileges(d: &DriverToml, bad: &mut impl FnMut(&str, String)) -> crate::privileges::Privileges {
+    let mut p = crate::privileges::Privileges::default();
+    if let Some(u) = &d.user {
+        match crate::privileges::resolve_user(u) {
+            Ok((uid, gid)) => {
+                p.uid = Some(uid);
+                p.gid = gid;
+            }
+            Err(m) => bad("user", m),
+        }
+    }
+    if let Some(g) = &d.group {
+        match crate::privileges::resolve_group(g) {
+            Ok(gid) => p.gid = Some(gid),
+            Err(m) => bad("group", m),
+        }
+    }
+    if p.uid.is_some() && p.gid.is_none() {
+        bad("group", "is required when `user` is a number (no primary group to take)".into());
+    }
+    for c in d.capabilities.iter().flatten() {
+        match reinc_sandbox::capability(c) {
+            Ok(_) => p.capabilities.push(c.clone()),
+            Err(e) => bad("capabilities", e.to_string()),
+        }
+    }
+    p.sandbox = d.sandbox.unwrap_or(true);
+    p.seccomp = d.seccomp.unwrap_or(true);
+    if let Some(env) = &d.env {
+        for k in env {
+            if k.is_empty() || k.contains('=') || k.starts_with("REINC_") {
+                bad(
+                    "env",
+                    format!("{k:?} is not a variable name the driver may inherit (REINC_* are set by the supervisor)"),
+                );
+            }
+        }
+        p.env = env.clone();
+    }
+    p.allow_uids = d.allow_uids.iter().flatten().copied().collect();
+    p.allow_gids = d.allow_gids.iter().flatten().copied().collect();
+    p
 }
 
 /// The default directory for `client.sock` and `control.sock`. The rule
@@ -707,6 +907,7 @@ mod tests {
         assert_eq!(d, &defaults, "the example must document the real defaults");
         assert_eq!((c.supervisor.max_sessions, c.supervisor.dedup_per_session), (256, 1024));
         assert_eq!(c.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
+        assert_eq!(c.supervisor.limits, crate::limits::Limits::default(), "the example must state the budgets");
         let minimal = parse("[[driver]]\nname = \"x\"\nexec = \"/x\"\n").unwrap();
         assert_eq!(minimal.supervisor.client_socket_mode, DEFAULT_CLIENT_SOCKET_MODE);
         assert_eq!(
@@ -776,5 +977,82 @@ mod tests {
     fn device_selector_becomes_an_argument() {
         let c = parse("[[driver]]\nname = \"e\"\nexec = \"/e\"\nargs = [\"-v\"]\ndevice = \"uio0\"\n").unwrap();
         assert_eq!(c.drivers[0].args, ["-v", "--device", "uio0"]);
+    }
+
+    #[test]
+    fn absurd_values_are_refused_with_the_floor_named() {
+        let text = "[[driver]]\nname = \"x\"\nexec = \"/x\"\ninit-timeout-ms = 1\nheartbeat-interval-ms = 1\n\
+                    queue-depth = 4\nwindow = 8\nrestart-window-ms = 1\nbackoff-base-ms = 0\nbackoff-cap-ms = 0\n";
+        let problems = parse(text).unwrap_err();
+        let shown = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        let keys: BTreeSet<_> = problems.iter().filter_map(|p| p.key.clone()).collect();
+        assert_eq!(
+            keys,
+            ["heartbeat-interval-ms", "init-timeout-ms", "restart-window-ms", "window"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "{shown}"
+        );
+        assert!(shown.contains(&format!("`init-timeout-ms`: must be between {MIN_INIT_TIMEOUT_MS} and")), "{shown}");
+        assert!(shown.contains("`window`: (8) must not exceed queue-depth (4)"), "{shown}");
+        assert!(shown.contains("more than 64 a second: use at least 79 ms"), "{shown}");
+    }
+
+    #[test]
+    fn no_accepted_config_allows_more_than_the_restart_rate_floor() {
+        for max in 0..=MAX_RESTARTS_IN_WINDOW as u64 {
+            for window in [1u64, 10, 15, 16, 100, 999, 1_000, 60_000] {
+                let text = format!(
+                    "[[driver]]\nname = \"x\"\nexec = \"/x\"\nmax-restarts = {max}\nrestart-window-ms = {window}\n\
+                     backoff-base-ms = 0\nbackoff-cap-ms = 0\nhealthy-after-ms = 1\n"
+                );
+                if let Ok(c) = parse(&text) {
+                    let FaultPolicyConfig::Restart(b) = c.drivers[0].fault_policy else { unreachable!() };
+                    // Sustained launches per second before quarantine.
+                    assert!(u64::from(b.max_restarts) * 1000 <= MAX_RESTARTS_PER_SECOND * b.window.0, "{max}/{window}");
+                }
+            }
+        }
+        // What the rigs use stays valid.
+        let ok = "[[driver]]\nname = \"x\"\nexec = \"/x\"\nmax-restarts = 64\nrestart-window-ms = 1000\n";
+        assert!(parse(ok).is_ok());
+    }
+
+    #[test]
+    fn load_checks_that_every_exec_is_an_executable_file_with_the_other_problems() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("reinc-cfg-exec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("a-dir")).unwrap();
+        std::fs::write(d.join("plain"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(d.join("plain"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = |n: &str| d.join(n).display().to_string();
+        let text = format!(
+            "[[driver]]\nname = \"missing\"\nexec = \"{}\"\n[[driver]]\nname = \"dir\"\nexec = \"{}\"\n\
+             [[driver]]\nname = \"noexec\"\nexec = \"{}\"\n[[driver]]\nname = \"empty\"\nexec = \"\"\n\
+             [[driver]]\nname = \"fine\"\nexec = \"/bin/sh\"\n[[driver]]\nname = \"path\"\nexec = \"sh\"\n\
+             [[driver]]\nname = \"nopath\"\nexec = \"no-such-reinc-driver\"\nwindow = 0\n",
+            e("nope"),
+            e("a-dir"),
+            e("plain")
+        );
+        let file = d.join("c.toml");
+        std::fs::write(&file, &text).unwrap();
+        let err = load(&file).unwrap_err().to_string();
+        for needle in [
+            format!("driver \"missing\": `exec`: {} does not exist", e("nope")),
+            format!("driver \"dir\": `exec`: {} is not a regular file", e("a-dir")),
+            format!("driver \"noexec\": `exec`: {} is not executable", e("plain")),
+            "driver \"empty\": `exec`: must not be empty".into(),
+            "driver \"nopath\": `exec`: no-such-reinc-driver is not found in $PATH".into(),
+            "driver \"nopath\": `window`".into(),
+        ] {
+            assert!(err.contains(&needle), "missing {needle:?} in\n{err}");
+        }
+        assert!(err.contains("has 6 problem(s)"), "{err}");
+        // parse() alone does not look at files (except the empty path).
+        assert_eq!(parse(&text).unwrap_err().len(), 2);
+        std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod counters;
 pub mod durability;
+mod sessions;
 mod wal;
 use durability::Durability;
 pub use durability::{PERSIST_RETRY_BASE, PERSIST_RETRY_CAP, PersistOutcome};
@@ -102,6 +103,18 @@ pub enum Event<'a> {
         /// The instance's generation.
         generation: Generation,
         /// Why, naming the executable.
+        error: String,
+    },
+    /// The [`Action::Spawn`] of `generation` failed for lack of resources
+    /// (descriptors, memory, processes): not the driver's fault, so it does
+    /// not count toward quarantine; the launch is retried after
+    /// [`LAUNCH_RETRY`].
+    SpawnDeferred {
+        /// Which driver.
+        driver: DriverId,
+        /// The instance's generation.
+        generation: Generation,
+        /// Why, naming the resource.
         error: String,
     },
     /// A decoded frame from the instance `channel` of `driver`. `frame_gen`
@@ -422,6 +435,8 @@ struct Driver {
     last_failure: Option<String>,
     /// Persisted-checkpoint state and the replies waiting for it.
     durability: Durability,
+    /// Backing off because a launch ran out of resources, not for a fault.
+    deferred: bool,
 }
 
 impl Driver {
@@ -446,6 +461,9 @@ impl Driver {
 
 /// No deadline.
 const NEVER: Millis = Millis(u64::MAX);
+
+/// Delay before a launch that failed for lack of resources is tried again.
+pub const LAUNCH_RETRY: Millis = Millis(100);
 
 /// The drivers, each with its [`Driver::deadline`] cached, so that an event
 /// costs work for the drivers it concerns, not for every configured one.
@@ -559,6 +577,8 @@ struct Session {
     /// by a later one (per-session order under backpressure).
     busy: BTreeMap<DriverId, BTreeSet<u64>>,
     last_active: Millis,
+    /// Bytes charged for `cache` ([`sessions::cost`]).
+    cache_bytes: usize,
 }
 
 /// Seqs remembered per session and driver for the busy barrier. Only a
@@ -569,16 +589,21 @@ pub const BUSY_SEQS_PER_DRIVER: usize = 1024;
 impl Session {
     /// The client will never retry below `floor`: forget cached replies and
     /// busy seqs under it (a barrier must not wait for a call abandoned).
-    fn raise_floor(&mut self, floor: u64) {
+    /// Returns the cache bytes freed.
+    fn raise_floor(&mut self, floor: u64) -> usize {
         if floor <= self.floor {
-            return;
+            return 0;
         }
         self.floor = floor;
-        self.cache = self.cache.split_off(&floor);
+        let kept = self.cache.split_off(&floor);
+        let freed: usize = self.cache.values().map(sessions::cost).sum();
+        self.cache = kept;
+        self.cache_bytes -= freed;
         for set in self.busy.values_mut() {
             *set = set.split_off(&floor);
         }
         self.busy.retain(|_, set| !set.is_empty());
+        freed
     }
 
     /// The lowest seq answered `Busy` for `driver` and not accepted since.
@@ -624,6 +649,8 @@ pub struct Supervisor {
     nonce: u64,
     rng: u64,
     trace: VecDeque<(Millis, Trace)>,
+    /// Session budgets and expiry ([`sessions`]).
+    budget: sessions::SessionBudget,
 }
 
 impl Supervisor {
@@ -664,6 +691,7 @@ impl Supervisor {
                     restarts: 0,
                     last_failure: None,
                     durability: Durability::default(),
+                    deferred: false,
                 }
             })
             .collect();
@@ -682,6 +710,7 @@ impl Supervisor {
             nonce: 0,
             rng: seed | 1,
             trace: VecDeque::new(),
+            budget: sessions::SessionBudget::default(),
         }
     }
 
@@ -725,7 +754,10 @@ impl Supervisor {
     #[must_use]
     pub fn next_deadline(&self) -> Option<Millis> {
         debug_assert!(self.drivers.touched.is_empty(), "every &mut entry point refreshes before returning");
-        self.drivers.earliest()
+        match (self.drivers.earliest(), self.session_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Checks the deadline cache against a scan of every driver and every
@@ -735,7 +767,7 @@ impl Supervisor {
         for (i, d) in self.drivers.iter().enumerate() {
             assert_eq!(self.drivers.deadlines[i], d.deadline().unwrap_or(NEVER), "stale deadline of {}", d.cfg.name);
         }
-        assert_eq!(self.next_deadline(), self.drivers.iter().filter_map(Driver::deadline).min());
+        assert_eq!(self.drivers.earliest(), self.drivers.iter().filter_map(Driver::deadline).min());
     }
 
     /// Processes one event.
@@ -754,6 +786,19 @@ impl Supervisor {
                     out.push(Action::Say(format!("cannot launch {}: {error}", d.cfg.name)));
                     d.instance.as_mut().expect("checked").fatal = Some(format!("spawn failed: {error}"));
                     self.instance_gone(now, driver, None, &mut out);
+                }
+            }
+            Event::SpawnDeferred { driver, generation, error } => {
+                let d = &mut self.drivers[driver.0];
+                if d.instance.as_ref().is_some_and(|i| i.generation == generation) {
+                    d.instance = None;
+                    d.deferred = true;
+                    out.push(Action::Say(format!(
+                        "cannot launch {} now: {error}; out of resources, retrying in {LAUNCH_RETRY} (not counted \
+                         as a fault)",
+                        d.cfg.name
+                    )));
+                    d.phase = Phase::BackingOff { until: now.plus(LAUNCH_RETRY), delay: LAUNCH_RETRY };
                 }
             }
             Event::FromDriver { driver, frame_gen, msg } => self.on_frame(now, driver, frame_gen, msg, &mut out),
@@ -779,11 +824,9 @@ impl Supervisor {
             }
             Event::ClientGone { conn } => {
                 if let Some(Some(c)) = self.conns.remove(&conn)
-                    && let Some(s) = self.sessions.get_mut(&c)
-                    && s.conn == Some(conn)
+                    && self.sessions.get(&c).is_some_and(|s| s.conn == Some(conn))
                 {
-                    s.conn = None;
-                    s.last_active = now;
+                    self.detach(c, now);
                 }
             }
             Event::Shutdown => {
@@ -794,6 +837,7 @@ impl Supervisor {
             }
             Event::Tick => {}
         }
+        self.expire_sessions(now, &mut out);
         self.on_time(now, &mut out);
         if self.shutting_down {
             self.shutdown_step(now, &mut out);
@@ -823,7 +867,10 @@ impl Supervisor {
             | ControlRequest::Inject { driver, .. } => driver,
         };
         let Some(id) = self.driver_id(name) else {
-            return (ControlResponse::Error(format!("no driver named {name:?} is configured")), out);
+            return (
+                ControlResponse::Error(format!("no driver named {} is configured", crate::limits::quoted(name))),
+                out,
+            );
         };
         let resp = match req {
             ControlRequest::Status | ControlRequest::Metrics => unreachable!("answered above"),
@@ -844,6 +891,17 @@ impl Supervisor {
             ),
             // The trace ring lives in the daemon (a memfd per driver).
             ControlRequest::Trace { .. } => ControlResponse::Error(format!("{name}: the trace is kept by the daemon")),
+            // The driver refuses these (a request count of 0 never comes;
+            // Init is over), so saying "armed" would be a lie.
+            ControlRequest::Inject { plan, .. } if plan.on_request == 0 => ControlResponse::Error(format!(
+                "{name}: fault plan {plan} is refused: K counts requests from now and must be at least 1"
+            )),
+            ControlRequest::Inject { plan, .. } if plan.point == reinc_proto::CrashPoint::Init => {
+                ControlResponse::Error(format!(
+                    "{name}: fault plan {plan} is refused: an init fault can only be armed at launch (the driver's \
+                     `fault` config key)"
+                ))
+            }
             ControlRequest::Inject { plan, .. } => {
                 let d = &self.drivers[id.0];
                 match (&d.phase, &d.instance) {
@@ -925,6 +983,7 @@ impl Supervisor {
         let d = &mut self.drivers[id.0];
         d.generation = d.generation.next();
         d.after_exit = AfterExit::Policy;
+        d.deferred = false;
         d.instance = Some(Instance {
             generation: d.generation,
             pid: None,
@@ -1054,14 +1113,11 @@ impl Supervisor {
         let Some(s) = self.sessions.get_mut(&rid.client) else { return };
         s.pending.remove(&rid.seq);
         s.last_active = now;
+        let conn = s.conn;
         if rid.seq >= s.floor {
-            s.cache.insert(rid.seq, reply.clone());
-            while s.cache.len() > self.dedup_per_session {
-                let (oldest, _) = s.cache.pop_first().expect("non-empty");
-                s.raise_floor(oldest + 1);
-            }
+            self.cache_reply(rid, reply.clone());
         }
-        if let Some(conn) = s.conn {
+        if let Some(conn) = conn {
             out.push(Action::ToClient { conn, msg: to_msg(rid.seq, reply) });
         }
     }
@@ -1261,8 +1317,12 @@ impl Supervisor {
                     });
                 }
                 Phase::BackingOff { until, .. } if now >= until => {
-                    d.restarts += 1;
-                    out.push(Action::Say(format!("restarting {}", d.cfg.name)));
+                    if std::mem::take(&mut d.deferred) {
+                        out.push(Action::Say(format!("retrying the launch of {}", d.cfg.name)));
+                    } else {
+                        d.restarts += 1;
+                        out.push(Action::Say(format!("restarting {}", d.cfg.name)));
+                    }
                     self.launch(now, id, out);
                 }
                 Phase::Stopping { deadline, killed: false } if now >= deadline => {
@@ -1379,6 +1439,14 @@ impl Supervisor {
     }
 
     fn on_hello(&mut self, now: Millis, conn: ConnId, resume: Option<ClientId>, out: &mut Vec<Action>) {
+        // One session per connection: a new Hello detaches the previous one.
+        if let Some(Some(prev)) = self.conns.get(&conn).copied()
+            && resume != Some(prev)
+            && self.sessions.get(&prev).is_some_and(|s| s.conn == Some(conn))
+        {
+            self.detach(prev, now);
+            self.conns.insert(conn, None);
+        }
         let (client, new) = match resume {
             Some(c) if self.sessions.contains_key(&c) => (c, false),
             Some(_) => {
@@ -1395,13 +1463,11 @@ impl Supervisor {
                         .min_by_key(|(_, s)| s.last_active)
                         .map(|(c, _)| *c);
                     match victim {
-                        Some(v) => {
-                            self.sessions.remove(&v);
-                        }
+                        Some(v) => self.forget_session(v),
                         None => {
                             out.push(Action::ToClient {
                                 conn,
-                                msg: ClientMsg::Failed { seq: 0, error: CallError::Busy },
+                                msg: ClientMsg::Failed { seq: 0, error: CallError::SessionsFull },
                             });
                             return;
                         }
@@ -1445,7 +1511,7 @@ impl Supervisor {
         let rid = RequestId { client, seq };
         let s = self.sessions.get_mut(&client).expect("connection's session exists");
         s.last_active = now;
-        s.raise_floor(acked_below);
+        self.budget.cache_total -= s.raise_floor(acked_below);
         if let Some(c) = s.cache.get(&seq).cloned() {
             // An answer whose journal record is not durable yet waits for it.
             self.dedup_hit(rid, Action::ToClient { conn, msg: to_msg(seq, c) }, out);

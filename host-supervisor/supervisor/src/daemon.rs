@@ -50,6 +50,10 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
+pub mod authz;
+pub mod dirs;
+pub mod fds;
+
 /// Frames queued for a peer that does not read before it is disconnected.
 const MAX_OUT_FRAMES: usize = 4096;
 
@@ -73,6 +77,9 @@ pub enum DaemonError {
         /// The checkpoint error (names the file).
         source: checkpoint::CheckpointError,
     },
+    /// The runtime or state directory cannot be trusted.
+    #[error(transparent)]
+    Dir(#[from] dirs::DirError),
     /// Another supervisor answers on the socket path.
     #[error("another supervisor is already listening on {0}")]
     AlreadyRunning(PathBuf),
@@ -95,8 +102,16 @@ fn setup<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> 
 struct Peer {
     fd: OwnedFd,
     out: VecDeque<Vec<u8>>,
+    /// Bytes in `out`.
+    queued: usize,
     token: u64,
     want_out: bool,
+}
+
+impl Peer {
+    fn new(fd: OwnedFd, token: u64) -> Self {
+        Self { fd, out: VecDeque::new(), queued: 0, token, want_out: false }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +201,22 @@ pub struct Daemon {
     last_status: String,
     /// Journal and start-up figures only the daemon sees.
     stats: DaemonStats,
+    /// Descriptors held for launches and accept-and-drop ([`fds`]).
+    reserve: fds::FdReserve,
+    /// The effective client-connection cap ([`fds::connection_cap`]).
+    conn_cap: usize,
+    /// The listeners are out of the epoll set until then (`ENFILE`).
+    paused_until: Option<Instant>,
+    /// Connections refused at the caps since the last summary line.
+    refused: u64,
+    /// Bytes queued for all client connections.
+    out_total: usize,
+    /// Clients disconnected for not reading, for the summary line.
+    slow_dropped: u64,
+    /// Each client connection's credentials ([`authz`]).
+    peers: HashMap<ConnId, Option<authz::Peer>>,
+    /// Calls refused by a driver's allow-list, for the summary line.
+    denied: u64,
 }
 
 /// Figures for `drvctl metrics` that only the daemon sees.
@@ -233,8 +264,7 @@ impl Daemon {
                      with the sessions and answers, off the event loop",
                     d.name
                 );
-                let dir = &cfg.supervisor.state_dir;
-                std::fs::create_dir_all(dir).map_err(setup(format!("state directory {}", dir.display())))?;
+                dirs::ensure_private_dir("state directory", &cfg.supervisor.state_dir, 0o700)?;
                 let path = checkpoint_path(&cfg, &d.name);
                 match checkpoint::read(&path) {
                     Ok(c) => {
@@ -265,7 +295,8 @@ impl Daemon {
         })?;
         let mut core = Supervisor::new(drivers, seed, cfg.supervisor.max_sessions, cfg.supervisor.dedup_per_session)
             .with_epoch(epoch)
-            .with_journal(cfg.supervisor.journal_compact_bytes);
+            .with_journal(cfg.supervisor.journal_compact_bytes)
+            .with_limits(cfg.supervisor.limits);
 
         let mut mask = SigSet::empty();
         for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -283,7 +314,8 @@ impl Daemon {
         let recovery_time = recovery_started.elapsed();
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup("epoll"))?;
 
-        std::fs::create_dir_all(runtime_dir).map_err(setup(format!("runtime directory {}", runtime_dir.display())))?;
+        let mode = dirs::runtime_dir_mode(cfg.supervisor.client_socket_mode);
+        dirs::ensure_private_dir("runtime directory", runtime_dir, mode)?;
         let client_path = reinc_client::client_socket(runtime_dir);
         let control_path = reinc_client::control_socket(runtime_dir);
         // Who may write client.sock may call every driver: configurable,
@@ -315,7 +347,23 @@ impl Daemon {
             ready_sent: false,
             last_status: String::new(),
             stats: DaemonStats { recovery: recovery_time, ..DaemonStats::default() },
+            reserve: fds::FdReserve::new(),
+            conn_cap: 0,
+            paused_until: None,
+            refused: 0,
+            out_total: 0,
+            slow_dropped: 0,
+            peers: HashMap::new(),
+            denied: 0,
         };
+        let nofile = fds::nofile();
+        d.conn_cap = fds::connection_cap(d.cfg.supervisor.limits.max_connections, nofile, d.cfg.drivers.len());
+        if d.conn_cap < d.cfg.supervisor.limits.max_connections {
+            info!(
+                "[SUP] client connections capped at {} (max-connections {}, RLIMIT_NOFILE {nofile})",
+                d.conn_cap, d.cfg.supervisor.limits.max_connections
+            );
+        }
         d.reg.watch(&d.signals, Source::Signals)?;
         if let Some(w) = &d.journal {
             let token = d.reg.next_token;
@@ -346,11 +394,15 @@ impl Daemon {
         let mut events = vec![EpollEvent::empty(); 64];
         while !self.exit {
             self.tell_systemd();
-            let core_wait = self.core.next_deadline().map(|d| d.0.saturating_sub(self.now().0));
-            let ping_wait =
-                self.notify.next_ping().map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
-            let timeout = match core_wait.into_iter().chain(ping_wait).min() {
-                Some(wait) => EpollTimeout::try_from(wait.min(60_000)).unwrap_or(EpollTimeout::NONE),
+            let mut wait = self.core.next_deadline().map(|d| d.0.saturating_sub(self.now().0));
+            let ping = self.notify.next_ping().map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
+            let paused =
+                self.paused_until.map(|until| until.saturating_duration_since(Instant::now()).as_millis() as u64);
+            for w in [ping, paused].into_iter().flatten() {
+                wait = Some(wait.map_or(w, |x| x.min(w)));
+            }
+            let timeout = match wait {
+                Some(w) => EpollTimeout::try_from(w.min(60_000)).unwrap_or(EpollTimeout::NONE),
                 None => EpollTimeout::NONE,
             };
             let n = match self.reg.epoll.wait(&mut events, timeout) {
@@ -362,6 +414,7 @@ impl Daemon {
                 let Some(src) = self.reg.tokens.get(&ev.data()).copied() else { continue };
                 self.on_ready(src, ev.events());
             }
+            self.resume_listeners();
             let now = self.now();
             let acts = self.core.handle(now, Event::Tick);
             self.execute(acts);
@@ -388,26 +441,37 @@ impl Daemon {
         match src {
             Source::Signals => self.on_signals(),
             Source::ClientListener => {
-                while let Ok((stream, _)) = self.client_listener.accept() {
+                while let Some(stream) = self.accept(false) {
                     let fd = OwnedFd::from(stream);
                     let _ = set_nonblocking(&fd);
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
                     let Ok(token) = self.reg.watch(&fd, Source::Client(conn)) else { continue };
-                    self.clients.insert(conn, Peer { fd, out: VecDeque::new(), token, want_out: false });
+                    self.peers.insert(conn, authz::peer_of(&fd));
+                    self.clients.insert(conn, Peer::new(fd, token));
                     let now = self.now();
                     let acts = self.core.handle(now, Event::ClientConnected { conn });
                     self.execute(acts);
                 }
             }
             Source::ControlListener => {
-                while let Ok((stream, _)) = self.control_listener.accept() {
+                while let Some(stream) = self.accept(true) {
                     let fd = OwnedFd::from(stream);
+                    let peer = authz::peer_of(&fd);
+                    if !authz::may_control(peer) {
+                        warn!(
+                            "[SUP] control connection from uid {} (pid {}) refused: control.sock is for uid {} and root",
+                            peer.map_or(u32::MAX, |p| p.uid),
+                            peer.map_or(0, |p| p.pid),
+                            nix::unistd::geteuid()
+                        );
+                        continue;
+                    }
                     let _ = set_nonblocking(&fd);
                     let id = self.next_conn;
                     self.next_conn += 1;
                     let Ok(token) = self.reg.watch(&fd, Source::Control(id)) else { continue };
-                    self.controls.insert(id, Peer { fd, out: VecDeque::new(), token, want_out: false });
+                    self.controls.insert(id, Peer::new(fd, token));
                 }
             }
             Source::Client(conn) => {
@@ -481,6 +545,86 @@ impl Daemon {
         } else if self.ready_sent && status != self.last_status {
             self.notify.send(&format!("STATUS={status}"));
             self.last_status = status;
+        }
+    }
+
+    /// Accepts one connection on the client (or control) listener, within
+    /// the caps; `None` when there is nothing (more) to accept now.
+    ///
+    /// Over a cap, or when the descriptor table is full, the connection is
+    /// still taken off the backlog and closed at once, so the listener stops
+    /// being readable and the loop sleeps (see [`fds`]).
+    fn accept(&mut self, control: bool) -> Option<std::os::unix::net::UnixStream> {
+        loop {
+            let listener = if control { &self.control_listener } else { &self.client_listener };
+            let accepted = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.raw_os_error().is_some_and(|n| n == Errno::EMFILE as i32 || n == Errno::ENFILE as i32) => {
+                    // The classic trick: free the reserve, take the
+                    // connection off the backlog, close it, take the reserve
+                    // back.
+                    self.reserve.release();
+                    let dropped = listener.accept().is_ok();
+                    self.reserve.refill();
+                    self.refused += 1;
+                    if !dropped || self.reserve.held() < fds::RESERVE {
+                        self.pause_listeners();
+                        return None;
+                    }
+                    self.summarize_refused("out of file descriptors");
+                    continue;
+                }
+                Err(_) => return None,
+            };
+            let open = if control { self.controls.len() } else { self.clients.len() };
+            let cap = if control { fds::MAX_CONTROL_CONNECTIONS } else { self.conn_cap };
+            if open < cap {
+                return Some(accepted);
+            }
+            drop(accepted);
+            self.refused += 1;
+            self.summarize_refused(if control {
+                "control connections at their cap"
+            } else {
+                "max-connections reached"
+            });
+        }
+    }
+
+    /// One line for the first refused connection and then one per 1024, not
+    /// one per connection (a flood must not flood the log).
+    fn summarize_refused(&mut self, why: &str) {
+        if self.refused == 1 || self.refused.is_multiple_of(1024) {
+            warn!("[SUP] refusing connections ({why}): {} refused so far", self.refused);
+        }
+    }
+
+    /// Takes both listeners out of the epoll set for [`fds::ACCEPT_PAUSE`].
+    fn pause_listeners(&mut self) {
+        if self.paused_until.is_some() {
+            return;
+        }
+        warn!(
+            "[SUP] out of file descriptors even with the reserve released; not accepting for {:?}",
+            fds::ACCEPT_PAUSE
+        );
+        let _ = self.reg.epoll.delete(&self.client_listener);
+        let _ = self.reg.epoll.delete(&self.control_listener);
+        self.paused_until = Some(Instant::now() + fds::ACCEPT_PAUSE);
+    }
+
+    /// Puts the listeners back once the pause is over.
+    fn resume_listeners(&mut self) {
+        if self.paused_until.is_some_and(|t| Instant::now() >= t) {
+            self.paused_until = None;
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            for (l, src) in
+                [(&self.client_listener, Source::ClientListener), (&self.control_listener, Source::ControlListener)]
+            {
+                if let Some((&token, _)) = self.reg.tokens.iter().find(|(_, s)| **s == src) {
+                    let _ = self.reg.epoll.add(l, EpollEvent::new(flags, token));
+                }
+            }
         }
     }
 
@@ -603,6 +747,10 @@ impl Daemon {
                 self.core.handle(now, Event::DriverGarbage { driver, generation, error })
             } else {
                 match reinc_proto::decode::<DriverFrame<'_>>(&buf[..n]) {
+                    Ok(f) if matches!(f.msg, reinc_proto::FromDriver::Ready) && self.unsandboxed(driver).is_some() => {
+                        let error = self.unsandboxed(driver).unwrap_or_default();
+                        self.core.handle(now, Event::DriverGarbage { driver, generation, error })
+                    }
                     Ok(f) => self.core.handle(now, Event::FromDriver { driver, frame_gen: f.generation, msg: f.msg }),
                     Err(e) => self.core.handle(now, Event::DriverGarbage { driver, generation, error: e.to_string() }),
                 }
@@ -612,14 +760,28 @@ impl Daemon {
         }
     }
 
+    /// Checked from outside when a driver says `Ready`: is it in the sandbox
+    /// its config asks for? `Some(why)` if not (it is then killed as
+    /// misbehaving, before any request reaches it).
+    fn unsandboxed(&self, driver: DriverId) -> Option<String> {
+        let p = &self.core.config(driver).privileges;
+        if !p.sandbox {
+            return None;
+        }
+        let pid = self.live.get(&driver)?.pid;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        crate::privileges::check_status(&status, p).err().map(|e| format!("did not enter its sandbox: {e}"))
+    }
+
     fn on_client_readable(&mut self, conn: ConnId) {
         loop {
             let Some(peer) = self.clients.get(&conn) else { return };
             let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
-                Ok(0) => {
+                Ok(0) if hung_up(&peer.fd) => {
                     self.drop_client(conn);
                     return;
                 }
+                // An empty frame (not EOF): decoded below, it is Truncated.
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => return,
                 // Reported once ahead of frames still queued (see drain_driver).
@@ -639,6 +801,10 @@ impl Daemon {
             };
             let acts = match decoded {
                 Ok(ClientToSup::Hello { resume }) => self.core.handle(now, Event::Hello { conn, resume }),
+                Ok(ClientToSup::Call { seq, driver, .. }) if !self.may_call(conn, driver) => {
+                    self.deny(conn, seq, driver);
+                    Vec::new()
+                }
                 Ok(ClientToSup::Call { seq, driver, body, acked_below }) => {
                     self.core.handle(now, Event::Call { conn, seq, driver, body, acked_below })
                 }
@@ -653,8 +819,33 @@ impl Daemon {
         }
     }
 
+    /// The allow-list of `driver` ([`authz::may_call`]); an unknown driver
+    /// is the core's to answer.
+    fn may_call(&self, conn: ConnId, driver: &str) -> bool {
+        let Some(id) = self.core.driver_id(driver) else { return true };
+        authz::may_call(self.peers.get(&conn).copied().flatten(), &self.core.config(id).privileges)
+    }
+
+    /// Answers a call refused by the allow-list: definite, never queued.
+    fn deny(&mut self, conn: ConnId, seq: u64, driver: &str) {
+        self.denied += 1;
+        if self.denied == 1 || self.denied.is_multiple_of(1024) {
+            let peer = self.peers.get(&conn).copied().flatten();
+            warn!(
+                "[SUP] client {} (uid {}, gid {}) may not call {driver}: not in its allow-uids/allow-gids; {} refused so far",
+                conn.0,
+                peer.map_or(u32::MAX, |p| p.uid),
+                peer.map_or(u32::MAX, |p| p.gid),
+                self.denied
+            );
+        }
+        self.send_client(conn, &SupToClient::Failed { seq, error: reinc_proto::CallError::NotAllowed });
+    }
+
     fn drop_client(&mut self, conn: ConnId) {
+        self.peers.remove(&conn);
         if let Some(peer) = self.clients.remove(&conn) {
+            self.out_total -= peer.queued;
             self.reg.unwatch(&peer);
         }
         let now = self.now();
@@ -666,7 +857,7 @@ impl Daemon {
         loop {
             let Some(peer) = self.controls.get(&id) else { return };
             let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
-                Ok(n) if n > 0 => n,
+                Ok(n) if n > 0 || !hung_up(&peer.fd) => n,
                 Err(Errno::EAGAIN) => return,
                 Err(Errno::EINTR) => continue,
                 _ => {
@@ -704,7 +895,10 @@ impl Daemon {
         let now = self.now();
         if let ControlRequest::Trace { driver } = req {
             let Some(id) = self.core.driver_id(driver) else {
-                return ControlResponse::Error(format!("no driver named {driver:?} is configured"));
+                return ControlResponse::Error(format!(
+                    "no driver named {} is configured",
+                    crate::limits::quoted(driver)
+                ));
             };
             if let Some(ring) = self.last_trace.get(&id) {
                 return ControlResponse::Trace(ring.clone());
@@ -761,9 +955,22 @@ impl Daemon {
             match a {
                 Action::Spawn { driver, generation } => {
                     let now = self.now();
-                    let more = match self.spawn(driver, generation) {
+                    // The reserve is for exactly this: a launch must not fail
+                    // because clients hold every descriptor.
+                    let mut spawned = self.spawn(driver, generation);
+                    if matches!(&spawned, Err(e) if e.exhausted) {
+                        self.reserve.release();
+                        spawned = self.spawn(driver, generation);
+                        self.reserve.refill();
+                    }
+                    let more = match spawned {
                         Ok(pid) => self.core.handle(now, Event::Spawned { driver, generation, pid }),
-                        Err(error) => self.core.handle(now, Event::SpawnFailed { driver, generation, error }),
+                        Err(SpawnError { message: error, exhausted: true }) => {
+                            self.core.handle(now, Event::SpawnDeferred { driver, generation, error })
+                        }
+                        Err(SpawnError { message: error, .. }) => {
+                            self.core.handle(now, Event::SpawnFailed { driver, generation, error })
+                        }
                     };
                     for m in more.into_iter().rev() {
                         work.push_front(m);
@@ -827,10 +1034,10 @@ impl Daemon {
         }
     }
 
-    fn spawn(&mut self, driver: DriverId, generation: Generation) -> Result<u32, String> {
+    fn spawn(&mut self, driver: DriverId, generation: Generation) -> Result<u32, SpawnError> {
         let cfg = self.core.config(driver).clone();
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(|e| format!("socketpair for {}: {e}", cfg.name))?;
+            .map_err(|e| SpawnError::errno(format!("socketpair for {}: {e}", cfg.name), e as i32))?;
         let trace = memfd_create(format!("reinc-trace-{}", cfg.name).as_str(), MFdFlags::MFD_CLOEXEC)
             .ok()
             .and_then(|fd| nix::unistd::ftruncate(&fd, reinc_ringbuf::shared::RING_BYTES as i64).ok().map(|()| fd));
@@ -840,6 +1047,27 @@ impl Daemon {
         // inherited by number; the daemon is single-threaded, so no other
         // fork can inherit it in the window where it lacks CLOEXEC.
         let mut cmd = Command::new(&cfg.exec);
+        // A clean environment: only the allow-listed variables pass on.
+        cmd.env_clear();
+        for k in &cfg.privileges.env {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        let p = &cfg.privileges;
+        if p.sandbox {
+            cmd.env("REINC_SANDBOX", "1")
+                .env("REINC_CAPABILITIES", p.capabilities.join(","))
+                .env("REINC_SECCOMP", if p.seccomp { "1" } else { "0" });
+        }
+        // std sets the gid, clears the supplementary groups (when root) and
+        // sets the uid in the child, just before exec.
+        if let Some(g) = p.gid {
+            cmd.gid(g);
+        }
+        if let Some(u) = p.uid {
+            cmd.uid(u);
+        }
         cmd.args(&cfg.args)
             .env("REINC_IPC_FD", "0")
             .env("REINC_DRIVER_NAME", &cfg.name)
@@ -869,21 +1097,17 @@ impl Daemon {
             let _ = inheritable(&t, false);
             File::from(t)
         });
-        let child = spawned.map_err(|e| format!("{}: {e}", cfg.exec.display()))?;
+        let child = spawned
+            .map_err(|e| SpawnError::errno(format!("{}: {e}", cfg.exec.display()), e.raw_os_error().unwrap_or(0)))?;
         let pid = Pid::from_raw(child.id() as i32);
         // The child is reaped through waitpid(-1); std's handle is not needed.
         drop(child);
-        set_nonblocking(&ours).map_err(|e| format!("fcntl: {e}"))?;
-        let token = self.reg.watch(&ours, Source::Driver(driver, generation)).map_err(|e| format!("epoll: {e}"))?;
-        self.live.insert(
-            driver,
-            Live {
-                generation,
-                pid,
-                peer: Some(Peer { fd: ours, out: VecDeque::new(), token, want_out: false }),
-                trace,
-            },
-        );
+        set_nonblocking(&ours).map_err(|e| SpawnError::errno(format!("fcntl: {e}"), e as i32))?;
+        let token = self
+            .reg
+            .watch(&ours, Source::Driver(driver, generation))
+            .map_err(|e| SpawnError { message: format!("epoll: {e}"), exhausted: false })?;
+        self.live.insert(driver, Live { generation, pid, peer: Some(Peer::new(ours, token)), trace });
         Ok(pid.as_raw() as u32)
     }
 
@@ -921,29 +1145,71 @@ impl Daemon {
 
     fn send_client(&mut self, conn: ConnId, msg: &SupToClient<'_>) {
         let Ok(frame) = reinc_proto::encode_vec(msg) else { return };
+        let limits = self.cfg.supervisor.limits;
         let Some(peer) = self.clients.get_mut(&conn) else { return };
-        match queue_or_send(peer, frame) {
-            Ok(()) => {}
+        let before = peer.queued;
+        let sent = queue_or_send(peer, frame);
+        self.out_total = self.out_total + peer.queued - before;
+        let over = peer.queued > limits.out_bytes_per_connection;
+        match sent {
+            Ok(()) if !over => {}
             Err(SendError::Gone) => {
                 self.drop_client(conn);
                 return;
             }
-            Err(SendError::Overflow) => {
-                warn!("client {} does not read its replies; disconnecting it (it may resume)", conn.0);
-                self.drop_client(conn);
+            Ok(()) | Err(SendError::Overflow) => {
+                self.drop_slow_client(conn, "does not read its replies");
                 return;
             }
         }
-        self.reg.update_out(peer);
+        if let Some(peer) = self.clients.get_mut(&conn) {
+            self.reg.update_out(peer);
+        }
+        // Over the total: the connection with the most queued goes first.
+        while self.out_total > limits.out_bytes_total {
+            let Some((&worst, _)) = self.clients.iter().max_by_key(|(_, p)| p.queued) else { break };
+            self.drop_slow_client(worst, "holds the most unsent replies while out-bytes-total is exceeded");
+        }
+    }
+
+    /// Disconnects a client that does not read (it may resume and get its
+    /// replies from the dedup table); one summary line per 64.
+    fn drop_slow_client(&mut self, conn: ConnId, why: &str) {
+        let queued = self.clients.get(&conn).map_or(0, |p| p.queued);
+        self.slow_dropped += 1;
+        if self.slow_dropped == 1 || self.slow_dropped.is_multiple_of(64) {
+            warn!(
+                "[SUP] client {} {why} ({queued} bytes queued); disconnecting it (it may resume); {} so far",
+                conn.0, self.slow_dropped
+            );
+        }
+        self.drop_client(conn);
     }
 
     fn flush_client(&mut self, conn: ConnId) {
         let Some(peer) = self.clients.get_mut(&conn) else { return };
-        if flush(peer).is_err() {
+        let before = peer.queued;
+        let flushed = flush(peer);
+        self.out_total = self.out_total + peer.queued - before;
+        if flushed.is_err() {
             self.drop_client(conn);
             return;
         }
         self.reg.update_out(peer);
+    }
+}
+
+/// Why a launch failed, and whether for lack of resources.
+#[derive(Debug)]
+struct SpawnError {
+    message: String,
+    /// Out of descriptors, memory or processes ([`fds::exhausted`]).
+    exhausted: bool,
+}
+
+impl SpawnError {
+    fn errno(message: String, errno: i32) -> Self {
+        Self { message, exhausted: fds::exhausted(errno) }
     }
 }
 
@@ -957,10 +1223,12 @@ enum SendError {
 }
 
 fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), SendError> {
+    peer.queued += frame.len();
     peer.out.push_back(frame);
     flush(peer).map_err(|()| SendError::Gone)?;
     if peer.out.len() > MAX_OUT_FRAMES {
         peer.out.clear();
+        peer.queued = 0;
         return Err(SendError::Overflow);
     }
     Ok(())
@@ -971,12 +1239,14 @@ fn flush(peer: &mut Peer) -> Result<(), ()> {
     while let Some(f) = peer.out.front() {
         match send(peer.fd.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
             Ok(_) => {
-                peer.out.pop_front();
+                let f = peer.out.pop_front().expect("front exists");
+                peer.queued -= f.len();
             }
             Err(Errno::EAGAIN) => return Ok(()),
             Err(Errno::EINTR) => {}
             Err(_) => {
                 peer.out.clear();
+                peer.queued = 0;
                 return Err(());
             }
         }
@@ -1033,6 +1303,21 @@ fn persist_error(e: &checkpoint::CheckpointError) -> String {
     match e {
         checkpoint::CheckpointError::Io { path, source } => format!("{}: {source}", path.display()),
         other => other.to_string(),
+    }
+}
+
+/// After `recv` returned 0 on a `SOCK_SEQPACKET` socket: did the peer hang
+/// up, or did it send an empty frame? Both read as 0 bytes; only a hang-up
+/// sets `POLLRDHUP` (the kernel marks the socket shut down before it wakes
+/// the reader, so the flag is visible once EOF is).
+fn hung_up(fd: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // nix names no POLLRDHUP; the bit is libc's.
+    let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+    let mut fds = [PollFd::new(fd.as_fd(), rdhup)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0].revents().is_none_or(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
+        Err(_) => true,
     }
 }
 

@@ -35,5 +35,7 @@ pub mod core;
 pub mod daemon;
 pub mod identity;
 pub mod journal;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
+pub mod privileges;

@@ -1,0 +1,171 @@
+//! Client sessions under budgets: detaching, idle expiry, and the byte
+//! budget of the dedup table.
+//!
+//! # Rules
+//! - A connection has at most one session. A second `Hello` on it detaches
+//!   the first (which then counts as idle and can be evicted or expire); the
+//!   table used to keep it attached to a connection that had moved on, so 256
+//!   `Hello`s on one connection filled it for good.
+//! - A session without a connection for `session-idle-timeout-ms`, and with
+//!   no accepted request still running, is forgotten. A sweep runs at the
+//!   earliest such expiry ([`Supervisor::next_deadline`] includes it), so an
+//!   idle supervisor still frees them.
+//! - A `Hello` for a new session when the table is full evicts the detached
+//!   session idle the longest; if every session has a live connection it is
+//!   answered [`CallError::SessionsFull`], not `Busy` (which means "this
+//!   driver's queue is full, retry the call").
+//! - Cached replies are bounded in bytes as well as in count, per session
+//!   (`dedup-bytes-per-session`) and over all sessions
+//!   (`dedup-bytes-total`). Beyond either, the oldest cached replies are
+//!   forgotten and the session's floor rises past them, exactly as when
+//!   `dedup-per-session` is exceeded: a retry of one is answered `Expired`,
+//!   never executed again. Over the total, the session caching the most
+//!   bytes gives up its oldest first, so one client that never acknowledges
+//!   pays for itself.
+//!
+//! # Designs rejected
+//! - Refusing new calls of a session whose cache is over budget: a client
+//!   with one slow call and many fast ones would be stopped by its own
+//!   replies; expiring the oldest is the dedup table's existing, documented
+//!   answer to the same pressure.
+//! - Expiring sessions that still have a connection: the connection cap
+//!   bounds those, and the client is plainly still there.
+
+use super::{Action, Cached, ClientId, Supervisor};
+use crate::limits::Limits;
+use reinc_policy::Millis;
+use reinc_proto::RequestId;
+
+/// Bytes a cached reply is charged: its body plus the map entry around it.
+pub(super) fn cost(c: &Cached) -> usize {
+    const ENTRY: usize = 64;
+    ENTRY
+        + match c {
+            Cached::Reply(b) => b.len(),
+            Cached::Failed(_) => 0,
+        }
+}
+
+/// The session-side budgets and what they currently hold.
+#[derive(Debug, Default)]
+pub(super) struct SessionBudget {
+    pub(super) limits: Limits,
+    /// Bytes charged for cached replies over all sessions.
+    pub(super) cache_total: usize,
+    /// When the next detached session may expire (`None`: none detached).
+    sweep_at: Option<Millis>,
+}
+
+impl Supervisor {
+    /// Applies the session limits of `[supervisor]` (default: [`Limits::default`]).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.budget.limits = limits;
+        self
+    }
+
+    /// Bytes charged for cached replies over all sessions (tests, status).
+    #[must_use]
+    pub fn cached_reply_bytes(&self) -> usize {
+        self.budget.cache_total
+    }
+
+    /// Sessions in the table.
+    #[must_use]
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Session `c` has no connection from `now` on.
+    pub(super) fn detach(&mut self, c: ClientId, now: Millis) {
+        if let Some(s) = self.sessions.get_mut(&c) {
+            s.conn = None;
+            s.last_active = now;
+            let at = now.plus(Millis(self.budget.limits.session_idle_ms));
+            self.budget.sweep_at = Some(self.budget.sweep_at.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    /// Removes session `c` and what it is charged for.
+    pub(super) fn forget_session(&mut self, c: ClientId) {
+        if let Some(s) = self.sessions.remove(&c) {
+            self.budget.cache_total -= s.cache_bytes;
+        }
+    }
+
+    /// When [`Self::expire_sessions`] next has something to do.
+    pub(super) fn session_deadline(&self) -> Option<Millis> {
+        self.budget.sweep_at
+    }
+
+    /// Forgets every detached session idle for the timeout, with no request
+    /// still running (due at [`Self::session_deadline`]).
+    pub(super) fn expire_sessions(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if self.budget.sweep_at.is_none_or(|t| now < t) {
+            return;
+        }
+        let idle = Millis(self.budget.limits.session_idle_ms);
+        let expired: Vec<ClientId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_none() && s.pending.is_empty() && now.since(s.last_active) >= idle)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &expired {
+            self.forget_session(*c);
+        }
+        if !expired.is_empty() {
+            out.push(Action::Say(format!(
+                "forgot {} client session(s) idle for {idle} without a connection",
+                expired.len()
+            )));
+        }
+        // The next expiry; a detached session with requests still running
+        // is looked at again one timeout later.
+        self.budget.sweep_at = self
+            .sessions
+            .values()
+            .filter(|s| s.conn.is_none())
+            .map(|s| if s.pending.is_empty() { s.last_active.plus(idle) } else { now.plus(idle) })
+            .min();
+    }
+
+    /// Caches `reply` for `rid`, then keeps the dedup table within its count
+    /// and byte budgets by forgetting the oldest replies (their seqs expire).
+    pub(super) fn cache_reply(&mut self, rid: RequestId, reply: Cached) {
+        let per_count = self.dedup_per_session;
+        let per_bytes = self.budget.limits.dedup_bytes_per_session;
+        let Some(s) = self.sessions.get_mut(&rid.client) else { return };
+        let c = cost(&reply);
+        if let Some(old) = s.cache.insert(rid.seq, reply) {
+            s.cache_bytes -= cost(&old);
+            self.budget.cache_total -= cost(&old);
+        }
+        s.cache_bytes += c;
+        self.budget.cache_total += c;
+        while s.cache.len() > per_count || (s.cache_bytes > per_bytes && s.cache.len() > 1) {
+            let freed = s.expire_oldest();
+            self.budget.cache_total -= freed;
+        }
+        while self.budget.cache_total > self.budget.limits.dedup_bytes_total {
+            let Some(top) = self.sessions.values_mut().filter(|s| !s.cache.is_empty()).max_by_key(|s| s.cache_bytes)
+            else {
+                break;
+            };
+            let freed = top.expire_oldest();
+            self.budget.cache_total -= freed;
+        }
+    }
+}
+
+impl super::Session {
+    /// Forgets the oldest cached reply and raises the floor past it; returns
+    /// the bytes freed.
+    fn expire_oldest(&mut self) -> usize {
+        let Some((oldest, c)) = self.cache.pop_first() else { return 0 };
+        let mut freed = cost(&c);
+        self.cache_bytes -= freed;
+        freed += self.raise_floor(oldest + 1);
+        freed
+    }
+}
