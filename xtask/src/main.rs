@@ -13,6 +13,7 @@
 //! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]).
 //! - `demo`: the main job (see [`demo`]).
 //! - `bench`: benchmarks against floors measured in the same run (see [`bench`]).
+//! - `campaign`: the fault-injection campaign and its report (see [`campaign`]).
 //!
 //! Support modules: [`machines`] (profiles, data in `qemu/machines.toml`),
 //! [`apt`] (installing tools, downloading packages), [`kernel`] (kernel
@@ -36,6 +37,7 @@
 mod apt;
 mod bench;
 mod build_pi;
+mod campaign;
 mod console;
 mod cpio;
 mod demo;
@@ -66,6 +68,8 @@ commands:
                   [--out DIR]
   bench         benchmarks against floors measured in the same run -> target/bench/report.md
                   [--quick]
+  campaign      fault-injection campaign under live load -> target/campaign/report.md
+                  [--faults N] [--seed S] [--out DIR]
   help          print this message
 ";
 
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         "qemu-test" => qemu_test::run(&rest),
         "demo" => demo::run(&rest),
         "bench" => bench::run(&rest),
+        "campaign" => campaign::run(&rest),
         "build-pi" => build_pi::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
