@@ -470,7 +470,7 @@ fn blk_load(shared: &Shared, drvctl: &Path, runtime: &Path, dir: &Path) -> u32 {
     let mut runs = 0;
     let (src, dst) = (dir.join("blk-in.bin"), dir.join("blk-out.bin"));
     while !shared.stopped() {
-        let data: Vec<u8> = (0..BLK_BLOCKS as usize * BLOCK_SIZE).map(|i| (i as u32 ^ runs * 0x45) as u8).collect();
+        let data: Vec<u8> = (0..BLK_BLOCKS as usize * BLOCK_SIZE).map(|i| (i as u32 ^ (runs * 0x45)) as u8).collect();
         if let Err(e) = std::fs::write(&src, &data) {
             shared.fail(format!("{}: {e}", src.display()));
             return runs;
@@ -764,6 +764,11 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         .arg("--runtime-dir")
         .arg(&runtime)
         .env("RUST_LOG", "warn")
+        // Drivers inherit the environment: with RUST_BACKTRACE set, every
+        // injected panic spends ~100 ms symbolising a backtrace, which is
+        // the shell's setting, not the supervisor's recovery.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

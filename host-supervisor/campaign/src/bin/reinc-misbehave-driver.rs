@@ -136,16 +136,18 @@ impl Driver {
                 let ready = |i: usize| fds.get(i).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
                 (ready(0), ready(1))
             };
-            if sig_ready && let Some(s) = &self.signals {
-                while let Ok(Some(info)) = s.read_signal() {
-                    match Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) {
-                        Ok(sig @ (Signal::SIGSEGV | Signal::SIGBUS)) => {
-                            warn!("[driver] {}: {sig} sent by pid {}, dying by it", self.name, info.ssi_pid);
-                            die_by(sig);
-                        }
-                        _ => return End::Orderly,
-                    }
+            if sig_ready
+                && let Some(s) = &self.signals
+                && let Ok(Some(info)) = s.read_signal()
+            {
+                if let Ok(sig @ (Signal::SIGSEGV | Signal::SIGBUS)) =
+                    Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0))
+                {
+                    warn!("[driver] {}: {sig} sent by pid {}, dying by it", self.name, info.ssi_pid);
+                    die_by(sig);
                 }
+                // SIGTERM/SIGINT: an orderly stop.
+                return End::Orderly;
             }
             if !ipc_ready {
                 continue;
