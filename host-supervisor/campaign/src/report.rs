@@ -169,6 +169,23 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         let _ = writeln!(md, "Final checks:\n\n```text\n{}\n```\n", r.checks.join("\n"));
     }
 
+    // Where the fault phase's time goes: fault i lasts until fault i+1 starts.
+    let mut cost: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+    for w in r.records.windows(2) {
+        let c = cost.entry(family(&w[0].fault)).or_default();
+        c.0 += 1;
+        c.1 += w[1].at_ms - w[0].at_ms;
+    }
+    let spent: f64 = cost.values().map(|c| c.1).sum();
+    if spent > 0.0 {
+        let _ = writeln!(md, "Where the fault phase's time goes (a fault lasts until the next one starts):\n");
+        let _ = writeln!(md, "| family | n | mean ms per fault | share of the time |\n|---|---:|---:|---:|");
+        for (f, (k, t)) in &cost {
+            let _ = writeln!(md, "| {f} | {k} | {:.1} | {:.0} % |", t / *k as f64, 100.0 * t / spent);
+        }
+        let _ = writeln!(md);
+    }
+
     let _ = writeln!(md, "## Outcomes per fault class\n");
     let _ = write!(md, "| class | n |");
     for o in Outcome::ALL {

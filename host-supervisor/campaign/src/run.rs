@@ -98,7 +98,6 @@ struct Shared {
     net_replies: Mutex<HashMap<(u32, u64), Instant>>,
     /// The misbehave client's first reply from a generation above `.0`.
     mis_watch: Mutex<(u32, Option<Instant>)>,
-    bench_watch: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 impl Shared {
@@ -350,10 +349,6 @@ fn bench_load(shared: &Shared, runtime: &Path) -> u64 {
             Ok(c) if c.result.as_deref() == Ok(&[0u8][..]) => {
                 answered += 1;
                 shared.completions.fetch_add(1, Ordering::Relaxed);
-                let mut w = shared.bench_watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if w.0.is_some() && w.1.is_none() {
-                    w.1 = Some(Instant::now());
-                }
             }
             Ok(c) => {
                 shared.fail(format!("bench_driver: seq {} answered {:?}, expected [0]", c.seq, c.result));
@@ -763,7 +758,9 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         .arg(&config)
         .arg("--runtime-dir")
         .arg(&runtime)
-        .env("RUST_LOG", "warn")
+        // The supervisor's `[SUP]` lines (restarts and their reasons) are kept;
+        // drivers say only warnings.
+        .env("RUST_LOG", "warn,reinc_supervisor=info")
         // Drivers inherit the environment: with RUST_BACKTRACE set, every
         // injected panic spends ~100 ms symbolising a backtrace, which is
         // the shell's setting, not the supervisor's recovery.
@@ -1224,9 +1221,6 @@ impl Injector<'_> {
                 .map_err(|e| format!("chmod {mode:o} {}: {e}", self.bench_copy.display()))
         };
         set_mode(0o644)?;
-        if let Ok(mut w) = self.shared.bench_watch.lock() {
-            *w = (None, None);
-        }
         let t0 = Instant::now();
         kill(Pid::from_raw(st.pid.unwrap_or(0) as i32), Signal::SIGKILL).map_err(|e| format!("kill {name}: {e}"))?;
         let failed = self.sup.wait(name, FAULT_TIMEOUT, |s| {
@@ -1241,7 +1235,8 @@ impl Injector<'_> {
             self.sup.wait(name, FAULT_TIMEOUT, running)?;
             return Ok((Outcome::Quarantined, Handling::Quarantined, None, note));
         }
-        Ok((Outcome::Recovered, Handling::Restarted, Some(t0.elapsed().as_micros() as u64), note))
+        let back = format!("{note}; running again {:.1} ms after the kill", t0.elapsed().as_secs_f64() * 1000.0);
+        Ok((Outcome::Recovered, Handling::Restarted, None, back))
     }
 
     /// Writes a known block in the victim range, flips one bit of it in the
