@@ -14,6 +14,7 @@
 //!   bare-metal firmware's (see [`firmware`]).
 //! - `demo`: the main job (see [`demo`]).
 //! - `bench`: benchmarks against floors measured in the same run (see [`mod@bench`]).
+//! - `campaign`: the fault-injection campaign and its report (see [`campaign`]).
 //!
 //! Support modules: [`machines`] (profiles, data in `qemu/machines.toml`),
 //! [`apt`] (installing tools, downloading packages), [`kernel`] (kernel
@@ -37,6 +38,7 @@
 mod apt;
 mod bench;
 mod build_pi;
+mod campaign;
 mod console;
 mod cpio;
 mod demo;
@@ -71,6 +73,8 @@ commands:
                   [--quick]
   fuzz          the stable fuzzer over every decoder, the checkpoint reader and the config parser
                   [TARGET|all] [--seconds S] [--save]
+  campaign      fault-injection campaign under live load -> target/campaign/report.md
+                  [--faults N] [--seed S] [--out DIR]
   help          print this message
 ";
 
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         "demo" => demo::run(&rest),
         "bench" => bench::run(&rest),
         "fuzz" => fuzz::run(&rest),
+        "campaign" => campaign::run(&rest),
         "build-pi" => build_pi::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

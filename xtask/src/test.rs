@@ -11,7 +11,9 @@
 //! 4. the QEMU guest suites of every machine profile, then the bare-metal
 //!    firmware's (`cargo xtask qemu-test`);
 //! 5. the benchmark smoke run (`cargo xtask bench --quick`): every row is
-//!    produced with sane values; no performance figure is asserted.
+//!    produced with sane values; no performance figure is asserted;
+//! 6. the fault-injection smoke campaign (`cargo xtask campaign`, 2 000
+//!    faults, fixed seed): every invariant must hold; no timing is asserted.
 //!
 //! Every stage runs even when an earlier one failed, so one run shows every
 //! problem. The output ends with a per-stage summary and the closing line
@@ -92,6 +94,15 @@ pub fn run(args: &[String]) -> Result {
         }
     };
     stages.push(("bench smoke", bench));
+
+    let campaign = match crate::campaign::smoke() {
+        Ok(()) => Count { passed: 1, failed: 0 },
+        Err(e) => {
+            eprintln!("xtask: campaign smoke: {e}");
+            Count { passed: 0, failed: 1 }
+        }
+    };
+    stages.push(("campaign smoke", campaign));
 
     let total = print_summary(&stages);
     if total.failed == 0 { Ok(()) } else { Err(util::Error::SuiteFailures { failed: total.failed }) }
