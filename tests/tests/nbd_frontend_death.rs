@@ -148,30 +148,25 @@ fn flush_and_fua_are_answered_after_a_driver_crash_in_the_middle_of_them() {
 }
 
 #[test]
-fn a_supervisor_restart_ends_sessions_with_eio_never_a_hang_and_new_connections_work() {
+fn a_supervisor_restart_is_invisible_to_connections_with_nothing_in_flight() {
     let (mut rig, mut nbd) = setup("nbd-death-sup");
     let (mut idle, _) = RawNbd::go(&nbd.socket);
     let (mut busy, _) = RawNbd::go(&nbd.socket);
-    assert_eq!(busy.write(1, 0, &pattern(CHUNK, 9)), 0);
-    // Sessions do not survive a supervisor restart (README, known
-    // limitations): what was in flight has an unknown outcome.
+    let data = pattern(CHUNK, 9);
+    assert_eq!(busy.write(1, 0, &data), 0);
+    // Nothing is unanswered on either connection: the client library
+    // reconnects to the new supervisor and opens a new session, which loses
+    // nothing, so the NBD clients see only latency.
     let _ = rig.stop_supervisor(Signal::SIGKILL);
     rig.start();
     for (c, what) in [(&mut idle, "an idle connection"), (&mut busy, "a connection that wrote")] {
         c.s.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
-        c.request(spec::READ, 0, 7, 0, 512, &[]);
-        // A reply must be an error for this cookie, then a disconnect; closing
-        // without a reply is also an honest end. Data would be a lie.
-        if let Some(h) = c.read_n(16) {
-            assert_eq!(u32::from_be_bytes(h[4..8].try_into().unwrap()), 5, "{what}: EIO");
-            assert_eq!(u64::from_be_bytes(h[8..16].try_into().unwrap()), 7);
-            assert!(c.closed_by_server(), "{what}: then a disconnect");
-        }
+        assert_eq!(c.read(7, 0, 512), Ok(data[..512].to_vec()), "{what}: the right bytes after the restart");
     }
     assert!(nbd.alive(), "reinc-nbd outlives the supervisor; log:\n{}", nbd.log());
     let (mut c, n) = RawNbd::go(&nbd.socket);
     assert_eq!(n.size, SIZE as u64);
-    assert_eq!(c.read(2, 0, CHUNK as u32), Ok(pattern(CHUNK, 9)), "an acknowledged write survived the restart too");
+    assert_eq!(c.read(2, 0, CHUNK as u32), Ok(data), "an acknowledged write survived the restart too");
 }
 
 #[test]

@@ -314,18 +314,17 @@ impl Supervisor {
         let mut r = Recovery::default();
         self.wal.stats.lifetimes = image.lifetimes + 1;
         for si in image.sessions {
-            let mut s = Session { last_active: now, ..Session::default() };
-            s.floor = si.floor;
+            let s = Session { last_active: now, floor: si.floor, ..Session::default() };
+            self.sessions.insert(si.client, s);
+            // Detached until resumed: the idle expiry applies to it too.
+            self.detach(si.client, now);
+            // Through the dedup table's own door, so its count and byte
+            // budgets (and their running totals) hold for recovered answers.
             for (seq, a) in si.cache {
-                if seq >= s.floor {
-                    s.cache.insert(seq, from_answer(a));
+                if seq >= si.floor {
+                    self.cache_reply(RequestId { client: si.client, seq }, from_answer(a));
                 }
             }
-            while s.cache.len() > self.dedup_per_session {
-                let (oldest, _) = s.cache.pop_first().expect("non-empty");
-                s.raise_floor(oldest + 1);
-            }
-            self.sessions.insert(si.client, s);
             r.sessions += 1;
         }
         for di in image.drivers {
