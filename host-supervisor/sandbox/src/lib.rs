@@ -347,6 +347,9 @@ pub fn allowed_syscalls() -> Vec<i64> {
         SYS_getegid,
         SYS_prlimit64,
         SYS_tgkill,
+        // musl's raise() signals its own thread with tkill, not tgkill: the
+        // static guest and Raspberry Pi binaries are musl.
+        SYS_tkill,
         SYS_kill,
         SYS_restart_syscall,
         SYS_exit,
