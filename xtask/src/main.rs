@@ -11,7 +11,7 @@
 //! Subcommands:
 //! - `test`: everything CI runs (see [`mod@test`]).
 //! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]).
-//! - `demo`: the main job (see [`demo`]).
+//! - `demo`: the main job (see [`demo`]); `demo --guest` boots it in QEMU (see [`demo_guest`]).
 //! - `bench`: benchmarks against floors measured in the same run (see [`mod@bench`]).
 //!
 //! Support modules: [`machines`] (profiles, data in `qemu/machines.toml`),
@@ -36,9 +36,11 @@
 mod apt;
 mod bench;
 mod build_pi;
+mod busybox;
 mod console;
 mod cpio;
 mod demo;
+mod demo_guest;
 mod genirq;
 mod initramfs;
 mod kernel;
@@ -62,6 +64,8 @@ commands:
                   [--machine NAME] [--verbose] [--timeout SECS]
   demo          run the main demo: supervised drivers, a crash mid-transfer, replay
                   [--size BYTES] [--keep] [--debug]
+                  --guest [--verbose] [--timeout SECS]: the same in the x86 QEMU guest,
+                  busybox dd on the kernel's /dev/nbd0 through a kill -SEGV
   build-pi      cross-build the Raspberry Pi binaries, config and overlay into target/pi/reinc
                   [--out DIR]
   bench         benchmarks against floors measured in the same run -> target/bench/report.md
