@@ -5,8 +5,7 @@
 //! # Shape
 //! - `/bin/supervisor` runs `qemu/x86/nbd.toml` (one storage driver, 12 MiB
 //!   in the guest's RAM root), `/bin/reinc-nbd` serves it on a Unix socket.
-//! - This program is the `nbd-client`: busybox-static has none, and the
-//!   guest has no busybox at all (see the crate doc). It negotiates with
+//! - This program is the `nbd-client`: busybox-static has none. It negotiates with
 //!   `NBD_OPT_GO` in user space, then hands the connected socket to the
 //!   kernel with the classic ioctls (`NBD_SET_BLKSIZE`, `NBD_SET_SIZE_BLOCKS`,
 //!   `NBD_SET_FLAGS`, `NBD_SET_TIMEOUT`, `NBD_SET_SOCK`) and a thread blocked
@@ -21,6 +20,13 @@
 //!   the kernel log has no I/O error and no NBD complaint, the `[SUP]` lines
 //!   show the crash, the restart and the replay, and the exec log shows every
 //!   storage write applied once.
+//! - Then the same with the real tools: busybox-static's `dd`, `sha256sum`
+//!   and `kill` (put into the initramfs by the profile's `guest.busybox`).
+//!   The literal `dd if=/dev/nbd0 of=/dev/null bs=1M count=10` and `dd
+//!   if=FILE of=/dev/nbd0 bs=1M count=10 conv=fsync`, each with `kill -SEGV`,
+//!   `kill -KILL` or `kill -STOP` (a hang) sent from outside once the block
+//!   layer has counted 3 MiB on /dev/nbd0 and while dd still runs; see
+//!   `busybox_case`.
 //!
 //! # The one `unsafe`
 //! The NBD ioctls take an integer argument, and nix generates its ioctl
@@ -51,7 +57,7 @@ const EXEC_LOG: &str = "/tmp/reinc-nbd-exec.log";
 /// What each dd moves: `bs=1M count=10`.
 const MIB: usize = 1 << 20;
 const COUNT: usize = 10;
-const SUITE_LIMIT: Duration = Duration::from_secs(200);
+const SUITE_LIMIT: Duration = Duration::from_secs(360);
 /// Where a busybox case sends its signal: once this much has moved on the
 /// faulted side of /dev/nbd0.
 const KILL_AFTER: u64 = 3 << 20;
