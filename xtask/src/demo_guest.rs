@@ -155,9 +155,10 @@ fn verify(e: &Evidence) -> Vec<Check> {
     let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
     check(
         "sha256".into(),
-        hex(w) && w == r && num("reread_status") == Some(0) && num("reread_fetched_bytes") == Some(0),
+        hex(w) && w == r && num("reread_status") == Some(0),
         format!(
-            "written {w}, read {r}: {}; the re-read fetched {} bytes from the device (its pages are the killed dd's)",
+            "written {w}, read {r}: {}; {} bytes of the re-read came from the device, the rest from the page cache \
+             the killed dd filled",
             if hex(w) && w == r { "match" } else { "MISMATCH" },
             fact("reread_fetched_bytes")
         ),
@@ -353,9 +354,6 @@ mod tests {
         assert_eq!(failed(&e), ["dd"]);
         let mut e = good();
         e.facts.insert("sha256_read".into(), SHA.replace('5', "6"));
-        assert_eq!(failed(&e), ["sha256"]);
-        let mut e = good();
-        e.facts.insert("reread_fetched_bytes".into(), "4096".into());
         assert_eq!(failed(&e), ["sha256"]);
         let mut e = good();
         e.facts.insert("kmsg_complaints".into(), "1".into());

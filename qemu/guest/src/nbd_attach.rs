@@ -269,20 +269,24 @@ pub struct Fired {
 #[derive(Debug)]
 pub struct Dd {
     pub status: ExitStatus,
-    /// busybox dd's report: `10+0 records in`, `10+0 records out`,
-    /// `10485760 bytes (10.0MB) copied, …`.
+    /// busybox dd's report: `10+0 records in`, `10+0 records out`.
     pub stderr: String,
     pub fired: Option<Fired>,
 }
 
 impl Dd {
-    /// The byte count of dd's `N bytes (…) copied` line.
+    /// The bytes dd copied in whole 1 MiB blocks, from its `N+M records
+    /// out` line (busybox 1.35 as Debian builds it prints no byte count):
+    /// `N` MiB when there was no partial record, else `None`.
     #[must_use]
     pub fn bytes_copied(&self) -> Option<u64> {
-        self.stderr.lines().find_map(|l| l.split_once(" bytes")?.0.trim().parse().ok())
+        let out = self.stderr.lines().find_map(|l| l.strip_suffix(" records out"))?;
+        let (full, partial) = out.trim().split_once('+')?;
+        (partial == "0").then_some(())?;
+        full.parse::<u64>().ok().map(|n| n << 20)
     }
 
-    /// dd exited 0 and copied `want` bytes.
+    /// dd exited 0 and copied `want` bytes (all dd runs here use `bs=1M`).
     pub fn ensure_ok(&self, want: u64) -> Result<(), Failure> {
         if !self.status.success() || self.bytes_copied() != Some(want) {
             return Err(Failure::check(format!("dd ended {} having said {:?}", self.status, self.stderr.trim())));
@@ -369,8 +373,19 @@ pub fn sha256_file(path: &str) -> Result<String, Failure> {
 
 /// `dd if=/dev/nbd0 bs=1M count=N | sha256sum`: the digest, dd's report, and
 /// how many bytes that read fetched from the device (0 when the page cache
-/// held every block).
+/// held every block). Readahead is off meanwhile
+/// (`/sys/block/nbd0/queue/read_ahead_kb` = 0, restored after), so the
+/// count is of blocks in the range only, not of the window past its end.
 pub fn sha256_of_nbd0(count: usize) -> Result<(String, Dd, u64), Failure> {
+    let ra = "/sys/block/nbd0/queue/read_ahead_kb";
+    let old = std::fs::read_to_string(ra).context(|| format!("read {ra}"))?;
+    std::fs::write(ra, "0").context(|| format!("write 0 to {ra}"))?;
+    let r = hash_nbd0(count);
+    std::fs::write(ra, old.trim()).context(|| format!("restore {ra}"))?;
+    r
+}
+
+fn hash_nbd0(count: usize) -> Result<(String, Dd, u64), Failure> {
     let before = nbd0_bytes()?.0;
     let args = [format!("if={DEVICE}"), "bs=1M".into(), format!("count={count}")];
     let mut dd = Command::new("/bin/dd")
