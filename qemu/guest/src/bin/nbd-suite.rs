@@ -253,7 +253,7 @@ fn busybox_case(ctx: &Ctx, signal: &str, side: Side, seed: u64) -> TestResult {
     let replays = ctx.sup.count_logged("[SUP] replaying");
     let restarts = ctx.sup.count_logged("[SUP] restarting storage_driver");
     let needle = match signal {
-        "STOP" => "storage_driver hung (missed",
+        "STOP" => "[SUP] storage_driver failed (hung (missed",
         "SEGV" => "[SUP] storage_driver crashed (SIGSEGV)",
         _ => "[SUP] storage_driver crashed (SIGKILL)",
     };
