@@ -245,7 +245,7 @@ fn dd_write_survives_a_hang_mid_transfer(ctx: &Ctx) -> TestResult {
 /// its bytes are then hashed by `dd if=/dev/nbd0 bs=1M count=10 |
 /// sha256sum` without dropping the page cache (readahead off), so the
 /// digest is mostly of the pages the interrupted dd brought in; how many
-/// bytes came from the device again is printed (about 1 MiB so far, not
+/// bytes came from the device again is printed (0 or 1 MiB so far, not
 /// understood yet).
 fn busybox_case(ctx: &Ctx, signal: &str, side: Side, seed: u64) -> TestResult {
     let before = status(STORAGE)?;
