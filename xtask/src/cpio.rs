@@ -12,6 +12,7 @@
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFCHR: u32 = 0o020000;
+const S_IFLNK: u32 = 0o120000;
 
 /// An in-memory newc archive.
 #[derive(Debug, Default)]
@@ -39,6 +40,11 @@ impl Archive {
     /// Adds a character device node.
     pub fn char_dev(&mut self, path: &str, perm: u32, major: u32, minor: u32) {
         self.entry(path, S_IFCHR | perm, 1, (major, minor), &[]);
+    }
+
+    /// Adds a symbolic link to `target` (the link's data is the target path).
+    pub fn symlink(&mut self, path: &str, target: &str) {
+        self.entry(path, S_IFLNK | 0o777, 1, (0, 0), target.as_bytes());
     }
 
     fn entry(&mut self, path: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) {
@@ -146,6 +152,15 @@ mod tests {
                 assert_eq!(members[1].0, "second");
             }
         }
+    }
+
+    #[test]
+    fn symlinks_carry_their_target_as_data() {
+        let mut a = Archive::new();
+        a.file("bin/busybox", 0o755, b"\x7fELF");
+        a.symlink("bin/dd", "busybox");
+        let members = read(&a.finish());
+        assert_eq!(members[1], ("bin/dd".into(), 0o120777, (0, 0), b"busybox".to_vec()));
     }
 
     #[test]

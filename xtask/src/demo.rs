@@ -294,7 +294,11 @@ fn stop(child: &mut Child) -> Result<bool> {
 }
 
 /// Flags: `--size BYTES`, `--keep`, `--debug` (see [`Flags`]).
+/// `--guest` runs [`crate::demo_guest`] instead.
 pub fn run(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--guest") {
+        return crate::demo_guest::run(args);
+    }
     let flags = Flags::parse(args)?;
     println!("reinc demo: a supervised storage driver is killed with SIGSEGV in the middle of a transfer;");
     println!("the supervisor restarts it and replays what was in flight. The client sees only latency.");

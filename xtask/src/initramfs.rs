@@ -4,6 +4,8 @@
 //! Layout inside the guest:
 //! - `/init`: `reinc-init` from the `reinc-guest` crate (PID 1);
 //! - `/bin/<program>`: the profile's guest programs;
+//! - `/bin/busybox` and `/bin/<applet>` links, when the profile asks for
+//!   busybox (`[machine.guest.busybox]`);
 //! - `/lib/modules/<name>.ko`: the profile's modules;
 //! - `/etc/reinc/plan`: the boot plan (see `reinc-guest-protocol`);
 //! - `/dev/console`: so PID 1 has a console before devtmpfs is mounted;
@@ -65,8 +67,9 @@ pub fn plan(profile: &Profile) -> Plan {
     }
 }
 
-/// Packs the initramfs and writes it to `out`.
-pub fn assemble(profile: &Profile, programs_dir: &Path, kernel: &Kernel, out: &Path) -> Result {
+/// Packs the initramfs and writes it to `out`. `busybox` is the static
+/// binary of the profile's `guest.busybox`, if it has one.
+pub fn assemble(profile: &Profile, programs_dir: &Path, kernel: &Kernel, busybox: Option<&Path>, out: &Path) -> Result {
     let read = |p: &Path| std::fs::read(p).at(p);
     let mut a = Archive::new();
     for dir in ["bin", "dev", "etc", "etc/reinc", "lib", "lib/modules", "proc", "sys", "tmp", "run"] {
@@ -85,6 +88,18 @@ pub fn assemble(profile: &Profile, programs_dir: &Path, kernel: &Kernel, out: &P
             )));
         }
         a.file(&format!("bin/{program}"), 0o755, &read(&path)?);
+    }
+    match (&profile.guest.busybox, busybox) {
+        (Some(spec), Some(path)) => {
+            a.file("bin/busybox", 0o755, &read(path)?);
+            for (link, target) in crate::busybox::links(spec) {
+                a.symlink(&link, target);
+            }
+        }
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::Other(format!("machine `{}`: busybox given without its profile entry", profile.name)));
+        }
     }
     for (name, path) in &kernel.modules {
         a.file(&format!("lib/modules/{name}.ko"), 0o644, &read(path)?);

@@ -356,7 +356,7 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result {
 }
 
 /// Package versions contain `:` (epochs); keep cache names plain.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-+".contains(c) { c } else { '_' }).collect()
 }
 

@@ -176,6 +176,22 @@ pub struct GuestSpec {
     pub suites: Vec<String>,
     /// `poweroff` or `reboot`.
     pub halt: HaltSpec,
+    /// A static busybox from a Debian package, for real shell tools (`dd`,
+    /// `sha256sum`) in the guest; absent: none.
+    #[serde(default)]
+    pub busybox: Option<BusyboxSpec>,
+}
+
+/// Debian's static busybox, downloaded (never installed) for the guest's
+/// architecture and unpacked into the cache (see `busybox.rs`); it lands in
+/// `/bin/busybox`, with one `/bin/<applet>` link per applet.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusyboxSpec {
+    /// The Debian package (`busybox-static`).
+    pub package: String,
+    /// Applets linked into `/bin`, e.g. `dd`, `sha256sum`.
+    pub applets: Vec<String>,
 }
 
 /// A PCI id binding.
@@ -249,6 +265,19 @@ fn check(profiles: &[Profile]) -> Vec<String> {
                 ));
             }
         }
+        if let Some(bb) = &p.guest.busybox {
+            if bb.applets.is_empty() {
+                problems.push(format!("machine `{}`: guest.busybox.applets is empty", p.name));
+            }
+            for a in &bb.applets {
+                if a.is_empty() || a.contains('/') || a == "busybox" {
+                    problems.push(format!("machine `{}`: guest.busybox applet `{a}` is not a plain name", p.name));
+                } else if p.guest.programs.contains(a) {
+                    problems
+                        .push(format!("machine `{}`: busybox applet `{a}` would replace guest program `{a}`", p.name));
+                }
+            }
+        }
         let reserved = ["-kernel", "-initrd", "-append", "-accel", "-device", "-dtb"];
         for a in &p.qemu.args {
             if reserved.contains(&a.as_str()) {
@@ -287,6 +316,33 @@ mod tests {
         assert_eq!(x86.guest.uio_devices, 2);
         let names: Vec<&str> = x86.kernel.modules.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["uio", "uio_pci_generic", "nbd"], "uio must load before uio_pci_generic");
+    }
+
+    #[test]
+    fn x86_profile_brings_busybox_static_with_dd_and_sha256sum() {
+        let x86 = load().unwrap().into_iter().find(|p| p.name == "x86").unwrap();
+        let bb = x86.guest.busybox.as_ref().expect("x86 has busybox for dd and sha256sum");
+        assert_eq!(bb.package, "busybox-static");
+        for applet in ["dd", "sha256sum", "kill"] {
+            assert!(bb.applets.iter().any(|a| a == applet), "{applet} missing from {:?}", bb.applets);
+        }
+        let rpi3 = load().unwrap().into_iter().find(|p| p.name == "rpi3").unwrap();
+        assert_eq!(rpi3.guest.busybox, None, "the rpi3 guest needs no shell tools");
+    }
+
+    #[test]
+    fn busybox_table_rejects_unknown_keys_and_bad_applets() {
+        let text = std::fs::read_to_string(util::workspace_root().join(PROFILES)).unwrap();
+        let bad = text.replace("applets =", "applet =");
+        let err = parse(&bad, Path::new("machines.toml")).unwrap_err().to_string();
+        assert!(err.contains("applet"), "{err}");
+        let x86 = load().unwrap().into_iter().find(|p| p.name == "x86").unwrap();
+        let mut bad = x86.clone();
+        bad.guest.busybox =
+            Some(BusyboxSpec { package: "busybox-static".into(), applets: vec!["../sh".into(), "supervisor".into()] });
+        let problems = check(&[bad]).join("\n");
+        assert!(problems.contains("`../sh` is not a plain name"), "{problems}");
+        assert!(problems.contains("would replace guest program `supervisor`"), "{problems}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! - `test`: everything CI runs (see [`mod@test`]).
 //! - `qemu-test`: the QEMU guest suites (see [`qemu_test`]), and the
 //!   bare-metal firmware's (see [`firmware`]).
-//! - `demo`: the main job (see [`demo`]).
+//! - `demo`: the main job (see [`demo`]); `demo --guest` boots it in QEMU (see [`demo_guest`]).
 //! - `bench`: benchmarks against floors measured in the same run (see [`mod@bench`]).
 //! - `campaign`: the fault-injection campaign and its report (see [`campaign`]).
 //!
@@ -38,10 +38,12 @@
 mod apt;
 mod bench;
 mod build_pi;
+mod busybox;
 mod campaign;
 mod console;
 mod cpio;
 mod demo;
+mod demo_guest;
 mod firmware;
 mod fuzz;
 mod genirq;
@@ -67,6 +69,8 @@ commands:
                   [--machine NAME|rpi3-fw] [--verbose] [--timeout SECS]
   demo          run the main demo: supervised drivers, a crash mid-transfer, replay
                   [--size BYTES] [--keep] [--debug]
+                  --guest [--verbose] [--timeout SECS]: the same in the x86 QEMU guest,
+                  busybox dd on the kernel's /dev/nbd0 through a kill -SEGV
   build-pi      cross-build the Raspberry Pi binaries, config and overlay into target/pi/reinc
                   [--out DIR]
   bench         benchmarks against floors measured in the same run -> target/bench/report.md

@@ -19,7 +19,7 @@ use crate::apt::Qemu;
 use crate::console::{Console, End, Event, Report, printable};
 use crate::machines::{self, DtbPatch, KvmPolicy, Profile};
 use crate::util::{self, Error, IoContext, Result};
-use crate::{apt, initramfs, kernel, rpi};
+use crate::{apt, busybox, initramfs, kernel, rpi};
 
 const USAGE: &str = "\
 usage: cargo xtask qemu-test [--machine NAME] [--verbose] [--timeout SECS]
@@ -164,17 +164,65 @@ pub fn run_counted(flags: &Flags) -> Result<(usize, usize)> {
     Ok((passed, failed))
 }
 
-/// Prepares and boots one machine.
+/// Prepares and boots one machine, printing one line per guest test.
 fn run_machine(profile: &Profile, resolved: &kernel::Resolved, flags: &Flags) -> Result<Report> {
+    let mut console = Console::new();
+    let name = &profile.name;
+    let verbose = flags.verbose;
+    let end = prepare_and_boot(profile, resolved, "initrd.cpio", flags.timeout, verbose, |line| {
+        match line {
+            Line::Console(line) => {
+                if verbose {
+                    println!("{name}| {}", printable(&line));
+                }
+                match console.feed(&line) {
+                    Some(Event::Test(t)) => match &t.verdict {
+                        Verdict::Ok => println!("  ok    {name} {}", t.name),
+                        Verdict::Fail(reason) => println!("  FAIL  {name} {}: {reason}", t.name),
+                    },
+                    Some(Event::GuestError(e)) => println!("  ERROR {name} guest: {e}"),
+                    Some(Event::Panic(p)) => println!("  PANIC {name} {p}"),
+                    None => {}
+                }
+            }
+            Line::Qemu(line) => {
+                println!("{name}: qemu: {line}");
+                console.feed(&format!("qemu: {line}"));
+            }
+        }
+        console.summary_seen()
+    })?;
+    Ok(console.finish(end))
+}
+
+/// Everything `qemu-test` does for one machine up to and including the boot,
+/// shared with `cargo xtask demo --guest`: finds the emulator, fetches the
+/// kernel (and busybox, if the profile has it), builds the guest programs,
+/// packs the initramfs into the machine's work directory as `initrd_name`,
+/// patches the device tree, picks the accelerator, and runs QEMU, handing
+/// every output line to `on_line` (which returns true once the guest is
+/// done; see [`run_qemu`]). `timeout` overrides the profile's limit.
+pub(crate) fn prepare_and_boot(
+    profile: &Profile,
+    resolved: &kernel::Resolved,
+    initrd_name: &str,
+    timeout: Option<u64>,
+    verbose: bool,
+    on_line: impl FnMut(Line) -> bool,
+) -> Result<End> {
     println!("{}: {}", profile.name, profile.description);
     let qemu = apt::ensure_qemu(&profile.qemu.binary, &profile.qemu.package)?;
     let kernel = kernel::fetch(&profile.kernel, &profile.debian_arch, resolved)?;
+    let busybox = match &profile.guest.busybox {
+        Some(spec) => Some(busybox::fetch(spec, &profile.debian_arch)?),
+        None => None,
+    };
     let programs = initramfs::build_programs(profile)?;
-    let initrd = machines::work_dir(profile).join("initrd.cpio");
-    initramfs::assemble(profile, &programs, &kernel, &initrd)?;
+    let initrd = machines::work_dir(profile).join(initrd_name);
+    initramfs::assemble(profile, &programs, &kernel, busybox.as_deref(), &initrd)?;
     let dtb = device_tree(profile, &kernel)?;
     let accel = choose_accel(profile, &qemu, &kernel.image, dtb.as_deref())?;
-    let timeout = Duration::from_secs(flags.timeout.unwrap_or(profile.timeout_secs));
+    let timeout = Duration::from_secs(timeout.unwrap_or(profile.timeout_secs));
     println!(
         "{}: booting {} under {accel} with {} (limit {} s)",
         profile.name,
@@ -183,7 +231,11 @@ fn run_machine(profile: &Profile, resolved: &kernel::Resolved, flags: &Flags) ->
         timeout.as_secs()
     );
     let boot_files = BootFiles { image: &kernel.image, initrd: Some(&initrd), dtb: dtb.as_deref() };
-    boot(profile, qemu_command(profile, &qemu, accel, &boot_files, None), timeout, flags.verbose)
+    let cmd = qemu_command(profile, &qemu, accel, &boot_files, None);
+    if verbose {
+        println!("$ {}", util::describe(&cmd));
+    }
+    run_qemu(cmd, timeout, on_line)
 }
 
 /// The profile's device tree, patched as it says (into the machine's work
@@ -244,39 +296,6 @@ pub(crate) enum Line {
 
 /// How long QEMU may take to exit once the guest printed its summary.
 const HALT_GRACE: Duration = Duration::from_secs(15);
-
-/// Boots and parses the console until QEMU exits or the limit passes.
-fn boot(profile: &Profile, cmd: Command, timeout: Duration, verbose: bool) -> Result<Report> {
-    if verbose {
-        println!("$ {}", util::describe(&cmd));
-    }
-    let mut console = Console::new();
-    let name = &profile.name;
-    let end = run_qemu(cmd, timeout, |line| {
-        match line {
-            Line::Console(line) => {
-                if verbose {
-                    println!("{name}| {}", printable(&line));
-                }
-                match console.feed(&line) {
-                    Some(Event::Test(t)) => match &t.verdict {
-                        Verdict::Ok => println!("  ok    {name} {}", t.name),
-                        Verdict::Fail(reason) => println!("  FAIL  {name} {}: {reason}", t.name),
-                    },
-                    Some(Event::GuestError(e)) => println!("  ERROR {name} guest: {e}"),
-                    Some(Event::Panic(p)) => println!("  PANIC {name} {p}"),
-                    None => {}
-                }
-            }
-            Line::Qemu(line) => {
-                println!("{name}: qemu: {line}");
-                console.feed(&format!("qemu: {line}"));
-            }
-        }
-        console.summary_seen()
-    })?;
-    Ok(console.finish(end))
-}
 
 /// Runs QEMU with stdin closed, hands every output line to `on_line` as it
 /// arrives, and kills QEMU once `timeout` has passed. When `on_line` first

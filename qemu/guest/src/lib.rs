@@ -15,7 +15,10 @@
 //! language for the boot logic, and a shell cannot count results robustly or
 //! report a crashed suite by signal name. The init follows a plan file the
 //! xtask writes from the machine profile (format in `reinc-guest-protocol`),
-//! so it has no machine-specific code.
+//! so it has no machine-specific code. (A profile may still put Debian's
+//! static busybox into `/bin` as a *tool*, for claims that must be made by
+//! the real `dd` and `sha256sum`: the x86 profile does, for `nbd-suite` and
+//! `nbd-demo`. It is never the init.)
 //!
 //! # Why suites are separate programs
 //! PID 1 must never die (the kernel panics). Running each suite as a child

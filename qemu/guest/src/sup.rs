@@ -152,6 +152,12 @@ impl Supervisor {
         self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
     }
 
+    /// The log lines from the `from`-th on (for echoing them as they come).
+    #[must_use]
+    pub fn lines_from(&self, from: usize) -> Vec<String> {
+        self.log.lock().unwrap().get(from..).map(<[String]>::to_vec).unwrap_or_default()
+    }
+
     /// Whether it was started and not stopped.
     #[must_use]
     pub fn is_running(&self) -> bool {

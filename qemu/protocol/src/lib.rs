@@ -38,6 +38,11 @@ pub const SUMMARY_MARKER: &str = "GUEST-SUMMARY";
 /// Prefix of a setup failure outside any test (module load, binding, a suite
 /// that could not start). It always makes the run fail.
 pub const ERROR_MARKER: &str = "GUEST-ERROR";
+/// Prefix of a transcript line of a guest demo (`cargo xtask demo --guest`):
+/// the xtask prints the rest of the line as it arrives.
+pub const DEMO_LINE_MARKER: &str = "GUEST-DEMO";
+/// Prefix of a guest demo's `key=value` facts, which the xtask verifies.
+pub const DEMO_FACT_MARKER: &str = "GUEST-FACT";
 
 /// A module to load, in plan order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,8 +5,7 @@
 //! # Shape
 //! - `/bin/supervisor` runs `qemu/x86/nbd.toml` (one storage driver, 12 MiB
 //!   in the guest's RAM root), `/bin/reinc-nbd` serves it on a Unix socket.
-//! - This program is the `nbd-client`: busybox-static has none, and the
-//!   guest has no busybox at all (see the crate doc). It negotiates with
+//! - This program is the `nbd-client`: busybox-static has none. It negotiates with
 //!   `NBD_OPT_GO` in user space, then hands the connected socket to the
 //!   kernel with the classic ioctls (`NBD_SET_BLKSIZE`, `NBD_SET_SIZE_BLOCKS`,
 //!   `NBD_SET_FLAGS`, `NBD_SET_TIMEOUT`, `NBD_SET_SOCK`) and a thread blocked
@@ -21,6 +20,13 @@
 //!   the kernel log has no I/O error and no NBD complaint, the `[SUP]` lines
 //!   show the crash, the restart and the replay, and the exec log shows every
 //!   storage write applied once.
+//! - Then the same with the real tools: busybox-static's `dd`, `sha256sum`
+//!   and `kill` (put into the initramfs by the profile's `guest.busybox`).
+//!   The literal `dd if=/dev/nbd0 of=/dev/null bs=1M count=10` and `dd
+//!   if=FILE of=/dev/nbd0 bs=1M count=10 conv=fsync`, each with `kill -SEGV`,
+//!   `kill -KILL` or `kill -STOP` (a hang) sent from outside once the block
+//!   layer has counted 3 MiB on /dev/nbd0 and while dd still runs; see
+//!   `busybox_case`.
 //!
 //! # The one `unsafe`
 //! The NBD ioctls take an integer argument, and nix generates its ioctl
@@ -29,11 +35,8 @@
 #![deny(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,72 +45,22 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reinc_client::control::ControlRequest;
 use reinc_guest::harness::{self, Context, Failure, TestResult};
-use reinc_guest::sup::{STATE_WAIT, Supervisor, control, running, status, wait_status};
+use reinc_guest::sup::{Supervisor, control, running, status, wait_status};
 use reinc_guest::{ensure, ensure_eq, test};
 use reinc_proto::FaultPlan;
 
-const CONFIG: &str = include_str!("../../../x86/nbd.toml");
-const CONFIG_PATH: &str = "/etc/reinc/nbd.toml";
-const SOCKET: &str = "/run/reinc-nbd.sock";
-const DEVICE: &str = "/dev/nbd0";
+#[path = "../nbd_attach.rs"]
+mod nbd_attach;
+use nbd_attach::{Attached, DEVICE, KBLOCK, SIZE, STORAGE, Side, attach, kernel_complaints, kernel_nbd, pattern};
+
 const EXEC_LOG: &str = "/tmp/reinc-nbd-exec.log";
-const STORAGE: &str = "storage_driver";
-/// The export: 24576 blocks of 512 bytes.
-const SIZE: u64 = 12 << 20;
 /// What each dd moves: `bs=1M count=10`.
 const MIB: usize = 1 << 20;
 const COUNT: usize = 10;
-/// The kernel's block size on /dev/nbd0 (and the O_DIRECT alignment).
-const KBLOCK: u64 = 4096;
-const SUITE_LIMIT: Duration = Duration::from_secs(150);
-
-/// The classic NBD ioctls of `linux/nbd.h` (`_IO(0xab, n)`).
-mod kernel_nbd {
-    #![allow(unsafe_code)]
-    use std::fs::File;
-    use std::io;
-    use std::os::fd::AsRawFd;
-
-    const SET_SOCK: u8 = 0;
-    const SET_BLKSIZE: u8 = 1;
-    const DO_IT: u8 = 3;
-    const CLEAR_SOCK: u8 = 4;
-    const SET_SIZE_BLOCKS: u8 = 7;
-    const DISCONNECT: u8 = 8;
-    const SET_TIMEOUT: u8 = 9;
-    const SET_FLAGS: u8 = 10;
-
-    fn ioctl(dev: &File, nr: u8, arg: u64) -> io::Result<()> {
-        let request = nix::request_code_none!(0xab, nr);
-        // SAFETY: every NBD ioctl used here takes its argument by value (an
-        // integer or a file descriptor number, never a pointer), so the kernel
-        // reads and writes none of this process's memory; `dev` is an open
-        // file for the whole call.
-        let r = unsafe { nix::libc::ioctl(dev.as_raw_fd(), request, arg as nix::libc::c_ulong) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-    }
-
-    /// Block size, size in blocks, transmission flags, request timeout, and
-    /// the connected (already negotiated) socket.
-    pub fn configure(dev: &File, block: u64, blocks: u64, flags: u16, timeout_s: u64, sock: i32) -> io::Result<()> {
-        ioctl(dev, SET_BLKSIZE, block)?;
-        ioctl(dev, SET_SIZE_BLOCKS, blocks)?;
-        ioctl(dev, SET_FLAGS, u64::from(flags))?;
-        ioctl(dev, SET_TIMEOUT, timeout_s)?;
-        ioctl(dev, SET_SOCK, u64::try_from(sock).map_err(|_| io::Error::other("negative fd"))?)
-    }
-
-    /// Serves the device until it is disconnected (blocks).
-    pub fn do_it(dev: &File) -> io::Result<()> {
-        ioctl(dev, DO_IT, 0)
-    }
-
-    /// Asks the kernel to send `NBD_CMD_DISC` and end `do_it`.
-    pub fn disconnect(dev: &File) -> io::Result<()> {
-        ioctl(dev, DISCONNECT, 0)?;
-        ioctl(dev, CLEAR_SOCK, 0)
-    }
-}
+const SUITE_LIMIT: Duration = Duration::from_secs(360);
+/// Where a busybox case sends its signal: once this much has moved on the
+/// faulted side of /dev/nbd0.
+const KILL_AFTER: u64 = 3 << 20;
 
 struct Ctx {
     sup: Supervisor,
@@ -128,19 +81,6 @@ impl Drop for Ctx {
             let _ = c.wait();
         }
     }
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
 }
 
 /// A 1 MiB buffer aligned for O_DIRECT, carved out of a larger Vec.
@@ -185,38 +125,6 @@ fn dd_read(dev: &File, mut after: impl FnMut(usize)) -> Result<(Vec<u8>, Duratio
         after(i);
     }
     Ok((out, t.elapsed()))
-}
-
-/// Kernel log lines that would mean a client saw the crash.
-fn kernel_complaints() -> Result<Vec<String>, Failure> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .context(|| "open /dev/kmsg".into())?;
-    let mut bad = Vec::new();
-    let mut rec = vec![0u8; 8192];
-    loop {
-        match f.read(&mut rec) {
-            Ok(0) => break,
-            Ok(n) => {
-                let line = String::from_utf8_lossy(&rec[..n]);
-                let msg = line.split_once(';').map_or(&*line, |(_, m)| m).trim().to_string();
-                let nbd = msg.contains("nbd0") || msg.starts_with("block nbd");
-                let lower = msg.to_lowercase();
-                if msg.contains("I/O error")
-                    || (nbd && ["error", "timed out", "dead", "failed"].iter().any(|w| lower.contains(w)))
-                {
-                    bad.push(msg);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            // A record overwritten while we read: skip on.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => {}
-            Err(e) => return Err(Failure::check(format!("read /dev/kmsg: {e}"))),
-        }
-    }
-    Ok(bad)
 }
 
 /// Every storage write in the exec log at most once; returns how many.
@@ -325,9 +233,123 @@ fn dd_write_survives_a_hang_mid_transfer(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// The real busybox `dd` (and `sha256sum`, `kill`) under a storage-driver
+/// fault that lands mid-transfer: `signal` is sent with `/bin/kill` as soon
+/// as the block layer has counted [`KILL_AFTER`] bytes on the faulted side of
+/// /dev/nbd0, while dd is still running (checked). `STOP` is the hang: the
+/// supervisor notices the missed heartbeats and kills the driver itself.
+///
+/// A write is `dd if=FILE of=/dev/nbd0 bs=1M count=10 conv=fsync`, read
+/// back after dropping the page cache. A read is the literal `dd
+/// if=/dev/nbd0 of=/dev/null bs=1M count=10` after dropping the page cache;
+/// its bytes are then hashed by `dd if=/dev/nbd0 bs=1M count=10 |
+/// sha256sum` without dropping the page cache (readahead off), so the
+/// digest is mostly of the pages the interrupted dd brought in; how many
+/// bytes came from the device again is printed (0 or 1 MiB so far, not
+/// understood yet).
+fn busybox_case(ctx: &Ctx, signal: &str, side: Side, seed: u64) -> TestResult {
+    let before = status(STORAGE)?;
+    let pid = before.pid.ok_or_else(|| Failure::check("the running driver has no pid"))?;
+    let replays = ctx.sup.count_logged("[SUP] replaying");
+    let restarts = ctx.sup.count_logged("[SUP] restarting storage_driver");
+    let needle = match signal {
+        "STOP" => "[SUP] storage_driver failed (hung (missed",
+        "SEGV" => "[SUP] storage_driver crashed (SIGSEGV)",
+        _ => "[SUP] storage_driver crashed (SIGKILL)",
+    };
+    let faults = ctx.sup.count_logged(needle);
+    let data = pattern(COUNT * MIB, seed);
+    let file = format!("/tmp/busybox-{seed}.bin");
+    std::fs::write(&file, &data).context(|| format!("write {file}"))?;
+    let written = nbd_attach::sha256_file(&file)?;
+    let (iff, of, count) = (format!("if={file}"), format!("of={DEVICE}"), format!("count={COUNT}"));
+    let write_args = [iff.as_str(), of.as_str(), "bs=1M", count.as_str(), "conv=fsync"];
+    let total = (COUNT * MIB) as u64;
+    let fire = || nbd_attach::kill(signal, pid);
+    let run = match side {
+        Side::Write => {
+            println!("$ dd {}   # kill -{signal} {pid} after 3 MiB reach the device", write_args.join(" "));
+            let run = nbd_attach::dd(&write_args, Some((Side::Write, KILL_AFTER)), fire, || {})?;
+            run.ensure_ok(total)?;
+            nbd_attach::drop_caches()?;
+            let (read, again, _) = nbd_attach::sha256_of_nbd0(COUNT)?;
+            again.ensure_ok(total)?;
+            ensure_eq!(read, written, "sha256 of /dev/nbd0 read back = sha256sum {file}");
+            run
+        }
+        Side::Read => {
+            nbd_attach::dd(&write_args, None, || Ok(()), || {})?.ensure_ok(total)?;
+            nbd_attach::drop_caches()?;
+            let iff = format!("if={DEVICE}");
+            let read_args = [iff.as_str(), "of=/dev/null", "bs=1M", count.as_str()];
+            println!("$ dd {}   # kill -{signal} {pid} after 3 MiB read", read_args.join(" "));
+            let run = nbd_attach::dd(&read_args, Some((Side::Read, KILL_AFTER)), fire, || {})?;
+            run.ensure_ok(total)?;
+            let (read, again, fetched) = nbd_attach::sha256_of_nbd0(COUNT)?;
+            again.ensure_ok(total)?;
+            println!(
+                "re-read for sha256: {fetched} bytes from {DEVICE}, the rest from the interrupted dd's page cache"
+            );
+            ensure_eq!(read, written, "sha256 of what dd read = sha256sum {file}");
+            run
+        }
+    };
+    let _ = std::fs::remove_file(&file);
+    let fired = run.fired.ok_or_else(|| Failure::check("the signal was never sent"))?;
+    ensure!(
+        fired.dd_running && fired.at_bytes < total,
+        "kill -{signal} landed mid-transfer: dd running {}, {} of {total} bytes moved",
+        fired.dd_running,
+        fired.at_bytes
+    );
+    println!(
+        "{COUNT} MB {} successfully; kill -{signal} landed after {} KiB",
+        if side == Side::Read { "read" } else { "written" },
+        fired.at_bytes >> 10
+    );
+    *ctx.written.lock().unwrap() = data;
+    let after = wait_status(STORAGE, "restarted once", |s| running(s) && s.generation == before.generation + 1)?;
+    ensure_eq!(after.generation, before.generation + 1, "one fault, one restart");
+    ensure!(ctx.sup.logged(needle) && ctx.sup.count_logged(needle) > faults, "the supervisor logged `{needle}`");
+    ensure!(ctx.sup.count_logged("[SUP] restarting storage_driver") > restarts, "the restart is logged");
+    let end = Instant::now() + Duration::from_secs(2);
+    while ctx.sup.count_logged("[SUP] replaying") == replays && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(ctx.sup.count_logged("[SUP] replaying") > replays, "the supervisor replayed the queued requests");
+    let bad = kernel_complaints()?;
+    ensure!(bad.is_empty(), "the kernel logged I/O trouble: {bad:?}");
+    exec_log_once()?;
+    Ok(())
+}
+
+fn busybox_dd_read_survives_kill_segv_mid_transfer(ctx: &Ctx) -> TestResult {
+    busybox_case(ctx, "SEGV", Side::Read, 11)
+}
+
+fn busybox_dd_write_survives_kill_segv_mid_transfer(ctx: &Ctx) -> TestResult {
+    busybox_case(ctx, "SEGV", Side::Write, 12)
+}
+
+fn busybox_dd_read_survives_kill_sigkill_mid_transfer(ctx: &Ctx) -> TestResult {
+    busybox_case(ctx, "KILL", Side::Read, 13)
+}
+
+fn busybox_dd_write_survives_kill_sigkill_mid_transfer(ctx: &Ctx) -> TestResult {
+    busybox_case(ctx, "KILL", Side::Write, 14)
+}
+
+fn busybox_dd_read_survives_a_hang_mid_transfer(ctx: &Ctx) -> TestResult {
+    busybox_case(ctx, "STOP", Side::Read, 15)
+}
+
+fn busybox_dd_write_survives_a_hang_mid_transfer(ctx: &Ctx) -> TestResult {
+    busybox_case(ctx, "STOP", Side::Write, 16)
+}
+
 fn every_storage_write_was_applied_exactly_once(ctx: &Ctx) -> TestResult {
     let n = exec_log_once()?;
-    ensure!(n >= 5 * COUNT * 32, "{n} storage writes logged for 5 dd writes of 10 MiB");
+    ensure!(n >= 11 * COUNT * 32, "{n} storage writes logged for 11 dd writes of 10 MiB");
     let mut sb = [0u8; 512];
     File::open("/tmp/reinc-nbd-disk.img")
         .and_then(|f| f.read_exact_at(&mut sb, 0))
@@ -354,94 +376,8 @@ fn disconnect_detaches_dev_nbd0_cleanly(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
-/// The client half of the fixed newstyle handshake: `NBD_OPT_GO` on the
-/// default export. Returns (size, transmission flags).
-fn negotiate(s: &mut UnixStream) -> Result<(u64, u16), String> {
-    let io = |e: std::io::Error| format!("handshake with reinc-nbd on {SOCKET}: {e}");
-    let mut g = [0u8; 18];
-    s.read_exact(&mut g).map_err(io)?;
-    if &g[..16] != b"NBDMAGICIHAVEOPT" {
-        return Err(format!("not a newstyle NBD server: {g:02x?}"));
-    }
-    s.write_all(&3u32.to_be_bytes()).map_err(io)?;
-    let mut opt = b"IHAVEOPT".to_vec();
-    opt.extend_from_slice(&7u32.to_be_bytes()); // NBD_OPT_GO
-    opt.extend_from_slice(&8u32.to_be_bytes());
-    opt.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 3]); // "" + NBD_INFO_BLOCK_SIZE
-    s.write_all(&opt).map_err(io)?;
-    let mut export = None;
-    loop {
-        let mut h = [0u8; 20];
-        s.read_exact(&mut h).map_err(io)?;
-        let ty = u32::from_be_bytes(h[12..16].try_into().unwrap());
-        let mut p = vec![0u8; u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize];
-        s.read_exact(&mut p).map_err(io)?;
-        match ty {
-            1 => return export.ok_or_else(|| "NBD_OPT_GO acknowledged without NBD_INFO_EXPORT".into()),
-            3 if p.len() >= 12 && p[..2] == [0, 0] => {
-                export = Some((u64::from_be_bytes(p[2..10].try_into().unwrap()), u16::from_be_bytes([p[10], p[11]])));
-            }
-            3 => {}
-            other => return Err(format!("NBD_OPT_GO answered {other:#x}: {}", String::from_utf8_lossy(&p))),
-        }
-    }
-}
-
 fn start() -> Result<Ctx, String> {
-    std::fs::write(CONFIG_PATH, CONFIG).map_err(|e| format!("writing {CONFIG_PATH}: {e}"))?;
-    let sup = Supervisor::default();
-    sup.start(CONFIG_PATH).map_err(|f| f.to_string())?;
-    // The control socket appears once the supervisor is up.
-    let end = Instant::now() + STATE_WAIT;
-    loop {
-        match status(STORAGE) {
-            Ok(s) if running(&s) => break,
-            _ if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
-            Ok(s) => return Err(format!("{STORAGE} not running after {STATE_WAIT:?}: {s:?}")),
-            Err(e) => return Err(format!("supervisor control socket: {e}")),
-        }
-    }
-    let mut child = Command::new("/bin/reinc-nbd")
-        .args(["--runtime-dir", "/run/reinc", "--socket", SOCKET, "--max-request", "2097152"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("starting /bin/reinc-nbd: {e}"))?;
-    let mut line = String::new();
-    let out = child.stdout.take().expect("piped");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
-        .map_err(|e| format!("reinc-nbd's stdout: {e}"))?;
-    if !line.starts_with("nbd+unix://") {
-        return Err(format!("reinc-nbd did not come up (said {line:?})"));
-    }
-    let mut sock = UnixStream::connect(SOCKET).map_err(|e| format!("connect {SOCKET}: {e}"))?;
-    let (size, flags) = negotiate(&mut sock)?;
-    if size != SIZE {
-        return Err(format!("export is {size} bytes, {SIZE} expected"));
-    }
-    let ctl = OpenOptions::new().read(true).write(true).open(DEVICE).map_err(|e| format!("open {DEVICE}: {e}"))?;
-    // Requests no larger than reinc-nbd's 2 MiB maximum.
-    let _ = std::fs::write("/sys/block/nbd0/queue/max_sectors_kb", "1024");
-    kernel_nbd::configure(&ctl, KBLOCK, SIZE / KBLOCK, flags, 60, sock.as_raw_fd())
-        .map_err(|e| format!("NBD ioctls on {DEVICE}: {e}"))?;
-    let ctl2 = ctl.try_clone().map_err(|e| format!("dup {DEVICE}: {e}"))?;
-    let do_it = std::thread::spawn(move || {
-        // The kernel now owns the socket; keep our end open while it serves.
-        let _sock = sock;
-        kernel_nbd::do_it(&ctl2)
-    });
-    // NBD_DO_IT sets the capacity when it starts serving.
-    let end = Instant::now() + STATE_WAIT;
-    while std::fs::read_to_string("/sys/block/nbd0/size").map(|s| s.trim() == "0").unwrap_or(true) {
-        if do_it.is_finished() {
-            return Err(format!("NBD_DO_IT on {DEVICE} returned at once: {:?}", do_it.join()));
-        }
-        if Instant::now() > end {
-            return Err(format!("{DEVICE} has no size {STATE_WAIT:?} after NBD_DO_IT"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Attached { sup, server, ctl, do_it } = attach()?;
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
@@ -450,7 +386,7 @@ fn start() -> Result<Ctx, String> {
         .map_err(|e| format!("open {DEVICE} O_DIRECT: {e}"))?;
     Ok(Ctx {
         sup,
-        server: Mutex::new(Some(child)),
+        server: Mutex::new(Some(server)),
         ctl,
         dev,
         do_it: Mutex::new(Some(do_it)),
@@ -467,6 +403,12 @@ fn main() -> ExitCode {
         test!(dd_write_survives_a_sigkill_from_outside_mid_transfer),
         test!(dd_read_survives_a_sigkill_from_outside_mid_transfer),
         test!(dd_write_survives_a_hang_mid_transfer),
+        test!(busybox_dd_read_survives_kill_segv_mid_transfer),
+        test!(busybox_dd_write_survives_kill_segv_mid_transfer),
+        test!(busybox_dd_read_survives_kill_sigkill_mid_transfer),
+        test!(busybox_dd_write_survives_kill_sigkill_mid_transfer),
+        test!(busybox_dd_read_survives_a_hang_mid_transfer),
+        test!(busybox_dd_write_survives_a_hang_mid_transfer),
         test!(every_storage_write_was_applied_exactly_once),
         test!(disconnect_detaches_dev_nbd0_cleanly),
     ];
