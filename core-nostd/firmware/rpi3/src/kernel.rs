@@ -564,7 +564,7 @@ impl Kernel {
         }
         self.handled[d] += 1;
         self.traces[d].record(Event::RequestStart { id, nth: self.handled[d] });
-        self.result(d, &[bytes.len() as u64, u64::from(id.client.0), id.seq, crash_code(crash)]);
+        self.result(d, &[bytes.len() as u64, id.client.0, id.seq, crash_code(crash)]);
         self.wake(d);
     }
 
@@ -702,7 +702,7 @@ impl Kernel {
             }
             sys::REPLY => {
                 let d = self.driver_of(t, "reply from a task that is not a driver")?;
-                let id = RequestId { client: ClientId(a[4] as u32), seq: a[5] };
+                let id = RequestId { client: ClientId(a[4]), seq: a[5] };
                 let (mut rb, mut cb) = ([0u8; BODY_MAX], [0u8; CHECKPOINT_MAX]);
                 let rn = arch::copy_from_task(t, a[0], a[1], &mut rb)
                     .ok_or(FaultInfo::Protocol("reply body outside the task's stack or too long"))?;

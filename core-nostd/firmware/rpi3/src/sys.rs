@@ -70,20 +70,14 @@ pub fn recv(buf: &mut [u8]) -> Request<'_> {
         (Some(p), Some(k)) => Some((p, k)),
         _ => None,
     };
-    let id = RequestId { client: reinc_proto::ClientId(client as u32), seq };
+    let id = RequestId { client: reinc_proto::ClientId(client), seq };
     Request { id, body: &buf[..len as usize], crash }
 }
 
 /// Answers `id` with `reply`; `commit` is the new committed state.
 pub fn reply(id: RequestId, reply: &[u8], commit: &[u8]) {
-    let args = [
-        reply.as_ptr() as u64,
-        reply.len() as u64,
-        commit.as_ptr() as u64,
-        commit.len() as u64,
-        u64::from(id.client.0),
-        id.seq,
-    ];
+    let args =
+        [reply.as_ptr() as u64, reply.len() as u64, commit.as_ptr() as u64, commit.len() as u64, id.client.0, id.seq];
     let _ = svc(REPLY, args);
 }
 
