@@ -232,6 +232,18 @@ fn helper(harness: &Path, role: &str, stdin: OwnedFd, stdout: Option<OwnedFd>) -
     cmd.spawn().map_err(|e| BenchError::io(format!("{} {role}", harness.display()), e))
 }
 
+/// The arguments of a `storage_driver` over a 1024-block disk in
+/// `dir/floor`, for [`spawn_to_first_message`]: the spawn floor every
+/// recovery row is a ratio to.
+///
+/// # Errors
+/// `dir/floor` cannot be created.
+pub fn storage_floor_args(dir: &Path) -> Result<Vec<String>, BenchError> {
+    let floor = dir.join("floor");
+    std::fs::create_dir_all(&floor).map_err(|e| BenchError::io(floor.display(), e))?;
+    Ok(["--file", &floor.join("disk.img").to_string_lossy(), "--blocks", "1024"].map(String::from).to_vec())
+}
+
 /// Fork+exec of `exec args` as driver `name` under the launch contract, send
 /// `Init`, wait for its first frame; `samples` times. The driver exits on EOF.
 ///

@@ -186,10 +186,7 @@ fn throughput(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchErro
 /// supervisor (respawned at once, as `Restart=always` does), against the
 /// fork+exec floor of the driver.
 fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
-    let floor_dir = dir.join("floor");
-    std::fs::create_dir_all(&floor_dir).map_err(|e| BenchError::io(floor_dir.display(), e))?;
-    let floor_args: Vec<String> =
-        ["--file", &floor_dir.join("disk.img").to_string_lossy(), "--blocks", "1024"].map(String::from).to_vec();
+    let floor_args = floors::storage_floor_args(dir)?;
     let mut spawn = floors::spawn_to_first_message(&bins.storage_driver, &floor_args, "storage_driver", 3)?;
     spawn.clear();
     let disk = dir.join("disk.img");

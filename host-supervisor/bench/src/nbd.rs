@@ -267,29 +267,16 @@ fn connect(sock: &Path) -> Result<UnixStream, BenchError> {
 }
 
 fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
-    let floor_dir = dir.join("floor");
-    std::fs::create_dir_all(&floor_dir).map_err(|e| BenchError::io(floor_dir.display(), e))?;
-    let floor_args: Vec<String> =
-        ["--file", &floor_dir.join("disk.img").to_string_lossy(), "--blocks", "1024"].map(String::from).to_vec();
+    let floor_args = floors::storage_floor_args(dir)?;
     let spawn_once = || floors::spawn_to_first_message(&bins.storage_driver, &floor_args, "storage_driver", 1);
     for _ in 0..3 {
         spawn_once()?;
     }
     let disk = dir.join("disk.img");
-    // As in section 3: immediate restarts, no heartbeat verdict during the
-    // short SIGSTOP before each kill.
+    // As in section 3; the kills below are paced 20 ms apart.
     let spec = DriverSpec::new("storage_driver", &bins.storage_driver)
         .args(&["--file", &disk.to_string_lossy(), "--blocks", "1024"])
-        .set("backoff-base-ms", 0)
-        .set("backoff-cap-ms", 0)
-        .set("jitter-percent", 0)
-        .set("healthy-after-ms", 1)
-        // The config floor allows at most 64 restarts a second; the kills
-        // below are paced 20 ms apart, so quarantine never triggers.
-        .set("restart-window-ms", 1000)
-        .set("max-restarts", 64)
-        .set("poison-after", 1000)
-        .set("heartbeat-interval-ms", 60_000);
+        .restart_at_once();
     let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
     let sock = dir.join("nbd.sock");
     let _server = reinc_nbd(bins, &sup, &sock)?;

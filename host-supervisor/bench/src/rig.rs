@@ -80,6 +80,23 @@ impl DriverSpec {
         self
     }
 
+    /// For recovery rows: every restart immediate (no backoff, no jitter),
+    /// never quarantined and never poisoned while kills come at most 50 a
+    /// second (the supervisor allows 64 restarts a second, so kills must be
+    /// paced at least 20 ms apart), and no heartbeat verdict during the short
+    /// SIGSTOP that precedes each kill.
+    #[must_use]
+    pub fn restart_at_once(self) -> Self {
+        self.set("backoff-base-ms", 0)
+            .set("backoff-cap-ms", 0)
+            .set("jitter-percent", 0)
+            .set("healthy-after-ms", 1)
+            .set("restart-window-ms", 1000)
+            .set("max-restarts", 64)
+            .set("poison-after", 1000)
+            .set("heartbeat-interval-ms", 60_000)
+    }
+
     /// Sets the arguments.
     #[must_use]
     pub fn args(mut self, args: &[&str]) -> Self {

@@ -399,30 +399,16 @@ fn round_trip_and_throughput(bins: &Bins, dir: &Path, b: &Budget, shared: &mut S
 
 /// Section 3: SIGKILL under a streaming workload, kill → first replayed reply.
 fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
-    let floor_dir = dir.join("floor");
-    std::fs::create_dir_all(&floor_dir).map_err(|e| BenchError::io(floor_dir.display(), e))?;
-    let floor_args: Vec<String> =
-        ["--file", &floor_dir.join("disk.img").to_string_lossy(), "--blocks", "1024"].map(String::from).to_vec();
+    let floor_args = floors::storage_floor_args(dir)?;
     let spawn_once = || floors::spawn_to_first_message(&bins.storage_driver, &floor_args, "storage_driver", 1);
     for _ in 0..3 {
         spawn_once()?;
     }
     let mut spawn_samples = Vec::with_capacity(b.spawns);
 
-    // Immediate restarts every time (no backoff), and no heartbeat verdict
-    // during the short SIGSTOP that precedes each kill. The supervisor
-    // allows at most 64 restarts a second (config::MAX_RESTARTS_PER_SECOND),
-    // so kills are paced KILL_SPACING apart and never reach quarantine.
+    // Kills are paced KILL_SPACING apart, as restart_at_once requires.
     const KILL_SPACING: Duration = Duration::from_millis(20);
-    let spec = storage_spec(bins, dir, 1024)
-        .set("backoff-base-ms", 0)
-        .set("backoff-cap-ms", 0)
-        .set("jitter-percent", 0)
-        .set("healthy-after-ms", 1)
-        .set("restart-window-ms", 1000)
-        .set("max-restarts", 64)
-        .set("poison-after", 1000)
-        .set("heartbeat-interval-ms", 60_000);
+    let spec = storage_spec(bins, dir, 1024).restart_at_once();
     let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
     let mut client = sup.client()?;
     let stop = Arc::new(AtomicBool::new(false));
