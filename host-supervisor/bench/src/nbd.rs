@@ -67,13 +67,17 @@ fn wait_socket(p: &Path, what: &str) -> Result<(), BenchError> {
 }
 
 fn reinc_nbd(bins: &Bins, sup: &Supervisor, sock: &Path) -> Result<Proc, BenchError> {
-    // 256 storage requests in flight per connection: the driver's queue depth.
+    // The default window (32 storage requests of 32 KiB in flight per
+    // connection): a deeper one can leave more unread replies queued at the
+    // supervisor than its out-bytes-per-connection budget (2 MiB) allows;
+    // the supervisor then disconnects the front end, and with 256 it did so
+    // mid-transfer in two runs of three (nbdcopy: EIO).
     let mut child = Command::new(&bins.nbd)
         .arg("--runtime-dir")
         .arg(&sup.runtime)
         .arg("--socket")
         .arg(sock)
-        .args(["--window", "256", "--max-request", "1048576"])
+        .args(["--window", "32", "--max-request", "1048576"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
