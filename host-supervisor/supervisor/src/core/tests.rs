@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::DriverConfig;
 use reinc_policy::BackoffConfig;
+use reinc_proto::{CallError, FaultPlan, FromDriver, MAX_BODY, RequestId};
 use std::collections::VecDeque;
 
 const STORAGE: DriverId = DriverId(0);
