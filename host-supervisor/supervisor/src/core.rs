@@ -48,10 +48,10 @@ mod wal;
 use deadlines::Drivers;
 use durability::Durability;
 pub use durability::{PERSIST_RETRY_BASE, PERSIST_RETRY_CAP, PersistOutcome};
-use lifecycle::{AfterExit, Driver, FaultPolicyDyn, Phase};
 pub use lifecycle::LAUNCH_RETRY;
-use sessions::{Cached, Session, to_msg};
+use lifecycle::{AfterExit, Driver, FaultPolicyDyn, Phase};
 pub use sessions::BUSY_SEQS_PER_DRIVER;
+use sessions::{Cached, Session, to_msg};
 pub use vocab::{
     Action, ClientMsg, ConnId, ControlOutcome, DriverId, DriverMsg, Event, ExitStatus, KillSignal, TRACE_LEN, Trace,
     signal_name,
@@ -188,7 +188,6 @@ impl Supervisor {
             (a, b) => a.or(b),
         }
     }
-
 
     /// Processes one event.
     pub fn handle(&mut self, now: Millis, event: Event<'_>) -> Vec<Action> {

@@ -137,7 +137,6 @@ impl Supervisor {
         }
     }
 
-
     /// Admits a client's call, answers it from the dedup table, or refuses
     /// it with a definite error or `Busy`.
     pub(super) fn on_call(&mut self, now: Millis, call: Call<'_>, out: &mut Vec<Action>) {

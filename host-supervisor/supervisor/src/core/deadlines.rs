@@ -8,9 +8,9 @@
 //! touched-driver refresh makes an event cost work only for the drivers it
 //! concerns.
 
+use super::Supervisor;
 use super::lifecycle::{AfterExit, Driver, Phase, RestartCause};
 use super::vocab::{Action, DriverId, DriverMsg, KillSignal};
-use super::Supervisor;
 use reinc_policy::Millis;
 
 impl Driver {

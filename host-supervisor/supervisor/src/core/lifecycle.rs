@@ -187,7 +187,14 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_spawned(&mut self, _now: Millis, id: DriverId, generation: Generation, pid: u32, out: &mut Vec<Action>) {
+    pub(super) fn on_spawned(
+        &mut self,
+        _now: Millis,
+        id: DriverId,
+        generation: Generation,
+        pid: u32,
+        out: &mut Vec<Action>,
+    ) {
         let d = &mut self.drivers[id.0];
         let Some(inst) = d.instance.as_mut().filter(|i| i.generation == generation) else { return };
         inst.pid = Some(pid);
@@ -256,7 +263,13 @@ impl Supervisor {
     }
 
     /// The current instance of `id` is gone (exited or never started).
-    pub(super) fn instance_gone(&mut self, now: Millis, id: DriverId, status: Option<ExitStatus>, out: &mut Vec<Action>) {
+    pub(super) fn instance_gone(
+        &mut self,
+        now: Millis,
+        id: DriverId,
+        status: Option<ExitStatus>,
+        out: &mut Vec<Action>,
+    ) {
         let d = &mut self.drivers[id.0];
         let inst = d.instance.take().expect("caller checked the instance");
         let name = d.cfg.name.clone();
@@ -348,7 +361,6 @@ impl Supervisor {
             }
         }
     }
-
 
     pub(super) fn operator_restart(&mut self, now: Millis, id: DriverId, out: &mut Vec<Action>) -> ControlResponse {
         if self.shutting_down {

@@ -76,7 +76,7 @@ pub enum Event<'a> {
     /// The [`Action::Spawn`] of `generation` failed for lack of resources
     /// (descriptors, memory, processes): not the driver's fault, so it does
     /// not count toward quarantine; the launch is retried after
-    /// [`LAUNCH_RETRY`].
+    /// [`LAUNCH_RETRY`](super::LAUNCH_RETRY).
     SpawnDeferred {
         /// Which driver.
         driver: DriverId,
