@@ -13,6 +13,26 @@
 //! reports its next deadline ([`Supervisor::next_deadline`]) and the daemon
 //! waits on its fds until then.
 //!
+//! # Where each rule lives
+//! This file holds the state and the two entry points, [`Supervisor::handle`]
+//! and [`Supervisor::control`]; each dispatches to the module of the concern:
+//!
+//! | module | owns |
+//! |---|---|
+//! | `vocab` | [`Event`], [`Action`], the owned messages, [`Trace`] |
+//! | `lifecycle` | launch, spawn outcome, `Ready`/`Pong`/`Fatal`, crash and hang, the restart policy (one restart path), quarantine, operator restart/stop, shutdown |
+//! | `deadlines` | the per-driver deadline cache and the time sweep (init timeout, heartbeats, backoff, SIGKILL) |
+//! | `calls` | admission of a call, forwarding within the window, replies under commit-with-reply, failing a queue |
+//! | `sessions` | sessions, `Hello`, the dedup cache and its budgets, idle expiry |
+//! | [`durability`] | persisted checkpoints and the replies waiting for them |
+//! | `wal` | the journal: records, held answers, snapshot, recovery |
+//! | `counters` | per-driver counters for `drvctl metrics` |
+//!
+//! A split by entry point (one module per [`Event`] variant) was rejected:
+//! a crash touches the queue, the sessions and the policy, and the rule
+//! "what happens to in-flight requests" would have been spread over three
+//! files.
+//!
 //! # Ordering rules the daemon relies on
 //! - Actions are executed in the order returned.
 //! - When a driver's checkpoint persists, its replies are held until

@@ -14,6 +14,23 @@
 //! Every socket is non-blocking; a peer that does not read has its frames
 //! queued (bounded) and sent when `EPOLLOUT` says so, so one slow client can
 //! never stall the supervisor.
+//!
+//! # Layout
+//! This file holds setup, the loop and the dispatch of the core's
+//! [`Action`]s; each kind of descriptor has its module. None of them
+//! decides anything: they turn what the kernel says into [`Event`]s and
+//! carry out actions.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `io` | non-blocking peers with bounded send queues; the epoll registry |
+//! | `listeners` | creating the sockets, stale-socket detection, accept within the caps |
+//! | `clients` | client frames to events, replies out, slow-client disconnects |
+//! | `control` | `drvctl` requests, the daemon's metrics, systemd notifications |
+//! | `launch` | spawning an instance under the launch contract; signalling it |
+//! | `channels` | signals, reaping, draining driver frames, sending to drivers |
+//! | `persist` | checkpoint and journal I/O, reported back as events |
+//! | [`authz`], [`dirs`], [`fds`] | peer credentials, private directories, descriptor budgets |
 
 use crate::checkpoint;
 use crate::config::Config;
