@@ -4,12 +4,13 @@
 //!
 //! Every restart goes through [`Supervisor::restart`], which counts it, says
 //! so and launches: the counter in `drvctl status` and the `[SUP] restarting`
-//! line can never disagree. As in Horust, the per-driver state is one
-//! [`Phase`] enum that each event moves along, rather than flags; jefe's
-//! split of "what the policy decides" from "how a task is started" is kept by
-//! asking `reinc_policy` for the decision and emitting [`Action::Spawn`] for
-//! the doing. Splitting launch from crash handling into two files was
-//! rejected: `instance_gone` is where one ends and the next begins.
+//! line can never disagree. Horust's supervisor splits the same way: its
+//! `formats` holds the vocabulary (here `vocab`), its `service_handler` the
+//! per-service state machine (here this module, one [`Phase`] enum per
+//! driver that each event moves along, rather than flags), and its
+//! `process_spawner` and `reaper` the system side (here the daemon's
+//! `launch` and `channels`). Splitting launch from crash handling into two
+//! files was rejected: `instance_gone` is where one ends and the next begins.
 
 use super::counters;
 use super::durability::Durability;
@@ -21,6 +22,7 @@ use reinc_policy::{FaultAction, FaultPolicy, Millis};
 use reinc_proto::{CallError, FromDriver, Generation};
 use reinc_queue::{RequestQueue, Slot};
 
+/// Where a driver is in its lifecycle (`drvctl status` shows it).
 #[derive(Debug)]
 pub(super) enum Phase {
     /// Spawn requested or process launched; waiting for `Ready` until `deadline`.
@@ -39,6 +41,7 @@ pub(super) enum Phase {
     Stopped,
 }
 
+/// One launched process of a driver: one generation.
 #[derive(Debug)]
 pub(super) struct Instance {
     pub(super) generation: Generation,
@@ -71,6 +74,7 @@ pub(super) enum AfterExit {
 /// `queue-depth` slots.
 pub(super) type DriverQueue = RequestQueue<Vec<u8>, Box<[Slot<Vec<u8>>]>>;
 
+/// Everything the core keeps about one configured driver.
 #[derive(Debug)]
 pub(super) struct Driver {
     pub(super) cfg: DriverConfig,

@@ -4,9 +4,10 @@
 //!
 //! Kept apart from the rules so that the daemon and the tests read one file
 //! to know every word the core speaks, and so that a new rule never has to
-//! scroll past 300 lines of type definitions. A single `types` module shared
-//! with the daemon's own types was rejected: the daemon's peers and fd
-//! tokens are adapter detail the core must not see.
+//! scroll past 300 lines of type definitions (Horust keeps its `Event` and
+//! service states apart from its supervisor the same way, in `formats`).
+//! A single `types` module shared with the daemon's own types was rejected:
+//! the daemon's peers and fd tokens are adapter detail the core must not see.
 
 use super::PersistOutcome;
 use reinc_client::control::ControlResponse;
