@@ -6,7 +6,7 @@
 use super::*;
 use edu_core::model::EduModel;
 use edu_core::{
-    Completion as Mode, EduError, EduReply, EduRequest, EduState, IrqBits, ReadReg, Regs, Status, WriteReg,
+    Completion as Mode, EduError, EduRegisters, EduReply, EduRequest, EduState, IrqBits, ReadReg, Status, WriteReg,
 };
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt};
 use nix::sys::time::TimeVal;
@@ -55,7 +55,7 @@ impl SharedModel {
     }
 }
 
-impl Regs for SharedModel {
+impl EduRegisters for SharedModel {
     fn read(&mut self, reg: ReadReg) -> u32 {
         self.with(|m| m.read(reg))
     }
