@@ -1,6 +1,6 @@
 //! The device's layout: the header at offset 0 and the packet slots after
 //! it (the crate documentation's "Layout of the region"), their encoding and
-//! their checksums. This is net-core's register block: the only code that
+//! their checksums. This is net_core's register block: the only code that
 //! knows where a byte of the device lives. There is no `unsafe` here, as in
 //! the whole crate: the region is reached through [`crate::Region`].
 

@@ -2,7 +2,7 @@
 //! completion by interrupt, and what counts as a device failure.
 //!
 //! Generic over where the device comes from ([`Source`]), so the same code
-//! runs over real UIO (`main.rs`) and, in tests, over edu-core's behavioural
+//! runs over real UIO (`main.rs`) and, in tests, over edu_core's behavioural
 //! model with a socketpair standing in for `/dev/uioN`.
 
 use edu_core::{EduError, EduHandler, EduRegisters, EduReply, EduRequest, EduState, Pending, Step as EduStep};

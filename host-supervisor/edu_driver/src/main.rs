@@ -7,7 +7,7 @@
 //! Killed at any point, its successor must find the device in whatever state
 //! the predecessor left it (an interrupt pending and unacknowledged, INTx
 //! masked by the kernel, a computation running) and still answer every
-//! replayed request exactly once. All register logic is `edu-core`
+//! replayed request exactly once. All register logic is `edu_core`
 //! (`#![no_std]`), the protocol is `reinc-runtime`, the kernel interfaces are
 //! `reinc-uio`; this crate wires them ([`driver`]) and parses arguments.
 //!

@@ -1,4 +1,4 @@
-//! The driver over edu-core's behavioural model, run by the real runtime loop
+//! The driver over edu_core's behavioural model, run by the real runtime loop
 //! in a thread: this test plays the supervisor on the IPC socket and the
 //! kernel on a socketpair that stands in for `/dev/uioN` (event counts in,
 //! re-enable writes out).

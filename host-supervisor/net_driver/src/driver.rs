@@ -1,5 +1,5 @@
 //! The loopback driver as the runtime sees it: open the file as a region at
-//! `Init` (checking the checkpoint against it), then one `net-core` request
+//! `Init` (checking the checkpoint against it), then one `net_core` request
 //! per client request, with the core's outcome mapped onto the runtime's.
 
 use crate::Args;

@@ -269,7 +269,7 @@ impl Rhythm {
         (fires, at, if late { "late" } else { "irq" })
     }
 
-    /// One blink step: a tick, then `Toggle`, which gpio-core resolves
+    /// One blink step: a tick, then `Toggle`, which gpio_core resolves
     /// against the committed level.
     fn toggle(&mut self, phase: &str) {
         let (fires, at, paced) = self.tick();
@@ -330,7 +330,7 @@ pub fn blink_main() -> ! {
     // after Arm): the match was cleared and the fire counted, but neither
     // is committed. The new instance re-arms the committed deadline and the
     // replayed Wait completes by the counter with the same fire count
-    // (timer-core's replay contract): the blink sees one fire, not two.
+    // (timer_core's replay contract): the blink sees one fire, not two.
     phase("timer-fault", format_args!("plan=after-effect:2:panic toggles=1"));
     sys::inject(TIMER, FaultPlan { point: CrashPoint::AfterEffect, on_request: 2, kind: CrashKind::Panic }, false);
     r.toggle("timer-fault");

@@ -3,7 +3,7 @@
 //! Runs inside the x86 guest after `reinc-init` has loaded `uio` and
 //! `uio_pci_generic` and bound both edu devices (1234:11e8). Every device
 //! access goes through the project's own layers, `reinc-uio` (discovery,
-//! mappings, interrupts) and `edu-core` (typed registers, device operations,
+//! mappings, interrupts) and `edu_core` (typed registers, device operations,
 //! the replay-safe handler), so these tests prove those layers on a real
 //! kernel rather than re-implementing them.
 //!
@@ -59,7 +59,7 @@ impl Opened {
         Ok(opened)
     }
 
-    /// The edu-core device over the typed block at the start of BAR0.
+    /// The edu_core device over the typed block at the start of BAR0.
     fn edu(&self) -> Result<Edu<&RegisterBlock>, Failure> {
         let regs =
             self.bar0.block::<RegisterBlock>(0).context(|| format!("typed block on {}", self.bar0.describe()))?;
