@@ -35,6 +35,9 @@
 
 pub mod control;
 pub mod peer;
+pub mod pool;
+
+pub use reinc_uio::SharedPool;
 
 use control::{ControlRequest, ControlResponse, MAX_CONTROL_FRAME};
 use nix::errno::Errno;
@@ -131,6 +134,16 @@ pub enum ClientError {
         /// Body size.
         len: usize,
     },
+    /// The supervisor did not keep a shared pool ([`pool`]).
+    #[error("the supervisor at {path} refused the shared pool for driver {driver}: {error}")]
+    PoolRefused {
+        /// The socket.
+        path: PathBuf,
+        /// The driver.
+        driver: String,
+        /// Why.
+        error: CallError,
+    },
 }
 
 /// The outcome of one call.
@@ -188,6 +201,8 @@ pub struct Client {
     busy: BTreeSet<u64>,
     resend_at: Option<Instant>,
     reconnects: u32,
+    /// Shared pools attached, by driver, to attach again after a reconnect.
+    pools: Vec<(String, OwnedFd)>,
 }
 
 /// Pause before calls answered `Busy` are resent.
@@ -300,6 +315,7 @@ impl Client {
             busy: BTreeSet::new(),
             resend_at: None,
             reconnects: 0,
+            pools: Vec::new(),
         };
         c.session = c.hello(None)?;
         Ok(c)
@@ -350,7 +366,7 @@ impl Client {
             }
             Ok(SupToClient::Failed { error, .. }) => Err(ClientError::Refused { path: self.path.clone(), error }),
             Ok(SupToClient::Rejected { error }) => Err(ClientError::Rejected { path: self.path.clone(), error }),
-            Ok(SupToClient::Reply { .. }) => {
+            Ok(SupToClient::Reply { .. } | SupToClient::PoolAttached { .. } | SupToClient::PoolRefused { .. }) => {
                 Err(ClientError::BadFrame { path: self.path.clone(), error: WireError::Malformed })
             }
             Err(error) => Err(ClientError::BadFrame { path: self.path.clone(), error }),
@@ -455,7 +471,11 @@ impl Client {
             Ok(SupToClient::Rejected { error }) => {
                 return Err(ClientError::Rejected { path: self.path.clone(), error });
             }
-            Ok(SupToClient::Welcome { .. }) => return Ok(None),
+            // Answers to AttachPool are read by `attach_pool` itself; a late
+            // one has nothing to complete.
+            Ok(SupToClient::Welcome { .. } | SupToClient::PoolAttached { .. } | SupToClient::PoolRefused { .. }) => {
+                return Ok(None);
+            }
             Err(error) => return Err(ClientError::BadFrame { path: self.path.clone(), error }),
         };
         if !self.pending.contains_key(&seq) {
@@ -570,6 +590,12 @@ impl Client {
                     Err(e) => return Err(Attempt::Fatal(e)),
                 }
             }
+            Err(e) => return Err(Attempt::Fatal(e)),
+        }
+        // Pools first: a resent call may name a range of one.
+        match self.reattach_pools() {
+            Ok(()) => {}
+            Err(ClientError::Connect { source, path }) => return Err(retry_or(&path, source)),
             Err(e) => return Err(Attempt::Fatal(e)),
         }
         let seqs: Vec<u64> = self.pending.keys().copied().collect();
