@@ -136,5 +136,6 @@
 //!   the driver is quarantined).
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod proto;
 pub mod server;
