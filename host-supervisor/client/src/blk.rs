@@ -3,8 +3,9 @@
 //! [`run`] moves `count` blocks of `bs` bytes between a file (or, for a
 //! write without a file, a deterministic [`pattern`]) and a storage driver.
 //! The data goes through a shared pool ([`crate::pool`]) when the
-//! supervisor takes one: requests of up to 1 MiB name a slot of it, and the
-//! bytes never cross a socket. Otherwise (an older supervisor) they travel
+//! supervisor takes one: one request per record (`bs`, split beyond
+//! [`MAX_BULK_BLOCKS`] blocks) names a slot of it, and the bytes never
+//! cross a socket. Otherwise (an older supervisor) they travel
 //! in the messages, in requests of at most [`MAX_BLOCKS_PER_REQUEST`]
 //! blocks. Either way requests are kept [`BlkOptions::window`] deep in
 //! flight through one pipelined [`Client`] session, and completions are
@@ -36,7 +37,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use storage_core::{BLOCK_SIZE, BulkRequest, MAX_BLOCKS_PER_REQUEST, StorageError, StorageReply, StorageRequest};
+use storage_core::{
+    BLOCK_SIZE, BulkRequest, MAX_BLOCKS_PER_REQUEST, MAX_BULK_BLOCKS, StorageError, StorageReply, StorageRequest,
+};
 
 /// The driver `blk` talks to unless told otherwise.
 pub const DEFAULT_DRIVER: &str = "storage_driver";
@@ -203,7 +206,7 @@ pub struct BlkReport {
 /// How a transfer's data travelled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataPath {
-    /// Through the session's shared pool (1 MiB requests).
+    /// Through the session's shared pool (one request per record).
     SharedPool,
     /// In the messages (32 KiB requests), because no pool could be
     /// attached, for this reason.
@@ -293,13 +296,17 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
     let mut crc = crc32fast::Hasher::new();
     // The shared-memory path when the supervisor takes a pool; the copy
     // path (bytes in the messages) when it does not.
-    let (mut bulk, data_path) = match Bulk::attach(&mut client, driver, opts.window.max(1)) {
+    // On the pool path one request is one record, like dd (split only
+    // beyond MAX_BULK_BLOCKS).
+    let record_blocks = (opts.bs / b).min(u64::from(MAX_BULK_BLOCKS));
+    let (mut bulk, data_path) = match Bulk::attach(&mut client, driver, opts.window.max(1), record_blocks) {
         Ok(k) => (Some(k), DataPath::SharedPool),
         Err(why) => (None, DataPath::Messages(why)),
     };
-    let per_req = if bulk.is_some() { BULK_BLOCKS } else { per_req };
-    // seq -> (request index, blocks, pool slot); completions are kept until in order.
-    let mut inflight: BTreeMap<u64, (u64, u64, Option<usize>)> = BTreeMap::new();
+    let per_req = if bulk.is_some() { record_blocks } else { per_req };
+    // seq -> (request index, blocks, pool slot, lba); completions are kept until in order.
+    let mut inflight: BTreeMap<u64, (u64, u64, Option<usize>, u64)> = BTreeMap::new();
+    let mut resubmitted = 0u32;
     let mut done: BTreeMap<u64, Done> = BTreeMap::new();
     let requests = total_blocks.div_ceil(per_req);
     let (mut next_req, mut next_out) = (0u64, 0u64);
@@ -328,7 +335,7 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
             let body = match (&bulk, slot) {
                 (Some(k), Some(slot)) => {
                     let pool_offset = k.slots.offset(slot);
-                    // blocks <= BULK_BLOCKS, a u32.
+                    // blocks <= MAX_BULK_BLOCKS, a u32.
                     let blocks = blocks as u32;
                     if write {
                         k.pool.copy_in(pool_offset, &buf[..len]).map_err(|e| BlkError::Pool(e.to_string()))?;
@@ -343,13 +350,37 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
             }
             .map_err(|source| BlkError::Encode { driver: driver.to_string(), index: next_req, source })?;
             let seq = client.submit(driver, &body)?;
-            inflight.insert(seq, (next_req, blocks, slot));
+            inflight.insert(seq, (next_req, blocks, slot, lba));
             next_req += 1;
         }
         let c = client.wait()?;
-        let Some((index, blocks, slot)) = inflight.remove(&c.seq) else { continue };
+        let Some((index, blocks, slot, lba)) = inflight.remove(&c.seq) else { continue };
         let reply = c.result.map_err(|error| BlkError::Call { driver: driver.to_string(), index, error })?;
-        let d = match postcard::from_bytes::<StorageReply<'_>>(&reply) {
+        let decoded = postcard::from_bytes::<StorageReply<'_>>(&reply);
+        if let (Ok(StorageReply::Error(StorageError::NoPool)), Some(slot)) = (&decoded, slot)
+            && resubmitted < MAX_RESUBMITS
+        {
+            // Run by an instance that had no pool for this session: a
+            // journaled request replayed by a restarted supervisor before
+            // this session attached its pool again. Refused before any
+            // transfer, so it did not execute; the pool is attached again
+            // (the library does it on reconnect), and the slot still holds
+            // the bytes, so it goes out once more as a new call.
+            resubmitted += 1;
+            let pool_offset = bulk.as_ref().map_or(0, |k| k.slots.offset(slot));
+            let blocks32 = blocks as u32;
+            let req = if write {
+                BulkRequest::WriteFrom { lba, blocks: blocks32, pool_offset }
+            } else {
+                BulkRequest::ReadInto { lba, blocks: blocks32, pool_offset }
+            };
+            let body = postcard::to_allocvec(&StorageRequest::Bulk(req))
+                .map_err(|source| BlkError::Encode { driver: driver.to_string(), index, source })?;
+            let seq = client.submit(driver, &body)?;
+            inflight.insert(seq, (index, blocks, Some(slot), lba));
+            continue;
+        }
+        let d = match decoded {
             Ok(StorageReply::Data(d)) if !write && d.len() as u64 == blocks * b => Done::Bytes(d.to_vec()),
             Ok(StorageReply::Filled { blocks: r, .. }) if !write && u64::from(r) == blocks => match slot {
                 Some(slot) => Done::Slot(slot, (blocks * b) as usize),
@@ -401,9 +432,9 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
     })
 }
 
-/// Blocks per request on the shared-memory path (1 MiB): data off the
-/// socket, so the 32 KiB frame limit no longer binds.
-const BULK_BLOCKS: u64 = 2048;
+/// How many bulk requests a transfer sends again after a `NoPool` answer
+/// (see [`run`]) before it gives up.
+const MAX_RESUBMITS: u32 = 1024;
 
 /// A completion kept until its turn.
 #[derive(Debug)]
@@ -425,8 +456,8 @@ impl Bulk {
     /// One slot per request in flight. `None` (and a log line) when the
     /// supervisor or driver does not take a pool: the copy path then works
     /// as before.
-    fn attach(client: &mut Client, driver: &str, window: usize) -> Result<Self, String> {
-        let slots = Slots::new(BULK_BLOCKS as usize * BLOCK_SIZE, window);
+    fn attach(client: &mut Client, driver: &str, window: usize, blocks: u64) -> Result<Self, String> {
+        let slots = Slots::new(blocks as usize * BLOCK_SIZE, window);
         let pool = SharedPool::create("drvctl-blk", slots.pool_len()).map_err(|e| e.to_string())?;
         client.attach_pool(driver, &pool).map_err(|e| e.to_string())?;
         Ok(Self { pool, slots })

@@ -594,7 +594,15 @@ struct Engine<'c> {
     /// Reads waiting for a free read slot, and every job behind them (kept
     /// in order).
     backlog: VecDeque<Job>,
+    /// Bodies of bulk calls in flight, to send again after `NoPool`.
+    bulk_bodies: HashMap<u64, Vec<u8>>,
+    /// Bulk calls sent again so far (bounded by [`MAX_RESUBMITS`]).
+    resubmitted: u32,
 }
+
+/// Bulk calls a connection sends again after a `NoPool` answer before it
+/// treats `NoPool` as an error.
+const MAX_RESUBMITS: u32 = 1024;
 
 impl<'c> Engine<'c> {
     fn new(config: &'c Config, client: Client, out: Stream, pool: Option<Arc<ConnPool>>) -> Self {
@@ -609,7 +617,17 @@ impl<'c> Engine<'c> {
             flush_body: postcard::to_allocvec(&StorageRequest::Flush).expect("Flush encodes"),
             pool,
             backlog: VecDeque::new(),
+            bulk_bodies: HashMap::new(),
+            resubmitted: 0,
         }
+    }
+
+    fn submit_bulk(&mut self, job: u64, at: usize, len: usize, req: BulkRequest) -> Result<(), ClientError> {
+        let body = postcard::to_allocvec(&StorageRequest::Bulk(req)).expect("a bulk request encodes");
+        let seq = self.client.submit(&self.config.driver, &body)?;
+        self.calls.insert(seq, (job, at, len));
+        self.bulk_bodies.insert(seq, body);
+        Ok(())
     }
 
     /// Whether `job` can start now: a read on the pool path needs a free
@@ -710,8 +728,7 @@ impl<'c> Engine<'c> {
                 self.jobs.insert(id, Active { cookie, what, remaining: parts.len(), errno: 0 });
                 for c in parts {
                     let req = BulkRequest::ReadInto { lba: c.lba, blocks: u32::from(c.blocks), pool_offset: base + c.at as u64 };
-                    let body = postcard::to_allocvec(&StorageRequest::Bulk(req)).expect("ReadInto encodes");
-                    self.submit(id, c.at, usize::from(c.blocks) * BLOCK_SIZE, &body)?;
+                    self.submit_bulk(id, c.at, usize::from(c.blocks) * BLOCK_SIZE, req)?;
                 }
             }
             Job::WriteSlot { cookie, offset, length, fua, slot } => {
@@ -722,8 +739,7 @@ impl<'c> Engine<'c> {
                 for c in parts {
                     let req =
                         BulkRequest::WriteFrom { lba: c.lba, blocks: u32::from(c.blocks), pool_offset: base + c.at as u64 };
-                    let body = postcard::to_allocvec(&StorageRequest::Bulk(req)).expect("WriteFrom encodes");
-                    self.submit(id, c.at, 0, &body)?;
+                    self.submit_bulk(id, c.at, 0, req)?;
                 }
             }
             Job::Read { cookie, offset, length } => {
@@ -755,6 +771,21 @@ impl<'c> Engine<'c> {
         let Some((id, at, len)) = self.calls.remove(&seq) else {
             return Ok(());
         };
+        let bulk_body = self.bulk_bodies.remove(&seq);
+        if let (Some(body), Ok(reply)) = (&bulk_body, &result)
+            && matches!(postcard::from_bytes::<StorageReply<'_>>(reply), Ok(StorageReply::Error(StorageError::NoPool)))
+            && self.resubmitted < MAX_RESUBMITS
+        {
+            // Run by an instance without this session's pool: a journaled
+            // request replayed by a restarted supervisor before the library
+            // attached the pool again. Refused before any transfer (not
+            // executed), the slot still pinned: send it again as a new call.
+            self.resubmitted += 1;
+            let seq = self.client.submit(&self.config.driver, body).map_err(|e| self.fail(e))?;
+            self.calls.insert(seq, (id, at, len));
+            self.bulk_bodies.insert(seq, bulk_body.expect("matched above"));
+            return Ok(());
+        }
         let driver = &self.config.driver;
         let Some(job) = self.jobs.get_mut(&id) else { return Ok(()) };
         let errno = match result {
