@@ -13,7 +13,9 @@
 //! what keeps the dedup table small (Raft's client sessions).
 //!
 //! [`Client`] does exactly that, with pipelining: [`Client::submit`] sends
-//! without waiting, [`Client::wait`] returns the next completion.
+//! without waiting, [`Client::wait`] returns the next completion. Bulk data
+//! goes through a shared pool ([`pool`]: [`Client::attach_pool`]), which
+//! the library attaches again after every reconnect, before it resends.
 //! [`control`] holds the `drvctl` ↔ supervisor control protocol and
 //! [`control_request`] sends one request. [`blk`] is `drvctl blk`'s bulk
 //! transfer through the storage driver.

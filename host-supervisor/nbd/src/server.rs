@@ -2,14 +2,18 @@
 //! the engine that maps NBD requests onto pipelined `reinc-client` calls.
 //!
 //! Per connection:
-//! - the **reader** thread reads request headers and write payloads, checks
-//!   them against the export ([`Export::check`]) and queues a job on a
-//!   bounded channel (so a client that sends faster than the driver writes
-//!   blocks on its own socket, and memory stays bounded);
+//! - the **reader** thread reads request headers and write payloads (into a
+//!   write slot of the connection's shared pool, [`crate::bulk`], or a
+//!   buffer on the message path), checks them against the export
+//!   ([`Export::check`]) and queues a job on a bounded channel (so a client
+//!   that sends faster than the driver writes blocks on its own socket, and
+//!   memory stays bounded);
 //! - the **engine** (the connection's own thread) owns the `reinc-client`
-//!   session: it splits each job into storage requests of at most 32 KiB
-//!   ([`chunks`]), submits them without waiting, collects the completions in
-//!   any order, and writes each NBD reply when its last chunk is answered.
+//!   session: it turns each job into storage requests ([`chunks`]: one bulk
+//!   request per NBD request up to 4 MiB, or 32 KiB pieces on the message
+//!   path), submits them without waiting, collects the completions in any
+//!   order, and writes each NBD reply when its last chunk is answered (a
+//!   read's data straight from its read slot).
 //!
 //! A driver crash needs nothing here: the supervisor replays the unanswered
 //! storage requests and the library resumes the session, so a chunk is only
