@@ -25,13 +25,15 @@
 //!   replay or test by value; the core only answers which session a
 //!   connection has and whether a session still exists.
 
+use super::Daemon;
+use super::io::{SendError, queue_or_send_fd};
+use crate::core::{ConnId, DriverId};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
-use reinc_proto::{CallError, ClientId};
+use reinc_proto::{CallError, ClientId, Generation, SupToClient, ToDriver};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use crate::core::DriverId;
+use tracing::{debug, warn};
 
 /// Pools held at most (each is one descriptor).
 pub const MAX_POOLS: usize = 1024;
@@ -88,6 +90,79 @@ impl PoolTable {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+impl Daemon {
+    /// `AttachPool` from `conn`: keep the descriptor, pass it to the running
+    /// instance, answer.
+    pub(super) fn attach_pool(&mut self, conn: ConnId, driver: &str, fd: Option<OwnedFd>) {
+        let result = match (self.core.driver_id(driver), self.core.session_of(conn)) {
+            (None, _) => Err(CallError::UnknownDriver),
+            (_, None) => Err(CallError::NoSession),
+            (Some(_), Some(_)) if !self.may_call(conn, driver) => Err(CallError::NotAllowed),
+            (Some(id), Some(client)) => self.pools.attach(client, id, fd).map(|()| (id, client)),
+        };
+        match result {
+            Ok((id, client)) => {
+                debug!("client {} attached a shared pool for {driver} (session {client})", conn.0);
+                if let Some(generation) = self.live.get(&id).map(|l| l.generation) {
+                    self.send_pool(id, generation, client);
+                }
+                self.send_client(conn, &SupToClient::PoolAttached { driver });
+            }
+            Err(error) => {
+                debug!("client {}: shared pool for {driver} refused: {error}", conn.0);
+                self.send_client(conn, &SupToClient::PoolRefused { driver, error });
+            }
+        }
+    }
+
+    /// Every pool of `driver` to its instance `generation` (after `Init`).
+    pub(super) fn send_pools(&mut self, driver: DriverId, generation: Generation) {
+        let clients: Vec<ClientId> = self.pools.for_driver(driver).map(|(c, _)| c).collect();
+        for client in clients {
+            self.send_pool(driver, generation, client);
+        }
+    }
+
+    /// Queues `AttachPool` with a duplicate of `client`'s pool descriptor
+    /// to instance `generation` of `driver`.
+    fn send_pool(&mut self, driver: DriverId, generation: Generation, client: ClientId) {
+        let Some(fd) = self.pools.get(client, driver).and_then(|fd| fd.try_clone_to_owned().ok()) else {
+            warn!("{}: cannot duplicate the pool of session {client}", self.core.config(driver).name);
+            return;
+        };
+        self.queue_to_driver(driver, generation, &ToDriver::AttachPool { client }, Some(fd));
+    }
+
+    /// Queues one frame (with its descriptor, if any) to instance
+    /// `generation` of `driver`.
+    fn queue_to_driver(&mut self, driver: DriverId, generation: Generation, msg: &ToDriver<'_>, fd: Option<OwnedFd>) {
+        let Ok(frame) = reinc_proto::encode_vec(msg) else { return };
+        let Some(live) = self.live.get_mut(&driver).filter(|l| l.generation == generation) else { return };
+        let Some(peer) = live.peer.as_mut() else { return };
+        if queue_or_send_fd(peer, frame, fd) == Err(SendError::Overflow) {
+            warn!("{}: outgoing queue overflow; dropping frames", self.core.config(driver).name);
+        }
+        self.reg.update_out(peer);
+    }
+
+    /// Drops the pools of sessions the core has forgotten and tells their
+    /// drivers (`DetachPool`). Does nothing unless the session count moved.
+    pub(super) fn sweep_pools(&mut self) {
+        let now = self.core.session_count();
+        let moved = now != self.sessions_seen;
+        self.sessions_seen = now;
+        if !moved || self.pools.is_empty() {
+            return;
+        }
+        let core = &self.core;
+        for (client, driver) in self.pools.sweep(|c| core.has_session(c)) {
+            if let Some(generation) = self.live.get(&driver).map(|l| l.generation) {
+                self.queue_to_driver(driver, generation, &ToDriver::DetachPool { client }, None);
+            }
+        }
     }
 }
 
