@@ -111,7 +111,8 @@ fn fill(rig: &Rig, nbd: &NbdServer, seed: u64) -> Vec<u8> {
     let data = pattern(SIZE, seed);
     let src = rig.dir.join("fill.bin");
     fs::write(&src, &data).expect("write source");
-    let out = run_tool(Command::new(require_tool("nbdcopy", "libnbd-bin")).arg(NBDCOPY_REQUEST).arg(&src).arg(&nbd.uri), T);
+    let out =
+        run_tool(Command::new(require_tool("nbdcopy", "libnbd-bin")).arg(NBDCOPY_REQUEST).arg(&src).arg(&nbd.uri), T);
     assert!(out.status.success(), "fill: {}", String::from_utf8_lossy(&out.stderr));
     assert!(export_bytes(rig, 0, SIZE) == data, "fill reached the device");
     data

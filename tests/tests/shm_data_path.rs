@@ -38,11 +38,12 @@ fn bulk_writes_replayed_after_a_crash_read_the_pinned_pool_and_apply_once() {
     let mut c = rig.client();
     let pool = SharedPool::create("shm-test", SLOT * SLOTS * 2).unwrap();
     c.attach_pool("storage_driver", &pool).unwrap();
-    let mut round = 0u8;
     let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut generation = rig.status().generation;
-    for plan in ["before-effect:3:segv", "after-effect:3:kill", "after-reply:3:abrt", "after-effect:5:panic"] {
-        round += 1;
+    let first = rig.status().generation;
+    let plans = ["before-effect:3:segv", "after-effect:3:kill", "after-reply:3:abrt", "after-effect:5:panic"];
+    for (i, plan) in plans.into_iter().enumerate() {
+        let round = i as u8 + 1;
+        let generation = first + i as u32 + 1;
         rig.inject(plan);
         let mut expected = BTreeMap::new();
         for slot in 0..SLOTS {
@@ -50,9 +51,8 @@ fn bulk_writes_replayed_after_a_crash_read_the_pinned_pool_and_apply_once() {
             let bytes = data(lba, round);
             pool.copy_in((slot * SLOT) as u64, &bytes).unwrap();
             let pool_offset = (slot * SLOT) as u64;
-            let seq = c
-                .submit("storage_driver", &bulk(BulkRequest::WriteFrom { lba, blocks: BLOCKS, pool_offset }))
-                .unwrap();
+            let seq =
+                c.submit("storage_driver", &bulk(BulkRequest::WriteFrom { lba, blocks: BLOCKS, pool_offset })).unwrap();
             expected.insert(seq, Reply::Written(lba, BLOCKS as u16));
             model.insert(lba, bytes);
         }
@@ -62,9 +62,8 @@ fn bulk_writes_replayed_after_a_crash_read_the_pinned_pool_and_apply_once() {
             let want = expected.remove(&done.seq).unwrap_or_else(|| panic!("{plan}: seq {} answered twice", done.seq));
             assert_eq!(reply(&body), want, "{plan}");
         }
-        let st = rig.wait_status(T, |s| s.state.name() == "running" && s.generation == generation + 1);
+        let st = rig.wait_status(T, |s| s.state.name() == "running" && s.generation == generation);
         assert!(st.is_some(), "{plan}: the driver crashed once and came back; log:\n{}", rig.log());
-        generation += 1;
         for (lba, bytes) in &model {
             for b in 0..u64::from(BLOCKS) {
                 let at = (b as usize) * BLOCK_SIZE;
@@ -114,7 +113,11 @@ fn bad_ranges_and_bad_pools_are_definite_errors_and_crash_nothing() {
     let past = bulk(BulkRequest::WriteFrom { lba: 0, blocks: 5, pool_offset: 0 });
     assert_eq!(
         reply(&c.call("storage_driver", &past).unwrap().unwrap()),
-        Reply::Error(StorageError::PoolRange { pool_offset: 0, len: 5 * BLOCK_SIZE as u64, pool: 4 * BLOCK_SIZE as u64 })
+        Reply::Error(StorageError::PoolRange {
+            pool_offset: 0,
+            len: 5 * BLOCK_SIZE as u64,
+            pool: 4 * BLOCK_SIZE as u64
+        })
     );
     let wrap = bulk(BulkRequest::ReadInto { lba: 0, blocks: 1, pool_offset: u64::MAX });
     assert!(matches!(

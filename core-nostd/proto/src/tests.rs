@@ -177,7 +177,11 @@ fn pool_messages_are_frozen_and_appended() {
     let cases: [(&str, Vec<u8>, &[u8]); 6] = [
         ("ToDriver::AttachPool", encode_vec(&ToDriver::AttachPool { client: ClientId(3) }).unwrap(), &[2, 5, 3]),
         ("ToDriver::DetachPool", encode_vec(&ToDriver::DetachPool { client: ClientId(3) }).unwrap(), &[2, 6, 3]),
-        ("ClientToSup::AttachPool", encode_vec(&ClientToSup::AttachPool { driver: "ab" }).unwrap(), &[2, 2, 2, b'a', b'b']),
+        (
+            "ClientToSup::AttachPool",
+            encode_vec(&ClientToSup::AttachPool { driver: "ab" }).unwrap(),
+            &[2, 2, 2, b'a', b'b'],
+        ),
         ("PoolAttached", encode_vec(&SupToClient::PoolAttached { driver: "ab" }).unwrap(), &[2, 4, 2, b'a', b'b']),
         (
             "PoolRefused",

@@ -95,13 +95,18 @@ pub trait PoolIo<R: Region> {
     ///
     /// # Errors
     /// [`PoolIoError`].
-    fn to_pool(&mut self, region: &mut R, region_off: u64, pool_off: u64, len: u64)
-    -> Result<(), PoolIoError<R::Error>>;
+    fn fill_pool(
+        &mut self,
+        region: &mut R,
+        region_off: u64,
+        pool_off: u64,
+        len: u64,
+    ) -> Result<(), PoolIoError<R::Error>>;
     /// Copies `len` pool bytes at `pool_off` into the region at `region_off`.
     ///
     /// # Errors
     /// [`PoolIoError`].
-    fn from_pool(
+    fn drain_pool(
         &mut self,
         region: &mut R,
         pool_off: u64,
@@ -160,8 +165,10 @@ impl<R: Region> Storage<R> {
         // check_bulk bounds blocks by MAX_BULK_BLOCKS, which fits u16.
         let short = blocks as u16;
         match *req {
-            BulkRequest::ReadInto { .. } => match pool.to_pool(&mut self.region, off, pool_offset, len) {
-                Ok(()) => Ok(Outcome { state: *state, reply: StorageReply::Filled { lba, blocks }, effect: Effect::None }),
+            BulkRequest::ReadInto { .. } => match pool.fill_pool(&mut self.region, off, pool_offset, len) {
+                Ok(()) => {
+                    Ok(Outcome { state: *state, reply: StorageReply::Filled { lba, blocks }, effect: Effect::None })
+                }
                 Err(PoolIoError::Pool) => refuse(StorageError::PoolFault),
                 Err(PoolIoError::Region(source)) => Err(HandleError::Io { off, source }),
             },
@@ -171,7 +178,7 @@ impl<R: Region> Storage<R> {
                 let effect = if watermark.is_replay(id, state.writes) {
                     Effect::AlreadyApplied
                 } else {
-                    match pool.from_pool(&mut self.region, pool_offset, off, len) {
+                    match pool.drain_pool(&mut self.region, pool_offset, off, len) {
                         Ok(()) => {}
                         Err(PoolIoError::Pool) => return refuse(StorageError::PoolFault),
                         Err(PoolIoError::Region(source)) => return Err(HandleError::Io { off, source }),
@@ -239,7 +246,7 @@ mod tests {
         fn pool_len(&self) -> Option<u64> {
             self.bytes.as_ref().map(|b| b.len() as u64)
         }
-        fn to_pool(
+        fn fill_pool(
             &mut self,
             region: &mut RamRegion<'a>,
             region_off: u64,
@@ -253,7 +260,7 @@ mod tests {
             let at = pool_off as usize;
             region.read_at(region_off, &mut pool[at..at + len as usize]).map_err(PoolIoError::Region)
         }
-        fn from_pool(
+        fn drain_pool(
             &mut self,
             region: &mut RamRegion<'a>,
             pool_off: u64,
@@ -293,7 +300,7 @@ mod tests {
         assert_eq!(out2.reply, StorageReply::Filled { lba: 4, blocks: 2 });
         assert_eq!(out2.effect, Effect::None);
         assert_eq!(&p.bytes.as_ref().unwrap()[5 * BLOCK_SIZE..7 * BLOCK_SIZE], &written[..]);
-        drop(dev);
+        let _ = dev.into_region();
         assert_eq!(&ram[5 * BLOCK_SIZE..7 * BLOCK_SIZE], &written[..], "lba 4 is region block 5");
     }
 
@@ -307,7 +314,7 @@ mod tests {
         let first = dev.handle_bulk(&state, id(1), &w, &mut p).unwrap();
         // The instance died before its reply: the same request, from the
         // same committed state, on a new instance over the same region.
-        drop(dev);
+        let _ = dev.into_region();
         let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
         let again = dev.handle_bulk(&state, id(1), &w, &mut p).unwrap();
         assert_eq!(again.effect, Effect::AlreadyApplied);
@@ -323,30 +330,31 @@ mod tests {
         let state = StorageState::default();
         let pool_len = 4 * BLOCK_SIZE as u64;
         let cases = [
-            (BulkRequest::WriteFrom { lba: 0, blocks: 2, pool_offset: 3 * BLOCK_SIZE as u64 }, StorageError::PoolRange {
-                pool_offset: 3 * BLOCK_SIZE as u64,
-                len: 2 * BLOCK_SIZE as u64,
-                pool: pool_len,
-            }),
-            (BulkRequest::ReadInto { lba: 0, blocks: 1, pool_offset: u64::MAX }, StorageError::PoolRange {
-                pool_offset: u64::MAX,
-                len: BLOCK_SIZE as u64,
-                pool: pool_len,
-            }),
+            (
+                BulkRequest::WriteFrom { lba: 0, blocks: 2, pool_offset: 3 * BLOCK_SIZE as u64 },
+                StorageError::PoolRange {
+                    pool_offset: 3 * BLOCK_SIZE as u64,
+                    len: 2 * BLOCK_SIZE as u64,
+                    pool: pool_len,
+                },
+            ),
+            (
+                BulkRequest::ReadInto { lba: 0, blocks: 1, pool_offset: u64::MAX },
+                StorageError::PoolRange { pool_offset: u64::MAX, len: BLOCK_SIZE as u64, pool: pool_len },
+            ),
             (BulkRequest::WriteFrom { lba: 0, blocks: 0, pool_offset: 0 }, StorageError::Empty),
-            (BulkRequest::WriteFrom { lba: 0, blocks: MAX_BULK_BLOCKS + 1, pool_offset: 0 }, StorageError::BulkTooLarge {
-                blocks: MAX_BULK_BLOCKS + 1,
-            }),
-            (BulkRequest::WriteFrom { lba: BLOCKS - 1, blocks: 2, pool_offset: 0 }, StorageError::OutOfRange {
-                lba: BLOCKS - 1,
-                blocks: 2,
-                capacity: BLOCKS,
-            }),
-            (BulkRequest::WriteFrom { lba: u64::MAX, blocks: 1, pool_offset: 0 }, StorageError::OutOfRange {
-                lba: u64::MAX,
-                blocks: 1,
-                capacity: BLOCKS,
-            }),
+            (
+                BulkRequest::WriteFrom { lba: 0, blocks: MAX_BULK_BLOCKS + 1, pool_offset: 0 },
+                StorageError::BulkTooLarge { blocks: MAX_BULK_BLOCKS + 1 },
+            ),
+            (
+                BulkRequest::WriteFrom { lba: BLOCKS - 1, blocks: 2, pool_offset: 0 },
+                StorageError::OutOfRange { lba: BLOCKS - 1, blocks: 2, capacity: BLOCKS },
+            ),
+            (
+                BulkRequest::WriteFrom { lba: u64::MAX, blocks: 1, pool_offset: 0 },
+                StorageError::OutOfRange { lba: u64::MAX, blocks: 1, capacity: BLOCKS },
+            ),
         ];
         for (seq, (req, want)) in cases.into_iter().enumerate() {
             let out = dev.handle_bulk(&state, id(seq as u64 + 1), &req, &mut pool(pool_len as usize)).unwrap();
@@ -365,7 +373,7 @@ mod tests {
         let mut buf = [0u8; 16];
         let plain = dev.handle(&state, id(52), &StorageRequest::Bulk(w), &mut buf).unwrap();
         assert_eq!(plain.reply, StorageReply::Error(StorageError::NoPool));
-        drop(dev);
+        let _ = dev.into_region();
         assert_eq!(ram[BLOCK_SIZE..], before[BLOCK_SIZE..], "no data block changed");
     }
 

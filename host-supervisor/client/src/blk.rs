@@ -339,7 +339,11 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                     let blocks = blocks as u32;
                     if write {
                         k.pool.copy_in(pool_offset, &buf[..len]).map_err(|e| BlkError::Pool(e.to_string()))?;
-                        postcard::to_allocvec(&StorageRequest::Bulk(BulkRequest::WriteFrom { lba, blocks, pool_offset }))
+                        postcard::to_allocvec(&StorageRequest::Bulk(BulkRequest::WriteFrom {
+                            lba,
+                            blocks,
+                            pool_offset,
+                        }))
                     } else {
                         postcard::to_allocvec(&StorageRequest::Bulk(BulkRequest::ReadInto { lba, blocks, pool_offset }))
                     }
@@ -374,8 +378,11 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
             } else {
                 BulkRequest::ReadInto { lba, blocks: blocks32, pool_offset }
             };
-            let body = postcard::to_allocvec(&StorageRequest::Bulk(req))
-                .map_err(|source| BlkError::Encode { driver: driver.to_string(), index, source })?;
+            let body = postcard::to_allocvec(&StorageRequest::Bulk(req)).map_err(|source| BlkError::Encode {
+                driver: driver.to_string(),
+                index,
+                source,
+            })?;
             let seq = client.submit(driver, &body)?;
             inflight.insert(seq, (index, blocks, Some(slot), lba));
             continue;
@@ -407,7 +414,9 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                     Done::Bytes(ref v) => v,
                     Done::Slot(slot, len) => {
                         let k = bulk.as_mut().expect("a slot implies the pool path");
-                        k.pool.copy_out(k.slots.offset(slot), &mut buf[..len]).map_err(|e| BlkError::Pool(e.to_string()))?;
+                        k.pool
+                            .copy_out(k.slots.offset(slot), &mut buf[..len])
+                            .map_err(|e| BlkError::Pool(e.to_string()))?;
                         k.slots.give_back(slot);
                         &buf[..len]
                     }

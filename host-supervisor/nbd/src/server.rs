@@ -19,18 +19,18 @@
 //! storage requests and the library resumes the session, so a chunk is only
 //! ever answered once, with the right data.
 
+use crate::bulk::ConnPool;
 use crate::proto::{
     self, Command, EINVAL, EIO, Export, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPTION_HEADER_LEN,
     ProtocolError, REP_ACK, REP_ERR_INVALID, REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER, REQUEST_LEN,
     Request, chunks,
 };
-use crate::bulk::ConnPool;
 use reinc_client::{Client, ClientError};
 use reinc_proto::CallError;
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -494,12 +494,32 @@ fn handshake(s: &mut Stream, export: &Export, peer: &str) -> Result<Option<()>, 
 /// One unit of work from the reader.
 #[derive(Debug)]
 enum Job {
-    Read { cookie: u64, offset: u64, length: u32 },
-    Write { cookie: u64, offset: u64, data: Vec<u8>, fua: bool },
+    Read {
+        cookie: u64,
+        offset: u64,
+        length: u32,
+    },
+    Write {
+        cookie: u64,
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
     /// A write whose payload is in write slot `slot` of the pool.
-    WriteSlot { cookie: u64, offset: u64, length: u32, fua: bool, slot: usize },
-    Flush { cookie: u64 },
-    Refuse { cookie: u64, errno: u32 },
+    WriteSlot {
+        cookie: u64,
+        offset: u64,
+        length: u32,
+        fua: bool,
+        slot: usize,
+    },
+    Flush {
+        cookie: u64,
+    },
+    Refuse {
+        cookie: u64,
+        errno: u32,
+    },
 }
 
 fn reader(
@@ -564,11 +584,19 @@ fn reader(
 
 #[derive(Debug)]
 enum Pending {
-    Read { buf: Vec<u8> },
+    Read {
+        buf: Vec<u8>,
+    },
     /// Data arrives in read slot `slot` of the pool.
-    ReadSlot { slot: usize, len: usize },
+    ReadSlot {
+        slot: usize,
+        len: usize,
+    },
     /// `slot`: the write slot holding the payload, until every chunk is answered.
-    Write { fua: bool, slot: Option<usize> },
+    Write {
+        fua: bool,
+        slot: Option<usize>,
+    },
     Flush,
 }
 
@@ -731,7 +759,11 @@ impl<'c> Engine<'c> {
                 let what = Pending::ReadSlot { slot, len: length as usize };
                 self.jobs.insert(id, Active { cookie, what, remaining: parts.len(), errno: 0 });
                 for c in parts {
-                    let req = BulkRequest::ReadInto { lba: c.lba, blocks: u32::from(c.blocks), pool_offset: base + c.at as u64 };
+                    let req = BulkRequest::ReadInto {
+                        lba: c.lba,
+                        blocks: u32::from(c.blocks),
+                        pool_offset: base + c.at as u64,
+                    };
                     self.submit_bulk(id, c.at, usize::from(c.blocks) * BLOCK_SIZE, req)?;
                 }
             }
@@ -741,8 +773,11 @@ impl<'c> Engine<'c> {
                 let what = Pending::Write { fua, slot: Some(slot) };
                 self.jobs.insert(id, Active { cookie, what, remaining: parts.len(), errno: 0 });
                 for c in parts {
-                    let req =
-                        BulkRequest::WriteFrom { lba: c.lba, blocks: u32::from(c.blocks), pool_offset: base + c.at as u64 };
+                    let req = BulkRequest::WriteFrom {
+                        lba: c.lba,
+                        blocks: u32::from(c.blocks),
+                        pool_offset: base + c.at as u64,
+                    };
                     self.submit_bulk(id, c.at, 0, req)?;
                 }
             }

@@ -88,8 +88,8 @@ mod trace;
 
 pub use exec_log::ExecLogError;
 pub use launch::{Launch, LaunchError};
-pub use reinc_ringbuf::{Event, Legend, LegendEntry};
 pub use pools::Pools;
+pub use reinc_ringbuf::{Event, Legend, LegendEntry};
 pub use reinc_uio::SharedPool;
 pub use runtime::{Config, Exit, Runtime, stop_signals};
 pub use trace::Tracer;

@@ -1,8 +1,8 @@
 //! The event loop.
 
 use crate::exec_log::ExecLog;
-use crate::pools::Pools;
 use crate::fault::{Faults, die};
+use crate::pools::Pools;
 use crate::trace::Tracer;
 use crate::{Completion, Ctx, Driver, Effect, Launch, Step, Wake};
 use nix::errno::Errno;
@@ -338,13 +338,21 @@ impl<D: Driver> Runtime<D> {
             }
         };
         if fd.is_some() && !matches!(msg, ToDriver::AttachPool { .. }) {
-            warn!("[driver] {} {}: closing a descriptor that came with a frame other than AttachPool", self.name, self.generation);
+            warn!(
+                "[driver] {} {}: closing a descriptor that came with a frame other than AttachPool",
+                self.name, self.generation
+            );
         }
         match msg {
             ToDriver::AttachPool { client } => {
                 match self.pools.attach(&self.name, client, fd) {
-                    Ok(len) => debug!("[driver] {} {}: pool of session {client} mapped ({len} bytes)", self.name, self.generation),
-                    Err(reason) => warn!("[driver] {} {}: {reason}; its bulk requests will be refused", self.name, self.generation),
+                    Ok(len) => debug!(
+                        "[driver] {} {}: pool of session {client} mapped ({len} bytes)",
+                        self.name, self.generation
+                    ),
+                    Err(reason) => {
+                        warn!("[driver] {} {}: {reason}; its bulk requests will be refused", self.name, self.generation)
+                    }
                 }
                 Ok(())
             }

@@ -30,7 +30,7 @@ impl PoolIo<FileRegion> for FilePool<'_> {
         self.0.map(|p| p.len() as u64)
     }
 
-    fn to_pool(
+    fn fill_pool(
         &mut self,
         region: &mut FileRegion,
         region_off: u64,
@@ -48,7 +48,7 @@ impl PoolIo<FileRegion> for FilePool<'_> {
             .map_err(|e| classify(region, "read", region_off, len, e))
     }
 
-    fn from_pool(
+    fn drain_pool(
         &mut self,
         region: &mut FileRegion,
         pool_off: u64,

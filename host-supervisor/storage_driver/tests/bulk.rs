@@ -32,7 +32,12 @@ impl Dir {
         let disk = self.disk();
         let blocks = BLOCKS.to_string();
         let opts = Options { exec_log: Some(self.log()), fault: fault.map(String::from), ..Options::default() };
-        DriverProcess::spawn(Path::new(BIN), "storage_driver", &["--file", disk.to_str().unwrap(), "--blocks", &blocks], opts)
+        DriverProcess::spawn(
+            Path::new(BIN),
+            "storage_driver",
+            &["--file", disk.to_str().unwrap(), "--blocks", &blocks],
+            opts,
+        )
     }
     fn superblock(&self) -> Superblock {
         let bytes = std::fs::read(self.disk()).unwrap();
@@ -158,26 +163,22 @@ fn bad_pool_ranges_are_refused_without_crashing() {
     start(&mut d, 1, None, &pool);
     let len = 8 * BLOCK_SIZE as u64;
     let cases = [
-        (BulkRequest::WriteFrom { lba: 0, blocks: 9, pool_offset: 0 }, StorageError::PoolRange {
-            pool_offset: 0,
-            len: 9 * BLOCK_SIZE as u64,
-            pool: len,
-        }),
-        (BulkRequest::ReadInto { lba: 0, blocks: 1, pool_offset: len }, StorageError::PoolRange {
-            pool_offset: len,
-            len: BLOCK_SIZE as u64,
-            pool: len,
-        }),
-        (BulkRequest::ReadInto { lba: 0, blocks: 1, pool_offset: u64::MAX - 1 }, StorageError::PoolRange {
-            pool_offset: u64::MAX - 1,
-            len: BLOCK_SIZE as u64,
-            pool: len,
-        }),
-        (BulkRequest::WriteFrom { lba: BLOCKS, blocks: 1, pool_offset: 0 }, StorageError::OutOfRange {
-            lba: BLOCKS,
-            blocks: 1,
-            capacity: BLOCKS,
-        }),
+        (
+            BulkRequest::WriteFrom { lba: 0, blocks: 9, pool_offset: 0 },
+            StorageError::PoolRange { pool_offset: 0, len: 9 * BLOCK_SIZE as u64, pool: len },
+        ),
+        (
+            BulkRequest::ReadInto { lba: 0, blocks: 1, pool_offset: len },
+            StorageError::PoolRange { pool_offset: len, len: BLOCK_SIZE as u64, pool: len },
+        ),
+        (
+            BulkRequest::ReadInto { lba: 0, blocks: 1, pool_offset: u64::MAX - 1 },
+            StorageError::PoolRange { pool_offset: u64::MAX - 1, len: BLOCK_SIZE as u64, pool: len },
+        ),
+        (
+            BulkRequest::WriteFrom { lba: BLOCKS, blocks: 1, pool_offset: 0 },
+            StorageError::OutOfRange { lba: BLOCKS, blocks: 1, capacity: BLOCKS },
+        ),
     ];
     for (seq, (req, want)) in cases.into_iter().enumerate() {
         let seq = seq as u64 + 1;

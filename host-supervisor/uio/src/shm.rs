@@ -141,8 +141,11 @@ impl SharedPool {
         }
         let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
             .map_err(sys(&what, "memfd_create"))?;
-        let size = nix::libc::off_t::try_from(len)
-            .map_err(|_| PoolError::Size { what: what.clone(), size: len as u64, max: i64::MAX as u64 })?;
+        let size = nix::libc::off_t::try_from(len).map_err(|_| PoolError::Size {
+            what: what.clone(),
+            size: len as u64,
+            max: i64::MAX as u64,
+        })?;
         nix::unistd::ftruncate(&fd, size).map_err(sys(&what, "ftruncate"))?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
         fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(sys(&what, "F_ADD_SEALS"))?;
@@ -157,7 +160,8 @@ impl SharedPool {
     /// [`PoolError::Map`].
     pub fn adopt(fd: OwnedFd, what: impl Into<String>, max_len: usize) -> Result<Self, PoolError> {
         let what = what.into();
-        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|source| PoolError::NotMemfd { what: what.clone(), source })?;
+        let seals =
+            fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|source| PoolError::NotMemfd { what: what.clone(), source })?;
         if seals & nix::libc::F_SEAL_SHRINK == 0 {
             return Err(PoolError::NotSealed { what, seals });
         }
