@@ -304,7 +304,7 @@ impl WireClient {
             SupToClient::Failed { seq, error } => Frame::Reply(seq, Err(error)),
             SupToClient::Rejected { error } => return Err(Failure::check(format!("frame rejected: {error}"))),
             SupToClient::PoolAttached { .. } | SupToClient::PoolRefused { .. } => {
-                return Err(Failure::check("a pool answer, but this suite attaches no pool".into()));
+                return Err(Failure::check(String::from("a pool answer, but this suite attaches no pool")));
             }
         }))
     }
