@@ -10,12 +10,9 @@
 use crate::runtime::Config;
 use std::os::fd::AsRawFd;
 
-/// Environment variable: `1` to enter the sandbox.
-pub const ENV_SANDBOX: &str = "REINC_SANDBOX";
-/// Environment variable: the capabilities to keep, comma-separated names.
-pub const ENV_CAPABILITIES: &str = "REINC_CAPABILITIES";
-/// Environment variable: `0` to skip the seccomp allow-list.
-pub const ENV_SECCOMP: &str = "REINC_SECCOMP";
+/// The sandbox's environment names, defined with the supervisor's side in
+/// [`reinc_control::env`].
+pub use reinc_control::env::{ENV_CAPABILITIES, ENV_SANDBOX, ENV_SECCOMP};
 
 /// Applies the sandbox the environment asks for, keeping the descriptors
 /// `config` holds.
