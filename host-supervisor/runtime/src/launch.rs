@@ -30,9 +30,9 @@ use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_op
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-/// The launch contract's environment names, defined with the supervisor's
-/// side of it in [`reinc_control::env`].
-pub use reinc_control::env::{ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD};
+// The launch contract's environment names, defined once for both sides in
+// `reinc_control::env`.
+pub(crate) use reinc_control::env::{ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD};
 
 /// A launch contract violation. The driver cannot talk to its supervisor, so
 /// it logs this and exits with status 2.

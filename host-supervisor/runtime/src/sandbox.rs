@@ -6,13 +6,15 @@
 //! [`ENV_CAPABILITIES`] (none by default) and [`ENV_SECCOMP`] (`1` unless
 //! `seccomp = false`). Without [`ENV_SANDBOX`] (a driver run by hand or by a
 //! crate's own process tests) nothing is changed.
+//!
+//! [`ENV_SANDBOX`]: reinc_control::env::ENV_SANDBOX
+//! [`ENV_CAPABILITIES`]: reinc_control::env::ENV_CAPABILITIES
+//! [`ENV_SECCOMP`]: reinc_control::env::ENV_SECCOMP
 
 use crate::runtime::Config;
 use std::os::fd::AsRawFd;
 
-/// The sandbox's environment names, defined with the supervisor's side in
-/// [`reinc_control::env`].
-pub use reinc_control::env::{ENV_CAPABILITIES, ENV_SANDBOX, ENV_SECCOMP};
+use reinc_control::env::{ENV_CAPABILITIES, ENV_SANDBOX, ENV_SECCOMP};
 
 /// Applies the sandbox the environment asks for, keeping the descriptors
 /// `config` holds.
