@@ -35,7 +35,7 @@
 use crate::checkpoint;
 use crate::config::Config;
 use crate::core::{Action, ClientMsg, ConnId, DriverId, Event, Supervisor};
-use crate::journal::writer::Writer;
+use crate::journal::writer::{ToWriter, Writer};
 use crate::notify::Notifier;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -126,6 +126,8 @@ pub struct Daemon {
     exit: bool,
     /// The journal's writer thread, when a driver journals.
     journal: Option<Writer>,
+    /// Records for the writer, sent together at the end of `execute`.
+    journal_out: Vec<ToWriter>,
     /// systemd's notification socket ([`crate::notify`]).
     notify: Notifier,
     /// `READY=1` went out.
@@ -243,6 +245,7 @@ impl Daemon {
             buf: vec![0; MAX_CONTROL_FRAME.max(MAX_FRAME + 1)],
             exit: false,
             journal,
+            journal_out: Vec::new(),
             notify: Notifier::from_env().unwrap_or_else(|e| {
                 warn!("[SUP] {e}; not notifying systemd");
                 Notifier::new(None, None).expect("no socket never fails")
@@ -398,5 +401,6 @@ impl Daemon {
                 Action::Exit => self.exit = true,
             }
         }
+        self.flush_journal();
     }
 }

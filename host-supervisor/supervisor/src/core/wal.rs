@@ -255,15 +255,19 @@ impl Supervisor {
         }
         self.wal.durable = upto;
         let later = self.wal.waiting.split_off(&(upto + 1));
-        for (_, acts) in std::mem::replace(&mut self.wal.waiting, later) {
-            out.extend(acts);
-        }
+        let released = std::mem::replace(&mut self.wal.waiting, later);
         self.wal.undurable.retain(|_, lsn| *lsn > upto);
         self.wal.accepted.retain(|_, lsn| *lsn > upto);
+        // The drivers' next requests first: a journal driver waits for this
+        // record before it may work again, so its request is on the critical
+        // path of every batch, and the clients' answers are not.
         for i in 0..self.drivers.len() {
             if self.is_journal(DriverId(i)) {
                 self.pump(DriverId(i), out);
             }
+        }
+        for (_, acts) in released {
+            out.extend(acts);
         }
     }
 
