@@ -41,7 +41,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use reinc_client::control::MAX_CONTROL_FRAME;
+use reinc_control::control::MAX_CONTROL_FRAME;
 use reinc_policy::Millis;
 use reinc_proto::{MAX_FRAME, SupToClient};
 use std::collections::{HashMap, VecDeque};
@@ -189,7 +189,7 @@ impl Daemon {
         // supervisor answers on its control socket; a socket that only
         // accepts (held by a dead supervisor's child between fork and exec)
         // or refuses is stale.
-        let control_path = reinc_client::control_socket(runtime_dir);
+        let control_path = reinc_control::paths::control_socket(runtime_dir);
         if supervisor_answers(&control_path) {
             return Err(DaemonError::AlreadyRunning(control_path));
         }
@@ -224,8 +224,8 @@ impl Daemon {
 
         let mode = dirs::runtime_dir_mode(cfg.supervisor.client_socket_mode);
         dirs::ensure_private_dir("runtime directory", runtime_dir, mode)?;
-        let client_path = reinc_client::client_socket(runtime_dir);
-        let control_path = reinc_client::control_socket(runtime_dir);
+        let client_path = reinc_control::paths::client_socket(runtime_dir);
+        let control_path = reinc_control::paths::control_socket(runtime_dir);
         // Who may write client.sock may call every driver: configurable,
         // 0660 by default (owner and group), never wider than asked.
         let client_listener = listen_seqpacket(&client_path, cfg.supervisor.client_socket_mode)?;

@@ -17,7 +17,7 @@ use super::durability::Durability;
 use super::vocab::{Action, DriverId, DriverMsg, ExitStatus, KillSignal, Trace};
 use super::{Cached, Supervisor};
 use crate::config::{DriverConfig, FaultPolicyConfig};
-use reinc_client::control::ControlResponse;
+use reinc_control::control::ControlResponse;
 use reinc_policy::{FaultAction, FaultPolicy, Millis};
 use reinc_proto::{CallError, FromDriver, Generation};
 use reinc_queue::{RequestQueue, Slot};

@@ -14,7 +14,7 @@ use nix::sys::epoll::{EpollEvent, EpollFlags};
 use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, bind, connect, listen, recv, send, socket,
 };
-use reinc_client::control::{ControlRequest, MAX_CONTROL_FRAME};
+use reinc_control::control::{ControlRequest, MAX_CONTROL_FRAME};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
