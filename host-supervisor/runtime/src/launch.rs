@@ -42,6 +42,11 @@ pub const ENV_TRACE_FD: &str = "REINC_TRACE_FD";
 pub const ENV_FAULT: &str = "REINC_FAULT";
 /// Environment variable (optional, tests): the exec log's path.
 pub const ENV_EXEC_LOG: &str = "REINC_EXEC_LOG";
+/// Environment variable (optional): the generation this instance was
+/// launched for. It stamps the frames the instance sends before `Init` (a
+/// hot standby's pongs, CONTRACTS.md §8), so the supervisor can tell them
+/// from a dead instance's. `Init` still decides the generation.
+pub const ENV_GENERATION: &str = "REINC_GENERATION";
 
 /// A launch contract violation. The driver cannot talk to its supervisor, so
 /// it logs this and exits with status 2.
@@ -112,6 +117,8 @@ pub struct Launch {
     pub fault: Option<FaultPlan>,
     /// The exec log path, if any.
     pub exec_log: Option<PathBuf>,
+    /// The generation launched for ([`ENV_GENERATION`]), if given.
+    pub generation: Option<reinc_proto::Generation>,
 }
 
 impl Launch {
@@ -159,7 +166,11 @@ impl Launch {
             })?),
         };
         let exec_log = optional_var(ENV_EXEC_LOG).map(PathBuf::from);
-        Ok(Self { name, ipc, trace, fault, exec_log })
+        let generation = match optional_var(ENV_GENERATION) {
+            None => None,
+            Some(_) => Some(reinc_proto::Generation(parse_var(ENV_GENERATION, &name)?)),
+        };
+        Ok(Self { name, ipc, trace, fault, exec_log, generation })
     }
 }
 
