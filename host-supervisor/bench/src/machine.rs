@@ -95,6 +95,17 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(reinc_procfs::stat(pid)?.cpu_time(clock_ticks()))
 }
 
+/// The children of `pid` (`/proc/PID/task/PID/children`, which lists those
+/// of its main thread: the supervisor is single-threaded).
+#[must_use]
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 fn clock_ticks() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map_or(100, |t| t as u64)
 }
@@ -109,6 +120,15 @@ mod tests {
         assert_eq!(kib_field("VmRSS:\t  3120 kB\n", "VmRSS:"), Some(3120));
         assert_eq!(cpu_model("processor\t: 0\nmodel name\t: AMD EPYC\n").as_deref(), Some("AMD EPYC"));
         assert_eq!(cpu_model("processor\t: 0\n"), None);
+    }
+
+    #[test]
+    fn a_spawned_child_is_listed_among_the_children() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let listed = children(std::process::id()).contains(&child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listed);
     }
 
     #[test]
