@@ -95,14 +95,15 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(reinc_procfs::stat(pid)?.cpu_time(clock_ticks()))
 }
 
-/// The children of `pid` (`/proc/PID/task/PID/children`, which lists those
-/// of its main thread: the supervisor is single-threaded).
+/// The children of `pid`: the union of `/proc/PID/task/TID/children` over
+/// its threads (each file lists the children that thread forked).
 #[must_use]
 pub fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
         .collect()
 }
 
