@@ -36,7 +36,7 @@ fn chaos_random_kills_lose_nothing_and_duplicate_nothing() {
     chaos("chaos", &[]);
 }
 
-/// The same with a hot standby (CONTRACTS.md §8): kills land on promoted
+/// The same with a hot standby (CONTRACTS.md §9): kills land on promoted
 /// standbys, on instances whose next standby is not launched yet, and on
 /// ones whose standby is still starting.
 #[test]

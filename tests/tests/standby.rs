@@ -1,4 +1,4 @@
-//! Hot standby (`standby = true`, CONTRACTS.md §8) with real processes: a
+//! Hot standby (`standby = true`, CONTRACTS.md §9) with real processes: a
 //! second `storage_driver` waits, holding no device, and takes over at a
 //! crash; its own crash, hang, the supervisor's death and quarantine each do
 //! what the contract says.

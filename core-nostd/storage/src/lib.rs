@@ -53,8 +53,11 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod bulk;
 mod superblock;
 mod trace;
+
+pub use bulk::{BulkRequest, MAX_BULK_BLOCKS, PoolIo, PoolIoError, bulk_trace};
 
 pub use reinc_region::{Effect, OutOfBounds, RamRegion, Region};
 pub use superblock::{SUPERBLOCK_MAGIC, Superblock, SuperblockError};
@@ -106,6 +109,11 @@ pub enum StorageRequest<'a> {
     /// protocol's flush (NBD `FLUSH`, `FUA`) onto it; requests execute in FIFO
     /// order, so a flush covers every write submitted before it.
     Flush,
+    /// Data in the session's shared pool instead of the message (the
+    /// `bulk` module; host drivers run it with [`Storage::handle_bulk`]).
+    /// [`Storage::handle`] has no pool and refuses it with
+    /// [`StorageError::NoPool`].
+    Bulk(BulkRequest),
 }
 
 /// The reply to a [`StorageRequest`] (postcard-encoded reply body).
@@ -138,9 +146,17 @@ pub enum StorageReply<'a> {
     },
     /// Answer to `Flush`: every write answered before it is on stable storage.
     Flushed,
+
     /// The request was refused; nothing was written. Deterministic: a replay
     /// of the same request from the same state gives the same error.
     Error(StorageError),
+    /// Answer to [`BulkRequest::ReadInto`]: the blocks are in the pool.
+    Filled {
+        /// First block read.
+        lba: u64,
+        /// Blocks read.
+        blocks: u32,
+    },
 }
 
 /// Why a request was refused.
@@ -184,6 +200,29 @@ pub enum StorageError {
         /// Device size in blocks.
         capacity: u64,
     },
+    /// A bulk request names more than [`MAX_BULK_BLOCKS`] blocks.
+    #[error("{blocks} blocks exceed the limit of {MAX_BULK_BLOCKS} per bulk request")]
+    BulkTooLarge {
+        /// Blocks requested.
+        blocks: u32,
+    },
+    /// A bulk request, but the session has no pool (none attached, or the
+    /// one attached was refused).
+    #[error("bulk request from a session without a shared pool")]
+    NoPool,
+    /// A bulk request's range runs outside the session's pool.
+    #[error("{len} bytes at pool offset {pool_offset} run past the {pool}-byte pool")]
+    PoolRange {
+        /// Start of the range in the pool.
+        pool_offset: u64,
+        /// Its length.
+        len: u64,
+        /// The pool's size.
+        pool: u64,
+    },
+    /// The pool's memory could not be read or written (`EFAULT`).
+    #[error("the session's shared pool could not be accessed")]
+    PoolFault,
 }
 
 /// The driver's committed state: the supervisor's checkpoint.
@@ -453,6 +492,7 @@ impl<R: Region> Storage<R> {
                 let state = StorageState { append_cursor: next, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
+            StorageRequest::Bulk(_) => refuse(StorageError::NoPool),
         }
     }
 

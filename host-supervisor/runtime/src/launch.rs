@@ -44,7 +44,7 @@ pub const ENV_FAULT: &str = "REINC_FAULT";
 pub const ENV_EXEC_LOG: &str = "REINC_EXEC_LOG";
 /// Environment variable (optional): the generation this instance was
 /// launched for. It stamps the frames the instance sends before `Init` (a
-/// hot standby's pongs, CONTRACTS.md §8), so the supervisor can tell them
+/// hot standby's pongs, CONTRACTS.md §9), so the supervisor can tell them
 /// from a dead instance's. `Init` still decides the generation.
 pub const ENV_GENERATION: &str = "REINC_GENERATION";
 

@@ -18,7 +18,7 @@
 //!
 //! `standby = true` keeps a hot standby of the driver: a second process,
 //! launched and past its start-up but holding no device, promoted at once
-//! when the running instance dies (CONTRACTS.md §8). It needs a restart
+//! when the running instance dies (CONTRACTS.md §9). It needs a restart
 //! policy (`fault-policy = "restart"`, the default): under `"stop"` nothing
 //! would ever promote it.
 //!
@@ -187,7 +187,7 @@ pub struct DriverConfig {
     /// User, group, capabilities, sandbox, environment and client allow-list
     /// ([`crate::privileges`]).
     pub privileges: crate::privileges::Privileges,
-    /// Keep a hot standby instance, promoted on a crash (CONTRACTS.md §8).
+    /// Keep a hot standby instance, promoted on a crash (CONTRACTS.md §9).
     pub standby: bool,
 }
 

@@ -27,7 +27,7 @@
 //! | [`durability`] | persisted checkpoints and the replies waiting for them |
 //! | `wal` | the journal: records, held answers, snapshot, recovery |
 //! | `counters` | per-driver counters for `drvctl metrics` |
-//! | `standby` | hot standby instances (`standby = true`, CONTRACTS.md §8): their launch, heartbeats and deaths, and promotion with `Init` and the replay in one burst |
+//! | `standby` | hot standby instances (`standby = true`, CONTRACTS.md §9): their launch, heartbeats and deaths, and promotion with `Init` and the replay in one burst |
 //!
 //! A split by entry point (one module per [`Event`] variant) was rejected:
 //! a crash touches the queue, the sessions and the policy, and the rule
@@ -413,6 +413,13 @@ impl Supervisor {
 
     fn current(&self, driver: DriverId) -> Option<Generation> {
         self.drivers.get(driver.0)?.instance.as_ref().map(|i| i.generation)
+    }
+
+    /// The generation of the instance of `driver` that serves requests (not
+    /// its standby), if it has one.
+    #[must_use]
+    pub fn instance_generation(&self, driver: DriverId) -> Option<Generation> {
+        self.current(driver)
     }
 
     /// Whether `generation` is the standby of `driver` ([`standby`]).

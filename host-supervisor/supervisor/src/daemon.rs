@@ -60,6 +60,7 @@ mod io;
 mod launch;
 mod listeners;
 mod persist;
+pub mod pools;
 use io::{Peer, Registry, Source, flush};
 use launch::Live;
 use listeners::{listen_seqpacket, supervisor_answers};
@@ -114,7 +115,7 @@ pub struct Daemon {
     signals: SignalFd,
     started: Instant,
     /// Every driver process, by driver and generation: the running instance
-    /// and, with `standby = true`, its standby (CONTRACTS.md §8).
+    /// and, with `standby = true`, its standby (CONTRACTS.md §9).
     live: HashMap<(DriverId, Generation), Live>,
     /// The trace ring of each driver's last ended instance.
     last_trace: HashMap<DriverId, Vec<u8>>,
@@ -152,6 +153,10 @@ pub struct Daemon {
     peers: HashMap<ConnId, Option<authz::Peer>>,
     /// Calls refused by a driver's allow-list, for the summary line.
     denied: u64,
+    /// The clients' shared pools, by session and driver ([`pools`]).
+    pools: pools::PoolTable,
+    /// Sessions in the core's table at the last pool sweep.
+    sessions_seen: usize,
 }
 
 /// Figures for `drvctl metrics` that only the daemon sees.
@@ -260,6 +265,8 @@ impl Daemon {
             slow_dropped: 0,
             peers: HashMap::new(),
             denied: 0,
+            pools: pools::PoolTable::default(),
+            sessions_seen: 0,
         };
         let nofile = fds::nofile();
         d.conn_cap = fds::connection_cap(d.cfg.supervisor.limits.max_connections, nofile, d.cfg.drivers.len());
@@ -400,5 +407,6 @@ impl Daemon {
                 Action::Exit => self.exit = true,
             }
         }
+        self.sweep_pools();
     }
 }

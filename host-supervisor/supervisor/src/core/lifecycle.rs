@@ -137,7 +137,7 @@ impl Supervisor {
     /// Launches a new generation of `id`: the spawn is answered by
     /// [`Event::Spawned`](super::Event::Spawned) or a spawn failure.
     pub(super) fn launch(&mut self, now: Millis, id: DriverId, out: &mut Vec<Action>) {
-        // A hot standby takes the place of a new process (CONTRACTS.md §8).
+        // A hot standby takes the place of a new process (CONTRACTS.md §9).
         if self.promote(now, id, out) {
             return;
         }
@@ -345,7 +345,7 @@ impl Supervisor {
         // Poison: blame the oldest request the dead instance was working on.
         let mut poisoned = None;
         // An instance that died before Ready started nothing, even if a
-        // burst had sent it the head request already (CONTRACTS.md §8).
+        // burst had sent it the head request already (CONTRACTS.md §9).
         if d.queue.head_in_flight() && !was_starting {
             let limit = d.cfg.poison_after;
             let head = d.queue.blame_head().expect("in flight implies non-empty");

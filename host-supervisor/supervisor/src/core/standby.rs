@@ -1,4 +1,4 @@
-//! Hot standby instances (CONTRACTS.md §8).
+//! Hot standby instances (CONTRACTS.md §9).
 //!
 //! A driver with `standby = true` keeps a second process next to its running
 //! instance: launched for the next generation, past its start-up (exec'd,

@@ -157,6 +157,13 @@ impl Daemon {
         }
     }
 
+    /// The generation of the instance of `driver` that serves requests, if
+    /// it has a process: never its standby (CONTRACTS.md §9), which gets no
+    /// pool before its `Init`, and all of them behind it.
+    pub(super) fn running(&self, driver: DriverId) -> Option<Generation> {
+        self.core.instance_generation(driver).filter(|g| self.live.contains_key(&(driver, *g)))
+    }
+
     /// True the first time it is asked for a process: its sandbox is to be
     /// checked now.
     fn first_check(&mut self, driver: DriverId, generation: Generation) -> bool {
@@ -186,6 +193,7 @@ impl Daemon {
             DriverMsg::Inject(p) => ToDriver::Inject(*p),
             DriverMsg::Shutdown => ToDriver::Shutdown,
         };
+        let init = matches!(msg, DriverMsg::Init { .. });
         let frame = match reinc_proto::encode_vec(&wire) {
             Ok(f) => f,
             Err(e) => {
@@ -200,6 +208,11 @@ impl Daemon {
             warn!("{}: outgoing queue overflow; dropping frames", self.core.config(driver).name);
         }
         self.reg.update_out(peer);
+        if init {
+            // Every session's pool right behind Init, before any replayed
+            // request can need it (CONTRACTS.md §8).
+            self.send_pools(driver, generation);
+        }
     }
 
     pub(super) fn flush_driver(&mut self, driver: DriverId, generation: Generation) {

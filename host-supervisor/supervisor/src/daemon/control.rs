@@ -67,9 +67,8 @@ impl Daemon {
             if let Some(ring) = self.last_trace.get(&id) {
                 return ControlResponse::Trace(ring.clone());
             }
-            // The running instance: launched before its standby, so the lower generation.
-            let running = self.live.iter().filter(|((d, _), _)| *d == id).min_by_key(|((_, g), _)| *g);
-            if let Some(t) = running.and_then(|(_, l)| l.trace.as_ref()) {
+            let running = self.running(id).and_then(|g| self.live.get(&(id, g)));
+            if let Some(t) = running.and_then(|l| l.trace.as_ref()) {
                 let mut ring = vec![0u8; reinc_ringbuf::shared::RING_BYTES];
                 if t.read_exact_at(&mut ring, 0).is_ok() {
                     return ControlResponse::Trace(ring);

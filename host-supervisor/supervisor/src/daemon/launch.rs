@@ -120,7 +120,7 @@ impl Daemon {
             .env(launch::ENV_IPC_FD, "0")
             .env(launch::ENV_DRIVER_NAME, &cfg.name)
             .env(launch::ENV_SUPERVISOR_PID, std::process::id().to_string())
-            // Stamps what a standby sends before Init (CONTRACTS.md §8).
+            // Stamps what a standby sends before Init (CONTRACTS.md §9).
             .env(launch::ENV_GENERATION, generation.0.to_string())
             // systemd's notifications are the supervisor's, not a driver's.
             .env_remove("NOTIFY_SOCKET")

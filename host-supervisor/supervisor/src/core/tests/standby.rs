@@ -1,4 +1,4 @@
-//! Hot standby rules of the core (`core/standby.rs`, CONTRACTS.md §8).
+//! Hot standby rules of the core (`core/standby.rs`, CONTRACTS.md §9).
 
 use super::*;
 
