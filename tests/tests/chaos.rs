@@ -33,17 +33,29 @@ fn block(lba: u64, fill: u8) -> Vec<u8> {
 
 #[test]
 fn chaos_random_kills_lose_nothing_and_duplicate_nothing() {
-    let mut rig = Rig::new(
-        "chaos",
-        &[
-            ("backoff-base-ms", "1"),
-            ("backoff-cap-ms", "10"),
-            ("healthy-after-ms", "200"),
-            ("max-restarts", "64"),
-            ("restart-window-ms", "1000"),
-            ("window", "8"),
-        ],
-    );
+    chaos("chaos", &[]);
+}
+
+/// The same with a hot standby (CONTRACTS.md §9): kills land on promoted
+/// standbys, on instances whose next standby is not launched yet, and on
+/// ones whose standby is still starting.
+#[test]
+fn chaos_with_a_standby_loses_nothing_and_duplicates_nothing() {
+    let rig = chaos("chaos-standby", &[("standby", "true")]);
+    assert!(!rig.sup_lines("promoting the standby of storage_driver").is_empty(), "log:\n{}", rig.log());
+}
+
+fn chaos(tag: &str, extra: &[(&str, &str)]) -> Rig {
+    let mut keys = vec![
+        ("backoff-base-ms", "1"),
+        ("backoff-cap-ms", "10"),
+        ("healthy-after-ms", "200"),
+        ("max-restarts", "64"),
+        ("restart-window-ms", "1000"),
+        ("window", "8"),
+    ];
+    keys.extend_from_slice(extra);
+    let mut rig = Rig::new(tag, &keys);
     rig.start();
     let seed = std::env::var("REINC_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_1234_u64);
     eprintln!("chaos seed {seed} (set REINC_CHAOS_SEED to reproduce)");
@@ -142,6 +154,7 @@ fn chaos_random_kills_lose_nothing_and_duplicate_nothing() {
     assert_eq!(rig.superblock().applied_count, writes);
     let st = rig.wait_status(Duration::from_secs(10), |s| s.restarts >= kills && s.state.name() == "running");
     assert!(st.is_some(), "every kill is followed by a restart; log:\n{}", rig.log());
+    rig
 }
 
 #[test]

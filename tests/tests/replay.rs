@@ -12,7 +12,26 @@ const PER_CASE: u64 = 6;
 
 #[test]
 fn crash_matrix_every_request_answered_once_and_executed_once() {
-    let mut rig = Rig::new("matrix", &[]);
+    crash_matrix("matrix", &[]);
+}
+
+/// The same matrix where every crash promotes a hot standby (CONTRACTS.md §9)
+/// and gets the replay with `Init`, in one burst.
+#[test]
+fn crash_matrix_with_a_standby_every_request_answered_once_and_executed_once() {
+    let rig = crash_matrix("matrix-standby", &[("standby", "true")]);
+    assert_eq!(
+        rig.sup_lines("promoting the standby of storage_driver").len(),
+        24,
+        "log:
+{}",
+        rig.log()
+    );
+}
+
+/// Every crash point × read/write × death, one after the other on one rig.
+fn crash_matrix(tag: &str, overrides: &[(&str, &str)]) -> Rig {
+    let mut rig = Rig::new(tag, overrides);
     rig.start();
     let mut client = rig.client();
     let mut model: BTreeMap<u64, u8> = BTreeMap::new();
@@ -82,6 +101,7 @@ fn crash_matrix_every_request_answered_once_and_executed_once() {
     assert_eq!(rig.superblock().applied_count, writes);
     assert_eq!(rig.status().restarts, case as u32);
     assert!(!rig.sup_lines("replaying").is_empty());
+    rig
 }
 
 #[test]

@@ -33,7 +33,19 @@ fn data(lba: u64, round: u8) -> Vec<u8> {
 /// the device holds the pool's bytes; bulk reads then return them.
 #[test]
 fn bulk_writes_replayed_after_a_crash_read_the_pinned_pool_and_apply_once() {
-    let mut rig = Rig::new("shm-replay", &[]);
+    bulk_replay("shm-replay", &[]);
+}
+
+/// The same where each crash promotes a hot standby (CONTRACTS.md §9): it
+/// gets the session's pool behind its `Init`, before the replay needs it.
+#[test]
+fn bulk_writes_replayed_by_a_promoted_standby_read_the_pool_it_got_behind_init() {
+    let rig = bulk_replay("shm-replay-standby", &[("standby", "true")]);
+    assert_eq!(rig.sup_lines("promoting the standby of storage_driver").len(), 5, "log:\n{}", rig.log());
+}
+
+fn bulk_replay(tag: &str, overrides: &[(&str, &str)]) -> Rig {
+    let mut rig = Rig::new(tag, overrides);
     rig.start();
     let mut c = rig.client();
     let pool = SharedPool::create("shm-test", SLOT * SLOTS * 2).unwrap();
@@ -91,6 +103,7 @@ fn bulk_writes_replayed_after_a_crash_read_the_pinned_pool_and_apply_once() {
         pool.copy_out(off, &mut got).unwrap();
         assert!(got == model[&lba], "lba {lba}: the pool holds what the device holds");
     }
+    rig
 }
 
 /// A range outside the pool, a session that attached none, and a pool that

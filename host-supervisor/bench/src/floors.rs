@@ -6,7 +6,14 @@
 //!   The relay forwards frames both ways from one `poll(2)` loop: the
 //!   supervisor's data path with no decoding, no queue, no session;
 //! - **spawn**: fork+exec of a driver binary, `Init`, until its first frame
-//!   (`Ready`), with no supervisor: what any restart costs at least.
+//!   (`Ready`), with no supervisor: what any restart costs at least;
+//! - **ideal supervisor**: the least a supervisor can do on a crash, as a
+//!   separate process ([`run_ideal_supervisor`]): fork+exec the child, block
+//!   in `waitpid`, and on its death fork+exec again at once, with no backoff,
+//!   no bookkeeping and no event loop. The restart row (SIGKILL to the new
+//!   instance's first message, [`Announcements`]) is a ratio to it. This is
+//!   the supervisor a user could write in twenty lines of C; daemontools,
+//!   runit and s6 are all slower than it, so it is the honest floor.
 //!
 //! The helpers are separate processes (this executable re-run with a hidden
 //! role), like client, supervisor and driver, so the floors pay the same
@@ -29,6 +36,9 @@ pub const MSG_BYTES: usize = 32;
 pub const ROLE_ECHO: &str = "__echo";
 /// Hidden argument that makes this executable a relay helper.
 pub const ROLE_RELAY: &str = "__relay";
+/// Hidden argument that makes this executable the ideal supervisor
+/// ([`run_ideal_supervisor`]); the child's executable and arguments follow.
+pub const ROLE_IDEAL: &str = "__ideal-supervisor";
 
 fn pair(what: &str) -> Result<(OwnedFd, OwnedFd), BenchError> {
     socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
@@ -290,4 +300,135 @@ pub fn spawn_to_first_message(
         }
     }
     Ok(out)
+}
+
+/// The ideal supervisor: runs `exec args` under the launch contract (a
+/// channel as stdin on which nothing is ever sent, so the driver waits for
+/// `Init` forever), blocks in `waitpid` until it dies, and starts it again at
+/// once, forever. It is stopped by a signal; its child dies with it
+/// (`PR_SET_PDEATHSIG`, armed by the driver's runtime).
+///
+/// # Errors
+/// No executable given, or a spawn or socket error.
+pub fn run_ideal_supervisor(args: &[String]) -> Result<(), BenchError> {
+    let (exec, rest) = args.split_first().ok_or_else(|| BenchError::Usage(format!("{ROLE_IDEAL} EXEC [ARGS...]")))?;
+    let me = std::process::id().to_string();
+    loop {
+        // Our end stays open while the child lives: EOF would make it exit.
+        let (ours, theirs) = pair("the ideal supervisor's child")?;
+        let mut child = Command::new(exec)
+            .args(rest)
+            .env("REINC_IPC_FD", "0")
+            .env("REINC_DRIVER_NAME", "ideal")
+            .env("REINC_SUPERVISOR_PID", &me)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::io(exec, e))?;
+        child.wait().map_err(|e| BenchError::io(format!("waitpid for {exec}"), e))?;
+        drop(ours);
+    }
+}
+
+/// A running ideal supervisor ([`run_ideal_supervisor`]); SIGKILLed and
+/// reaped on drop (its child follows by `PR_SET_PDEATHSIG`).
+#[derive(Debug)]
+pub struct IdealSupervisor(Child);
+
+impl IdealSupervisor {
+    /// Starts the harness as the ideal supervisor of `exec args`.
+    ///
+    /// # Errors
+    /// The harness cannot be started.
+    pub fn start(harness: &Path, exec: &Path, args: &[String]) -> Result<Self, BenchError> {
+        Command::new(harness)
+            .arg(ROLE_IDEAL)
+            .arg(exec)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map(Self)
+            .map_err(|e| BenchError::io(format!("{} {ROLE_IDEAL}", harness.display()), e))
+    }
+}
+
+impl Drop for IdealSupervisor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The socket on which `reinc-bench-driver --announce PATH` instances send
+/// their pid as their very first act: "the instance's first message", timed
+/// by the harness's own clock.
+#[derive(Debug)]
+pub struct Announcements {
+    sock: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl Announcements {
+    /// Binds the socket at `path` (a stale one is removed first).
+    ///
+    /// # Errors
+    /// The socket cannot be bound.
+    pub fn bind(path: &Path) -> Result<Self, BenchError> {
+        let _ = std::fs::remove_file(path);
+        let sock = std::os::unix::net::UnixDatagram::bind(path).map_err(|e| BenchError::io(path.display(), e))?;
+        Ok(Self { sock, path: path.into() })
+    }
+
+    /// The path to pass as `--announce`.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next announcement, and when it was received.
+    ///
+    /// # Errors
+    /// None within `timeout`, or a malformed datagram.
+    pub fn next(&self, timeout: Duration) -> Result<(u32, Instant), BenchError> {
+        let what = || format!("an announcement on {}", self.path.display());
+        self.sock.set_read_timeout(Some(timeout)).map_err(|e| BenchError::io(what(), e))?;
+        let mut buf = [0u8; 8];
+        match self.sock.recv(&mut buf) {
+            Ok(4) => Ok((u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]), Instant::now())),
+            Ok(n) => Err(BenchError::Setup(format!("{}: a {n}-byte datagram instead of a pid", what()))),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(BenchError::Timeout(what()))
+            }
+            Err(e) => Err(BenchError::io(what(), e)),
+        }
+    }
+
+    /// SIGKILLs `pid` and times it until an instance with another pid
+    /// announces itself; returns that time and the new pid.
+    ///
+    /// # Errors
+    /// The kill fails, or no new instance announces itself within `timeout`.
+    pub fn kill_until_next(&self, pid: u32, timeout: Duration) -> Result<(Duration, u32), BenchError> {
+        use nix::sys::signal::{Signal, kill};
+        let t = Instant::now();
+        kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL)
+            .map_err(|e| BenchError::io(format!("SIGKILL pid {pid}"), e.into()))?;
+        loop {
+            let left = timeout.saturating_sub(t.elapsed()).max(Duration::from_millis(1));
+            let (new, at) = self.next(left)?;
+            if new != pid {
+                return Ok((at - t, new));
+            }
+        }
+    }
+}
+
+impl Drop for Announcements {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

@@ -95,6 +95,18 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(reinc_procfs::stat(pid)?.cpu_time(clock_ticks()))
 }
 
+/// The children of `pid`: the union of `/proc/PID/task/TID/children` over
+/// its threads (each file lists the children that thread forked).
+#[must_use]
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
 fn clock_ticks() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map_or(100, |t| t as u64)
 }
@@ -109,6 +121,15 @@ mod tests {
         assert_eq!(kib_field("VmRSS:\t  3120 kB\n", "VmRSS:"), Some(3120));
         assert_eq!(cpu_model("processor\t: 0\nmodel name\t: AMD EPYC\n").as_deref(), Some("AMD EPYC"));
         assert_eq!(cpu_model("processor\t: 0\n"), None);
+    }
+
+    #[test]
+    fn a_spawned_child_is_listed_among_the_children() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let listed = children(std::process::id()).contains(&child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listed);
     }
 
     #[test]

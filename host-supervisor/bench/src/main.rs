@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some(floors::ROLE_ECHO) => floors::run_echo(),
         Some(floors::ROLE_RELAY) => floors::run_relay(),
+        Some(floors::ROLE_IDEAL) => floors::run_ideal_supervisor(&args[1..]),
         Some("run") => run(&args[1..]),
         Some("demo-load") => demo::DemoArgs::parse(&args[1..]).and_then(|a| demo::run(&a)).map(|r| println!("{r}")),
         Some("help" | "--help" | "-h") => {

@@ -22,6 +22,11 @@ pub const ENV_TRACE_FD: &str = "REINC_TRACE_FD";
 pub const ENV_FAULT: &str = "REINC_FAULT";
 /// Launch (optional, tests): the path of the append-only exec log.
 pub const ENV_EXEC_LOG: &str = "REINC_EXEC_LOG";
+/// Launch: the generation this instance was launched for. It stamps the
+/// frames the instance sends before `Init` (a hot standby's pongs,
+/// CONTRACTS.md §9), so the supervisor can tell them from a dead instance's.
+/// `Init` still decides the generation.
+pub const ENV_GENERATION: &str = "REINC_GENERATION";
 
 /// Sandbox: `1` to enter the sandbox after the launch contract is read.
 pub const ENV_SANDBOX: &str = "REINC_SANDBOX";
@@ -41,8 +46,9 @@ pub const ENV_RECONNECT_TIMEOUT_MS: &str = "REINC_RECONNECT_TIMEOUT_MS";
 
 /// What the supervisor sets for a driver instance: the launch contract and
 /// the sandbox.
-pub const SET_FOR_DRIVERS: [&str; 9] = [
+pub const SET_FOR_DRIVERS: [&str; 10] = [
     ENV_IPC_FD,
+    ENV_GENERATION,
     ENV_DRIVER_NAME,
     ENV_SUPERVISOR_PID,
     ENV_TRACE_FD,

@@ -32,7 +32,9 @@ use std::path::PathBuf;
 
 // The launch contract's environment names, defined once for both sides in
 // `reinc_control::env`.
-pub(crate) use reinc_control::env::{ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD};
+pub(crate) use reinc_control::env::{
+    ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_GENERATION, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD,
+};
 
 /// A launch contract violation. The driver cannot talk to its supervisor, so
 /// it logs this and exits with status 2.
@@ -103,6 +105,8 @@ pub struct Launch {
     pub fault: Option<FaultPlan>,
     /// The exec log path, if any.
     pub exec_log: Option<PathBuf>,
+    /// The generation launched for ([`ENV_GENERATION`]), if given.
+    pub generation: Option<reinc_proto::Generation>,
 }
 
 impl Launch {
@@ -150,7 +154,11 @@ impl Launch {
             })?),
         };
         let exec_log = optional_var(ENV_EXEC_LOG).map(PathBuf::from);
-        Ok(Self { name, ipc, trace, fault, exec_log })
+        let generation = match optional_var(ENV_GENERATION) {
+            None => None,
+            Some(_) => Some(reinc_proto::Generation(parse_var(ENV_GENERATION, &name)?)),
+        };
+        Ok(Self { name, ipc, trace, fault, exec_log, generation })
     }
 }
 

@@ -325,6 +325,7 @@ pub fn run_driver<D: Driver>(make: impl FnOnce(&str) -> Result<D, String>) -> Ex
             return ExitCode::from(2);
         }
     };
+    let launched_for = launch.generation;
     let mut config = Config::from(launch);
     match stop_signals() {
         Ok(sfd) => config.stop_signals = Some(sfd),
@@ -336,9 +337,13 @@ pub fn run_driver<D: Driver>(make: impl FnOnce(&str) -> Result<D, String>) -> Ex
         let reason = format!("driver {}: cannot enter its sandbox: {e}", config.name);
         return Runtime::new(config, Refused(reason)).run().code();
     }
+    // Everything up to here (exec, logging, the launch contract, the
+    // sandbox, building the driver from its arguments) is what a hot
+    // standby has already done when it is promoted; the device is opened
+    // only in `Driver::init`, on `Init` (CONTRACTS.md §9).
     let exit = match make(&config.name) {
-        Ok(driver) => Runtime::new(config, driver).run(),
-        Err(reason) => Runtime::new(config, Refused(reason)).run(),
+        Ok(driver) => Runtime::new(config, driver).launched_for(launched_for).run(),
+        Err(reason) => Runtime::new(config, Refused(reason)).launched_for(launched_for).run(),
     };
     exit.code()
 }

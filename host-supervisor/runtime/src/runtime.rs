@@ -153,6 +153,20 @@ impl<D: Driver> Runtime<D> {
         }
     }
 
+    /// Stamps the frames sent before `Init` with `generation`, the one
+    /// this instance was launched for (a hot standby's pongs), instead of
+    /// `Generation(0)`. `Init` still sets the generation of everything after
+    /// it. `None` changes nothing.
+    #[must_use]
+    pub fn launched_for(mut self, generation: Option<Generation>) -> Self {
+        if let Some(g) = generation
+            && !self.ready
+        {
+            self.generation = g;
+        }
+        self
+    }
+
     /// The trace recorded so far.
     #[must_use]
     pub fn tracer(&self) -> &Tracer {
@@ -405,6 +419,11 @@ impl<D: Driver> Runtime<D> {
     }
 
     fn init(&mut self, generation: Generation, checkpoint: Option<&[u8]>) -> Flow {
+        if self.generation != Generation(0) && self.generation != generation {
+            // The supervisor decides; a standby promoted under another
+            // number than it was launched for is not an error.
+            info!("[driver] {} launched for {} runs as {generation}", self.name, self.generation);
+        }
         self.generation = generation;
         self.tracer.record(Event::Init { generation, restored: checkpoint.is_some() });
         let state = match checkpoint {

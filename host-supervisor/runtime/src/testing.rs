@@ -12,7 +12,9 @@
 //!
 //! Both dereference to [`SupEnd`], the supervisor's end of the channel.
 
-use crate::launch::{ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD};
+use crate::launch::{
+    ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_GENERATION, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD,
+};
 use crate::{Config, Driver, Exit, Runtime};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt};
 use nix::sys::time::TimeVal;
@@ -47,6 +49,8 @@ pub struct Options {
     pub supervisor_pid: Option<i32>,
     /// Pass the socket as stdin (default) or by number.
     pub ipc: Option<IpcFd>,
+    /// `REINC_GENERATION`: the generation launched for.
+    pub generation: Option<u64>,
 }
 
 /// The supervisor's end of a driver's channel.
@@ -157,6 +161,8 @@ pub struct LoopOptions {
     pub exec_log: Option<PathBuf>,
     /// A launch fault plan (only `panic` is survivable in-process).
     pub fault: Option<FaultPlan>,
+    /// The generation launched for ([`Runtime::launched_for`]).
+    pub generation: Option<Generation>,
 }
 
 /// A driver running in the real event loop on a thread of this process.
@@ -182,7 +188,8 @@ impl InProcess {
             exec_log: opts.exec_log,
             stop_signals: None,
         };
-        let thread = std::thread::spawn(move || Runtime::new(config, driver).run());
+        let generation = opts.generation;
+        let thread = std::thread::spawn(move || Runtime::new(config, driver).launched_for(generation).run());
         Self { end: SupEnd::new(sup), thread }
     }
 
@@ -257,7 +264,11 @@ impl DriverProcess {
             .env(ENV_SUPERVISOR_PID, opts.supervisor_pid.unwrap_or(std::process::id() as i32).to_string())
             .env_remove(ENV_FAULT)
             .env_remove(ENV_EXEC_LOG)
-            .env_remove(ENV_TRACE_FD);
+            .env_remove(ENV_TRACE_FD)
+            .env_remove(ENV_GENERATION);
+        if let Some(g) = opts.generation {
+            cmd.env(ENV_GENERATION, g.to_string());
+        }
         match ipc {
             IpcFd::Stdin => {
                 cmd.env(ENV_IPC_FD, "0");

@@ -90,7 +90,7 @@ impl Driver for Adder {
 }
 
 fn start<D: Driver + Send + 'static>(driver: D, trace: Option<std::fs::File>, exec_log: Option<PathBuf>) -> InProcess {
-    InProcess::start("adder", driver, LoopOptions { trace, exec_log, fault: None })
+    InProcess::start("adder", driver, LoopOptions { trace, exec_log, ..LoopOptions::default() })
 }
 
 /// Supervisor-side steps of these tests.
@@ -245,6 +245,114 @@ fn requests_before_init_wait_for_it() {
     h.request(1, &Req::Add(2));
     h.init(3, Some(&postcard::to_allocvec(&Sum { total: 10 }).unwrap()));
     assert_eq!(h.reply(1).1, Some(Sum { total: 12 }));
+    h.finish();
+}
+
+/// Counts what the runtime asked of it, to show what a standby does before
+/// `Init`: a real driver opens its device (`/dev/uioN`, registers, irq) in
+/// `init` and nowhere else.
+#[derive(Clone, Default)]
+struct Probe {
+    inits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refuse_init: bool,
+}
+
+impl Probe {
+    fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.inits.load(SeqCst), self.handled.load(SeqCst))
+    }
+}
+
+impl Driver for Probe {
+    type State = Sum;
+    fn describe(&self) -> String {
+        "probe".into()
+    }
+    fn init(&mut self, _ctx: &mut Ctx<'_>, _state: &Sum) -> Result<(), DriverError> {
+        self.inits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.refuse_init { Err("no such device /dev/uio9".into()) } else { Ok(()) }
+    }
+    fn handle(&mut self, _: &mut Ctx<'_>, state: &Sum, _: RequestId, body: &[u8]) -> Result<Step<Sum>, DriverError> {
+        self.handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let Req::Add(n) = postcard::from_bytes::<Req>(body)? else { return Err("probe only adds".into()) };
+        let total = state.total + n;
+        Ok(Step::Done(Completion {
+            state: Sum { total },
+            reply: postcard::to_allocvec(&total)?,
+            effect: Effect::Applied,
+        }))
+    }
+}
+
+fn standby(probe: &Probe, launched_for: u32) -> InProcess {
+    let opts = LoopOptions { generation: Some(Generation(launched_for)), ..LoopOptions::default() };
+    InProcess::start("probe", probe.clone(), opts)
+}
+
+#[test]
+fn a_standby_answers_pings_with_its_launch_generation_and_opens_nothing_before_init() {
+    let probe = Probe::default();
+    let mut h = standby(&probe, 4);
+    for nonce in 1..=3 {
+        h.send(&ToDriver::Ping { nonce });
+        assert_eq!(h.pong(nonce), Generation(4), "a standby's pongs name the generation it waits to serve");
+    }
+    assert_eq!(probe.counts(), (0, 0), "no device opened, no request handled before Init");
+    h.init(4, None);
+    assert_eq!(probe.counts(), (1, 0));
+    h.finish();
+}
+
+#[test]
+fn init_and_the_replay_sent_in_one_burst_are_answered_ready_then_in_order() {
+    let probe = Probe::default();
+    let mut h = standby(&probe, 2);
+    let checkpoint = postcard::to_allocvec(&Sum { total: 100 }).unwrap();
+    // No wait for Ready: Init and the replayed window back to back.
+    h.send(&ToDriver::Init { generation: Generation(2), checkpoint: Some(&checkpoint) });
+    for seq in 1..=4 {
+        h.request(seq, &Req::Add(seq));
+    }
+    let first = h.recv(|f| f.clone() == DriverFrame { generation: Generation(2), msg: FromDriver::Ready });
+    assert_eq!(first, Some(true), "Ready comes before any reply");
+    let mut total = 100;
+    for seq in 1..=4 {
+        total += seq;
+        let (generation, commit, _) = h.reply(seq);
+        assert_eq!(
+            (generation, commit),
+            (Generation(2), Some(Sum { total })),
+            "reply {seq} in order, on the checkpoint"
+        );
+    }
+    h.finish();
+}
+
+#[test]
+fn a_failed_init_starts_none_of_the_requests_sent_with_it() {
+    let probe = Probe { refuse_init: true, ..Probe::default() };
+    let mut h = standby(&probe, 3);
+    h.send(&ToDriver::Init { generation: Generation(3), checkpoint: None });
+    h.request(1, &Req::Add(1));
+    h.request(2, &Req::Add(2));
+    let (generation, reason) = h.fatal();
+    assert_eq!(generation, Generation(3));
+    assert!(reason.contains("/dev/uio9"), "{reason}");
+    assert!(matches!(h.join().1.unwrap(), Exit::Failed(_)));
+    assert_eq!(probe.counts(), (1, 0), "the burst's requests stay unexecuted, for the next instance's replay");
+}
+
+#[test]
+fn init_decides_the_generation_whatever_the_standby_was_launched_for() {
+    let probe = Probe::default();
+    let mut h = standby(&probe, 5);
+    h.init(6, None);
+    h.send(&ToDriver::Ping { nonce: 9 });
+    assert_eq!(h.pong(9), Generation(6));
+    h.request(1, &Req::Add(1));
+    assert_eq!(h.reply(1).0, Generation(6));
     h.finish();
 }
 

@@ -16,6 +16,12 @@
 //! durability = "journal"             # or "memory" (default)
 //! ```
 //!
+//! `standby = true` keeps a hot standby of the driver: a second process,
+//! launched and past its start-up but holding no device, promoted at once
+//! when the running instance dies (CONTRACTS.md §9). It needs a restart
+//! policy (`fault-policy = "restart"`, the default): under `"stop"` nothing
+//! would ever promote it.
+//!
 //! `persist-checkpoint = true` (a checkpoint file per driver, written on the
 //! event loop before each reply) still works but is deprecated:
 //! `durability = "journal"` keeps the committed state together with the
@@ -181,6 +187,8 @@ pub struct DriverConfig {
     /// User, group, capabilities, sandbox, environment and client allow-list
     /// ([`crate::privileges`]).
     pub privileges: crate::privileges::Privileges,
+    /// Keep a hot standby instance, promoted on a crash (CONTRACTS.md §9).
+    pub standby: bool,
 }
 
 impl DriverConfig {
@@ -311,6 +319,7 @@ struct DriverToml {
     env: Option<Vec<String>>,
     allow_uids: Option<Vec<u32>>,
     allow_gids: Option<Vec<u32>>,
+    standby: Option<bool>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -722,6 +731,15 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
     if d.window.is_some_and(|w| w > 0) && window > queue_depth {
         bad("window", format!("({window}) must not exceed queue-depth ({queue_depth}): only queued requests are sent"));
     }
+    let standby = d.standby.unwrap_or(false);
+    if standby && matches!(d.fault_policy, Some(FaultPolicyName::Stop)) {
+        bad(
+            "standby",
+            "a standby is promoted only when the driver is restarted, and fault-policy = \"stop\" never restarts \
+             it: drop `standby`, or use fault-policy = \"restart\""
+                .into(),
+        );
+    }
     let privileges = privileges(&d, &mut bad);
     let mut args = d.args.unwrap_or_default();
     if let Some(dev) = &d.device {
@@ -753,6 +771,7 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
         },
         durability,
         privileges,
+        standby,
     }
 }
 
@@ -820,6 +839,20 @@ mod tests {
         assert_eq!(d.window, 8);
         assert!(matches!(d.fault_policy, FaultPolicyConfig::Restart(b) if b.max_restarts == 5));
         assert_eq!(d, &DriverConfig::new("storage_driver", "/bin/true"));
+    }
+
+    #[test]
+    fn standby_is_off_by_default_and_refused_with_a_stop_policy() {
+        assert!(!DriverConfig::new("x", "/x").standby);
+        let c = parse("[[driver]]\nname = \"a\"\nexec = \"/a\"\nstandby = true\n").unwrap();
+        assert!(c.drivers[0].standby);
+        let text = "[[driver]]\nname = \"a\"\nexec = \"/a\"\nstandby = true\nfault-policy = \"stop\"\n\
+                    [[driver]]\nname = \"b\"\nexec = \"/b\"\nstandby = \"yes\"\n";
+        let problems = parse(text).unwrap_err();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].starts_with("driver \"a\": `standby`: a standby is promoted only when"), "{text:?}");
+        assert!(text[1].starts_with("driver \"b\": `standby`:"), "{text:?}");
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! | [`durability`] | persisted checkpoints and the replies waiting for them |
 //! | `wal` | the journal: records, held answers, snapshot, recovery |
 //! | `counters` | per-driver counters for `drvctl metrics` |
+//! | `standby` | hot standby instances (`standby = true`, CONTRACTS.md §9): their launch, heartbeats and deaths, and promotion with `Init` and the replay in one burst |
 //!
 //! A split by entry point (one module per [`Event`] variant) was rejected:
 //! a crash touches the queue, the sessions and the policy, and the rule
@@ -63,6 +64,7 @@ mod deadlines;
 pub mod durability;
 mod lifecycle;
 mod sessions;
+mod standby;
 mod vocab;
 mod wal;
 use deadlines::Drivers;
@@ -128,6 +130,10 @@ impl Supervisor {
                     FaultPolicyConfig::Stop => Box::new(StopOnFault),
                 };
                 let queue = RequestQueue::new((0..cfg.queue_depth).map(|_| Slot::EMPTY).collect());
+                let standby = match cfg.fault_policy {
+                    FaultPolicyConfig::Restart(b) if cfg.standby => Some(standby::Standby::new(b)),
+                    _ => None,
+                };
                 Driver {
                     cfg,
                     policy,
@@ -141,6 +147,7 @@ impl Supervisor {
                     last_failure: None,
                     durability: Durability::default(),
                     deferred: false,
+                    standby,
                 }
             })
             .collect();
@@ -219,18 +226,30 @@ impl Supervisor {
                 }
             }
             Event::Spawned { driver, generation, pid } => self.on_spawned(now, driver, generation, pid, &mut out),
+            Event::SpawnFailed { driver, generation, error } if self.is_standby(driver, generation) => {
+                self.standby_gone(now, driver, None, Some(error), &mut out);
+            }
             Event::SpawnFailed { driver, generation, error } => {
                 self.on_spawn_failed(now, driver, generation, &error, &mut out);
+            }
+            Event::SpawnDeferred { driver, generation, error } if self.is_standby(driver, generation) => {
+                self.standby_deferred(now, driver, &error, &mut out);
             }
             Event::SpawnDeferred { driver, generation, error } => {
                 self.on_spawn_deferred(now, driver, generation, &error, &mut out);
             }
             Event::FromDriver { driver, frame_gen, msg } => self.on_frame(now, driver, frame_gen, msg, &mut out),
+            Event::DriverGarbage { driver, generation, error } if self.is_standby(driver, generation) => {
+                self.kill_standby(driver, format!("protocol error: {error}"), false, &mut out);
+            }
             Event::DriverGarbage { driver, generation, error } => {
                 if self.current(driver) == Some(generation) {
                     let reason = format!("protocol error: {error}");
                     self.kill_instance(driver, reason, AfterExit::Policy, &mut out);
                 }
+            }
+            Event::Exited { driver, generation, status } if self.is_standby(driver, generation) => {
+                self.standby_gone(now, driver, Some(status), None, &mut out);
             }
             Event::Exited { driver, generation, status } => {
                 if self.current(driver) == Some(generation) {
@@ -356,7 +375,8 @@ impl Supervisor {
             .map(|d| DriverStatus {
                 name: d.cfg.name.clone(),
                 pid: d.instance.as_ref().and_then(|i| i.pid),
-                generation: d.generation.0,
+                // The instance's, not a standby's launched after it.
+                generation: d.instance.as_ref().map_or(d.generation, |i| i.generation).0,
                 state: match d.phase {
                     Phase::Starting { .. } => DriverState::Starting,
                     Phase::Running { .. } => DriverState::Running,
@@ -393,6 +413,18 @@ impl Supervisor {
 
     fn current(&self, driver: DriverId) -> Option<Generation> {
         self.drivers.get(driver.0)?.instance.as_ref().map(|i| i.generation)
+    }
+
+    /// The generation of the instance of `driver` that serves requests (not
+    /// its standby), if it has one.
+    #[must_use]
+    pub fn instance_generation(&self, driver: DriverId) -> Option<Generation> {
+        self.current(driver)
+    }
+
+    /// Whether `generation` is the standby of `driver` ([`standby`]).
+    fn is_standby(&self, driver: DriverId, generation: Generation) -> bool {
+        self.drivers.get(driver.0).and_then(|d| d.standby.as_ref()).is_some_and(|s| s.is(generation))
     }
 
     fn random(&mut self) -> u32 {

@@ -43,7 +43,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use reinc_control::control::MAX_CONTROL_FRAME;
 use reinc_policy::Millis;
-use reinc_proto::{MAX_FRAME, SupToClient};
+use reinc_proto::{Generation, MAX_FRAME, SupToClient};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
@@ -116,7 +116,9 @@ pub struct Daemon {
     reg: Registry,
     signals: SignalFd,
     started: Instant,
-    live: HashMap<DriverId, Live>,
+    /// Every driver process, by driver and generation: the running instance
+    /// and, with `standby = true`, its standby (CONTRACTS.md §9).
+    live: HashMap<(DriverId, Generation), Live>,
     /// The trace ring of each driver's last ended instance.
     last_trace: HashMap<DriverId, Vec<u8>>,
     client_listener: UnixListener,
@@ -374,7 +376,7 @@ impl Daemon {
             Source::Journal => self.on_journal(),
             Source::Driver(driver, generation) => {
                 if flags.contains(EpollFlags::EPOLLOUT) {
-                    self.flush_driver(driver);
+                    self.flush_driver(driver, generation);
                 }
                 self.drain_driver(driver, generation);
             }

@@ -7,7 +7,9 @@
 //! hard part can be tested without processes:
 //! - [`core`]: a pure state machine, `handle(now, event) -> actions`, holding
 //!   every rule (lifecycle, heartbeats, restart policy, commit-with-reply,
-//!   generations, replay, poison, dedup, quarantine, backpressure).
+//!   generations, replay, poison, dedup, quarantine, backpressure, and the
+//!   hot standby of CONTRACTS.md §9: a launched instance without a device,
+//!   promoted at a crash instead of a fork+exec).
 //! - thin adapters: [`config`] (TOML), [`checkpoint`] (crash-safe files) and
 //!   [`daemon`] (spawning, signalfd, epoll, sockets).
 //! - [`identity`]: session ids unique across supervisor lifetimes.

@@ -12,6 +12,12 @@
 //!   fixed 64-byte pad, so a commit has a realistic size) changes, so every
 //!   reply carries a commit.
 //!
+//! - `--announce PATH` (for the restart rows): the first thing the process
+//!   does, before the launch contract is even read, is send its pid as one
+//!   datagram to the Unix socket at `PATH`. That is "the instance's first
+//!   message", timed the same way whether reinc or the harness's ideal
+//!   supervisor ([`reinc_bench::floors::run_ideal_supervisor`]) restarted it.
+//!
 //! It is not a device driver, so the naming rule (`X` → `X_driver`) does not
 //! apply; it lives in the bench crate because nothing else needs it.
 #![forbid(unsafe_code)]
@@ -68,5 +74,20 @@ impl Driver for Null {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let announce = match args.as_slice() {
+        [] => None,
+        [flag, path] if flag == "--announce" => Some(path.clone()),
+        other => {
+            // Reported to the supervisor as Fatal at Init, like any driver's bad arguments.
+            let reason = format!("reinc-bench-driver: unexpected arguments {other:?} (usage: [--announce PATH])");
+            return reinc_runtime::run_driver(move |_name| Err::<Null, String>(reason));
+        }
+    };
+    if let Some(path) = announce {
+        // Best effort: a harness that stopped listening only loses a sample.
+        let _ = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.send_to(&std::process::id().to_le_bytes(), &path));
+    }
     reinc_runtime::run_driver(|_name| Ok(Null))
 }

@@ -52,6 +52,8 @@ impl Supervisor {
             self.kill_instance(id, reason, AfterExit::Policy, out);
             return;
         }
+        self.standby_reply_seen(id);
+        let d = &mut self.drivers[id.0];
         if journal {
             // Commit-with-reply through the journal: the state, the dedup
             // entry and the reply are one record; the reply waits for it.

@@ -29,7 +29,9 @@ impl Driver {
         };
         // `NEVER` is also how a Starting instance past its init timeout says
         // it waits only for its exit.
-        phase.into_iter().chain(self.durability.retry_deadline()).min().filter(|&t| t != NEVER)
+        let running = matches!(self.phase, Phase::Running { .. });
+        let standby = self.standby.as_ref().and_then(|s| s.deadline(running));
+        phase.into_iter().chain(self.durability.retry_deadline()).chain(standby).min().filter(|&t| t != NEVER)
     }
 }
 
@@ -144,6 +146,7 @@ impl Supervisor {
         self.persist_retries(now, &due, out);
         for i in due {
             let id = DriverId(i);
+            self.standby_tick(now, id, out);
             let d = &mut self.drivers[i];
             match d.phase {
                 Phase::Starting { deadline } if now >= deadline => {

@@ -57,6 +57,9 @@ pub(super) struct Instance {
     pub(super) fatal: Option<String>,
     /// Why the supervisor killed it, if it did.
     pub(super) killed_for: Option<String>,
+    /// A promoted standby that got its replay with `Init` (the burst): how
+    /// many requests were replayed, so `Ready` does not rewind them again.
+    pub(super) replayed_early: Option<usize>,
 }
 
 /// Why an instance is being brought down deliberately, which decides what
@@ -96,6 +99,8 @@ pub(super) struct Driver {
     pub(super) durability: Durability,
     /// Backing off because a launch ran out of resources, not for a fault.
     pub(super) deferred: bool,
+    /// The hot standby, with `standby = true` ([`super::standby`]).
+    pub(super) standby: Option<super::standby::Standby>,
 }
 
 /// Delay before a launch that failed for lack of resources is tried again.
@@ -133,6 +138,10 @@ impl Supervisor {
     /// Launches a new generation of `id`: the spawn is answered by
     /// [`Event::Spawned`](super::Event::Spawned) or a spawn failure.
     pub(super) fn launch(&mut self, now: Millis, id: DriverId, out: &mut Vec<Action>) {
+        // A hot standby takes the place of a new process (CONTRACTS.md §9).
+        if self.promote(now, id, out) {
+            return;
+        }
         let d = &mut self.drivers[id.0];
         d.generation = d.generation.next();
         d.after_exit = AfterExit::Policy;
@@ -146,6 +155,7 @@ impl Supervisor {
             missed: 0,
             fatal: None,
             killed_for: None,
+            replayed_early: None,
         });
         d.phase = Phase::Starting { deadline: now.plus(d.cfg.init_timeout) };
         out.push(Action::Spawn { driver: id, generation: d.generation });
@@ -200,6 +210,10 @@ impl Supervisor {
         pid: u32,
         out: &mut Vec<Action>,
     ) {
+        if self.is_standby(id, generation) {
+            self.standby_spawned(id, generation, pid, out);
+            return;
+        }
         let d = &mut self.drivers[id.0];
         let Some(inst) = d.instance.as_mut().filter(|i| i.generation == generation) else { return };
         inst.pid = Some(pid);
@@ -220,6 +234,10 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) {
         let current = self.current(id);
+        if current != Some(frame_gen) && self.is_standby(id, frame_gen) {
+            self.standby_frame(id, msg, out);
+            return;
+        }
         if current != Some(frame_gen) {
             let current = current.unwrap_or(Generation(0));
             self.record(now, Trace::StaleFrame { driver: id, got: frame_gen, current });
@@ -234,9 +252,21 @@ impl Supervisor {
                 d.phase = Phase::Running { since: now };
                 let inst = d.instance.as_mut().expect("current instance");
                 inst.next_ping = now.plus(d.cfg.heartbeat_interval);
-                let queued = d.queue.rewind();
-                if queued > 0 {
-                    out.push(Action::Say(format!("replaying {queued} queued requests")));
+                // A promoted standby may have had its replay with Init (the
+                // burst); those requests are in flight already.
+                let queued = match inst.replayed_early.take() {
+                    Some(n) => n,
+                    None => {
+                        let n = d.queue.rewind();
+                        if n > 0 {
+                            out.push(Action::Say(format!("replaying {n} queued requests")));
+                        }
+                        n
+                    }
+                };
+                if let Some(sb) = d.standby.as_mut() {
+                    // The next standby waits until these are answered.
+                    sb.owe(queued);
                 }
                 self.count_ready(id, now, queued);
                 self.pump(id, out);
@@ -289,6 +319,7 @@ impl Supervisor {
         if stopping || d.after_exit == AfterExit::Stay {
             out.push(Action::Say(format!("{name} stopped ({})", status.map_or(reason, ExitStatus::describe))));
             d.phase = Phase::Stopped;
+            self.kill_standby(id, "stopped".into(), true, out);
             let error = if self.shutting_down { CallError::ShuttingDown } else { CallError::DriverFailed };
             self.fail_queue(now, id, error, out);
             return;
@@ -314,7 +345,9 @@ impl Supervisor {
         let d = &mut self.drivers[id.0];
         // Poison: blame the oldest request the dead instance was working on.
         let mut poisoned = None;
-        if d.queue.head_in_flight() {
+        // An instance that died before Ready started nothing, even if a
+        // burst had sent it the head request already (CONTRACTS.md §9).
+        if d.queue.head_in_flight() && !was_starting {
             let limit = d.cfg.poison_after;
             let head = d.queue.blame_head().expect("in flight implies non-empty");
             if head.crashes >= limit {
@@ -338,6 +371,7 @@ impl Supervisor {
         let d = &mut self.drivers[id.0];
         if self.shutting_down {
             d.phase = Phase::Stopped;
+            self.kill_standby(id, "stopped".into(), true, out);
             self.fail_queue(now, id, CallError::ShuttingDown, out);
             return;
         }
@@ -363,6 +397,7 @@ impl Supervisor {
                 self.count_quarantine(id);
                 let d = &mut self.drivers[id.0];
                 d.phase = Phase::Quarantined;
+                self.kill_standby(id, "quarantined".into(), true, out);
                 self.fail_queue(now, id, CallError::DriverFailed, out);
             }
         }
@@ -377,11 +412,13 @@ impl Supervisor {
         match d.phase {
             Phase::Quarantined | Phase::Stopped | Phase::BackingOff { .. } => {
                 d.policy.reset();
+                self.standby_revive(now, id);
                 self.restart(now, id, RestartCause::Operator, out);
                 ControlResponse::Done(format!("{name} restarted"))
             }
             Phase::Starting { .. } | Phase::Running { .. } | Phase::Hung => {
                 d.policy.reset();
+                self.standby_revive(now, id);
                 self.kill_instance(id, "restarted by operator".into(), AfterExit::Relaunch, out);
                 ControlResponse::Done(format!("{name} is being restarted"))
             }
@@ -395,6 +432,7 @@ impl Supervisor {
             Phase::Stopped | Phase::Stopping { .. } => ControlResponse::Error(format!("{name} is already stopped")),
             Phase::Quarantined | Phase::BackingOff { .. } => {
                 self.drivers[id.0].phase = Phase::Stopped;
+                self.kill_standby(id, "stopped".into(), true, out);
                 self.fail_queue(now, id, CallError::DriverFailed, out);
                 ControlResponse::Done(format!("{name} stopped"))
             }
@@ -406,6 +444,7 @@ impl Supervisor {
     }
 
     pub(super) fn begin_stop(&mut self, now: Millis, id: DriverId, out: &mut Vec<Action>) {
+        self.kill_standby(id, "stopped".into(), true, out);
         let d = &mut self.drivers[id.0];
         d.after_exit = AfterExit::Stay;
         match &d.instance {
@@ -433,6 +472,7 @@ impl Supervisor {
                 Phase::Stopping { .. } => return,
                 Phase::BackingOff { .. } => {
                     self.drivers[i].phase = Phase::Stopped;
+                    self.kill_standby(DriverId(i), "stopped".into(), true, out);
                     self.fail_queue(now, DriverId(i), CallError::ShuttingDown, out);
                 }
                 Phase::Hung => return,
@@ -448,6 +488,13 @@ impl Supervisor {
                     return;
                 }
             }
+        }
+        // A standby holds nothing, but it is not left to die with us.
+        for i in 0..self.drivers.len() {
+            self.kill_standby(DriverId(i), "stopped".into(), true, out);
+        }
+        if self.standbys_alive() {
+            return;
         }
         if !self.exit_sent {
             for d in self.drivers.iter() {

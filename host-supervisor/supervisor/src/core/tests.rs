@@ -180,3 +180,4 @@ mod lifecycle;
 mod model;
 mod sessions;
 mod shutdown;
+mod standby;

@@ -56,14 +56,13 @@ impl Daemon {
                     return;
                 }
             };
-            let Some((&driver, live)) = self.live.iter().find(|(_, l)| l.pid == pid) else {
+            let Some((&(driver, generation), _)) = self.live.iter().find(|(_, l)| l.pid == pid) else {
                 debug!("reaped unknown child {pid}");
                 continue;
             };
-            let generation = live.generation;
             // Contract: frames sent just before death count, so drain first.
             self.drain_driver(driver, generation);
-            let live = self.live.remove(&driver).expect("found above");
+            let live = self.live.remove(&(driver, generation)).expect("found above");
             if let Some(peer) = live.peer {
                 self.reg.unwatch(&peer);
             }
@@ -112,12 +111,12 @@ impl Daemon {
 
     pub(super) fn drain_driver(&mut self, driver: DriverId, generation: Generation) {
         loop {
-            let Some(live) = self.live.get(&driver).filter(|l| l.generation == generation) else { return };
+            let Some(live) = self.live.get(&(driver, generation)) else { return };
             let Some(peer) = &live.peer else { return };
             let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
                 Ok(0) => {
                     // EOF: the instance closed its end (it is exiting).
-                    let peer = self.live.get_mut(&driver).and_then(|l| l.peer.take()).expect("peer");
+                    let peer = self.live.get_mut(&(driver, generation)).and_then(|l| l.peer.take()).expect("peer");
                     self.reg.unwatch(&peer);
                     return;
                 }
@@ -140,8 +139,13 @@ impl Daemon {
                 self.core.handle(now, Event::DriverGarbage { driver, generation, error })
             } else {
                 match reinc_proto::decode::<DriverFrame<'_>>(&buf[..n]) {
-                    Ok(f) if matches!(f.msg, reinc_proto::FromDriver::Ready) && self.unsandboxed(driver).is_some() => {
-                        let error = self.unsandboxed(driver).unwrap_or_default();
+                    // Checked once per process, at the first sign that it is
+                    // past start-up: `Ready`, or a standby's first pong.
+                    Ok(f)
+                        if matches!(f.msg, reinc_proto::FromDriver::Ready | reinc_proto::FromDriver::Pong { .. })
+                            && self.first_check(driver, generation)
+                            && let Some(error) = self.unsandboxed(driver, generation) =>
+                    {
                         self.core.handle(now, Event::DriverGarbage { driver, generation, error })
                     }
                     Ok(f) => self.core.handle(now, Event::FromDriver { driver, frame_gen: f.generation, msg: f.msg }),
@@ -153,15 +157,28 @@ impl Daemon {
         }
     }
 
-    /// Checked from outside when a driver says `Ready`: is it in the sandbox
-    /// its config asks for? `Some(why)` if not (it is then killed as
-    /// misbehaving, before any request reaches it).
-    pub(super) fn unsandboxed(&self, driver: DriverId) -> Option<String> {
+    /// The generation of the instance of `driver` that serves requests, if
+    /// it has a process: never its standby (CONTRACTS.md §9), which gets no
+    /// pool before its `Init`, and all of them behind it.
+    pub(super) fn running(&self, driver: DriverId) -> Option<Generation> {
+        self.core.instance_generation(driver).filter(|g| self.live.contains_key(&(driver, *g)))
+    }
+
+    /// True the first time it is asked for a process: its sandbox is to be
+    /// checked now.
+    fn first_check(&mut self, driver: DriverId, generation: Generation) -> bool {
+        self.live.get_mut(&(driver, generation)).is_some_and(|l| !std::mem::replace(&mut l.checked, true))
+    }
+
+    /// Checked from outside when a driver says `Ready` (a standby: at its
+    /// first pong): is it in the sandbox its config asks for? `Some(why)` if
+    /// not (it is then killed as misbehaving, before any request reaches it).
+    pub(super) fn unsandboxed(&self, driver: DriverId, generation: Generation) -> Option<String> {
         let p = &self.core.config(driver).privileges;
         if !p.sandbox {
             return None;
         }
-        let pid = self.live.get(&driver)?.pid;
+        let pid = self.live.get(&(driver, generation))?.pid;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         crate::privileges::check_status(&status, p).err().map(|e| format!("did not enter its sandbox: {e}"))
     }
@@ -184,7 +201,7 @@ impl Daemon {
                 return;
             }
         };
-        let Some(live) = self.live.get_mut(&driver).filter(|l| l.generation == generation) else { return };
+        let Some(live) = self.live.get_mut(&(driver, generation)) else { return };
         let Some(peer) = live.peer.as_mut() else { return };
         if queue_or_send(peer, frame) == Err(SendError::Overflow) {
             // The instance does not read at all; heartbeats will catch it.
@@ -198,8 +215,8 @@ impl Daemon {
         }
     }
 
-    pub(super) fn flush_driver(&mut self, driver: DriverId) {
-        let Some(peer) = self.live.get_mut(&driver).and_then(|l| l.peer.as_mut()) else { return };
+    pub(super) fn flush_driver(&mut self, driver: DriverId, generation: Generation) {
+        let Some(peer) = self.live.get_mut(&(driver, generation)).and_then(|l| l.peer.as_mut()) else { return };
         let _ = flush(peer);
         self.reg.update_out(peer);
     }

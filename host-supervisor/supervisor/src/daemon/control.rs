@@ -67,7 +67,8 @@ impl Daemon {
             if let Some(ring) = self.last_trace.get(&id) {
                 return ControlResponse::Trace(ring.clone());
             }
-            if let Some(t) = self.live.get(&id).and_then(|l| l.trace.as_ref()) {
+            let running = self.running(id).and_then(|g| self.live.get(&(id, g)));
+            if let Some(t) = running.and_then(|l| l.trace.as_ref()) {
                 let mut ring = vec![0u8; reinc_ringbuf::shared::RING_BYTES];
                 if t.read_exact_at(&mut ring, 0).is_ok() {
                     return ControlResponse::Trace(ring);

@@ -24,10 +24,11 @@ use tracing::debug;
 
 #[derive(Debug)]
 pub(super) struct Live {
-    pub(super) generation: Generation,
     pub(super) pid: Pid,
     pub(super) peer: Option<Peer>,
     pub(super) trace: Option<File>,
+    /// Its sandbox was checked (at its first `Ready`, or a standby's first pong).
+    pub(super) checked: bool,
 }
 
 /// Why a launch failed, and whether for lack of resources.
@@ -70,7 +71,7 @@ impl Daemon {
 
     /// Signals the instance `generation` of `driver`, if it is still the live one.
     pub(super) fn signal(&mut self, driver: DriverId, generation: Generation, signal: KillSignal) {
-        if let Some(l) = self.live.get(&driver).filter(|l| l.generation == generation) {
+        if let Some(l) = self.live.get(&(driver, generation)) {
             let sig = match signal {
                 KillSignal::Term => Signal::SIGTERM,
                 KillSignal::Kill => Signal::SIGKILL,
@@ -119,6 +120,8 @@ impl Daemon {
             .env(env::ENV_IPC_FD, "0")
             .env(env::ENV_DRIVER_NAME, &cfg.name)
             .env(env::ENV_SUPERVISOR_PID, std::process::id().to_string())
+            // Stamps what a standby sends before Init (CONTRACTS.md §9).
+            .env(env::ENV_GENERATION, generation.0.to_string())
             // systemd's notifications are the supervisor's, not a driver's.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -154,7 +157,7 @@ impl Daemon {
             .reg
             .watch(&ours, Source::Driver(driver, generation))
             .map_err(|e| SpawnError { message: format!("epoll: {e}"), exhausted: false })?;
-        self.live.insert(driver, Live { generation, pid, peer: Some(Peer::new(ours, token)), trace });
+        self.live.insert((driver, generation), Live { pid, peer: Some(Peer::new(ours, token)), trace, checked: false });
         Ok(pid.as_raw() as u32)
     }
 }

@@ -106,7 +106,7 @@ impl Daemon {
         match result {
             Ok((id, client)) => {
                 debug!("client {} attached a shared pool for {driver} (session {client})", conn.0);
-                if let Some(generation) = self.live.get(&id).map(|l| l.generation) {
+                if let Some(generation) = self.running(id) {
                     self.send_pool(id, generation, client);
                 }
                 self.send_client(conn, &SupToClient::PoolAttached { driver });
@@ -140,7 +140,7 @@ impl Daemon {
     /// `generation` of `driver`.
     fn queue_to_driver(&mut self, driver: DriverId, generation: Generation, msg: &ToDriver<'_>, fd: Option<OwnedFd>) {
         let Ok(frame) = reinc_proto::encode_vec(msg) else { return };
-        let Some(live) = self.live.get_mut(&driver).filter(|l| l.generation == generation) else { return };
+        let Some(live) = self.live.get_mut(&(driver, generation)) else { return };
         let Some(peer) = live.peer.as_mut() else { return };
         if queue_or_send_fd(peer, frame, fd) == Err(SendError::Overflow) {
             warn!("{}: outgoing queue overflow; dropping frames", self.core.config(driver).name);
@@ -159,7 +159,7 @@ impl Daemon {
         }
         let core = &self.core;
         for (client, driver) in self.pools.sweep(|c| core.has_session(c)) {
-            if let Some(generation) = self.live.get(&driver).map(|l| l.generation) {
+            if let Some(generation) = self.running(driver) {
                 self.queue_to_driver(driver, generation, &ToDriver::DetachPool { client }, None);
             }
         }
