@@ -10,7 +10,7 @@
 //! `READ`/`WRITE` is split into storage requests of at most 32 KiB
 //! ([`storage_core::MAX_BLOCKS_PER_REQUEST`] blocks) that are pipelined
 //! without waiting, and the NBD reply goes out when the last of them is
-//! answered. A storage-driver crash therefore looks to the NBD client like
+//! answered. A storage_driver crash therefore looks to the NBD client like
 //! latency: the supervisor replays the unanswered storage requests to the new
 //! instance, the storage core's watermark keeps each write applied exactly
 //! once, and the NBD reply carries the right data and no error.
