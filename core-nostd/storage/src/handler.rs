@@ -2,6 +2,7 @@
 //! [`StorageState`], and [`Storage::handle`] with its exactly-once watermark
 //! (the crate documentation says how a replay is recognised).
 
+use crate::bulk::{BulkRequest, MAX_BULK_BLOCKS};
 use crate::regs::{BLOCK_SIZE, Superblock, SuperblockError, data_offset, region_bytes};
 use crate::trace::{TRACE_SLOTS, Trace};
 use reinc_region::{Effect, Region};
@@ -53,6 +54,11 @@ pub enum StorageRequest<'a> {
     /// protocol's flush (NBD `FLUSH`, `FUA`) onto it; requests execute in FIFO
     /// order, so a flush covers every write submitted before it.
     Flush,
+    /// Data in the session's shared pool instead of the message (the
+    /// `bulk` module; host drivers run it with [`Storage::handle_bulk`]).
+    /// [`Storage::handle`] has no pool and refuses it with
+    /// [`StorageError::NoPool`].
+    Bulk(BulkRequest),
 }
 
 /// The reply to a [`StorageRequest`] (postcard-encoded reply body).
@@ -85,9 +91,17 @@ pub enum StorageReply<'a> {
     },
     /// Answer to `Flush`: every write answered before it is on stable storage.
     Flushed,
+
     /// The request was refused; nothing was written. Deterministic: a replay
     /// of the same request from the same state gives the same error.
     Error(StorageError),
+    /// Answer to [`BulkRequest::ReadInto`]: the blocks are in the pool.
+    Filled {
+        /// First block read.
+        lba: u64,
+        /// Blocks read.
+        blocks: u32,
+    },
 }
 
 /// Why a request was refused.
@@ -131,6 +145,29 @@ pub enum StorageError {
         /// Device size in blocks.
         capacity: u64,
     },
+    /// A bulk request names more than [`MAX_BULK_BLOCKS`] blocks.
+    #[error("{blocks} blocks exceed the limit of {MAX_BULK_BLOCKS} per bulk request")]
+    BulkTooLarge {
+        /// Blocks requested.
+        blocks: u32,
+    },
+    /// A bulk request, but the session has no pool (none attached, or the
+    /// one attached was refused).
+    #[error("bulk request from a session without a shared pool")]
+    NoPool,
+    /// A bulk request's range runs outside the session's pool.
+    #[error("{len} bytes at pool offset {pool_offset} run past the {pool}-byte pool")]
+    PoolRange {
+        /// Start of the range in the pool.
+        pool_offset: u64,
+        /// Its length.
+        len: u64,
+        /// The pool's size.
+        pool: u64,
+    },
+    /// The pool's memory could not be read or written (`EFAULT`).
+    #[error("the session's shared pool could not be accessed")]
+    PoolFault,
 }
 
 /// The driver's committed state: the supervisor's checkpoint.
@@ -224,9 +261,9 @@ pub fn decode_request(body: &[u8]) -> Result<StorageRequest<'_>, StorageError> {
 /// The device: a region plus its cached superblock.
 #[derive(Debug)]
 pub struct Storage<R: Region> {
-    region: R,
-    sb: Superblock,
-    trace: Ringbuf<Trace, TRACE_SLOTS>,
+    pub(crate) region: R,
+    pub(crate) sb: Superblock,
+    pub(crate) trace: Ringbuf<Trace, TRACE_SLOTS>,
 }
 
 impl<R: Region> Storage<R> {
@@ -394,6 +431,7 @@ impl<R: Region> Storage<R> {
                 let state = StorageState { append_cursor: next, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
+            StorageRequest::Bulk(_) => refuse(StorageError::NoPool),
         }
     }
 
@@ -403,7 +441,7 @@ impl<R: Region> Storage<R> {
     /// committed state's cursor and the device's, so that a supervisor which
     /// lost its checkpoint (or never kept one) does not append over data
     /// appended before.
-    fn cursor(&self, id: RequestId, state: &StorageState) -> u64 {
+    pub(crate) fn cursor(&self, id: RequestId, state: &StorageState) -> u64 {
         if self.sb.watermark().is_replay(id, state.writes) {
             self.sb.last_cursor
         } else {

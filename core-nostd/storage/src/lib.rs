@@ -37,7 +37,9 @@
 //!   has no register block; this is its equivalent, and like every core here
 //!   it has no `unsafe` (the region is reached through [`Region`]).
 //! - `handler.rs`: requests, replies and errors, the committed
-//!   [`StorageState`], and [`Storage::handle`] with the watermark.
+//!   [`StorageState`], and [`Storage::handle`] with the watermark;
+//!   `bulk.rs` is its second entry, [`Storage::handle_bulk`], for data in a
+//!   session's shared pool.
 //! - no `model.rs`: the device is a byte region, and [`RamRegion`] (from
 //!   `reinc-region`) is the in-memory stand-in the tests run against.
 //! - `trace.rs`: the post-mortem [`Trace`] entries and their codes and
@@ -67,10 +69,12 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod bulk;
 mod handler;
 mod regs;
 mod trace;
 
+pub use bulk::{BulkRequest, MAX_BULK_BLOCKS, PoolIo, PoolIoError, bulk_trace};
 pub use handler::{
     HandleError, MAX_BLOCKS_PER_REQUEST, MAX_REPLY_DATA, OpenError, Outcome, StateError, Storage, StorageError,
     StorageReply, StorageRequest, StorageState, decode_request,

@@ -101,6 +101,10 @@ impl Trace {
                     StorageError::TooLarge { blocks } => (4, u64::from(blocks)),
                     StorageError::OutOfRange { lba, .. } => (5, lba),
                     StorageError::NoSpace { cursor, .. } => (6, cursor),
+                    StorageError::BulkTooLarge { blocks } => (7, u64::from(blocks)),
+                    StorageError::NoPool => (8, 0),
+                    StorageError::PoolRange { pool_offset, .. } => (9, pool_offset),
+                    StorageError::PoolFault => (10, 0),
                 };
                 (code::REFUSED, n, detail)
             }

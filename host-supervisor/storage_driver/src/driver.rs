@@ -3,7 +3,7 @@
 //! request per client request, with the core's outcome mapped onto the
 //! runtime's, and `fdatasync` where a flush (or `--sync-data`) asks for it.
 
-use crate::Args;
+use crate::{Args, bulk};
 use reinc_proto::RequestId;
 use reinc_region::FileRegion;
 use reinc_runtime::{Ctx, Driver, DriverError, Effect, Step};
@@ -67,8 +67,16 @@ impl Driver for StorageDriver {
                 return Step::done(*state, &StorageReply::Error(e), Effect::None);
             }
         };
-        let out = dev.handle(state, id, &req, &mut self.reply_buf)?;
-        if let Some(t) = Trace::of(&req, &out) {
+        let out = match req {
+            // Data in the session's pool: moved by one pread/pwrite (bulk.rs).
+            StorageRequest::Bulk(b) => dev.handle_bulk(state, id, &b, &mut bulk::FilePool(ctx.pool(id.client)))?,
+            _ => dev.handle(state, id, &req, &mut self.reply_buf)?,
+        };
+        let trace = match &req {
+            StorageRequest::Bulk(b) => storage_core::bulk_trace(b, &out),
+            _ => Trace::of(&req, &out),
+        };
+        if let Some(t) = trace {
             ctx.trace(t.event());
         }
         let effect = Effect::from(out.effect);

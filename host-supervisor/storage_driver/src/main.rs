@@ -7,7 +7,9 @@
 //! (`cargo xtask demo`, the replay tests). All the logic is in `storage_core`
 //! (deterministic handler, exactly-once watermark) and `reinc-runtime` (the
 //! protocol); the driver only opens the file as a region (`reinc_region::FileRegion`)
-//! and maps the core's outcome onto the runtime's.
+//! and maps the core's outcome onto the runtime's. Bulk requests (data in the
+//! session's shared pool, `storage_core::BulkRequest`) move their bytes with
+//! one `pread`/`pwrite` between the file and the pool mapping (`src/bulk.rs`).
 //!
 //! ```text
 //! storage_driver --file PATH --blocks N [--sync-data]
@@ -31,6 +33,7 @@
 //!   demand.
 #![forbid(unsafe_code)]
 
+mod bulk;
 mod driver;
 
 use driver::StorageDriver;

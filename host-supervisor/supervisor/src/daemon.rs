@@ -60,6 +60,7 @@ mod io;
 mod launch;
 mod listeners;
 mod persist;
+pub mod pools;
 use io::{Peer, Registry, Source, flush};
 use launch::Live;
 use listeners::{listen_seqpacket, supervisor_answers};
@@ -150,6 +151,10 @@ pub struct Daemon {
     peers: HashMap<ConnId, Option<authz::Peer>>,
     /// Calls refused by a driver's allow-list, for the summary line.
     denied: u64,
+    /// The clients' shared pools, by session and driver ([`pools`]).
+    pools: pools::PoolTable,
+    /// Sessions in the core's table at the last pool sweep.
+    sessions_seen: usize,
 }
 
 /// Figures for `drvctl metrics` that only the daemon sees.
@@ -258,6 +263,8 @@ impl Daemon {
             slow_dropped: 0,
             peers: HashMap::new(),
             denied: 0,
+            pools: pools::PoolTable::default(),
+            sessions_seen: 0,
         };
         let nofile = fds::nofile();
         d.conn_cap = fds::connection_cap(d.cfg.supervisor.limits.max_connections, nofile, d.cfg.drivers.len());
@@ -398,5 +405,6 @@ impl Daemon {
                 Action::Exit => self.exit = true,
             }
         }
+        self.sweep_pools();
     }
 }

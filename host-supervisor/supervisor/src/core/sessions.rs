@@ -78,6 +78,19 @@ impl Supervisor {
         self.sessions.len()
     }
 
+    /// The session of connection `conn`, once it said `Hello` (the daemon
+    /// keys the clients' shared pools by it).
+    #[must_use]
+    pub fn session_of(&self, conn: ConnId) -> Option<ClientId> {
+        self.conns.get(&conn).copied().flatten()
+    }
+
+    /// Whether session `c` is still in the table (its pools stay while it is).
+    #[must_use]
+    pub fn has_session(&self, c: ClientId) -> bool {
+        self.sessions.contains_key(&c)
+    }
+
     /// Session `c` has no connection from `now` on.
     pub(super) fn detach(&mut self, c: ClientId, now: Millis) {
         if let Some(s) = self.sessions.get_mut(&c) {

@@ -176,6 +176,7 @@ impl Daemon {
             DriverMsg::Inject(p) => ToDriver::Inject(*p),
             DriverMsg::Shutdown => ToDriver::Shutdown,
         };
+        let init = matches!(msg, DriverMsg::Init { .. });
         let frame = match reinc_proto::encode_vec(&wire) {
             Ok(f) => f,
             Err(e) => {
@@ -190,6 +191,11 @@ impl Daemon {
             warn!("{}: outgoing queue overflow; dropping frames", self.core.config(driver).name);
         }
         self.reg.update_out(peer);
+        if init {
+            // Every session's pool right behind Init, before any replayed
+            // request can need it (CONTRACTS.md §8).
+            self.send_pools(driver, generation);
+        }
     }
 
     pub(super) fn flush_driver(&mut self, driver: DriverId) {

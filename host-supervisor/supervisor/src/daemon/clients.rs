@@ -10,22 +10,24 @@ use super::io::{SendError, flush, hung_up, queue_or_send};
 use super::{Daemon, authz};
 use crate::core::{ConnId, Event};
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, recv};
+
 use reinc_proto::{ClientToSup, MAX_FRAME, SupToClient, WireError};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use tracing::{debug, warn};
 
 impl Daemon {
     pub(super) fn on_client_readable(&mut self, conn: ConnId) {
         loop {
             let Some(peer) = self.clients.get(&conn) else { return };
-            let n = match recv(peer.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC) {
-                Ok(0) if hung_up(&peer.fd) => {
+            // A frame may carry one descriptor (AttachPool); with any other
+            // frame it is dropped (closed) at the end of this turn.
+            let (n, fd) = match super::pools::recv_with_fd(peer.fd.as_fd(), &mut self.buf) {
+                Ok((0, _)) if hung_up(&peer.fd) => {
                     self.drop_client(conn);
                     return;
                 }
                 // An empty frame (not EOF): decoded below, it is Truncated.
-                Ok(n) => n,
+                Ok(got) => got,
                 Err(Errno::EAGAIN) => return,
                 // Reported once ahead of frames still queued (see drain_driver).
                 Err(Errno::EINTR | Errno::ECONNRESET) => continue,
@@ -50,6 +52,10 @@ impl Daemon {
                 }
                 Ok(ClientToSup::Call { seq, driver, body, acked_below }) => {
                     self.core.handle(now, Event::Call { conn, seq, driver, body, acked_below })
+                }
+                Ok(ClientToSup::AttachPool { driver }) => {
+                    self.attach_pool(conn, driver, fd);
+                    Vec::new()
                 }
                 Err(error) => {
                     debug!("client {} sent a bad frame: {error}", conn.0);

@@ -23,7 +23,9 @@ pub(super) const MAX_OUT_FRAMES: usize = 4096;
 #[derive(Debug)]
 pub(super) struct Peer {
     pub(super) fd: OwnedFd,
-    pub(super) out: VecDeque<Vec<u8>>,
+    /// Unsent frames, each with the descriptor it carries, if any (a
+    /// client's shared pool in `AttachPool`, [`super::pools`]).
+    pub(super) out: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
     /// Bytes in `out`.
     pub(super) queued: usize,
     pub(super) token: u64,
@@ -96,8 +98,13 @@ pub(super) enum SendError {
 }
 
 pub(super) fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), SendError> {
+    queue_or_send_fd(peer, frame, None)
+}
+
+/// [`queue_or_send`] of a frame that carries `fd` (sent with it, in order).
+pub(super) fn queue_or_send_fd(peer: &mut Peer, frame: Vec<u8>, fd: Option<OwnedFd>) -> Result<(), SendError> {
     peer.queued += frame.len();
-    peer.out.push_back(frame);
+    peer.out.push_back((frame, fd));
     flush(peer).map_err(|()| SendError::Gone)?;
     if peer.out.len() > MAX_OUT_FRAMES {
         peer.out.clear();
@@ -109,10 +116,14 @@ pub(super) fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), SendE
 
 /// Sends queued frames until the socket would block. `Err` if the peer is gone.
 pub(super) fn flush(peer: &mut Peer) -> Result<(), ()> {
-    while let Some(f) = peer.out.front() {
-        match send(peer.fd.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+    while let Some((f, fd)) = peer.out.front() {
+        let sent = match fd {
+            Some(fd) => super::pools::send_with_fd(peer.fd.as_fd(), f, fd.as_fd()),
+            None => send(peer.fd.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL),
+        };
+        match sent {
             Ok(_) => {
-                let f = peer.out.pop_front().expect("front exists");
+                let (f, _) = peer.out.pop_front().expect("front exists");
                 peer.queued -= f.len();
             }
             Err(Errno::EAGAIN) => return Ok(()),

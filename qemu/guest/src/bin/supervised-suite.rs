@@ -303,6 +303,9 @@ impl WireClient {
             SupToClient::Reply { seq, body } => Frame::Reply(seq, Ok(body.to_vec())),
             SupToClient::Failed { seq, error } => Frame::Reply(seq, Err(error)),
             SupToClient::Rejected { error } => return Err(Failure::check(format!("frame rejected: {error}"))),
+            SupToClient::PoolAttached { .. } | SupToClient::PoolRefused { .. } => {
+                return Err(Failure::check(String::from("a pool answer, but this suite attaches no pool")));
+            }
         }))
     }
 
