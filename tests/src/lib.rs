@@ -305,14 +305,36 @@ impl Rig {
     /// # Panics
     /// If it cannot be spawned.
     pub fn spawn_with_env(&mut self, env: &[(&str, &str)]) {
+        self.spawn_command(Command::new(&bins().supervisor), Stdio::null(), env);
+    }
+
+    /// Starts the supervisor as systemd does with one descriptor from its
+    /// fd store: `fd` as descriptor 3, `LISTEN_FDS=1`,
+    /// `LISTEN_FDNAMES=name` and `LISTEN_PID` the supervisor's own pid.
+    /// `std` can neither place a descriptor at 3 nor know the pid before
+    /// the fork, so a shell does both: it moves its stdin to 3 and execs.
+    ///
+    /// # Panics
+    /// If it cannot be spawned.
+    pub fn spawn_with_listen_fd(&mut self, fd: std::os::fd::OwnedFd, name: &str, env: &[(&str, &str)]) {
+        let mut sh = Command::new("/bin/sh");
+        sh.arg("-c")
+            .arg("exec 3<&0 0</dev/null; LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(&bins().supervisor)
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", name);
+        self.spawn_command(sh, Stdio::from(fd), env);
+    }
+
+    fn spawn_command(&mut self, mut cmd: Command, stdin: Stdio, env: &[(&str, &str)]) {
         self.starts += 1;
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
-        let child = Command::new(&bins().supervisor)
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .arg("--runtime-dir")
             .arg(&self.runtime)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .env_remove("RUST_LOG")

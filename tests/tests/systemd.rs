@@ -92,3 +92,81 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The next datagram with a descriptor attached, within `window`: its text
+/// and the descriptor (what systemd's fd store receives).
+fn stored_fd(s: &UnixDatagram, window: Duration) -> Option<(String, std::os::fd::OwnedFd)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    use std::mem::MaybeUninit;
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let Ok(got) = recvmsg(s, &mut [std::io::IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC)
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..got.bytes]).into_owned();
+        let mut fds: Vec<std::os::fd::OwnedFd> = Vec::new();
+        for m in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(passed) = m {
+                fds.extend(passed);
+            }
+        }
+        if let Some(fd) = fds.pop() {
+            assert!(fds.is_empty(), "{text}: more than one descriptor");
+            return Some((text, fd));
+        }
+    }
+    None
+}
+
+#[test]
+fn the_client_socket_waits_in_the_fd_store_while_the_supervisor_restarts() {
+    let name = format!("reinc-test-fdstore-{}", std::process::id());
+    let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    let at = format!("@{name}");
+    // `FDSTORE` is what systemd sets from the unit's FileDescriptorStoreMax=.
+    let env = [("NOTIFY_SOCKET", at.as_str()), ("FDSTORE", "1")];
+    let mut rig = Rig::new("sd-fdstore", &[]);
+    rig.spawn_with_env(&env);
+    let (text, listener) = stored_fd(&sock, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no descriptor reached the fd store\n{}", rig.log()));
+    assert_eq!(text, "FDSTORE=1\nFDNAME=client");
+    rig.start_wait();
+    // The supervisor dies; systemd (here the test) still holds the socket.
+    rig.stop_supervisor(Signal::SIGKILL);
+    // A client connecting now waits in the backlog instead of being refused.
+    let early = reinc_tests::RawConn::connect(&rig);
+    early.send(&reinc_proto::ClientToSup::Hello { resume: None });
+    // The new supervisor gets the socket back as systemd passes it.
+    rig.spawn_with_listen_fd(listener, "client", &env);
+    assert!(
+        matches!(early.recv(), reinc_tests::Answer::Welcome(_)),
+        "the connection made while no supervisor ran was not served\n{}",
+        rig.log()
+    );
+    rig.start_wait();
+    assert_eq!(rig.sup_lines("took the client socket").len(), 1, "{}", rig.log());
+    // Taken back, not stored a second time.
+    assert!(stored_fd(&sock, Duration::from_millis(500)).is_none());
+    // A clean stop keeps the path the stored socket is bound to.
+    assert!(rig.stop_supervisor(Signal::SIGTERM).success());
+    assert!(reinc_client::client_socket(&rig.runtime).exists(), "{}", rig.log());
+}
+
+#[test]
+fn without_an_fd_store_nothing_is_stored_and_a_clean_stop_removes_the_socket() {
+    let name = format!("reinc-test-nostore-{}", std::process::id());
+    let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    let at = format!("@{name}");
+    let mut rig = Rig::new("sd-nostore", &[]);
+    rig.spawn_with_env(&[("NOTIFY_SOCKET", &at)]);
+    rig.start_wait();
+    assert!(stored_fd(&sock, Duration::from_millis(500)).is_none(), "stored without FDSTORE");
+    assert!(rig.stop_supervisor(Signal::SIGTERM).success());
+    assert!(!reinc_client::client_socket(&rig.runtime).exists());
+}

@@ -15,6 +15,8 @@
 //! - `demo`: the main job (see [`demo`]); `demo --guest` boots it in QEMU (see [`demo_guest`]).
 //! - `bench`: benchmarks against floors measured in the same run (see [`mod@bench`]).
 //! - `campaign`: the fault-injection campaign and its report (see [`campaign`]).
+//! - `dist`: the release binaries with their man pages and shell completions
+//!   (see [`dist`]).
 //!
 //! Support modules: [`machines`] (profiles, data in `qemu/machines.toml`),
 //! [`apt`] (installing tools, downloading packages), [`kernel`] (kernel
@@ -44,6 +46,7 @@ mod console;
 mod cpio;
 mod demo;
 mod demo_guest;
+mod dist;
 mod firmware;
 mod fuzz;
 mod genirq;
@@ -79,6 +82,8 @@ commands:
                   [TARGET|all] [--seconds S] [--save]
   campaign      fault-injection campaign under live load -> target/campaign/report.md
                   [--faults N] [--seed S] [--out DIR]
+  dist          supervisor and drvctl (release) with man pages and shell completions -> target/dist
+                  [--out DIR]
   help          print this message
 ";
 
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
         "fuzz" => fuzz::run(&rest),
         "campaign" => campaign::run(&rest),
         "build-pi" => build_pi::run(&rest),
+        "dist" => dist::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -16,8 +16,11 @@
 //! without waiting, [`Client::wait`] returns the next completion. Bulk data
 //! goes through a shared pool ([`pool`]: [`Client::attach_pool`]), which
 //! the library attaches again after every reconnect, before it resends.
-//! [`control`] holds the `drvctl` ↔ supervisor control protocol and
-//! [`control_request`] sends one request. [`blk`] is `drvctl blk`'s bulk
+//! [`control_request`] sends one request of the `drvctl` ↔ supervisor
+//! control protocol, whose types ([`control`]) and socket paths
+//! ([`client_socket`], [`control_socket`], [`default_runtime_dir`]) are
+//! defined in `reinc-control` and re-exported here because this crate's own
+//! signatures use them. [`blk`] is `drvctl blk`'s bulk
 //! transfer through the storage driver.
 //!
 //! # Designs rejected
@@ -37,11 +40,13 @@
 #![forbid(unsafe_code)]
 
 pub mod blk;
-pub mod control;
 pub mod peer;
 pub mod pool;
 
 pub use reinc_uio::SharedPool;
+
+pub use reinc_control::control;
+pub use reinc_control::paths::{client_socket, control_socket, default_runtime_dir};
 
 use control::{ControlRequest, ControlResponse, MAX_CONTROL_FRAME};
 use nix::errno::Errno;
@@ -221,7 +226,7 @@ pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The reconnect window from `REINC_RECONNECT_TIMEOUT_MS`, else the default.
 fn reconnect_timeout_from_env() -> Duration {
-    std::env::var("REINC_RECONNECT_TIMEOUT_MS")
+    std::env::var(reinc_control::env::ENV_RECONNECT_TIMEOUT_MS)
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(DEFAULT_RECONNECT_TIMEOUT, Duration::from_millis)
@@ -267,36 +272,6 @@ fn connect_trusted(path: &Path, timeout: Option<Duration>) -> Result<OwnedFd, Cl
     })?;
     peer::verify(path, &fd).map_err(|reason| ClientError::Untrusted { path: path.into(), reason })?;
     Ok(fd)
-}
-
-/// The supervisor's client socket in `runtime_dir`.
-#[must_use]
-pub fn client_socket(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join("client.sock")
-}
-
-/// The supervisor's control socket in `runtime_dir`.
-#[must_use]
-pub fn control_socket(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join("control.sock")
-}
-
-/// The default runtime directory (same rule as the supervisor):
-/// `$REINC_RUNTIME_DIR`, `/run/reinc` for root, `$XDG_RUNTIME_DIR/reinc`,
-/// else `/tmp/reinc-$UID`.
-#[must_use]
-pub fn default_runtime_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("REINC_RUNTIME_DIR") {
-        return d.into();
-    }
-    let uid = nix::unistd::getuid();
-    if uid.is_root() {
-        return "/run/reinc".into();
-    }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
-        return PathBuf::from(d).join("reinc");
-    }
-    PathBuf::from(format!("/tmp/reinc-{uid}"))
 }
 
 impl Client {

@@ -23,8 +23,7 @@ use nix::sys::socket::{getsockopt, sockopt};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-/// The environment variable naming one more uid a supervisor may run as.
-pub const ENV_SUPERVISOR_UID: &str = "REINC_SUPERVISOR_UID";
+use reinc_control::env::ENV_SUPERVISOR_UID;
 
 /// Checks the listener on the connected socket `fd` (at `path`).
 ///

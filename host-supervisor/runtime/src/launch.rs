@@ -30,18 +30,9 @@ use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_op
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-/// Environment variable: the IPC socket's descriptor number.
-pub const ENV_IPC_FD: &str = "REINC_IPC_FD";
-/// Environment variable: the driver's configured name.
-pub const ENV_DRIVER_NAME: &str = "REINC_DRIVER_NAME";
-/// Environment variable: the supervisor's pid (checked against `getppid`).
-pub const ENV_SUPERVISOR_PID: &str = "REINC_SUPERVISOR_PID";
-/// Environment variable (optional): the trace memfd's descriptor number.
-pub const ENV_TRACE_FD: &str = "REINC_TRACE_FD";
-/// Environment variable (optional): a fault plan `POINT:K:KIND`.
-pub const ENV_FAULT: &str = "REINC_FAULT";
-/// Environment variable (optional, tests): the exec log's path.
-pub const ENV_EXEC_LOG: &str = "REINC_EXEC_LOG";
+// The launch contract's environment names, defined once for both sides in
+// `reinc_control::env`.
+pub(crate) use reinc_control::env::{ENV_DRIVER_NAME, ENV_EXEC_LOG, ENV_FAULT, ENV_IPC_FD, ENV_SUPERVISOR_PID, ENV_TRACE_FD};
 
 /// A launch contract violation. The driver cannot talk to its supervisor, so
 /// it logs this and exits with status 2.

@@ -6,16 +6,15 @@
 //! [`ENV_CAPABILITIES`] (none by default) and [`ENV_SECCOMP`] (`1` unless
 //! `seccomp = false`). Without [`ENV_SANDBOX`] (a driver run by hand or by a
 //! crate's own process tests) nothing is changed.
+//!
+//! [`ENV_SANDBOX`]: reinc_control::env::ENV_SANDBOX
+//! [`ENV_CAPABILITIES`]: reinc_control::env::ENV_CAPABILITIES
+//! [`ENV_SECCOMP`]: reinc_control::env::ENV_SECCOMP
 
 use crate::runtime::Config;
 use std::os::fd::AsRawFd;
 
-/// Environment variable: `1` to enter the sandbox.
-pub const ENV_SANDBOX: &str = "REINC_SANDBOX";
-/// Environment variable: the capabilities to keep, comma-separated names.
-pub const ENV_CAPABILITIES: &str = "REINC_CAPABILITIES";
-/// Environment variable: `0` to skip the seccomp allow-list.
-pub const ENV_SECCOMP: &str = "REINC_SECCOMP";
+use reinc_control::env::{ENV_CAPABILITIES, ENV_SANDBOX, ENV_SECCOMP};
 
 /// Applies the sandbox the environment asks for, keeping the descriptors
 /// `config` holds.

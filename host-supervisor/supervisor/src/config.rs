@@ -787,7 +787,7 @@ fn privileges(d: &DriverToml, bad: &mut impl FnMut(&str, String)) -> crate::priv
     p.seccomp = d.seccomp.unwrap_or(true);
     if let Some(env) = &d.env {
         for k in env {
-            if k.is_empty() || k.contains('=') || k.starts_with("REINC_") {
+            if k.is_empty() || k.contains('=') || k.starts_with(reinc_control::env::RESERVED_PREFIX) {
                 bad(
                     "env",
                     format!("{k:?} is not a variable name the driver may inherit (REINC_* are set by the supervisor)"),
@@ -802,10 +802,10 @@ fn privileges(d: &DriverToml, bad: &mut impl FnMut(&str, String)) -> crate::priv
 }
 
 /// The default directory for `client.sock` and `control.sock`. The rule
-/// lives in the client library, which must find the sockets without reading
-/// this config: `$REINC_RUNTIME_DIR`, else `/run/reinc` for root, else
-/// `$XDG_RUNTIME_DIR/reinc`, else `/tmp/reinc-$UID`.
-pub use reinc_client::default_runtime_dir;
+/// lives in the contract crate, because clients must find the sockets
+/// without reading this config: `$REINC_RUNTIME_DIR`, else `/run/reinc` for
+/// root, else `$XDG_RUNTIME_DIR/reinc`, else `/tmp/reinc-$UID`.
+pub use reinc_control::paths::default_runtime_dir;
 
 #[cfg(test)]
 mod tests {

@@ -50,7 +50,7 @@
 
 use crate::config::{DriverConfig, FaultPolicyConfig};
 use crate::identity::{Epoch, SessionIds};
-use reinc_client::control::{ControlRequest, ControlResponse, DriverState, DriverStatus, QueuedRequest};
+use reinc_control::control::{ControlRequest, ControlResponse, DriverState, DriverStatus, QueuedRequest};
 use reinc_policy::{BackoffRestart, Millis, StopOnFault};
 use reinc_proto::{ClientId, Generation};
 use reinc_queue::{RequestQueue, Slot};

@@ -35,16 +35,17 @@
 use crate::checkpoint;
 use crate::config::Config;
 use crate::core::{Action, ClientMsg, ConnId, DriverId, Event, Supervisor};
-use crate::journal::writer::Writer;
+use crate::journal::writer::{ToWriter, Writer};
 use crate::notify::Notifier;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use reinc_client::control::MAX_CONTROL_FRAME;
+use reinc_control::control::MAX_CONTROL_FRAME;
 use reinc_policy::Millis;
 use reinc_proto::{MAX_FRAME, SupToClient};
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -58,12 +59,13 @@ pub mod dirs;
 pub mod fds;
 mod io;
 mod launch;
+pub mod listen_fds;
 mod listeners;
 mod persist;
 pub mod pools;
 use io::{Peer, Registry, Source, flush};
 use launch::Live;
-use listeners::{listen_seqpacket, supervisor_answers};
+use listeners::{client_listener, listen_seqpacket, supervisor_answers};
 use persist::{durable_lsn, open_journal, restore_checkpoints};
 
 /// The daemon could not start.
@@ -127,6 +129,8 @@ pub struct Daemon {
     exit: bool,
     /// The journal's writer thread, when a driver journals.
     journal: Option<Writer>,
+    /// Records for the writer, sent together at the end of `execute`.
+    journal_out: Vec<ToWriter>,
     /// systemd's notification socket ([`crate::notify`]).
     notify: Notifier,
     /// `READY=1` went out.
@@ -189,7 +193,7 @@ impl Daemon {
         // supervisor answers on its control socket; a socket that only
         // accepts (held by a dead supervisor's child between fork and exec)
         // or refuses is stale.
-        let control_path = reinc_client::control_socket(runtime_dir);
+        let control_path = reinc_control::paths::control_socket(runtime_dir);
         if supervisor_answers(&control_path) {
             return Err(DaemonError::AlreadyRunning(control_path));
         }
@@ -224,11 +228,11 @@ impl Daemon {
 
         let mode = dirs::runtime_dir_mode(cfg.supervisor.client_socket_mode);
         dirs::ensure_private_dir("runtime directory", runtime_dir, mode)?;
-        let client_path = reinc_client::client_socket(runtime_dir);
-        let control_path = reinc_client::control_socket(runtime_dir);
+        let client_path = reinc_control::paths::client_socket(runtime_dir);
+        let control_path = reinc_control::paths::control_socket(runtime_dir);
         // Who may write client.sock may call every driver: configurable,
         // 0660 by default (owner and group), never wider than asked.
-        let client_listener = listen_seqpacket(&client_path, cfg.supervisor.client_socket_mode)?;
+        let (client_listener, taken_back) = client_listener(&client_path, cfg.supervisor.client_socket_mode)?;
         let control_listener = listen_seqpacket(&control_path, 0o600)?;
 
         let mut d = Self {
@@ -244,10 +248,11 @@ impl Daemon {
             clients: HashMap::new(),
             controls: HashMap::new(),
             next_conn: 1,
-            socket_paths: vec![client_path, control_path],
+            socket_paths: vec![client_path.clone(), control_path],
             buf: vec![0; MAX_CONTROL_FRAME.max(MAX_FRAME + 1)],
             exit: false,
             journal,
+            journal_out: Vec::new(),
             notify: Notifier::from_env().unwrap_or_else(|e| {
                 warn!("[SUP] {e}; not notifying systemd");
                 Notifier::new(None, None).expect("no socket never fails")
@@ -283,6 +288,13 @@ impl Daemon {
                 .add(w.wake_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
                 .map_err(setup("epoll_ctl journal"))?;
             d.reg.tokens.insert(token, Source::Journal);
+        }
+        // In systemd's fd store (kept from a previous supervisor, or handed
+        // over now), the socket outlives us: its path must stay, or the next
+        // supervisor's clients could not reach the backlog it keeps.
+        if taken_back || (d.notify.fd_store() && d.notify.store_fd("client", d.client_listener.as_fd())) {
+            d.socket_paths.retain(|p| *p != client_path);
+            info!("[SUP] client socket {} is kept in systemd's fd store across restarts", client_path.display());
         }
         d.reg.watch(&d.client_listener, Source::ClientListener)?;
         d.reg.watch(&d.control_listener, Source::ControlListener)?;
@@ -406,5 +418,6 @@ impl Daemon {
             }
         }
         self.sweep_pools();
+        self.flush_journal();
     }
 }

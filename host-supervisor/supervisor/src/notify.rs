@@ -8,7 +8,13 @@
 //! - `STATUS=` whenever the number of running drivers changes;
 //! - `WATCHDOG=1` from the event loop every half `WATCHDOG_USEC`, so a
 //!   wedged event loop (not only a dead process) gets the service restarted;
-//! - `STOPPING=1` when a shutdown begins.
+//! - `STOPPING=1` when a shutdown begins;
+//! - `FDSTORE=1` + `FDNAME=client` with the listening client socket
+//!   attached, when systemd offers an fd store (`$FDSTORE`, set from the
+//!   unit's `FileDescriptorStoreMax=`): systemd keeps the socket open while
+//!   the supervisor restarts and hands it back in `LISTEN_FDS` (see
+//!   `daemon/listen_fds.rs`), so clients that connect in between wait in its
+//!   backlog instead of being refused.
 //!
 //! # The protocol
 //! `NOTIFY_SOCKET` names a Unix datagram socket: a path, or `@name` for the
@@ -25,8 +31,11 @@
 //! - A watchdog thread: it would keep pinging while the event loop is stuck,
 //!   which defeats the watchdog.
 
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, sendmsg, sendto, socket,
+};
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Where notifications go, and the watchdog period.
@@ -99,6 +108,31 @@ impl Notifier {
         let Some((fd, addr, name)) = &self.target else { return };
         if let Err(e) = sendto(fd.as_raw_fd(), msg.as_bytes(), addr, MsgFlags::MSG_NOSIGNAL) {
             tracing::debug!("sd_notify to {name}: {e}");
+        }
+    }
+
+    /// True when systemd offers an fd store: `$FDSTORE` (the unit's
+    /// `FileDescriptorStoreMax=`) is at least 1 and systemd listens.
+    #[must_use]
+    pub fn fd_store(&self) -> bool {
+        self.active() && std::env::var("FDSTORE").ok().and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n >= 1)
+    }
+
+    /// Hands `fd` to systemd's fd store under `name` (`FDSTORE=1`,
+    /// `FDNAME=`). Returns whether the message went out; a failure is
+    /// logged, never fatal: without the store a restart only refuses
+    /// connections for a moment, as it would have anyway.
+    pub fn store_fd(&self, name: &str, fd: BorrowedFd<'_>) -> bool {
+        let Some((sock, addr, path)) = &self.target else { return false };
+        let msg = format!("FDSTORE=1\nFDNAME={name}");
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        match sendmsg(sock.as_raw_fd(), &[IoSlice::new(msg.as_bytes())], &cmsg, MsgFlags::MSG_NOSIGNAL, Some(addr)) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("[SUP] cannot hand the {name} socket to systemd's fd store at {path}: {e}");
+                false
+            }
         }
     }
 

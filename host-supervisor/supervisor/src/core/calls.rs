@@ -10,6 +10,7 @@
 
 use super::durability;
 use super::vocab::{Action, ClientMsg, ConnId, DriverId, DriverMsg, Trace};
+use super::wal::JournalAnswer;
 use super::{Cached, Supervisor, lifecycle::AfterExit, lifecycle::Phase, to_msg};
 use reinc_policy::Millis;
 use reinc_proto::{CallError, MAX_BODY, RequestId};
@@ -58,7 +59,11 @@ impl Supervisor {
                 self.drivers[id.0].checkpoint = Some(c.to_vec());
             }
             let reply = Cached::Reply(body.to_vec());
-            self.journal_answer(now, id, rid, commit.map(<[u8]>::to_vec), reply, true, out);
+            self.journal_answer(
+                now,
+                JournalAnswer { id, rid, commit: commit.map(<[u8]>::to_vec), reply, cached: true },
+                out,
+            );
             self.pump(id, out);
             return;
         }
@@ -121,7 +126,11 @@ impl Supervisor {
         for rid in drained {
             if journal {
                 // Journaled first, so a restarted supervisor does not replay it.
-                self.journal_answer(now, id, rid, None, Cached::Failed(error), false, out);
+                self.journal_answer(
+                    now,
+                    JournalAnswer { id, rid, commit: None, reply: Cached::Failed(error), cached: false },
+                    out,
+                );
                 self.record(now, Trace::Refused(rid, error));
                 continue;
             }

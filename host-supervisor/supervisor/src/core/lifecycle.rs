@@ -15,9 +15,10 @@
 use super::counters;
 use super::durability::Durability;
 use super::vocab::{Action, DriverId, DriverMsg, ExitStatus, KillSignal, Trace};
+use super::wal::JournalAnswer;
 use super::{Cached, Supervisor};
 use crate::config::{DriverConfig, FaultPolicyConfig};
-use reinc_client::control::ControlResponse;
+use reinc_control::control::ControlResponse;
 use reinc_policy::{FaultAction, FaultPolicy, Millis};
 use reinc_proto::{CallError, FromDriver, Generation};
 use reinc_queue::{RequestQueue, Slot};
@@ -328,7 +329,8 @@ impl Supervisor {
             )));
             self.record(now, Trace::Poisoned(rid));
             if self.is_journal(id) {
-                self.journal_answer(now, id, rid, None, Cached::Failed(CallError::Poisoned), true, out);
+                let reply = Cached::Failed(CallError::Poisoned);
+                self.journal_answer(now, JournalAnswer { id, rid, commit: None, reply, cached: true }, out);
             } else {
                 self.answer(now, rid, Cached::Failed(CallError::Poisoned), out);
             }

@@ -10,7 +10,7 @@
 //! the daemon's peers and fd tokens are adapter detail the core must not see.
 
 use super::PersistOutcome;
-use reinc_client::control::ControlResponse;
+use reinc_control::control::ControlResponse;
 use reinc_proto::{CallError, ClientId, FaultPlan, FromDriver, Generation, RequestId};
 
 /// Index of a driver in the configuration (start order).

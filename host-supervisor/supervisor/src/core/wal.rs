@@ -30,6 +30,22 @@ use reinc_policy::Millis;
 use reinc_proto::{ClientId, RequestId};
 use std::collections::{BTreeMap, HashMap};
 
+/// An answer of a journal driver, for [`Supervisor::journal_answer`].
+#[derive(Debug)]
+pub(super) struct JournalAnswer {
+    /// The driver.
+    pub(super) id: DriverId,
+    /// The request answered.
+    pub(super) rid: RequestId,
+    /// The state the answer commits, if any.
+    pub(super) commit: Option<Vec<u8>>,
+    /// The answer.
+    pub(super) reply: Cached,
+    /// Whether it goes to the dedup table (a retry is answered from it) or
+    /// is a failure the client may retry once the driver is back.
+    pub(super) cached: bool,
+}
+
 /// Journal bookkeeping of the core.
 #[derive(Debug, Default)]
 pub(super) struct Wal {
@@ -191,20 +207,11 @@ impl Supervisor {
         }
     }
 
-    /// Answers `rid` of the journal driver `id` once its record is durable;
+    /// Answers a request of a journal driver once its record is durable;
     /// `cached` answers go to the dedup table (see [`Supervisor::answer`]),
     /// the others only leave the session's pending set.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn journal_answer(
-        &mut self,
-        now: Millis,
-        id: DriverId,
-        rid: RequestId,
-        commit: Option<Vec<u8>>,
-        reply: Cached,
-        cached: bool,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn journal_answer(&mut self, now: Millis, a: JournalAnswer, out: &mut Vec<Action>) {
+        let JournalAnswer { id, rid, commit, reply, cached } = a;
         let driver = self.drivers[id.0].cfg.name.clone();
         let record = Record::Answered { driver, rid, commit, answer: to_answer(&reply), cached };
         let lsn = self.journal(record, out);
@@ -255,15 +262,19 @@ impl Supervisor {
         }
         self.wal.durable = upto;
         let later = self.wal.waiting.split_off(&(upto + 1));
-        for (_, acts) in std::mem::replace(&mut self.wal.waiting, later) {
-            out.extend(acts);
-        }
+        let released = std::mem::replace(&mut self.wal.waiting, later);
         self.wal.undurable.retain(|_, lsn| *lsn > upto);
         self.wal.accepted.retain(|_, lsn| *lsn > upto);
+        // The drivers' next requests first: a journal driver waits for this
+        // record before it may work again, so its request is on the critical
+        // path of every batch, and the clients' answers are not.
         for i in 0..self.drivers.len() {
             if self.is_journal(DriverId(i)) {
                 self.pump(DriverId(i), out);
             }
+        }
+        for (_, acts) in released {
+            out.extend(acts);
         }
     }
 

@@ -9,7 +9,7 @@ use super::Daemon;
 use super::io::hung_up;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv, send};
-use reinc_client::control::{ControlRequest, ControlResponse};
+use reinc_control::control::{ControlRequest, ControlResponse};
 use reinc_proto::MAX_FRAME;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;

@@ -1,7 +1,7 @@
 //! Launching a driver instance: the socketpair that becomes its stdin, the
 //! trace memfd, the clean environment of the launch contract (names from
-//! [`reinc_runtime::launch`] and [`reinc_runtime::sandbox`], so the two
-//! sides cannot drift), credentials and process group; and signalling it.
+//! [`reinc_control::env`], which the runtime reads too, so the two sides
+//! cannot drift), credentials and process group; and signalling it.
 //!
 //! Passing the IPC socket by an arbitrary fd number was rejected: fd 0 lets
 //! the driver adopt it without `pidfd_getfd`, which seccomp may forbid.
@@ -15,7 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::Pid;
 use reinc_proto::Generation;
-use reinc_runtime::{launch, sandbox};
+use reinc_control::env;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -103,9 +103,9 @@ impl Daemon {
         }
         let p = &cfg.privileges;
         if p.sandbox {
-            cmd.env(sandbox::ENV_SANDBOX, "1")
-                .env(sandbox::ENV_CAPABILITIES, p.capabilities.join(","))
-                .env(sandbox::ENV_SECCOMP, if p.seccomp { "1" } else { "0" });
+            cmd.env(env::ENV_SANDBOX, "1")
+                .env(env::ENV_CAPABILITIES, p.capabilities.join(","))
+                .env(env::ENV_SECCOMP, if p.seccomp { "1" } else { "0" });
         }
         // std sets the gid, clears the supplementary groups (when root) and
         // sets the uid in the child, just before exec.
@@ -116,9 +116,9 @@ impl Daemon {
             cmd.uid(u);
         }
         cmd.args(&cfg.args)
-            .env(launch::ENV_IPC_FD, "0")
-            .env(launch::ENV_DRIVER_NAME, &cfg.name)
-            .env(launch::ENV_SUPERVISOR_PID, std::process::id().to_string())
+            .env(env::ENV_IPC_FD, "0")
+            .env(env::ENV_DRIVER_NAME, &cfg.name)
+            .env(env::ENV_SUPERVISOR_PID, std::process::id().to_string())
             // systemd's notifications are the supervisor's, not a driver's.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -129,13 +129,13 @@ impl Daemon {
             .process_group(0);
         if let Some(t) = &trace {
             let _ = inheritable(t, true);
-            cmd.env(launch::ENV_TRACE_FD, t.as_raw_fd().to_string());
+            cmd.env(env::ENV_TRACE_FD, t.as_raw_fd().to_string());
         }
         if let Some(f) = &cfg.fault {
-            cmd.env(launch::ENV_FAULT, f.to_string());
+            cmd.env(env::ENV_FAULT, f.to_string());
         }
         if let Some(l) = &cfg.exec_log {
-            cmd.env(launch::ENV_EXEC_LOG, l);
+            cmd.env(env::ENV_EXEC_LOG, l);
         }
         let spawned = cmd.spawn();
         // `cmd` owns the child's end; drop it so EOF reaches us when the child dies.

@@ -14,13 +14,13 @@ use nix::sys::epoll::{EpollEvent, EpollFlags};
 use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, bind, connect, listen, recv, send, socket,
 };
-use reinc_client::control::{ControlRequest, MAX_CONTROL_FRAME};
+use reinc_control::control::{ControlRequest, MAX_CONTROL_FRAME};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 impl Daemon {
     /// Accepts every pending client connection and tells the core.
@@ -162,6 +162,25 @@ pub(super) fn supervisor_answers(path: &Path) -> bool {
     }
     let mut buf = vec![0u8; MAX_CONTROL_FRAME];
     matches!(recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()), Ok(n) if n > 0)
+}
+
+/// The client listener: the one systemd kept in its fd store, when it
+/// passes one back that still listens on `path` (then `true`), else a new
+/// one with `mode`.
+///
+/// # Errors
+/// [`DaemonError::Setup`] naming the socket, when a new one cannot be made.
+pub(super) fn client_listener(path: &Path, mode: u32) -> Result<(UnixListener, bool), DaemonError> {
+    match super::listen_fds::take_listener("client", path) {
+        Ok(Some(fd)) => {
+            set_nonblocking(&fd).map_err(setup(format!("socket {}", path.display())))?;
+            info!("[SUP] took the client socket {} back from systemd's fd store", path.display());
+            return Ok((UnixListener::from(fd), true));
+        }
+        Ok(None) => {}
+        Err(e) => warn!("[SUP] {e}; creating {} afresh", path.display()),
+    }
+    Ok((listen_seqpacket(path, mode)?, false))
 }
 
 /// Creates a listening `SOCK_SEQPACKET` socket at `path` with `mode`.

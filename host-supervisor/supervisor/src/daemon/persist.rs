@@ -35,19 +35,27 @@ impl Daemon {
         self.core.handle(now, Event::Persisted { driver, outcome })
     }
 
-    /// Hands a record to the journal writer; with no journal nothing waits,
-    /// so the core hears at once that it is durable.
+    /// Queues a record for the journal writer (sent with the others of the
+    /// same [`Daemon::execute`], see [`Daemon::flush_journal`]); with no
+    /// journal nothing waits, so the core hears at once that it is durable.
     pub(super) fn journal_record(&mut self, lsn: u64, record: &Record) -> Vec<Action> {
-        let snapshot = matches!(record, Record::Snapshot(_));
-        match &self.journal {
-            Some(w) => {
-                w.send(ToWriter { lsn, bytes: journal::frame(record), snapshot });
-                Vec::new()
-            }
-            None => {
-                let now = self.now();
-                self.core.handle(now, Event::Journaled { upto: lsn })
-            }
+        if self.journal.is_some() {
+            let snapshot = matches!(record, Record::Snapshot(_));
+            self.journal_out.push(ToWriter { lsn, bytes: journal::frame(record), snapshot });
+            return Vec::new();
+        }
+        let now = self.now();
+        self.core.handle(now, Event::Journaled { upto: lsn })
+    }
+
+    /// Sends the records queued by [`Daemon::journal_record`] to the writer
+    /// as one message: the thread wakes once for them and never syncs a
+    /// batch that has only the first of them (an answer's record would
+    /// otherwise often wait one more `fdatasync` behind its own request's
+    /// `Accepted` record).
+    pub(super) fn flush_journal(&mut self) {
+        if let Some(w) = &self.journal {
+            w.send_all(std::mem::take(&mut self.journal_out));
         }
     }
 

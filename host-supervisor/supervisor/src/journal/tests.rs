@@ -166,3 +166,35 @@ fn an_unconfirmed_batch_ends_the_journal_and_is_not_damage() {
     b.extend_from_slice(&batch);
     assert_eq!(parse(Path::new(P), &b, Refuse).unwrap().records, 3);
 }
+
+#[test]
+fn records_sent_together_are_made_durable_in_one_batch() {
+    let dir = std::env::temp_dir().join(format!("reinc-journal-group-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = path(&dir);
+    let w = writer::Writer::start(&p, &Record::Snapshot(Image::default())).unwrap();
+    // One event's records (Accepted ones riding ahead of an answer): the
+    // thread must not start a sync with only the first of them.
+    for round in 0..20u64 {
+        let group = (1..=3).map(|i| {
+            let lsn = round * 3 + i;
+            writer::ToWriter { lsn, bytes: frame(&accepted(lsn)), snapshot: false }
+        });
+        w.send_all(group.collect());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while !seen.iter().any(|&(u, _)| u == round * 3 + 3) && std::time::Instant::now() < deadline {
+            for r in w.drain() {
+                if let writer::FromWriter::Durable { upto, records, .. } = r {
+                    seen.push((upto, records));
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(seen, [(round * 3 + 3, 3)], "round {round}: the group was split or lost");
+    }
+    w.send_all(Vec::new());
+    assert_eq!(load(&p, Refuse).unwrap().records, 61, "the snapshot and 60 records");
+    let _ = std::fs::remove_dir_all(&dir);
+}

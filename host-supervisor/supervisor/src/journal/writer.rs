@@ -1,7 +1,9 @@
 //! The journal's writer thread: group commit off the event loop.
 //!
-//! The event loop sends framed records over a channel and never waits. The
-//! thread blocks for the first record, takes every record that is waiting
+//! The event loop sends framed records over a channel and never waits; the
+//! records one event produced go as one message ([`Writer::send_all`]), so a
+//! batch never splits them and the thread is woken once for them. The
+//! thread blocks for the first message, takes every record that is waiting
 //! behind it, writes them with one `pwrite` and covers them with one
 //! `fdatasync`, then reports the highest LSN durable and wakes the event
 //! loop through an eventfd. Records that arrive while a sync runs form the
@@ -69,7 +71,7 @@ pub enum FromWriter {
 /// The writer thread and its channels.
 #[derive(Debug)]
 pub struct Writer {
-    tx: Option<Sender<ToWriter>>,
+    tx: Option<Sender<Vec<ToWriter>>>,
     rx: Receiver<FromWriter>,
     wake: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
@@ -146,7 +148,7 @@ impl Writer {
             EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(|e| JournalError::Io { path: path.into(), source: e.into() })?,
         );
-        let (tx, thread_rx) = channel::<ToWriter>();
+        let (tx, thread_rx) = channel::<Vec<ToWriter>>();
         let (thread_tx, rx) = channel::<FromWriter>();
         let w = Arc::clone(&wake);
         let thread = std::thread::Builder::new()
@@ -164,9 +166,15 @@ impl Writer {
 
     /// Queues a record (never blocks).
     pub fn send(&self, msg: ToWriter) {
-        if let Some(tx) = &self.tx {
+        self.send_all(vec![msg]);
+    }
+
+    /// Queues records, in LSN order, to be written in the same batch (never
+    /// blocks; nothing is sent for an empty list).
+    pub fn send_all(&self, msgs: Vec<ToWriter>) {
+        if let (Some(tx), false) = (&self.tx, msgs.is_empty()) {
             // The thread only ends when `tx` is dropped.
-            let _ = tx.send(msg);
+            let _ = tx.send(msgs);
         }
     }
 
@@ -199,14 +207,17 @@ impl Writer {
     }
 }
 
-fn run(mut log: Log, rx: &Receiver<ToWriter>, tx: &Sender<FromWriter>, wake: &EventFd) {
+fn run(mut log: Log, rx: &Receiver<Vec<ToWriter>>, tx: &Sender<FromWriter>, wake: &EventFd) {
     let report = |m: FromWriter| {
         let _ = tx.send(m);
         let _ = wake.write(1);
     };
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
+        let mut batch = first;
+        batch.extend(rx.try_iter().flatten());
+        if batch.is_empty() {
+            continue;
+        }
         let upto = batch.iter().map(|m| m.lsn).max().unwrap_or(0);
         let snap = batch.iter().rposition(|m| m.snapshot);
         let live = &batch[snap.unwrap_or(0)..];
@@ -217,11 +228,11 @@ fn run(mut log: Log, rx: &Receiver<ToWriter>, tx: &Sender<FromWriter>, wake: &Ev
             let started = Instant::now();
             let res = match snap {
                 Some(_) => {
-                    let rest: Vec<u8> = live[1..].iter().flat_map(|m| m.bytes.iter().copied()).collect();
+                    let rest = live[1..].iter().map(|m| m.bytes.as_slice()).collect::<Vec<_>>().concat();
                     Log::replace(&log.path, &live[0].bytes, &rest).map(|l| log = l)
                 }
                 None => {
-                    let buf: Vec<u8> = live.iter().flat_map(|m| m.bytes.iter().copied()).collect();
+                    let buf = live.iter().map(|m| m.bytes.as_slice()).collect::<Vec<_>>().concat();
                     log.append(&buf)
                 }
             };

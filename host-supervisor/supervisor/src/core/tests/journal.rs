@@ -254,3 +254,24 @@ fn a_snapshot_follows_once_enough_was_journaled_and_holds_everything() {
     assert_eq!(image, &image_of(&recs, lsn - 1));
     assert_eq!(sim.sup.journal_stats().snapshots, 1);
 }
+
+#[test]
+fn a_durable_answer_forwards_the_next_request_before_it_releases_the_answer() {
+    let mut sim = journal_sim();
+    sim.start();
+    let c = durable_hello(&mut sim, C1);
+    let acts = sim.call(C1, 1, b"w1");
+    sim.ev(Event::Journaled { upto: last_lsn(&acts) });
+    sim.call(C1, 2, b"w2");
+    let acts = sim.reply(STORAGE, c, 1, Some(b"s1"), b"ok1");
+    // The answer's record carries request 2's acceptance ahead of it.
+    let acts = sim.ev(Event::Journaled { upto: last_lsn(&acts) });
+    let to_driver = acts.iter().position(|a| matches!(a, Action::ToDriver { msg: DriverMsg::Request { .. }, .. }));
+    let to_client = acts.iter().position(|a| matches!(a, Action::ToClient { .. }));
+    assert!(to_driver.is_some() && to_client.is_some(), "{acts:?}");
+    // The driver works while the client is answered: its request is on the
+    // critical path of the next batch, the answer is not.
+    assert!(to_driver < to_client, "{acts:?}");
+    assert_eq!(requests_sent(&acts), [2]);
+    assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq: 1, body: b"ok1".to_vec() }]);
+}

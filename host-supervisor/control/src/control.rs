@@ -1,4 +1,5 @@
-//! The control protocol between `drvctl` and the supervisor's control socket.
+//! The control protocol between `drvctl` and the supervisor's control socket
+//! ([`crate::paths::control_socket`]).
 //!
 //! One request and one response per `SOCK_SEQPACKET` message, framed like
 //! every other channel with [`reinc_proto::encode_vec`]/[`reinc_proto::decode`]
