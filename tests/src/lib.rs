@@ -125,7 +125,7 @@ pub fn bins() -> &'static Bins {
             let status = Command::new(cargo)
                 .current_dir(&root)
                 .args(["build", "--quiet", "--bins", "-p", "reinc-supervisor", "-p", "reinc-client", "-p"])
-                .args(["storage-driver", "-p", "reinc-nbd"])
+                .args(["storage_driver", "-p", "reinc-nbd"])
                 .arg("--target-dir")
                 .arg(&target)
                 .status()

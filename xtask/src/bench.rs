@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The packages whose binaries the harness runs.
-const PACKAGES: [&str; 5] = ["reinc-supervisor", "reinc-client", "storage-driver", "reinc-nbd", "reinc-bench"];
+const PACKAGES: [&str; 5] = ["reinc-supervisor", "reinc-client", "storage_driver", "reinc-nbd", "reinc-bench"];
 
 /// Where cargo puts build output: `$CARGO_TARGET_DIR`, else `target/`.
 pub fn target_dir() -> PathBuf {

@@ -58,7 +58,7 @@
 //! new level again). The final state and the reply are exactly those of a run
 //! without the crash, but the pin shows the old level for the time between
 //! restore and replay (milliseconds). Nothing on the device records which
-//! request was applied (unlike storage-core's superblock), so the handler
+//! request was applied (unlike storage_core's superblock), so the handler
 //! cannot tell a replay from a first execution; the runtime should count
 //! GPIO effects as idempotent rewrites, not as exactly-once executions.
 //!

@@ -48,7 +48,7 @@
 //!   or duplicate a packet. The indices are committed state instead.
 //! - Marking a slot "consumed" on `Recv`: a device effect that buys nothing,
 //!   since the committed `rx` already says which slots are free.
-//! - Sharing `storage-core`'s `Region` trait: it would make one device core
+//! - Sharing `storage_core`'s `Region` trait: it would make one device core
 //!   depend on another. The trait, the RAM region and the sealed header with
 //!   its watermark live in `reinc-region`, which both cores use.
 #![no_std]

@@ -2,7 +2,7 @@
 //! that carries its exactly-once watermark.
 //!
 //! # Why this crate exists
-//! `storage-core` and `net_core` both keep their device in a plain byte
+//! `storage_core` and `net_core` both keep their device in a plain byte
 //! region (a file on Linux, RAM in firmware and tests), and both make a
 //! write-type request exactly-once at the device the same way: after the
 //! effect, they record the request's id and the committed state it was
@@ -25,7 +25,7 @@
 //! header field by field from the documented layout).
 //!
 //! # Designs tried and rejected
-//! - Letting `net_core` depend on `storage-core` for the trait: one device
+//! - Letting `net_core` depend on `storage_core` for the trait: one device
 //!   core would depend on another, unrelated one, and pull its block logic
 //!   into every net build.
 //! - Keeping the copies (net_core's earlier choice, "three methods"): the

@@ -39,9 +39,10 @@
 //!   host do the transfer with one `pread`/`pwrite` straight between its
 //!   file and the mapping (no copy through a buffer of ours).
 
+use crate::regs::data_offset;
 use crate::{
     BLOCK_SIZE, Effect, HandleError, Outcome, Region, Storage, StorageError, StorageReply, StorageState, Superblock,
-    Trace, data_offset,
+    Trace,
 };
 use reinc_proto::RequestId;
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 extern crate std;
 
 use super::*;
-use reinc_proto::ClientId;
+use reinc_proto::{ClientId, RequestId};
 use std::{vec, vec::Vec};
 
 const BLOCKS: u64 = 16;

@@ -16,7 +16,7 @@
 //! storage requests of at most 32 KiB
 //! ([`storage_core::MAX_BLOCKS_PER_REQUEST`] blocks). Either way requests
 //! are pipelined without waiting, and the NBD reply goes out when the last
-//! of them is answered. A storage-driver crash therefore looks to the NBD
+//! of them is answered. A storage_driver crash therefore looks to the NBD
 //! client like latency: the supervisor gives the new instance the pool and
 //! replays the unanswered storage requests, the slots stay pinned until
 //! answered so the replay sees the same bytes, the storage core's watermark

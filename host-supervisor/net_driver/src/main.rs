@@ -4,7 +4,7 @@
 //! # Why this binary exists
 //! The second demo device the supervisor runs without hardware or root. It
 //! exercises the queue-shaped, relative requests (`Send` next, `Recv` next)
-//! that `net_core` makes replay-safe; this file only opens the file as
+//! that `net_core` makes replay-safe; the driver only opens the file as
 //! a region (`reinc_region::FileRegion`) and maps the core's outcome onto the
 //! runtime's.
 //!

@@ -154,8 +154,8 @@ pub enum Effect {
     AlreadyApplied,
 }
 
-/// The watermark's verdict of a region-backed core (`storage-core`,
-/// `net-core`) is exactly the runtime's notion of an effect.
+/// The watermark's verdict of a region-backed core (`storage_core`,
+/// `net_core`) is exactly the runtime's notion of an effect.
 impl From<reinc_region::Effect> for Effect {
     fn from(e: reinc_region::Effect) -> Self {
         match e {

@@ -4,9 +4,9 @@
 //! It is the demo device of the reincarnation server: it needs no hardware and
 //! no root, yet its effects persist across crashes, so a crash in the middle
 //! of a write and the replay that follows can be checked byte for byte
-//! (`cargo xtask demo`, the replay tests). All the logic is in `storage-core`
+//! (`cargo xtask demo`, the replay tests). All the logic is in `storage_core`
 //! (deterministic handler, exactly-once watermark) and `reinc-runtime` (the
-//! protocol); this file only opens the file as a region (`reinc_region::FileRegion`)
+//! protocol); the driver only opens the file as a region (`reinc_region::FileRegion`)
 //! and maps the core's outcome onto the runtime's. Bulk requests (data in the
 //! session's shared pool, `storage_core::BulkRequest`) move their bytes with
 //! one `pread`/`pwrite` between the file and the pool mapping (`src/bulk.rs`).
@@ -17,6 +17,9 @@
 //! The file is created or extended to `(N + 1) * 512` bytes (block 0 is the
 //! superblock) and never shrunk. A file that holds something else, or was
 //! formatted with another `--blocks`, is refused at Init with `Fatal`.
+//!
+//! This file is the command line; [`driver`] wires the core to the runtime,
+//! and `tests.rs` holds the unit tests.
 //!
 //! # Designs rejected
 //! - `memmap2` over the file: mapping is `unsafe` (another process may
@@ -31,15 +34,11 @@
 #![forbid(unsafe_code)]
 
 mod bulk;
+mod driver;
 
-use reinc_proto::RequestId;
-use reinc_region::FileRegion;
-use reinc_runtime::{Ctx, Driver, DriverError, Effect, Step};
+use driver::StorageDriver;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use storage_core::{
-    MAX_REPLY_DATA, Storage, StorageReply, StorageRequest, StorageState, Trace, decode_request, region_bytes,
-};
 
 /// Command-line arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,105 +75,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     })
 }
 
-/// The driver: arguments until Init, then the open device.
-#[derive(Debug)]
-struct StorageDriver {
-    args: Args,
-    dev: Option<Storage<FileRegion>>,
-    reply_buf: Vec<u8>,
-}
-
-impl StorageDriver {
-    fn open(&self) -> Result<Storage<FileRegion>, DriverError> {
-        let path = &self.args.file;
-        let region = FileRegion::open_at_least(path, region_bytes(self.args.blocks))?;
-        Storage::open(region, self.args.blocks).map_err(|e| format!("{}: {e}", path.display()).into())
-    }
-}
-
-impl Driver for StorageDriver {
-    type State = StorageState;
-    const TRACE_LEGEND: reinc_runtime::Legend = storage_core::TRACE_LEGEND;
-
-    fn describe(&self) -> String {
-        format!("file={}, blocks={}", self.args.file.display(), self.args.blocks)
-    }
-
-    fn init(&mut self, ctx: &mut Ctx<'_>, state: &StorageState) -> Result<(), DriverError> {
-        let dev = self.open()?;
-        dev.check_state(state).map_err(|e| format!("{}: {e}", self.args.file.display()))?;
-        if let Some(e) = dev.trace().last() {
-            ctx.trace(e.payload.event());
-        }
-        // Nothing to re-apply: the data lives in the file, and the committed
-        // state (append cursor) is consulted by every request.
-        self.dev = Some(dev);
-        Ok(())
-    }
-
-    fn handle(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        state: &StorageState,
-        id: RequestId,
-        body: &[u8],
-    ) -> Result<Step<StorageState>, DriverError> {
-        let dev = self.dev.as_mut().ok_or("storage device used before Init")?;
-        let req = match decode_request(body) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("[driver] storage_driver: request {id} has a malformed body ({} bytes)", body.len());
-                return Step::done(*state, &StorageReply::Error(e), Effect::None);
-            }
-        };
-        let out = match req {
-            // Data in the session's pool: moved by one pread/pwrite (bulk.rs).
-            StorageRequest::Bulk(b) => dev.handle_bulk(state, id, &b, &mut bulk::FilePool(ctx.pool(id.client)))?,
-            _ => dev.handle(state, id, &req, &mut self.reply_buf)?,
-        };
-        let trace = match &req {
-            StorageRequest::Bulk(b) => storage_core::bulk_trace(b, &out),
-            _ => Trace::of(&req, &out),
-        };
-        if let Some(t) = trace {
-            ctx.trace(t.event());
-        }
-        let effect = Effect::from(out.effect);
-        // A flush syncs whatever the page cache holds, so every write
-        // answered before it is on stable storage when it is answered. A
-        // failed sync kills this instance, and the flush is replayed.
-        let flush = matches!(req, StorageRequest::Flush);
-        if flush || (effect == Effect::Applied && self.args.sync_data) {
-            let r = dev.region();
-            r.file().sync_data().map_err(|e| format!("fdatasync of {}: {e}", r.path().display()))?;
-        }
-        Step::done(out.state, &out.reply, effect)
-    }
-}
-
 fn main() -> ExitCode {
     reinc_runtime::run_driver(|_name| {
         let args = parse_args(std::env::args().skip(1))?;
-        Ok(StorageDriver { args, dev: None, reply_buf: vec![0; MAX_REPLY_DATA] })
+        Ok(StorageDriver::new(args))
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(s: &str) -> Result<Args, String> {
-        parse_args(s.split_whitespace().map(String::from))
-    }
-
-    #[test]
-    fn arguments_parse_and_errors_name_the_flag() {
-        assert_eq!(args("--file /x --blocks 8"), Ok(Args { file: "/x".into(), blocks: 8, sync_data: false }));
-        assert!(args("--file /x --blocks 8 --sync-data").unwrap().sync_data);
-        assert!(args("--blocks 8").unwrap_err().starts_with("--file is required"));
-        assert!(args("--file /x").unwrap_err().starts_with("--blocks is required"));
-        assert!(args("--file /x --blocks lots").unwrap_err().starts_with("--blocks \"lots\""));
-        assert!(args("--file /x --blocks 0").unwrap_err().contains("out of range"));
-        assert!(args("--file /x --blocks 8 --fast").unwrap_err().starts_with("unknown argument \"--fast\""));
-    }
-}
+mod tests;

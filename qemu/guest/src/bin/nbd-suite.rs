@@ -233,7 +233,7 @@ fn dd_write_survives_a_hang_mid_transfer(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
-/// The real busybox `dd` (and `sha256sum`, `kill`) under a storage-driver
+/// The real busybox `dd` (and `sha256sum`, `kill`) under a storage_driver
 /// fault that lands mid-transfer: `signal` is sent with `/bin/kill` as soon
 /// as the block layer has counted [`KILL_AFTER`] bytes on the faulted side of
 /// /dev/nbd0, while dd is still running (checked). `STOP` is the hang: the

@@ -1,4 +1,9 @@
-//! Block 0: geometry and the exactly-once watermark.
+//! The region's layout, storage_core's register block: the superblock in
+//! block 0 (geometry and the exactly-once watermark), and where client block
+//! `lba` lives. There is no `unsafe` here, as in the whole crate: the region
+//! is reached through [`crate::Region`].
+//!
+//! # Block 0: geometry and the exactly-once watermark
 //!
 //! Fixed little-endian layout (not postcard), so a test or a hex dump can read
 //! it without this crate's types:
@@ -17,9 +22,21 @@
 //! they make the append cursor recoverable from the device itself, so a
 //! supervisor that kept no checkpoint does not append over old data.
 
-use crate::BLOCK_SIZE;
 use reinc_proto::RequestId;
 use reinc_region::header::{Format, SEALED_BYTES, Unsealed, Watermark, le_u32, le_u64};
+
+/// Bytes per block.
+pub const BLOCK_SIZE: usize = 512;
+
+/// Bytes a region of `blocks` data blocks needs (superblock included).
+#[must_use]
+pub const fn region_bytes(blocks: u64) -> u64 {
+    (blocks + 1) * BLOCK_SIZE as u64
+}
+
+pub(crate) fn data_offset(lba: u64) -> u64 {
+    (lba + 1) * BLOCK_SIZE as u64
+}
 
 /// The superblock's magic number.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"REINCBLK";
