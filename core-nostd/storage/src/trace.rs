@@ -101,6 +101,8 @@ impl Trace {
                     StorageError::TooLarge { blocks } => (4, u64::from(blocks)),
                     StorageError::OutOfRange { lba, .. } => (5, lba),
                     StorageError::NoSpace { cursor, .. } => (6, cursor),
+                    StorageError::Corrupt { lba, .. } => (7, lba),
+                    StorageError::Tags { len, .. } => (8, u64::from(len)),
                 };
                 (code::REFUSED, n, detail)
             }
