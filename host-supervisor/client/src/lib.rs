@@ -33,6 +33,7 @@
 //!   step of a reconnect is retried within [`Client::reconnect_timeout`].
 #![forbid(unsafe_code)]
 
+pub mod blocksum;
 pub mod control;
 pub mod peer;
 

@@ -20,6 +20,7 @@ use crate::proto::{
     ProtocolError, REP_ACK, REP_ERR_INVALID, REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER, REQUEST_LEN,
     Request, chunks,
 };
+use reinc_client::blocksum::BlockError;
 use reinc_client::{Client, ClientError};
 use reinc_proto::CallError;
 use std::collections::HashMap;
@@ -526,7 +527,7 @@ struct Engine<'c> {
     jobs: HashMap<u64, Active>,
     /// Storage request seq -> (job, byte offset of its data in the job,
     /// bytes of data a read must return).
-    calls: HashMap<u64, (u64, usize, usize)>,
+    calls: HashMap<u64, (u64, usize, usize, u64)>,
     next_job: u64,
     flush_body: Vec<u8>,
 }
@@ -591,9 +592,11 @@ impl<'c> Engine<'c> {
         ConnError::Session(e)
     }
 
-    fn submit(&mut self, job: u64, at: usize, len: usize, body: &[u8]) -> Result<(), ClientError> {
+    /// Submits a storage call for `job`: its bytes `at..at + len` of a read
+    /// start at block `lba` (the end-to-end checksums name blocks).
+    fn submit(&mut self, job: u64, (at, len, lba): (usize, usize, u64), body: &[u8]) -> Result<(), ClientError> {
         let seq = self.client.submit(&self.config.driver, body)?;
-        self.calls.insert(seq, (job, at, len));
+        self.calls.insert(seq, (job, at, len, lba));
         Ok(())
     }
 
@@ -608,7 +611,7 @@ impl<'c> Engine<'c> {
             Job::Flush { cookie } => {
                 self.jobs.insert(id, Active { cookie, what: Pending::Flush, remaining: 1, errno: 0 });
                 let body = std::mem::take(&mut self.flush_body);
-                let r = self.submit(id, 0, 0, &body);
+                let r = self.submit(id, (0, 0, 0), &body);
                 self.flush_body = body;
                 r?;
             }
@@ -617,9 +620,8 @@ impl<'c> Engine<'c> {
                 let buf = vec![0u8; length as usize];
                 self.jobs.insert(id, Active { cookie, what: Pending::Read { buf }, remaining: parts.len(), errno: 0 });
                 for c in parts {
-                    let body = postcard::to_allocvec(&StorageRequest::Read { lba: c.lba, blocks: c.blocks })
-                        .expect("Read encodes");
-                    self.submit(id, c.at, usize::from(c.blocks) * BLOCK_SIZE, &body)?;
+                    let body = reinc_client::blocksum::read_body(c.lba, c.blocks);
+                    self.submit(id, (c.at, usize::from(c.blocks) * BLOCK_SIZE, c.lba), &body)?;
                 }
             }
             Job::Write { cookie, offset, data, fua } => {
@@ -627,9 +629,8 @@ impl<'c> Engine<'c> {
                 self.jobs.insert(id, Active { cookie, what: Pending::Write { fua }, remaining: parts.len(), errno: 0 });
                 for c in parts {
                     let bytes = &data[c.at..c.at + usize::from(c.blocks) * BLOCK_SIZE];
-                    let body = postcard::to_allocvec(&StorageRequest::Write { lba: c.lba, data: bytes })
-                        .expect("Write encodes");
-                    self.submit(id, c.at, 0, &body)?;
+                    let body = reinc_client::blocksum::write_body(c.lba, bytes);
+                    self.submit(id, (c.at, 0, c.lba), &body)?;
                 }
             }
         }
@@ -637,7 +638,7 @@ impl<'c> Engine<'c> {
     }
 
     fn complete(&mut self, seq: u64, result: Result<Vec<u8>, CallError>) -> Result<(), ConnError> {
-        let Some((id, at, len)) = self.calls.remove(&seq) else {
+        let Some((id, at, len, lba)) = self.calls.remove(&seq) else {
             return Ok(());
         };
         let driver = &self.config.driver;
@@ -647,12 +648,29 @@ impl<'c> Engine<'c> {
                 tracing::warn!("[nbd] {driver}: storage request {seq} failed: {e}; the NBD client gets EIO");
                 EIO
             }
-            Ok(body) => match (postcard::from_bytes::<StorageReply<'_>>(&body), &mut job.what) {
-                // Exactly the bytes asked for: a short or long read is EIO.
-                (Ok(StorageReply::Data(d)), Pending::Read { buf }) if d.len() == len && at + len <= buf.len() => {
-                    buf[at..at + d.len()].copy_from_slice(d);
-                    0
+            // Exactly the bytes asked for, each block matching the checksum
+            // stored with it: a short, long or damaged read is EIO.
+            Ok(body) if matches!(job.what, Pending::Read { .. }) => {
+                match (reinc_client::blocksum::check_read(driver, lba, (len / BLOCK_SIZE) as u64, &body), &mut job.what)
+                {
+                    (Ok(d), Pending::Read { buf }) if at + len <= buf.len() => {
+                        buf[at..at + len].copy_from_slice(d);
+                        0
+                    }
+                    (Err(e), _) => {
+                        tracing::warn!("[nbd] storage request {seq}: {e}; the NBD client gets EIO");
+                        match e {
+                            BlockError::Refused {
+                                error: StorageError::OutOfRange { .. } | StorageError::Unaligned { .. },
+                                ..
+                            } => EINVAL,
+                            _ => EIO,
+                        }
+                    }
+                    _ => EIO,
                 }
+            }
+            Ok(body) => match (postcard::from_bytes::<StorageReply<'_>>(&body), &mut job.what) {
                 (Ok(StorageReply::Written { .. }), Pending::Write { .. })
                 | (Ok(StorageReply::Flushed), Pending::Write { .. } | Pending::Flush) => 0,
                 (Ok(StorageReply::Error(e)), _) => {
@@ -683,7 +701,7 @@ impl<'c> Engine<'c> {
             job.what = Pending::Write { fua: false };
             job.remaining = 1;
             let body = std::mem::take(&mut self.flush_body);
-            let r = self.submit(id, 0, 0, &body);
+            let r = self.submit(id, (0, 0, 0), &body);
             self.flush_body = body;
             return r.map_err(|e| self.fail(e));
         }
