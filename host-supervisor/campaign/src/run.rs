@@ -12,14 +12,14 @@
 //! the index of the fault being applied.
 
 use crate::misbehave::{self, Misbehaviour};
-use crate::schedule::{Fault, Target};
+use crate::schedule::{Fault, FlipPlace, Target};
 use crate::{CampaignError, Handling, Outcome, Record, Violation};
 use net_core::{NetReply, NetRequest};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reinc_bench::rig::{DriverSpec, config_text};
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
-use reinc_client::{Client, client_socket, control_request, control_socket};
+use reinc_client::{Client, blocksum, client_socket, control_request, control_socket};
 use reinc_proto::{CallError, CrashKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use storage_core::{BLOCK_SIZE, StorageReply, StorageRequest};
+use storage_core::BLOCK_SIZE;
 
 /// Blocks of the storage device.
 const DISK_BLOCKS: u64 = 1024;
@@ -121,8 +121,10 @@ pub fn block_data(lba: u64, version: u32) -> Vec<u8> {
         .collect()
 }
 
-fn storage_body(r: &StorageRequest<'_>) -> Vec<u8> {
-    postcard::to_allocvec(r).unwrap_or_default()
+/// The bytes of `data` inside an encoded request or reply `body`.
+fn data_in<'b>(body: &'b mut [u8], data: &[u8]) -> Result<&'b mut [u8], String> {
+    let at = body.windows(data.len()).position(|w| w == data).ok_or("the block is not in the message body")?;
+    Ok(&mut body[at..at + data.len()])
 }
 
 fn net_body(r: &NetRequest<'_>) -> Vec<u8> {
@@ -159,9 +161,9 @@ fn storage_load(shared: &Shared, runtime: &Path, first_lba: u64, seed: u64) -> S
             let (body, v) = if write {
                 let v = versions.get(&lba).copied().unwrap_or(0) + 1;
                 versions.insert(lba, v);
-                (storage_body(&StorageRequest::Write { lba, data: &block_data(lba, v) }), v)
+                (blocksum::write_body(lba, &block_data(lba, v)), v)
             } else {
-                (storage_body(&StorageRequest::Read { lba, blocks: 1 }), versions.get(&lba).copied().unwrap_or(0))
+                (blocksum::read_body(lba, 1), versions.get(&lba).copied().unwrap_or(0))
             };
             match client.submit("storage_driver", &body) {
                 Ok(seq) => {
@@ -203,16 +205,24 @@ fn storage_load(shared: &Shared, runtime: &Path, first_lba: u64, seed: u64) -> S
         };
         out.answered += 1;
         shared.completions.fetch_add(1, Ordering::Relaxed);
-        let ok = match postcard::from_bytes::<StorageReply<'_>>(&body) {
-            Ok(StorageReply::Written { lba: l, blocks: 1 }) if write && l == lba => {
+        // Nothing is injected into these blocks: a checksum error is a failure too.
+        let checked = if write {
+            blocksum::check_write("storage_driver", lba, 1, &body).map(|()| {
                 shared.storage_replies.lock().map(|mut m| m.insert((out.session, c.seq), now)).ok();
                 true
-            }
-            Ok(StorageReply::Data(d)) if !write => {
+            })
+        } else {
+            blocksum::check_read("storage_driver", lba, 1, &body).map(|d| {
                 let want = if v == 0 { vec![0; BLOCK_SIZE] } else { block_data(lba, v) };
                 d == want.as_slice()
+            })
+        };
+        let ok = match checked {
+            Ok(ok) => ok,
+            Err(e) => {
+                shared.fail(format!("c{}:{}: {e}", out.session, c.seq));
+                return out;
             }
-            _ => false,
         };
         if !ok {
             shared.fail(format!(
@@ -1008,11 +1018,11 @@ fn final_checks(
         for lba in first..first + RANGE {
             let want = s.model.get(&lba).map_or_else(|| vec![0; BLOCK_SIZE], |v| block_data(lba, *v));
             let got = client
-                .call("storage_driver", &storage_body(&StorageRequest::Read { lba, blocks: 1 }))
+                .call("storage_driver", &blocksum::read_body(lba, 1))
                 .map_err(|e| format!("final read of block {lba}: {e}"))?
                 .map_err(|e| format!("final read of block {lba}: {e:?}"))?;
-            match postcard::from_bytes::<StorageReply<'_>>(&got) {
-                Ok(StorageReply::Data(d)) if d == want.as_slice() => {}
+            match blocksum::check_read("storage_driver", lba, 1, &got) {
+                Ok(d) if d == want.as_slice() => {}
                 other => return Err(format!("block {lba} read back differs from the model: {other:?}")),
             }
             let off = (lba as usize + 1) * BLOCK_SIZE;
@@ -1090,7 +1100,7 @@ impl Injector<'_> {
             }
             Fault::Misbehave(m) => self.misbehave(m)?,
             Fault::ExecFails => self.exec_fails()?,
-            Fault::StorageBitFlip { bit } => self.storage_bit_flip(index, bit)?,
+            Fault::StorageBitFlip { bit, place } => self.storage_bit_flip(index, bit, place)?,
         };
         Ok(Record { index, fault: *fault, class: fault.class(), at_ms, outcome, handling, recovery_us, note })
     }
@@ -1243,21 +1253,74 @@ impl Injector<'_> {
         Ok((Outcome::Recovered, Handling::Restarted, None, back))
     }
 
-    /// Writes a known block in the victim range, flips one bit of it in the
-    /// backing file, reads it back through the driver, and restores it.
-    fn storage_bit_flip(&mut self, index: usize, bit: u32) -> Result<(Outcome, Handling, Option<u64>, String), String> {
-        self.sup.wait(Target::Storage.driver(), FAULT_TIMEOUT, running)?;
+    /// Writes a known block in the victim range and flips one bit of it:
+    /// in the device's file after the write (then reads it back through the
+    /// driver), in the write request's data after its checksums were
+    /// computed, or in the read reply's data before the client checks it.
+    /// Then restores the block, so the device matches the injector's model.
+    fn storage_bit_flip(
+        &mut self,
+        index: usize,
+        bit: u32,
+        place: FlipPlace,
+    ) -> Result<(Outcome, Handling, Option<u64>, String), String> {
+        const DRIVER: &str = "storage_driver";
+        self.sup.wait(DRIVER, FAULT_TIMEOUT, running)?;
         let lba = VICTIM + (index as u64 % RANGE);
         self.victim_version += 1;
-        let v = self.victim_version;
-        let data = block_data(lba, v);
+        let data = block_data(lba, self.victim_version);
+        let flip = |b: &mut [u8]| b[bit as usize / 8] ^= 1 << (bit % 8);
+        let call = |c: &mut Client, body: &[u8], what: &str| -> Result<Vec<u8>, String> {
+            c.call(DRIVER, body)
+                .map_err(|e| format!("{what} of victim block {lba}: unknown outcome: {e}"))?
+                .map_err(|e| format!("{what} of victim block {lba}: {e:?}"))
+        };
         let write = |c: &mut Client, d: &[u8]| -> Result<(), String> {
-            match c.call("storage_driver", &storage_body(&StorageRequest::Write { lba, data: d })) {
-                Ok(Ok(_)) => Ok(()),
-                other => Err(format!("write of victim block {lba}: {other:?}")),
+            let body = call(c, &blocksum::write_body(lba, d), "write")?;
+            blocksum::check_write(DRIVER, lba, 1, &body).map_err(|e| e.to_string())
+        };
+        // What the client got for the damaged block: data (silent if it is
+        // not the data written), or a definite error.
+        let got: Result<Vec<u8>, blocksum::BlockError> = match place {
+            FlipPlace::Device => {
+                write(self.client()?, &data)?;
+                self.flip_in_file(lba, bit)?;
+                let body = call(self.client()?, &blocksum::read_body(lba, 1), "read")?;
+                blocksum::check_read(DRIVER, lba, 1, &body).map(<[u8]>::to_vec)
+            }
+            FlipPlace::Request => {
+                let mut body = blocksum::write_body(lba, &data);
+                flip(data_in(&mut body, &data)?);
+                let reply = call(self.client()?, &body, "write")?;
+                match blocksum::check_write(DRIVER, lba, 1, &reply) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let body = call(self.client()?, &blocksum::read_body(lba, 1), "read")?;
+                        blocksum::check_read(DRIVER, lba, 1, &body).map(<[u8]>::to_vec)
+                    }
+                }
+            }
+            FlipPlace::Reply => {
+                write(self.client()?, &data)?;
+                let mut body = call(self.client()?, &blocksum::read_body(lba, 1), "read")?;
+                flip(data_in(&mut body, &data)?);
+                blocksum::check_read(DRIVER, lba, 1, &body).map(<[u8]>::to_vec)
             }
         };
-        write(self.client()?, &data)?;
+        let (outcome, note) = match got {
+            Err(e) if e.is_corruption() => (Outcome::CorruptionDetected, e.to_string()),
+            Err(e) => return Err(format!("{} bit flip in victim block {lba}: {e}", place.name())),
+            Ok(d) if d == data => (Outcome::Recovered, "flip masked".into()),
+            Ok(_) => (Outcome::CorruptionSilent, "the flipped block was returned as valid data".into()),
+        };
+        write(self.client()?, &block_data(lba, 0))?;
+        Ok((outcome, Handling::Ignored, None, note))
+    }
+
+    /// Flips `bit` of block `lba` in the device's backing file (the data,
+    /// not the tag table: a flipped tag is caught the same way, see
+    /// `storage_core::integrity`'s tests).
+    fn flip_in_file(&self, lba: u64, bit: u32) -> Result<(), String> {
         let off = (lba + 1) * BLOCK_SIZE as u64 + u64::from(bit / 8);
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -1269,29 +1332,6 @@ impl Injector<'_> {
             .and_then(|_| f.read_exact(&mut b))
             .map_err(|e| format!("{}: {e}", self.disk.display()))?;
         b[0] ^= 1 << (bit % 8);
-        f.seek(SeekFrom::Start(off))
-            .and_then(|_| f.write_all(&b))
-            .map_err(|e| format!("{}: {e}", self.disk.display()))?;
-        drop(f);
-        let got = self
-            .client()?
-            .call("storage_driver", &storage_body(&StorageRequest::Read { lba, blocks: 1 }))
-            .map_err(|e| format!("read of victim block {lba}: unknown outcome: {e}"))?;
-        let (outcome, note) = match got {
-            Err(e) => (Outcome::CorruptionDetected, format!("read refused: {e:?}")),
-            Ok(body) => match postcard::from_bytes::<StorageReply<'_>>(&body) {
-                Ok(StorageReply::Data(d)) if d == data.as_slice() => (Outcome::Recovered, "flip masked".into()),
-                Ok(StorageReply::Data(_)) => (
-                    Outcome::CorruptionSilent,
-                    "read returned the flipped block as valid data (no end-to-end checksum on the storage path)".into(),
-                ),
-                Ok(StorageReply::Error(e)) => (Outcome::CorruptionDetected, format!("driver answered {e:?}")),
-                other => return Err(format!("read of victim block {lba}: {other:?}")),
-            },
-        };
-        // Restore, so the device matches the injector's model again.
-        let back = block_data(lba, 0);
-        write(self.client()?, &back)?;
-        Ok((outcome, Handling::Ignored, None, note))
+        f.seek(SeekFrom::Start(off)).and_then(|_| f.write_all(&b)).map_err(|e| format!("{}: {e}", self.disk.display()))
     }
 }
