@@ -124,10 +124,11 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         Some(v) => {
             let _ = writeln!(
                 md,
-                "**Result: FAIL** at fault index {} — reproduce with `cargo xtask campaign --seed {} --faults {}`:\n\n```text\n{}\n```\n",
+                "**Result: FAIL** at fault index {} — reproduce with `cargo xtask campaign --seed {} --faults {} --lanes {}`:\n\n```text\n{}\n```\n",
                 v.fault_index,
                 r.seed,
                 v.fault_index + 1,
+                r.lanes,
                 v.what
             );
         }
@@ -141,6 +142,11 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
     let _ = writeln!(md, "## Summary\n");
     let _ = writeln!(md, "| figure | value |\n|---|---|");
     let _ = writeln!(md, "| faults applied | {n} of {} planned |", r.planned);
+    let _ = writeln!(
+        md,
+        "| lanes | {} (each a supervisor with its own drivers, load and injector; fault i runs in lane i mod {}) |",
+        r.lanes, r.lanes
+    );
     let _ = writeln!(md, "| fault phase | {:.1} s, **{rate:.1} faults/s** |", r.fault_seconds);
     let million_min = if rate > 0.0 { 1e6 / rate / 60.0 } else { f64::INFINITY };
     let _ = writeln!(

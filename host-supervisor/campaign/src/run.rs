@@ -711,6 +711,9 @@ fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpec> {
     v
 }
 
+/// Lanes when `--lanes` is not given.
+pub const DEFAULT_LANES: usize = 4;
+
 /// Settings of one campaign.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -718,8 +721,13 @@ pub struct Options {
     pub faults: usize,
     /// The schedule's seed.
     pub seed: u64,
-    /// Where the run's directory (config, logs, device files) goes.
+    /// Where the run's directory (config, logs, device files) goes; lane
+    /// `j` works in `work/lane{j}`.
     pub work: PathBuf,
+    /// Independent lanes run side by side, each a supervisor with its own
+    /// drivers, load and injector; fault `i` of the schedule runs in lane
+    /// `i % lanes`, so the lanes' faults in order are the schedule.
+    pub lanes: usize,
 }
 
 /// Everything a run measured.
@@ -745,17 +753,114 @@ pub struct RunResult {
     pub violation: Option<Violation>,
     /// How the supervisor exited at the end.
     pub supervisor_exit: String,
-    /// Driver restarts counted by the supervisor.
+    /// Driver restarts counted by the supervisors.
     pub restarts: BTreeMap<String, u32>,
+    /// Lanes (supervisors) the faults ran in.
+    pub lanes: usize,
 }
 
-/// Runs a campaign.
+/// What the lanes of one run share.
+#[derive(Debug)]
+struct Lanes {
+    /// When the run started: every lane's clock.
+    epoch: Instant,
+    /// Set by the first lane that sees a violation: the others stop too.
+    stop: AtomicBool,
+    /// Faults applied, over every lane.
+    done: AtomicUsize,
+}
+
+/// Runs a campaign in [`Options::lanes`] lanes side by side and merges
+/// what they measured. One lane's failure stops every lane; the report
+/// names the lowest fault index that failed.
 ///
 /// # Errors
-/// Setup failures (the supervisor does not start); a violated invariant is
+/// Setup failures (a supervisor does not start); a violated invariant is
 /// not an error but [`RunResult::violation`].
 pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
-    let dir = &opts.work;
+    let lanes = opts.lanes.max(1);
+    let _ = std::fs::remove_dir_all(&opts.work);
+    let shared = Lanes { epoch: Instant::now(), stop: AtomicBool::new(false), done: AtomicUsize::new(0) };
+    let results: Vec<Result<(RunResult, Instant, Instant), CampaignError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes)
+            .map(|lane| {
+                scope.spawn({
+                    let shared = &shared;
+                    move || run_lane(bins, opts, lane, shared)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(CampaignError::Setup("a lane's thread panicked".into()))))
+            .collect()
+    });
+    let mut merged = RunResult {
+        seed: opts.seed,
+        planned: opts.faults,
+        records: Vec::new(),
+        throughput: Vec::new(),
+        fault_seconds: 0.0,
+        answered: BTreeMap::new(),
+        blk_rounds: 0,
+        checks: Vec::new(),
+        violation: None,
+        supervisor_exit: String::new(),
+        restarts: BTreeMap::new(),
+        lanes,
+    };
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    let mut exits = Vec::new();
+    for (lane, r) in results.into_iter().enumerate() {
+        let (r, start, end) = r?;
+        first = Some(first.map_or(start, |f| f.min(start)));
+        last = Some(last.map_or(end, |l| l.max(end)));
+        merged.records.extend(r.records);
+        for (t, v) in r.throughput {
+            *buckets.entry((t * 4.0).round() as u64).or_default() += v;
+        }
+        for (k, v) in r.answered {
+            *merged.answered.entry(k).or_default() += v;
+        }
+        for (k, v) in r.restarts {
+            *merged.restarts.entry(k).or_default() += v;
+        }
+        merged.blk_rounds += r.blk_rounds;
+        let prefix = if lanes > 1 { format!("lane {lane}: ") } else { String::new() };
+        merged.checks.extend(r.checks.into_iter().map(|c| format!("{prefix}{c}")));
+        if let Some(v) = r.violation {
+            let v = Violation { fault_index: v.fault_index, what: format!("{prefix}{}", v.what) };
+            if merged.violation.as_ref().is_none_or(|m| v.fault_index < m.fault_index) {
+                merged.violation = Some(v);
+            }
+        }
+        exits.push(format!("{prefix}{}", r.supervisor_exit));
+    }
+    exits.dedup_by(|a, b| a.split(": ").skip(1).eq(b.split(": ").skip(1)));
+    merged.supervisor_exit = if lanes > 1 && exits.len() == 1 {
+        format!("all {lanes} {}", exits[0].split_once(": ").map_or("", |x| x.1))
+    } else {
+        exits.join("; ")
+    };
+    merged.records.sort_by_key(|r| r.index);
+    merged.throughput = buckets.into_iter().map(|(b, v)| (b as f64 / 4.0, v)).collect();
+    merged.fault_seconds = match (first, last) {
+        (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok(merged)
+}
+
+/// Runs lane `lane` of a campaign: its supervisor, load and faults; returns
+/// what it measured and when its fault phase started and ended.
+fn run_lane(
+    bins: &Bins,
+    opts: &Options,
+    lane: usize,
+    lanes: &Lanes,
+) -> Result<(RunResult, Instant, Instant), CampaignError> {
+    let dir = &opts.work.join(format!("lane{lane}"));
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| CampaignError::io(dir.display(), e))?;
     let bench_copy = dir.join("bench-driver-exec");
@@ -795,7 +900,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
     }
 
     let shared = Arc::new(Shared::default());
-    let t_start = Instant::now();
+    let t_start = lanes.epoch;
     let (mis_tx, mis_rx) = mpsc::channel::<MisOrder>();
     let spawn_storage = |i: u64| {
         let (s, rt) = (shared.clone(), runtime.clone());
@@ -837,7 +942,12 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         })
     };
 
-    let schedule = crate::schedule::schedule(opts.seed, opts.faults);
+    let n_lanes = opts.lanes.max(1);
+    let schedule: Vec<(usize, Fault)> = crate::schedule::schedule(opts.seed, opts.faults)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % n_lanes == lane)
+        .collect();
     let mut inj = Injector {
         sup: &mut sup,
         shared: &shared,
@@ -853,8 +963,8 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
     let mut records = Vec::with_capacity(schedule.len());
     let t_faults = Instant::now();
     let mut last_progress = Instant::now();
-    for (i, fault) in schedule.iter().enumerate() {
-        if shared.stopped() {
+    for &(i, ref fault) in &schedule {
+        if shared.stopped() || lanes.stop.load(Ordering::SeqCst) {
             break;
         }
         shared.fault_index.store(i, Ordering::SeqCst);
@@ -865,13 +975,18 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
                 break;
             }
         }
-        if last_progress.elapsed() > Duration::from_secs(10) {
+        let done = lanes.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if lane == 0 && last_progress.elapsed() > Duration::from_secs(10) {
             last_progress = Instant::now();
-            let rate = (i + 1) as f64 / t_faults.elapsed().as_secs_f64();
-            eprintln!("campaign: {} of {} faults ({rate:.0}/s)", i + 1, schedule.len());
+            let rate = done as f64 / t_faults.elapsed().as_secs_f64();
+            eprintln!("campaign: {done} of {} faults ({rate:.0}/s)", opts.faults);
         }
     }
-    let fault_seconds = t_faults.elapsed().as_secs_f64();
+    if shared.stopped() {
+        lanes.stop.store(true, Ordering::SeqCst);
+    }
+    let t_end = Instant::now();
+    let fault_seconds = (t_end - t_faults).as_secs_f64();
     let violation_during = shared.violation.lock().ok().and_then(|v| v.clone());
     shared.stop.store(true, Ordering::SeqCst);
     drop(inj);
@@ -932,19 +1047,24 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
     if violation.is_none() {
         checks.push(format!("ok  supervisor       {supervisor_exit}"));
     }
-    Ok(RunResult {
-        seed: opts.seed,
-        planned: opts.faults,
-        records,
-        throughput,
-        fault_seconds,
-        answered,
-        blk_rounds,
-        checks,
-        violation,
-        supervisor_exit,
-        restarts,
-    })
+    Ok((
+        RunResult {
+            seed: opts.seed,
+            planned: opts.faults,
+            records,
+            throughput,
+            fault_seconds,
+            answered,
+            blk_rounds,
+            checks,
+            violation,
+            supervisor_exit,
+            restarts,
+            lanes: 1,
+        },
+        t_faults,
+        t_end,
+    ))
 }
 
 fn exec_entries(path: &Path) -> Vec<(u32, u64, u64)> {
