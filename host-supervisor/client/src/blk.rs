@@ -24,6 +24,7 @@
 //! - Reading a short file and writing what there is: a partial write with a
 //!   success status loses data silently; the caller must ask for `--pad`.
 
+use crate::blocksum::{self, BlockError};
 use crate::{Client, ClientError};
 use reinc_proto::CallError;
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageError, StorageReply, StorageRequest};
+use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageError};
 
 /// The driver `blk` talks to unless told otherwise.
 pub const DEFAULT_DRIVER: &str = "storage_driver";
@@ -141,6 +142,16 @@ pub enum BlkError {
         index: u64,
         /// The driver's answer.
         error: StorageError,
+    },
+    /// A request's block checksums failed (a block damaged on its way, in
+    /// a reply or on the device), the driver refused it, or its reply does
+    /// not fit it.
+    #[error("request {index}: {source}")]
+    Block {
+        /// The request's index within the transfer.
+        index: u64,
+        /// What [`crate::blocksum`] found.
+        source: BlockError,
     },
     /// The driver's answer does not fit the request (wrong kind or length).
     #[error("{driver}: request {index}: unexpected reply {reply}")]
@@ -268,8 +279,8 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
     let mut client = Client::connect(socket)?;
     let started = Instant::now();
     let mut crc = crc32fast::Hasher::new();
-    // seq -> (request index, blocks); completions are kept until in order.
-    let mut inflight: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    // seq -> (request index, lba, blocks); completions are kept until in order.
+    let mut inflight: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
     let mut done: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let requests = total_blocks.div_ceil(per_req);
     let (mut next_req, mut next_out) = (0u64, 0u64);
@@ -289,29 +300,25 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                     }
                 }
                 crc.update(data);
-                postcard::to_allocvec(&StorageRequest::Write { lba, data })
+                blocksum::write_body(lba, data)
             } else {
                 // blocks <= MAX_BLOCKS_PER_REQUEST, a u16.
-                postcard::to_allocvec(&StorageRequest::Read { lba, blocks: blocks as u16 })
-            }
-            .map_err(|source| BlkError::Encode { driver: driver.to_string(), index: next_req, source })?;
+                blocksum::read_body(lba, blocks as u16)
+            };
             let seq = client.submit(driver, &body)?;
-            inflight.insert(seq, (next_req, blocks));
+            inflight.insert(seq, (next_req, lba, blocks));
             next_req += 1;
         }
         let c = client.wait()?;
-        let Some((index, blocks)) = inflight.remove(&c.seq) else { continue };
+        let Some((index, lba, blocks)) = inflight.remove(&c.seq) else { continue };
         let reply = c.result.map_err(|error| BlkError::Call { driver: driver.to_string(), index, error })?;
-        let data = match postcard::from_bytes::<StorageReply<'_>>(&reply) {
-            Ok(StorageReply::Data(d)) if !write && d.len() as u64 == blocks * b => d.to_vec(),
-            Ok(StorageReply::Written { blocks: w, .. }) if write && u64::from(w) == blocks => Vec::new(),
-            Ok(StorageReply::Error(error)) => {
-                return Err(BlkError::Storage { driver: driver.to_string(), index, error });
-            }
-            other => {
-                return Err(BlkError::Unexpected { driver: driver.to_string(), index, reply: format!("{other:?}") });
-            }
+        // Every block is checked against its end-to-end checksum.
+        let checked = if write {
+            blocksum::check_write(driver, lba, blocks, &reply).map(|()| Vec::new())
+        } else {
+            blocksum::check_read(driver, lba, blocks, &reply).map(<[u8]>::to_vec)
         };
+        let data = checked.map_err(|source| BlkError::Block { index, source })?;
         done.insert(index, data);
         while let Some(d) = done.remove(&next_out) {
             if !write {
