@@ -998,10 +998,16 @@ impl Supervisor {
         out.push(Action::Spawn { driver: id, generation: d.generation });
     }
 
-    fn on_spawned(&mut self, _now: Millis, id: DriverId, generation: Generation, pid: u32, out: &mut Vec<Action>) {
+    fn on_spawned(&mut self, now: Millis, id: DriverId, generation: Generation, pid: u32, out: &mut Vec<Action>) {
         let d = &mut self.drivers[id.0];
         let Some(inst) = d.instance.as_mut().filter(|i| i.generation == generation) else { return };
         inst.pid = Some(pid);
+        // The init timeout counts from the spawn: the daemon spawns drivers
+        // one after the other, and a deadline that passed before this one
+        // existed (and so could not be killed) would otherwise never fire.
+        if let Phase::Starting { .. } = d.phase {
+            d.phase = Phase::Starting { deadline: now.plus(d.cfg.init_timeout) };
+        }
         out.push(Action::Say(format!("Launching {} (pid={pid})", d.cfg.name)));
         out.push(Action::ToDriver {
             driver: id,
