@@ -179,7 +179,7 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
     let storage_flips = r.records.iter().filter(|x| x.class.starts_with("swifi storage")).count();
     let _ = writeln!(
         md,
-        "Storage path (end-to-end block checksums): {storage_flips} bit flips on the device, in requests and in          replies; **{storage_silent} silent**.\n"
+        "Storage path (end-to-end block checksums): {storage_flips} bit flips on the device, in requests and in replies; **{storage_silent} silent**.\n"
     );
     if !r.checks.is_empty() {
         let _ = writeln!(md, "Final checks:\n\n```text\n{}\n```\n", r.checks.join("\n"));
