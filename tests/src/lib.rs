@@ -520,6 +520,8 @@ pub enum Reply {
     Flushed,
     /// `Error`.
     Error(StorageError),
+    /// `Filled` (a bulk read): lba, blocks.
+    Filled(u64, u32),
 }
 
 /// Decodes a storage reply body.
@@ -538,6 +540,7 @@ pub fn reply(body: &[u8]) -> Reply {
         StorageReply::Appended { lba, blocks } => Reply::Appended(lba, blocks),
         StorageReply::Flushed => Reply::Flushed,
         StorageReply::Error(e) => Reply::Error(e),
+        StorageReply::Filled { lba, blocks } => Reply::Filled(lba, blocks),
     }
 }
 
@@ -629,7 +632,28 @@ impl RawConn {
             reinc_proto::SupToClient::Reply { seq, body } => Answer::Reply(seq, body.to_vec()),
             reinc_proto::SupToClient::Failed { seq, error } => Answer::Failed(seq, error),
             reinc_proto::SupToClient::Rejected { error } => Answer::Rejected(error),
+            reinc_proto::SupToClient::PoolAttached { driver } => Answer::PoolAttached(driver.to_owned()),
+            reinc_proto::SupToClient::PoolRefused { driver, error } => Answer::PoolRefused(driver.to_owned(), error),
         }
+    }
+
+    /// Sends a client message with `fd` as its `SCM_RIGHTS` descriptor.
+    ///
+    /// # Panics
+    /// If sending fails.
+    pub fn send_with_fd(&self, msg: &reinc_proto::ClientToSup<'_>, fd: std::os::fd::BorrowedFd<'_>) {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        use std::os::fd::AsRawFd;
+        let bytes = reinc_proto::encode_vec(msg).expect("encode");
+        let fds = [fd.as_raw_fd()];
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &[std::io::IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .expect("sendmsg");
     }
 }
 
@@ -644,4 +668,8 @@ pub enum Answer {
     Failed(u64, reinc_proto::CallError),
     /// Rejected.
     Rejected(reinc_proto::WireError),
+    /// PoolAttached (driver).
+    PoolAttached(String),
+    /// PoolRefused (driver, why).
+    PoolRefused(String, reinc_proto::CallError),
 }

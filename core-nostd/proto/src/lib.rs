@@ -84,6 +84,27 @@ pub enum ToDriver<'a> {
     Inject(FaultPlan),
     /// Finish the current request, then exit 0.
     Shutdown,
+    /// The bulk-data pool of the client session `client` comes with this
+    /// frame, as one `SCM_RIGHTS` descriptor (a sealed memfd): requests of
+    /// that session name byte ranges in it instead of carrying the bytes.
+    /// Replaces an earlier pool of the session. The supervisor sends it when
+    /// the client attaches it and again to every new instance, after `Init`
+    /// and before the replay, so a replayed request finds its pool. The
+    /// driver validates the descriptor (memfd, `F_SEAL_SHRINK`, size) and
+    /// every range in a request against it; a frame without a descriptor, or
+    /// a descriptor that fails, leaves the session without a pool, and its
+    /// bulk requests get a definite error. Appended in protocol version 2.
+    AttachPool {
+        /// The session the pool belongs to.
+        client: ClientId,
+    },
+    /// The session `client` is gone: unmap its pool. Sent only once no
+    /// request of the session is queued or in flight. Appended in
+    /// protocol version 2.
+    DetachPool {
+        /// The session.
+        client: ClientId,
+    },
 }
 
 /// Driver → supervisor, as sent on the wire: every message carries the
@@ -154,6 +175,18 @@ pub enum ClientToSup<'a> {
         /// supervisor may forget their cached replies (Raft-style sessions).
         acked_below: u64,
     },
+    /// Attaches this session's bulk-data pool for `driver`: a sealed memfd,
+    /// sent as one `SCM_RIGHTS` descriptor with this frame. The supervisor
+    /// keeps the descriptor (it never maps it) and passes it to every
+    /// instance of the driver (`ToDriver::AttachPool`). Answered
+    /// [`SupToClient::PoolAttached`] or [`SupToClient::PoolRefused`]. The
+    /// client must not reuse a pool range until the call that names it is
+    /// answered: replay reads the same bytes again. Appended in protocol
+    /// version 2.
+    AttachPool {
+        /// The driver's configured name.
+        driver: &'a str,
+    },
 }
 
 /// Supervisor → client.
@@ -182,6 +215,21 @@ pub enum SupToClient<'a> {
     Rejected {
         /// What was wrong with it.
         error: WireError,
+    },
+    /// Answer to [`ClientToSup::AttachPool`]: the pool is kept and passed
+    /// to the driver. Appended in protocol version 2.
+    PoolAttached {
+        /// The driver.
+        driver: &'a str,
+    },
+    /// Answer to [`ClientToSup::AttachPool`]: the pool was not kept (no
+    /// descriptor, not a shrink-sealed memfd, unknown driver, not allowed).
+    /// Appended in protocol version 2.
+    PoolRefused {
+        /// The driver.
+        driver: &'a str,
+        /// Why.
+        error: CallError,
     },
 }
 
@@ -225,6 +273,10 @@ pub enum CallError {
     /// `allow-gids`; the call was not executed. Since protocol version 2.
     #[error("not allowed to call this driver (allow-uids / allow-gids)")]
     NotAllowed,
+    /// `AttachPool` came without exactly one descriptor, or with one that is
+    /// not a memfd sealed against shrinking. Appended in protocol version 2.
+    #[error("the pool descriptor is missing or is not a memfd sealed against shrinking (F_SEAL_SHRINK)")]
+    BadPool,
 }
 
 #[cfg(test)]

@@ -168,3 +168,29 @@ fn call_errors_of_version_2_have_fixed_indices() {
     assert_eq!(failed(CallError::SessionsFull), [2, 2, 1, 8]);
     assert_eq!(failed(CallError::NotAllowed), [2, 2, 1, 9]);
 }
+
+/// The bulk-data pool messages, appended in version 2: their bytes are
+/// frozen like the others, and each takes the next variant index of its
+/// enum, so no earlier message changed.
+#[test]
+fn pool_messages_are_frozen_and_appended() {
+    let cases: [(&str, Vec<u8>, &[u8]); 6] = [
+        ("ToDriver::AttachPool", encode_vec(&ToDriver::AttachPool { client: ClientId(3) }).unwrap(), &[2, 5, 3]),
+        ("ToDriver::DetachPool", encode_vec(&ToDriver::DetachPool { client: ClientId(3) }).unwrap(), &[2, 6, 3]),
+        (
+            "ClientToSup::AttachPool",
+            encode_vec(&ClientToSup::AttachPool { driver: "ab" }).unwrap(),
+            &[2, 2, 2, b'a', b'b'],
+        ),
+        ("PoolAttached", encode_vec(&SupToClient::PoolAttached { driver: "ab" }).unwrap(), &[2, 4, 2, b'a', b'b']),
+        (
+            "PoolRefused",
+            encode_vec(&SupToClient::PoolRefused { driver: "ab", error: CallError::BadPool }).unwrap(),
+            &[2, 5, 2, b'a', b'b', 10],
+        ),
+        ("BadPool", encode_vec(&SupToClient::Failed { seq: 1, error: CallError::BadPool }).unwrap(), &[2, 2, 1, 10]),
+    ];
+    for (name, got, want) in cases {
+        assert_eq!(got, want, "{name}: the wire format changed; bump PROTOCOL_VERSION and update this test");
+    }
+}

@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 /// stay unique across supervisor lifetimes. Small ids encode as before
 /// (postcard varints), large ones would overflow a version-1 peer's `u32`.
 /// Also in 2: [`crate::CallError::SessionsFull`] and
-/// [`crate::CallError::NotAllowed`] were appended.
+/// [`crate::CallError::NotAllowed`] were appended, and later the bulk-data
+/// pool messages (`AttachPool`, `DetachPool`, `PoolAttached`, `PoolRefused`,
+/// [`crate::CallError::BadPool`]): appended variants, so every existing
+/// message keeps its bytes, and a peer without them refuses the new ones as
+/// malformed instead of mis-decoding them.
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest driver-specific request or reply body.

@@ -232,6 +232,46 @@ impl<R: Region> Storage<R> {
         })
     }
 
+    /// Recomputes and stores the tags of `blocks` blocks from `lba` as
+    /// they are on the device: for data that reached the device without
+    /// passing through this crate (a bulk write from the shared pool).
+    pub(crate) fn retag(&mut self, lba: u64, blocks: u64) -> Result<(), HandleError<R::Error>> {
+        let mut data = [0u8; BUILD_CHUNK * BLOCK_SIZE];
+        let mut tags = [0u8; BUILD_CHUNK * TAG_BYTES];
+        let mut at = lba;
+        while at < lba + blocks {
+            let n = (lba + blocks - at).min(BUILD_CHUNK as u64) as usize;
+            let off = crate::data_offset(at);
+            self.region.read_at(off, &mut data[..n * BLOCK_SIZE]).map_err(|source| HandleError::Io { off, source })?;
+            tags_into(at, &data[..n * BLOCK_SIZE], &mut tags);
+            let off = tag_offset(self.sb.blocks, at);
+            self.region.write_at(off, &tags[..n * TAG_BYTES]).map_err(|source| HandleError::Io { off, source })?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks `blocks` blocks from `lba` on the device against their
+    /// stored tags (for a bulk read, whose data goes to the pool).
+    pub(crate) fn check_range_stored(
+        &mut self,
+        lba: u64,
+        blocks: u64,
+    ) -> Result<Result<(), StorageError>, HandleError<R::Error>> {
+        let mut data = [0u8; BUILD_CHUNK * BLOCK_SIZE];
+        let mut at = lba;
+        while at < lba + blocks {
+            let n = (lba + blocks - at).min(BUILD_CHUNK as u64) as usize;
+            let off = crate::data_offset(at);
+            self.region.read_at(off, &mut data[..n * BLOCK_SIZE]).map_err(|source| HandleError::Io { off, source })?;
+            if let Err(e) = self.check_stored(at, &data[..n * BLOCK_SIZE])? {
+                return Ok(Err(e));
+            }
+            at += n as u64;
+        }
+        Ok(Ok(()))
+    }
+
     /// Stores the tags of `data`, written at `lba`: the client's (verified
     /// already) or, for an unchecked request, computed here.
     pub(crate) fn store_tags(

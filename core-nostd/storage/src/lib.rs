@@ -53,10 +53,12 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod bulk;
 pub mod integrity;
 mod superblock;
 mod trace;
 
+pub use bulk::{BulkRequest, MAX_BULK_BLOCKS, PoolIo, PoolIoError, bulk_trace};
 pub use integrity::{Mismatch, TAG_BYTES, block_tag};
 pub use reinc_region::{Effect, OutOfBounds, RamRegion, Region};
 pub use superblock::{SUPERBLOCK_MAGIC, Superblock, SuperblockError};
@@ -108,6 +110,11 @@ pub enum StorageRequest<'a> {
     /// protocol's flush (NBD `FLUSH`, `FUA`) onto it; requests execute in FIFO
     /// order, so a flush covers every write submitted before it.
     Flush,
+    /// Data in the session's shared pool instead of the message (the
+    /// `bulk` module; host drivers run it with [`Storage::handle_bulk`]).
+    /// [`Storage::handle`] has no pool and refuses it with
+    /// [`StorageError::NoPool`].
+    Bulk(BulkRequest),
     /// [`StorageRequest::Write`] with the client's [`block_tag`] of every
     /// block ([`TAG_BYTES`] each, little-endian): the driver refuses data
     /// that does not match them ([`StorageError::Corrupt`], nothing written)
@@ -162,9 +169,17 @@ pub enum StorageReply<'a> {
     },
     /// Answer to `Flush`: every write answered before it is on stable storage.
     Flushed,
+
     /// The request was refused; nothing was written. Deterministic: a replay
     /// of the same request from the same state gives the same error.
     Error(StorageError),
+    /// Answer to [`BulkRequest::ReadInto`]: the blocks are in the pool.
+    Filled {
+        /// First block read.
+        lba: u64,
+        /// Blocks read.
+        blocks: u32,
+    },
     /// Answer to `ReadChecked`: the blocks and the tags stored with them.
     DataChecked {
         /// The blocks read.
@@ -217,6 +232,29 @@ pub enum StorageError {
         /// Device size in blocks.
         capacity: u64,
     },
+    /// A bulk request names more than [`MAX_BULK_BLOCKS`] blocks.
+    #[error("{blocks} blocks exceed the limit of {MAX_BULK_BLOCKS} per bulk request")]
+    BulkTooLarge {
+        /// Blocks requested.
+        blocks: u32,
+    },
+    /// A bulk request, but the session has no pool (none attached, or the
+    /// one attached was refused).
+    #[error("bulk request from a session without a shared pool")]
+    NoPool,
+    /// A bulk request's range runs outside the session's pool.
+    #[error("{len} bytes at pool offset {pool_offset} run past the {pool}-byte pool")]
+    PoolRange {
+        /// Start of the range in the pool.
+        pool_offset: u64,
+        /// Its length.
+        len: u64,
+        /// The pool's size.
+        pool: u64,
+    },
+    /// The pool's memory could not be read or written (`EFAULT`).
+    #[error("the session's shared pool could not be accessed")]
+    PoolFault,
     /// A block does not match its checksum: the data of a `WriteChecked`
     /// was damaged on its way (nothing was written), or a stored block was
     /// damaged on the device (nothing is returned).
@@ -541,6 +579,7 @@ impl<R: Region> Storage<R> {
                 let state = StorageState { append_cursor: next, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
+            StorageRequest::Bulk(_) => refuse(StorageError::NoPool),
         }
     }
 

@@ -30,6 +30,7 @@ fn owned(reply: &StorageReply<'_>) -> (StorageReply<'static>, Vec<u8>) {
         StorageReply::Written { lba, blocks } => StorageReply::Written { lba, blocks },
         StorageReply::Appended { lba, blocks } => StorageReply::Appended { lba, blocks },
         StorageReply::Error(e) => StorageReply::Error(e),
+        StorageReply::Filled { lba, blocks } => StorageReply::Filled { lba, blocks },
     };
     (r, Vec::new())
 }

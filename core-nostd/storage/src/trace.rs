@@ -101,8 +101,12 @@ impl Trace {
                     StorageError::TooLarge { blocks } => (4, u64::from(blocks)),
                     StorageError::OutOfRange { lba, .. } => (5, lba),
                     StorageError::NoSpace { cursor, .. } => (6, cursor),
-                    StorageError::Corrupt { lba, .. } => (7, lba),
-                    StorageError::Tags { len, .. } => (8, u64::from(len)),
+                    StorageError::BulkTooLarge { blocks } => (7, u64::from(blocks)),
+                    StorageError::NoPool => (8, 0),
+                    StorageError::PoolRange { pool_offset, .. } => (9, pool_offset),
+                    StorageError::PoolFault => (10, 0),
+                    StorageError::Corrupt { lba, .. } => (11, lba),
+                    StorageError::Tags { len, .. } => (12, u64::from(len)),
                 };
                 (code::REFUSED, n, detail)
             }

@@ -2,8 +2,12 @@
 //!
 //! [`run`] moves `count` blocks of `bs` bytes between a file (or, for a
 //! write without a file, a deterministic [`pattern`]) and a storage driver.
-//! The transfer is split into requests of at most
-//! [`MAX_BLOCKS_PER_REQUEST`] blocks kept [`BlkOptions::window`] deep in
+//! The data goes through a shared pool ([`crate::pool`]) when the
+//! supervisor takes one: one request per record (`bs`, split beyond
+//! [`MAX_BULK_BLOCKS`] blocks) names a slot of it, and the bytes never
+//! cross a socket. Otherwise (an older supervisor) they travel
+//! in the messages, in requests of at most [`MAX_BLOCKS_PER_REQUEST`]
+//! blocks. Either way requests are kept [`BlkOptions::window`] deep in
 //! flight through one pipelined [`Client`] session, and completions are
 //! consumed in request order, so a read writes its file sequentially and the
 //! CRC-32 covers the data in device order. A driver crash mid-transfer costs
@@ -25,7 +29,8 @@
 //!   success status loses data silently; the caller must ask for `--pad`.
 
 use crate::blocksum::{self, BlockError};
-use crate::{Client, ClientError};
+use crate::pool::Slots;
+use crate::{Client, ClientError, SharedPool};
 use reinc_proto::CallError;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,7 +38,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageError};
+use storage_core::{
+    BLOCK_SIZE, BulkRequest, MAX_BLOCKS_PER_REQUEST, MAX_BULK_BLOCKS, StorageError, StorageReply, StorageRequest,
+};
 
 /// The driver `blk` talks to unless told otherwise.
 pub const DEFAULT_DRIVER: &str = "storage_driver";
@@ -143,9 +150,8 @@ pub enum BlkError {
         /// The driver's answer.
         error: StorageError,
     },
-    /// A request's block checksums failed (a block damaged on its way, in
-    /// a reply or on the device), the driver refused it, or its reply does
-    /// not fit it.
+    /// A read's block checksums failed: a block damaged after the driver
+    /// checked it (see [`crate::blocksum`]).
     #[error("request {index}: {source}")]
     Block {
         /// The request's index within the transfer.
@@ -163,6 +169,9 @@ pub enum BlkError {
         /// The reply, as decoded.
         reply: String,
     },
+    /// The shared pool failed (it is this process's own memfd).
+    #[error("shared pool: {0}")]
+    Pool(String),
     /// A request could not be encoded.
     #[error("{driver}: request {index}: {source}")]
     Encode {
@@ -200,6 +209,18 @@ pub struct BlkReport {
     pub requests: u64,
     /// Times the session reconnected during the transfer.
     pub reconnects: u32,
+    /// Where the data went.
+    pub data_path: DataPath,
+}
+
+/// How a transfer's data travelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataPath {
+    /// Through the session's shared pool (one request per record).
+    SharedPool,
+    /// In the messages (32 KiB requests), because no pool could be
+    /// attached, for this reason.
+    Messages(String),
 }
 
 impl fmt::Display for BlkReport {
@@ -221,7 +242,11 @@ impl fmt::Display for BlkReport {
             total / f64::from(1u32 << 20),
             total / secs.max(1e-9) / 1e6
         )?;
-        write!(f, "crc32 {:#010x}, {} requests, {} reconnects", self.crc32, self.requests, self.reconnects)
+        write!(f, "crc32 {:#010x}, {} requests, {} reconnects, ", self.crc32, self.requests, self.reconnects)?;
+        match &self.data_path {
+            DataPath::SharedPool => write!(f, "data through a shared pool"),
+            DataPath::Messages(why) => write!(f, "data in the messages ({why})"),
+        }
     }
 }
 
@@ -279,18 +304,33 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
     let mut client = Client::connect(socket)?;
     let started = Instant::now();
     let mut crc = crc32fast::Hasher::new();
-    // seq -> (request index, lba, blocks); completions are kept until in order.
-    let mut inflight: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
-    let mut done: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    // The shared-memory path when the supervisor takes a pool; the copy
+    // path (bytes in the messages) when it does not.
+    // On the pool path one request is one record, like dd (split only
+    // beyond MAX_BULK_BLOCKS).
+    let record_blocks = (opts.bs / b).min(u64::from(MAX_BULK_BLOCKS));
+    let (mut bulk, data_path) = match Bulk::attach(&mut client, driver, opts.window.max(1), record_blocks) {
+        Ok(k) => (Some(k), DataPath::SharedPool),
+        Err(why) => (None, DataPath::Messages(why)),
+    };
+    let per_req = if bulk.is_some() { record_blocks } else { per_req };
+    // seq -> (request index, blocks, pool slot, lba); completions are kept until in order.
+    let mut inflight: BTreeMap<u64, (u64, u64, Option<usize>, u64)> = BTreeMap::new();
+    let mut resubmitted = 0u32;
+    let mut done: BTreeMap<u64, Done> = BTreeMap::new();
     let requests = total_blocks.div_ceil(per_req);
     let (mut next_req, mut next_out) = (0u64, 0u64);
     let mut buf = vec![0u8; (per_req * b) as usize];
     while next_out < requests {
-        while next_req < requests && inflight.len() < opts.window.max(1) {
+        while next_req < requests
+            && inflight.len() < opts.window.max(1)
+            && bulk.as_ref().is_none_or(|k| k.slots.free() > 0)
+        {
             let lba = first_lba + next_req * per_req;
             let blocks = per_req.min(total_blocks - next_req * per_req);
-            let body = if write {
-                let data = &mut buf[..(blocks * b) as usize];
+            let len = (blocks * b) as usize;
+            if write {
+                let data = &mut buf[..len];
                 match (&mut source, &opts.file) {
                     (Some(f), Some(path)) => read_full(f, data, opts.pad).map_err(file_err(path))?,
                     _ => {
@@ -300,31 +340,106 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                     }
                 }
                 crc.update(data);
-                blocksum::write_body(lba, data)
-            } else {
+            }
+            let slot = bulk.as_mut().and_then(|k| k.slots.take());
+            let body = match (&bulk, slot) {
+                (Some(k), Some(slot)) => {
+                    let pool_offset = k.slots.offset(slot);
+                    // blocks <= MAX_BULK_BLOCKS, a u32.
+                    let blocks = blocks as u32;
+                    if write {
+                        k.pool.copy_in(pool_offset, &buf[..len]).map_err(|e| BlkError::Pool(e.to_string()))?;
+                        postcard::to_allocvec(&StorageRequest::Bulk(BulkRequest::WriteFrom {
+                            lba,
+                            blocks,
+                            pool_offset,
+                        }))
+                    } else {
+                        postcard::to_allocvec(&StorageRequest::Bulk(BulkRequest::ReadInto { lba, blocks, pool_offset }))
+                    }
+                }
+                // In the messages, every block carries its end-to-end checksum.
+                _ if write => Ok(blocksum::write_body(lba, &buf[..len])),
                 // blocks <= MAX_BLOCKS_PER_REQUEST, a u16.
-                blocksum::read_body(lba, blocks as u16)
-            };
+                _ => Ok(blocksum::read_body(lba, blocks as u16)),
+            }
+            .map_err(|source| BlkError::Encode { driver: driver.to_string(), index: next_req, source })?;
             let seq = client.submit(driver, &body)?;
-            inflight.insert(seq, (next_req, lba, blocks));
+            inflight.insert(seq, (next_req, blocks, slot, lba));
             next_req += 1;
         }
         let c = client.wait()?;
-        let Some((index, lba, blocks)) = inflight.remove(&c.seq) else { continue };
+        let Some((index, blocks, slot, lba)) = inflight.remove(&c.seq) else { continue };
         let reply = c.result.map_err(|error| BlkError::Call { driver: driver.to_string(), index, error })?;
-        // Every block is checked against its end-to-end checksum.
-        let checked = if write {
-            blocksum::check_write(driver, lba, blocks, &reply).map(|()| Vec::new())
-        } else {
-            blocksum::check_read(driver, lba, blocks, &reply).map(<[u8]>::to_vec)
+        let decoded = postcard::from_bytes::<StorageReply<'_>>(&reply);
+        if let (Ok(StorageReply::Error(StorageError::NoPool)), Some(slot)) = (&decoded, slot)
+            && resubmitted < MAX_RESUBMITS
+        {
+            // Run by an instance that had no pool for this session: a
+            // journaled request replayed by a restarted supervisor before
+            // this session attached its pool again. Refused before any
+            // transfer, so it did not execute; the pool is attached again
+            // (the library does it on reconnect), and the slot still holds
+            // the bytes, so it goes out once more as a new call.
+            resubmitted += 1;
+            let pool_offset = bulk.as_ref().map_or(0, |k| k.slots.offset(slot));
+            let blocks32 = blocks as u32;
+            let req = if write {
+                BulkRequest::WriteFrom { lba, blocks: blocks32, pool_offset }
+            } else {
+                BulkRequest::ReadInto { lba, blocks: blocks32, pool_offset }
+            };
+            let body = postcard::to_allocvec(&StorageRequest::Bulk(req)).map_err(|source| BlkError::Encode {
+                driver: driver.to_string(),
+                index,
+                source,
+            })?;
+            let seq = client.submit(driver, &body)?;
+            inflight.insert(seq, (index, blocks, Some(slot), lba));
+            continue;
+        }
+        let d = match decoded {
+            Ok(StorageReply::Data(d)) if !write && d.len() as u64 == blocks * b => Done::Bytes(d.to_vec()),
+            Ok(StorageReply::DataChecked { .. }) if !write => Done::Bytes(
+                blocksum::check_read(driver, lba, blocks, &reply)
+                    .map_err(|source| BlkError::Block { index, source })?
+                    .to_vec(),
+            ),
+            Ok(StorageReply::Filled { blocks: r, .. }) if !write && u64::from(r) == blocks => match slot {
+                Some(slot) => Done::Slot(slot, (blocks * b) as usize),
+                None => Done::Bytes(Vec::new()),
+            },
+            Ok(StorageReply::Written { blocks: w, .. }) if write && u64::from(w) == blocks => {
+                // Answered, so committed: the slot may be reused.
+                if let (Some(k), Some(slot)) = (bulk.as_mut(), slot) {
+                    k.slots.give_back(slot);
+                }
+                Done::Bytes(Vec::new())
+            }
+            Ok(StorageReply::Error(error)) => {
+                return Err(BlkError::Storage { driver: driver.to_string(), index, error });
+            }
+            other => {
+                return Err(BlkError::Unexpected { driver: driver.to_string(), index, reply: format!("{other:?}") });
+            }
         };
-        let data = checked.map_err(|source| BlkError::Block { index, source })?;
-        done.insert(index, data);
+        done.insert(index, d);
         while let Some(d) = done.remove(&next_out) {
             if !write {
-                crc.update(&d);
+                let data: &[u8] = match d {
+                    Done::Bytes(ref v) => v,
+                    Done::Slot(slot, len) => {
+                        let k = bulk.as_mut().expect("a slot implies the pool path");
+                        k.pool
+                            .copy_out(k.slots.offset(slot), &mut buf[..len])
+                            .map_err(|e| BlkError::Pool(e.to_string()))?;
+                        k.slots.give_back(slot);
+                        &buf[..len]
+                    }
+                };
+                crc.update(data);
                 if let (Some(s), Some(path)) = (&mut sink, &opts.file) {
-                    s.write_all(&d).map_err(file_err(path))?;
+                    s.write_all(data).map_err(file_err(path))?;
                 }
             }
             next_out += 1;
@@ -338,7 +453,40 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
         crc32: crc.finalize(),
         requests,
         reconnects: client.reconnects(),
+        data_path,
     })
+}
+
+/// How many bulk requests a transfer sends again after a `NoPool` answer
+/// (see [`run`]) before it gives up.
+const MAX_RESUBMITS: u32 = 1024;
+
+/// A completion kept until its turn.
+#[derive(Debug)]
+enum Done {
+    /// Data that came in the reply (copy path), or nothing (a write).
+    Bytes(Vec<u8>),
+    /// Data in pool slot `.0`, `.1` bytes (pool path).
+    Slot(usize, usize),
+}
+
+/// The shared-memory path: the session's pool and its slots.
+#[derive(Debug)]
+struct Bulk {
+    pool: SharedPool,
+    slots: Slots,
+}
+
+impl Bulk {
+    /// One slot per request in flight. `None` (and a log line) when the
+    /// supervisor or driver does not take a pool: the copy path then works
+    /// as before.
+    fn attach(client: &mut Client, driver: &str, window: usize, blocks: u64) -> Result<Self, String> {
+        let slots = Slots::new(blocks as usize * BLOCK_SIZE, window);
+        let pool = SharedPool::create("drvctl-blk", slots.pool_len()).map_err(|e| e.to_string())?;
+        client.attach_pool(driver, &pool).map_err(|e| e.to_string())?;
+        Ok(Self { pool, slots })
+    }
 }
 
 /// Fills `out` from `f`; at end of file the rest is zeros with `pad`, an
@@ -442,12 +590,15 @@ mod tests {
             crc32: 0xDEAD_BEEF,
             requests: 16,
             reconnects: 1,
+            data_path: DataPath::SharedPool,
         };
         assert_eq!(
             r.to_string(),
             "8+0 records in\n8+0 records out\n524288 bytes (0.5 MB, 0.5 MiB) copied, 0.250 s, 2.1 MB/s\n\
-             crc32 0xdeadbeef, 16 requests, 1 reconnects"
+             crc32 0xdeadbeef, 16 requests, 1 reconnects, data through a shared pool"
         );
+        let copied = BlkReport { data_path: DataPath::Messages("refused".into()), ..r.clone() };
+        assert!(copied.to_string().ends_with("data in the messages (refused)"));
         let read = BlkReport { direction: Direction::Read, ..r };
         assert!(read.to_string().starts_with("8+0 records out\n8+0 records in\n"));
     }

@@ -13,7 +13,9 @@
 //! what keeps the dedup table small (Raft's client sessions).
 //!
 //! [`Client`] does exactly that, with pipelining: [`Client::submit`] sends
-//! without waiting, [`Client::wait`] returns the next completion.
+//! without waiting, [`Client::wait`] returns the next completion. Bulk data
+//! goes through a shared pool ([`pool`]: [`Client::attach_pool`]), which
+//! the library attaches again after every reconnect, before it resends.
 //! [`control`] holds the `drvctl` ↔ supervisor control protocol and
 //! [`control_request`] sends one request. [`blk`] is `drvctl blk`'s bulk
 //! transfer through the storage driver.
@@ -38,6 +40,9 @@ pub mod blk;
 pub mod blocksum;
 pub mod control;
 pub mod peer;
+pub mod pool;
+
+pub use reinc_uio::SharedPool;
 
 use control::{ControlRequest, ControlResponse, MAX_CONTROL_FRAME};
 use nix::errno::Errno;
@@ -134,6 +139,16 @@ pub enum ClientError {
         /// Body size.
         len: usize,
     },
+    /// The supervisor did not keep a shared pool ([`pool`]).
+    #[error("the supervisor at {path} refused the shared pool for driver {driver}: {error}")]
+    PoolRefused {
+        /// The socket.
+        path: PathBuf,
+        /// The driver.
+        driver: String,
+        /// Why.
+        error: CallError,
+    },
 }
 
 /// The outcome of one call.
@@ -191,6 +206,8 @@ pub struct Client {
     busy: BTreeSet<u64>,
     resend_at: Option<Instant>,
     reconnects: u32,
+    /// Shared pools attached, by driver, to attach again after a reconnect.
+    pools: Vec<(String, OwnedFd)>,
 }
 
 /// Pause before calls answered `Busy` are resent.
@@ -303,6 +320,7 @@ impl Client {
             busy: BTreeSet::new(),
             resend_at: None,
             reconnects: 0,
+            pools: Vec::new(),
         };
         c.session = c.hello(None)?;
         Ok(c)
@@ -353,7 +371,7 @@ impl Client {
             }
             Ok(SupToClient::Failed { error, .. }) => Err(ClientError::Refused { path: self.path.clone(), error }),
             Ok(SupToClient::Rejected { error }) => Err(ClientError::Rejected { path: self.path.clone(), error }),
-            Ok(SupToClient::Reply { .. }) => {
+            Ok(SupToClient::Reply { .. } | SupToClient::PoolAttached { .. } | SupToClient::PoolRefused { .. }) => {
                 Err(ClientError::BadFrame { path: self.path.clone(), error: WireError::Malformed })
             }
             Err(error) => Err(ClientError::BadFrame { path: self.path.clone(), error }),
@@ -458,7 +476,11 @@ impl Client {
             Ok(SupToClient::Rejected { error }) => {
                 return Err(ClientError::Rejected { path: self.path.clone(), error });
             }
-            Ok(SupToClient::Welcome { .. }) => return Ok(None),
+            // Answers to AttachPool are read by `attach_pool` itself; a late
+            // one has nothing to complete.
+            Ok(SupToClient::Welcome { .. } | SupToClient::PoolAttached { .. } | SupToClient::PoolRefused { .. }) => {
+                return Ok(None);
+            }
             Err(error) => return Err(ClientError::BadFrame { path: self.path.clone(), error }),
         };
         if !self.pending.contains_key(&seq) {
@@ -573,6 +595,12 @@ impl Client {
                     Err(e) => return Err(Attempt::Fatal(e)),
                 }
             }
+            Err(e) => return Err(Attempt::Fatal(e)),
+        }
+        // Pools first: a resent call may name a range of one.
+        match self.reattach_pools() {
+            Ok(()) => {}
+            Err(ClientError::Connect { source, path }) => return Err(retry_or(&path, source)),
             Err(e) => return Err(Attempt::Fatal(e)),
         }
         let seqs: Vec<u64> = self.pending.keys().copied().collect();

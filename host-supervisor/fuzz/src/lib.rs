@@ -117,6 +117,8 @@ pub fn client_frames(data: &[u8]) -> Outcome {
                 let e = Event::Call { conn: ConnId(1), seq, driver, body, acked_below };
                 format!("call:{}", label(&sup.handle(now, e)))
             }
+            // Pools are the daemon's (a descriptor, not core state).
+            Ok(ClientToSup::AttachPool { .. }) => "attach-pool".to_owned(),
             Err(e) => format!("err:{e:?}").split([' ', '{']).next().unwrap_or("").to_owned(),
         };
         out.push(l);

@@ -6,13 +6,21 @@
 //! `nbdinfo`, `qemu-img`, `qemu-io`, the kernel's NBD client. It is a
 //! front end for standard clients: a client of the
 //! supervisor (through `reinc-client`) that speaks the NBD protocol to the
-//! outside. Each NBD connection is one `reinc-client` session; each NBD
-//! `READ`/`WRITE` is split into storage requests of at most 32 KiB
-//! ([`storage_core::MAX_BLOCKS_PER_REQUEST`] blocks) that are pipelined
-//! without waiting, and the NBD reply goes out when the last of them is
-//! answered. A storage-driver crash therefore looks to the NBD client like
-//! latency: the supervisor replays the unanswered storage requests to the new
-//! instance, the storage core's watermark keeps each write applied exactly
+//! outside. Each NBD connection is one `reinc-client` session with its own
+//! shared pool (a sealed memfd, [`bulk`]): a `WRITE`'s payload is read from
+//! the NBD socket straight into a pool slot, a `READ`'s data is `pread` by
+//! the storage driver into one and sent from there, and the storage request
+//! (`storage_core::BulkRequest`, up to 4 MiB, so one per NBD request)
+//! carries only the slot's range. Only when the supervisor refuses the pool
+//! does the connection fall back to bytes in the messages, split into
+//! storage requests of at most 32 KiB
+//! ([`storage_core::MAX_BLOCKS_PER_REQUEST`] blocks). Either way requests
+//! are pipelined without waiting, and the NBD reply goes out when the last
+//! of them is answered. A storage-driver crash therefore looks to the NBD
+//! client like latency: the supervisor gives the new instance the pool and
+//! replays the unanswered storage requests, the slots stay pinned until
+//! answered so the replay sees the same bytes, the storage core's watermark
+//! keeps each write applied exactly
 //! once, and the NBD reply carries the right data and no error.
 //!
 //! ```text
@@ -37,7 +45,7 @@
 //!   option, `STRUCTURED_REPLY` and `STARTTLS` included, gets
 //!   `NBD_REP_ERR_UNSUP` and the negotiation goes on;
 //! - `NBD_INFO_EXPORT` and `NBD_INFO_BLOCK_SIZE`: minimum 512 (the storage
-//!   block), preferred 32 KiB (one storage request), maximum `--max-request`
+//!   block), preferred 32 KiB (one storage request on the message path), maximum `--max-request`
 //!   (2 MiB by default);
 //! - transmission flags `HAS_FLAGS`, `SEND_FLUSH`, `SEND_FUA`,
 //!   `CAN_MULTI_CONN`, and `READ_ONLY` with `--read-only`. Not `SEND_TRIM` or
@@ -102,11 +110,10 @@
 //! # Performance
 //! `cargo xtask bench` (section 7) compares `nbdcopy` through this server
 //! with nbdkit's file plugin, `qemu-nbd` and direct I/O on the same file.
-//! The target (0.9× nbdkit) is not met. Each 1 MiB NBD request is 32
-//! storage requests, and each crosses two sockets each way, copied and
-//! postcard-encoded at every hop, where nbdkit does one `pread`. A
-//! shared-memory bulk path (payloads in a memfd, messages
-//! carrying descriptors) is what would close that gap; it is not built yet.
+//! Through the shared pool a byte is copied as often as through nbdkit
+//! (socket → slot, slot → file; file → slot, slot → socket), and what is
+//! left is one supervisor round trip per NBD request; the bench reports
+//! the measured ratios (README, "Benchmarks").
 //!
 //! # Designs rejected
 //! - **The `nbd` crate** (crates.io, 0.3.1, the only NBD server crate there):
@@ -130,11 +137,16 @@
 //!   in flight per connection; NBD clients pipeline, and so must the front
 //!   end. Here a reader thread and the engine thread share a connection, and
 //!   up to `--window` storage requests are in flight on it.
+//! - **Bytes in the messages (the first design)**: every 32 KiB crossed
+//!   two sockets each way, copied and postcard-encoded at every hop, and a
+//!   1 MiB NBD request was 32 storage requests; it reached 0.07–0.75× of
+//!   nbdkit. It remains the fallback when no pool can be attached.
 //! - **Structured replies**: they would let a failed chunk of a large read
 //!   be reported precisely, but simple replies are what every client
 //!   supports, and a failure here is all-or-nothing anyway (`EIO` only when
 //!   the driver is quarantined).
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod proto;
 pub mod server;

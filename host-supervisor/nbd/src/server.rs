@@ -2,19 +2,24 @@
 //! the engine that maps NBD requests onto pipelined `reinc-client` calls.
 //!
 //! Per connection:
-//! - the **reader** thread reads request headers and write payloads, checks
-//!   them against the export ([`Export::check`]) and queues a job on a
-//!   bounded channel (so a client that sends faster than the driver writes
-//!   blocks on its own socket, and memory stays bounded);
+//! - the **reader** thread reads request headers and write payloads (into a
+//!   write slot of the connection's shared pool, [`crate::bulk`], or a
+//!   buffer on the message path), checks them against the export
+//!   ([`Export::check`]) and queues a job on a bounded channel (so a client
+//!   that sends faster than the driver writes blocks on its own socket, and
+//!   memory stays bounded);
 //! - the **engine** (the connection's own thread) owns the `reinc-client`
-//!   session: it splits each job into storage requests of at most 32 KiB
-//!   ([`chunks`]), submits them without waiting, collects the completions in
-//!   any order, and writes each NBD reply when its last chunk is answered.
+//!   session: it turns each job into storage requests ([`chunks`]: one bulk
+//!   request per NBD request up to 4 MiB, or 32 KiB pieces on the message
+//!   path), submits them without waiting, collects the completions in any
+//!   order, and writes each NBD reply when its last chunk is answered (a
+//!   read's data straight from its read slot).
 //!
 //! A driver crash needs nothing here: the supervisor replays the unanswered
 //! storage requests and the library resumes the session, so a chunk is only
 //! ever answered once, with the right data.
 
+use crate::bulk::ConnPool;
 use crate::proto::{
     self, Command, EINVAL, EIO, Export, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPTION_HEADER_LEN,
     ProtocolError, REP_ACK, REP_ERR_INVALID, REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER, REQUEST_LEN,
@@ -23,16 +28,19 @@ use crate::proto::{
 use reinc_client::blocksum::BlockError;
 use reinc_client::{Client, ClientError};
 use reinc_proto::CallError;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::Duration;
-use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageError, StorageReply, StorageRequest};
+use storage_core::{
+    BLOCK_SIZE, BulkRequest, MAX_BLOCKS_PER_REQUEST, MAX_BULK_BLOCKS, StorageError, StorageReply, StorageRequest,
+};
 
 /// A server failure that is not one connection's business.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +158,15 @@ impl Stream {
             Self::Unix(s) => s.shutdown(Shutdown::Both),
             Self::Tcp(s) => s.shutdown(Shutdown::Both),
         };
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::Unix(s) => s.as_fd(),
+            Self::Tcp(s) => s.as_fd(),
+        }
     }
 }
 
@@ -360,7 +377,7 @@ fn connection(config: &Config, export: &Export, mut s: Stream, peer: &str) -> Re
         return Ok(());
     };
     s.set_read_timeout(None)?;
-    let client = match Client::connect(&config.supervisor) {
+    let mut client = match Client::connect(&config.supervisor) {
         Ok(c) => c,
         Err(e) => {
             // In transmission there is no way to tell the client why; every
@@ -369,18 +386,39 @@ fn connection(config: &Config, export: &Export, mut s: Stream, peer: &str) -> Re
             return Err(ConnError::Session(e));
         }
     };
-    tracing::info!("[nbd] {peer}: transmission, session {}", client.session());
+    let max = export.block.max;
+    let pool = match ConnPool::attach(&mut client, &config.driver, max as usize) {
+        Ok(p) => {
+            tracing::info!(
+                "[nbd] {peer}: transmission, session {}, data through a {}-byte shared pool",
+                client.session(),
+                p.pool.len()
+            );
+            Some(Arc::new(p))
+        }
+        Err(why) => {
+            tracing::info!(
+                "[nbd] {peer}: transmission, session {}, data in the messages (no shared pool: {why})",
+                client.session()
+            );
+            None
+        }
+    };
     let (tx, rx) = sync_channel(QUEUE);
     let reader_stream = s.try_clone()?;
-    let max = export.block.max;
     let export2 = export.clone();
+    let reader_pool = pool.clone();
     let reader = std::thread::Builder::new()
         .name(format!("nbd-rd {peer}"))
-        .spawn(move || reader(reader_stream, &export2, max, &tx))?;
-    let result = Engine::new(config, client, s.try_clone()?).run(&rx);
+        .spawn(move || reader(reader_stream, &export2, max, &tx, reader_pool.as_deref()))?;
+    let result = Engine::new(config, client, s.try_clone()?, pool.clone()).run(&rx);
     // Unblocks the reader if the engine ended first: a read on the shut
-    // socket fails, and a send to the full queue fails once `rx` is gone.
+    // socket fails, a send to the full queue fails once `rx` is gone, and a
+    // wait for a write slot ends once the pool is closed.
     drop(rx);
+    if let Some(p) = &pool {
+        p.close();
+    }
     s.shutdown();
     let read_end = reader.join().unwrap_or_else(|_| Err(ConnError::Io(io::Error::other("reader thread panicked"))));
     result?;
@@ -457,13 +495,41 @@ fn handshake(s: &mut Stream, export: &Export, peer: &str) -> Result<Option<()>, 
 /// One unit of work from the reader.
 #[derive(Debug)]
 enum Job {
-    Read { cookie: u64, offset: u64, length: u32 },
-    Write { cookie: u64, offset: u64, data: Vec<u8>, fua: bool },
-    Flush { cookie: u64 },
-    Refuse { cookie: u64, errno: u32 },
+    Read {
+        cookie: u64,
+        offset: u64,
+        length: u32,
+    },
+    Write {
+        cookie: u64,
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
+    /// A write whose payload is in write slot `slot` of the pool.
+    WriteSlot {
+        cookie: u64,
+        offset: u64,
+        length: u32,
+        fua: bool,
+        slot: usize,
+    },
+    Flush {
+        cookie: u64,
+    },
+    Refuse {
+        cookie: u64,
+        errno: u32,
+    },
 }
 
-fn reader(mut s: Stream, export: &Export, max: u32, tx: &SyncSender<Job>) -> Result<(), ConnError> {
+fn reader(
+    mut s: Stream,
+    export: &Export,
+    max: u32,
+    tx: &SyncSender<Job>,
+    pool: Option<&ConnPool>,
+) -> Result<(), ConnError> {
     loop {
         let mut h = [0u8; REQUEST_LEN];
         match s.read_exact(&mut h) {
@@ -477,6 +543,21 @@ fn reader(mut s: Stream, export: &Export, max: u32, tx: &SyncSender<Job>) -> Res
             Command::Disconnect => return Ok(()),
             Command::Read { offset, length } => Job::Read { cookie: r.cookie, offset, length },
             Command::Flush => Job::Flush { cookie: r.cookie },
+            Command::Write { offset, length, fua } if pool.is_some() => {
+                let p = pool.expect("checked by the guard");
+                // Closing: the engine is gone, nothing more will run.
+                let Some(slot) = p.take_write() else { return Ok(()) };
+                // Straight from the socket into the slot. A client that dies
+                // in the middle of a payload: never accepted, never submitted.
+                if let Err(e) = p.pool.fill_from(s.as_fd(), None, p.write_offset(slot), length as usize) {
+                    p.give_write(slot);
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        return Ok(());
+                    }
+                    return Err(e.into());
+                }
+                Job::WriteSlot { cookie: r.cookie, offset, length, fua, slot }
+            }
             Command::Write { offset, length, fua } => {
                 let mut data = vec![0u8; length as usize];
                 // A client that dies in the middle of a payload: this write
@@ -504,8 +585,19 @@ fn reader(mut s: Stream, export: &Export, max: u32, tx: &SyncSender<Job>) -> Res
 
 #[derive(Debug)]
 enum Pending {
-    Read { buf: Vec<u8> },
-    Write { fua: bool },
+    Read {
+        buf: Vec<u8>,
+    },
+    /// Data arrives in read slot `slot` of the pool.
+    ReadSlot {
+        slot: usize,
+        len: usize,
+    },
+    /// `slot`: the write slot holding the payload, until every chunk is answered.
+    Write {
+        fua: bool,
+        slot: Option<usize>,
+    },
     Flush,
 }
 
@@ -530,10 +622,23 @@ struct Engine<'c> {
     calls: HashMap<u64, (u64, usize, usize, u64)>,
     next_job: u64,
     flush_body: Vec<u8>,
+    /// The shared pool, when the supervisor took one.
+    pool: Option<Arc<ConnPool>>,
+    /// Reads waiting for a free read slot, and every job behind them (kept
+    /// in order).
+    backlog: VecDeque<Job>,
+    /// Bodies of bulk calls in flight, to send again after `NoPool`.
+    bulk_bodies: HashMap<u64, Vec<u8>>,
+    /// Bulk calls sent again so far (bounded by [`MAX_RESUBMITS`]).
+    resubmitted: u32,
 }
 
+/// Bulk calls a connection sends again after a `NoPool` answer before it
+/// treats `NoPool` as an error.
+const MAX_RESUBMITS: u32 = 1024;
+
 impl<'c> Engine<'c> {
-    fn new(config: &'c Config, client: Client, out: Stream) -> Self {
+    fn new(config: &'c Config, client: Client, out: Stream, pool: Option<Arc<ConnPool>>) -> Self {
         Self {
             config,
             client,
@@ -543,19 +648,54 @@ impl<'c> Engine<'c> {
             calls: HashMap::new(),
             next_job: 0,
             flush_body: postcard::to_allocvec(&StorageRequest::Flush).expect("Flush encodes"),
+            pool,
+            backlog: VecDeque::new(),
+            bulk_bodies: HashMap::new(),
+            resubmitted: 0,
+        }
+    }
+
+    fn submit_bulk(&mut self, job: u64, at: usize, len: usize, req: BulkRequest) -> Result<(), ClientError> {
+        let body = postcard::to_allocvec(&StorageRequest::Bulk(req)).expect("a bulk request encodes");
+        let seq = self.client.submit(&self.config.driver, &body)?;
+        let (BulkRequest::ReadInto { lba, .. } | BulkRequest::WriteFrom { lba, .. }) = req;
+        self.calls.insert(seq, (job, at, len, lba));
+        self.bulk_bodies.insert(seq, body);
+        Ok(())
+    }
+
+    /// Whether `job` can start now: a read on the pool path needs a free
+    /// read slot (which only calls in flight hold, so one comes back).
+    fn ready(&self, job: &Job) -> bool {
+        match (job, &self.pool) {
+            (Job::Read { .. }, Some(p)) => p.free_reads() > 0,
+            _ => true,
         }
     }
 
     fn run(mut self, rx: &Receiver<Job>) -> Result<(), ConnError> {
         let mut reader_done = false;
         loop {
+            while self.calls.len() < self.config.window && self.backlog.front().is_some_and(|j| self.ready(j)) {
+                let job = self.backlog.pop_front().expect("front exists");
+                if let Err(e) = self.start(job) {
+                    return Err(self.fail(e));
+                }
+            }
             while !reader_done && self.calls.len() < self.config.window {
-                let job = if self.calls.is_empty() {
+                let job = if self.calls.is_empty() && self.backlog.is_empty() {
                     rx.recv().map_err(|_| TryRecvError::Disconnected)
                 } else {
                     rx.try_recv()
                 };
                 match job {
+                    Ok(job) if !self.backlog.is_empty() || !self.ready(&job) => {
+                        self.backlog.push_back(job);
+                        // Only completions free a read slot.
+                        if !self.calls.is_empty() {
+                            break;
+                        }
+                    }
                     Ok(job) => {
                         if let Err(e) = self.start(job) {
                             return Err(self.fail(e));
@@ -566,7 +706,7 @@ impl<'c> Engine<'c> {
                 }
             }
             if self.calls.is_empty() {
-                if reader_done {
+                if reader_done && self.backlog.is_empty() {
                     return Ok(());
                 }
                 continue;
@@ -615,6 +755,36 @@ impl<'c> Engine<'c> {
                 self.flush_body = body;
                 r?;
             }
+            Job::Read { cookie, offset, length } if self.pool.is_some() => {
+                let p = self.pool.clone().expect("checked by the guard");
+                let slot = p.take_read().expect("started only with a free read slot");
+                let base = p.read_offset(slot);
+                let parts: Vec<_> = chunks(offset, length, BLOCK_SIZE as u32, MAX_BULK_BLOCKS as u16).collect();
+                let what = Pending::ReadSlot { slot, len: length as usize };
+                self.jobs.insert(id, Active { cookie, what, remaining: parts.len(), errno: 0 });
+                for c in parts {
+                    let req = BulkRequest::ReadInto {
+                        lba: c.lba,
+                        blocks: u32::from(c.blocks),
+                        pool_offset: base + c.at as u64,
+                    };
+                    self.submit_bulk(id, c.at, usize::from(c.blocks) * BLOCK_SIZE, req)?;
+                }
+            }
+            Job::WriteSlot { cookie, offset, length, fua, slot } => {
+                let base = self.pool.as_ref().expect("a write slot implies a pool").write_offset(slot);
+                let parts: Vec<_> = chunks(offset, length, BLOCK_SIZE as u32, MAX_BULK_BLOCKS as u16).collect();
+                let what = Pending::Write { fua, slot: Some(slot) };
+                self.jobs.insert(id, Active { cookie, what, remaining: parts.len(), errno: 0 });
+                for c in parts {
+                    let req = BulkRequest::WriteFrom {
+                        lba: c.lba,
+                        blocks: u32::from(c.blocks),
+                        pool_offset: base + c.at as u64,
+                    };
+                    self.submit_bulk(id, c.at, 0, req)?;
+                }
+            }
             Job::Read { cookie, offset, length } => {
                 let parts: Vec<_> = chunks(offset, length, BLOCK_SIZE as u32, max_blocks).collect();
                 let buf = vec![0u8; length as usize];
@@ -626,7 +796,8 @@ impl<'c> Engine<'c> {
             }
             Job::Write { cookie, offset, data, fua } => {
                 let parts: Vec<_> = chunks(offset, data.len() as u32, BLOCK_SIZE as u32, max_blocks).collect();
-                self.jobs.insert(id, Active { cookie, what: Pending::Write { fua }, remaining: parts.len(), errno: 0 });
+                let what = Pending::Write { fua, slot: None };
+                self.jobs.insert(id, Active { cookie, what, remaining: parts.len(), errno: 0 });
                 for c in parts {
                     let bytes = &data[c.at..c.at + usize::from(c.blocks) * BLOCK_SIZE];
                     let body = reinc_client::blocksum::write_body(c.lba, bytes);
@@ -641,6 +812,21 @@ impl<'c> Engine<'c> {
         let Some((id, at, len, lba)) = self.calls.remove(&seq) else {
             return Ok(());
         };
+        let bulk_body = self.bulk_bodies.remove(&seq);
+        if let (Some(body), Ok(reply)) = (&bulk_body, &result)
+            && matches!(postcard::from_bytes::<StorageReply<'_>>(reply), Ok(StorageReply::Error(StorageError::NoPool)))
+            && self.resubmitted < MAX_RESUBMITS
+        {
+            // Run by an instance without this session's pool: a journaled
+            // request replayed by a restarted supervisor before the library
+            // attached the pool again. Refused before any transfer (not
+            // executed), the slot still pinned: send it again as a new call.
+            self.resubmitted += 1;
+            let seq = self.client.submit(&self.config.driver, body).map_err(|e| self.fail(e))?;
+            self.calls.insert(seq, (id, at, len, lba));
+            self.bulk_bodies.insert(seq, bulk_body.expect("matched above"));
+            return Ok(());
+        }
         let driver = &self.config.driver;
         let Some(job) = self.jobs.get_mut(&id) else { return Ok(()) };
         let errno = match result {
@@ -671,6 +857,11 @@ impl<'c> Engine<'c> {
                 }
             }
             Ok(body) => match (postcard::from_bytes::<StorageReply<'_>>(&body), &mut job.what) {
+                (Ok(StorageReply::Filled { blocks, .. }), Pending::ReadSlot { len: total, .. })
+                    if blocks as usize * BLOCK_SIZE == len && at + len <= *total =>
+                {
+                    0
+                }
                 (Ok(StorageReply::Written { .. }), Pending::Write { .. })
                 | (Ok(StorageReply::Flushed), Pending::Write { .. } | Pending::Flush) => 0,
                 (Ok(StorageReply::Error(e)), _) => {
@@ -693,12 +884,19 @@ impl<'c> Engine<'c> {
         if job.remaining > 0 {
             return Ok(());
         }
-        if let Pending::Write { fua: true } = job.what
+        if let Pending::Write { slot: slot @ Some(_), .. } = &mut job.what
+            && let (Some(i), Some(p)) = (slot.take(), &self.pool)
+        {
+            // Every chunk answered, so committed: the payload is no longer
+            // needed for a replay.
+            p.give_write(i);
+        }
+        if let Pending::Write { fua: true, .. } = job.what
             && job.errno == 0
         {
             // Force unit access: answered only once a flush behind the
             // write's chunks (FIFO) has synced them.
-            job.what = Pending::Write { fua: false };
+            job.what = Pending::Write { fua: false, slot: None };
             job.remaining = 1;
             let body = std::mem::take(&mut self.flush_body);
             let r = self.submit(id, (0, 0, 0), &body);
@@ -708,6 +906,16 @@ impl<'c> Engine<'c> {
         let job = self.jobs.remove(&id).expect("job present");
         match job.what {
             Pending::Read { buf } if job.errno == 0 => self.send(job.cookie, 0, &buf),
+            Pending::ReadSlot { slot, len } => {
+                if job.errno == 0 {
+                    self.send_slot(job.cookie, slot, len);
+                } else {
+                    self.send(job.cookie, job.errno, &[]);
+                }
+                if let Some(p) = &self.pool {
+                    p.give_read(slot);
+                }
+            }
             _ => self.send(job.cookie, job.errno, &[]),
         }
         Ok(())
@@ -722,6 +930,22 @@ impl<'c> Engine<'c> {
         let h = proto::simple_reply(errno, cookie);
         let r = if data.is_empty() { self.out.write_all(&h) } else { write_all_vectored(&mut self.out, &h, data) };
         if let Err(e) = r {
+            tracing::info!("[nbd] reply to cookie {cookie:#x} not delivered (client gone?): {e}");
+            self.out_dead = true;
+        }
+    }
+}
+
+impl Engine<'_> {
+    /// A read reply whose data is in read slot `slot`: header and data in
+    /// one `writev` straight from the pool.
+    fn send_slot(&mut self, cookie: u64, slot: usize, len: usize) {
+        if self.out_dead {
+            return;
+        }
+        let Some(p) = &self.pool else { return };
+        let h = proto::simple_reply(0, cookie);
+        if let Err(e) = p.pool.send_with_head(self.out.as_fd(), &h, p.read_offset(slot), len) {
             tracing::info!("[nbd] reply to cookie {cookie:#x} not delivered (client gone?): {e}");
             self.out_dead = true;
         }

@@ -70,13 +70,16 @@
 //!   (or a self-pipe); a blocked signal read from a signalfd is just one more
 //!   fd in the same `poll`.
 //! - `OwnedFd::from_raw_fd` for the inherited socket: `unsafe`; see [`launch`]
-//!   for the safe routes used instead.
+//!   for the safe routes used instead. Descriptors that arrive later (a
+//!   session's shared pool, `ToDriver::AttachPool`) come from rustix's
+//!   `recvmsg` as `OwnedFd`s, and are validated in [`pools`].
 #![forbid(unsafe_code)]
 
 mod exec_log;
 mod fault;
 pub mod launch;
 pub mod log_limit;
+pub mod pools;
 mod runtime;
 pub mod sandbox;
 #[cfg(any(test, feature = "testing"))]
@@ -85,7 +88,9 @@ mod trace;
 
 pub use exec_log::ExecLogError;
 pub use launch::{Launch, LaunchError};
+pub use pools::Pools;
 pub use reinc_ringbuf::{Event, Legend, LegendEntry};
+pub use reinc_uio::SharedPool;
 pub use runtime::{Config, Exit, Runtime, stop_signals};
 pub use trace::Tracer;
 
@@ -107,9 +112,10 @@ pub struct Ctx<'a> {
     pub(crate) tracer: &'a mut Tracer,
     pub(crate) name: &'a str,
     pub(crate) generation: Generation,
+    pub(crate) pools: &'a Pools,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     /// Records a trace event (e.g. [`Event::Irq`] or [`Event::Driver`]).
     pub fn trace(&mut self, event: Event) {
         self.tracer.record(event);
@@ -125,6 +131,14 @@ impl Ctx<'_> {
     #[must_use]
     pub fn generation(&self) -> Generation {
         self.generation
+    }
+
+    /// The shared pool of the session `client` (the `client` of the request
+    /// id), if it attached one that passed validation. A request naming a
+    /// range in it must still be checked against [`SharedPool::len`].
+    #[must_use]
+    pub fn pool(&self, client: reinc_proto::ClientId) -> Option<&'a SharedPool> {
+        self.pools.get(client)
     }
 }
 

@@ -2,13 +2,14 @@
 
 use crate::exec_log::ExecLog;
 use crate::fault::{Faults, die};
+use crate::pools::Pools;
 use crate::trace::Tracer;
 use crate::{Completion, Ctx, Driver, Effect, Launch, Step, Wake};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{MsgFlags, recv, send};
+use nix::sys::socket::{MsgFlags, send};
 use reinc_proto::{
     CrashPoint, DriverFrame, FaultPlan, FromDriver, Generation, MAX_CHECKPOINT, MAX_FRAME, RequestId, ToDriver, decode,
     encode,
@@ -122,6 +123,7 @@ pub struct Runtime<D: Driver> {
     handled: u32,
     shutdown: bool,
     tx: Vec<u8>,
+    pools: Pools,
 }
 
 /// `Err(exit)` ends the loop.
@@ -147,6 +149,7 @@ impl<D: Driver> Runtime<D> {
             handled: 0,
             shutdown: false,
             tx: vec![0; MAX_FRAME],
+            pools: Pools::default(),
         }
     }
 
@@ -231,10 +234,30 @@ impl<D: Driver> Runtime<D> {
         Ok(())
     }
 
-    /// Reads every frame queued on the socket, without blocking.
+    /// Reads every frame queued on the socket, without blocking. A frame
+    /// may carry one descriptor (`SCM_RIGHTS`, for `AttachPool`); the
+    /// kernel closes any beyond the one there is room for.
     fn drain(&mut self, rx: &mut [u8]) -> Flow {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
         loop {
-            match recv(self.ipc.as_raw_fd(), rx, MsgFlags::MSG_DONTWAIT) {
+            let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+            let got = recvmsg(
+                &self.ipc,
+                &mut [std::io::IoSliceMut::new(rx)],
+                &mut cmsg,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+            );
+            let mut fd = None;
+            for m in cmsg.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = m {
+                    for f in fds {
+                        // More than one: all but the first are dropped (closed).
+                        fd.get_or_insert(f);
+                    }
+                }
+            }
+            match got.map(|r| r.bytes).map_err(|e| Errno::from_raw(e.raw_os_error())) {
                 Ok(0) => {
                     if self.peer_closed() {
                         self.tracer.record(Event::Eof);
@@ -243,7 +266,7 @@ impl<D: Driver> Runtime<D> {
                     }
                     self.bad_frame(reinc_proto::WireError::Truncated);
                 }
-                Ok(n) => self.on_frame(&rx[..n])?,
+                Ok(n) => self.on_frame(&rx[..n.min(rx.len())], fd)?,
                 Err(Errno::EAGAIN) => return Ok(()),
                 Err(Errno::EINTR) => {}
                 Err(Errno::ECONNRESET) => return Err(Exit::SupervisorGone),
@@ -306,7 +329,7 @@ impl<D: Driver> Runtime<D> {
         self.tracer.record(Event::BadFrame { error });
     }
 
-    fn on_frame(&mut self, frame: &[u8]) -> Flow {
+    fn on_frame(&mut self, frame: &[u8], fd: Option<OwnedFd>) -> Flow {
         let msg = match decode::<ToDriver<'_>>(frame) {
             Ok(m) => m,
             Err(e) => {
@@ -314,7 +337,31 @@ impl<D: Driver> Runtime<D> {
                 return Ok(());
             }
         };
+        if fd.is_some() && !matches!(msg, ToDriver::AttachPool { .. }) {
+            warn!(
+                "[driver] {} {}: closing a descriptor that came with a frame other than AttachPool",
+                self.name, self.generation
+            );
+        }
         match msg {
+            ToDriver::AttachPool { client } => {
+                match self.pools.attach(&self.name, client, fd) {
+                    Ok(len) => debug!(
+                        "[driver] {} {}: pool of session {client} mapped ({len} bytes)",
+                        self.name, self.generation
+                    ),
+                    Err(reason) => {
+                        warn!("[driver] {} {}: {reason}; its bulk requests will be refused", self.name, self.generation)
+                    }
+                }
+                Ok(())
+            }
+            ToDriver::DetachPool { client } => {
+                if self.pools.detach(client) {
+                    debug!("[driver] {} {}: pool of session {client} unmapped", self.name, self.generation);
+                }
+                Ok(())
+            }
             ToDriver::Init { generation, checkpoint } => {
                 if self.ready {
                     warn!("[driver] {} {}: ignoring a second Init ({generation})", self.name, self.generation);
@@ -352,9 +399,9 @@ impl<D: Driver> Runtime<D> {
         }
     }
 
-    fn ctx<'a>(tracer: &'a mut Tracer, name: &'a str, generation: Generation) -> Ctx<'a> {
+    fn ctx<'a>(tracer: &'a mut Tracer, name: &'a str, generation: Generation, pools: &'a Pools) -> Ctx<'a> {
         // A free function over disjoint fields, so `self.driver` stays borrowable.
-        Ctx { tracer, name, generation }
+        Ctx { tracer, name, generation, pools }
     }
 
     fn init(&mut self, generation: Generation, checkpoint: Option<&[u8]>) -> Flow {
@@ -372,7 +419,7 @@ impl<D: Driver> Runtime<D> {
                 }
             },
         };
-        let mut ctx = Self::ctx(&mut self.tracer, &self.name, generation);
+        let mut ctx = Self::ctx(&mut self.tracer, &self.name, generation, &self.pools);
         if let Err(e) = self.driver.init(&mut ctx, &state) {
             return Err(self.fatal(format!("init failed: {e}")));
         }
@@ -390,7 +437,7 @@ impl<D: Driver> Runtime<D> {
         self.tracer.record(Event::RequestStart { id: p.id, nth: self.handled });
         debug!("[driver] {} {}: request {} (#{})", self.name, self.generation, p.id, self.handled);
         self.maybe_fault(CrashPoint::BeforeEffect);
-        let mut ctx = Self::ctx(&mut self.tracer, &self.name, self.generation);
+        let mut ctx = Self::ctx(&mut self.tracer, &self.name, self.generation, &self.pools);
         match self.driver.handle(&mut ctx, &self.state, p.id, &p.body) {
             Ok(step) => self.after_step(p.id, step),
             Err(e) => Err(self.fatal(format!("request {}: {e}", p.id))),
@@ -402,7 +449,7 @@ impl<D: Driver> Runtime<D> {
         if wake == Wake::Timeout {
             self.tracer.record(Event::IrqTimeout { id: w.id });
         }
-        let mut ctx = Self::ctx(&mut self.tracer, &self.name, self.generation);
+        let mut ctx = Self::ctx(&mut self.tracer, &self.name, self.generation, &self.pools);
         match self.driver.on_wake(&mut ctx, &self.state, w.id, wake) {
             Ok(step) => self.after_step(w.id, step),
             Err(e) => Err(self.fatal(format!("request {} after {wake:?}: {e}", w.id))),

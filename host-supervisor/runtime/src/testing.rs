@@ -70,6 +70,25 @@ impl SupEnd {
         self.raw(&encode_vec(msg).expect("encode"));
     }
 
+    /// Sends one frame with `fd` as its `SCM_RIGHTS` descriptor, as the
+    /// supervisor sends `AttachPool`.
+    ///
+    /// # Panics
+    /// When the send fails.
+    pub fn send_with_fd(&self, msg: &ToDriver<'_>, fd: std::os::fd::BorrowedFd<'_>) {
+        use nix::sys::socket::{ControlMessage, sendmsg};
+        let bytes = encode_vec(msg).expect("encode");
+        let fds = [fd.as_raw_fd()];
+        sendmsg::<()>(
+            self.sup.as_raw_fd(),
+            &[std::io::IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .expect("sendmsg to driver");
+    }
+
     /// Sends arbitrary bytes as one message (bad-input tests).
     ///
     /// # Panics

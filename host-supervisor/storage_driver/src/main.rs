@@ -7,7 +7,9 @@
 //! (`cargo xtask demo`, the replay tests). All the logic is in `storage-core`
 //! (deterministic handler, exactly-once watermark) and `reinc-runtime` (the
 //! protocol); this file only opens the file as a region (`reinc_region::FileRegion`)
-//! and maps the core's outcome onto the runtime's.
+//! and maps the core's outcome onto the runtime's. Bulk requests (data in the
+//! session's shared pool, `storage_core::BulkRequest`) move their bytes with
+//! one `pread`/`pwrite` between the file and the pool mapping (`src/bulk.rs`).
 //!
 //! ```text
 //! storage_driver --file PATH --blocks N [--sync-data]
@@ -30,6 +32,8 @@
 //!   request (what the NBD front end sends for `FLUSH` and `FUA`) syncs on
 //!   demand.
 #![forbid(unsafe_code)]
+
+mod bulk;
 
 use reinc_proto::RequestId;
 use reinc_region::FileRegion;
@@ -126,8 +130,16 @@ impl Driver for StorageDriver {
                 return Step::done(*state, &StorageReply::Error(e), Effect::None);
             }
         };
-        let out = dev.handle(state, id, &req, &mut self.reply_buf)?;
-        if let Some(t) = Trace::of(&req, &out) {
+        let out = match req {
+            // Data in the session's pool: moved by one pread/pwrite (bulk.rs).
+            StorageRequest::Bulk(b) => dev.handle_bulk(state, id, &b, &mut bulk::FilePool(ctx.pool(id.client)))?,
+            _ => dev.handle(state, id, &req, &mut self.reply_buf)?,
+        };
+        let trace = match &req {
+            StorageRequest::Bulk(b) => storage_core::bulk_trace(b, &out),
+            _ => Trace::of(&req, &out),
+        };
+        if let Some(t) = trace {
             ctx.trace(t.event());
         }
         let effect = Effect::from(out.effect);

@@ -5,7 +5,7 @@
 //! `mmap`'d from `/dev/uioN` (or a PCI BAR's sysfs `resourceN`), interrupts
 //! arrive as a 4-byte event count read from `/dev/uioN`. This crate is the one
 //! place that talks to those kernel interfaces, and the only host crate with
-//! `unsafe` (in [`map`], every block with a `// SAFETY:` comment). Everything
+//! `unsafe` (in [`map`] and [`shm`], every block with a `// SAFETY:` comment). Everything
 //! above it, the runtime and the device cores, uses its safe API.
 //!
 //! # Pieces
@@ -21,6 +21,9 @@
 //! - [`irq`]: [`Irq`] waits in `poll()` with a timeout, reports missed
 //!   interrupts from the count, and re-enables in the flavour the device
 //!   needs (genirq `write(1)` or `uio_pci_generic`'s INTx-disable bit).
+//! - [`shm`]: [`SharedPool`], the sealed memfd a client and a driver both
+//!   map for bulk data (the supervisor only routes its descriptor); reached
+//!   only through system calls on raw pointers, never by loads and stores.
 //! - [`cli`]: what every driver binary does first: the `--device SELECTOR
 //!   [--sysfs DIR] [--dev DIR]` flags ([`parse_device_args`]), finding the
 //!   device, and mapping its register block with the `mapped 0x… size=0x…`
@@ -61,12 +64,15 @@ pub mod error;
 pub mod irq;
 #[allow(unsafe_code)]
 pub mod map;
+#[allow(unsafe_code)]
+pub mod shm;
 pub mod sysfs;
 
 pub use cli::{DeviceArgs, MappedBlock, parse_device_args};
 pub use error::{Result, UioError};
 pub use irq::{Irq, IrqWait, Reenable, missed_between};
 pub use map::{Block, Mapping, RegisterBlock};
+pub use shm::{PoolError, SharedPool};
 pub use sysfs::{PciAddress, PciBar, PciIdentity, Selector, Sysfs, UioDevice, UioMap, select};
 
 #[cfg(test)]

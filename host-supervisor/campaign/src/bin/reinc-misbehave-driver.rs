@@ -171,6 +171,9 @@ impl Driver {
                     Ok(())
                 }
                 Ok(ToDriver::Shutdown) => return End::Orderly,
+                // This driver has no bulk requests; a pool's descriptor (if
+                // any came) was closed by `recv`.
+                Ok(ToDriver::AttachPool { .. } | ToDriver::DetachPool { .. }) => Ok(()),
                 Ok(ToDriver::Request { id, body }) => {
                     let body = body.to_vec();
                     self.request(id, &body)

@@ -1,0 +1,416 @@
+//! Bulk requests: the data lives in the client session's shared pool, and
+//! the request names only a byte range of it.
+//!
+//! # Why
+//! A [`StorageRequest::Write`] carries its bytes in the message, so they are
+//! copied through the supervisor's two sockets each way, 32 KiB at a time;
+//! that is what held `drvctl blk` and the NBD front end far below a plain
+//! file server. A [`BulkRequest`] instead names `(lba, blocks, pool_offset)`
+//! in a sealed memfd that the client and this driver both map (the
+//! supervisor passes the descriptor on, CONTRACTS.md "Bulk data"), so a
+//! request is a few dozen bytes whatever its size, and one may move up to
+//! [`MAX_BULK_BLOCKS`] blocks (4 MiB) instead of 32 KiB.
+//!
+//! # Replay and exactly once
+//! The rules of the crate docs hold unchanged: a bulk write records its id
+//! in the superblock watermark with its data, and a replay of the
+//! watermarked write is recognised and not applied again. Replay reads the
+//! pool again, which is correct because a client keeps a range pinned (does
+//! not reuse it) until the request that names it is answered; and the
+//! supervisor hands the pool to every new instance before it replays.
+//!
+//! # Never trusting the range
+//! `pool_offset` and the length come from the client. They are checked
+//! against the pool's size before any transfer; a bad range, a session with
+//! no pool, or a pool whose pages cannot be had ([`StorageError::PoolFault`])
+//! are definite refusals, like any other bad request: the driver neither
+//! crashes nor writes anything (for `PoolFault` on a write: nothing beyond
+//! the bytes the kernel managed to copy before the fault, and the watermark
+//! does not move, so the client knows the write did not happen and may
+//! resend it). A pool that could shrink is refused when it is attached, in
+//! the host, so the mapping can never turn into `SIGBUS`.
+//!
+//! # Designs rejected
+//! - Extending [`StorageRequest::Write`] with an optional pool range: every
+//!   existing request would change its bytes, and the 32 KiB limit that
+//!   keeps socket frames small has no reason to bind a pool range.
+//! - Moving the bytes between the pool and the region inside this crate:
+//!   the core has no pool and no file, only [`Region`]; [`PoolIo`] lets the
+//!   host do the transfer with one `pread`/`pwrite` straight between its
+//!   file and the mapping (no copy through a buffer of ours).
+
+use crate::{
+    BLOCK_SIZE, Effect, HandleError, Outcome, Region, Storage, StorageError, StorageReply, StorageState, Superblock,
+    Trace, data_offset,
+};
+use reinc_proto::RequestId;
+use serde::{Deserialize, Serialize};
+
+/// Most blocks one bulk request may move (4 MiB).
+pub const MAX_BULK_BLOCKS: u32 = 8192;
+
+/// A request whose data is in the session's pool
+/// ([`StorageRequest::Bulk`](crate::StorageRequest::Bulk)).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkRequest {
+    /// Reads `blocks` blocks at `lba` into the pool at `pool_offset`;
+    /// answered [`StorageReply::Filled`].
+    ReadInto {
+        /// First block.
+        lba: u64,
+        /// Blocks, `1..=MAX_BULK_BLOCKS`.
+        blocks: u32,
+        /// Byte offset in the pool.
+        pool_offset: u64,
+    },
+    /// Writes `blocks` blocks at `lba` from the pool at `pool_offset`
+    /// (absolute); answered [`StorageReply::Written`].
+    WriteFrom {
+        /// First block.
+        lba: u64,
+        /// Blocks, `1..=MAX_BULK_BLOCKS`.
+        blocks: u32,
+        /// Byte offset in the pool.
+        pool_offset: u64,
+    },
+}
+
+/// Why a transfer between region and pool failed.
+#[derive(Debug)]
+pub enum PoolIoError<E> {
+    /// The region (the device) failed: a host failure, the request is replayed.
+    Region(E),
+    /// The pool's memory could not be read or written (`EFAULT`): the
+    /// client's fault, answered [`StorageError::PoolFault`].
+    Pool,
+}
+
+/// The host's half of a bulk request: the session's pool, and the transfer
+/// between it and the region.
+pub trait PoolIo<R: Region> {
+    /// The pool's size in bytes; `None` when the session attached none (or
+    /// the one it attached was refused).
+    fn pool_len(&self) -> Option<u64>;
+    /// Copies `len` region bytes at `region_off` into the pool at `pool_off`.
+    ///
+    /// # Errors
+    /// [`PoolIoError`].
+    fn fill_pool(
+        &mut self,
+        region: &mut R,
+        region_off: u64,
+        pool_off: u64,
+        len: u64,
+    ) -> Result<(), PoolIoError<R::Error>>;
+    /// Copies `len` pool bytes at `pool_off` into the region at `region_off`.
+    ///
+    /// # Errors
+    /// [`PoolIoError`].
+    fn drain_pool(
+        &mut self,
+        region: &mut R,
+        pool_off: u64,
+        region_off: u64,
+        len: u64,
+    ) -> Result<(), PoolIoError<R::Error>>;
+}
+
+impl<R: Region> Storage<R> {
+    /// Handles one bulk request against the committed `state`, moving data
+    /// through `pool`. Same determinism and replay rules as
+    /// [`handle`](Self::handle).
+    ///
+    /// # Errors
+    /// [`HandleError::Io`] when the region fails (never for the pool's
+    /// faults, which are refusals).
+    pub fn handle_bulk<P: PoolIo<R>>(
+        &mut self,
+        state: &StorageState,
+        id: RequestId,
+        req: &BulkRequest,
+        pool: &mut P,
+    ) -> Result<Outcome<'static>, HandleError<R::Error>> {
+        let out = self.decide_bulk(state, id, req, pool);
+        match &out {
+            Ok(o) => {
+                if let Some(t) = bulk_trace(req, o) {
+                    self.trace.record(t);
+                }
+            }
+            Err(HandleError::Io { off, .. }) => self.trace.record(Trace::IoFailed { off: *off }),
+            Err(HandleError::ReplyBuffer { .. }) => {}
+        }
+        out
+    }
+
+    fn decide_bulk<P: PoolIo<R>>(
+        &mut self,
+        state: &StorageState,
+        id: RequestId,
+        req: &BulkRequest,
+        pool: &mut P,
+    ) -> Result<Outcome<'static>, HandleError<R::Error>> {
+        let refuse = |e| Ok(Outcome { state: *state, reply: StorageReply::Error(e), effect: Effect::None });
+        let (BulkRequest::ReadInto { lba, blocks, pool_offset } | BulkRequest::WriteFrom { lba, blocks, pool_offset }) =
+            *req;
+        if let Err(e) = check_bulk(lba, blocks, self.sb.blocks) {
+            return refuse(e);
+        }
+        let len = u64::from(blocks) * BLOCK_SIZE as u64;
+        let Some(pool_len) = pool.pool_len() else { return refuse(StorageError::NoPool) };
+        if pool_offset.checked_add(len).is_none_or(|end| end > pool_len) {
+            return refuse(StorageError::PoolRange { pool_offset, len, pool: pool_len });
+        }
+        let off = data_offset(lba);
+        // check_bulk bounds blocks by MAX_BULK_BLOCKS, which fits u16.
+        let short = blocks as u16;
+        match *req {
+            // A block damaged on the device is refused, not copied out
+            // (storage_core::integrity).
+            BulkRequest::ReadInto { .. } if let Err(e) = self.check_range_stored(lba, u64::from(blocks))? => refuse(e),
+            BulkRequest::ReadInto { .. } => match pool.fill_pool(&mut self.region, off, pool_offset, len) {
+                Ok(()) => {
+                    Ok(Outcome { state: *state, reply: StorageReply::Filled { lba, blocks }, effect: Effect::None })
+                }
+                Err(PoolIoError::Pool) => refuse(StorageError::PoolFault),
+                Err(PoolIoError::Region(source)) => Err(HandleError::Io { off, source }),
+            },
+            BulkRequest::WriteFrom { .. } => {
+                let cursor = self.cursor(id, state);
+                let watermark = self.sb.watermark();
+                let effect = if watermark.is_replay(id, state.writes) {
+                    Effect::AlreadyApplied
+                } else {
+                    match pool.drain_pool(&mut self.region, pool_offset, off, len) {
+                        Ok(()) => {}
+                        Err(PoolIoError::Pool) => return refuse(StorageError::PoolFault),
+                        Err(PoolIoError::Region(source)) => return Err(HandleError::Io { off, source }),
+                    }
+                    // The pool's data came without checksums: tag it as written.
+                    self.retag(lba, u64::from(blocks))?;
+                    let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, state.writes));
+                    (next.last_cursor, next.append_cursor) = (cursor, cursor);
+                    self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
+                    self.sb = next;
+                    Effect::Applied
+                };
+                let state = StorageState { append_cursor: cursor, writes: state.writes + 1 };
+                Ok(Outcome { state, reply: StorageReply::Written { lba, blocks: short }, effect })
+            }
+        }
+    }
+}
+
+/// The trace entry of a bulk outcome.
+#[must_use]
+pub fn bulk_trace(req: &BulkRequest, out: &Outcome<'_>) -> Option<Trace> {
+    match (*req, out.reply, out.effect) {
+        (_, StorageReply::Error(e), _) => Some(Trace::Refused(e)),
+        (BulkRequest::ReadInto { lba, blocks, .. }, _, _) => Some(Trace::Read { lba, blocks: blocks as u16 }),
+        (BulkRequest::WriteFrom { .. }, StorageReply::Written { lba, blocks }, Effect::Applied) => {
+            Some(Trace::Applied { lba, blocks })
+        }
+        (BulkRequest::WriteFrom { .. }, StorageReply::Written { lba, blocks }, _) => {
+            Some(Trace::AlreadyApplied { lba, blocks })
+        }
+        _ => None,
+    }
+}
+
+fn check_bulk(lba: u64, blocks: u32, capacity: u64) -> Result<(), StorageError> {
+    if blocks == 0 {
+        return Err(StorageError::Empty);
+    }
+    if blocks > MAX_BULK_BLOCKS {
+        return Err(StorageError::BulkTooLarge { blocks });
+    }
+    match lba.checked_add(u64::from(blocks)) {
+        Some(end) if end <= capacity => Ok(()),
+        _ => Err(StorageError::OutOfRange { lba, blocks: blocks as u16, capacity }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::{RamRegion, StorageRequest, region_bytes};
+    use reinc_proto::ClientId;
+    use std::{vec, vec::Vec};
+
+    const BLOCKS: u64 = 16;
+
+    /// A pool in RAM; `fault` makes every transfer fail as `EFAULT` would.
+    struct RamPool {
+        bytes: Option<Vec<u8>>,
+        fault: bool,
+    }
+
+    impl<'a> PoolIo<RamRegion<'a>> for RamPool {
+        fn pool_len(&self) -> Option<u64> {
+            self.bytes.as_ref().map(|b| b.len() as u64)
+        }
+        fn fill_pool(
+            &mut self,
+            region: &mut RamRegion<'a>,
+            region_off: u64,
+            pool_off: u64,
+            len: u64,
+        ) -> Result<(), PoolIoError<reinc_region::OutOfBounds>> {
+            if self.fault {
+                return Err(PoolIoError::Pool);
+            }
+            let pool = self.bytes.as_mut().expect("pool present");
+            let at = pool_off as usize;
+            region.read_at(region_off, &mut pool[at..at + len as usize]).map_err(PoolIoError::Region)
+        }
+        fn drain_pool(
+            &mut self,
+            region: &mut RamRegion<'a>,
+            pool_off: u64,
+            region_off: u64,
+            len: u64,
+        ) -> Result<(), PoolIoError<reinc_region::OutOfBounds>> {
+            if self.fault {
+                return Err(PoolIoError::Pool);
+            }
+            let pool = self.bytes.as_ref().expect("pool present");
+            let at = pool_off as usize;
+            region.write_at(region_off, &pool[at..at + len as usize]).map_err(PoolIoError::Region)
+        }
+    }
+
+    fn id(seq: u64) -> RequestId {
+        RequestId { client: ClientId(9), seq }
+    }
+
+    fn pool(len: usize) -> RamPool {
+        RamPool { bytes: Some((0..len).map(|i| (i as u8).wrapping_mul(13).wrapping_add(5)).collect()), fault: false }
+    }
+
+    #[test]
+    fn bulk_write_then_bulk_read_moves_the_pool_bytes() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let mut p = pool(8 * BLOCK_SIZE);
+        let written: Vec<u8> = p.bytes.as_ref().unwrap()[BLOCK_SIZE..3 * BLOCK_SIZE].to_vec();
+        let w = BulkRequest::WriteFrom { lba: 4, blocks: 2, pool_offset: BLOCK_SIZE as u64 };
+        let out = dev.handle_bulk(&StorageState::default(), id(1), &w, &mut p).unwrap();
+        assert_eq!(out.reply, StorageReply::Written { lba: 4, blocks: 2 });
+        assert_eq!(out.effect, Effect::Applied);
+        assert_eq!(out.state.writes, 1);
+        let r = BulkRequest::ReadInto { lba: 4, blocks: 2, pool_offset: 5 * BLOCK_SIZE as u64 };
+        let out2 = dev.handle_bulk(&out.state, id(2), &r, &mut p).unwrap();
+        assert_eq!(out2.reply, StorageReply::Filled { lba: 4, blocks: 2 });
+        assert_eq!(out2.effect, Effect::None);
+        assert_eq!(&p.bytes.as_ref().unwrap()[5 * BLOCK_SIZE..7 * BLOCK_SIZE], &written[..]);
+        let _ = dev.into_region();
+        assert_eq!(&ram[5 * BLOCK_SIZE..7 * BLOCK_SIZE], &written[..], "lba 4 is region block 5");
+    }
+
+    /// Bulk data passes no client checksum, but the table stays right: a
+    /// checked read of bulk-written blocks verifies, and a block damaged on
+    /// the device is refused by a bulk read as by any other.
+    #[test]
+    fn bulk_writes_keep_the_checksum_table_and_bulk_reads_refuse_a_damaged_block() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let mut p = pool(8 * BLOCK_SIZE);
+        let w = BulkRequest::WriteFrom { lba: 2, blocks: 3, pool_offset: 0 };
+        let out = dev.handle_bulk(&StorageState::default(), id(1), &w, &mut p).unwrap();
+        let mut buf = vec![0u8; crate::MAX_REPLY_DATA];
+        let read = StorageRequest::ReadChecked { lba: 2, blocks: 3 };
+        match dev.handle(&out.state, id(2), &read, &mut buf).unwrap().reply {
+            StorageReply::DataChecked { data, tags } => assert_eq!(crate::integrity::verify(2, data, tags), Ok(())),
+            other => panic!("{other:?}"),
+        }
+        let _ = dev.into_region();
+        ram[(3 + 1) * BLOCK_SIZE + 9] ^= 0x20; // client block 3
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let r = BulkRequest::ReadInto { lba: 2, blocks: 3, pool_offset: 4 * BLOCK_SIZE as u64 };
+        let got = dev.handle_bulk(&out.state, id(3), &r, &mut p).unwrap();
+        assert!(matches!(got.reply, StorageReply::Error(StorageError::Corrupt { lba: 3, .. })), "{:?}", got.reply);
+    }
+
+    #[test]
+    fn replay_of_the_watermarked_bulk_write_is_not_applied_twice() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let mut p = pool(4 * BLOCK_SIZE);
+        let w = BulkRequest::WriteFrom { lba: 0, blocks: 4, pool_offset: 0 };
+        let state = StorageState::default();
+        let first = dev.handle_bulk(&state, id(1), &w, &mut p).unwrap();
+        // The instance died before its reply: the same request, from the
+        // same committed state, on a new instance over the same region.
+        let _ = dev.into_region();
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let again = dev.handle_bulk(&state, id(1), &w, &mut p).unwrap();
+        assert_eq!(again.effect, Effect::AlreadyApplied);
+        assert_eq!((again.state, again.reply), (first.state, first.reply));
+        assert_eq!(dev.superblock().applied_count, 1);
+    }
+
+    #[test]
+    fn bad_ranges_and_missing_pools_are_refused_and_write_nothing() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        let before = ram.clone();
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let state = StorageState::default();
+        let pool_len = 4 * BLOCK_SIZE as u64;
+        let cases = [
+            (
+                BulkRequest::WriteFrom { lba: 0, blocks: 2, pool_offset: 3 * BLOCK_SIZE as u64 },
+                StorageError::PoolRange {
+                    pool_offset: 3 * BLOCK_SIZE as u64,
+                    len: 2 * BLOCK_SIZE as u64,
+                    pool: pool_len,
+                },
+            ),
+            (
+                BulkRequest::ReadInto { lba: 0, blocks: 1, pool_offset: u64::MAX },
+                StorageError::PoolRange { pool_offset: u64::MAX, len: BLOCK_SIZE as u64, pool: pool_len },
+            ),
+            (BulkRequest::WriteFrom { lba: 0, blocks: 0, pool_offset: 0 }, StorageError::Empty),
+            (
+                BulkRequest::WriteFrom { lba: 0, blocks: MAX_BULK_BLOCKS + 1, pool_offset: 0 },
+                StorageError::BulkTooLarge { blocks: MAX_BULK_BLOCKS + 1 },
+            ),
+            (
+                BulkRequest::WriteFrom { lba: BLOCKS - 1, blocks: 2, pool_offset: 0 },
+                StorageError::OutOfRange { lba: BLOCKS - 1, blocks: 2, capacity: BLOCKS },
+            ),
+            (
+                BulkRequest::WriteFrom { lba: u64::MAX, blocks: 1, pool_offset: 0 },
+                StorageError::OutOfRange { lba: u64::MAX, blocks: 1, capacity: BLOCKS },
+            ),
+        ];
+        for (seq, (req, want)) in cases.into_iter().enumerate() {
+            let out = dev.handle_bulk(&state, id(seq as u64 + 1), &req, &mut pool(pool_len as usize)).unwrap();
+            assert_eq!(out.reply, StorageReply::Error(want), "{req:?}");
+            assert_eq!((out.state, out.effect), (state, Effect::None), "{req:?}");
+        }
+        let w = BulkRequest::WriteFrom { lba: 0, blocks: 1, pool_offset: 0 };
+        let no_pool = dev.handle_bulk(&state, id(50), &w, &mut RamPool { bytes: None, fault: false }).unwrap();
+        assert_eq!(no_pool.reply, StorageReply::Error(StorageError::NoPool));
+        let mut faulty = pool(pool_len as usize);
+        faulty.fault = true;
+        let fault = dev.handle_bulk(&state, id(51), &w, &mut faulty).unwrap();
+        assert_eq!(fault.reply, StorageReply::Error(StorageError::PoolFault));
+        assert_eq!(dev.superblock().applied_count, 0, "no refused request moved the watermark");
+        // Without a pool at all (the plain handler) a bulk request is refused too.
+        let mut buf = [0u8; 16];
+        let plain = dev.handle(&state, id(52), &StorageRequest::Bulk(w), &mut buf).unwrap();
+        assert_eq!(plain.reply, StorageReply::Error(StorageError::NoPool));
+        let _ = dev.into_region();
+        assert_eq!(ram[BLOCK_SIZE..], before[BLOCK_SIZE..], "no data block changed");
+    }
+
+    #[test]
+    fn bulk_requests_have_fixed_wire_bytes() {
+        let req = StorageRequest::Bulk(BulkRequest::WriteFrom { lba: 1, blocks: 2, pool_offset: 3 });
+        assert_eq!(postcard::to_allocvec(&req).unwrap(), [6, 1, 1, 2, 3]);
+        let reply = StorageReply::Filled { lba: 1, blocks: 2 };
+        assert_eq!(postcard::to_allocvec(&reply).unwrap(), [7, 1, 2]);
+    }
+}

@@ -1,0 +1,474 @@
+//! Shared-memory buffer pools: one sealed memfd, mapped by a client and by a
+//! driver, so that bulk data never crosses the supervisor's sockets.
+//! The only module besides [`crate::map`] with `unsafe`.
+//!
+//! # Why it lives here
+//! A pool is memory that another process may change at any time, exactly
+//! like device memory, and it needs the same care: no `&[u8]` is ever formed
+//! over it. It is reached only *by the kernel*: every transfer is one system
+//! call (`read`, `write`, `pread`, `pwrite`, `writev`) handed a raw pointer
+//! into the mapping, after the range was checked against the pool. A pool is
+//! therefore never touched by user-space loads or stores at all: a peer that
+//! changes bytes under a transfer gets torn data in its own buffer (its
+//! problem), never undefined behaviour here, and a page that cannot be had
+//! makes the system call fail with `EFAULT` instead of raising `SIGBUS`.
+//! [`SharedPool::copy_in`] and [`SharedPool::copy_out`] use `pwrite`/`pread`
+//! on the memfd itself, which needs no `unsafe` at all.
+//!
+//! # Seals: what a peer cannot do
+//! [`SharedPool::create`] seals the memfd against shrinking and growing and
+//! then seals the seals (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), so its
+//! size is fixed for good. [`SharedPool::adopt`], the receiving side, never
+//! trusts the descriptor: it must be a memfd (one that answers
+//! `F_GET_SEALS`), carry `F_SEAL_SHRINK` (a pool that could be truncated
+//! under a mapping would turn the mapping into `SIGBUS`, and replay would
+//! lose the bytes), be non-empty and at most the caller's limit, and be
+//! mappable for writing (a pool sealed `F_SEAL_WRITE` is refused at mmap).
+//!
+//! # Designs rejected
+//! - `&[u8]` over the mapping (memmap2's `MmapMut`): the peer writes
+//!   concurrently, which is a data race in Rust's model, and a truncated
+//!   file would make a plain load `SIGBUS`. Raw pointers into system calls
+//!   have neither problem.
+//! - No mapping at all, `sendfile`/`splice` between the memfd and the
+//!   socket or file: `copy_file_range` refuses a memfd → ext4 copy
+//!   (`EXDEV`), `sendfile` into a memfd uses the file position, which the
+//!   client and the driver share through `SCM_RIGHTS`, and a pipe for
+//!   `splice` costs two system calls per 64 KiB. One `pread` into the
+//!   mapping is one copy and one call.
+//! - A pool per request: a memfd, an `SCM_RIGHTS` message and an mmap per
+//!   request cost more than the copies they save.
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// Why a pool could not be created, adopted or used.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// A system call on the pool failed.
+    #[error("shared pool {what}: {op}: {source}")]
+    Sys {
+        /// The pool.
+        what: String,
+        /// The call.
+        op: &'static str,
+        /// The error.
+        source: Errno,
+    },
+    /// The descriptor is not a sealable memfd.
+    #[error("shared pool {what}: not a sealable memfd (F_GET_SEALS: {source})")]
+    NotMemfd {
+        /// The pool.
+        what: String,
+        /// What `F_GET_SEALS` said.
+        source: Errno,
+    },
+    /// The memfd may be shrunk, which would turn the mapping into SIGBUS.
+    #[error("shared pool {what}: not sealed against shrinking (F_SEAL_SHRINK missing; seals {seals:#x})")]
+    NotSealed {
+        /// The pool.
+        what: String,
+        /// The seals it has.
+        seals: i32,
+    },
+    /// Empty, or larger than the receiver accepts.
+    #[error("shared pool {what}: size {size} is not within 1..={max}")]
+    Size {
+        /// The pool.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The receiver's limit.
+        max: u64,
+    },
+    /// The mapping failed (e.g. the memfd is sealed against writing).
+    #[error("shared pool {what}: mmap: {source}")]
+    Map {
+        /// The pool.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A range runs outside the pool.
+    #[error("shared pool {what}: {len} bytes at offset {offset} run past its {size} bytes")]
+    OutOfPool {
+        /// The pool.
+        what: String,
+        /// Start of the range.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The pool's size.
+        size: u64,
+    },
+}
+
+/// A sealed memfd and its shared mapping. See the module docs.
+///
+/// `Send` and `Sync`: nothing here touches the memory from user space, so
+/// two threads moving data in and out of disjoint (or even overlapping)
+/// ranges only ever race inside the kernel, which copies bytes, not values.
+#[derive(Debug)]
+pub struct SharedPool {
+    raw: MmapRaw,
+    fd: OwnedFd,
+    what: String,
+}
+
+fn sys<'a>(what: &'a str, op: &'static str) -> impl FnOnce(Errno) -> PoolError + 'a {
+    move |source| PoolError::Sys { what: what.into(), op, source }
+}
+
+fn io_result(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+impl SharedPool {
+    /// Creates a pool of `len` bytes: a memfd named `name` (it shows in
+    /// `/proc/PID/fd`), sized, sealed (`SHRINK | GROW | SEAL`) and mapped.
+    ///
+    /// # Errors
+    /// [`PoolError`] naming the pool and the failing step.
+    pub fn create(name: &str, len: usize) -> Result<Self, PoolError> {
+        let what = format!("memfd:{name}");
+        if len == 0 {
+            return Err(PoolError::Size { what, size: 0, max: u64::MAX });
+        }
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+            .map_err(sys(&what, "memfd_create"))?;
+        let size = nix::libc::off_t::try_from(len).map_err(|_| PoolError::Size {
+            what: what.clone(),
+            size: len as u64,
+            max: i64::MAX as u64,
+        })?;
+        nix::unistd::ftruncate(&fd, size).map_err(sys(&what, "ftruncate"))?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(sys(&what, "F_ADD_SEALS"))?;
+        Self::map(fd, what, len)
+    }
+
+    /// Adopts a pool received from a peer, after checking everything the
+    /// module docs list; `max_len` bounds what the caller is willing to map.
+    ///
+    /// # Errors
+    /// [`PoolError::NotMemfd`], [`PoolError::NotSealed`], [`PoolError::Size`],
+    /// [`PoolError::Map`].
+    pub fn adopt(fd: OwnedFd, what: impl Into<String>, max_len: usize) -> Result<Self, PoolError> {
+        let what = what.into();
+        let seals =
+            fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|source| PoolError::NotMemfd { what: what.clone(), source })?;
+        if seals & nix::libc::F_SEAL_SHRINK == 0 {
+            return Err(PoolError::NotSealed { what, seals });
+        }
+        let st = nix::sys::stat::fstat(&fd).map_err(sys(&what, "fstat"))?;
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        let max = max_len as u64;
+        if size == 0 || size > max {
+            return Err(PoolError::Size { what, size, max });
+        }
+        // size <= max_len, a usize.
+        Self::map(fd, what, size as usize)
+    }
+
+    fn map(fd: OwnedFd, what: String, len: usize) -> Result<Self, PoolError> {
+        let raw = MmapOptions::new()
+            .len(len)
+            .map_raw(fd.as_raw_fd())
+            .map_err(|source| PoolError::Map { what: what.clone(), source })?;
+        Ok(Self { raw, fd, what })
+    }
+
+    /// The memfd (to pass it on with `SCM_RIGHTS`).
+    #[must_use]
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Size in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Never: an empty pool is refused.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.raw.len() == 0
+    }
+
+    /// What the pool is, for messages.
+    #[must_use]
+    pub fn describe(&self) -> &str {
+        &self.what
+    }
+
+    /// Checks that `len` bytes at `offset` lie inside the pool.
+    ///
+    /// # Errors
+    /// [`PoolError::OutOfPool`].
+    pub fn check(&self, offset: u64, len: u64) -> Result<Range<usize>, PoolError> {
+        let size = self.len() as u64;
+        match offset.checked_add(len) {
+            // end <= size <= usize::MAX
+            Some(end) if end <= size => Ok(offset as usize..end as usize),
+            _ => Err(PoolError::OutOfPool { what: self.what.clone(), offset, len, size }),
+        }
+    }
+
+    fn range(&self, offset: u64, len: usize) -> io::Result<*mut u8> {
+        let r = self.check(offset, len as u64).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(self.raw.as_mut_ptr().wrapping_add(r.start))
+    }
+
+    /// Copies `data` into the pool at `offset` (a `pwrite` on the memfd).
+    ///
+    /// # Errors
+    /// [`PoolError::OutOfPool`], or the system call's error.
+    pub fn copy_in(&self, offset: u64, data: &[u8]) -> Result<(), PoolError> {
+        self.check(offset, data.len() as u64)?;
+        let mut done = 0;
+        while done < data.len() {
+            let at = off_t(offset + done as u64).map_err(|_| self.range_err(offset, data.len()))?;
+            match nix::sys::uio::pwrite(&self.fd, &data[done..], at) {
+                Ok(0) => return Err(PoolError::Sys { what: self.what.clone(), op: "pwrite", source: Errno::EIO }),
+                Ok(n) => done += n,
+                Err(Errno::EINTR) => {}
+                Err(source) => return Err(PoolError::Sys { what: self.what.clone(), op: "pwrite", source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies pool bytes at `offset` into `buf` (a `pread` on the memfd).
+    ///
+    /// # Errors
+    /// [`PoolError::OutOfPool`], or the system call's error.
+    pub fn copy_out(&self, offset: u64, buf: &mut [u8]) -> Result<(), PoolError> {
+        self.check(offset, buf.len() as u64)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let at = off_t(offset + done as u64).map_err(|_| self.range_err(offset, buf.len()))?;
+            match nix::sys::uio::pread(&self.fd, &mut buf[done..], at) {
+                Ok(0) => return Err(PoolError::Sys { what: self.what.clone(), op: "pread", source: Errno::EIO }),
+                Ok(n) => done += n,
+                Err(Errno::EINTR) => {}
+                Err(source) => return Err(PoolError::Sys { what: self.what.clone(), op: "pread", source }),
+            }
+        }
+        Ok(())
+    }
+
+    fn range_err(&self, offset: u64, len: usize) -> PoolError {
+        PoolError::OutOfPool { what: self.what.clone(), offset, len: len as u64, size: self.len() as u64 }
+    }
+
+    /// One `read` (or `pread` at `at`) from `src` into `len` pool bytes at
+    /// `offset`; returns how many bytes arrived (0: end of file).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a range outside the pool; the system call's error
+    /// (`EFAULT` if the pool's pages cannot be had).
+    pub fn read_from(&self, src: BorrowedFd<'_>, at: Option<u64>, offset: u64, len: usize) -> io::Result<usize> {
+        let ptr = self.range(offset, len)?.cast::<nix::libc::c_void>();
+        let n = match at {
+            // SAFETY: `ptr..ptr+len` lies inside the live mapping `self.raw`
+            // (checked by `range`), which outlives the call; the kernel
+            // writes through it and reports a bad page as EFAULT. No Rust
+            // reference to the memory exists.
+            None => unsafe { nix::libc::read(src.as_raw_fd(), ptr, len) },
+            Some(at) => {
+                let at = off_t(at)?;
+                // SAFETY: as above.
+                unsafe { nix::libc::pread(src.as_raw_fd(), ptr, len, at) }
+            }
+        };
+        io_result(n)
+    }
+
+    /// One `write` (or `pwrite` at `at`) of `len` pool bytes at `offset` to
+    /// `dst`; returns how many were taken.
+    ///
+    /// # Errors
+    /// As [`read_from`](Self::read_from).
+    pub fn write_to(&self, dst: BorrowedFd<'_>, at: Option<u64>, offset: u64, len: usize) -> io::Result<usize> {
+        let ptr = self.range(offset, len)?.cast::<nix::libc::c_void>().cast_const();
+        let n = match at {
+            // SAFETY: `ptr..ptr+len` lies inside the live mapping (checked by
+            // `range`); the kernel only reads through it. No Rust reference
+            // to the memory exists.
+            None => unsafe { nix::libc::write(dst.as_raw_fd(), ptr, len) },
+            Some(at) => {
+                let at = off_t(at)?;
+                // SAFETY: as above.
+                unsafe { nix::libc::pwrite(dst.as_raw_fd(), ptr, len, at) }
+            }
+        };
+        io_result(n)
+    }
+
+    /// One `writev` of `head` followed by `len` pool bytes at `offset` (a
+    /// reply header and its data in one call); returns the bytes taken.
+    ///
+    /// # Errors
+    /// As [`read_from`](Self::read_from).
+    pub fn write_with_head(&self, dst: BorrowedFd<'_>, head: &[u8], offset: u64, len: usize) -> io::Result<usize> {
+        let ptr = self.range(offset, len)?.cast::<nix::libc::c_void>();
+        let iov = [
+            nix::libc::iovec { iov_base: head.as_ptr().cast_mut().cast(), iov_len: head.len() },
+            nix::libc::iovec { iov_base: ptr, iov_len: len },
+        ];
+        // SAFETY: the first iovec is `head`, borrowed for the call; the second
+        // lies inside the live mapping (checked by `range`). writev only reads
+        // through both. No Rust reference to the pool memory exists.
+        let n = unsafe { nix::libc::writev(dst.as_raw_fd(), iov.as_ptr(), 2) };
+        io_result(n)
+    }
+
+    /// Fills `len` pool bytes at `offset` from `src`, looping over short
+    /// reads and `EINTR` (`at`: file offset for `pread`, `None` for a stream).
+    ///
+    /// # Errors
+    /// `UnexpectedEof` if `src` ends first; otherwise as [`read_from`](Self::read_from).
+    pub fn fill_from(&self, src: BorrowedFd<'_>, at: Option<u64>, offset: u64, len: usize) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            match self.read_from(src, at.map(|a| a + done as u64), offset + done as u64, len - done) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all `len` pool bytes at `offset` to `dst`, looping over short
+    /// writes and `EINTR`.
+    ///
+    /// # Errors
+    /// `WriteZero` if `dst` takes nothing; otherwise as [`read_from`](Self::read_from).
+    pub fn drain_to(&self, dst: BorrowedFd<'_>, at: Option<u64>, offset: u64, len: usize) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            match self.write_to(dst, at.map(|a| a + done as u64), offset + done as u64, len - done) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `head`, then `len` pool bytes at `offset`, all of it, to the
+    /// stream `dst` (the first call is one `writev`).
+    ///
+    /// # Errors
+    /// As [`drain_to`](Self::drain_to).
+    pub fn send_with_head(&self, dst: BorrowedFd<'_>, head: &[u8], offset: u64, len: usize) -> io::Result<()> {
+        let mut sent = loop {
+            match self.write_with_head(dst, head, offset, len) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        while sent < head.len() {
+            let n = nix::unistd::write(dst, &head[sent..]).map_err(io::Error::from)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            sent += n;
+        }
+        let done = sent - head.len();
+        self.drain_to(dst, None, offset + done as u64, len - done)
+    }
+}
+
+fn off_t(at: u64) -> io::Result<nix::libc::off_t> {
+    nix::libc::off_t::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn created_pool_is_sealed_and_moves_bytes_both_ways() {
+        let pool = SharedPool::create("t", 8192).unwrap();
+        let seals = fcntl(pool.fd(), FcntlArg::F_GET_SEALS).unwrap();
+        assert_ne!(seals & nix::libc::F_SEAL_SHRINK, 0);
+        assert_ne!(seals & nix::libc::F_SEAL_SEAL, 0);
+        // Sealed: the size cannot change.
+        assert_eq!(nix::unistd::ftruncate(pool.fd(), 100), Err(Errno::EPERM));
+        pool.copy_in(4096, b"hello").unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        pool.drain_to(b.as_fd(), None, 4096, 5).unwrap();
+        let mut got = [0u8; 5];
+        a.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        a.write_all(b"world").unwrap();
+        pool.fill_from(b.as_fd(), None, 10, 5).unwrap();
+        let mut back = [0u8; 5];
+        pool.copy_out(10, &mut back).unwrap();
+        assert_eq!(&back, b"world");
+    }
+
+    #[test]
+    fn ranges_outside_the_pool_are_errors_not_faults() {
+        let pool = SharedPool::create("t", 4096).unwrap();
+        assert!(matches!(pool.check(4096, 1), Err(PoolError::OutOfPool { .. })));
+        assert!(matches!(pool.check(u64::MAX, 2), Err(PoolError::OutOfPool { .. })));
+        assert!(pool.check(0, 4096).is_ok());
+        assert!(pool.copy_in(4090, &[0; 7]).is_err());
+        let (_a, b) = UnixStream::pair().unwrap();
+        let e = pool.write_to(b.as_fd(), None, 4000, 200).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn adopt_refuses_what_is_not_a_shrink_sealed_memfd() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(4096).unwrap();
+        let e = SharedPool::adopt(OwnedFd::from(file), "tmp", 1 << 20).unwrap_err();
+        assert!(matches!(e, PoolError::NotMemfd { .. }), "{e}");
+
+        let unsealed = memfd_create("u", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).unwrap();
+        nix::unistd::ftruncate(&unsealed, 4096).unwrap();
+        let e = SharedPool::adopt(unsealed, "unsealed", 1 << 20).unwrap_err();
+        assert!(matches!(e, PoolError::NotSealed { .. }), "{e}");
+
+        let pool = SharedPool::create("big", 8192).unwrap();
+        let e = SharedPool::adopt(pool.fd.try_clone().unwrap(), "big", 4096).unwrap_err();
+        assert!(matches!(e, PoolError::Size { size: 8192, max: 4096, .. }), "{e}");
+
+        let ok = SharedPool::adopt(pool.fd.try_clone().unwrap(), "peer", 8192).unwrap();
+        pool.copy_in(0, b"shared").unwrap();
+        let mut got = [0u8; 6];
+        ok.copy_out(0, &mut got).unwrap();
+        assert_eq!(&got, b"shared");
+    }
+
+    #[test]
+    fn pool_to_file_and_back_with_positional_io() {
+        let pool = SharedPool::create("t", 4096).unwrap();
+        pool.copy_in(0, &[7u8; 512]).unwrap();
+        let file = tempfile::tempfile().unwrap();
+        pool.drain_to(file.as_fd(), Some(1024), 0, 512).unwrap();
+        pool.fill_from(file.as_fd(), Some(1024), 2048, 512).unwrap();
+        let mut back = [0u8; 512];
+        pool.copy_out(2048, &mut back).unwrap();
+        assert_eq!(back, [7u8; 512]);
+        // Past the end of the file: end of file, not garbage.
+        let e = pool.fill_from(file.as_fd(), Some(1 << 20), 0, 512).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
