@@ -556,6 +556,8 @@ pub fn reply(body: &[u8]) -> Reply {
         StorageReply::Nop => Reply::Nop,
         StorageReply::Geometry { blocks, .. } => Reply::Geometry(blocks),
         StorageReply::Data(d) => Reply::Data(d.to_vec()),
+        // The tags are the blocksum helper's to check (reinc_client::blocksum).
+        StorageReply::DataChecked { data, .. } => Reply::Data(data.to_vec()),
         StorageReply::Written { lba, blocks } => Reply::Written(lba, blocks),
         StorageReply::Appended { lba, blocks } => Reply::Appended(lba, blocks),
         StorageReply::Flushed => Reply::Flushed,

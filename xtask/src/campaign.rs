@@ -1,4 +1,4 @@
-//! `cargo xtask campaign [--faults N] [--seed S] [--out DIR]`: the
+//! `cargo xtask campaign [--faults N] [--seed S] [--lanes L] [--out DIR]`: the
 //! fault-injection campaign under live load, and its reliability report.
 //!
 //! Builds the supervisor, `drvctl`, `storage_driver`, `net_driver`, the
@@ -25,14 +25,14 @@ pub const SMOKE_FAULTS: usize = 2000;
 /// Its seed (fixed, so CI runs the same schedule every time).
 pub const SMOKE_SEED: u64 = 20_090_629;
 
-/// Flags: `--faults N`, `--seed S`, `--out DIR`.
+/// Flags: `--faults N`, `--seed S`, `--lanes L`, `--out DIR`.
 pub fn run(args: &[String]) -> Result {
     let mut pass = Vec::new();
     let mut out = crate::bench::target_dir().join("campaign");
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--faults" | "--seed" => {
+            "--faults" | "--seed" | "--lanes" => {
                 let v = it.next().ok_or_else(|| util::Error::Usage(format!("{a} needs a value")))?;
                 pass.extend([a.clone(), v.clone()]);
             }
@@ -41,7 +41,7 @@ pub fn run(args: &[String]) -> Result {
             }
             other => {
                 return Err(util::Error::Usage(format!(
-                    "`cargo xtask campaign` takes --faults N, --seed S, --out DIR; got `{other}`"
+                    "`cargo xtask campaign` takes --faults N, --seed S, --lanes L, --out DIR; got `{other}`"
                 )));
             }
         }

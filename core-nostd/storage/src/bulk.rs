@@ -166,6 +166,9 @@ impl<R: Region> Storage<R> {
         // check_bulk bounds blocks by MAX_BULK_BLOCKS, which fits u16.
         let short = blocks as u16;
         match *req {
+            // A block damaged on the device is refused, not copied out
+            // (storage_core::integrity).
+            BulkRequest::ReadInto { .. } if let Err(e) = self.check_range_stored(lba, u64::from(blocks))? => refuse(e),
             BulkRequest::ReadInto { .. } => match pool.fill_pool(&mut self.region, off, pool_offset, len) {
                 Ok(()) => {
                     Ok(Outcome { state: *state, reply: StorageReply::Filled { lba, blocks }, effect: Effect::None })
@@ -184,6 +187,8 @@ impl<R: Region> Storage<R> {
                         Err(PoolIoError::Pool) => return refuse(StorageError::PoolFault),
                         Err(PoolIoError::Region(source)) => return Err(HandleError::Io { off, source }),
                     }
+                    // The pool's data came without checksums: tag it as written.
+                    self.retag(lba, u64::from(blocks))?;
                     let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, state.writes));
                     (next.last_cursor, next.append_cursor) = (cursor, cursor);
                     self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
@@ -303,6 +308,30 @@ mod tests {
         assert_eq!(&p.bytes.as_ref().unwrap()[5 * BLOCK_SIZE..7 * BLOCK_SIZE], &written[..]);
         let _ = dev.into_region();
         assert_eq!(&ram[5 * BLOCK_SIZE..7 * BLOCK_SIZE], &written[..], "lba 4 is region block 5");
+    }
+
+    /// Bulk data passes no client checksum, but the table stays right: a
+    /// checked read of bulk-written blocks verifies, and a block damaged on
+    /// the device is refused by a bulk read as by any other.
+    #[test]
+    fn bulk_writes_keep_the_checksum_table_and_bulk_reads_refuse_a_damaged_block() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let mut p = pool(8 * BLOCK_SIZE);
+        let w = BulkRequest::WriteFrom { lba: 2, blocks: 3, pool_offset: 0 };
+        let out = dev.handle_bulk(&StorageState::default(), id(1), &w, &mut p).unwrap();
+        let mut buf = vec![0u8; crate::MAX_REPLY_DATA];
+        let read = StorageRequest::ReadChecked { lba: 2, blocks: 3 };
+        match dev.handle(&out.state, id(2), &read, &mut buf).unwrap().reply {
+            StorageReply::DataChecked { data, tags } => assert_eq!(crate::integrity::verify(2, data, tags), Ok(())),
+            other => panic!("{other:?}"),
+        }
+        let _ = dev.into_region();
+        ram[(3 + 1) * BLOCK_SIZE + 9] ^= 0x20; // client block 3
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let r = BulkRequest::ReadInto { lba: 2, blocks: 3, pool_offset: 4 * BLOCK_SIZE as u64 };
+        let got = dev.handle_bulk(&out.state, id(3), &r, &mut p).unwrap();
+        assert!(matches!(got.reply, StorageReply::Error(StorageError::Corrupt { lba: 3, .. })), "{:?}", got.reply);
     }
 
     #[test]

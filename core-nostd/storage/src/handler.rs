@@ -3,6 +3,7 @@
 //! (the crate documentation says how a replay is recognised).
 
 use crate::bulk::{BulkRequest, MAX_BULK_BLOCKS};
+use crate::integrity::{self, TAG_BYTES};
 use crate::regs::{BLOCK_SIZE, Superblock, SuperblockError, data_offset, region_bytes};
 use crate::trace::{TRACE_SLOTS, Trace};
 use reinc_region::{Effect, Region};
@@ -16,8 +17,8 @@ use serde::{Deserialize, Serialize};
 /// Most blocks one request may read or write (32 KiB).
 pub const MAX_BLOCKS_PER_REQUEST: u16 = 64;
 
-/// Reply buffer size that fits any reply's payload.
-pub const MAX_REPLY_DATA: usize = MAX_BLOCKS_PER_REQUEST as usize * BLOCK_SIZE;
+/// Reply buffer size that fits any reply's payload (data and its tags).
+pub const MAX_REPLY_DATA: usize = MAX_BLOCKS_PER_REQUEST as usize * (BLOCK_SIZE + TAG_BYTES);
 
 /// A client request (postcard-encoded in `ToDriver::Request::body`).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,28 @@ pub enum StorageRequest<'a> {
     /// [`Storage::handle`] has no pool and refuses it with
     /// [`StorageError::NoPool`].
     Bulk(BulkRequest),
+    /// [`StorageRequest::Write`] with the client's [`block_tag`] of every
+    /// block ([`TAG_BYTES`] each, little-endian): the driver refuses data
+    /// that does not match them ([`StorageError::Corrupt`], nothing written)
+    /// and stores these tags with the data ([`integrity`]).
+    WriteChecked {
+        /// First block.
+        lba: u64,
+        /// As for `Write`.
+        #[serde(borrow)]
+        data: &'a [u8],
+        /// One tag per block of `data`.
+        #[serde(borrow)]
+        tags: &'a [u8],
+    },
+    /// [`StorageRequest::Read`] answered with [`StorageReply::DataChecked`]:
+    /// the data and its stored tags, for the client to verify.
+    ReadChecked {
+        /// First block.
+        lba: u64,
+        /// Number of blocks, `1..=MAX_BLOCKS_PER_REQUEST`.
+        blocks: u16,
+    },
 }
 
 /// The reply to a [`StorageRequest`] (postcard-encoded reply body).
@@ -101,6 +124,15 @@ pub enum StorageReply<'a> {
         lba: u64,
         /// Blocks read.
         blocks: u32,
+    },
+    /// Answer to `ReadChecked`: the blocks and the tags stored with them.
+    DataChecked {
+        /// The blocks read.
+        #[serde(borrow)]
+        data: &'a [u8],
+        /// One stored tag per block ([`TAG_BYTES`] each, little-endian).
+        #[serde(borrow)]
+        tags: &'a [u8],
     },
 }
 
@@ -168,6 +200,26 @@ pub enum StorageError {
     /// The pool's memory could not be read or written (`EFAULT`).
     #[error("the session's shared pool could not be accessed")]
     PoolFault,
+    /// A block does not match its checksum: the data of a `WriteChecked`
+    /// was damaged on its way (nothing was written), or a stored block was
+    /// damaged on the device (nothing is returned).
+    #[error("block {lba} does not match its checksum (stored {stored:#010x}, computed {computed:#010x})")]
+    Corrupt {
+        /// The block.
+        lba: u64,
+        /// The tag that came with it, or was stored with it.
+        stored: u32,
+        /// The tag of the data as it is.
+        computed: u32,
+    },
+    /// A `WriteChecked` whose tags do not cover its blocks one each.
+    #[error("{len} bytes of checksums for {blocks} blocks ({TAG_BYTES} bytes each expected)")]
+    Tags {
+        /// Bytes of tags sent.
+        len: u32,
+        /// Blocks of data.
+        blocks: u16,
+    },
 }
 
 /// The driver's committed state: the supervisor's checkpoint.
@@ -289,10 +341,15 @@ impl<R: Region> Storage<R> {
                 return Err(SuperblockError::Geometry { found: sb.blocks, expected: blocks }.into());
             }
             Some(sb) => {
+                if integrity::format_version(&block0) < integrity::INTEGRITY_VERSION {
+                    integrity::build_table(&mut region, blocks, false).map_err(OpenError::Io)?;
+                    region.write_at(0, &sb.encode()).map_err(OpenError::Io)?;
+                }
                 trace.record(Trace::Opened { applied_count: sb.applied_count });
                 sb
             }
             None => {
+                integrity::build_table(&mut region, blocks, true).map_err(OpenError::Io)?;
                 let sb = Superblock::new(blocks, reinc_region::header::Watermark::default());
                 region.write_at(0, &sb.encode()).map_err(OpenError::Io)?;
                 trace.record(Trace::Formatted { blocks });
@@ -405,7 +462,23 @@ impl<R: Region> Storage<R> {
                 let buf = reply_buf.get_mut(..need).ok_or(HandleError::ReplyBuffer { need, have })?;
                 let off = data_offset(lba);
                 self.region.read_at(off, buf).map_err(|source| HandleError::Io { off, source })?;
+                if let Err(e) = self.check_stored(lba, buf)? {
+                    return refuse(e);
+                }
                 Ok(Outcome { state: *state, reply: StorageReply::Data(buf), effect: Effect::None })
+            }
+            StorageRequest::ReadChecked { lba, blocks } => {
+                if let Err(e) = check_blocks(u32::from(blocks)).and_then(|()| check_range(lba, blocks, capacity)) {
+                    return refuse(e);
+                }
+                match self.read_checked(lba, blocks, reply_buf)? {
+                    Ok((data, tags)) => Ok(Outcome {
+                        state: *state,
+                        reply: StorageReply::DataChecked { data, tags },
+                        effect: Effect::None,
+                    }),
+                    Err(e) => refuse(e),
+                }
             }
             StorageRequest::Write { lba, data } => {
                 let blocks = match check_data(data).and_then(|b| check_range(lba, b, capacity).map(|()| b)) {
@@ -413,7 +486,20 @@ impl<R: Region> Storage<R> {
                     Err(e) => return refuse(e),
                 };
                 let cursor = self.cursor(id, state);
-                let effect = self.apply(id, state.writes, lba, data, (cursor, cursor))?;
+                let effect = self.apply(id, state.writes, lba, data, None, (cursor, cursor))?;
+                let state = StorageState { append_cursor: cursor, writes: state.writes + 1 };
+                Ok(Outcome { state, reply: StorageReply::Written { lba, blocks }, effect })
+            }
+            StorageRequest::WriteChecked { lba, data, tags } => {
+                let checked = check_data(data)
+                    .and_then(|b| check_range(lba, b, capacity).map(|()| b))
+                    .and_then(|b| integrity::check_request(lba, b, data, tags).map(|()| b));
+                let blocks = match checked {
+                    Ok(b) => b,
+                    Err(e) => return refuse(e),
+                };
+                let cursor = self.cursor(id, state);
+                let effect = self.apply(id, state.writes, lba, data, Some(tags), (cursor, cursor))?;
                 let state = StorageState { append_cursor: cursor, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Written { lba, blocks }, effect })
             }
@@ -427,7 +513,7 @@ impl<R: Region> Storage<R> {
                     return refuse(StorageError::NoSpace { cursor: lba, blocks, capacity });
                 }
                 let next = lba + u64::from(blocks);
-                let effect = self.apply(id, state.writes, lba, data, (lba, next))?;
+                let effect = self.apply(id, state.writes, lba, data, None, (lba, next))?;
                 let state = StorageState { append_cursor: next, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
@@ -449,15 +535,18 @@ impl<R: Region> Storage<R> {
         }
     }
 
-    /// Writes `data` at `lba` then advances the watermark and records the
-    /// append cursors `(at, after)`, unless `id` is the watermark already,
-    /// applied on the same committed state (`base` writes).
+    /// Writes `data` at `lba`, then its tags (the client's `tags`, already
+    /// verified, or computed here for an unchecked request), then advances
+    /// the watermark and records the append cursors `(at, after)`, unless
+    /// `id` is the watermark already, applied on the same committed state
+    /// (`base` writes).
     fn apply(
         &mut self,
         id: RequestId,
         base: u64,
         lba: u64,
         data: &[u8],
+        tags: Option<&[u8]>,
         (at, after): (u64, u64),
     ) -> Result<Effect, HandleError<R::Error>> {
         let watermark = self.sb.watermark();
@@ -466,6 +555,7 @@ impl<R: Region> Storage<R> {
         }
         let off = data_offset(lba);
         self.region.write_at(off, data).map_err(|source| HandleError::Io { off, source })?;
+        self.store_tags(lba, data, tags)?;
         let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, base));
         (next.last_cursor, next.append_cursor) = (at, after);
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;

@@ -71,10 +71,12 @@
 
 mod bulk;
 mod handler;
+pub mod integrity;
 mod regs;
 mod trace;
 
 pub use bulk::{BulkRequest, MAX_BULK_BLOCKS, PoolIo, PoolIoError, bulk_trace};
+pub use integrity::{Mismatch, TAG_BYTES, block_tag};
 pub use handler::{
     HandleError, MAX_BLOCKS_PER_REQUEST, MAX_REPLY_DATA, OpenError, Outcome, StateError, Storage, StorageError,
     StorageReply, StorageRequest, StorageState, decode_request,

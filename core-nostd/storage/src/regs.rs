@@ -8,7 +8,7 @@
 //! Fixed little-endian layout (not postcard), so a test or a hex dump can read
 //! it without this crate's types:
 //! ```text
-//! 0..8    magic "REINCBLK"      8..12  format version u32 (2)
+//! 0..8    magic "REINCBLK"      8..12  format version u32 (3)
 //! 12..16  block size u32        16..24 data blocks u64
 //! 24..32  applied_count u64     32     last_applied present (0/1)
 //! 33..41  last client u64       41..49 last seq u64
@@ -23,15 +23,17 @@
 //! supervisor that kept no checkpoint does not append over old data.
 
 use reinc_proto::RequestId;
+use crate::integrity;
 use reinc_region::header::{Format, SEALED_BYTES, Unsealed, Watermark, le_u32, le_u64};
 
 /// Bytes per block.
 pub const BLOCK_SIZE: usize = 512;
 
-/// Bytes a region of `blocks` data blocks needs (superblock included).
+/// Bytes a region of `blocks` data blocks needs (superblock and tag table
+/// included, see [`integrity`]).
 #[must_use]
 pub const fn region_bytes(blocks: u64) -> u64 {
-    (blocks + 1) * BLOCK_SIZE as u64
+    (blocks + 1 + integrity::table_blocks(blocks)) * BLOCK_SIZE as u64
 }
 
 pub(crate) fn data_offset(lba: u64) -> u64 {
@@ -41,9 +43,12 @@ pub(crate) fn data_offset(lba: u64) -> u64 {
 /// The superblock's magic number.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"REINCBLK";
 /// Block count (`u64`) at 16, then the watermark: see the layout above.
-/// Version 2: the watermark's client id is 64 bits (protocol version 2);
-/// a version-1 region is refused with [`SuperblockError::Format`].
-const FORMAT: Format = Format { magic: SUPERBLOCK_MAGIC, version: 2, unit: BLOCK_SIZE as u32 };
+/// Version 2: the watermark's client id is 64 bits (protocol version 2).
+/// Version 3: the same block, and the region has a tag table
+/// (`crate::integrity`); a version 1 or 2 block still decodes, and
+/// `Storage::open` builds the table before it writes the block as version 3.
+const FORMAT: Format =
+    Format { magic: SUPERBLOCK_MAGIC, version: crate::integrity::INTEGRITY_VERSION, unit: BLOCK_SIZE as u32 };
 
 /// The decoded superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +145,10 @@ impl Superblock {
                 (FORMAT.at_version(1).decode_v1(b)?, (0, 0))
             }
             other => {
-                let fields = other?;
+                let fields = match other {
+                    Err(Unsealed::Format { version: 2, unit }) if unit == FORMAT.unit => FORMAT.at_version(2).decode(b),
+                    other => other,
+                }?;
                 if fields.is_some() {
                     let stored = le_u32(b, EXT_CRC_OFF);
                     let computed = crc32fast::hash(&b[..EXT_CRC_OFF]);

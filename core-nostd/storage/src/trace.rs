@@ -105,6 +105,8 @@ impl Trace {
                     StorageError::NoPool => (8, 0),
                     StorageError::PoolRange { pool_offset, .. } => (9, pool_offset),
                     StorageError::PoolFault => (10, 0),
+                    StorageError::Corrupt { lba, .. } => (11, lba),
+                    StorageError::Tags { len, .. } => (12, u64::from(len)),
                 };
                 (code::REFUSED, n, detail)
             }

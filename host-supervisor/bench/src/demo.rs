@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageReply, StorageRequest, Superblock};
+use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageReply, Superblock};
 
 /// Requests kept in flight.
 const WINDOW: usize = 16;
@@ -370,7 +370,7 @@ fn write_phase(client: &mut Client, args: &DemoArgs, res: &mut DemoResult) -> Re
                 pattern(lba + k as u64, b);
             }
             crc.update(data);
-            let body = postcard::to_allocvec(&StorageRequest::Write { lba, data }).expect("write encodes");
+            let body = reinc_client::blocksum::write_body(lba, data);
             let seq = client.submit(STORAGE, &body).map_err(cerr)?;
             inflight.insert(seq, (lba, n));
             res.write_requests += 1;
@@ -435,7 +435,7 @@ fn read_phase(client: &mut Client, args: &DemoArgs, res: &mut DemoResult) -> Res
         while next < requests && inflight.len() < WINDOW {
             let lba = next * per;
             let n = per.min(blocks - lba);
-            let body = postcard::to_allocvec(&StorageRequest::Read { lba, blocks: n as u16 }).expect("read encodes");
+            let body = reinc_client::blocksum::read_body(lba, n as u16);
             let seq = client.submit(STORAGE, &body).map_err(cerr)?;
             inflight.insert(seq, (lba, n));
             res.read_requests += 1;
@@ -444,8 +444,9 @@ fn read_phase(client: &mut Client, args: &DemoArgs, res: &mut DemoResult) -> Res
         let c = client.wait().map_err(cerr)?;
         let Some((lba, n)) = inflight.remove(&c.seq) else { continue };
         answered += 1;
-        match c.result.as_deref().map(postcard::from_bytes::<StorageReply<'_>>) {
-            Ok(Ok(StorageReply::Data(d))) if d.len() as u64 == n * BLOCK_SIZE as u64 => {
+        let checked = c.result.as_deref().map(|b| reinc_client::blocksum::check_read(STORAGE, lba, n, b));
+        match checked {
+            Ok(Ok(d)) => {
                 res.read_replies += 1;
                 res.bytes_read += d.len() as u64;
                 for (k, b) in d.chunks(BLOCK_SIZE).enumerate() {

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use storage_core::{BLOCK_SIZE, StorageRequest};
+use storage_core::BLOCK_SIZE;
 
 use super::rows::Budget;
 
@@ -204,8 +204,7 @@ fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError>
         let mut k = 0u64;
         let mut submit = |client: &mut Client| -> Result<(), BenchError> {
             let data = [(k % 251) as u8; BLOCK_SIZE];
-            let body = postcard::to_allocvec(&StorageRequest::Write { lba: k % 1024, data: &data })
-                .map_err(|e| BenchError::Setup(e.to_string()))?;
+            let body = reinc_client::blocksum::write_body(k % 1024, &data);
             client.submit("storage_driver", &body).map_err(cerr)?;
             k += 1;
             Ok(())

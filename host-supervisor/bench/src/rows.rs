@@ -426,9 +426,7 @@ fn recovery(bins: &Bins, dir: &Path, b: &Budget, standby: bool) -> Result<Vec<Ro
         let mut k = 0u64;
         let mut submit = |client: &mut Client| -> Result<(), BenchError> {
             let data = [(k % 251) as u8; BLOCK_SIZE];
-            client
-                .submit("storage_driver", &storage_body(&StorageRequest::Write { lba: k % 1024, data: &data }))
-                .map_err(cerr)?;
+            client.submit("storage_driver", &reinc_client::blocksum::write_body(k % 1024, &data)).map_err(cerr)?;
             k += 1;
             Ok(())
         };

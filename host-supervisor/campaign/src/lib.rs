@@ -7,9 +7,11 @@
 //! crash): many faults of every class, under load, with invariants checked
 //! all along, and a report with pictures. `cargo xtask campaign` builds the
 //! binaries in release and runs `reinc-campaign run`, which:
-//! - starts a supervisor in a private directory with `storage_driver`,
-//!   `net_driver`, the bench driver, this crate's misbehaving driver and one
-//!   crash-at-init driver per crash kind ([`run`]);
+//! - runs `--lanes L` lanes side by side (default [`run::DEFAULT_LANES`]);
+//!   each lane starts a supervisor in a private directory with
+//!   `storage_driver`, `net_driver`, the bench driver, this crate's
+//!   misbehaving driver and one crash-at-init driver per crash kind
+//!   ([`run`]), and applies the faults `i` with `i mod L` equal to its number;
 //! - drives them with concurrent pipelining clients whose models predict
 //!   every reply, plus `drvctl blk` processes now and then;
 //! - walks a seeded schedule ([`schedule`]): every crash point × kind
@@ -39,9 +41,18 @@
 //!   poison request).
 //!
 //! # Designs rejected
-//! - Faults concurrently on several drivers: recovery times would mix, and
-//!   a failure would not map to one fault index. One at a time, under load
-//!   on every driver, keeps each outcome attributable.
+//! - Faults concurrently on several drivers of one supervisor: recovery
+//!   times would mix, and a failure would not map to one fault index.
+//!   Within a lane faults come one at a time, under load on every driver,
+//!   which keeps each outcome attributable; lanes share nothing but the
+//!   cores, so a failure names its lane and fault index.
+//! - One lane only: a fault costs ~20 ms end to end, most of it waiting
+//!   (fork and exec, `Init`, replay, heartbeat timeouts for hangs), so one
+//!   lane stays near 50 faults a second; and the supervisor's floor of 64
+//!   restarts per driver and second would cap one set of drivers anyway.
+//! - Data without checksums on the storage path: a bit flipped on the
+//!   device came back as valid data. Every storage client here goes through
+//!   `reinc_client::blocksum`, and a flip anywhere is a definite error.
 //! - A fault kind added to the supervisor or runtime for misbehaviour: the
 //!   supervisor is what is tested, and `reinc-runtime` cannot misbehave by
 //!   construction; a separate driver binary speaks the protocol by hand.

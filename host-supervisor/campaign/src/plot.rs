@@ -111,6 +111,8 @@ pub fn throughput(file: &Path, samples: &[(f64, f64)], faults: &[(f64, String)])
         // would otherwise draw 40 000 elements (a 4 MB SVG) for 1000 pixels.
         let bucket = t_max / 800.0;
         let mut columns: Vec<i64> = faults.iter().filter(|f| f.1 == *fam).map(|f| (f.0 / bucket) as i64).collect();
+        // Faults come in schedule order, which lanes interleave in time.
+        columns.sort_unstable();
         columns.dedup();
         let ticks: Vec<_> = columns
             .into_iter()

@@ -54,6 +54,38 @@ pub fn recovery_by_kind(records: &[Record]) -> BTreeMap<String, Vec<u64>> {
     m
 }
 
+/// How many slow recoveries (above `slow_us`) of crash faults overlap in
+/// time a slow one of another lane: lanes are independent supervisors
+/// sharing only the host, so those are stalls of the host (scheduling,
+/// other tenants), not of one supervisor. `None` with one lane or none slow.
+fn shared_stalls(r: &RunResult, slow_us: u64) -> Option<String> {
+    let lanes = r.lanes.max(1);
+    let slow: Vec<(usize, f64, f64)> = r
+        .records
+        .iter()
+        .filter_map(|x| {
+            let us = x.recovery_us.filter(|&us| us > slow_us && x.fault.recovery_kind().is_some())?;
+            Some((x.index % lanes, x.at_ms, x.at_ms + us as f64 / 1000.0))
+        })
+        .collect();
+    if lanes < 2 || slow.is_empty() {
+        return None;
+    }
+    let shared = slow.iter().filter(|(l, a, b)| slow.iter().any(|(l2, a2, b2)| l2 != l && a2 < b && a < b2)).count();
+    Some(format!(
+        "Of the {} recoveries above {} ms, **{shared}** overlapped in time a recovery above {} ms in another lane \
+         (another supervisor with its own drivers): {}.",
+        slow.len(),
+        slow_us / 1000,
+        slow_us / 1000,
+        if shared * 2 > slow.len() {
+            "most of the tail is the shared host stalling several lanes at once"
+        } else {
+            "most of the tail is local to one lane"
+        }
+    ))
+}
+
 /// The family a fault is drawn under in the throughput plot.
 fn family(f: &Fault) -> &'static str {
     match f {
@@ -124,10 +156,11 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         Some(v) => {
             let _ = writeln!(
                 md,
-                "**Result: FAIL** at fault index {} — reproduce with `cargo xtask campaign --seed {} --faults {}`:\n\n```text\n{}\n```\n",
+                "**Result: FAIL** at fault index {} — reproduce with `cargo xtask campaign --seed {} --faults {} --lanes {}`:\n\n```text\n{}\n```\n",
                 v.fault_index,
                 r.seed,
                 v.fault_index + 1,
+                r.lanes,
                 v.what
             );
         }
@@ -141,6 +174,11 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
     let _ = writeln!(md, "## Summary\n");
     let _ = writeln!(md, "| figure | value |\n|---|---|");
     let _ = writeln!(md, "| faults applied | {n} of {} planned |", r.planned);
+    let _ = writeln!(
+        md,
+        "| lanes | {} (each a supervisor with its own drivers, load and injector; fault i runs in lane i mod {}) |",
+        r.lanes, r.lanes
+    );
     let _ = writeln!(md, "| fault phase | {:.1} s, **{rate:.1} faults/s** |", r.fault_seconds);
     let million_min = if rate > 0.0 { 1e6 / rate / 60.0 } else { f64::INFINITY };
     let _ = writeln!(
@@ -165,20 +203,35 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         total(Outcome::CorruptionDetected),
         total(Outcome::CorruptionSilent)
     );
+    let storage_silent = r
+        .records
+        .iter()
+        .filter(|x| x.class.starts_with("swifi storage") && x.outcome == Outcome::CorruptionSilent)
+        .count();
+    let storage_flips = r.records.iter().filter(|x| x.class.starts_with("swifi storage")).count();
+    let _ = writeln!(
+        md,
+        "Storage path (end-to-end block checksums): {storage_flips} bit flips on the device, in requests and in replies; **{storage_silent} silent**.\n"
+    );
     if !r.checks.is_empty() {
         let _ = writeln!(md, "Final checks:\n\n```text\n{}\n```\n", r.checks.join("\n"));
     }
 
-    // Where the fault phase's time goes: fault i lasts until fault i+1 starts.
+    // Where the fault phase's time goes: in each lane, a fault lasts until
+    // the lane's next fault starts.
     let mut cost: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
-    for w in r.records.windows(2) {
-        let c = cost.entry(family(&w[0].fault)).or_default();
-        c.0 += 1;
-        c.1 += w[1].at_ms - w[0].at_ms;
+    for lane in 0..r.lanes.max(1) {
+        let in_lane: Vec<&Record> = r.records.iter().filter(|x| x.index % r.lanes.max(1) == lane).collect();
+        for w in in_lane.windows(2) {
+            let c = cost.entry(family(&w[0].fault)).or_default();
+            c.0 += 1;
+            c.1 += w[1].at_ms - w[0].at_ms;
+        }
     }
     let spent: f64 = cost.values().map(|c| c.1).sum();
     if spent > 0.0 {
-        let _ = writeln!(md, "Where the fault phase's time goes (a fault lasts until the next one starts):\n");
+        let _ =
+            writeln!(md, "Where the fault phase's time goes (a fault lasts until the next one of its lane starts):\n");
         let _ = writeln!(md, "| family | n | mean ms per fault | share of the time |\n|---|---:|---:|---:|");
         for (f, (k, t)) in &cost {
             let _ = writeln!(md, "| {f} | {k} | {:.1} | {:.0} % |", t / *k as f64, 100.0 * t / spent);
@@ -270,6 +323,9 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
             ms(p.p999_us),
             if p.p999_us <= 10_000 { "met" } else { "not met on this shared machine" }
         );
+    }
+    if let Some(line) = shared_stalls(r, 100_000) {
+        let _ = writeln!(md, "{line}\n");
     }
     let _ = writeln!(md, "![recovery CDF](recovery-cdf.svg)\n\n![throughput](throughput.svg)\n");
 

@@ -12,14 +12,14 @@
 //! the index of the fault being applied.
 
 use crate::misbehave::{self, Misbehaviour};
-use crate::schedule::{Fault, Target};
+use crate::schedule::{Fault, FlipPlace, Target};
 use crate::{CampaignError, Handling, Outcome, Record, Violation};
 use net_core::{NetReply, NetRequest};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reinc_bench::rig::{DriverSpec, config_text};
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
-use reinc_client::{Client, client_socket, control_request, control_socket};
+use reinc_client::{Client, blocksum, client_socket, control_request, control_socket};
 use reinc_proto::{CallError, CrashKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use storage_core::{BLOCK_SIZE, StorageReply, StorageRequest};
+use storage_core::BLOCK_SIZE;
 
 /// Blocks of the storage device.
 const DISK_BLOCKS: u64 = 1024;
@@ -44,6 +44,11 @@ const BLK_LBA: u64 = 768;
 const BLK_BLOCKS: u64 = 64;
 /// Net ring slots.
 const NET_SLOTS: u32 = 64;
+/// What the supervisor says when a fault is injected into a driver between
+/// two instances.
+const NO_INSTANCE: &str = "has no running instance";
+/// How often a fault is applied again to the next instance after that.
+const REAPPLY: u32 = 20;
 /// How long any single fault may take to resolve before it is a failure.
 const FAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -98,6 +103,13 @@ struct Shared {
     net_replies: Mutex<HashMap<(u64, u64), Instant>>,
     /// The misbehave client's first reply from a generation above `.0`.
     mis_watch: Mutex<(u32, Option<Instant>)>,
+    /// An exec-fails fault is under way: the bench driver may be
+    /// quarantined for it (when its launches keep failing for longer than
+    /// the restart policy allows), and its callers then get a definite
+    /// `DriverFailed`.
+    exec_fault: AtomicBool,
+    /// Bench calls answered `DriverFailed` that way.
+    bench_quarantined: AtomicU64,
 }
 
 impl Shared {
@@ -121,8 +133,10 @@ pub fn block_data(lba: u64, version: u32) -> Vec<u8> {
         .collect()
 }
 
-fn storage_body(r: &StorageRequest<'_>) -> Vec<u8> {
-    postcard::to_allocvec(r).unwrap_or_default()
+/// The bytes of `data` inside an encoded request or reply `body`.
+fn data_in<'b>(body: &'b mut [u8], data: &[u8]) -> Result<&'b mut [u8], String> {
+    let at = body.windows(data.len()).position(|w| w == data).ok_or("the block is not in the message body")?;
+    Ok(&mut body[at..at + data.len()])
 }
 
 fn net_body(r: &NetRequest<'_>) -> Vec<u8> {
@@ -159,9 +173,9 @@ fn storage_load(shared: &Shared, runtime: &Path, first_lba: u64, seed: u64) -> S
             let (body, v) = if write {
                 let v = versions.get(&lba).copied().unwrap_or(0) + 1;
                 versions.insert(lba, v);
-                (storage_body(&StorageRequest::Write { lba, data: &block_data(lba, v) }), v)
+                (blocksum::write_body(lba, &block_data(lba, v)), v)
             } else {
-                (storage_body(&StorageRequest::Read { lba, blocks: 1 }), versions.get(&lba).copied().unwrap_or(0))
+                (blocksum::read_body(lba, 1), versions.get(&lba).copied().unwrap_or(0))
             };
             match client.submit("storage_driver", &body) {
                 Ok(seq) => {
@@ -203,16 +217,24 @@ fn storage_load(shared: &Shared, runtime: &Path, first_lba: u64, seed: u64) -> S
         };
         out.answered += 1;
         shared.completions.fetch_add(1, Ordering::Relaxed);
-        let ok = match postcard::from_bytes::<StorageReply<'_>>(&body) {
-            Ok(StorageReply::Written { lba: l, blocks: 1 }) if write && l == lba => {
+        // Nothing is injected into these blocks: a checksum error is a failure too.
+        let checked = if write {
+            blocksum::check_write("storage_driver", lba, 1, &body).map(|()| {
                 shared.storage_replies.lock().map(|mut m| m.insert((out.session, c.seq), now)).ok();
                 true
-            }
-            Ok(StorageReply::Data(d)) if !write => {
+            })
+        } else {
+            blocksum::check_read("storage_driver", lba, 1, &body).map(|d| {
                 let want = if v == 0 { vec![0; BLOCK_SIZE] } else { block_data(lba, v) };
                 d == want.as_slice()
+            })
+        };
+        let ok = match checked {
+            Ok(ok) => ok,
+            Err(e) => {
+                shared.fail(format!("c{}:{}: {e}", out.session, c.seq));
+                return out;
             }
-            _ => false,
         };
         if !ok {
             shared.fail(format!(
@@ -349,6 +371,11 @@ fn bench_load(shared: &Shared, runtime: &Path) -> u64 {
             Ok(c) if c.result.as_deref() == Ok(&[0u8][..]) => {
                 answered += 1;
                 shared.completions.fetch_add(1, Ordering::Relaxed);
+            }
+            // Quarantine as designed: definite, nothing left unknown.
+            Ok(c) if c.result == Err(CallError::DriverFailed) && shared.exec_fault.load(Ordering::SeqCst) => {
+                answered += 1;
+                shared.bench_quarantined.fetch_add(1, Ordering::Relaxed);
             }
             Ok(c) => {
                 shared.fail(format!("bench_driver: seq {} answered {:?}, expected [0]", c.seq, c.result));
@@ -675,10 +702,13 @@ fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpec> {
             ]),
             &[("exec-log", format!("{:?}", p(&dir.join("net.exec.log")))), ("poison-after", "1000".into())],
         ),
-        // A spawn failure is retried with a short backoff, not in a tight loop.
+        // A spawn failure is retried with a backoff, not in a tight loop;
+        // up to 200 ms, so the 64 restarts that quarantine it take ~12 s of
+        // failing launches (an injector starved by a loaded host restores
+        // the x bit long before).
         fast(
             DriverSpec::new("bench_driver", bench_copy),
-            &[("backoff-base-ms", "2".into()), ("backoff-cap-ms", "20".into()), ("poison-after", "1000".into())],
+            &[("backoff-base-ms", "2".into()), ("backoff-cap-ms", "200".into()), ("poison-after", "1000".into())],
         ),
         fast(
             DriverSpec::new("misbehave_driver", &bins.misbehave_driver).args(&["--markers", &p(&dir.join("markers"))]),
@@ -701,6 +731,9 @@ fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpec> {
     v
 }
 
+/// Lanes when `--lanes` is not given.
+pub const DEFAULT_LANES: usize = 4;
+
 /// Settings of one campaign.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -708,8 +741,13 @@ pub struct Options {
     pub faults: usize,
     /// The schedule's seed.
     pub seed: u64,
-    /// Where the run's directory (config, logs, device files) goes.
+    /// Where the run's directory (config, logs, device files) goes; lane
+    /// `j` works in `work/lane{j}`.
     pub work: PathBuf,
+    /// Independent lanes run side by side, each a supervisor with its own
+    /// drivers, load and injector; fault `i` of the schedule runs in lane
+    /// `i % lanes`, so the lanes' faults in order are the schedule.
+    pub lanes: usize,
 }
 
 /// Everything a run measured.
@@ -735,17 +773,114 @@ pub struct RunResult {
     pub violation: Option<Violation>,
     /// How the supervisor exited at the end.
     pub supervisor_exit: String,
-    /// Driver restarts counted by the supervisor.
+    /// Driver restarts counted by the supervisors.
     pub restarts: BTreeMap<String, u32>,
+    /// Lanes (supervisors) the faults ran in.
+    pub lanes: usize,
 }
 
-/// Runs a campaign.
+/// What the lanes of one run share.
+#[derive(Debug)]
+struct Lanes {
+    /// When the run started: every lane's clock.
+    epoch: Instant,
+    /// Set by the first lane that sees a violation: the others stop too.
+    stop: AtomicBool,
+    /// Faults applied, over every lane.
+    done: AtomicUsize,
+}
+
+/// Runs a campaign in [`Options::lanes`] lanes side by side and merges
+/// what they measured. One lane's failure stops every lane; the report
+/// names the lowest fault index that failed.
 ///
 /// # Errors
-/// Setup failures (the supervisor does not start); a violated invariant is
+/// Setup failures (a supervisor does not start); a violated invariant is
 /// not an error but [`RunResult::violation`].
 pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
-    let dir = &opts.work;
+    let lanes = opts.lanes.max(1);
+    let _ = std::fs::remove_dir_all(&opts.work);
+    let shared = Lanes { epoch: Instant::now(), stop: AtomicBool::new(false), done: AtomicUsize::new(0) };
+    let results: Vec<Result<(RunResult, Instant, Instant), CampaignError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes)
+            .map(|lane| {
+                scope.spawn({
+                    let shared = &shared;
+                    move || run_lane(bins, opts, lane, shared)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(CampaignError::Setup("a lane's thread panicked".into()))))
+            .collect()
+    });
+    let mut merged = RunResult {
+        seed: opts.seed,
+        planned: opts.faults,
+        records: Vec::new(),
+        throughput: Vec::new(),
+        fault_seconds: 0.0,
+        answered: BTreeMap::new(),
+        blk_rounds: 0,
+        checks: Vec::new(),
+        violation: None,
+        supervisor_exit: String::new(),
+        restarts: BTreeMap::new(),
+        lanes,
+    };
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    let mut exits = Vec::new();
+    for (lane, r) in results.into_iter().enumerate() {
+        let (r, start, end) = r?;
+        first = Some(first.map_or(start, |f| f.min(start)));
+        last = Some(last.map_or(end, |l| l.max(end)));
+        merged.records.extend(r.records);
+        for (t, v) in r.throughput {
+            *buckets.entry((t * 4.0).round() as u64).or_default() += v;
+        }
+        for (k, v) in r.answered {
+            *merged.answered.entry(k).or_default() += v;
+        }
+        for (k, v) in r.restarts {
+            *merged.restarts.entry(k).or_default() += v;
+        }
+        merged.blk_rounds += r.blk_rounds;
+        let prefix = if lanes > 1 { format!("lane {lane}: ") } else { String::new() };
+        merged.checks.extend(r.checks.into_iter().map(|c| format!("{prefix}{c}")));
+        if let Some(v) = r.violation {
+            let v = Violation { fault_index: v.fault_index, what: format!("{prefix}{}", v.what) };
+            if merged.violation.as_ref().is_none_or(|m| v.fault_index < m.fault_index) {
+                merged.violation = Some(v);
+            }
+        }
+        exits.push(format!("{prefix}{}", r.supervisor_exit));
+    }
+    exits.dedup_by(|a, b| a.split(": ").skip(1).eq(b.split(": ").skip(1)));
+    merged.supervisor_exit = if lanes > 1 && exits.len() == 1 {
+        format!("all {lanes} {}", exits[0].split_once(": ").map_or("", |x| x.1))
+    } else {
+        exits.join("; ")
+    };
+    merged.records.sort_by_key(|r| r.index);
+    merged.throughput = buckets.into_iter().map(|(b, v)| (b as f64 / 4.0, v)).collect();
+    merged.fault_seconds = match (first, last) {
+        (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok(merged)
+}
+
+/// Runs lane `lane` of a campaign: its supervisor, load and faults; returns
+/// what it measured and when its fault phase started and ended.
+fn run_lane(
+    bins: &Bins,
+    opts: &Options,
+    lane: usize,
+    lanes: &Lanes,
+) -> Result<(RunResult, Instant, Instant), CampaignError> {
+    let dir = &opts.work.join(format!("lane{lane}"));
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| CampaignError::io(dir.display(), e))?;
     let bench_copy = dir.join("bench-driver-exec");
@@ -785,7 +920,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
     }
 
     let shared = Arc::new(Shared::default());
-    let t_start = Instant::now();
+    let t_start = lanes.epoch;
     let (mis_tx, mis_rx) = mpsc::channel::<MisOrder>();
     let spawn_storage = |i: u64| {
         let (s, rt) = (shared.clone(), runtime.clone());
@@ -827,7 +962,12 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         })
     };
 
-    let schedule = crate::schedule::schedule(opts.seed, opts.faults);
+    let n_lanes = opts.lanes.max(1);
+    let schedule: Vec<(usize, Fault)> = crate::schedule::schedule(opts.seed, opts.faults)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % n_lanes == lane)
+        .collect();
     let mut inj = Injector {
         sup: &mut sup,
         shared: &shared,
@@ -843,8 +983,8 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
     let mut records = Vec::with_capacity(schedule.len());
     let t_faults = Instant::now();
     let mut last_progress = Instant::now();
-    for (i, fault) in schedule.iter().enumerate() {
-        if shared.stopped() {
+    for &(i, ref fault) in &schedule {
+        if shared.stopped() || lanes.stop.load(Ordering::SeqCst) {
             break;
         }
         shared.fault_index.store(i, Ordering::SeqCst);
@@ -855,13 +995,18 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
                 break;
             }
         }
-        if last_progress.elapsed() > Duration::from_secs(10) {
+        let done = lanes.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if lane == 0 && last_progress.elapsed() > Duration::from_secs(10) {
             last_progress = Instant::now();
-            let rate = (i + 1) as f64 / t_faults.elapsed().as_secs_f64();
-            eprintln!("campaign: {} of {} faults ({rate:.0}/s)", i + 1, schedule.len());
+            let rate = done as f64 / t_faults.elapsed().as_secs_f64();
+            eprintln!("campaign: {done} of {} faults ({rate:.0}/s)", opts.faults);
         }
     }
-    let fault_seconds = t_faults.elapsed().as_secs_f64();
+    if shared.stopped() {
+        lanes.stop.store(true, Ordering::SeqCst);
+    }
+    let t_end = Instant::now();
+    let fault_seconds = (t_end - t_faults).as_secs_f64();
     let violation_during = shared.violation.lock().ok().and_then(|v| v.clone());
     shared.stop.store(true, Ordering::SeqCst);
     drop(inj);
@@ -922,19 +1067,30 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
     if violation.is_none() {
         checks.push(format!("ok  supervisor       {supervisor_exit}"));
     }
-    Ok(RunResult {
-        seed: opts.seed,
-        planned: opts.faults,
-        records,
-        throughput,
-        fault_seconds,
-        answered,
-        blk_rounds,
-        checks,
-        violation,
-        supervisor_exit,
-        restarts,
-    })
+    let quarantined = shared.bench_quarantined.load(Ordering::Relaxed);
+    if violation.is_none() && quarantined > 0 {
+        checks.push(format!(
+            "ok  definite       {quarantined} bench calls answered DriverFailed while an exec-fails fault quarantined it"
+        ));
+    }
+    Ok((
+        RunResult {
+            seed: opts.seed,
+            planned: opts.faults,
+            records,
+            throughput,
+            fault_seconds,
+            answered,
+            blk_rounds,
+            checks,
+            violation,
+            supervisor_exit,
+            restarts,
+            lanes: 1,
+        },
+        t_faults,
+        t_end,
+    ))
 }
 
 fn exec_entries(path: &Path) -> Vec<(u32, u64, u64)> {
@@ -1008,11 +1164,11 @@ fn final_checks(
         for lba in first..first + RANGE {
             let want = s.model.get(&lba).map_or_else(|| vec![0; BLOCK_SIZE], |v| block_data(lba, *v));
             let got = client
-                .call("storage_driver", &storage_body(&StorageRequest::Read { lba, blocks: 1 }))
+                .call("storage_driver", &blocksum::read_body(lba, 1))
                 .map_err(|e| format!("final read of block {lba}: {e}"))?
                 .map_err(|e| format!("final read of block {lba}: {e:?}"))?;
-            match postcard::from_bytes::<StorageReply<'_>>(&got) {
-                Ok(StorageReply::Data(d)) if d == want.as_slice() => {}
+            match blocksum::check_read("storage_driver", lba, 1, &got) {
+                Ok(d) if d == want.as_slice() => {}
                 other => return Err(format!("block {lba} read back differs from the model: {other:?}")),
             }
             let off = (lba as usize + 1) * BLOCK_SIZE;
@@ -1067,8 +1223,11 @@ impl Injector<'_> {
             Fault::Signal { target, signal, delay_us } => {
                 let (r, h) = self.crash(target, |_, pid| {
                     std::thread::sleep(Duration::from_micros(u64::from(delay_us)));
-                    kill(Pid::from_raw(pid as i32), signal.signal())
-                        .map_err(|e| format!("kill -{} {pid} ({}): {e}", signal.signal(), target.driver()))
+                    kill(Pid::from_raw(pid as i32), signal.signal()).map_err(|e| match e {
+                        // Gone (and reaped) since the status: the next instance gets it.
+                        nix::errno::Errno::ESRCH => format!("{} {NO_INSTANCE} (pid {pid} is gone)", target.driver()),
+                        e => format!("kill -{} {pid} ({}): {e}", signal.signal(), target.driver()),
+                    })
                 })?;
                 (Outcome::Recovered, h, r, String::new())
             }
@@ -1090,7 +1249,7 @@ impl Injector<'_> {
             }
             Fault::Misbehave(m) => self.misbehave(m)?,
             Fault::ExecFails => self.exec_fails()?,
-            Fault::StorageBitFlip { bit } => self.storage_bit_flip(index, bit)?,
+            Fault::StorageBitFlip { bit, place } => self.storage_bit_flip(index, bit, place)?,
         };
         Ok(Record { index, fault: *fault, class: fault.class(), at_ms, outcome, handling, recovery_us, note })
     }
@@ -1107,22 +1266,28 @@ impl Injector<'_> {
     /// Applies a crash fault to `target`, waits for the next generation to
     /// run and measures recovery: from the fault to the first reply of a
     /// request the new instance executed.
+    ///
+    /// An instance that died on its own between the status and the fault
+    /// (a heartbeat missed on a loaded host) cannot take the fault: the
+    /// supervisor says it has no running instance, and the fault is applied
+    /// to the next one (at most [`REAPPLY`] times).
     fn crash(
         &mut self,
         target: Target,
-        apply: impl FnOnce(&Sup, u32) -> Result<(), String>,
+        mut apply: impl FnMut(&Sup, u32) -> Result<(), String>,
     ) -> Result<(Option<u64>, Handling), String> {
-        let st = self.sup.wait(target.driver(), FAULT_TIMEOUT, |s| running(s) && s.pid.is_some())?;
-        let (g, pid) = (st.generation, st.pid.unwrap_or(0));
-        // Catch up on the exec logs, so only new entries are looked at.
-        self.storage_tail.read_new();
-        self.net_tail.read_new();
-        self.clear_watches();
-        if let Ok(mut w) = self.shared.mis_watch.lock() {
-            *w = (g, None);
-        }
-        let t0 = Instant::now();
-        apply(self.sup, pid)?;
+        let mut tries = 0;
+        let (g, t0) = loop {
+            let st = self.sup.wait(target.driver(), FAULT_TIMEOUT, |s| running(s) && s.pid.is_some())?;
+            let (g, pid) = (st.generation, st.pid.unwrap_or(0));
+            self.before_crash(g);
+            let t0 = Instant::now();
+            match apply(self.sup, pid) {
+                Err(e) if e.contains(NO_INSTANCE) && tries < REAPPLY => tries += 1,
+                Err(e) => return Err(e),
+                Ok(()) => break (g, t0),
+            }
+        };
         self.sup.wait(target.driver(), FAULT_TIMEOUT, |s| running(s) && s.generation > g)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut candidates: Vec<(u64, u64)> = Vec::new();
@@ -1150,6 +1315,17 @@ impl Injector<'_> {
             std::thread::sleep(Duration::from_micros(300));
         };
         Ok((recovery, Handling::Restarted))
+    }
+
+    /// Catches up on the exec logs, so only new entries are looked at, and
+    /// watches for replies of generations above `g`.
+    fn before_crash(&mut self, g: u32) {
+        self.storage_tail.read_new();
+        self.net_tail.read_new();
+        self.clear_watches();
+        if let Ok(mut w) = self.shared.mis_watch.lock() {
+            *w = (g, None);
+        }
     }
 
     fn misbehave(&mut self, m: Misbehaviour) -> Result<(Outcome, Handling, Option<u64>, String), String> {
@@ -1224,6 +1400,7 @@ impl Injector<'_> {
             std::fs::set_permissions(self.bench_copy, std::fs::Permissions::from_mode(mode))
                 .map_err(|e| format!("chmod {mode:o} {}: {e}", self.bench_copy.display()))
         };
+        self.shared.exec_fault.store(true, Ordering::SeqCst);
         set_mode(0o644)?;
         let t0 = Instant::now();
         kill(Pid::from_raw(st.pid.unwrap_or(0) as i32), Signal::SIGKILL).map_err(|e| format!("kill {name}: {e}"))?;
@@ -1237,27 +1414,87 @@ impl Injector<'_> {
         if s.state.name() == "quarantined" {
             self.sup.control(&ControlRequest::Restart { driver: name.into() })?;
             self.sup.wait(name, FAULT_TIMEOUT, running)?;
-            return Ok((Outcome::Quarantined, Handling::Quarantined, None, note));
+            self.shared.exec_fault.store(false, Ordering::SeqCst);
+            return Ok((
+                Outcome::Quarantined,
+                Handling::Quarantined,
+                None,
+                format!("{note}; callers got DriverFailed"),
+            ));
         }
+        self.shared.exec_fault.store(false, Ordering::SeqCst);
         let back = format!("{note}; running again {:.1} ms after the kill", t0.elapsed().as_secs_f64() * 1000.0);
         Ok((Outcome::Recovered, Handling::Restarted, None, back))
     }
 
-    /// Writes a known block in the victim range, flips one bit of it in the
-    /// backing file, reads it back through the driver, and restores it.
-    fn storage_bit_flip(&mut self, index: usize, bit: u32) -> Result<(Outcome, Handling, Option<u64>, String), String> {
-        self.sup.wait(Target::Storage.driver(), FAULT_TIMEOUT, running)?;
+    /// Writes a known block in the victim range and flips one bit of it:
+    /// in the device's file after the write (then reads it back through the
+    /// driver), in the write request's data after its checksums were
+    /// computed, or in the read reply's data before the client checks it.
+    /// Then restores the block, so the device matches the injector's model.
+    fn storage_bit_flip(
+        &mut self,
+        index: usize,
+        bit: u32,
+        place: FlipPlace,
+    ) -> Result<(Outcome, Handling, Option<u64>, String), String> {
+        const DRIVER: &str = "storage_driver";
+        self.sup.wait(DRIVER, FAULT_TIMEOUT, running)?;
         let lba = VICTIM + (index as u64 % RANGE);
         self.victim_version += 1;
-        let v = self.victim_version;
-        let data = block_data(lba, v);
+        let data = block_data(lba, self.victim_version);
+        let flip = |b: &mut [u8]| b[bit as usize / 8] ^= 1 << (bit % 8);
+        let call = |c: &mut Client, body: &[u8], what: &str| -> Result<Vec<u8>, String> {
+            c.call(DRIVER, body)
+                .map_err(|e| format!("{what} of victim block {lba}: unknown outcome: {e}"))?
+                .map_err(|e| format!("{what} of victim block {lba}: {e:?}"))
+        };
         let write = |c: &mut Client, d: &[u8]| -> Result<(), String> {
-            match c.call("storage_driver", &storage_body(&StorageRequest::Write { lba, data: d })) {
-                Ok(Ok(_)) => Ok(()),
-                other => Err(format!("write of victim block {lba}: {other:?}")),
+            let body = call(c, &blocksum::write_body(lba, d), "write")?;
+            blocksum::check_write(DRIVER, lba, 1, &body).map_err(|e| e.to_string())
+        };
+        // What the client got for the damaged block: data (silent if it is
+        // not the data written), or a definite error.
+        let got: Result<Vec<u8>, blocksum::BlockError> = match place {
+            FlipPlace::Device => {
+                write(self.client()?, &data)?;
+                self.flip_in_file(lba, bit)?;
+                let body = call(self.client()?, &blocksum::read_body(lba, 1), "read")?;
+                blocksum::check_read(DRIVER, lba, 1, &body).map(<[u8]>::to_vec)
+            }
+            FlipPlace::Request => {
+                let mut body = blocksum::write_body(lba, &data);
+                flip(data_in(&mut body, &data)?);
+                let reply = call(self.client()?, &body, "write")?;
+                match blocksum::check_write(DRIVER, lba, 1, &reply) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let body = call(self.client()?, &blocksum::read_body(lba, 1), "read")?;
+                        blocksum::check_read(DRIVER, lba, 1, &body).map(<[u8]>::to_vec)
+                    }
+                }
+            }
+            FlipPlace::Reply => {
+                write(self.client()?, &data)?;
+                let mut body = call(self.client()?, &blocksum::read_body(lba, 1), "read")?;
+                flip(data_in(&mut body, &data)?);
+                blocksum::check_read(DRIVER, lba, 1, &body).map(<[u8]>::to_vec)
             }
         };
-        write(self.client()?, &data)?;
+        let (outcome, note) = match got {
+            Err(e) if e.is_corruption() => (Outcome::CorruptionDetected, e.to_string()),
+            Err(e) => return Err(format!("{} bit flip in victim block {lba}: {e}", place.name())),
+            Ok(d) if d == data => (Outcome::Recovered, "flip masked".into()),
+            Ok(_) => (Outcome::CorruptionSilent, "the flipped block was returned as valid data".into()),
+        };
+        write(self.client()?, &block_data(lba, 0))?;
+        Ok((outcome, Handling::Ignored, None, note))
+    }
+
+    /// Flips `bit` of block `lba` in the device's backing file (the data,
+    /// not the tag table: a flipped tag is caught the same way, see
+    /// `storage_core::integrity`'s tests).
+    fn flip_in_file(&self, lba: u64, bit: u32) -> Result<(), String> {
         let off = (lba + 1) * BLOCK_SIZE as u64 + u64::from(bit / 8);
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -1269,29 +1506,6 @@ impl Injector<'_> {
             .and_then(|_| f.read_exact(&mut b))
             .map_err(|e| format!("{}: {e}", self.disk.display()))?;
         b[0] ^= 1 << (bit % 8);
-        f.seek(SeekFrom::Start(off))
-            .and_then(|_| f.write_all(&b))
-            .map_err(|e| format!("{}: {e}", self.disk.display()))?;
-        drop(f);
-        let got = self
-            .client()?
-            .call("storage_driver", &storage_body(&StorageRequest::Read { lba, blocks: 1 }))
-            .map_err(|e| format!("read of victim block {lba}: unknown outcome: {e}"))?;
-        let (outcome, note) = match got {
-            Err(e) => (Outcome::CorruptionDetected, format!("read refused: {e:?}")),
-            Ok(body) => match postcard::from_bytes::<StorageReply<'_>>(&body) {
-                Ok(StorageReply::Data(d)) if d == data.as_slice() => (Outcome::Recovered, "flip masked".into()),
-                Ok(StorageReply::Data(_)) => (
-                    Outcome::CorruptionSilent,
-                    "read returned the flipped block as valid data (no end-to-end checksum on the storage path)".into(),
-                ),
-                Ok(StorageReply::Error(e)) => (Outcome::CorruptionDetected, format!("driver answered {e:?}")),
-                other => return Err(format!("read of victim block {lba}: {other:?}")),
-            },
-        };
-        // Restore, so the device matches the injector's model again.
-        let back = block_data(lba, 0);
-        write(self.client()?, &back)?;
-        Ok((outcome, Handling::Ignored, None, note))
+        f.seek(SeekFrom::Start(off)).and_then(|_| f.write_all(&b)).map_err(|e| format!("{}: {e}", self.disk.display()))
     }
 }

@@ -136,12 +136,42 @@ pub enum Fault {
     Misbehave(Misbehaviour),
     /// The bench driver's executable is unusable for its next launch.
     ExecFails,
-    /// A bit flipped in the storage device's backing file (state
-    /// corruption outside any driver's view).
+    /// A bit flipped in a storage block: on the device, or in a request or
+    /// reply on its way through the supervisor.
     StorageBitFlip {
         /// Which bit of the victim block.
         bit: u32,
+        /// Where.
+        place: FlipPlace,
     },
+}
+
+/// Where a storage bit flip lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum FlipPlace {
+    /// In the device's backing file, after the block was written.
+    Device,
+    /// In a write request's data after the client computed its checksums
+    /// (as if the supervisor's copy of it were damaged).
+    Request,
+    /// In a read reply's data before the client checks it (as if the
+    /// supervisor's or the driver's copy were damaged after the driver read it).
+    Reply,
+}
+
+impl FlipPlace {
+    /// Every place.
+    pub const ALL: [Self; 3] = [Self::Device, Self::Request, Self::Reply];
+
+    /// Its name in fault classes.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Request => "request",
+            Self::Reply => "reply",
+        }
+    }
 }
 
 /// Crash points that can be armed in a live instance.
@@ -164,7 +194,7 @@ impl Fault {
             Self::Signal { signal, .. } => format!("external {:?}", signal.signal()),
             Self::Misbehave(m) => format!("misbehave {}", m.name()),
             Self::ExecFails => "resource exec-fails".into(),
-            Self::StorageBitFlip { .. } => "swifi storage-device-bit-flip".into(),
+            Self::StorageBitFlip { place, .. } => format!("swifi storage-{}-bit-flip", place.name()),
         }
     }
 
@@ -213,7 +243,9 @@ fn coverage() -> Vec<Fault> {
         v.push(Fault::Misbehave(m));
     }
     v.push(Fault::ExecFails);
-    v.push(Fault::StorageBitFlip { bit: 0 });
+    for place in FlipPlace::ALL {
+        v.push(Fault::StorageBitFlip { bit: 0, place });
+    }
     v
 }
 
@@ -237,7 +269,7 @@ fn draw(rng: &mut Rng) -> Fault {
             Fault::Signal { target: rng.pick(&SIGNAL_TARGETS), signal, delay_us: rng.below(3000) as u32 }
         }
         870..=979 => Fault::Misbehave(rng.pick(&Misbehaviour::ALL)),
-        980..=987 => Fault::StorageBitFlip { bit: rng.below(64 * 8) as u32 },
+        980..=987 => Fault::StorageBitFlip { bit: rng.below(64 * 8) as u32, place: rng.pick(&FlipPlace::ALL) },
         988..=994 => Fault::ExecFails,
         _ => Fault::InitCrash { kind: rng.pick(&KINDS) },
     }

@@ -28,6 +28,7 @@
 //! - Reading a short file and writing what there is: a partial write with a
 //!   success status loses data silently; the caller must ask for `--pad`.
 
+use crate::blocksum::{self, BlockError};
 use crate::pool::Slots;
 use crate::{Client, ClientError, SharedPool};
 use reinc_proto::CallError;
@@ -148,6 +149,15 @@ pub enum BlkError {
         index: u64,
         /// The driver's answer.
         error: StorageError,
+    },
+    /// A read's block checksums failed: a block damaged after the driver
+    /// checked it (see [`crate::blocksum`]).
+    #[error("request {index}: {source}")]
+    Block {
+        /// The request's index within the transfer.
+        index: u64,
+        /// What [`crate::blocksum`] found.
+        source: BlockError,
     },
     /// The driver's answer does not fit the request (wrong kind or length).
     #[error("{driver}: request {index}: unexpected reply {reply}")]
@@ -348,9 +358,10 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                         postcard::to_allocvec(&StorageRequest::Bulk(BulkRequest::ReadInto { lba, blocks, pool_offset }))
                     }
                 }
-                _ if write => postcard::to_allocvec(&StorageRequest::Write { lba, data: &buf[..len] }),
+                // In the messages, every block carries its end-to-end checksum.
+                _ if write => Ok(blocksum::write_body(lba, &buf[..len])),
                 // blocks <= MAX_BLOCKS_PER_REQUEST, a u16.
-                _ => postcard::to_allocvec(&StorageRequest::Read { lba, blocks: blocks as u16 }),
+                _ => Ok(blocksum::read_body(lba, blocks as u16)),
             }
             .map_err(|source| BlkError::Encode { driver: driver.to_string(), index: next_req, source })?;
             let seq = client.submit(driver, &body)?;
@@ -389,6 +400,11 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
         }
         let d = match decoded {
             Ok(StorageReply::Data(d)) if !write && d.len() as u64 == blocks * b => Done::Bytes(d.to_vec()),
+            Ok(StorageReply::DataChecked { .. }) if !write => Done::Bytes(
+                blocksum::check_read(driver, lba, blocks, &reply)
+                    .map_err(|source| BlkError::Block { index, source })?
+                    .to_vec(),
+            ),
             Ok(StorageReply::Filled { blocks: r, .. }) if !write && u64::from(r) == blocks => match slot {
                 Some(slot) => Done::Slot(slot, (blocks * b) as usize),
                 None => Done::Bytes(Vec::new()),

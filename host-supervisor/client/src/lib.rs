@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blk;
+pub mod blocksum;
 pub mod peer;
 pub mod pool;
 

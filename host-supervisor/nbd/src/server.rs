@@ -25,6 +25,7 @@ use crate::proto::{
     ProtocolError, REP_ACK, REP_ERR_INVALID, REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER, REQUEST_LEN,
     Request, chunks,
 };
+use reinc_client::blocksum::BlockError;
 use reinc_client::{Client, ClientError};
 use reinc_proto::CallError;
 use std::collections::{HashMap, VecDeque};
@@ -618,7 +619,7 @@ struct Engine<'c> {
     jobs: HashMap<u64, Active>,
     /// Storage request seq -> (job, byte offset of its data in the job,
     /// bytes of data a read must return).
-    calls: HashMap<u64, (u64, usize, usize)>,
+    calls: HashMap<u64, (u64, usize, usize, u64)>,
     next_job: u64,
     flush_body: Vec<u8>,
     /// The shared pool, when the supervisor took one.
@@ -657,7 +658,8 @@ impl<'c> Engine<'c> {
     fn submit_bulk(&mut self, job: u64, at: usize, len: usize, req: BulkRequest) -> Result<(), ClientError> {
         let body = postcard::to_allocvec(&StorageRequest::Bulk(req)).expect("a bulk request encodes");
         let seq = self.client.submit(&self.config.driver, &body)?;
-        self.calls.insert(seq, (job, at, len));
+        let (BulkRequest::ReadInto { lba, .. } | BulkRequest::WriteFrom { lba, .. }) = req;
+        self.calls.insert(seq, (job, at, len, lba));
         self.bulk_bodies.insert(seq, body);
         Ok(())
     }
@@ -730,9 +732,11 @@ impl<'c> Engine<'c> {
         ConnError::Session(e)
     }
 
-    fn submit(&mut self, job: u64, at: usize, len: usize, body: &[u8]) -> Result<(), ClientError> {
+    /// Submits a storage call for `job`: its bytes `at..at + len` of a read
+    /// start at block `lba` (the end-to-end checksums name blocks).
+    fn submit(&mut self, job: u64, (at, len, lba): (usize, usize, u64), body: &[u8]) -> Result<(), ClientError> {
         let seq = self.client.submit(&self.config.driver, body)?;
-        self.calls.insert(seq, (job, at, len));
+        self.calls.insert(seq, (job, at, len, lba));
         Ok(())
     }
 
@@ -747,7 +751,7 @@ impl<'c> Engine<'c> {
             Job::Flush { cookie } => {
                 self.jobs.insert(id, Active { cookie, what: Pending::Flush, remaining: 1, errno: 0 });
                 let body = std::mem::take(&mut self.flush_body);
-                let r = self.submit(id, 0, 0, &body);
+                let r = self.submit(id, (0, 0, 0), &body);
                 self.flush_body = body;
                 r?;
             }
@@ -786,9 +790,8 @@ impl<'c> Engine<'c> {
                 let buf = vec![0u8; length as usize];
                 self.jobs.insert(id, Active { cookie, what: Pending::Read { buf }, remaining: parts.len(), errno: 0 });
                 for c in parts {
-                    let body = postcard::to_allocvec(&StorageRequest::Read { lba: c.lba, blocks: c.blocks })
-                        .expect("Read encodes");
-                    self.submit(id, c.at, usize::from(c.blocks) * BLOCK_SIZE, &body)?;
+                    let body = reinc_client::blocksum::read_body(c.lba, c.blocks);
+                    self.submit(id, (c.at, usize::from(c.blocks) * BLOCK_SIZE, c.lba), &body)?;
                 }
             }
             Job::Write { cookie, offset, data, fua } => {
@@ -797,9 +800,8 @@ impl<'c> Engine<'c> {
                 self.jobs.insert(id, Active { cookie, what, remaining: parts.len(), errno: 0 });
                 for c in parts {
                     let bytes = &data[c.at..c.at + usize::from(c.blocks) * BLOCK_SIZE];
-                    let body = postcard::to_allocvec(&StorageRequest::Write { lba: c.lba, data: bytes })
-                        .expect("Write encodes");
-                    self.submit(id, c.at, 0, &body)?;
+                    let body = reinc_client::blocksum::write_body(c.lba, bytes);
+                    self.submit(id, (c.at, 0, c.lba), &body)?;
                 }
             }
         }
@@ -807,7 +809,7 @@ impl<'c> Engine<'c> {
     }
 
     fn complete(&mut self, seq: u64, result: Result<Vec<u8>, CallError>) -> Result<(), ConnError> {
-        let Some((id, at, len)) = self.calls.remove(&seq) else {
+        let Some((id, at, len, lba)) = self.calls.remove(&seq) else {
             return Ok(());
         };
         let bulk_body = self.bulk_bodies.remove(&seq);
@@ -821,7 +823,7 @@ impl<'c> Engine<'c> {
             // executed), the slot still pinned: send it again as a new call.
             self.resubmitted += 1;
             let seq = self.client.submit(&self.config.driver, body).map_err(|e| self.fail(e))?;
-            self.calls.insert(seq, (id, at, len));
+            self.calls.insert(seq, (id, at, len, lba));
             self.bulk_bodies.insert(seq, bulk_body.expect("matched above"));
             return Ok(());
         }
@@ -832,12 +834,29 @@ impl<'c> Engine<'c> {
                 tracing::warn!("[nbd] {driver}: storage request {seq} failed: {e}; the NBD client gets EIO");
                 EIO
             }
-            Ok(body) => match (postcard::from_bytes::<StorageReply<'_>>(&body), &mut job.what) {
-                // Exactly the bytes asked for: a short or long read is EIO.
-                (Ok(StorageReply::Data(d)), Pending::Read { buf }) if d.len() == len && at + len <= buf.len() => {
-                    buf[at..at + d.len()].copy_from_slice(d);
-                    0
+            // Exactly the bytes asked for, each block matching the checksum
+            // stored with it: a short, long or damaged read is EIO.
+            Ok(body) if matches!(job.what, Pending::Read { .. }) => {
+                match (reinc_client::blocksum::check_read(driver, lba, (len / BLOCK_SIZE) as u64, &body), &mut job.what)
+                {
+                    (Ok(d), Pending::Read { buf }) if at + len <= buf.len() => {
+                        buf[at..at + len].copy_from_slice(d);
+                        0
+                    }
+                    (Err(e), _) => {
+                        tracing::warn!("[nbd] storage request {seq}: {e}; the NBD client gets EIO");
+                        match e {
+                            BlockError::Refused {
+                                error: StorageError::OutOfRange { .. } | StorageError::Unaligned { .. },
+                                ..
+                            } => EINVAL,
+                            _ => EIO,
+                        }
+                    }
+                    _ => EIO,
                 }
+            }
+            Ok(body) => match (postcard::from_bytes::<StorageReply<'_>>(&body), &mut job.what) {
                 (Ok(StorageReply::Filled { blocks, .. }), Pending::ReadSlot { len: total, .. })
                     if blocks as usize * BLOCK_SIZE == len && at + len <= *total =>
                 {
@@ -880,7 +899,7 @@ impl<'c> Engine<'c> {
             job.what = Pending::Write { fua: false, slot: None };
             job.remaining = 1;
             let body = std::mem::take(&mut self.flush_body);
-            let r = self.submit(id, 0, 0, &body);
+            let r = self.submit(id, (0, 0, 0), &body);
             self.flush_body = body;
             return r.map_err(|e| self.fail(e));
         }

@@ -14,9 +14,12 @@
 //! ```text
 //! storage_driver --file PATH --blocks N [--sync-data]
 //! ```
-//! The file is created or extended to `(N + 1) * 512` bytes (block 0 is the
-//! superblock) and never shrunk. A file that holds something else, or was
-//! formatted with another `--blocks`, is refused at Init with `Fatal`.
+//! The file is created or extended to `storage_core::region_bytes(N)` bytes
+//! (block 0 is the superblock, then the data, then one 4-byte checksum per
+//! block: `storage_core::integrity`) and never shrunk. A file of an older
+//! format (no checksums) is extended and gets its checksum table at Init. A
+//! file that holds something else, or was formatted with another
+//! `--blocks`, is refused at Init with `Fatal`.
 //!
 //! This file is the command line; [`driver`] wires the core to the runtime,
 //! and `tests.rs` holds the unit tests.

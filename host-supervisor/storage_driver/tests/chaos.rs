@@ -145,7 +145,8 @@ fn random_kills_never_lose_or_duplicate_a_write() {
     let sb = Superblock::decode(&bytes[..BLOCK_SIZE]).unwrap().unwrap();
     assert_eq!(sb.applied_count, REQUESTS, "each write counted once on the device");
     assert_eq!(committed.writes, REQUESTS);
-    assert!(bytes[BLOCK_SIZE..] == model[..], "disk equals the model");
+    // The data blocks; the block checksum table follows them (storage_core::integrity).
+    assert!(bytes[BLOCK_SIZE..BLOCK_SIZE + model.len()] == model[..], "disk equals the model");
     let lines = std::fs::read_to_string(&log).unwrap();
     let ids: Vec<&str> = lines.lines().map(|l| l.split_once(' ').unwrap().1).collect();
     assert_eq!(ids.len() as u64, REQUESTS, "one exec-log line per write");

@@ -204,7 +204,7 @@ impl Supervisor {
 
     pub(super) fn on_spawned(
         &mut self,
-        _now: Millis,
+        now: Millis,
         id: DriverId,
         generation: Generation,
         pid: u32,
@@ -217,6 +217,12 @@ impl Supervisor {
         let d = &mut self.drivers[id.0];
         let Some(inst) = d.instance.as_mut().filter(|i| i.generation == generation) else { return };
         inst.pid = Some(pid);
+        // The init timeout counts from the spawn: the daemon spawns drivers
+        // one after the other, and a deadline that passed before this one
+        // existed (and so could not be killed) would otherwise never fire.
+        if let Phase::Starting { .. } = d.phase {
+            d.phase = Phase::Starting { deadline: now.plus(d.cfg.init_timeout) };
+        }
         out.push(Action::Say(format!("Launching {} (pid={pid})", d.cfg.name)));
         out.push(Action::ToDriver {
             driver: id,

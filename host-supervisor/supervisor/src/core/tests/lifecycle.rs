@@ -136,6 +136,38 @@ fn crash_during_init_counts_as_a_crash() {
     assert_eq!(st.last_failure.as_deref(), Some("SIGSEGV during init"));
 }
 
+/// Found by the campaign with four supervisors starting at once: the daemon
+/// spawns the drivers one after the other, and a driver whose init
+/// deadline passed before its own spawn completed was left Starting for
+/// ever (its deadline became NEVER without a kill), so a hanging init was
+/// never timed out.
+#[test]
+fn init_timeout_counts_from_the_spawn_even_when_the_spawns_were_slow() {
+    let mut sim = Sim::new(vec![driver("storage_driver"), driver("net_driver")]);
+    let (first, second) = (DriverId(0), DriverId(1));
+    // Event::Start asks for both spawns; the daemon carries them out one by one.
+    let acts = sim.sup.handle(Millis(0), Event::Start);
+    let spawns: Vec<_> = acts.iter().filter(|a| matches!(a, Action::Spawn { .. })).collect();
+    assert_eq!(spawns.len(), 2);
+    // The first spawn took 6 s: the second driver's init deadline (5 s) has
+    // passed before it even exists.
+    sim.sup.handle(Millis(6_000), Event::Spawned { driver: first, generation: Generation(1), pid: 201 });
+    sim.sup.handle(Millis(6_001), Event::Spawned { driver: second, generation: Generation(1), pid: 202 });
+    sim.now = Millis(6_001);
+    sim.ready(first);
+    // The second never says Ready: it gets its full init timeout from its spawn, then is killed.
+    assert!(!sim.at(10_000).iter().any(|a| matches!(a, Action::Kill { driver, .. } if *driver == second)));
+    let acts = sim.at(11_001);
+    assert!(
+        acts.contains(&Action::Kill { driver: second, generation: Generation(1), signal: KillSignal::Kill }),
+        "{acts:?}"
+    );
+    sim.crash(second, ExitStatus::Signal(9));
+    let st = sim.state(second);
+    assert!(st.last_failure.unwrap().starts_with("init timeout"));
+    assert_eq!(st.generation, 2);
+}
+
 #[test]
 fn init_timeout_kills_and_counts_as_a_crash() {
     let mut sim = Sim::new(vec![driver("storage_driver")]);
