@@ -60,7 +60,7 @@ pub enum StorageRequest<'a> {
     /// [`Storage::handle`] has no pool and refuses it with
     /// [`StorageError::NoPool`].
     Bulk(BulkRequest),
-    /// [`StorageRequest::Write`] with the client's [`block_tag`] of every
+    /// [`StorageRequest::Write`] with the client's [`block_tag`](crate::block_tag) of every
     /// block ([`TAG_BYTES`] each, little-endian): the driver refuses data
     /// that does not match them ([`StorageError::Corrupt`], nothing written)
     /// and stores these tags with the data ([`integrity`]).
