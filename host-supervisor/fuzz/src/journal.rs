@@ -1,6 +1,6 @@
 //! The journal reader (`reinc_supervisor::journal::parse`), fuzzed two ways.
 //!
-//! - [`file`] takes its input as a whole journal file: header, frame headers,
+//! - [`file()`] takes its input as a whole journal file: header, frame headers,
 //!   checksums, padding and torn tails are what it mutates, so it exercises
 //!   the framing and the two recovery policies.
 //! - [`records`] takes its input as record payloads (a length byte, then that
