@@ -15,7 +15,8 @@
 //! [`Client`] does exactly that, with pipelining: [`Client::submit`] sends
 //! without waiting, [`Client::wait`] returns the next completion.
 //! [`control`] holds the `drvctl` ↔ supervisor control protocol and
-//! [`control_request`] sends one request.
+//! [`control_request`] sends one request. [`blk`] is `drvctl blk`'s bulk
+//! transfer through the storage driver.
 //!
 //! # Designs rejected
 //! - A new session on reconnect: replies of calls executed just before the
@@ -33,6 +34,7 @@
 //!   step of a reconnect is retried within [`Client::reconnect_timeout`].
 #![forbid(unsafe_code)]
 
+pub mod blk;
 pub mod control;
 pub mod peer;
 

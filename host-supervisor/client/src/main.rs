@@ -15,27 +15,23 @@
 //! waited for for ever.
 //!
 //! `blk` moves `count` blocks of `bs` bytes through the storage driver like
-//! `dd`, split into requests of at most 32 KiB kept `window` deep in flight,
-//! and prints records, bytes, time, throughput and the data's CRC-32. A
-//! `write --file` shorter than `bs × count` is an error and nothing is
-//! written, unless `--pad` asks for the rest to be zeros.
+//! `dd` and prints records, bytes, time, throughput and the data's CRC-32;
+//! the transfer is [`reinc_client::blk`].
 //!
 //! A lost connection (the supervisor restarting) is retried with backoff for
 //! `REINC_RECONNECT_TIMEOUT_MS` (default 30 000) before `drvctl` gives up.
 #![forbid(unsafe_code)]
 
+use reinc_client::blk::{self, BlkOptions, Direction};
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
 use reinc_client::{
     CONTROL_TIMEOUT, Client, ClientError, control_request_timeout, control_socket, default_runtime_dir,
 };
-use reinc_proto::{CallError, FaultPlan};
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Write};
+use reinc_proto::FaultPlan;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use storage_core::{BLOCK_SIZE, MAX_BLOCKS_PER_REQUEST, StorageReply, StorageRequest};
+use std::time::Duration;
+use storage_core::{BLOCK_SIZE, StorageReply, StorageRequest};
 
 const USAGE: &str = "usage (options before the command: [--runtime-dir DIR] [--timeout SECS]):
   drvctl [--runtime-dir DIR] status [--json]
@@ -329,162 +325,41 @@ fn to_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Deterministic test data for block `lba` (used when `blk write` has no `--file`).
-fn pattern(lba: u64, out: &mut [u8]) {
-    let mut x = lba.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for chunk in out.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-}
-
 fn blk(dir: &std::path::Path, args: &[String]) -> Result<(), Fail> {
-    let write = match args.first().map(String::as_str) {
-        Some("write") => true,
-        Some("read") => false,
+    let direction = match args.first().map(String::as_str) {
+        Some("write") => Direction::Write,
+        Some("read") => Direction::Read,
         _ => return Err(Fail::Usage("blk needs read or write".into())),
     };
-    let (mut bs, mut count, mut offset, mut file, mut driver, mut window) =
-        (None, None, 0u64, None, "storage_driver".to_string(), 16usize);
-    let mut pad = false;
+    let (mut bs, mut count) = (None, None);
+    let mut opts = BlkOptions::new(direction, 0, 0);
     let mut i = 1;
     while i < args.len() {
         let v = args.get(i + 1);
         match args[i].as_str() {
             "--pad" => {
-                pad = true;
+                opts.pad = true;
                 i += 1;
                 continue;
             }
             "--bs" => bs = Some(num(v, "--bs")?),
             "--count" => count = Some(num(v, "--count")?),
-            "--offset" => offset = num(v, "--offset")?,
-            "--file" => file = v.cloned(),
-            "--driver" => driver = v.cloned().ok_or_else(|| Fail::Usage("missing --driver value".into()))?,
-            "--window" => window = num(v, "--window")? as usize,
+            "--offset" => opts.offset = num(v, "--offset")?,
+            "--file" => opts.file = v.map(PathBuf::from),
+            "--driver" => opts.driver = v.cloned().ok_or_else(|| Fail::Usage("missing --driver value".into()))?,
+            "--window" => opts.window = num(v, "--window")? as usize,
             o => return Err(Fail::Usage(format!("unknown blk option {o:?}"))),
         }
         i += 2;
     }
-    let bs = bs.ok_or_else(|| Fail::Usage("--bs is required".into()))?;
-    let count = count.ok_or_else(|| Fail::Usage("--count is required".into()))?;
-    let b = BLOCK_SIZE as u64;
-    if bs == 0 || bs % b != 0 || offset % b != 0 {
-        return Err(Fail::Usage(format!("--bs and --offset must be multiples of {BLOCK_SIZE}")));
+    opts.bs = bs.ok_or_else(|| Fail::Usage("--bs is required".into()))?;
+    opts.count = count.ok_or_else(|| Fail::Usage("--count is required".into()))?;
+    match blk::run(&reinc_client::client_socket(dir), &opts) {
+        Ok(report) => {
+            println!("{report}");
+            Ok(())
+        }
+        Err(e) if e.is_usage() => Err(Fail::Usage(e.to_string())),
+        Err(e) => Err(Fail::Run(e.to_string())),
     }
-    let total = bs.checked_mul(count).ok_or_else(|| Fail::Usage("--bs × --count overflows".into()))?;
-    let first_lba = offset / b;
-    let total_blocks = total / b;
-    let per_req = u64::from(MAX_BLOCKS_PER_REQUEST);
-    let mut source = match (&file, write) {
-        (Some(f), true) => {
-            let src = File::open(f).map_err(|e| Fail::Run(format!("{f}: {e}")))?;
-            let meta = src.metadata().map_err(|e| Fail::Run(format!("{f}: {e}")))?;
-            // A short regular file is known before anything is sent; a pipe
-            // is checked as it is read (read_full).
-            if meta.is_file() && meta.len() < total && !pad {
-                return Err(Fail::Run(format!(
-                    "{f} has {} bytes, less than --bs × --count = {total}; nothing written (--pad fills the rest \
-                     with zeros)",
-                    meta.len()
-                )));
-            }
-            Some(src)
-        }
-        _ => None,
-    };
-    let mut sink = match (&file, write) {
-        (Some(f), false) => Some(File::create(f).map_err(|e| Fail::Run(format!("{f}: {e}")))?),
-        _ => None,
-    };
-    let mut client = Client::connect(&reinc_client::client_socket(dir))?;
-    let started = Instant::now();
-    let mut crc = crc32fast::Hasher::new();
-    // seq -> (request index, blocks); completions are kept until in order.
-    let mut inflight: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    let mut done: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let requests = total_blocks.div_ceil(per_req);
-    let (mut next_req, mut next_out) = (0u64, 0u64);
-    let mut buf = vec![0u8; (per_req * b) as usize];
-    while next_out < requests {
-        while next_req < requests && inflight.len() < window.max(1) {
-            let lba = first_lba + next_req * per_req;
-            let blocks = per_req.min(total_blocks - next_req * per_req);
-            let body = if write {
-                let data = &mut buf[..(blocks * b) as usize];
-                match &mut source {
-                    Some(f) => read_full(f, data, pad)
-                        .map_err(|e| Fail::Run(format!("{}: {e}", file.as_deref().unwrap_or(""))))?,
-                    None => {
-                        for (k, blk) in data.chunks_mut(BLOCK_SIZE).enumerate() {
-                            pattern(lba + k as u64, blk);
-                        }
-                    }
-                }
-                crc.update(data);
-                postcard::to_allocvec(&StorageRequest::Write { lba, data })
-            } else {
-                postcard::to_allocvec(&StorageRequest::Read { lba, blocks: blocks as u16 })
-            }
-            .map_err(|e| Fail::Run(e.to_string()))?;
-            let seq = client.submit(&driver, &body)?;
-            inflight.insert(seq, (next_req, blocks));
-            next_req += 1;
-        }
-        let c = client.wait()?;
-        let Some((idx, blocks)) = inflight.remove(&c.seq) else { continue };
-        let reply = c.result.map_err(|e: CallError| Fail::Run(format!("{driver}: request {idx}: {e}")))?;
-        let data = match postcard::from_bytes::<StorageReply<'_>>(&reply) {
-            Ok(StorageReply::Data(d)) if !write && d.len() as u64 == blocks * b => d.to_vec(),
-            Ok(StorageReply::Written { blocks: w, .. }) if write && u64::from(w) == blocks => Vec::new(),
-            Ok(StorageReply::Error(e)) => return Err(Fail::Run(format!("{driver}: request {idx}: {e}"))),
-            other => return Err(Fail::Run(format!("{driver}: request {idx}: unexpected reply {other:?}"))),
-        };
-        done.insert(idx, data);
-        while let Some(d) = done.remove(&next_out) {
-            if !write {
-                crc.update(&d);
-                if let Some(s) = &mut sink {
-                    s.write_all(&d).map_err(|e| Fail::Run(format!("{}: {e}", file.as_deref().unwrap_or(""))))?;
-                }
-            }
-            next_out += 1;
-        }
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let rate = total as f64 / secs.max(1e-9);
-    let dir_word = if write { "out" } else { "in" };
-    println!("{count}+0 records {}", if write { "in" } else { "out" });
-    println!("{count}+0 records {dir_word}");
-    println!(
-        "{total} bytes ({:.1} MB, {:.1} MiB) copied, {secs:.3} s, {:.1} MB/s",
-        total as f64 / 1e6,
-        total as f64 / (1 << 20) as f64,
-        rate / 1e6
-    );
-    println!("crc32 {:#010x}, {requests} requests, {} reconnects", crc.finalize(), client.reconnects());
-    Ok(())
-}
-
-/// Fills `out` from `f`; at end of file the rest is zeros with `pad`, an
-/// error without.
-fn read_full(f: &mut File, out: &mut [u8], pad: bool) -> std::io::Result<()> {
-    let mut n = 0;
-    while n < out.len() {
-        let k = f.read(&mut out[n..])?;
-        if k == 0 {
-            if !pad {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "ended before --bs × --count bytes (--pad fills the rest with zeros)",
-                ));
-            }
-            out[n..].fill(0);
-            return Ok(());
-        }
-        n += k;
-    }
-    Ok(())
 }

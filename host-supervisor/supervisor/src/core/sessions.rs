@@ -31,10 +31,12 @@
 //! - Expiring sessions that still have a connection: the connection cap
 //!   bounds those, and the client is plainly still there.
 
-use super::{Action, Cached, ClientId, Supervisor};
+use super::vocab::{Action, ClientMsg, ConnId, DriverId};
+use super::{ClientId, Supervisor};
 use crate::limits::Limits;
 use reinc_policy::Millis;
-use reinc_proto::RequestId;
+use reinc_proto::{CallError, RequestId};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Bytes a cached reply is charged: its body plus the map entry around it.
 pub(super) fn cost(c: &Cached) -> usize {
@@ -158,7 +160,7 @@ impl Supervisor {
     }
 }
 
-impl super::Session {
+impl Session {
     /// Forgets the oldest cached reply and raises the floor past it; returns
     /// the bytes freed.
     fn expire_oldest(&mut self) -> usize {
@@ -167,5 +169,141 @@ impl super::Session {
         self.cache_bytes -= freed;
         freed += self.raise_floor(oldest + 1);
         freed
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Cached {
+    Reply(Vec<u8>),
+    Failed(CallError),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Session {
+    pub(super) conn: Option<ConnId>,
+    /// No request below this may be executed or answered from cache.
+    pub(super) floor: u64,
+    /// Answered requests, by seq.
+    pub(super) cache: BTreeMap<u64, Cached>,
+    /// Accepted and unanswered requests.
+    pub(super) pending: BTreeSet<u64>,
+    /// Busy barrier: per driver, the seqs answered `Busy` and not accepted
+    /// since. A new call to that driver with a higher seq than the lowest of
+    /// them is answered `Busy` too, so a resent call can never be overtaken
+    /// by a later one (per-session order under backpressure).
+    pub(super) busy: BTreeMap<DriverId, BTreeSet<u64>>,
+    pub(super) last_active: Millis,
+    /// Bytes charged for `cache` ([`sessions::cost`]).
+    pub(super) cache_bytes: usize,
+}
+
+/// Seqs remembered per session and driver for the busy barrier. Only a
+/// client with more calls than this refused at once can see its order
+/// broken: the barrier keeps the lowest ones, which decide it.
+pub const BUSY_SEQS_PER_DRIVER: usize = 1024;
+
+impl Session {
+    /// The client will never retry below `floor`: forget cached replies and
+    /// busy seqs under it (a barrier must not wait for a call abandoned).
+    /// Returns the cache bytes freed.
+    pub(super) fn raise_floor(&mut self, floor: u64) -> usize {
+        if floor <= self.floor {
+            return 0;
+        }
+        self.floor = floor;
+        let kept = self.cache.split_off(&floor);
+        let freed: usize = self.cache.values().map(cost).sum();
+        self.cache = kept;
+        self.cache_bytes -= freed;
+        for set in self.busy.values_mut() {
+            *set = set.split_off(&floor);
+        }
+        self.busy.retain(|_, set| !set.is_empty());
+        freed
+    }
+
+    /// The lowest seq answered `Busy` for `driver` and not accepted since.
+    pub(super) fn barrier(&self, driver: DriverId) -> Option<u64> {
+        self.busy.get(&driver).and_then(|set| set.first().copied())
+    }
+
+    /// `seq` was answered `Busy` for `driver`.
+    pub(super) fn refused_busy(&mut self, driver: DriverId, seq: u64) {
+        let set = self.busy.entry(driver).or_default();
+        set.insert(seq);
+        if set.len() > BUSY_SEQS_PER_DRIVER {
+            set.pop_last();
+        }
+    }
+
+    /// `seq` was accepted, or got a definite answer: it blocks nothing now.
+    pub(super) fn settled(&mut self, seq: u64) {
+        for set in self.busy.values_mut() {
+            set.remove(&seq);
+        }
+        self.busy.retain(|_, set| !set.is_empty());
+    }
+}
+
+impl Supervisor {
+    pub(super) fn on_hello(&mut self, now: Millis, conn: ConnId, resume: Option<ClientId>, out: &mut Vec<Action>) {
+        // One session per connection: a new Hello detaches the previous one.
+        if let Some(Some(prev)) = self.conns.get(&conn).copied()
+            && resume != Some(prev)
+            && self.sessions.get(&prev).is_some_and(|s| s.conn == Some(conn))
+        {
+            self.detach(prev, now);
+            self.conns.insert(conn, None);
+        }
+        let (client, new) = match resume {
+            Some(c) if self.sessions.contains_key(&c) => (c, false),
+            Some(_) => {
+                out.push(Action::ToClient { conn, msg: ClientMsg::Failed { seq: 0, error: CallError::NoSession } });
+                return;
+            }
+            None => {
+                if self.sessions.len() >= self.max_sessions {
+                    // Forget the detached session idle the longest.
+                    let victim = self
+                        .sessions
+                        .iter()
+                        .filter(|(_, s)| s.conn.is_none())
+                        .min_by_key(|(_, s)| s.last_active)
+                        .map(|(c, _)| *c);
+                    match victim {
+                        Some(v) => self.forget_session(v),
+                        None => {
+                            out.push(Action::ToClient {
+                                conn,
+                                msg: ClientMsg::Failed { seq: 0, error: CallError::SessionsFull },
+                            });
+                            return;
+                        }
+                    }
+                }
+                let sessions = &self.sessions;
+                let c = self.ids.next(|c| sessions.contains_key(&c));
+                self.sessions.insert(c, Session::default());
+                (c, true)
+            }
+        };
+        // Detach the session from any older connection.
+        let s = self.sessions.get_mut(&client).expect("exists");
+        if let Some(old) = s.conn.replace(conn)
+            && old != conn
+        {
+            self.conns.insert(old, None);
+        }
+        s.last_active = now;
+        self.conns.insert(conn, Some(client));
+        // A new session's Welcome waits for its journal record, if any.
+        self.welcome(conn, client, new, out);
+    }
+}
+
+pub(super) fn to_msg(seq: u64, c: Cached) -> ClientMsg {
+    match c {
+        Cached::Reply(body) => ClientMsg::Reply { seq, body },
+        Cached::Failed(error) => ClientMsg::Failed { seq, error },
     }
 }

@@ -1,0 +1,153 @@
+//! Non-blocking `SOCK_SEQPACKET` peers and the epoll set: what every socket
+//! of the daemon (driver channel, client, control) is built on.
+//!
+//! A [`Peer`] queues frames the other end has not read yet (bounded by
+//! [`MAX_OUT_FRAMES`]) and the [`Registry`] asks for `EPOLLOUT` exactly while
+//! a queue is non-empty. Blocking sends with a timeout were rejected: one
+//! slow reader would stall every driver and client behind it.
+
+use super::{DaemonError, setup};
+use crate::core::{ConnId, DriverId};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::socket::{MsgFlags, send};
+use reinc_proto::Generation;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+/// Frames queued for a peer that does not read before it is disconnected.
+pub(super) const MAX_OUT_FRAMES: usize = 4096;
+
+/// A non-blocking seqpacket peer with a bounded queue of unsent frames.
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub(super) fd: OwnedFd,
+    pub(super) out: VecDeque<Vec<u8>>,
+    /// Bytes in `out`.
+    pub(super) queued: usize,
+    pub(super) token: u64,
+    pub(super) want_out: bool,
+}
+
+impl Peer {
+    pub(super) fn new(fd: OwnedFd, token: u64) -> Self {
+        Self { fd, out: VecDeque::new(), queued: 0, token, want_out: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    Signals,
+    ClientListener,
+    ControlListener,
+    Client(ConnId),
+    Control(u64),
+    Driver(DriverId, Generation),
+    Journal,
+}
+
+/// The epoll set and what each token stands for.
+#[derive(Debug)]
+pub(super) struct Registry {
+    pub(super) epoll: Epoll,
+    pub(super) tokens: HashMap<u64, Source>,
+    pub(super) next_token: u64,
+}
+
+impl Registry {
+    pub(super) fn watch(&mut self, fd: impl AsFd, src: Source) -> Result<u64, DaemonError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        self.epoll.add(fd, EpollEvent::new(flags, token)).map_err(setup("epoll_ctl"))?;
+        self.tokens.insert(token, src);
+        Ok(token)
+    }
+
+    pub(super) fn unwatch(&mut self, peer: &Peer) {
+        let _ = self.epoll.delete(peer.fd.as_fd());
+        self.tokens.remove(&peer.token);
+    }
+
+    /// Asks for `EPOLLOUT` on `peer` exactly while it has unsent frames.
+    pub(super) fn update_out(&mut self, peer: &mut Peer) {
+        let want = !peer.out.is_empty();
+        if peer.want_out == want {
+            return;
+        }
+        peer.want_out = want;
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if want {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        let mut ev = EpollEvent::new(flags, peer.token);
+        let _ = self.epoll.modify(peer.fd.as_fd(), &mut ev);
+    }
+}
+
+/// Why a frame could not be queued for a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SendError {
+    /// The peer closed its end.
+    Gone,
+    /// The peer has not read [`MAX_OUT_FRAMES`] frames.
+    Overflow,
+}
+
+pub(super) fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), SendError> {
+    peer.queued += frame.len();
+    peer.out.push_back(frame);
+    flush(peer).map_err(|()| SendError::Gone)?;
+    if peer.out.len() > MAX_OUT_FRAMES {
+        peer.out.clear();
+        peer.queued = 0;
+        return Err(SendError::Overflow);
+    }
+    Ok(())
+}
+
+/// Sends queued frames until the socket would block. `Err` if the peer is gone.
+pub(super) fn flush(peer: &mut Peer) -> Result<(), ()> {
+    while let Some(f) = peer.out.front() {
+        match send(peer.fd.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            Ok(_) => {
+                let f = peer.out.pop_front().expect("front exists");
+                peer.queued -= f.len();
+            }
+            Err(Errno::EAGAIN) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Err(_) => {
+                peer.out.clear();
+                peer.queued = 0;
+                return Err(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After `recv` returned 0 on a `SOCK_SEQPACKET` socket: did the peer hang
+/// up, or did it send an empty frame? Both read as 0 bytes; only a hang-up
+/// sets `POLLRDHUP` (the kernel marks the socket shut down before it wakes
+/// the reader, so the flag is visible once EOF is).
+pub(super) fn hung_up(fd: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // nix names no POLLRDHUP; the bit is libc's.
+    let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+    let mut fds = [PollFd::new(fd.as_fd(), rdhup)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0].revents().is_none_or(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
+        Err(_) => true,
+    }
+}
+
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    let fl = nix::fcntl::OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(fl | nix::fcntl::OFlag::O_NONBLOCK)).map(drop)
+}
+
+pub(super) fn inheritable(fd: &OwnedFd, yes: bool) -> nix::Result<()> {
+    let flags = if yes { FdFlag::empty() } else { FdFlag::FD_CLOEXEC };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map(drop)
+}

@@ -1,0 +1,160 @@
+//! Launching a driver instance: the socketpair that becomes its stdin, the
+//! trace memfd, the clean environment of the launch contract (names from
+//! [`reinc_runtime::launch`] and [`reinc_runtime::sandbox`], so the two
+//! sides cannot drift), credentials and process group; and signalling it.
+//!
+//! Passing the IPC socket by an arbitrary fd number was rejected: fd 0 lets
+//! the driver adopt it without `pidfd_getfd`, which seccomp may forbid.
+
+use super::Daemon;
+use super::fds;
+use super::io::{Peer, Source, inheritable, set_nonblocking};
+use crate::core::{Action, DriverId, Event, KillSignal};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::Pid;
+use reinc_proto::Generation;
+use reinc_runtime::{launch, sandbox};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use tracing::debug;
+
+#[derive(Debug)]
+pub(super) struct Live {
+    pub(super) generation: Generation,
+    pub(super) pid: Pid,
+    pub(super) peer: Option<Peer>,
+    pub(super) trace: Option<File>,
+}
+
+/// Why a launch failed, and whether for lack of resources.
+#[derive(Debug)]
+pub(super) struct SpawnError {
+    pub(super) message: String,
+    /// Out of descriptors, memory or processes ([`fds::exhausted`]).
+    pub(super) exhausted: bool,
+}
+
+impl SpawnError {
+    pub(super) fn errno(message: String, errno: i32) -> Self {
+        Self { message, exhausted: fds::exhausted(errno) }
+    }
+}
+
+impl Daemon {
+    /// Launches `generation` of `driver` (with the descriptor reserve as a
+    /// second chance) and returns the core's answer to the outcome.
+    pub(super) fn launch(&mut self, driver: DriverId, generation: Generation) -> Vec<Action> {
+        let now = self.now();
+        // The reserve is for exactly this: a launch must not fail
+        // because clients hold every descriptor.
+        let mut spawned = self.spawn(driver, generation);
+        if matches!(&spawned, Err(e) if e.exhausted) {
+            self.reserve.release();
+            spawned = self.spawn(driver, generation);
+            self.reserve.refill();
+        }
+        match spawned {
+            Ok(pid) => self.core.handle(now, Event::Spawned { driver, generation, pid }),
+            Err(SpawnError { message: error, exhausted: true }) => {
+                self.core.handle(now, Event::SpawnDeferred { driver, generation, error })
+            }
+            Err(SpawnError { message: error, .. }) => {
+                self.core.handle(now, Event::SpawnFailed { driver, generation, error })
+            }
+        }
+    }
+
+    /// Signals the instance `generation` of `driver`, if it is still the live one.
+    pub(super) fn signal(&mut self, driver: DriverId, generation: Generation, signal: KillSignal) {
+        if let Some(l) = self.live.get(&driver).filter(|l| l.generation == generation) {
+            let sig = match signal {
+                KillSignal::Term => Signal::SIGTERM,
+                KillSignal::Kill => Signal::SIGKILL,
+            };
+            if let Err(e) = kill(l.pid, sig) {
+                debug!("kill {} {}: {e}", l.pid, sig.as_str());
+            }
+        }
+    }
+
+    pub(super) fn spawn(&mut self, driver: DriverId, generation: Generation) -> Result<u32, SpawnError> {
+        let cfg = self.core.config(driver).clone();
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| SpawnError::errno(format!("socketpair for {}: {e}", cfg.name), e as i32))?;
+        let trace = memfd_create(format!("reinc-trace-{}", cfg.name).as_str(), MFdFlags::MFD_CLOEXEC)
+            .ok()
+            .and_then(|fd| nix::unistd::ftruncate(&fd, reinc_ringbuf::shared::RING_BYTES as i64).ok().map(|()| fd));
+        // The channel becomes the child's stdin: std dup2()s it into place, so
+        // our end keeps CLOEXEC and the driver adopts fd 0 without
+        // pidfd_getfd (which seccomp profiles may forbid). The trace memfd is
+        // inherited by number; the daemon is single-threaded, so no other
+        // fork can inherit it in the window where it lacks CLOEXEC.
+        let mut cmd = Command::new(&cfg.exec);
+        // A clean environment: only the allow-listed variables pass on.
+        cmd.env_clear();
+        for k in &cfg.privileges.env {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        let p = &cfg.privileges;
+        if p.sandbox {
+            cmd.env(sandbox::ENV_SANDBOX, "1")
+                .env(sandbox::ENV_CAPABILITIES, p.capabilities.join(","))
+                .env(sandbox::ENV_SECCOMP, if p.seccomp { "1" } else { "0" });
+        }
+        // std sets the gid, clears the supplementary groups (when root) and
+        // sets the uid in the child, just before exec.
+        if let Some(g) = p.gid {
+            cmd.gid(g);
+        }
+        if let Some(u) = p.uid {
+            cmd.uid(u);
+        }
+        cmd.args(&cfg.args)
+            .env(launch::ENV_IPC_FD, "0")
+            .env(launch::ENV_DRIVER_NAME, &cfg.name)
+            .env(launch::ENV_SUPERVISOR_PID, std::process::id().to_string())
+            // systemd's notifications are the supervisor's, not a driver's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::from(theirs))
+            // Own process group: a terminal's Ctrl-C reaches the supervisor
+            // only, which then stops drivers in order.
+            .process_group(0);
+        if let Some(t) = &trace {
+            let _ = inheritable(t, true);
+            cmd.env(launch::ENV_TRACE_FD, t.as_raw_fd().to_string());
+        }
+        if let Some(f) = &cfg.fault {
+            cmd.env(launch::ENV_FAULT, f.to_string());
+        }
+        if let Some(l) = &cfg.exec_log {
+            cmd.env(launch::ENV_EXEC_LOG, l);
+        }
+        let spawned = cmd.spawn();
+        // `cmd` owns the child's end; drop it so EOF reaches us when the child dies.
+        drop(cmd);
+        let trace = trace.map(|t| {
+            let _ = inheritable(&t, false);
+            File::from(t)
+        });
+        let child = spawned
+            .map_err(|e| SpawnError::errno(format!("{}: {e}", cfg.exec.display()), e.raw_os_error().unwrap_or(0)))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        // The child is reaped through waitpid(-1); std's handle is not needed.
+        drop(child);
+        set_nonblocking(&ours).map_err(|e| SpawnError::errno(format!("fcntl: {e}"), e as i32))?;
+        let token = self
+            .reg
+            .watch(&ours, Source::Driver(driver, generation))
+            .map_err(|e| SpawnError { message: format!("epoll: {e}"), exhausted: false })?;
+        self.live.insert(driver, Live { generation, pid, peer: Some(Peer::new(ours, token)), trace });
+        Ok(pid.as_raw() as u32)
+    }
+}
