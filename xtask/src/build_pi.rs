@@ -31,9 +31,9 @@ pub const TARGET: &str = "aarch64-unknown-linux-musl";
 pub const BINARIES: &[(&str, &str)] = &[
     ("reinc-supervisor", "supervisor"),
     ("reinc-client", "drvctl"),
-    ("gpio-driver", "gpio_driver"),
-    ("gpio-driver", "blink"),
-    ("timer-driver", "timer_driver"),
+    ("gpio_driver", "gpio_driver"),
+    ("gpio_driver", "blink"),
+    ("timer_driver", "timer_driver"),
 ];
 /// The example configuration shipped as `reinc.toml`.
 pub const PI_CONFIG: &str = "qemu/rpi3/pi.toml";
@@ -141,7 +141,7 @@ mod tests {
             args,
             "build --release --config profile.release.strip=\"debuginfo\" --target aarch64-unknown-linux-musl \
              -p reinc-supervisor -p reinc-client \
-             -p gpio-driver -p timer-driver --bin supervisor --bin drvctl --bin gpio_driver --bin blink \
+             -p gpio_driver -p timer_driver --bin supervisor --bin drvctl --bin gpio_driver --bin blink \
              --bin timer_driver"
         );
     }

@@ -18,7 +18,7 @@ use std::process::Command;
 
 /// The packages whose binaries the campaign runs.
 const PACKAGES: [&str; 6] =
-    ["reinc-supervisor", "reinc-client", "storage-driver", "net-driver", "reinc-bench", "reinc-campaign"];
+    ["reinc-supervisor", "reinc-client", "storage-driver", "net_driver", "reinc-bench", "reinc-campaign"];
 
 /// Faults of the CI smoke campaign.
 pub const SMOKE_FAULTS: usize = 2000;

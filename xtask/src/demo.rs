@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const PACKAGES: [&str; 5] = ["reinc-supervisor", "reinc-client", "storage-driver", "net-driver", "reinc-bench"];
+const PACKAGES: [&str; 5] = ["reinc-supervisor", "reinc-client", "storage-driver", "net_driver", "reinc-bench"];
 
 /// Command-line flags of `cargo xtask demo`.
 #[derive(Debug, Clone, PartialEq, Eq)]

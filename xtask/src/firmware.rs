@@ -58,7 +58,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 pub fn run_counted(verbose: bool, timeout: Option<u64>) -> (usize, usize) {
     let started = Instant::now();
     println!(
-        "{MACHINE}: bare-metal firmware ({CRATE_DIR}) on QEMU raspi3b: gpio-core and timer-core as supervised tasks"
+        "{MACHINE}: bare-metal firmware ({CRATE_DIR}) on QEMU raspi3b: gpio_core and timer_core as supervised tasks"
     );
     let mut report = Report { tests: Vec::new(), problems: Vec::new(), tail: Vec::new() };
     match host_unit_tests() {

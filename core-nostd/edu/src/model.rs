@@ -11,7 +11,7 @@
 //! The model is public so that host crates (the edu driver, cross-crate tests)
 //! can run the real driver logic without QEMU.
 
-use crate::regs::{IrqBits, ReadReg, Regs, Status, WriteReg};
+use crate::regs::{EduRegisters, IrqBits, ReadReg, Status, WriteReg};
 
 /// The id register of QEMU's edu device (version 1.0).
 pub const MODEL_ID: u32 = 0x0100_00ed;
@@ -142,7 +142,7 @@ impl EduModel {
     }
 }
 
-impl Regs for EduModel {
+impl EduRegisters for EduModel {
     fn read(&mut self, reg: ReadReg) -> u32 {
         self.accesses += 1;
         self.tick();

@@ -1,7 +1,7 @@
 //! Register access for QEMU's edu device: the only module of this crate with `unsafe`.
 //!
 //! # Layout
-//! [`EduRegisters`] is the `#[repr(C)]` image of BAR0 (QEMU `docs/specs/edu.rst`),
+//! [`RegisterBlock`] is the `#[repr(C)]` image of BAR0 (QEMU `docs/specs/edu.rst`),
 //! built from volatile-register cells: `RO` for the id and interrupt status,
 //! `RW` for liveness, factorial, status and DMA, `WO` for interrupt raise/ack.
 //! Offsets and size are checked at compile time. Every access is 32 bits wide:
@@ -17,7 +17,7 @@
 //! harmless here. Do not copy this pattern to a device where reads clear state.
 //!
 //! # One door to the hardware
-//! All device logic goes through the [`Regs`] trait: read or write one named
+//! All device logic goes through the [`EduRegisters`] trait: read or write one named
 //! register. Only this module touches the volatile block, so replacing
 //! volatile-register by a pointer-based crate (safe-mmio, which avoids the
 //! caveat above) is a change to this file alone. The same trait is implemented
@@ -29,17 +29,17 @@ use serde::{Deserialize, Serialize};
 use volatile_register::{RO, RW, WO};
 
 /// Size of edu's BAR0 (1 MiB). The registers occupy only the first
-/// [`EduRegisters`]-sized part of it.
+/// [`RegisterBlock`]-sized part of it.
 pub const BAR0_SIZE: usize = 1 << 20;
 
 /// The register block at the start of edu's BAR0.
 ///
 /// There is no safe way to build one: it only exists as a view of device
-/// memory, obtained through [`EduRegisters::from_ptr`] (firmware) or reinc-uio's
+/// memory, obtained through [`RegisterBlock::from_ptr`] (firmware) or reinc-uio's
 /// typed-block handout (Linux, with the `uio` feature). Holding a
-/// `&EduRegisters` therefore means someone vouched for the memory behind it.
+/// `&RegisterBlock` therefore means someone vouched for the memory behind it.
 #[repr(C)]
-pub struct EduRegisters {
+pub struct RegisterBlock {
     /// 0x00: identification `0xRRrr00ed` (RR major, rr minor version).
     id: RO<u32>,
     /// 0x04: liveness check; reads back the bitwise inverse of the last write.
@@ -71,41 +71,41 @@ pub struct EduRegisters {
 }
 
 const _: () = {
-    assert!(offset_of!(EduRegisters, id) == 0x00);
-    assert!(offset_of!(EduRegisters, liveness) == 0x04);
-    assert!(offset_of!(EduRegisters, factorial) == 0x08);
-    assert!(offset_of!(EduRegisters, status) == 0x20);
-    assert!(offset_of!(EduRegisters, irq_status) == 0x24);
-    assert!(offset_of!(EduRegisters, irq_raise) == 0x60);
-    assert!(offset_of!(EduRegisters, irq_ack) == 0x64);
-    assert!(offset_of!(EduRegisters, dma_src) == 0x80);
-    assert!(offset_of!(EduRegisters, dma_dst) == 0x88);
-    assert!(offset_of!(EduRegisters, dma_count) == 0x90);
-    assert!(offset_of!(EduRegisters, dma_cmd) == 0x98);
-    assert!(size_of::<EduRegisters>() == 0x9c);
-    assert!(core::mem::align_of::<EduRegisters>() == 4);
-    assert!(size_of::<EduRegisters>() <= BAR0_SIZE);
+    assert!(offset_of!(RegisterBlock, id) == 0x00);
+    assert!(offset_of!(RegisterBlock, liveness) == 0x04);
+    assert!(offset_of!(RegisterBlock, factorial) == 0x08);
+    assert!(offset_of!(RegisterBlock, status) == 0x20);
+    assert!(offset_of!(RegisterBlock, irq_status) == 0x24);
+    assert!(offset_of!(RegisterBlock, irq_raise) == 0x60);
+    assert!(offset_of!(RegisterBlock, irq_ack) == 0x64);
+    assert!(offset_of!(RegisterBlock, dma_src) == 0x80);
+    assert!(offset_of!(RegisterBlock, dma_dst) == 0x88);
+    assert!(offset_of!(RegisterBlock, dma_count) == 0x90);
+    assert!(offset_of!(RegisterBlock, dma_cmd) == 0x98);
+    assert!(size_of::<RegisterBlock>() == 0x9c);
+    assert!(core::mem::align_of::<RegisterBlock>() == 4);
+    assert!(size_of::<RegisterBlock>() <= BAR0_SIZE);
 };
 
-impl core::fmt::Debug for EduRegisters {
+impl core::fmt::Debug for RegisterBlock {
     /// Prints the address only: formatting must not touch the device.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("EduRegisters").field("at", &(self as *const Self)).finish_non_exhaustive()
+        f.debug_struct("edu_core::RegisterBlock").field("at", &(self as *const Self)).finish_non_exhaustive()
     }
 }
 
-impl EduRegisters {
+impl RegisterBlock {
     /// Views the edu register block at `base`.
     ///
     /// # Safety
     /// - `base` is the start of edu's BAR0 (or a faithful model of it), mapped
     ///   as device memory, readable and writable, 4-byte aligned, and at least
-    ///   `size_of::<EduRegisters>()` (0x9c) bytes long;
+    ///   `size_of::<RegisterBlock>()` (0x9c) bytes long;
     /// - the mapping stays valid for `'a` (for `'static` in firmware: never unmapped);
     /// - nothing else accesses those bytes through a non-volatile Rust
     ///   reference (`&u32`, `&[u8]`) while the returned reference lives.
     #[must_use]
-    pub unsafe fn from_ptr<'a>(base: *mut EduRegisters) -> &'a EduRegisters {
+    pub unsafe fn from_ptr<'a>(base: *mut RegisterBlock) -> &'a RegisterBlock {
         // SAFETY: the caller guarantees alignment, size, validity for 'a and the
         // absence of aliasing non-volatile references (see `# Safety`); every
         // field is an UnsafeCell-based volatile cell, valid for any bit pattern.
@@ -113,24 +113,24 @@ impl EduRegisters {
     }
 }
 
-// SAFETY: `EduRegisters` is `#[repr(C)]`, made only of volatile-register cells
+// SAFETY: `RegisterBlock` is `#[repr(C)]`, made only of volatile-register cells
 // (`#[repr(transparent)]` over `VolatileCell<u32>`, i.e. `UnsafeCell<u32>`), so
 // every bit pattern is valid, device-side changes are allowed behind `&`, and it
 // has no `Drop`. Its size and alignment are asserted above; reinc-uio checks
 // both against the mapping before it hands out a reference.
 #[cfg(feature = "uio")]
-unsafe impl reinc_uio::RegisterBlock for EduRegisters {}
+unsafe impl reinc_uio::RegisterBlock for RegisterBlock {}
 
 /// The owning host handle (`Mapping::into_block`) is register access too, so
-/// an `EduHandler<Block<EduRegisters>>` can live in a driver struct.
+/// an `EduHandler<Block<RegisterBlock>>` can live in a driver struct.
 #[cfg(feature = "uio")]
-impl Regs for reinc_uio::Block<EduRegisters> {
+impl EduRegisters for reinc_uio::Block<RegisterBlock> {
     fn read(&mut self, reg: ReadReg) -> u32 {
-        let mut regs: &EduRegisters = self;
+        let mut regs: &RegisterBlock = self;
         regs.read(reg)
     }
     fn write(&mut self, reg: WriteReg, value: u32) {
-        let mut regs: &EduRegisters = self;
+        let mut regs: &RegisterBlock = self;
         regs.write(reg, value);
     }
 }
@@ -209,15 +209,15 @@ impl ReadReg {
     #[must_use]
     pub const fn offset(self) -> usize {
         match self {
-            Self::Id => offset_of!(EduRegisters, id),
-            Self::Liveness => offset_of!(EduRegisters, liveness),
-            Self::Factorial => offset_of!(EduRegisters, factorial),
-            Self::Status => offset_of!(EduRegisters, status),
-            Self::IrqStatus => offset_of!(EduRegisters, irq_status),
-            Self::DmaSrc => offset_of!(EduRegisters, dma_src),
-            Self::DmaDst => offset_of!(EduRegisters, dma_dst),
-            Self::DmaCount => offset_of!(EduRegisters, dma_count),
-            Self::DmaCmd => offset_of!(EduRegisters, dma_cmd),
+            Self::Id => offset_of!(RegisterBlock, id),
+            Self::Liveness => offset_of!(RegisterBlock, liveness),
+            Self::Factorial => offset_of!(RegisterBlock, factorial),
+            Self::Status => offset_of!(RegisterBlock, status),
+            Self::IrqStatus => offset_of!(RegisterBlock, irq_status),
+            Self::DmaSrc => offset_of!(RegisterBlock, dma_src),
+            Self::DmaDst => offset_of!(RegisterBlock, dma_dst),
+            Self::DmaCount => offset_of!(RegisterBlock, dma_count),
+            Self::DmaCmd => offset_of!(RegisterBlock, dma_cmd),
         }
     }
 }
@@ -227,24 +227,24 @@ impl WriteReg {
     #[must_use]
     pub const fn offset(self) -> usize {
         match self {
-            Self::Liveness => offset_of!(EduRegisters, liveness),
-            Self::Factorial => offset_of!(EduRegisters, factorial),
-            Self::Status => offset_of!(EduRegisters, status),
-            Self::IrqRaise => offset_of!(EduRegisters, irq_raise),
-            Self::IrqAck => offset_of!(EduRegisters, irq_ack),
+            Self::Liveness => offset_of!(RegisterBlock, liveness),
+            Self::Factorial => offset_of!(RegisterBlock, factorial),
+            Self::Status => offset_of!(RegisterBlock, status),
+            Self::IrqRaise => offset_of!(RegisterBlock, irq_raise),
+            Self::IrqAck => offset_of!(RegisterBlock, irq_ack),
         }
     }
 }
 
 /// Register-level access to an edu device: the real block or a model.
-pub trait Regs {
+pub trait EduRegisters {
     /// Reads one 32-bit register.
     fn read(&mut self, reg: ReadReg) -> u32;
     /// Writes one 32-bit register.
     fn write(&mut self, reg: WriteReg, value: u32);
 }
 
-impl<R: Regs + ?Sized> Regs for &mut R {
+impl<R: EduRegisters + ?Sized> EduRegisters for &mut R {
     fn read(&mut self, reg: ReadReg) -> u32 {
         (**self).read(reg)
     }
@@ -253,7 +253,7 @@ impl<R: Regs + ?Sized> Regs for &mut R {
     }
 }
 
-impl Regs for &EduRegisters {
+impl EduRegisters for &RegisterBlock {
     fn read(&mut self, reg: ReadReg) -> u32 {
         match reg {
             ReadReg::Id => self.id.read(),
@@ -275,7 +275,7 @@ impl Regs for &EduRegisters {
             WriteReg::Status => &self.status,
             WriteReg::IrqRaise => {
                 // SAFETY: a volatile 32-bit store to the raise register of a block
-                // whose validity was vouched for when the `&EduRegisters` was made.
+                // whose validity was vouched for when the `&RegisterBlock` was made.
                 // Raising an interrupt has no memory-safety consequence for us.
                 unsafe { self.irq_raise.write(value) };
                 return;
@@ -304,7 +304,7 @@ mod tests {
         bar[0] = crate::model::MODEL_ID;
         // SAFETY: `bar` is 4-aligned, 0x9c bytes, lives for the whole test and is
         // only accessed through the returned reference while it is in use.
-        let regs: &EduRegisters = unsafe { EduRegisters::from_ptr(bar.as_mut_ptr().cast()) };
+        let regs: &RegisterBlock = unsafe { RegisterBlock::from_ptr(bar.as_mut_ptr().cast()) };
         let mut r = regs;
         assert_eq!(r.read(ReadReg::Id), crate::model::MODEL_ID);
         r.write(WriteReg::Factorial, 5);

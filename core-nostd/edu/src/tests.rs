@@ -35,7 +35,7 @@ fn register_offsets_match_edu_spec() {
     assert_eq!(WriteReg::IrqAck.offset(), 0x64);
     assert_eq!(ReadReg::DmaSrc.offset(), 0x80);
     assert_eq!(ReadReg::DmaCmd.offset(), 0x98);
-    assert_eq!(core::mem::size_of::<EduRegisters>(), 0x9c);
+    assert_eq!(core::mem::size_of::<RegisterBlock>(), 0x9c);
 }
 
 #[test]
@@ -202,7 +202,10 @@ fn replay_from_same_committed_state_gives_same_reply_and_device_state() {
             (b.status(), b.irq_status(), b.irq_line()),
             "replay of {req:?} must leave the device in the same state"
         );
-        assert_eq!(Regs::read(&mut a.clone(), ReadReg::Liveness), Regs::read(&mut b.clone(), ReadReg::Liveness));
+        assert_eq!(
+            EduRegisters::read(&mut a.clone(), ReadReg::Liveness),
+            EduRegisters::read(&mut b.clone(), ReadReg::Liveness)
+        );
     }
 }
 
@@ -335,7 +338,7 @@ fn typed_block_from_reinc_uio_drives_the_handler() {
     bar[..4].copy_from_slice(&MODEL_ID.to_ne_bytes());
     file.write_all(&bar).expect("write");
     let map = reinc_uio::Mapping::file(file.path(), 0, 4096).expect("map");
-    let regs = map.block::<EduRegisters>(0).expect("block fits");
+    let regs = map.block::<RegisterBlock>(0).expect("block fits");
     let mut h = EduHandler::new(regs, PollBudget(10));
     let Step::Done { reply: EduReply::Identity(id), .. } = h.start(&EduState::default(), &EduRequest::Identify) else {
         panic!("identify")
@@ -344,12 +347,12 @@ fn typed_block_from_reinc_uio_drives_the_handler() {
     let _ = h.start(&EduState::default(), &EduRequest::Liveness { probe: 0x55 });
     assert_eq!(map.read32(ReadReg::Liveness.offset()).expect("read"), 0x55, "plain memory stores, no inversion");
     let owned =
-        reinc_uio::Mapping::file(file.path(), 0, 4096).expect("map").into_block::<EduRegisters>(0).expect("fits");
+        reinc_uio::Mapping::file(file.path(), 0, 4096).expect("map").into_block::<RegisterBlock>(0).expect("fits");
     let mut owning = EduHandler::new(owned, PollBudget(10));
     assert!(owning.edu().identify().is_ok(), "the owning block is register access too");
     let small = reinc_uio::Mapping::file(file.path(), 0, 0x80).expect("map");
-    let err = small.block::<EduRegisters>(0).expect_err("0x80 < 0x9c");
-    assert!(std::format!("{err}").contains("EduRegisters"), "{err}");
+    let err = small.block::<RegisterBlock>(0).expect_err("0x80 < 0x9c");
+    assert!(std::format!("{err}").contains("edu_core::regs::RegisterBlock"), "{err}");
 }
 
 mod properties {

@@ -1,10 +1,95 @@
-//! The replay-safe request handler, the committed pin state and its restore.
+//! The replay-safe request handler: requests, replies and why one is refused,
+//! the committed pin state and its restore.
 
 use serde::{Deserialize, Serialize};
 
 use crate::pin::{Bank, Detect, DetectKind, Direction, Function, Level, Pin, PinSet};
 use crate::regs::GpioRegisters;
-use crate::{GpioError, StateError};
+use crate::trace::Trace;
+
+/// Why a request was refused. Deterministic: it is a function of the request
+/// and the committed state only, so a replay refuses it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum GpioError {
+    /// No such pin.
+    #[error("GPIO pin {pin} does not exist on the BCM2835 (pins are 0..=53)")]
+    InvalidPin {
+        /// The pin number asked for.
+        pin: u8,
+    },
+    /// A pin mask names pins that do not exist.
+    #[error("GPIO pin set {bits:#x} names pins above 53, which the BCM2835 does not have")]
+    InvalidPinSet {
+        /// The mask asked for.
+        bits: u64,
+    },
+    /// The pin exists but this gpio_driver instance may not change it.
+    #[error("GPIO pin {pin} is not among the pins this gpio_driver may change (it may belong to the kernel)")]
+    PinNotAllowed {
+        /// The pin number asked for.
+        pin: u8,
+    },
+    /// `Toggle` of a pin whose output level was never committed.
+    #[error("GPIO pin {pin} cannot be toggled: no output level is committed for it yet (send SetLevel first)")]
+    LevelUnknown {
+        /// The pin number asked for.
+        pin: u8,
+    },
+    /// Detect flags with unknown bits.
+    #[error("GPIO detect flags {bits:#04x} contain bits that name no detect register")]
+    InvalidDetect {
+        /// The flags asked for.
+        bits: u8,
+    },
+    /// The request body did not decode as a `GpioRequest`; nothing was done.
+    #[error("GPIO request of {len} bytes is malformed (not a postcard GpioRequest)")]
+    MalformedRequest {
+        /// The body's length.
+        len: u32,
+    },
+}
+
+impl GpioError {
+    /// The pin the error is about, if it is about one.
+    #[must_use]
+    pub const fn pin(&self) -> Option<u8> {
+        match *self {
+            GpioError::InvalidPin { pin } | GpioError::PinNotAllowed { pin } | GpioError::LevelUnknown { pin } => {
+                Some(pin)
+            }
+            GpioError::InvalidPinSet { .. } | GpioError::InvalidDetect { .. } | GpioError::MalformedRequest { .. } => {
+                None
+            }
+        }
+    }
+}
+
+/// Why a checkpoint cannot be restored. The driver reports it as `Fatal`
+/// rather than guessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// A pin set in the checkpoint names pins that do not exist.
+    #[error("GPIO checkpoint is corrupt: `{what}` names pins above 53 ({bits:#x})")]
+    InvalidPins {
+        /// The field.
+        what: &'static str,
+        /// Its value.
+        bits: u64,
+    },
+    /// The checkpoint's fields contradict each other.
+    #[error("GPIO checkpoint is inconsistent: {what}")]
+    Inconsistent {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The checkpoint manages a pin outside this instance's allowed pins
+    /// (the configuration changed between runs).
+    #[error("GPIO checkpoint manages pin {pin}, which this gpio_driver is not allowed to change")]
+    PinNotAllowed {
+        /// The pin.
+        pin: u8,
+    },
+}
 
 /// Marks a request whose effect cannot be made idempotent: replaying it after
 /// a crash may apply it a second time. The wrapper makes that visible where
@@ -259,95 +344,6 @@ pub enum Effect {
     },
     /// GPEDS written to clear these pins' events.
     ClearEvents(PinSet),
-}
-
-/// Post-mortem trace entries of the GPIO core (Hubris style): what the last
-/// requests did to the device. The driver runtime records them in its trace
-/// ring through [`Trace::event`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trace {
-    /// An effect reached the device.
-    Applied(Effect),
-    /// A read-only request was answered.
-    Observed,
-    /// A request was refused before any register access.
-    Refused(GpioError),
-    /// A checkpoint was re-applied to the device.
-    Restored {
-        /// Pins whose configuration was re-applied.
-        pins: PinSet,
-    },
-}
-
-impl Trace {
-    /// The entry as a generic driver event for the shared trace ring: `code`
-    /// is `0x6100 + kind`, `a` is the pin (or pin set), `b` the value written.
-    #[must_use]
-    pub fn event(&self) -> reinc_ringbuf::Event {
-        let (code, a, b) = match *self {
-            Trace::Applied(Effect::Direction { pin, dir }) => (code::DIRECTION, u64::from(pin.number()), dir as u64),
-            Trace::Applied(Effect::Level { pin, level }) => (code::LEVEL, u64::from(pin.number()), level as u64),
-            Trace::Applied(Effect::Detect { pin, detect }) => {
-                (code::DETECT, u64::from(pin.number()), u64::from(detect.bits()))
-            }
-            Trace::Applied(Effect::ClearEvents(pins)) => (code::CLEAR_EVENTS, pins.bits(), 0),
-            Trace::Observed => (code::OBSERVED, 0, 0),
-            Trace::Refused(e) => (code::REFUSED, e.pin().map_or(u64::MAX, u64::from), 0),
-            Trace::Restored { pins } => (code::RESTORED, pins.bits(), 0),
-        };
-        reinc_ringbuf::Event::Driver { code, a, b }
-    }
-}
-
-reinc_ringbuf::trace_legend! {
-    /// The trace codes, one table with `TRACE_LEGEND`: `Trace` emits only
-    /// these constants (the host driver registers the legend as its
-    /// `TRACE_LEGEND`). A test checks that every variant's code is named.
-    pub mod code, pub const TRACE_LEGEND = "gpio" {
-        DIRECTION = 0x6101 => "direction"("pin", "dir"),
-        LEVEL = 0x6102 => "level"("pin", "level"),
-        DETECT = 0x6103 => "detect"("pin", "detect"),
-        CLEAR_EVENTS = 0x6104 => "clear_events"("pins", ""),
-        OBSERVED = 0x6105 => "observed"("", ""),
-        REFUSED = 0x6106 => "refused"("pin", ""),
-        RESTORED = 0x6107 => "restored"("pins", ""),
-    }
-}
-
-#[cfg(test)]
-mod legend_tests {
-    use super::*;
-
-    /// Fails to compile when a variant is added, so the sample list below grows with the enum.
-    fn sample(t: Trace) -> Trace {
-        match t {
-            Trace::Applied(Effect::Direction { .. } | Effect::Level { .. } | Effect::Detect { .. })
-            | Trace::Applied(Effect::ClearEvents(_))
-            | Trace::Observed
-            | Trace::Refused(_)
-            | Trace::Restored { .. } => t,
-        }
-    }
-
-    #[test]
-    fn every_trace_code_is_named_in_the_legend() {
-        let pin = Pin::new(4).unwrap();
-        let pins = PinSet::from_bits(0b1_0000).unwrap();
-        let all = [
-            Trace::Applied(Effect::Direction { pin, dir: Direction::Output }),
-            Trace::Applied(Effect::Level { pin, level: Level::High }),
-            Trace::Applied(Effect::Detect { pin, detect: Detect::RISING }),
-            Trace::Applied(Effect::ClearEvents(pins)),
-            Trace::Observed,
-            Trace::Refused(GpioError::InvalidPin { pin: 99 }),
-            Trace::Restored { pins },
-        ];
-        for t in all.map(sample) {
-            let reinc_ringbuf::Event::Driver { code, .. } = t.event() else { panic!("{t:?} is not a driver event") };
-            assert!(TRACE_LEGEND.get(code).is_some(), "{t:?}: code {code:#06x} missing from TRACE_LEGEND");
-        }
-        assert_eq!(TRACE_LEGEND.entries.len(), all.len(), "legend has codes no Trace variant uses");
-    }
 }
 
 /// The outcome of one request: the effect applied, the state to commit with

@@ -7,24 +7,49 @@
 //! code runs in the Linux host binary and in bare-metal firmware, and is
 //! tested on the host against a behavioural model of the block.
 //!
-//! # Shape
-//! - [`regs`]: the `#[repr(C)]` register block (volatile-register `RO`/`RW`/
-//!   `WO`, offsets checked at compile time), the [`GpioRegisters`] trait and
-//!   its implementation over real mapped registers. The crate's only `unsafe`.
-//! - [`model`]: [`GpioModel`], the block's behaviour in memory (latches,
-//!   levels, edge/level detection, write-1-to-clear events).
-//! - [`Gpio::handle`]: `(committed state, request) -> (effect, new state,
-//!   reply)`. Effects are absolute: `SetLevel` goes through GPSET/GPCLR (no
-//!   read-modify-write at all), `SetDirection` read-modify-writes GPFSEL but
-//!   the field it writes is absolute, and `Toggle` is resolved against the
-//!   committed level into an absolute `SetLevel`. Running a request twice (a
-//!   replay after a crash) therefore leaves the same pins and the same reply.
-//!   The one request that cannot be idempotent, clearing write-1-to-clear
-//!   events, is typed [`AtLeastOnce`].
-//! - [`GpioState`] + [`Gpio::restore`]: the checkpoint (directions, output
-//!   latches and event detection of the pins the driver manages) and its
-//!   re-application when a new driver instance starts, which is what keeps
-//!   an LED blinking across a `gpio_driver` crash.
+//! # Register map
+//! Layout (BCM2835 ARM Peripherals, section 6.1; bus address 0x7E20_0000, seen
+//! by the ARM at 0x3F20_0000 on the BCM2836/7 of the Raspberry Pi 2/3):
+//!
+//! | offset | register | access |
+//! |---|---|---|
+//! | 0x00..0x14 | GPFSEL0..5 (3 bits per pin, 10 pins per register) | RW |
+//! | 0x1C, 0x20 | GPSET0/1 (write 1 sets the output latch) | WO |
+//! | 0x28, 0x2C | GPCLR0/1 (write 1 clears the output latch) | WO |
+//! | 0x34, 0x38 | GPLEV0/1 (pin level) | RO |
+//! | 0x40, 0x44 | GPEDS0/1 (event detect status, write 1 to clear) | RW |
+//! | 0x4C..0x8C | GPREN, GPFEN, GPHEN, GPLEN, GPAREN, GPAFEN (0/1 each) | RW |
+//! | 0x94 | GPPUD (pull-up/down control) | RW |
+//! | 0x98, 0x9C | GPPUDCLK0/1 (pull clock) | RW |
+//!
+//! # Shape (the device-core template: every core has these files)
+//! - `regs.rs` ([`regs`]): the `#[repr(C)]` register block (volatile-register
+//!   `RO`/`RW`/`WO`, offsets checked at compile time against the map above),
+//!   the [`GpioRegisters`] trait and its implementation over real mapped
+//!   registers. The crate's only `unsafe`.
+//! - `pin.rs`: the GPIO vocabulary ([`Pin`], [`PinSet`], [`Level`],
+//!   [`Direction`], [`Detect`]), independent of how the registers are reached.
+//! - `handler.rs`: [`Gpio::handle`], `(committed state, request) -> (effect,
+//!   new state, reply)`. Effects are absolute: `SetLevel` goes through
+//!   GPSET/GPCLR (no read-modify-write at all), `SetDirection`
+//!   read-modify-writes GPFSEL but the field it writes is absolute, and
+//!   `Toggle` is resolved against the committed level into an absolute
+//!   `SetLevel`. Running a request twice (a replay after a crash) therefore
+//!   leaves the same pins and the same reply. The one request that cannot be
+//!   idempotent, clearing write-1-to-clear events, is typed [`AtLeastOnce`].
+//!   Also there: [`GpioState`] + [`Gpio::restore`], the checkpoint
+//!   (directions, output latches and event detection of the pins the driver
+//!   manages) and its re-application when a new driver instance starts,
+//!   which is what keeps an LED blinking across a `gpio_driver` crash; and
+//!   the refusals, [`GpioError`] and [`StateError`].
+//! - `model.rs` ([`model`]): [`GpioModel`], the block's behaviour in memory
+//!   (latches, levels, edge/level detection, write-1-to-clear events), which
+//!   the tests here and in `gpio_driver` run the handler against.
+//! - `trace.rs`: the post-mortem [`Trace`] entries and their codes and
+//!   [`TRACE_LEGEND`], made from one table by `reinc_ringbuf::trace_legend!`.
+//! - `tests.rs`: the handler's and the restore's behaviour against the model.
+//!   (`regs.rs` keeps the tests that need `unsafe`, `trace.rs` the check of
+//!   its table.)
 //!
 //! # What a crash looks like on the pins
 //! If an instance dies after writing a pin but before its reply, the next
@@ -60,97 +85,15 @@ pub mod model;
 mod pin;
 #[allow(unsafe_code)]
 pub mod regs;
+mod trace;
 
-pub use handler::{AtLeastOnce, Effect, Gpio, GpioReply, GpioRequest, GpioState, Handled, Replay, TRACE_LEGEND, Trace};
+pub use handler::{
+    AtLeastOnce, Effect, Gpio, GpioError, GpioReply, GpioRequest, GpioState, Handled, Replay, StateError,
+};
 pub use model::GpioModel;
 pub use pin::{Bank, Detect, DetectKind, Direction, Function, Level, PIN_COUNT, Pin, PinSet};
 pub use regs::{Bcm2835Gpio, GpioRegisters, MapError, RegisterBlock};
-
-use serde::{Deserialize, Serialize};
-
-/// Why a request was refused. Deterministic: it is a function of the request
-/// and the committed state only, so a replay refuses it the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum GpioError {
-    /// No such pin.
-    #[error("GPIO pin {pin} does not exist on the BCM2835 (pins are 0..=53)")]
-    InvalidPin {
-        /// The pin number asked for.
-        pin: u8,
-    },
-    /// A pin mask names pins that do not exist.
-    #[error("GPIO pin set {bits:#x} names pins above 53, which the BCM2835 does not have")]
-    InvalidPinSet {
-        /// The mask asked for.
-        bits: u64,
-    },
-    /// The pin exists but this gpio_driver instance may not change it.
-    #[error("GPIO pin {pin} is not among the pins this gpio_driver may change (it may belong to the kernel)")]
-    PinNotAllowed {
-        /// The pin number asked for.
-        pin: u8,
-    },
-    /// `Toggle` of a pin whose output level was never committed.
-    #[error("GPIO pin {pin} cannot be toggled: no output level is committed for it yet (send SetLevel first)")]
-    LevelUnknown {
-        /// The pin number asked for.
-        pin: u8,
-    },
-    /// Detect flags with unknown bits.
-    #[error("GPIO detect flags {bits:#04x} contain bits that name no detect register")]
-    InvalidDetect {
-        /// The flags asked for.
-        bits: u8,
-    },
-    /// The request body did not decode as a `GpioRequest`; nothing was done.
-    #[error("GPIO request of {len} bytes is malformed (not a postcard GpioRequest)")]
-    MalformedRequest {
-        /// The body's length.
-        len: u32,
-    },
-}
-
-impl GpioError {
-    /// The pin the error is about, if it is about one.
-    #[must_use]
-    pub const fn pin(&self) -> Option<u8> {
-        match *self {
-            GpioError::InvalidPin { pin } | GpioError::PinNotAllowed { pin } | GpioError::LevelUnknown { pin } => {
-                Some(pin)
-            }
-            GpioError::InvalidPinSet { .. } | GpioError::InvalidDetect { .. } | GpioError::MalformedRequest { .. } => {
-                None
-            }
-        }
-    }
-}
-
-/// Why a checkpoint cannot be restored. The driver reports it as `Fatal`
-/// rather than guessing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum StateError {
-    /// A pin set in the checkpoint names pins that do not exist.
-    #[error("GPIO checkpoint is corrupt: `{what}` names pins above 53 ({bits:#x})")]
-    InvalidPins {
-        /// The field.
-        what: &'static str,
-        /// Its value.
-        bits: u64,
-    },
-    /// The checkpoint's fields contradict each other.
-    #[error("GPIO checkpoint is inconsistent: {what}")]
-    Inconsistent {
-        /// What is wrong.
-        what: &'static str,
-    },
-    /// The checkpoint manages a pin outside this instance's allowed pins
-    /// (the configuration changed between runs).
-    #[error("GPIO checkpoint manages pin {pin}, which this gpio_driver is not allowed to change")]
-    PinNotAllowed {
-        /// The pin.
-        pin: u8,
-    },
-}
+pub use trace::{TRACE_LEGEND, Trace};
 
 #[cfg(test)]
 mod tests;

@@ -1,18 +1,7 @@
 //! The BCM2835 GPIO register block and the only `unsafe` code of this crate.
 //!
-//! Layout (BCM2835 ARM Peripherals, section 6.1; bus address 0x7E20_0000, seen
-//! by the ARM at 0x3F20_0000 on the BCM2836/7 of the Raspberry Pi 2/3):
-//!
-//! | offset | register | access |
-//! |---|---|---|
-//! | 0x00..0x14 | GPFSEL0..5 (3 bits per pin, 10 pins per register) | RW |
-//! | 0x1C, 0x20 | GPSET0/1 (write 1 sets the output latch) | WO |
-//! | 0x28, 0x2C | GPCLR0/1 (write 1 clears the output latch) | WO |
-//! | 0x34, 0x38 | GPLEV0/1 (pin level) | RO |
-//! | 0x40, 0x44 | GPEDS0/1 (event detect status, write 1 to clear) | RW |
-//! | 0x4C..0x8C | GPREN, GPFEN, GPHEN, GPLEN, GPAREN, GPAFEN (0/1 each) | RW |
-//! | 0x94 | GPPUD (pull-up/down control) | RW |
-//! | 0x98, 0x9C | GPPUDCLK0/1 (pull clock) | RW |
+//! The layout is the crate documentation's register map; the offsets below
+//! are checked against it at compile time.
 //!
 //! # Why a spurious read is harmless here
 //! `volatile-register` reaches each cell through a `&VolatileCell`, and a

@@ -1,7 +1,9 @@
 extern crate std;
 
 use super::*;
+use crate::regs::SLOT_FIXED;
 use reinc_proto::ClientId;
+use reinc_proto::RequestId;
 use std::{vec, vec::Vec};
 
 const SLOTS: u32 = 4;

@@ -2,7 +2,7 @@
 //! that carries its exactly-once watermark.
 //!
 //! # Why this crate exists
-//! `storage-core` and `net-core` both keep their device in a plain byte
+//! `storage-core` and `net_core` both keep their device in a plain byte
 //! region (a file on Linux, RAM in firmware and tests), and both make a
 //! write-type request exactly-once at the device the same way: after the
 //! effect, they record the request's id and the committed state it was
@@ -25,10 +25,10 @@
 //! header field by field from the documented layout).
 //!
 //! # Designs tried and rejected
-//! - Letting `net-core` depend on `storage-core` for the trait: one device
+//! - Letting `net_core` depend on `storage-core` for the trait: one device
 //!   core would depend on another, unrelated one, and pull its block logic
 //!   into every net build.
-//! - Keeping the copies (net-core's earlier choice, "three methods"): the
+//! - Keeping the copies (net_core's earlier choice, "three methods"): the
 //!   copies had already grown to the watermark and header checks, which is
 //!   exactly the code whose correctness the replay guarantee rests on.
 //! - One shared header struct with a fixed `u64` geometry field: the two

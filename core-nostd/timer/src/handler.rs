@@ -2,8 +2,80 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::regs::TimerRegisters;
-use crate::{Channel, Match, TimerError};
+use crate::regs::{Channel, Match, TimerRegisters};
+use crate::trace::Trace;
+
+/// Why a request was refused or failed; nothing was written to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TimerError {
+    /// Channel 0 or 2.
+    #[error("system timer channel {channel} belongs to the VideoCore GPU; the ARM may use channels 1 and 3")]
+    ChannelReserved {
+        /// The channel asked for.
+        channel: u8,
+    },
+    /// Channel above 3.
+    #[error("system timer channel {channel} does not exist (the BCM2835 system timer has channels 0..=3)")]
+    InvalidChannel {
+        /// The channel asked for.
+        channel: u8,
+    },
+    /// `Wait` on a channel with no committed deadline.
+    #[error("system timer channel {channel} is not armed; send Arm or ArmIn before Wait")]
+    NotArmed {
+        /// The channel asked for.
+        channel: u8,
+    },
+    /// The deadline is more than 2^32-1 µs ahead and would alias in the
+    /// 32-bit compare register.
+    #[error("system timer channel {channel}: deadline {at} is more than 2^32-1 µs after the counter ({now})")]
+    DeadlineTooFar {
+        /// The channel asked for.
+        channel: u8,
+        /// The deadline asked for.
+        at: u64,
+        /// The counter when it was checked.
+        now: u64,
+    },
+    /// `ArmIn` past the end of the 64-bit counter (half a million years).
+    #[error("system timer: deadline overflows the 64-bit counter")]
+    CounterOverflow,
+    /// CHI kept changing between reads: the device is not behaving.
+    #[error("system timer counter unstable: CHI changed in each of its consistency reads")]
+    CounterUnstable,
+    /// The channel exists and is the ARM's, but this driver instance does
+    /// not own it: its UIO device carries another channel's interrupt, and
+    /// the other ARM channel may belong to the kernel (a 32-bit kernel's
+    /// clock events use channel 3).
+    #[error("system timer channel {channel} is not served here; this timer_driver owns channel {served} only")]
+    ChannelNotServed {
+        /// The channel asked for.
+        channel: u8,
+        /// The channel this driver owns.
+        served: u8,
+    },
+    /// The request body did not decode as a `TimerRequest`; nothing was done.
+    #[error("system timer request of {len} bytes is malformed (not a postcard TimerRequest)")]
+    MalformedRequest {
+        /// The body's length.
+        len: u32,
+    },
+}
+
+impl TimerError {
+    /// The channel the error is about, if any.
+    #[must_use]
+    pub const fn channel(&self) -> Option<u8> {
+        match *self {
+            TimerError::ChannelReserved { channel }
+            | TimerError::InvalidChannel { channel }
+            | TimerError::NotArmed { channel }
+            | TimerError::DeadlineTooFar { channel, .. }
+            | TimerError::ChannelNotServed { channel, .. } => Some(channel),
+            TimerError::CounterOverflow | TimerError::CounterUnstable | TimerError::MalformedRequest { .. } => None,
+        }
+    }
+}
 
 /// How many times [`read_counter`] retries when CHI changes under it.
 pub const COUNTER_READ_ATTEMPTS: usize = 3;
@@ -203,95 +275,6 @@ pub enum Step {
         /// Its deadline.
         at: u64,
     },
-}
-
-/// Post-mortem trace entries of the timer core (Hubris style).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trace {
-    /// An effect reached the device.
-    Applied(Effect),
-    /// A read-only request was answered.
-    Observed,
-    /// A `Wait` found its deadline not yet reached.
-    Blocked(Channel),
-    /// A request was refused before any register write.
-    Refused(TimerError),
-    /// An interrupt was acknowledged: these match bits were cleared.
-    Acknowledged(Match),
-    /// A checkpoint was re-applied.
-    Restored {
-        /// Channels re-armed.
-        armed: Match,
-    },
-}
-
-impl Trace {
-    /// The entry as a generic driver event for the shared trace ring: `code`
-    /// is `0x7100 + kind`.
-    #[must_use]
-    pub fn event(&self) -> reinc_ringbuf::Event {
-        let (code, a, b) = match *self {
-            Trace::Applied(Effect::Arm { channel, at }) => (code::ARM, u64::from(channel.number()), at),
-            Trace::Applied(Effect::ClearMatch(channel)) => (code::CLEAR_MATCH, u64::from(channel.number()), 0),
-            Trace::Observed => (code::OBSERVED, 0, 0),
-            Trace::Blocked(channel) => (code::BLOCKED, u64::from(channel.number()), 0),
-            Trace::Refused(e) => (code::REFUSED, e.channel().map_or(u64::MAX, u64::from), 0),
-            Trace::Acknowledged(m) => (code::ACKNOWLEDGED, u64::from(m.bits()), 0),
-            Trace::Restored { armed } => (code::RESTORED, u64::from(armed.bits()), 0),
-        };
-        reinc_ringbuf::Event::Driver { code, a, b }
-    }
-}
-
-reinc_ringbuf::trace_legend! {
-    /// The trace codes, one table with `TRACE_LEGEND`: `Trace` emits only
-    /// these constants (the host driver registers the legend as its
-    /// `TRACE_LEGEND`). A test checks that every variant's code is named.
-    pub mod code, pub const TRACE_LEGEND = "timer" {
-        ARM = 0x7101 => "arm"("channel", "at"),
-        CLEAR_MATCH = 0x7102 => "clear_match"("channel", ""),
-        OBSERVED = 0x7103 => "observed"("", ""),
-        BLOCKED = 0x7104 => "blocked"("channel", ""),
-        REFUSED = 0x7105 => "refused"("channel", ""),
-        ACKNOWLEDGED = 0x7106 => "acknowledged"("match", ""),
-        RESTORED = 0x7107 => "restored"("armed", ""),
-    }
-}
-
-#[cfg(test)]
-mod legend_tests {
-    use super::*;
-
-    /// Fails to compile when a variant is added, so the sample list below grows with the enum.
-    fn sample(t: Trace) -> Trace {
-        match t {
-            Trace::Applied(Effect::Arm { .. } | Effect::ClearMatch(_))
-            | Trace::Observed
-            | Trace::Blocked(_)
-            | Trace::Refused(_)
-            | Trace::Acknowledged(_)
-            | Trace::Restored { .. } => t,
-        }
-    }
-
-    #[test]
-    fn every_trace_code_is_named_in_the_legend() {
-        let channel = Channel::new(1).unwrap();
-        let all = [
-            Trace::Applied(Effect::Arm { channel, at: 1 }),
-            Trace::Applied(Effect::ClearMatch(channel)),
-            Trace::Observed,
-            Trace::Blocked(channel),
-            Trace::Refused(TimerError::InvalidChannel { channel: 9 }),
-            Trace::Acknowledged(Match::empty()),
-            Trace::Restored { armed: Match::empty() },
-        ];
-        for t in all.map(sample) {
-            let reinc_ringbuf::Event::Driver { code, .. } = t.event() else { panic!("{t:?} is not a driver event") };
-            assert!(TRACE_LEGEND.get(code).is_some(), "{t:?}: code {code:#06x} missing from TRACE_LEGEND");
-        }
-        assert_eq!(TRACE_LEGEND.entries.len(), all.len(), "legend has codes no Trace variant uses");
-    }
 }
 
 /// The outcome of one request.

@@ -20,6 +20,33 @@
 //! block unclaimed, which is why the device tree hands channel 3's interrupt
 //! to `uio_pdrv_genirq` (see `dts/`).
 //!
+//! # Register map
+//! Layout (BCM2835 ARM Peripherals, chapter 12; bus address 0x7E00_3000,
+//! seen by the ARM at 0x3F00_3000 on the Raspberry Pi 2/3):
+//!
+//! | offset | register | access |
+//! |---|---|---|
+//! | 0x00 | CS: bits M0..M3 latch a compare match, write 1 to clear | RW |
+//! | 0x04 | CLO: counter bits 0..31 (1 MHz, free running) | RO |
+//! | 0x08 | CHI: counter bits 32..63 | RO |
+//! | 0x0C..0x18 | C0..C3: compare values, matched against CLO | RW |
+//!
+//! # Shape (the device-core template: every core has these files)
+//! - `regs.rs` ([`regs`]): the `#[repr(C)]` register block, the CS bits
+//!   ([`Match`]), the [`Channel`]s the ARM may use, the [`TimerRegisters`]
+//!   trait and its implementation over real mapped registers. The crate's
+//!   only `unsafe`.
+//! - `handler.rs`: [`Timer::handle`] and [`Timer::restore`], the requests,
+//!   replies, committed [`TimerState`] and the refusals ([`TimerError`]); the
+//!   contract is below.
+//! - `model.rs` ([`model`]): [`TimerModel`], the block with a simulated
+//!   clock, which the tests here and in `timer_driver` run the handler
+//!   against.
+//! - `trace.rs`: the post-mortem [`Trace`] entries and their codes and
+//!   [`TRACE_LEGEND`], made from one table by `reinc_ringbuf::trace_legend!`.
+//! - `tests.rs`: the handler's behaviour against the model (`regs.rs` keeps
+//!   the tests that need `unsafe`, `trace.rs` the check of its table).
+//!
 //! # Contract with the driver runtime
 //! [`Timer::handle`] maps `(committed state, request)` to `(effect, new
 //! state, reply or "wait")`:
@@ -54,167 +81,15 @@ mod handler;
 pub mod model;
 #[allow(unsafe_code)]
 pub mod regs;
+mod trace;
 
 pub use handler::{
-    COUNTER_READ_ATTEMPTS, ChannelStatus, Effect, Handled, MAX_AHEAD_MICROS, Step, TRACE_LEGEND, Timer, TimerReply,
-    TimerRequest, TimerState, Trace, read_counter,
+    COUNTER_READ_ATTEMPTS, ChannelStatus, Effect, Handled, MAX_AHEAD_MICROS, Step, Timer, TimerError, TimerReply,
+    TimerRequest, TimerState, read_counter,
 };
 pub use model::TimerModel;
-pub use regs::{Bcm2835Timer, MapError, RegisterBlock, TimerRegisters};
-
-use bitflags::bitflags;
-use serde::{Deserialize, Serialize};
-
-bitflags! {
-    /// The match bits of CS (write 1 to clear).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-    pub struct Match: u32 {
-        /// Channel 0 (GPU).
-        const M0 = 1 << 0;
-        /// Channel 1 (ARM).
-        const M1 = 1 << 1;
-        /// Channel 2 (GPU).
-        const M2 = 1 << 2;
-        /// Channel 3 (ARM).
-        const M3 = 1 << 3;
-        /// The channels the ARM (Linux) may use.
-        const LINUX = Self::M1.bits() | Self::M3.bits();
-    }
-}
-
-/// A compare channel the ARM may use: 1 or 3. Channels 0 and 2 belong to the
-/// GPU firmware and cannot be represented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    /// Compare channel 1 (C1, M1, interrupt 1 of the GPU bank).
-    C1,
-    /// Compare channel 3 (C3, M3, interrupt 3 of the GPU bank); the one the
-    /// device tree wires to the UIO node.
-    C3,
-}
-
-impl Channel {
-    /// Both ARM channels.
-    pub const ALL: [Channel; 2] = [Channel::C1, Channel::C3];
-
-    /// Validates a channel number from the wire.
-    ///
-    /// # Errors
-    /// [`TimerError::ChannelReserved`] for 0 and 2, [`TimerError::InvalidChannel`] above 3.
-    pub const fn new(n: u8) -> Result<Channel, TimerError> {
-        match n {
-            1 => Ok(Channel::C1),
-            3 => Ok(Channel::C3),
-            0 | 2 => Err(TimerError::ChannelReserved { channel: n }),
-            _ => Err(TimerError::InvalidChannel { channel: n }),
-        }
-    }
-
-    /// The channel number (1 or 3).
-    #[must_use]
-    pub const fn number(self) -> u8 {
-        match self {
-            Channel::C1 => 1,
-            Channel::C3 => 3,
-        }
-    }
-
-    /// Index of the compare register (C1 → 1, C3 → 3).
-    #[must_use]
-    pub const fn hw_index(self) -> usize {
-        self.number() as usize
-    }
-
-    /// Index into per-channel arrays of the committed state (0 or 1).
-    #[must_use]
-    pub const fn slot(self) -> usize {
-        match self {
-            Channel::C1 => 0,
-            Channel::C3 => 1,
-        }
-    }
-
-    /// The channel's bit in CS.
-    #[must_use]
-    pub const fn match_bit(self) -> Match {
-        match self {
-            Channel::C1 => Match::M1,
-            Channel::C3 => Match::M3,
-        }
-    }
-}
-
-/// Why a request was refused or failed; nothing was written to the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum TimerError {
-    /// Channel 0 or 2.
-    #[error("system timer channel {channel} belongs to the VideoCore GPU; the ARM may use channels 1 and 3")]
-    ChannelReserved {
-        /// The channel asked for.
-        channel: u8,
-    },
-    /// Channel above 3.
-    #[error("system timer channel {channel} does not exist (the BCM2835 system timer has channels 0..=3)")]
-    InvalidChannel {
-        /// The channel asked for.
-        channel: u8,
-    },
-    /// `Wait` on a channel with no committed deadline.
-    #[error("system timer channel {channel} is not armed; send Arm or ArmIn before Wait")]
-    NotArmed {
-        /// The channel asked for.
-        channel: u8,
-    },
-    /// The deadline is more than 2^32-1 µs ahead and would alias in the
-    /// 32-bit compare register.
-    #[error("system timer channel {channel}: deadline {at} is more than 2^32-1 µs after the counter ({now})")]
-    DeadlineTooFar {
-        /// The channel asked for.
-        channel: u8,
-        /// The deadline asked for.
-        at: u64,
-        /// The counter when it was checked.
-        now: u64,
-    },
-    /// `ArmIn` past the end of the 64-bit counter (half a million years).
-    #[error("system timer: deadline overflows the 64-bit counter")]
-    CounterOverflow,
-    /// CHI kept changing between reads: the device is not behaving.
-    #[error("system timer counter unstable: CHI changed in each of its consistency reads")]
-    CounterUnstable,
-    /// The channel exists and is the ARM's, but this driver instance does
-    /// not own it: its UIO device carries another channel's interrupt, and
-    /// the other ARM channel may belong to the kernel (a 32-bit kernel's
-    /// clock events use channel 3).
-    #[error("system timer channel {channel} is not served here; this timer_driver owns channel {served} only")]
-    ChannelNotServed {
-        /// The channel asked for.
-        channel: u8,
-        /// The channel this driver owns.
-        served: u8,
-    },
-    /// The request body did not decode as a `TimerRequest`; nothing was done.
-    #[error("system timer request of {len} bytes is malformed (not a postcard TimerRequest)")]
-    MalformedRequest {
-        /// The body's length.
-        len: u32,
-    },
-}
-
-impl TimerError {
-    /// The channel the error is about, if any.
-    #[must_use]
-    pub const fn channel(&self) -> Option<u8> {
-        match *self {
-            TimerError::ChannelReserved { channel }
-            | TimerError::InvalidChannel { channel }
-            | TimerError::NotArmed { channel }
-            | TimerError::DeadlineTooFar { channel, .. }
-            | TimerError::ChannelNotServed { channel, .. } => Some(channel),
-            TimerError::CounterOverflow | TimerError::CounterUnstable | TimerError::MalformedRequest { .. } => None,
-        }
-    }
-}
+pub use regs::{Bcm2835Timer, Channel, MapError, Match, RegisterBlock, TimerRegisters};
+pub use trace::{TRACE_LEGEND, Trace};
 
 #[cfg(test)]
 mod tests;

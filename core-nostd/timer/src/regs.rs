@@ -1,21 +1,15 @@
 //! The BCM2835 system timer register block and the only `unsafe` code of
 //! this crate.
 //!
-//! Layout (BCM2835 ARM Peripherals, chapter 12; bus address 0x7E00_3000,
-//! seen by the ARM at 0x3F00_3000 on the Raspberry Pi 2/3):
-//!
-//! | offset | register | access |
-//! |---|---|---|
-//! | 0x00 | CS: bits M0..M3 latch a compare match, write 1 to clear | RW |
-//! | 0x04 | CLO: counter bits 0..31 (1 MHz, free running) | RO |
-//! | 0x08 | CHI: counter bits 32..63 | RO |
-//! | 0x0C..0x18 | C0..C3: compare values, matched against CLO | RW |
+//! The layout is the crate documentation's register map; the offsets below
+//! are checked against it at compile time.
 //!
 //! Channels 0 and 2 belong to the VideoCore GPU firmware; only 1 and 3 may be
 //! used from the ARM. The type system enforces it here: compare registers are
 //! reached through a [`Channel`], which can only be 1 or 3, and
 //! [`TimerRegisters::clear_match`] on the real block drops M0/M2 whatever
-//! the caller passes.
+//! the caller passes. [`Match`] (the CS bits) and [`Channel`] are defined
+//! here for that reason.
 //!
 //! # Why a spurious read is harmless here
 //! `volatile-register` reaches each cell through a `&VolatileCell`, which lets
@@ -32,9 +26,90 @@
 use core::mem::offset_of;
 use core::ptr::NonNull;
 
+use bitflags::bitflags;
+use serde::{Deserialize, Serialize};
 use volatile_register::{RO, RW};
 
-use crate::{Channel, Match};
+use crate::handler::TimerError;
+
+bitflags! {
+    /// The match bits of CS (write 1 to clear).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+    pub struct Match: u32 {
+        /// Channel 0 (GPU).
+        const M0 = 1 << 0;
+        /// Channel 1 (ARM).
+        const M1 = 1 << 1;
+        /// Channel 2 (GPU).
+        const M2 = 1 << 2;
+        /// Channel 3 (ARM).
+        const M3 = 1 << 3;
+        /// The channels the ARM (Linux) may use.
+        const LINUX = Self::M1.bits() | Self::M3.bits();
+    }
+}
+
+/// A compare channel the ARM may use: 1 or 3. Channels 0 and 2 belong to the
+/// GPU firmware and cannot be represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Compare channel 1 (C1, M1, interrupt 1 of the GPU bank).
+    C1,
+    /// Compare channel 3 (C3, M3, interrupt 3 of the GPU bank); the one the
+    /// device tree wires to the UIO node.
+    C3,
+}
+
+impl Channel {
+    /// Both ARM channels.
+    pub const ALL: [Channel; 2] = [Channel::C1, Channel::C3];
+
+    /// Validates a channel number from the wire.
+    ///
+    /// # Errors
+    /// [`TimerError::ChannelReserved`] for 0 and 2, [`TimerError::InvalidChannel`] above 3.
+    pub const fn new(n: u8) -> Result<Channel, TimerError> {
+        match n {
+            1 => Ok(Channel::C1),
+            3 => Ok(Channel::C3),
+            0 | 2 => Err(TimerError::ChannelReserved { channel: n }),
+            _ => Err(TimerError::InvalidChannel { channel: n }),
+        }
+    }
+
+    /// The channel number (1 or 3).
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        match self {
+            Channel::C1 => 1,
+            Channel::C3 => 3,
+        }
+    }
+
+    /// Index of the compare register (C1 → 1, C3 → 3).
+    #[must_use]
+    pub const fn hw_index(self) -> usize {
+        self.number() as usize
+    }
+
+    /// Index into per-channel arrays of the committed state (0 or 1).
+    #[must_use]
+    pub const fn slot(self) -> usize {
+        match self {
+            Channel::C1 => 0,
+            Channel::C3 => 1,
+        }
+    }
+
+    /// The channel's bit in CS.
+    #[must_use]
+    pub const fn match_bit(self) -> Match {
+        match self {
+            Channel::C1 => Match::M1,
+            Channel::C3 => Match::M3,
+        }
+    }
+}
 
 /// Size of the register block in bytes. The UIO map is one 4 KiB page.
 pub const BLOCK_SIZE: usize = 0x1C;

@@ -2,10 +2,10 @@
 //! completion by interrupt, and what counts as a device failure.
 //!
 //! Generic over where the device comes from ([`Source`]), so the same code
-//! runs over real UIO (`main.rs`) and, in tests, over edu-core's behavioural
+//! runs over real UIO (`main.rs`) and, in tests, over edu_core's behavioural
 //! model with a socketpair standing in for `/dev/uioN`.
 
-use edu_core::{EduError, EduHandler, EduReply, EduRequest, EduState, Pending, Regs, Step as EduStep};
+use edu_core::{EduError, EduHandler, EduRegisters, EduReply, EduRequest, EduState, Pending, Step as EduStep};
 use reinc_proto::RequestId;
 use reinc_runtime::{Ctx, Driver, DriverError, Effect, Event, Step, Wake};
 use reinc_uio::{Irq, IrqWait, UioError};
@@ -82,7 +82,7 @@ pub struct Device<R> {
 /// Where the device comes from.
 pub trait Source {
     /// Register access.
-    type Regs: Regs;
+    type Regs: EduRegisters;
     /// What is asked for (the selector), for errors before the device is open.
     fn selector(&self) -> String;
     /// Finds and maps the device and opens its interrupt. Called on `Init`.
@@ -144,7 +144,7 @@ impl<S: Source> EduDriver<S> {
 }
 
 /// Copies the core's device trace into the runtime's trace ring.
-fn drain_trace<R: Regs>(ctx: &mut Ctx<'_>, handler: &mut EduHandler<R>) {
+fn drain_trace<R: EduRegisters>(ctx: &mut Ctx<'_>, handler: &mut EduHandler<R>) {
     handler.edu().drain_traces(|t| {
         let (code, a, b) = t.encode();
         ctx.trace(Event::Driver { code, a, b });

@@ -7,7 +7,7 @@
 //! Killed at any point, its successor must find the device in whatever state
 //! the predecessor left it (an interrupt pending and unacknowledged, INTx
 //! masked by the kernel, a computation running) and still answer every
-//! replayed request exactly once. All register logic is `edu-core`
+//! replayed request exactly once. All register logic is `edu_core`
 //! (`#![no_std]`), the protocol is `reinc-runtime`, the kernel interfaces are
 //! `reinc-uio`; this crate wires them ([`driver`]) and parses arguments.
 //!
@@ -47,7 +47,7 @@
 mod driver;
 
 use driver::{Device, EduDriver, EduDriverError, Source};
-use edu_core::{EduHandler, EduRegisters, PollBudget};
+use edu_core::{EduHandler, PollBudget, RegisterBlock};
 use reinc_uio::{Block, DeviceArgs, Irq, MappedBlock, parse_device_args};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -89,17 +89,17 @@ struct UioSource {
 }
 
 impl Source for UioSource {
-    type Regs = Block<EduRegisters>;
+    type Regs = Block<RegisterBlock>;
 
     fn selector(&self) -> String {
         self.args.uio.device_text.clone()
     }
 
-    fn open(&mut self) -> Result<Device<Block<EduRegisters>>, EduDriverError> {
+    fn open(&mut self) -> Result<Device<Block<RegisterBlock>>, EduDriverError> {
         let device =
             self.args.uio.find().map_err(|source| EduDriverError::Discover { selector: self.selector(), source })?;
         let what = device.describe();
-        let bar0 = MappedBlock::<EduRegisters>::pci_bar(&device, 0)
+        let bar0 = MappedBlock::<RegisterBlock>::pci_bar(&device, 0)
             .map_err(|source| EduDriverError::Map { device: what.clone(), source })?;
         info!("[driver] {}", bar0.mapped_line(&self.name, &what));
         let irq = Irq::open(&device).map_err(|source| EduDriverError::Irq { device: what.clone(), source })?;

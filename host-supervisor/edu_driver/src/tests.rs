@@ -1,4 +1,4 @@
-//! The driver over edu-core's behavioural model, run by the real runtime loop
+//! The driver over edu_core's behavioural model, run by the real runtime loop
 //! in a thread: this test plays the supervisor on the IPC socket and the
 //! kernel on a socketpair that stands in for `/dev/uioN` (event counts in,
 //! re-enable writes out).
@@ -6,7 +6,7 @@
 use super::*;
 use edu_core::model::EduModel;
 use edu_core::{
-    Completion as Mode, EduError, EduReply, EduRequest, EduState, IrqBits, ReadReg, Regs, Status, WriteReg,
+    Completion as Mode, EduError, EduRegisters, EduReply, EduRequest, EduState, IrqBits, ReadReg, Status, WriteReg,
 };
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, setsockopt, socketpair, sockopt};
 use nix::sys::time::TimeVal;
@@ -55,7 +55,7 @@ impl SharedModel {
     }
 }
 
-impl Regs for SharedModel {
+impl EduRegisters for SharedModel {
     fn read(&mut self, reg: ReadReg) -> u32 {
         self.with(|m| m.read(reg))
     }

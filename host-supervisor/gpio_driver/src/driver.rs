@@ -3,7 +3,7 @@
 //!
 //! Generic over where the register block comes from ([`Source`]), so the
 //! same code runs over a real UIO mapping (`main.rs`) and, in tests, over
-//! gpio-core's behavioural model.
+//! gpio_core's behavioural model.
 
 use gpio_core::{Gpio, GpioError, GpioRegisters, GpioReply, GpioRequest, GpioState, PinSet, StateError, Trace};
 use reinc_proto::RequestId;
@@ -131,7 +131,7 @@ impl<S: Source> Driver for GpioDriver<S> {
     }
 
     /// Maps the block and re-applies the committed pin state: output
-    /// latches, then directions, then event detection (gpio-core's
+    /// latches, then directions, then event detection (gpio_core's
     /// `restore`). This is what keeps an LED in its committed state across a
     /// crash even if something changed the pins while no driver ran.
     fn init(&mut self, ctx: &mut Ctx<'_>, state: &GpioState) -> Result<(), DriverError> {

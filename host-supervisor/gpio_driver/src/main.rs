@@ -14,7 +14,7 @@
 //! [driver] gpio gen2: restored pins from the checkpoint: 17=out/high 27=out/low
 //! ```
 //!
-//! All register logic is `gpio-core` (`#![no_std]`: requests, committed
+//! All register logic is `gpio_core` (`#![no_std]`: requests, committed
 //! state, restore), the protocol is `reinc-runtime`, the kernel interface is
 //! `reinc-uio`; this crate wires them ([`driver`]) and parses arguments.
 //!
@@ -40,7 +40,7 @@
 //! - The character-device GPIO API (libgpiod): the kernel would own the pin
 //!   state and lose it with the process's line handles, which defeats the
 //!   point of restoring from a checkpoint, and it does not exist on the
-//!   bare-metal side that shares gpio-core.
+//!   bare-metal side that shares gpio_core.
 #![forbid(unsafe_code)]
 
 mod driver;

@@ -1,4 +1,4 @@
-//! The driver over gpio-core's behavioural model, run by the real runtime
+//! The driver over gpio_core's behavioural model, run by the real runtime
 //! loop in a thread (`reinc_runtime::testing::InProcess`); the test plays the
 //! supervisor, including "restart with the last commit as checkpoint".
 

@@ -3,7 +3,7 @@
 //! the fence that keeps it off the channel it does not own.
 //!
 //! Generic over where the device comes from ([`Source`]), so the same code
-//! runs over real UIO (`main.rs`) and, in tests, over timer-core's model with
+//! runs over real UIO (`main.rs`) and, in tests, over timer_core's model with
 //! a socketpair standing in for `/dev/uioN`.
 
 use reinc_proto::RequestId;

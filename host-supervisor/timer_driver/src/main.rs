@@ -7,7 +7,7 @@
 //! completes when the compare channel's interrupt arrives through
 //! `/dev/uioN` (genirq: block in `read()`/`poll()`, clear the match, re-enable
 //! with `write(1)`). That is what paces the blink demo without sleeps or busy
-//! waiting. All register logic is `timer-core` (`#![no_std]`), the protocol
+//! waiting. All register logic is `timer_core` (`#![no_std]`), the protocol
 //! is `reinc-runtime`, the kernel interface is `reinc-uio`; this crate wires
 //! them ([`driver`]) and parses arguments.
 //!
@@ -35,7 +35,7 @@
 //!
 //! # Designs rejected
 //! - `timerfd`/`nanosleep` in the driver: the point is the hardware
-//!   channel, which also exists for bare-metal firmware sharing timer-core.
+//!   channel, which also exists for bare-metal firmware sharing timer_core.
 //! - Completing `Wait` with an error when the interrupt is late: a lost
 //!   interrupt would become a client-visible failure although the deadline
 //!   verifiably passed; the counter decides instead, after a grace period.

@@ -1,4 +1,4 @@
-//! The driver over timer-core's simulated-clock model, run by the real
+//! The driver over timer_core's simulated-clock model, run by the real
 //! runtime loop in a thread. The test plays the supervisor on the IPC socket
 //! and a genirq kernel on a socketpair standing in for `/dev/uioN`: it
 //! delivers an event count when the channel's line is high and the interrupt

@@ -2,7 +2,7 @@
 //! `arch::enable_mmu` as device memory) and the few registers the kernel
 //! owns itself: the PL011 console, the interrupt controller and the
 //! watchdog. The GPIO block and the system timer are reached only through
-//! gpio-core's and timer-core's own register modules.
+//! gpio_core's and timer_core's own register modules.
 //!
 //! Addresses: BCM2835 ARM Peripherals (bus 0x7Exx_xxxx = ARM 0x3Fxx_xxxx on
 //! the BCM2836/7): interrupt controller §7.5 (base 0x7E00_B000, registers
@@ -47,18 +47,18 @@ fn read32(addr: usize) -> u32 {
     unsafe { core::ptr::read_volatile(addr as *const u32) }
 }
 
-/// The GPIO block through gpio-core's register module.
+/// The GPIO block through gpio_core's register module.
 #[must_use]
 pub fn gpio() -> Bcm2835Gpio<'static> {
     let base = NonNull::new(GPIO as *mut u8).expect("non-null address");
     // SAFETY: GPIO is the BCM2837 GPIO block, identity-mapped as device
     // memory for the whole run and never treated as plain memory; views may
-    // coexist (gpio-core's contract), each access is one volatile load or
+    // coexist (gpio_core's contract), each access is one volatile load or
     // store.
     unsafe { Bcm2835Gpio::from_raw(base, 0x1000) }.expect("the GPIO block is page-aligned and a page long")
 }
 
-/// The system timer through timer-core's register module.
+/// The system timer through timer_core's register module.
 #[must_use]
 pub fn systimer() -> Bcm2835Timer<'static> {
     let base = NonNull::new(SYSTIMER as *mut u8).expect("non-null address");

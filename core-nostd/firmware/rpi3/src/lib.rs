@@ -1,5 +1,5 @@
-//! Bare-metal firmware for QEMU `raspi3b` (BCM2837): `gpio-core` and
-//! `timer-core` run as supervised tasks, and a faulting task is reincarnated
+//! Bare-metal firmware for QEMU `raspi3b` (BCM2837): `gpio_core` and
+//! `timer_core` run as supervised tasks, and a faulting task is reincarnated
 //! by the same rules as a crashed driver process on Linux.
 //!
 //! # Why this crate exists
@@ -37,13 +37,13 @@
 //!   interrupts enabled, so a trap from a task arrives on the "current EL,
 //!   SP0" vectors and a trap from the kernel on the "SPx" ones: a fault is
 //!   attributed to a task or to the kernel by the vector alone.
-//! - Tasks, by priority: `timer` (timer-core, compare channel 3), `gpio`
-//!   (gpio-core, pin 17), `blink` (the client, which is also the guest
+//! - Tasks, by priority: `timer` (timer_core, compare channel 3), `gpio`
+//!   (gpio_core, pin 17), `blink` (the client, which is also the guest
 //!   suite's scenario), `idle` (`wfi`). Every trap saves the whole context
 //!   (x0..x30, SP_EL0, ELR, SPSR, q0..q31, FPCR/FPSR) and resumes the
 //!   highest-priority runnable task.
 //! - The kernel itself keeps its deadlines (backoff, hang detection) on
-//!   compare channel 1, the other ARM channel, through timer-core's register
+//!   compare channel 1, the other ARM channel, through timer_core's register
 //!   module.
 //!
 //! # Reincarnation, jefe-style

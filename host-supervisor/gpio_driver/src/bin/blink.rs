@@ -23,7 +23,7 @@
 //! until it is back on the grid; a gap longer than 10 periods is skipped.
 //!
 //! # Why `Toggle` and not `SetLevel`
-//! `Toggle` is a relative request that gpio-core resolves against the
+//! `Toggle` is a relative request that gpio_core resolves against the
 //! *committed* level, so when `gpio_driver` crashes in the middle and a
 //! `Toggle` is replayed, the LED still alternates: the new instance restores
 //! the committed level and the replay computes the same absolute level.

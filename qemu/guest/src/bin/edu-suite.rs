@@ -3,7 +3,7 @@
 //! Runs inside the x86 guest after `reinc-init` has loaded `uio` and
 //! `uio_pci_generic` and bound both edu devices (1234:11e8). Every device
 //! access goes through the project's own layers, `reinc-uio` (discovery,
-//! mappings, interrupts) and `edu-core` (typed registers, device operations,
+//! mappings, interrupts) and `edu_core` (typed registers, device operations,
 //! the replay-safe handler), so these tests prove those layers on a real
 //! kernel rather than re-implementing them.
 //!
@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use edu_core::{
-    BAR0_SIZE, Completion, Edu, EduHandler, EduRegisters, EduReply, EduRequest, EduState, IrqBits, PollBudget, Step,
+    BAR0_SIZE, Completion, Edu, EduHandler, EduReply, EduRequest, EduState, IrqBits, PollBudget, RegisterBlock, Step,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use reinc_guest::harness::{self, Context, Failure, TestResult};
@@ -59,9 +59,10 @@ impl Opened {
         Ok(opened)
     }
 
-    /// The edu-core device over the typed block at the start of BAR0.
-    fn edu(&self) -> Result<Edu<&EduRegisters>, Failure> {
-        let regs = self.bar0.block::<EduRegisters>(0).context(|| format!("typed block on {}", self.bar0.describe()))?;
+    /// The edu_core device over the typed block at the start of BAR0.
+    fn edu(&self) -> Result<Edu<&RegisterBlock>, Failure> {
+        let regs =
+            self.bar0.block::<RegisterBlock>(0).context(|| format!("typed block on {}", self.bar0.describe()))?;
         Ok(Edu::new(regs))
     }
 
@@ -339,7 +340,7 @@ fn out_of_bounds_access_is_refused_on_the_real_mapping(ctx: &Ctx) -> TestResult 
 fn undersized_typed_block_is_refused(ctx: &Ctx) -> TestResult {
     let d = ctx.open(0)?;
     let near_end = BAR0_SIZE - 0x10;
-    match d.bar0.block::<EduRegisters>(near_end) {
+    match d.bar0.block::<RegisterBlock>(near_end) {
         Err(UioError::BlockTooLarge { .. }) => {}
         other => {
             return Err(Failure::check(format!(
@@ -351,7 +352,7 @@ fn undersized_typed_block_is_refused(ctx: &Ctx) -> TestResult {
     let path = std::path::Path::new("/tmp/edu-suite-small-region");
     std::fs::write(path, [0u8; 64]).context(|| path.display().to_string())?;
     let small = Mapping::file(path, 0, 64).context(|| format!("mapping {}", path.display()))?;
-    let result = small.block::<EduRegisters>(0).map(|_| "a block");
+    let result = small.block::<RegisterBlock>(0).map(|_| "a block");
     let _ = std::fs::remove_file(path);
     match result {
         Err(UioError::BlockTooLarge { need, len: 64, .. }) if need > 64 => Ok(()),
@@ -369,7 +370,7 @@ fn handler_replay_from_same_state_gives_same_reply(ctx: &Ctx) -> TestResult {
     let state = EduState::default();
     let request = EduRequest::Factorial { n: 7, completion: Completion::Interrupt };
     let run = |d: &mut Opened| -> Result<(EduReply, EduState), Failure> {
-        let regs = d.bar0.block::<EduRegisters>(0).context(|| "typed block".into())?;
+        let regs = d.bar0.block::<RegisterBlock>(0).context(|| "typed block".into())?;
         let mut h = EduHandler::new(regs, PollBudget::default());
         let mut step = h.start(&state, &request);
         for _ in 0..4 {

@@ -5,8 +5,8 @@
 //! a real Pi gets (`qemu/rpi3/pi.toml`).
 //!
 //! # Shape
-//! - Direct tests open the devices with `reinc-uio` and run `gpio-core` and
-//!   `timer-core` over the mappings, as the drivers do, and check the
+//! - Direct tests open the devices with `reinc-uio` and run `gpio_core` and
+//!   `timer_core` over the mappings, as the drivers do, and check the
 //!   registers independently through raw 32-bit reads of the same mapping.
 //! - Supervised tests write `pi.toml` (compiled in) with `/opt/reinc/bin/`
 //!   rewritten to `/bin/`, start `/bin/supervisor` on it with its stderr
@@ -192,7 +192,7 @@ fn discovery_finds_gpio_and_system_timer_with_their_maps(ctx: &Ctx) -> TestResul
     Ok(())
 }
 
-/// gpio-core over the real mapping: every test pin becomes an output and is
+/// gpio_core over the real mapping: every test pin becomes an output and is
 /// driven high, low, high; GPFSEL and GPLEV, read raw, agree at each step;
 /// then back to input.
 fn gpio_direction_and_level_round_trip_on_several_pins(ctx: &Ctx) -> TestResult {
@@ -256,7 +256,7 @@ fn invalid_and_unlisted_pins_are_refused_without_a_register_change(ctx: &Ctx) ->
     Ok(())
 }
 
-/// timer-core over the real mapping and genirq interrupts: no interrupt
+/// timer_core over the real mapping and genirq interrupts: no interrupt
 /// while nothing is armed; then four deadlines, each completed after its
 /// interrupt, with the kernel's event count growing by one each time.
 fn timer_compare_interrupts_arrive_with_growing_event_counts(ctx: &Ctx) -> TestResult {

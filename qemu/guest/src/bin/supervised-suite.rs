@@ -40,7 +40,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use edu_core::{Completion, Edu, EduRegisters, EduReply, EduRequest, EduState, IrqBits, PollBudget};
+use edu_core::{Completion, Edu, EduReply, EduRequest, EduState, IrqBits, PollBudget, RegisterBlock};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, recv, send, setsockopt, socket, sockopt,
@@ -449,7 +449,7 @@ fn intx_masked(dev: &UioDevice) -> Result<bool, Failure> {
 fn leave_interrupt_pending(dev: &UioDevice) -> TestResult {
     let count = event_count(dev)?;
     let bar0 = Mapping::pci_bar(dev, 0).context(|| format!("mapping BAR0 of {}", dev.describe()))?;
-    let regs = bar0.block::<EduRegisters>(0).context(|| bar0.describe().to_owned())?;
+    let regs = bar0.block::<RegisterBlock>(0).context(|| bar0.describe().to_owned())?;
     let mut edu = Edu::new(regs);
     edu.start_factorial_irq(5, PollBudget::default()).context(|| "factorial with IRQ_ON_DONE".into())?;
     edu.wait_idle(PollBudget::default()).context(|| "waiting for the factorial".into())?;
