@@ -9,8 +9,18 @@
 use crate::test::Count;
 use crate::util::{self, Result};
 
-/// The targets, as `reinc-fuzz` names them.
-const TARGETS: [&str; 5] = ["client_frames", "control_frame", "driver_frames", "checkpoint", "config"];
+/// The targets, as `reinc-fuzz` names them (`TARGETS` in
+/// `host-supervisor/fuzz/src/lib.rs`).
+const TARGETS: [&str; 8] = [
+    "client_frames",
+    "control_frame",
+    "driver_frames",
+    "checkpoint",
+    "config",
+    "journal",
+    "journal_records",
+    "nbd_handshake",
+];
 
 /// `cargo xtask fuzz [ARGS…]`: passes the arguments on (default: every target
 /// for 30 s each), optimized build.

@@ -1,6 +1,6 @@
 //! Fuzzing that runs on the stable toolchain: every decoder a peer can
-//! reach, the checkpoint reader and the config parser, driven with mutated
-//! inputs from committed corpora.
+//! reach, the checkpoint and journal readers, the config parser and the NBD
+//! front end's handshake, driven with mutated inputs from committed corpora.
 //!
 //! # Why this crate exists
 //! The supervisor takes bytes from clients (`client.sock`), operators
@@ -51,13 +51,19 @@ pub struct Target {
 }
 
 /// Every target.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 8] = [
     Target { name: "client_frames", run: client_frames },
     Target { name: "control_frame", run: control_frame },
     Target { name: "driver_frames", run: driver_frames },
     Target { name: "checkpoint", run: checkpoint },
     Target { name: "config", run: config },
+    Target { name: "journal", run: journal::file },
+    Target { name: "journal_records", run: journal::records },
+    Target { name: "nbd_handshake", run: nbd::handshake },
 ];
+
+pub mod journal;
+pub mod nbd;
 
 /// Splits `data` into frames: a length byte, then that many bytes (the last
 /// frame takes what is left).
@@ -381,6 +387,9 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             include_bytes!("../../supervisor/reinc.example.toml").to_vec(),
             b"[supervisor]\nmax-sessions = 4\n[[driver]]\nname = \"x\"\nexec = \"/bin/true\"\nwindow = 2\n".to_vec(),
         ],
+        "journal" => journal::seeds().0,
+        "journal_records" => journal::seeds().1,
+        "nbd_handshake" => nbd::seeds(),
         _ => Vec::new(),
     }
 }

@@ -129,7 +129,7 @@ pub const DRAIN_LIMIT: u32 = 32 << 20;
 /// Jobs queued per connection between reader and engine.
 const QUEUE: usize = 16;
 /// Options accepted per handshake before the server gives up on the client.
-const MAX_OPTIONS: usize = 256;
+pub const MAX_OPTIONS: usize = 256;
 /// Bytes per storage request.
 const CHUNK_BYTES: u32 = MAX_BLOCKS_PER_REQUEST as u32 * BLOCK_SIZE as u32;
 
@@ -363,8 +363,8 @@ enum ConnError {
     Io(#[from] io::Error),
     #[error("protocol violation, hard disconnect: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("too many options ({MAX_OPTIONS}) without entering transmission")]
-    TooManyOptions,
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
     #[error("refused write of {0} bytes is longer than the {DRAIN_LIMIT}-byte drain limit; hard disconnect")]
     Undrainable(u32),
     #[error("supervisor session failed; every request in flight was answered EIO: {0}")]
@@ -425,7 +425,21 @@ fn connection(config: &Config, export: &Export, mut s: Stream, peer: &str) -> Re
     read_end
 }
 
-fn read_opt(s: &mut Stream) -> io::Result<Option<[u8; OPTION_HEADER_LEN]>> {
+/// Why a handshake ended the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The socket failed (a timeout included).
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    /// The client broke the protocol.
+    #[error("protocol violation, hard disconnect: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The client kept negotiating without ever entering transmission.
+    #[error("too many options ({MAX_OPTIONS}) without entering transmission")]
+    TooManyOptions,
+}
+
+fn read_opt<S: Read>(s: &mut S) -> io::Result<Option<[u8; OPTION_HEADER_LEN]>> {
     let mut h = [0u8; OPTION_HEADER_LEN];
     match s.read_exact(&mut h) {
         Ok(()) => Ok(Some(h)),
@@ -434,8 +448,18 @@ fn read_opt(s: &mut Stream) -> io::Result<Option<[u8; OPTION_HEADER_LEN]>> {
     }
 }
 
-/// The fixed newstyle handshake; `Some` to enter transmission.
-fn handshake(s: &mut Stream, export: &Export, peer: &str) -> Result<Option<()>, ConnError> {
+/// The fixed newstyle handshake on `s` (the server's side): `Some` to enter
+/// transmission, `None` when the client aborted or left. `peer` only names
+/// the client in log lines.
+///
+/// Generic over the stream so that it runs over bytes in memory too: the
+/// fuzzer (`host-supervisor/fuzz`, target `nbd_handshake`) drives it with a
+/// reader of its input and a writer that checks every reply.
+///
+/// # Errors
+/// [`HandshakeError`]: the socket failed, the client broke the protocol, or it
+/// sent more than [`MAX_OPTIONS`] options.
+pub fn handshake<S: Read + Write>(s: &mut S, export: &Export, peer: &str) -> Result<Option<()>, HandshakeError> {
     s.write_all(&proto::greeting())?;
     let mut f = [0u8; 4];
     s.read_exact(&mut f)?;
@@ -489,7 +513,7 @@ fn handshake(s: &mut Stream, export: &Export, peer: &str) -> Result<Option<()>, 
             _ => reply(REP_ERR_UNSUP, format!("option {opt} is not supported").as_bytes())?,
         }
     }
-    Err(ConnError::TooManyOptions)
+    Err(HandshakeError::TooManyOptions)
 }
 
 /// One unit of work from the reader.

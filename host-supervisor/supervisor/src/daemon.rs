@@ -151,6 +151,9 @@ pub struct Daemon {
     refused: u64,
     /// Bytes queued for all client connections.
     out_total: usize,
+    /// `out_total` went over `out-bytes-total` and not yet back under half
+    /// of it: no client with unsent replies is read ([`crate::outbound`]).
+    out_total_over: bool,
     /// Clients disconnected for not reading, for the summary line.
     slow_dropped: u64,
     /// Each client connection's credentials ([`authz`]).
@@ -267,6 +270,7 @@ impl Daemon {
             paused_until: None,
             refused: 0,
             out_total: 0,
+            out_total_over: false,
             slow_dropped: 0,
             peers: HashMap::new(),
             denied: 0,
@@ -322,7 +326,12 @@ impl Daemon {
             let ping = self.notify.next_ping().map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
             let paused =
                 self.paused_until.map(|until| until.saturating_duration_since(Instant::now()).as_millis() as u64);
-            for w in [ping, paused].into_iter().flatten() {
+            // Rounded up: waking a millisecond early would find no stall.
+            let stall = self.check_stalls().map(|t| {
+                let d = t.saturating_duration_since(Instant::now());
+                d.as_millis() as u64 + u64::from(d.subsec_micros() % 1000 != 0)
+            });
+            for w in [ping, paused, stall].into_iter().flatten() {
                 wait = Some(wait.map_or(w, |x| x.min(w)));
             }
             let timeout = match wait {

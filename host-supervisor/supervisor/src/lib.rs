@@ -18,6 +18,8 @@
 //! - [`metrics`]: `drvctl metrics` as Prometheus text.
 //! - [`notify`]: `sd_notify` (`READY=1`, `STATUS=`, `WATCHDOG=1`) for
 //!   systemd, the supervisor's own supervisor.
+//! - [`outbound`]: flow control of the replies queued for clients
+//!   (backpressure, and when a client counts as not reading).
 //!
 //! # Designs rejected
 //! - Async runtime (tokio): the daemon waits on a handful of fds; one epoll
@@ -40,4 +42,5 @@ pub mod journal;
 pub mod limits;
 pub mod metrics;
 pub mod notify;
+pub mod outbound;
 pub mod privileges;

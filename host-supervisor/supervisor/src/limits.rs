@@ -27,13 +27,18 @@ pub struct Limits {
     /// `max-connections`: client plus control connections open at once;
     /// one more is accepted and closed at once.
     pub max_connections: usize,
-    /// `out-bytes-per-connection`: bytes queued for a peer that does not
-    /// read; beyond it the peer is disconnected (a client resumes and gets
-    /// its replies from the dedup table).
+    /// `out-bytes-per-connection`: bytes queued for a client beyond which
+    /// the supervisor stops reading its requests until it has read half of
+    /// them (backpressure, see [`crate::outbound`]). Replies to requests
+    /// already accepted are still queued: the client is entitled to them.
     pub out_bytes_per_connection: usize,
-    /// `out-bytes-total`: queued bytes over all connections; beyond it the
-    /// connection with the most queued is disconnected.
+    /// `out-bytes-total`: queued bytes over all connections beyond which
+    /// no client with unsent replies has its requests read.
     pub out_bytes_total: usize,
+    /// `out-stall-timeout-ms`: a client with unsent replies that takes none
+    /// of them for this long is disconnected (it may resume and get its
+    /// replies from the dedup table).
+    pub out_stall_ms: u64,
 }
 
 impl Default for Limits {
@@ -45,6 +50,7 @@ impl Default for Limits {
             max_connections: 512,
             out_bytes_per_connection: 2 << 20,
             out_bytes_total: 16 << 20,
+            out_stall_ms: 5_000,
         }
     }
 }

@@ -28,6 +28,7 @@
 
 pub mod harness;
 pub mod init;
+pub mod sandbox;
 pub mod sup;
 pub mod tally;
 

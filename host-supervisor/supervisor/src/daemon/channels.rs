@@ -203,7 +203,7 @@ impl Daemon {
         };
         let Some(live) = self.live.get_mut(&(driver, generation)) else { return };
         let Some(peer) = live.peer.as_mut() else { return };
-        if queue_or_send(peer, frame) == Err(SendError::Overflow) {
+        if matches!(queue_or_send(peer, frame), Err(SendError::Overflow)) {
             // The instance does not read at all; heartbeats will catch it.
             warn!("{}: outgoing queue overflow; dropping frames", self.core.config(driver).name);
         }

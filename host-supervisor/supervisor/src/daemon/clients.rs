@@ -1,7 +1,10 @@
 //! Client connections: decoding their frames into core events (after the
 //! driver's allow-list, [`super::authz`]), sending the core's answers, and
-//! disconnecting a client that does not read its replies within the
-//! per-connection and total out-byte budgets.
+//! their flow control ([`crate::outbound`]): a client whose unsent replies
+//! are over the per-connection or total out-byte budget is not read until
+//! it has caught up, and only one that takes none of its replies for
+//! `out-stall-timeout-ms` (or leaves [`super::io::MAX_OUT_FRAMES`] frames
+//! unread) is disconnected.
 //!
 //! Applying the allow-list in the core was rejected: credentials are a
 //! property of the socket, which the core never sees.
@@ -9,6 +12,8 @@
 use super::io::{SendError, flush, hung_up, queue_or_send};
 use super::{Daemon, authz};
 use crate::core::{ConnId, Event};
+use crate::outbound::Change;
+use std::time::Instant;
 use nix::errno::Errno;
 
 use reinc_proto::{ClientToSup, MAX_FRAME, SupToClient, WireError};
@@ -19,6 +24,14 @@ impl Daemon {
     pub(super) fn on_client_readable(&mut self, conn: ConnId) {
         loop {
             let Some(peer) = self.clients.get(&conn) else { return };
+            if !peer.flow.reads() {
+                // Over its budget: its requests wait in the kernel. Only a
+                // hang-up is taken note of.
+                if hung_up(&peer.fd) {
+                    self.drop_client(conn);
+                }
+                return;
+            }
             // A frame may carry one descriptor (AttachPool); with any other
             // frame it is dropped (closed) at the end of this turn.
             let (n, fd) = match super::pools::recv_with_fd(peer.fd.as_fd(), &mut self.buf) {
@@ -104,31 +117,52 @@ impl Daemon {
 
     pub(super) fn send_client(&mut self, conn: ConnId, msg: &SupToClient<'_>) {
         let Ok(frame) = reinc_proto::encode_vec(msg) else { return };
-        let limits = self.cfg.supervisor.limits;
         let Some(peer) = self.clients.get_mut(&conn) else { return };
         let before = peer.queued;
         let sent = queue_or_send(peer, frame);
         self.out_total = self.out_total + peer.queued - before;
-        let over = peer.queued > limits.out_bytes_per_connection;
         match sent {
-            Ok(()) if !over => {}
-            Err(SendError::Gone) => {
-                self.drop_client(conn);
-                return;
-            }
-            Ok(()) | Err(SendError::Overflow) => {
-                self.drop_slow_client(conn, "does not read its replies");
-                return;
-            }
+            Ok(n) => self.after_out(conn, n > 0),
+            Err(SendError::Gone) => self.drop_client(conn),
+            Err(SendError::Overflow) => self.drop_slow_client(conn, "does not read its replies"),
         }
+    }
+
+    /// After frames were queued for `conn` or sent from its queue: its flow
+    /// (read or not), its `EPOLLIN`/`EPOLLOUT` interest, and, when the total
+    /// crosses its budget, every other client's flow.
+    fn after_out(&mut self, conn: ConnId, progressed: bool) {
+        let limits = self.cfg.supervisor.limits;
+        let now = Instant::now();
+        let total = self.out_total;
         if let Some(peer) = self.clients.get_mut(&conn) {
+            peer.flow.update(&limits, peer.queued, total, progressed, now);
             self.reg.update_out(peer);
         }
-        // Over the total: the connection with the most queued goes first.
-        while self.out_total > limits.out_bytes_total {
-            let Some((&worst, _)) = self.clients.iter().max_by_key(|(_, p)| p.queued) else { break };
-            self.drop_slow_client(worst, "holds the most unsent replies while out-bytes-total is exceeded");
+        let over = total > limits.out_bytes_total;
+        let under = total <= limits.out_bytes_total / 2;
+        if (over && !self.out_total_over) || (under && self.out_total_over) {
+            self.out_total_over = over;
+            for peer in self.clients.values_mut() {
+                if peer.flow.update(&limits, peer.queued, total, false, now) != Change::None {
+                    self.reg.update_out(peer);
+                }
+            }
         }
+    }
+
+    /// Disconnects every client that has held unsent replies without taking
+    /// any for `out-stall-timeout-ms`; returns the earliest such deadline
+    /// still ahead (for the event loop's timeout).
+    pub(super) fn check_stalls(&mut self) -> Option<Instant> {
+        let limits = self.cfg.supervisor.limits;
+        let now = Instant::now();
+        let stalled: Vec<ConnId> =
+            self.clients.iter().filter(|(_, p)| p.flow.stalled(&limits, now)).map(|(c, _)| *c).collect();
+        for conn in stalled {
+            self.drop_slow_client(conn, "does not read its replies");
+        }
+        self.clients.values().filter_map(|p| p.flow.stall_deadline(&limits)).min()
     }
 
     /// Disconnects a client that does not read (it may resume and get its
@@ -150,10 +184,9 @@ impl Daemon {
         let before = peer.queued;
         let flushed = flush(peer);
         self.out_total = self.out_total + peer.queued - before;
-        if flushed.is_err() {
-            self.drop_client(conn);
-            return;
+        match flushed {
+            Ok(n) => self.after_out(conn, n > 0),
+            Err(()) => self.drop_client(conn),
         }
-        self.reg.update_out(peer);
     }
 }

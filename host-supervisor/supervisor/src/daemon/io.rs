@@ -3,11 +3,14 @@
 //!
 //! A [`Peer`] queues frames the other end has not read yet (bounded by
 //! [`MAX_OUT_FRAMES`]) and the [`Registry`] asks for `EPOLLOUT` exactly while
-//! a queue is non-empty. Blocking sends with a timeout were rejected: one
+//! a queue is non-empty, and for `EPOLLIN` while the peer's [`Flow`] says its
+//! requests are read (a client whose replies are over budget is not read:
+//! [`crate::outbound`]). Blocking sends with a timeout were rejected: one
 //! slow reader would stall every driver and client behind it.
 
 use super::{DaemonError, setup};
 use crate::core::{ConnId, DriverId};
+use crate::outbound::Flow;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
@@ -29,12 +32,18 @@ pub(super) struct Peer {
     /// Bytes in `out`.
     pub(super) queued: usize,
     pub(super) token: u64,
+    /// `EPOLLOUT` is asked for.
     pub(super) want_out: bool,
+    /// `EPOLLIN` is asked for.
+    pub(super) want_in: bool,
+    /// Whether its frames are read (clients only; drivers and control
+    /// connections are always read).
+    pub(super) flow: Flow,
 }
 
 impl Peer {
     pub(super) fn new(fd: OwnedFd, token: u64) -> Self {
-        Self { fd, out: VecDeque::new(), queued: 0, token, want_out: false }
+        Self { fd, out: VecDeque::new(), queued: 0, token, want_out: false, want_in: true, flow: Flow::new() }
     }
 }
 
@@ -72,15 +81,22 @@ impl Registry {
         self.tokens.remove(&peer.token);
     }
 
-    /// Asks for `EPOLLOUT` on `peer` exactly while it has unsent frames.
+    /// Asks for `EPOLLOUT` on `peer` exactly while it has unsent frames, and
+    /// for `EPOLLIN` while its flow says it is read (`EPOLLRDHUP` always,
+    /// so a hang-up is seen while it is not read).
     pub(super) fn update_out(&mut self, peer: &mut Peer) {
-        let want = !peer.out.is_empty();
-        if peer.want_out == want {
+        let want_out = !peer.out.is_empty();
+        let want_in = peer.flow.reads();
+        if peer.want_out == want_out && peer.want_in == want_in {
             return;
         }
-        peer.want_out = want;
-        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
-        if want {
+        peer.want_out = want_out;
+        peer.want_in = want_in;
+        let mut flags = EpollFlags::EPOLLRDHUP;
+        if want_in {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if want_out {
             flags |= EpollFlags::EPOLLOUT;
         }
         let mut ev = EpollEvent::new(flags, peer.token);
@@ -97,36 +113,40 @@ pub(super) enum SendError {
     Overflow,
 }
 
-pub(super) fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<(), SendError> {
+pub(super) fn queue_or_send(peer: &mut Peer, frame: Vec<u8>) -> Result<usize, SendError> {
     queue_or_send_fd(peer, frame, None)
 }
 
-/// [`queue_or_send`] of a frame that carries `fd` (sent with it, in order).
-pub(super) fn queue_or_send_fd(peer: &mut Peer, frame: Vec<u8>, fd: Option<OwnedFd>) -> Result<(), SendError> {
+/// [`queue_or_send`] of a frame that carries `fd` (sent with it, in order);
+/// `Ok(frames sent)`.
+pub(super) fn queue_or_send_fd(peer: &mut Peer, frame: Vec<u8>, fd: Option<OwnedFd>) -> Result<usize, SendError> {
     peer.queued += frame.len();
     peer.out.push_back((frame, fd));
-    flush(peer).map_err(|()| SendError::Gone)?;
+    let sent = flush(peer).map_err(|()| SendError::Gone)?;
     if peer.out.len() > MAX_OUT_FRAMES {
         peer.out.clear();
         peer.queued = 0;
         return Err(SendError::Overflow);
     }
-    Ok(())
+    Ok(sent)
 }
 
-/// Sends queued frames until the socket would block. `Err` if the peer is gone.
-pub(super) fn flush(peer: &mut Peer) -> Result<(), ()> {
+/// Sends queued frames until the socket would block; `Ok(frames sent)`.
+/// `Err` if the peer is gone.
+pub(super) fn flush(peer: &mut Peer) -> Result<usize, ()> {
+    let mut sent = 0;
     while let Some((f, fd)) = peer.out.front() {
-        let sent = match fd {
+        let res = match fd {
             Some(fd) => super::pools::send_with_fd(peer.fd.as_fd(), f, fd.as_fd()),
             None => send(peer.fd.as_raw_fd(), f, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL),
         };
-        match sent {
+        match res {
             Ok(_) => {
                 let (f, _) = peer.out.pop_front().expect("front exists");
                 peer.queued -= f.len();
+                sent += 1;
             }
-            Err(Errno::EAGAIN) => return Ok(()),
+            Err(Errno::EAGAIN) => return Ok(sent),
             Err(Errno::EINTR) => {}
             Err(_) => {
                 peer.out.clear();
@@ -135,7 +155,7 @@ pub(super) fn flush(peer: &mut Peer) -> Result<(), ()> {
             }
         }
     }
-    Ok(())
+    Ok(sent)
 }
 
 /// After `recv` returned 0 on a `SOCK_SEQPACKET` socket: did the peer hang

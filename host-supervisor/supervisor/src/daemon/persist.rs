@@ -8,7 +8,7 @@
 //! journal on the event loop was rejected: an `fdatasync` would stall every
 //! driver and client for its duration.
 
-use super::{Daemon, DaemonError, checkpoint_path, dirs, setup};
+use super::{Daemon, DaemonError, checkpoint_path, dirs};
 use crate::checkpoint;
 use crate::config::{Config, CorruptCheckpoint, DriverConfig};
 use crate::core::{Action, DriverId, Event, PersistOutcome, Supervisor};
@@ -100,10 +100,11 @@ pub(super) fn durable_lsn(r: &FromWriter) -> Option<u64> {
 /// writer on a fresh journal that holds exactly that.
 pub(super) fn open_journal(cfg: &Config, core: &mut Supervisor) -> Result<Writer, DaemonError> {
     let dir = &cfg.supervisor.state_dir;
-    std::fs::create_dir_all(dir).map_err(setup(format!("state directory {}", dir.display())))?;
+    dirs::ensure_private_dir("state directory", dir, 0o700)?;
     let path = journal::path(dir);
-    let loaded =
-        journal::load(&path, cfg.supervisor.journal_recovery).map_err(|source| DaemonError::Journal { source })?;
+    let limit = journal::max_file_bytes(cfg);
+    let loaded = journal::load(&path, cfg.supervisor.journal_recovery, limit)
+        .map_err(|source| DaemonError::Journal { source })?;
     if loaded.unconfirmed > 0 {
         info!(
             "[SUP] journal {}: ignoring the last {} bytes, a batch written but never confirmed (the previous \

@@ -49,6 +49,21 @@
 //! crash the in-doubt request is replayed first, on the committed state it
 //! was forwarded with, and the watermark skips its effect.
 //!
+//! # Reading it safely
+//! The journal decides what a restarted supervisor tells its clients, so it
+//! is trusted only as a checkpoint is (`crate::checkpoint`): its directory
+//! must pass the state directory's checks (`crate::daemon::dirs`), and the
+//! file is opened with `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat` on
+//! the open descriptor. A symlink (say to `/dev/zero`), a FIFO, a device, a
+//! file another user owns or one that group or others can write is refused
+//! with an error naming it, without a byte read. At most [`max_file_bytes`]
+//! are read: what the configured budgets let a journal grow to (one snapshot
+//! plus `journal-compact-bytes` of records); anything larger was not written
+//! by this configuration and is refused by size rather than read into
+//! memory. The writer creates its temporary file with
+//! `O_CREAT | O_EXCL | O_NOFOLLOW`, so a symlink planted there is never
+//! followed.
+//!
 //! # Designs rejected
 //! - Truncating every torn tail silently: after a SIGKILL there is none to
 //!   truncate (see above), so a torn tail means the disk lost data, which
@@ -71,10 +86,13 @@ pub mod writer;
 
 use reinc_proto::{CallError, ClientId, RequestId};
 use serde::{Deserialize, Serialize};
+use std::fs::OpenOptions;
 use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::config::JournalRecovery;
+use crate::config::{Config, DurabilityMode, JournalRecovery};
+use crate::daemon::dirs::{self, DirError};
 
 /// The journal file's magic number (bytes 0..8).
 pub const MAGIC: [u8; 8] = *b"REINCJNL";
@@ -96,6 +114,36 @@ pub const fn padded(n: usize) -> usize {
 /// Largest record payload accepted when reading (a snapshot of many
 /// sessions with cached replies can be large; anything beyond is damage).
 pub const MAX_RECORD: usize = 1 << 30;
+
+/// Bytes a journal written under `cfg` can hold at most, with room to
+/// spare: the header, the largest snapshot the budgets allow, and
+/// `journal-compact-bytes` of records behind it (plus the largest record,
+/// which may cross the threshold before the next snapshot is cut).
+///
+/// The snapshot is bounded by the cached replies (`dedup-bytes-total`, plus
+/// a per-entry overhead for `max-sessions` × `dedup-per-session` entries)
+/// and, for each journal driver, its committed state and `queue-depth`
+/// accepted bodies.
+#[must_use]
+pub fn max_file_bytes(cfg: &Config) -> u64 {
+    /// Generous postcard overhead of one cached reply, session, pending
+    /// request or driver entry (ids, lengths, enum tags).
+    const ENTRY: u64 = 64;
+    let s = &cfg.supervisor;
+    let sessions = s.max_sessions as u64;
+    let cache = s.limits.dedup_bytes_total as u64 + sessions * (s.dedup_per_session as u64 + 1) * ENTRY;
+    let drivers: u64 = cfg
+        .drivers
+        .iter()
+        .filter(|d| d.durability == DurabilityMode::Journal)
+        .map(|d| {
+            let depth = d.queue_depth as u64;
+            ENTRY + d.name.len() as u64 + reinc_proto::MAX_CHECKPOINT as u64 + depth * (reinc_proto::MAX_BODY as u64 + ENTRY)
+        })
+        .sum();
+    let record = (FRAME_BYTES + ALIGN + reinc_proto::MAX_FRAME) as u64 + ENTRY;
+    HEADER_BYTES as u64 + (FRAME_BYTES + ALIGN) as u64 + cache + drivers + s.journal_compact_bytes + 2 * record
+}
 
 /// The journal of `state_dir`.
 #[must_use]
@@ -303,6 +351,54 @@ pub enum JournalError {
         /// Bytes its frame announces.
         need: u64,
     },
+    /// The directory the journal lives in is not a private directory of
+    /// ours (the error names it).
+    #[error("journal {path}: {source}")]
+    Directory {
+        /// The journal file.
+        path: PathBuf,
+        /// What is wrong with its directory.
+        source: DirError,
+    },
+    /// A symlink, FIFO, device or directory where the journal should be.
+    #[error("journal {path}: not a regular file ({kind}); refusing to read it")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Owned by another user: it may be forged.
+    #[error("journal {path}: owned by uid {owner}, not by the supervisor's uid {me}; refusing to recover from it")]
+    ForeignOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
+    },
+    /// Group or others may write it: it may be forged.
+    #[error("journal {path}: mode {mode:04o} lets group or others write it; refusing to recover from it (chmod go-w)")]
+    Writable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Larger than anything the configuration lets the journal grow to.
+    #[error(
+        "journal {path}: {len} bytes exceeds the {limit}-byte limit of this configuration (one snapshot within the \
+         budgets plus journal-compact-bytes); refusing to read it"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (or a lower bound, for a file that kept growing).
+        len: u64,
+        /// The limit ([`max_file_bytes`]).
+        limit: u64,
+    },
     /// A complete record is damaged (checksum, size or decoding).
     #[error("journal {path}: corrupt record at offset {offset}: {what}")]
     Corrupt {
@@ -341,24 +437,78 @@ pub struct Loaded {
     pub unconfirmed: u64,
 }
 
-/// Reads the journal at `path` (a missing file is an empty image). A torn or
-/// corrupt record is refused, or with [`JournalRecovery::Truncate`] the
-/// journal is cut at the last valid record (the file itself is rewritten
-/// by the next snapshot).
+/// Reads the journal at `path` (a missing file is an empty image), at most
+/// `limit` bytes of it ([`max_file_bytes`]). Its directory and the file
+/// itself must be the supervisor's and writable by nobody else (see the
+/// module doc). A torn or corrupt record is refused, or with
+/// [`JournalRecovery::Truncate`] the journal is cut at the last valid
+/// record (the file itself is rewritten by the next snapshot).
 ///
 /// # Errors
-/// [`JournalError`] naming the file and the offset.
-pub fn load(path: &Path, policy: JournalRecovery) -> Result<Loaded, JournalError> {
+/// [`JournalError`] naming the file (and the offset of any damage).
+pub fn load(path: &Path, policy: JournalRecovery, limit: u64) -> Result<Loaded, JournalError> {
     let io = |source| JournalError::Io { path: path.into(), source };
-    let mut bytes = Vec::new();
-    match std::fs::File::open(path) {
-        Ok(mut f) => {
-            f.read_to_end(&mut bytes).map_err(io)?;
-        }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    dirs::check_private_dir("state directory", dir)
+        .map_err(|source| JournalError::Directory { path: path.into(), source })?;
+    // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(JournalError::NotRegular { path: path.into(), kind: "a symbolic link" });
+        }
         Err(e) => return Err(io(e)),
+    };
+    let meta = file.metadata().map_err(io)?;
+    check_trusted(path, &meta)?;
+    let too_large = |len| JournalError::TooLarge { path: path.into(), len, limit };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    // Bounded even if the file grows between fstat and read.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
     }
     parse(path, &bytes, policy)
+}
+
+/// A journal is trusted only as a regular file of ours that nobody else can
+/// write.
+fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), JournalError> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(JournalError::NotRegular { path: path.into(), kind });
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(JournalError::ForeignOwner { path: path.into(), owner: meta.uid(), me });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(JournalError::Writable { path: path.into(), mode });
+    }
+    Ok(())
 }
 
 /// [`load`] over bytes already read (pure: the tests use it).

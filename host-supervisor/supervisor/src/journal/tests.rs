@@ -98,9 +98,7 @@ fn a_file_that_is_not_a_journal_is_refused() {
 
 #[test]
 fn the_writer_group_commits_and_a_snapshot_replaces_the_file() {
-    let dir = std::env::temp_dir().join(format!("reinc-journal-unit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("unit");
     let p = path(&dir);
     let w = writer::Writer::start(&p, &Record::Snapshot(Image::default())).unwrap();
     for seq in 1..=50 {
@@ -120,7 +118,7 @@ fn the_writer_group_commits_and_a_snapshot_replaces_the_file() {
     }
     assert_eq!(upto, 50);
     assert!(batches <= 50, "one report per batch");
-    let l = load(&p, Refuse).unwrap();
+    let l = load(&p, Refuse, 1 << 20).unwrap();
     assert_eq!(l.records, 51, "the initial snapshot and 50 records");
     // A snapshot: the file holds it and what follows only.
     let mut image = l.image.clone();
@@ -129,7 +127,7 @@ fn the_writer_group_commits_and_a_snapshot_replaces_the_file() {
     w.send(writer::ToWriter { lsn: 52, bytes: frame(&accepted(60)), snapshot: false });
     let reports = w.finish(std::time::Duration::from_secs(10));
     assert!(reports.iter().any(|r| matches!(r, writer::FromWriter::Durable { upto: 52, .. })), "{reports:?}");
-    let l = load(&p, Refuse).unwrap();
+    let l = load(&p, Refuse, 1 << 20).unwrap();
     assert_eq!(l.records, 2);
     image.apply(accepted(60));
     assert_eq!(l.image, image);
@@ -167,11 +165,90 @@ fn an_unconfirmed_batch_ends_the_journal_and_is_not_damage() {
     assert_eq!(parse(Path::new(P), &b, Refuse).unwrap().records, 3);
 }
 
-#[test]
-fn records_sent_together_are_made_durable_in_one_batch() {
-    let dir = std::env::temp_dir().join(format!("reinc-journal-group-{}", std::process::id()));
+fn scratch(tag: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("reinc-journal-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+#[test]
+fn a_journal_is_read_up_to_its_limit_and_refused_beyond_it() {
+    let dir = scratch("limit");
+    let p = path(&dir);
+    let bytes = file(&[accepted(1), accepted(2)]);
+    std::fs::write(&p, &bytes).unwrap();
+    let n = bytes.len() as u64;
+    assert_eq!(load(&p, Refuse, n).unwrap().records, 2, "a journal of exactly the limit is read");
+    let e = load(&p, Truncate, n - 1).unwrap_err();
+    assert!(matches!(e, JournalError::TooLarge { len, limit, .. } if len == n && limit == n - 1), "{e}");
+    assert!(e.to_string().starts_with(&format!("journal {}: {n} bytes exceeds the {}-byte limit", p.display(), n - 1)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn only_a_regular_file_of_ours_in_a_private_directory_is_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("trust");
+    let p = path(&dir);
+    std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+    let e = load(&p, Truncate, 1 << 20).unwrap_err();
+    assert!(matches!(e, JournalError::NotRegular { kind: "a symbolic link", .. }), "{e}");
+    std::fs::remove_file(&p).unwrap();
+    std::fs::create_dir(&p).unwrap();
+    let e = load(&p, Truncate, 1 << 20).unwrap_err();
+    assert!(matches!(e, JournalError::NotRegular { kind: "a directory", .. }), "{e}");
+    std::fs::remove_dir(&p).unwrap();
+    std::fs::write(&p, file(&[accepted(1)])).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o620)).unwrap();
+    let e = load(&p, Truncate, 1 << 20).unwrap_err();
+    assert!(matches!(e, JournalError::Writable { mode: 0o620, .. }), "{e}");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(load(&p, Refuse, 1 << 20).unwrap().records, 1);
+    // The directory is checked too, and named.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o757)).unwrap();
+    let e = load(&p, Refuse, 1 << 20).unwrap_err();
+    assert!(matches!(e, JournalError::Directory { .. }), "{e}");
+    assert!(e.to_string().contains(&format!("state directory {} has mode 0757", dir.display())), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_limit_covers_a_snapshot_within_the_budgets_and_the_compaction_threshold() {
+    let text = "[[driver]]\nname = \"d\"\nexec = \"/bin/true\"\ndurability = \"journal\"\n";
+    let cfg = crate::config::parse(text).unwrap();
+    let limit = max_file_bytes(&cfg);
+    let s = &cfg.supervisor;
+    let queued = cfg.drivers[0].queue_depth as u64 * reinc_proto::MAX_BODY as u64;
+    assert!(limit >= s.journal_compact_bytes + s.limits.dedup_bytes_total as u64 + queued, "{limit}");
+    // Bounded: with the defaults, well below what would hurt to read.
+    assert!(limit < 128 << 20, "{limit}");
+    // A full image at the defaults' extremes fits: every session with its
+    // whole share of cached replies, a full queue of largest bodies.
+    let per_session = s.limits.dedup_bytes_total / s.max_sessions;
+    let mut image = Image::default();
+    for c in 0..s.max_sessions as u64 {
+        let n = s.dedup_per_session as u64;
+        let body = vec![0xa5; per_session / s.dedup_per_session];
+        let cache = (0..n).map(|seq| (u64::MAX - seq, Answer::Reply(body.clone()))).collect();
+        image.sessions.push(SessionImage { client: ClientId(u64::MAX - c), floor: u64::MAX - n, cache });
+    }
+    image.drivers.push(DriverImage {
+        name: "d".into(),
+        checkpoint: Some(vec![1; reinc_proto::MAX_CHECKPOINT]),
+        pending: (0..cfg.drivers[0].queue_depth as u64)
+            .map(|seq| PendingImage { rid: rid(u64::MAX, u64::MAX - seq), body: vec![2; reinc_proto::MAX_BODY] })
+            .collect(),
+    });
+    let snapshot = frame(&Record::Snapshot(image)).len() as u64;
+    assert!(HEADER_BYTES as u64 + snapshot + s.journal_compact_bytes <= limit, "{snapshot} + compaction > {limit}");
+}
+
+#[test]
+fn records_sent_together_are_made_durable_in_one_batch() {
+    let dir = scratch("group");
     let p = path(&dir);
     let w = writer::Writer::start(&p, &Record::Snapshot(Image::default())).unwrap();
     // One event's records (Accepted ones riding ahead of an answer): the
@@ -195,6 +272,6 @@ fn records_sent_together_are_made_durable_in_one_batch() {
         assert_eq!(seen, [(round * 3 + 3, 3)], "round {round}: the group was split or lost");
     }
     w.send_all(Vec::new());
-    assert_eq!(load(&p, Refuse).unwrap().records, 61, "the snapshot and 60 records");
+    assert_eq!(load(&p, Refuse, 1 << 20).unwrap().records, 61, "the snapshot and 60 records");
     let _ = std::fs::remove_dir_all(&dir);
 }

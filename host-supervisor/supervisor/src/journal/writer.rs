@@ -11,7 +11,9 @@
 //!
 //! A snapshot in a batch supersedes everything before it: the thread writes
 //! a new file (header, snapshot, the batch's later records) to a temporary
-//! name, syncs it, renames it over the journal and syncs the directory.
+//! name (created with `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600: a symlink
+//! planted there is unlinked, never followed), syncs it, renames it over the
+//! journal and syncs the directory.
 //!
 //! A failed write (ENOSPC, EIO) is retried at the same offset with backoff
 //! (10 ms doubling to 1 s) after truncating whatever part of it landed;
@@ -95,7 +97,17 @@ impl Log {
     /// crash-safely: temporary file, sync, rename, directory sync.
     fn replace(path: &Path, first: &[u8], rest: &[u8]) -> Result<Self, JournalError> {
         let tmp = path.with_extension("journal.tmp");
-        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let file = match create_tmp(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // A stale temporary file (a crash mid-compaction) or a planted
+                // symlink: unlink removes the entry, never what a link points
+                // to; then the exclusive create is tried once more.
+                std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+                create_tmp(&tmp)
+            }
+            other => other,
+        }
+        .map_err(io(&tmp))?;
         let mut buf = Vec::with_capacity(super::HEADER_BYTES + first.len() + rest.len());
         buf.extend_from_slice(&header());
         buf.extend_from_slice(first);
@@ -128,6 +140,18 @@ impl Log {
         self.len += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// Creates `tmp` exclusively (mode 0600), never through a symlink.
+fn create_tmp(tmp: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(tmp)
 }
 
 /// First retry delay after a failed batch.

@@ -387,6 +387,26 @@ fn gpio_driver_answers_bad_requests_with_errors_and_keeps_running(ctx: &Ctx) -> 
 /// toggle is replayed, and blink finishes its 30 toggles without an error.
 /// GPFSEL/GPLEV read through the test's own mapping show the committed
 /// state, which only the restore can have put back.
+/// Both drivers run under their seccomp filter on aarch64 (read from their
+/// own `/proc/<pid>/status`), and a SIGSEGV and a SIGABRT injected into the
+/// timer driver (the one no other test crashes: `max-restarts` is 5 a
+/// minute) end it by that signal, never by SIGSYS.
+fn drivers_run_under_seccomp_and_injected_crashes_keep_their_signal(ctx: &Ctx) -> TestResult {
+    ctx.supervised()?;
+    for name in [GPIO_DRIVER, TIMER_DRIVER] {
+        let s = wait_status(name, "running", running)?;
+        let shown = reinc_guest::sandbox::confined(s.pid.expect("running has a pid"))?;
+        tracing::info!("[rpi3-suite] {name}: {shown}");
+    }
+    let mut client = connect()?;
+    let kinds = [reinc_proto::CrashKind::Segv, reinc_proto::CrashKind::Abrt];
+    reinc_guest::sandbox::crashes_keep_their_signal(&ctx.sup, TIMER_DRIVER, &kinds, || {
+        let r = timer_call(&mut client, TimerRequest::Now)?;
+        ensure!(matches!(r, TimerReply::Now { .. }), "Now answered {r:?}");
+        Ok(())
+    })
+}
+
 fn gpio_driver_killed_by_sigsegv_mid_blink_comes_back_with_its_pins_restored(ctx: &Ctx) -> TestResult {
     ctx.supervised()?;
     let mut client = connect()?;
@@ -576,6 +596,7 @@ fn main() -> ExitCode {
         test!(supervisor_runs_both_drivers_from_the_shipped_pi_config),
         test!(timer_driver_completes_waits_by_interrupt_and_refuses_the_other_channel),
         test!(gpio_driver_answers_bad_requests_with_errors_and_keeps_running),
+        test!(drivers_run_under_seccomp_and_injected_crashes_keep_their_signal),
         test!(gpio_driver_killed_by_sigsegv_mid_blink_comes_back_with_its_pins_restored),
         test!(drvctl_status_and_persisted_checkpoints_match),
         test!(shutdown_stops_both_drivers),

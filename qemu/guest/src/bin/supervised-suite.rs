@@ -532,6 +532,27 @@ fn supervisor_logs_crash_restart_and_replay(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+/// Every driver runs under its seccomp filter (read from its own
+/// `/proc/<pid>/status`, not the supervisor's word), and a SIGSEGV and a
+/// SIGABRT injected into the storage driver (raised through musl's
+/// `raise()`, i.e. `tkill`) end it by that signal, never by SIGSYS. (Not
+/// edu0: the other tests crash it often enough already.)
+fn drivers_run_under_seccomp_and_injected_crashes_keep_their_signal(ctx: &Ctx) -> TestResult {
+    for name in [EDU[0], EDU[1], STORAGE] {
+        let s = wait_status(name, "running", running)?;
+        let shown = reinc_guest::sandbox::confined(s.pid.expect("running has a pid"))?;
+        tracing::info!("[supervised-suite] {name}: {shown}");
+    }
+    let mut client = connect()?;
+    let read = postcard::to_allocvec(&StorageRequest::Read { lba: 0, blocks: 1 }).expect("encodes");
+    reinc_guest::sandbox::crashes_keep_their_signal(&ctx.sup, STORAGE, &[CrashKind::Segv, CrashKind::Abrt], || {
+        match client.call(STORAGE, &read).context(|| "Read of block 0".into())? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Failure::check(format!("Read of block 0 failed: {e}"))),
+        }
+    })
+}
+
 /// `drvctl status` (JSON and table) counts a restart this test causes
 /// itself: edu0 one more restart and generation, with its failure named,
 /// and every other driver unchanged.
@@ -753,6 +774,7 @@ fn main() -> ExitCode {
         test!(interrupts_keep_arriving_after_every_restart),
         test!(restart_recovers_an_interrupt_left_pending_with_intx_masked),
         test!(supervisor_logs_crash_restart_and_replay),
+        test!(drivers_run_under_seccomp_and_injected_crashes_keep_their_signal),
         test!(drvctl_status_shows_restarts_and_generations),
         test!(storage_driver_keeps_its_data_across_a_crash),
         test!(restart_storm_quarantines_only_that_driver),
