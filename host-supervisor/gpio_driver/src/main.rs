@@ -8,10 +8,10 @@
 //! so an LED keeps the level (and, driven by a client, the rhythm) it had:
 //!
 //! ```text
-//! [SUP] gpio crashed (SIGSEGV)
-//! [SUP] restarting gpio
-//! [driver] mapped 0x3f200000 size=0x1000 (gpio: uio0 (reinc-gpio), /dev/uio0 map 0)
-//! [driver] gpio gen2: restored pins from the checkpoint: 17=out/high 27=out/low
+//! [SUP] gpio_driver crashed (SIGSEGV)
+//! [SUP] restarting gpio_driver
+//! [driver] mapped 0x3f200000 size=0x1000 (gpio_driver: uio0 (reinc-gpio), /dev/uio0 map 0)
+//! [driver] gpio_driver gen2: restored pins from the checkpoint: 17=out/high 27=out/low
 //! ```
 //!
 //! All register logic is `gpio_core` (`#![no_std]`: requests, committed

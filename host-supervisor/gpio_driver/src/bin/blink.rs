@@ -8,8 +8,9 @@
 //! blink [--runtime-dir DIR] [--gpio NAME] [--timer NAME] [--pin N]
 //!       [--channel 1|3] [--period-ms N] [--count N]
 //! ```
-//! Defaults: drivers `gpio` and `timer` (the names in `qemu/rpi3/pi.toml`),
-//! pin 17, channel 3, 500 ms, `--count 0` = forever. One line per toggle:
+//! Defaults: drivers `gpio_driver` and `timer_driver` (the names in
+//! `qemu/rpi3/pi.toml`), pin 17, channel 3, 500 ms, `--count 0` = forever.
+//! One line per toggle:
 //! `blink: toggle 3 pin=17 level=High fire=3 at=12345678 paced=irq`
 //! (`paced=late` when the deadline had already passed when it was armed, so
 //! no interrupt paced that toggle).
@@ -54,8 +55,8 @@ struct Args {
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         runtime_dir: default_runtime_dir(),
-        gpio: "gpio".into(),
-        timer: "timer".into(),
+        gpio: "gpio_driver".into(),
+        timer: "timer_driver".into(),
         pin: 17,
         channel: 3,
         period_us: 500_000,
@@ -186,7 +187,7 @@ mod tests {
     #[test]
     fn defaults_blink_pin_17_twice_a_second_forever_on_channel_3() {
         let a = args(&[]).unwrap();
-        assert_eq!((a.gpio.as_str(), a.timer.as_str(), a.pin, a.channel), ("gpio", "timer", 17, 3));
+        assert_eq!((a.gpio.as_str(), a.timer.as_str(), a.pin, a.channel), ("gpio_driver", "timer_driver", 17, 3));
         assert_eq!((a.period_us, a.count), (500_000, 0));
     }
 

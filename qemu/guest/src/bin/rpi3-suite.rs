@@ -47,8 +47,8 @@ const PI_CONFIG: &str = include_str!("../../../rpi3/pi.toml");
 const CONFIG_PATH: &str = "/etc/reinc/pi.toml";
 /// Must match `runtime-dir` and `state-dir` in the configuration.
 const STATE_DIR: &str = "/run/reinc-state";
-const GPIO_DRIVER: &str = "gpio";
-const TIMER_DRIVER: &str = "timer";
+const GPIO_DRIVER: &str = "gpio_driver";
+const TIMER_DRIVER: &str = "timer_driver";
 /// The UIO names of the device-tree nodes (`dts/reinc-uio-nodes.dtsi`) and
 /// the ARM physical addresses of their maps (bus 0x7e.. → ARM 0x3f..).
 const GPIO_NAME: &str = "reinc-gpio";
