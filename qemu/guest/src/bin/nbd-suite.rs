@@ -316,7 +316,20 @@ fn busybox_case(ctx: &Ctx, signal: &str, side: Side, seed: u64) -> TestResult {
     while ctx.sup.count_logged("[SUP] replaying") == replays && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    ensure!(ctx.sup.count_logged("[SUP] replaying") > replays, "the supervisor replayed the queued requests");
+    let replayed = ctx.sup.count_logged("[SUP] replaying") > replays;
+    // A signal from outside lands at a moment of its own. Under a write it
+    // is sent once 3 MiB have reached the device, while writeback of the
+    // rest is under way; under a read, dd may be
+    // consuming readahead from the page cache with no NBD request out, and
+    // then there is nothing to replay. The injected faults
+    // (dd_read_survives_a_sigsegv_mid_transfer, ...) land inside a request
+    // and prove the read-side replay; here bytes, exit status, one restart
+    // and exactly-once are what must hold.
+    if side == Side::Write {
+        ensure!(replayed, "the supervisor replayed the queued requests");
+    } else {
+        println!("replay after kill -{signal} during the read: {}", if replayed { "yes" } else { "nothing was queued" });
+    }
     let bad = kernel_complaints()?;
     ensure!(bad.is_empty(), "the kernel logged I/O trouble: {bad:?}");
     exec_log_once()?;
