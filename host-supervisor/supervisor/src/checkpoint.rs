@@ -35,7 +35,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// First bytes of every checkpoint file.
@@ -233,33 +233,12 @@ pub fn read(path: &Path) -> Result<Option<Vec<u8>>, CheckpointError> {
 /// A checkpoint is trusted only as a regular file of ours that nobody else
 /// can write.
 fn check_trusted(path: &Path, meta: &fs::Metadata) -> Result<(), CheckpointError> {
-    use std::os::unix::fs::FileTypeExt;
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        let kind = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() {
-            "a character device"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        };
-        return Err(CheckpointError::NotRegular { path: path.into(), kind });
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(CheckpointError::ForeignOwner { path: path.into(), owner: meta.uid(), me });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(CheckpointError::Writable { path: path.into(), mode });
-    }
-    Ok(())
+    use crate::trusted::Untrusted;
+    crate::trusted::check(meta).map_err(|u| match u {
+        Untrusted::NotRegular { kind } => CheckpointError::NotRegular { path: path.into(), kind },
+        Untrusted::ForeignOwner { owner, me } => CheckpointError::ForeignOwner { path: path.into(), owner, me },
+        Untrusted::Writable { mode } => CheckpointError::Writable { path: path.into(), mode },
+    })
 }
 
 /// Writes `payload` to `path` crash-safely (temp file, fsync, rename, fsync dir).

@@ -558,8 +558,7 @@ fn limits(sup: &SupervisorToml, problems: &mut Vec<Problem>) -> crate::limits::L
         max_connections: n(sup.max_connections, d.max_connections, 1, 1 << 16, "max-connections"),
         out_bytes_per_connection: per_conn,
         out_bytes_total: out_total,
-        out_stall_ms: n(sup.out_stall_timeout_ms, d.out_stall_ms as usize, 100, 600_000, "out-stall-timeout-ms")
-            as u64,
+        out_stall_ms: n(sup.out_stall_timeout_ms, d.out_stall_ms as usize, 100, 600_000, "out-stall-timeout-ms") as u64,
     };
     if l.dedup_bytes_total < l.dedup_bytes_per_session {
         problems.push(Problem {

@@ -44,3 +44,4 @@ pub mod metrics;
 pub mod notify;
 pub mod outbound;
 pub mod privileges;
+pub mod trusted;

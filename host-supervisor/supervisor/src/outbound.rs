@@ -91,7 +91,8 @@ impl Flow {
             None => Some(now),
         };
         let over = queued > limits.out_bytes_per_connection || (queued > 0 && total > limits.out_bytes_total);
-        let under = queued <= limits.out_bytes_per_connection / 2 && (queued == 0 || total <= limits.out_bytes_total / 2);
+        let under =
+            queued <= limits.out_bytes_per_connection / 2 && (queued == 0 || total <= limits.out_bytes_total / 2);
         match (self.paused, over, under) {
             (false, true, _) => {
                 self.paused = true;

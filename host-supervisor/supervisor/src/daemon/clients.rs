@@ -13,8 +13,8 @@ use super::io::{SendError, flush, hung_up, queue_or_send};
 use super::{Daemon, authz};
 use crate::core::{ConnId, Event};
 use crate::outbound::Change;
-use std::time::Instant;
 use nix::errno::Errno;
+use std::time::Instant;
 
 use reinc_proto::{ClientToSup, MAX_FRAME, SupToClient, WireError};
 use std::os::fd::AsFd;

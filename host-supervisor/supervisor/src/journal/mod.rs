@@ -88,7 +88,7 @@ use reinc_proto::{CallError, ClientId, RequestId};
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, DurabilityMode, JournalRecovery};
@@ -138,7 +138,10 @@ pub fn max_file_bytes(cfg: &Config) -> u64 {
         .filter(|d| d.durability == DurabilityMode::Journal)
         .map(|d| {
             let depth = d.queue_depth as u64;
-            ENTRY + d.name.len() as u64 + reinc_proto::MAX_CHECKPOINT as u64 + depth * (reinc_proto::MAX_BODY as u64 + ENTRY)
+            ENTRY
+                + d.name.len() as u64
+                + reinc_proto::MAX_CHECKPOINT as u64
+                + depth * (reinc_proto::MAX_BODY as u64 + ENTRY)
         })
         .sum();
     let record = (FRAME_BYTES + ALIGN + reinc_proto::MAX_FRAME) as u64 + ENTRY;
@@ -482,33 +485,12 @@ pub fn load(path: &Path, policy: JournalRecovery, limit: u64) -> Result<Loaded, 
 /// A journal is trusted only as a regular file of ours that nobody else can
 /// write.
 fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), JournalError> {
-    use std::os::unix::fs::FileTypeExt;
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        let kind = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() {
-            "a character device"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        };
-        return Err(JournalError::NotRegular { path: path.into(), kind });
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(JournalError::ForeignOwner { path: path.into(), owner: meta.uid(), me });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(JournalError::Writable { path: path.into(), mode });
-    }
-    Ok(())
+    use crate::trusted::Untrusted;
+    crate::trusted::check(meta).map_err(|u| match u {
+        Untrusted::NotRegular { kind } => JournalError::NotRegular { path: path.into(), kind },
+        Untrusted::ForeignOwner { owner, me } => JournalError::ForeignOwner { path: path.into(), owner, me },
+        Untrusted::Writable { mode } => JournalError::Writable { path: path.into(), mode },
+    })
 }
 
 /// [`load`] over bytes already read (pure: the tests use it).
