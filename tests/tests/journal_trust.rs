@@ -127,10 +127,7 @@ fn a_journal_larger_than_the_configuration_allows_is_refused_by_size() {
     drop(f);
     let (code, err) = run_to_exit(&rig);
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains(&format!("journal {}: 4294967296 bytes exceeds the", journal(&rig).display())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("journal {}: 4294967296 bytes exceeds the", journal(&rig).display())), "{err}");
 }
 
 #[test]

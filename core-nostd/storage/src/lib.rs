@@ -76,11 +76,11 @@ mod regs;
 mod trace;
 
 pub use bulk::{BulkRequest, MAX_BULK_BLOCKS, PoolIo, PoolIoError, bulk_trace};
-pub use integrity::{Mismatch, TAG_BYTES, block_tag};
 pub use handler::{
     HandleError, MAX_BLOCKS_PER_REQUEST, MAX_REPLY_DATA, OpenError, Outcome, StateError, Storage, StorageError,
     StorageReply, StorageRequest, StorageState, decode_request,
 };
+pub use integrity::{Mismatch, TAG_BYTES, block_tag};
 pub use regs::{BLOCK_SIZE, SUPERBLOCK_MAGIC, Superblock, SuperblockError, region_bytes};
 pub use reinc_region::{Effect, OutOfBounds, RamRegion, Region};
 pub use trace::{TRACE_LEGEND, TRACE_SLOTS, Trace};

@@ -22,8 +22,8 @@
 //! they make the append cursor recoverable from the device itself, so a
 //! supervisor that kept no checkpoint does not append over old data.
 
-use reinc_proto::RequestId;
 use crate::integrity;
+use reinc_proto::RequestId;
 use reinc_region::header::{Format, SEALED_BYTES, Unsealed, Watermark, le_u32, le_u64};
 
 /// Bytes per block.

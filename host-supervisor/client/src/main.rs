@@ -424,8 +424,12 @@ fn call(dir: &Path, args: CallArgs) -> Result<(), Fail> {
     let CallArgs { name: driver, hex, op } = args;
     let block;
     let req = match (hex, &op) {
-        (Some(_), Some(_)) => usage_error("call", ErrorKind::ArgumentConflict, "call takes --hex or a storage operation, not both"),
-        (None, None) => usage_error("call", ErrorKind::MissingRequiredArgument, "call needs --hex HEX or a storage operation"),
+        (Some(_), Some(_)) => {
+            usage_error("call", ErrorKind::ArgumentConflict, "call takes --hex or a storage operation, not both")
+        }
+        (None, None) => {
+            usage_error("call", ErrorKind::MissingRequiredArgument, "call needs --hex HEX or a storage operation")
+        }
         (Some(HexBody(body)), None) => Err(body),
         (None, Some(op)) => Ok(match *op {
             StorageOp::Nop => StorageRequest::Nop,
@@ -625,7 +629,10 @@ mod tests {
         assert_eq!((e.kind(), e.exit_code()), (ErrorKind::InvalidSubcommand, 2));
         assert_eq!(parse(&["restart"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
         assert_eq!(parse(&["blk", "write", "--count", "1"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
-        assert_eq!(parse(&["blk", "sideways", "--bs", "1", "--count", "1"]).unwrap_err().kind(), ErrorKind::InvalidValue);
+        assert_eq!(
+            parse(&["blk", "sideways", "--bs", "1", "--count", "1"]).unwrap_err().kind(),
+            ErrorKind::InvalidValue
+        );
     }
 
     #[test]

@@ -30,9 +30,8 @@ use reinc_proto::{CrashKind, CrashPoint, FaultPlan};
 pub fn confined(pid: u32) -> Result<String, Failure> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).context(|| path.clone())?;
-    let field = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':'))).map(str::trim)
-    };
+    let field =
+        |name: &str| text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':'))).map(str::trim);
     let seccomp = field("Seccomp");
     if seccomp != Some("2") {
         return Err(Failure::check(format!("{path}: Seccomp is {seccomp:?}, not 2 (a filter)")));

@@ -328,7 +328,10 @@ fn busybox_case(ctx: &Ctx, signal: &str, side: Side, seed: u64) -> TestResult {
     if side == Side::Write {
         ensure!(replayed, "the supervisor replayed the queued requests");
     } else {
-        println!("replay after kill -{signal} during the read: {}", if replayed { "yes" } else { "nothing was queued" });
+        println!(
+            "replay after kill -{signal} during the read: {}",
+            if replayed { "yes" } else { "nothing was queued" }
+        );
     }
     let bad = kernel_complaints()?;
     ensure!(bad.is_empty(), "the kernel logged I/O trouble: {bad:?}");
