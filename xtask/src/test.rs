@@ -4,8 +4,10 @@
 //! 1. `cargo build --workspace --bins`, then `cargo test --workspace
 //!    --no-fail-fast` (unit, property and process-level integration tests);
 //! 2. lints, one check each: `cargo clippy --workspace --all-targets -- -D
-//!    warnings`, and `cargo doc --workspace --no-deps` with rustdoc warnings
-//!    as errors (a broken intra-doc link fails CI, not a reader);
+//!    warnings`, `cargo doc --workspace --no-deps` with rustdoc warnings
+//!    as errors (a broken intra-doc link fails CI, not a reader), and
+//!    `cargo fmt --all -- --check` (unformatted merges fail here, not in a
+//!    later reader's diff);
 //! 3. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
 //!    per crate, then a 3-second run of each fuzz target (`cargo xtask fuzz`);
 //! 4. the QEMU guest suites of every machine profile, then the bare-metal
@@ -168,7 +170,8 @@ fn lints() -> Count {
     let mut count = Count::default();
     let clippy = util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]));
     let doc = util::run(util::cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"));
-    for (what, result) in [("clippy", clippy), ("cargo doc", doc)] {
+    let fmt = util::run(util::cargo().args(["fmt", "--all", "--", "--check"]));
+    for (what, result) in [("clippy", clippy), ("cargo doc", doc), ("cargo fmt --check", fmt)] {
         match result {
             Ok(()) => count.passed += 1,
             Err(e) => {
