@@ -41,24 +41,10 @@ DIR/completions (default DIR: target/dist).
 
 /// Entry point of the subcommand.
 pub fn run(args: &[String]) -> Result {
-    let mut out = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => {
-                out = Some(PathBuf::from(
-                    it.next().ok_or_else(|| Error::Usage(format!("`--out` needs a directory\n\n{USAGE}")))?,
-                ));
-            }
-            "--help" | "-h" => {
-                print!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(Error::Usage(format!("unknown flag `{other}`\n\n{USAGE}"))),
-        }
+    match util::out_dir_arg(args, USAGE, "target/dist")? {
+        Some(out) => build(&out),
+        None => Ok(()),
     }
-    let out = out.unwrap_or_else(|| util::workspace_root().join("target/dist"));
-    build(&out)
 }
 
 /// The `cargo build` arguments.

@@ -64,6 +64,32 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace").to_path_buf()
 }
 
+/// Parses the `[--out DIR]` command line of a packaging subcommand
+/// (`build-pi`, `dist`): `Some(DIR)` (`default` under the workspace root if
+/// not given), or `None` after printing `usage` for `--help`.
+///
+/// # Errors
+/// [`Error::Usage`] for `--out` without a value or any other flag.
+pub fn out_dir_arg(args: &[String], usage: &str, default: &str) -> Result<Option<PathBuf>> {
+    let mut out = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => {
+                out = Some(PathBuf::from(
+                    it.next().ok_or_else(|| Error::Usage(format!("`--out` needs a directory\n\n{usage}")))?,
+                ));
+            }
+            "--help" | "-h" => {
+                print!("{usage}");
+                return Ok(None);
+            }
+            other => return Err(Error::Usage(format!("unknown flag `{other}`\n\n{usage}"))),
+        }
+    }
+    Ok(Some(out.unwrap_or_else(|| workspace_root().join(default))))
+}
+
 /// The cargo that runs us (so `cargo +toolchain xtask` stays consistent).
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
