@@ -156,6 +156,19 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
+/// Runs `cmd` (a supervisor expected to stop by itself, e.g. refusing its
+/// state) with stdin and stdout closed; returns (exit code, stderr). A
+/// process still running after 10 s is killed and reported as `None`.
+pub fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    (status.and_then(|s| s.code()), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// The default driver settings of a rig: fast heartbeats and small backoffs
 /// so that tests run quickly, jitter off so delays are exact.
 pub const DEFAULTS: [(&str, &str); 11] = [

@@ -11,7 +11,7 @@
 //! memory filling up.
 
 use nix::sys::signal::Signal;
-use reinc_tests::{Rig, bins, request, wait_for};
+use reinc_tests::{Rig, bins, request};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::path::PathBuf;
@@ -52,23 +52,13 @@ fn with_journal(tag: &str) -> Rig {
 /// limit; returns (exit code, stderr). A supervisor still running after 10 s
 /// is killed and reported as `None`.
 fn run_to_exit(rig: &Rig) -> (Option<i32>, String) {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg("ulimit -v 2097152 && exec \"$0\" --config \"$1\" --runtime-dir \"$2\"")
         .arg(&bins().supervisor)
         .arg(&rig.config)
-        .arg(&rig.runtime)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    (status.and_then(|s| s.code()), String::from_utf8_lossy(&out.stderr).into_owned())
+        .arg(&rig.runtime);
+    reinc_tests::run_to_exit(cmd)
 }
 
 #[test]

@@ -26,22 +26,9 @@ fn root() -> bool {
 
 /// Runs the supervisor of `rig` to its exit; returns (exit code, stderr).
 fn run_to_exit(rig: &Rig) -> (Option<i32>, String) {
-    let mut child = Command::new(&bins().supervisor)
-        .arg("--config")
-        .arg(&rig.config)
-        .arg("--runtime-dir")
-        .arg(&rig.runtime)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    (status.and_then(|s| s.code()), String::from_utf8_lossy(&out.stderr).into_owned())
+    let mut cmd = Command::new(&bins().supervisor);
+    cmd.arg("--config").arg(&rig.config).arg("--runtime-dir").arg(&rig.runtime);
+    reinc_tests::run_to_exit(cmd)
 }
 
 #[test]
