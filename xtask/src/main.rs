@@ -46,6 +46,7 @@ mod console;
 mod cpio;
 mod demo;
 mod demo_guest;
+mod disk;
 mod dist;
 mod firmware;
 mod fuzz;

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the whole suite, exactly what CI runs.
 //!
-//! Stages, in order:
+//! First, [`crate::disk::check`] refuses to start when the disk cannot hold
+//! a cold run's build output and kernel cache. Then the stages, in order:
 //! 1. `cargo build --workspace --bins`, then `cargo test --workspace
 //!    --no-fail-fast` (unit, property and process-level integration tests);
 //! 2. lints, one check each: `cargo clippy --workspace --all-targets -- -D
@@ -65,6 +66,10 @@ pub fn run(args: &[String]) -> Result {
     }
     let mut stages: Vec<(&str, Count)> = Vec::new();
 
+    crate::disk::check(&[
+        crate::disk::Need { what: "build output", dir: crate::bench::target_dir(), peak: crate::disk::TARGET_PEAK },
+        crate::disk::Need { what: "kernel cache", dir: util::cache_dir()?, peak: crate::disk::CACHE_PEAK },
+    ])?;
     ensure_nbd_tools();
     let build_ok = util::run(util::cargo().args(["build", "--workspace", "--bins"])).is_ok();
     let mut tests = workspace_tests();
