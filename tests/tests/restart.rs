@@ -184,3 +184,39 @@ fn drvctl_stop_keeps_a_driver_down_until_restart() {
     assert_eq!(st.generation, 2);
     assert!(matches!(reply(&c.call("storage_driver", &read_req(0, 1)).unwrap().unwrap()), Reply::Data(_)));
 }
+
+/// `write`-family system calls of `pid` so far (`syscw` in /proc/PID/io).
+fn write_calls(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io of the driver");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no syscw line in /proc/{pid}/io:\n{io}"))
+}
+
+#[test]
+fn trace_ring_costs_a_driver_no_write_call_per_request() {
+    // The trace ring is a sealed memfd the driver maps and stores into; with
+    // a `pwrite` per record it made four calls per request (a slot and the
+    // cursor for each of two events). Reads of the disk are `pread`s, so
+    // the only writes left are the replies on the channel.
+    let mut rig = Rig::new("trace-cost", &[]);
+    rig.start();
+    let pid = rig.status().pid.expect("running driver has a pid");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps.contains("/memfd:reinc-trace-storage_driver"), "trace memfd is not mapped:\n{maps}");
+    let mut c = rig.client();
+    let n = 200;
+    let before = write_calls(pid);
+    for _ in 0..n {
+        let r = c.call("storage_driver", &read_req(0, 1)).unwrap().unwrap();
+        assert!(matches!(reply(&r), Reply::Data(_)));
+    }
+    let writes = write_calls(pid) - before;
+    assert!(writes <= n + n / 10, "{writes} write calls for {n} requests (trace ring by pwrite?)");
+    // And the ring still says what happened, after the instance is gone.
+    let _ = crash_once(&rig, "after-effect:1:abrt");
+    let out = rig.drvctl(&["trace", "storage_driver"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAULT after-effect:1:abrt"), "{text}");
+}

@@ -422,8 +422,20 @@ fn injected_panic_after_effect_logs_the_execution_but_sends_no_reply() {
 
 #[test]
 fn trace_memfd_holds_the_instance_history_after_it_ends() {
+    // What the supervisor hands out: a sealed memfd, written through a mapping.
+    let pool = reinc_uio::SharedPool::create("trace", reinc_ringbuf::shared::RING_BYTES).unwrap();
+    let memfd = std::fs::File::from(pool.fd().try_clone_to_owned().unwrap());
+    check_trace_history(memfd);
+}
+
+#[test]
+fn trace_file_that_cannot_be_mapped_gets_the_same_history_by_pwrite() {
     let file = tempfile::tempfile().unwrap();
     file.set_len(reinc_ringbuf::shared::RING_BYTES as u64).unwrap();
+    check_trace_history(file);
+}
+
+fn check_trace_history(file: std::fs::File) {
     let mut h = start(Adder::new(), Some(file.try_clone().unwrap()), None);
     h.init(2, None);
     for n in 0..3 {

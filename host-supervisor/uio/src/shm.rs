@@ -15,6 +15,9 @@
 //! [`SharedPool::copy_in`] and [`SharedPool::copy_out`] use `pwrite`/`pread`
 //! on the memfd itself, which needs no `unsafe` at all.
 //!
+//! The one exception is [`WriteOnlyArea`], which this process writes with
+//! volatile stores and never reads (its docs say why that is sound).
+//!
 //! # Seals: what a peer cannot do
 //! [`SharedPool::create`] seals the memfd against shrinking and growing and
 //! then seals the seals (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), so its
@@ -391,6 +394,86 @@ impl SharedPool {
     }
 }
 
+/// A sealed memfd this process *publishes* into with plain stores and never
+/// reads: the driver's trace ring, which the supervisor reads with `pread`
+/// while the driver runs and after it dies. See the module docs.
+///
+/// It exists because the trace ring is written several times per request in
+/// small pieces (a 64-byte slot, a 4-byte cursor). A `pwrite` for each cost
+/// four system calls per request, more than half of a driver's system call
+/// time in a profile of the request path; a store into the mapping costs
+/// none.
+///
+/// Why stores are sound here when [`SharedPool`] avoids them: this process
+/// never *reads* the area and never forms a reference to it, only volatile
+/// byte stores through a raw pointer, the way a register block is written.
+/// A peer that writes the same bytes (the only other holder is the
+/// supervisor, which does not) can spoil what a reader sees, not this
+/// process. `F_SEAL_SHRINK`, checked by [`WriteOnlyArea::adopt`], rules out
+/// the `SIGBUS` a truncation under a mapping would raise.
+#[derive(Debug)]
+pub struct WriteOnlyArea {
+    raw: MmapRaw,
+    _fd: OwnedFd,
+    what: String,
+}
+
+impl WriteOnlyArea {
+    /// Maps the memfd `fd` for writing after the checks of
+    /// [`SharedPool::adopt`]: a memfd sealed against shrinking, non-empty and
+    /// at most `max_len` bytes.
+    ///
+    /// # Errors
+    /// As [`SharedPool::adopt`].
+    pub fn adopt(fd: OwnedFd, what: impl Into<String>, max_len: usize) -> Result<Self, PoolError> {
+        let pool = SharedPool::adopt(fd, what, max_len)?;
+        Ok(Self { raw: pool.raw, _fd: pool.fd, what: pool.what })
+    }
+
+    /// Size in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Never: an empty area is refused.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.raw.len() == 0
+    }
+
+    /// Stores `bytes` at `offset`, then a release fence, so that a reader
+    /// mapping the same pages sees a slot before the cursor that names it.
+    ///
+    /// # Errors
+    /// [`PoolError::OutOfPool`]; nothing is written then.
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<(), PoolError> {
+        let out = || PoolError::OutOfPool {
+            what: self.what.clone(),
+            offset: offset as u64,
+            len: bytes.len() as u64,
+            size: self.raw.len() as u64,
+        };
+        let end = offset.checked_add(bytes.len()).ok_or_else(out)?;
+        if end > self.raw.len() {
+            return Err(out());
+        }
+        let base = self.raw.as_mut_ptr().wrapping_add(offset);
+        for (i, b) in bytes.iter().enumerate() {
+            let at = base.wrapping_add(i);
+            // SAFETY: `offset + i < end <= len`, so the pointer lies inside
+            // the live mapping `raw` (unmapped only when `self` drops), whose
+            // memfd cannot shrink (`F_SEAL_SHRINK`, checked at adopt). The
+            // store is volatile and through a raw pointer: no reference to
+            // the shared bytes is formed, so a peer's concurrent writes are
+            // not a data race in this process (see the type's docs).
+            unsafe { at.write_volatile(*b) };
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+}
+
 fn off_t(at: u64) -> io::Result<nix::libc::off_t> {
     nix::libc::off_t::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
@@ -420,6 +503,35 @@ mod tests {
         let mut back = [0u8; 5];
         pool.copy_out(10, &mut back).unwrap();
         assert_eq!(&back, b"world");
+    }
+
+    #[test]
+    fn write_only_area_stores_are_what_a_reader_of_the_memfd_sees() {
+        let pool = SharedPool::create("t", 4096).unwrap();
+        let reader = pool.fd().try_clone_to_owned().unwrap();
+        let mut area = WriteOnlyArea::adopt(pool.fd().try_clone_to_owned().unwrap(), "t", 4096).unwrap();
+        assert_eq!(area.len(), 4096);
+        area.write(4090, b"abcdef").unwrap();
+        area.write(0, b"xy").unwrap();
+        let mut got = [0u8; 6];
+        nix::sys::uio::pread(&reader, &mut got, 4090).unwrap();
+        assert_eq!(&got, b"abcdef");
+        nix::sys::uio::pread(&reader, &mut got[..2], 0).unwrap();
+        assert_eq!(&got[..2], b"xy");
+        // Past the end, or wrapping: refused, and nothing is written.
+        assert!(matches!(area.write(4091, b"abcdef"), Err(PoolError::OutOfPool { offset: 4091, len: 6, .. })));
+        assert!(matches!(area.write(usize::MAX, b"a"), Err(PoolError::OutOfPool { .. })));
+        nix::sys::uio::pread(&reader, &mut got, 4090).unwrap();
+        assert_eq!(&got, b"abcdef");
+    }
+
+    #[test]
+    fn write_only_area_refuses_a_memfd_that_could_shrink() {
+        let fd = memfd_create("u", MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        let err = WriteOnlyArea::adopt(fd, "trace of d", 4096).unwrap_err();
+        assert!(matches!(err, PoolError::NotMemfd { .. } | PoolError::NotSealed { .. }), "{err}");
+        assert!(err.to_string().contains("trace of d"), "{err}");
     }
 
     #[test]

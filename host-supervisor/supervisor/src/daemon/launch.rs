@@ -10,6 +10,7 @@ use super::Daemon;
 use super::fds;
 use super::io::{Peer, Source, inheritable, set_nonblocking};
 use crate::core::{Action, DriverId, Event, KillSignal};
+use nix::fcntl::SealFlag;
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -17,7 +18,7 @@ use nix::unistd::Pid;
 use reinc_control::env;
 use reinc_proto::Generation;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use tracing::debug;
@@ -86,9 +87,7 @@ impl Daemon {
         let cfg = self.core.config(driver).clone();
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| SpawnError::errno(format!("socketpair for {}: {e}", cfg.name), e as i32))?;
-        let trace = memfd_create(format!("reinc-trace-{}", cfg.name).as_str(), MFdFlags::MFD_CLOEXEC)
-            .ok()
-            .and_then(|fd| nix::unistd::ftruncate(&fd, reinc_ringbuf::shared::RING_BYTES as i64).ok().map(|()| fd));
+        let trace = trace_memfd(&cfg.name);
         // The channel becomes the child's stdin: std dup2()s it into place, so
         // our end keeps CLOEXEC and the driver adopts fd 0 without
         // pidfd_getfd (which seccomp profiles may forbid). The trace memfd is
@@ -160,4 +159,19 @@ impl Daemon {
         self.live.insert((driver, generation), Live { pid, peer: Some(Peer::new(ours, token)), trace, checked: false });
         Ok(pid.as_raw() as u32)
     }
+}
+
+/// The trace ring's memfd for one instance of `driver`: sized, and sealed
+/// against shrinking, growing and further seals, so the driver may map it
+/// and store records without a system call each (`reinc_uio::WriteOnlyArea`
+/// refuses a memfd that could shrink under its mapping). `None` when the
+/// kernel refuses: the driver then runs without a shared trace.
+fn trace_memfd(driver: &str) -> Option<OwnedFd> {
+    let fd =
+        memfd_create(format!("reinc-trace-{driver}").as_str(), MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+            .ok()?;
+    nix::unistd::ftruncate(&fd, reinc_ringbuf::shared::RING_BYTES as i64).ok()?;
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).ok()?;
+    Some(fd)
 }
