@@ -1,4 +1,4 @@
-//! `/proc/<pid>/stat`, read one way for everyone.
+//! `/proc/<pid>/stat` and `/proc/<pid>/schedstat`, read one way for everyone.
 //!
 //! # Why this crate exists
 //! The tests, the benchmarks and the xtask's demo all ask the same two
@@ -6,6 +6,11 @@
 //! used? Each used to carry its own parser, and they disagreed: for a stat
 //! line they could not parse, one copy answered "alive" and two answered
 //! "gone". This crate is the one copy.
+//!
+//! The supervisor asks a third question of a driver that stops answering
+//! heartbeats: did it hang, or did it only wait for a CPU? [`sched`] reads
+//! what it needs for that: the state, the time on a CPU and the time spent
+//! waiting on a run queue, both in nanoseconds (`schedstat`).
 //!
 //! # The answer for a line that cannot be parsed
 //! **Not gone.** The file exists, so the kernel still has the process; and
@@ -65,6 +70,39 @@ pub fn stat(pid: u32) -> Option<Stat> {
     Stat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// How much a process ran and waited to run: `/proc/<pid>/schedstat` and the
+/// state from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sched {
+    /// Field 3 of `stat`: `R` is running or runnable, i.e. ready to run.
+    pub state: char,
+    /// Time on a CPU, in nanoseconds (`schedstat` field 1).
+    pub ran_ns: u64,
+    /// Time runnable but waiting for a CPU, in nanoseconds (`schedstat`
+    /// field 2). The kernel adds a wait when it ends, so a wait still going
+    /// on is not in it: a process that is `R` and barely ran is waiting now.
+    pub waited_ns: u64,
+}
+
+impl Sched {
+    /// Parses a `schedstat` line (`ran waited timeslices`).
+    #[must_use]
+    pub fn parse(state: char, schedstat: &str) -> Option<Sched> {
+        let mut f = schedstat.split_whitespace();
+        let ran_ns = f.next()?.parse().ok()?;
+        let waited_ns = f.next()?.parse().ok()?;
+        Some(Sched { state, ran_ns, waited_ns })
+    }
+}
+
+/// The scheduling figures of `pid`; `None` if either file cannot be read
+/// or parsed (a kernel without `CONFIG_SCHED_INFO` has no `schedstat`).
+#[must_use]
+pub fn sched(pid: u32) -> Option<Sched> {
+    let state = stat(pid)?.state;
+    Sched::parse(state, &std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?)
+}
+
 /// True if `pid` no longer runs: no `/proc/<pid>`, or a zombie nobody reaped
 /// yet. A stat line that cannot be parsed is *not* gone (see the crate doc).
 #[must_use]
@@ -104,6 +142,22 @@ mod tests {
         assert!(!gone_from_stat("garbage"));
         assert!(!gone_from_stat("42 (x) "));
         assert_eq!(Stat::parse("garbage"), None);
+    }
+
+    #[test]
+    fn schedstat_gives_ran_and_waited_nanoseconds() {
+        assert_eq!(
+            Sched::parse('R', "179269939 8878374 356\n"),
+            Some(Sched { state: 'R', ran_ns: 179_269_939, waited_ns: 8_878_374 })
+        );
+        assert_eq!(Sched::parse('S', "12"), None);
+        assert_eq!(Sched::parse('S', "a b c"), None);
+        // The main thread of the test harness waits for this one: it has
+        // run, and it is not running now.
+        let me = sched(std::process::id()).expect("this kernel has schedstat");
+        assert!(me.ran_ns > 0);
+        assert_ne!(me.state, 'Z');
+        assert_eq!(sched(4_194_305), None);
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub const MAX_QUEUE_DEPTH: usize = 65_536;
 /// with no backoff, into a restart storm).
 pub const MIN_INIT_TIMEOUT_MS: u64 = 100;
 
+/// Default `starved-grace-ms`: how long a driver that only waits for a CPU
+/// may miss its heartbeats before it is killed anyway.
+pub const DEFAULT_STARVED_GRACE_MS: u64 = 2_000;
+
 /// Shortest `heartbeat-interval-ms`: every ping is a wake-up of both processes.
 pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
 
@@ -168,6 +172,9 @@ pub struct DriverConfig {
     pub heartbeat_interval: Millis,
     /// Unanswered pings in a row that mean "hung".
     pub heartbeat_misses: u32,
+    /// How long a driver that misses its heartbeats only because it waits
+    /// for a CPU is left running (`core/hang.rs`); zero: never.
+    pub starved_grace: Millis,
     /// Time allowed from launch to `Ready`.
     pub init_timeout: Millis,
     /// Time between SIGTERM and SIGKILL when stopping.
@@ -304,6 +311,7 @@ struct DriverToml {
     restart_window_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     heartbeat_misses: Option<u64>,
+    starved_grace_ms: Option<u64>,
     init_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     queue_depth: Option<u64>,
@@ -718,6 +726,10 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
     let queue_depth = positive("queue-depth", d.queue_depth, 256, MAX_QUEUE_DEPTH as u64) as usize;
     let window = positive("window", d.window, 8, MAX_QUEUE_DEPTH as u64) as usize;
     let poison_after = positive("poison-after", d.poison_after, 3, 1_000) as u32;
+    let starved_grace = Millis(d.starved_grace_ms.unwrap_or(DEFAULT_STARVED_GRACE_MS));
+    if starved_grace.0 > 3_600_000 {
+        bad("starved-grace-ms", format!("must be between 0 and 3600000, got {}", starved_grace.0));
+    }
     let durability = match d.durability {
         None | Some(DurabilityName::Memory) => DurabilityMode::Memory,
         Some(DurabilityName::Journal) => DurabilityMode::Journal,
@@ -761,6 +773,7 @@ fn finish_driver(name: String, exec: PathBuf, d: DriverToml, problems: &mut Vec<
         },
         heartbeat_interval,
         heartbeat_misses,
+        starved_grace: if starved_grace.0 > 3_600_000 { Millis(DEFAULT_STARVED_GRACE_MS) } else { starved_grace },
         init_timeout,
         shutdown_timeout,
         queue_depth,
@@ -1000,6 +1013,17 @@ mod tests {
         assert_eq!(keys, ["client-socket-mode", "max-sessions", "window"].into_iter().map(String::from).collect());
         let shown = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         assert!(shown.contains("supervisor: `client-socket-mode`: must be an octal mode"), "{shown}");
+    }
+
+    #[test]
+    fn starved_grace_defaults_to_two_seconds_and_zero_turns_it_off() {
+        let c = parse("[[driver]]\nname = \"x\"\nexec = \"/x\"\n").unwrap();
+        assert_eq!(c.drivers[0].starved_grace, Millis(DEFAULT_STARVED_GRACE_MS));
+        let c = parse("[[driver]]\nname = \"x\"\nexec = \"/x\"\nstarved-grace-ms = 0\n").unwrap();
+        assert_eq!(c.drivers[0].starved_grace, Millis::ZERO);
+        let problems = parse("[[driver]]\nname = \"x\"\nexec = \"/x\"\nstarved-grace-ms = 3600001\n").unwrap_err();
+        let shown = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        assert!(shown.contains("`starved-grace-ms`: must be between 0 and 3600000, got 3600001"), "{shown}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! | `vocab` | [`Event`], [`Action`], the owned messages, [`Trace`] |
 //! | `lifecycle` | launch, spawn outcome, `Ready`/`Pong`/`Fatal`, crash and hang, the restart policy (one restart path), quarantine, operator restart/stop, shutdown |
 //! | `deadlines` | the per-driver deadline cache and the time sweep (init timeout, heartbeats, backoff, SIGKILL) |
+//! | `hang` | the hang verdict: a driver that missed its heartbeats hung, or only waited for a CPU |
 //! | `calls` | admission of a call, forwarding within the window, replies under commit-with-reply, failing a queue |
 //! | `sessions` | sessions, `Hello`, the dedup cache and its budgets, idle expiry |
 //! | [`durability`] | persisted checkpoints and the replies waiting for them |
@@ -42,7 +43,7 @@
 //!   ahead of its state.
 //! - [`Action::Spawn`] is answered synchronously by [`Event::Spawned`] or
 //!   [`Event::SpawnFailed`], and [`Action::Persist`] by [`Event::Persisted`],
-//!   before any other event.
+//!   before any other event; so is [`Action::ProbeSched`], by [`Event::Sched`].
 //! - [`Event::Exited`] for an instance comes after every frame that instance
 //!   sent (the daemon drains its socket first).
 //! - [`Action::Journal`] is answered later, asynchronously, by
@@ -62,6 +63,7 @@ use calls::Call;
 mod counters;
 mod deadlines;
 pub mod durability;
+mod hang;
 mod lifecycle;
 mod sessions;
 mod standby;
@@ -75,8 +77,8 @@ use lifecycle::{AfterExit, Driver, FaultPolicyDyn, Phase};
 pub use sessions::BUSY_SEQS_PER_DRIVER;
 use sessions::{Cached, Session, to_msg};
 pub use vocab::{
-    Action, ClientMsg, ConnId, ControlOutcome, DriverId, DriverMsg, Event, ExitStatus, KillSignal, TRACE_LEN, Trace,
-    signal_name,
+    Action, ClientMsg, ConnId, ControlOutcome, DriverId, DriverMsg, Event, ExitStatus, KillSignal, SchedSample,
+    TRACE_LEN, Trace, signal_name,
 };
 pub use wal::{Recovery, WalStats};
 
@@ -256,6 +258,7 @@ impl Supervisor {
                     self.instance_gone(now, driver, Some(status), &mut out);
                 }
             }
+            Event::Sched { driver, generation, sample } => self.on_sched(now, driver, generation, sample, &mut out),
             Event::Persisted { driver, outcome } => self.on_persisted(now, driver, outcome, &mut out),
             Event::Journaled { upto } => self.on_journaled(upto, &mut out),
             Event::ClientConnected { conn } => {

@@ -404,6 +404,12 @@ impl Daemon {
                 }
                 Action::ToDriver { driver, generation, msg } => self.send_driver(driver, generation, &msg),
                 Action::Kill { driver, generation, signal } => self.signal(driver, generation, signal),
+                Action::ProbeSched { driver, generation } => {
+                    let more = self.probe_sched(driver, generation);
+                    for m in more.into_iter().rev() {
+                        work.push_front(m);
+                    }
+                }
                 Action::Persist { driver, checkpoint } => {
                     let more = self.persist(driver, &checkpoint);
                     for m in more.into_iter().rev() {

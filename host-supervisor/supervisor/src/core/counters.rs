@@ -15,7 +15,12 @@ pub(super) struct DriverCounters {
     replayed: u64,
     recovery: Histogram,
     down_since: Option<Millis>,
+    starved: u64,
+    starved_said: Option<Millis>,
 }
+
+/// At most one `[SUP]` line per driver in this long for starved verdicts.
+const STARVED_SAY_EVERY: Millis = Millis(10_000);
 
 /// The cause label of an instance's end.
 pub(super) fn cause(killed_for: Option<&str>, fatal: bool, status: Option<ExitStatus>) -> String {
@@ -42,6 +47,18 @@ impl Supervisor {
         let c = self.counters(id);
         *c.crashes.entry(cause).or_default() += 1;
         c.down_since.get_or_insert(now);
+    }
+
+    /// A hang verdict found `id` starved of CPU at `now`; true if that is
+    /// worth a `[SUP]` line (the first, then one per [`STARVED_SAY_EVERY`]).
+    pub(super) fn count_starved(&mut self, id: DriverId, now: Millis) -> (bool, u64) {
+        let c = self.counters(id);
+        c.starved += 1;
+        let say = c.starved_said.is_none_or(|t| now.since(t) >= STARVED_SAY_EVERY);
+        if say {
+            c.starved_said = Some(now);
+        }
+        (say, c.starved)
     }
 
     /// `id` was quarantined.
@@ -81,6 +98,14 @@ impl Supervisor {
         t.family("reinc_driver_quarantines_total", "counter", "Times a driver was quarantined.");
         for (i, r) in rows.iter().enumerate() {
             t.sample("reinc_driver_quarantines_total", &[("driver", &r.name)], of(i).quarantines);
+        }
+        t.family(
+            "reinc_driver_starved_total",
+            "counter",
+            "Hang verdicts that found the driver waiting for a CPU, not hung; it was left running.",
+        );
+        for (i, r) in rows.iter().enumerate() {
+            t.sample("reinc_driver_starved_total", &[("driver", &r.name)], of(i).starved);
         }
         t.family("reinc_driver_replayed_requests_total", "counter", "Requests replayed to a new driver instance.");
         for (i, r) in rows.iter().enumerate() {

@@ -163,14 +163,23 @@ impl Supervisor {
                     if now < inst.next_ping || inst.killed_for.is_some() {
                         continue;
                     }
+                    let probe = Action::ProbeSched { driver: id, generation: inst.generation };
                     if inst.outstanding.is_some() {
                         inst.missed += 1;
+                        if inst.missed == 1 && d.cfg.starved_grace != Millis::ZERO {
+                            // The baseline of the hang verdict (`core/hang.rs`).
+                            out.push(probe.clone());
+                        }
                     }
                     if inst.missed >= allowed {
+                        if inst.hang.wants_verdict(d.cfg.starved_grace) {
+                            // Judged by `on_sched`, at once; not revisited before.
+                            inst.next_ping = now.plus(interval);
+                            out.push(probe);
+                            continue;
+                        }
                         let reason = format!("hung (missed {} heartbeats)", inst.missed);
-                        out.push(Action::Say(format!("{} is not answering heartbeats; killing it", d.cfg.name)));
-                        d.phase = Phase::Hung;
-                        self.kill_instance(id, reason, AfterExit::Policy, out);
+                        self.kill_hung(id, reason, out);
                         continue;
                     }
                     self.nonce += 1;

@@ -14,6 +14,7 @@
 
 use super::counters;
 use super::durability::Durability;
+use super::hang::HangWatch;
 use super::vocab::{Action, DriverId, DriverMsg, ExitStatus, KillSignal, Trace};
 use super::wal::JournalAnswer;
 use super::{Cached, Supervisor};
@@ -53,6 +54,8 @@ pub(super) struct Instance {
     /// Nonce of the last ping sent and not answered.
     pub(super) outstanding: Option<u64>,
     pub(super) missed: u32,
+    /// What the hang verdict compares with (`core/hang.rs`).
+    pub(super) hang: HangWatch,
     /// A `Fatal` reason the instance reported before dying.
     pub(super) fatal: Option<String>,
     /// Why the supervisor killed it, if it did.
@@ -153,6 +156,7 @@ impl Supervisor {
             next_ping: now,
             outstanding: None,
             missed: 0,
+            hang: HangWatch::default(),
             fatal: None,
             killed_for: None,
             replayed_early: None,
@@ -283,6 +287,7 @@ impl Supervisor {
                     inst.outstanding = None;
                 }
                 inst.missed = 0;
+                inst.hang.reset();
             }
             FromDriver::Fatal { reason } => {
                 let d = &mut self.drivers[id.0];
@@ -291,6 +296,14 @@ impl Supervisor {
             }
             FromDriver::Reply { id: rid, commit, body } => self.on_reply(now, id, rid, commit, body, out),
         }
+    }
+
+    /// Kills the current instance of `id` as hung.
+    pub(super) fn kill_hung(&mut self, id: DriverId, reason: String, out: &mut Vec<Action>) {
+        let d = &mut self.drivers[id.0];
+        out.push(Action::Say(format!("{} is not answering heartbeats; killing it", d.cfg.name)));
+        d.phase = Phase::Hung;
+        self.kill_instance(id, reason, AfterExit::Policy, out);
     }
 
     pub(super) fn kill_instance(&mut self, id: DriverId, reason: String, after: AfterExit, out: &mut Vec<Action>) {

@@ -29,6 +29,7 @@
 //!   block in fork+exec while the replay's replies wait in its socket.
 
 use super::Supervisor;
+use super::hang::HangWatch;
 use super::lifecycle::{AfterExit, Instance, LAUNCH_RETRY, Phase};
 use super::vocab::{Action, DriverId, DriverMsg, ExitStatus, KillSignal};
 use reinc_policy::{BackoffRestart, FaultAction, FaultPolicy, Millis};
@@ -133,6 +134,7 @@ impl Supervisor {
             next_ping: now,
             outstanding: None,
             missed: 0,
+            hang: HangWatch::default(),
             fatal: None,
             killed_for: None,
             replayed_early: burst.then_some(queued),

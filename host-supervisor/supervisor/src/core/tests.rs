@@ -47,12 +47,22 @@ struct Sim {
     disk: VecDeque<PersistOutcome>,
     /// Checkpoints written durably, in order.
     written: Vec<Vec<u8>>,
+    /// Answers to the next `ProbeSched`s; `None` (no figures) once empty.
+    sched: VecDeque<SchedSample>,
 }
 
 impl Sim {
     fn new(drivers: Vec<DriverConfig>) -> Self {
         let sup = Supervisor::new(drivers.into_iter().map(|d| (d, None)).collect(), 42, 4, 8);
-        Self { sup, now: Millis(0), next_pid: 100, out: Vec::new(), disk: VecDeque::new(), written: Vec::new() }
+        Self {
+            sup,
+            now: Millis(0),
+            next_pid: 100,
+            out: Vec::new(),
+            disk: VecDeque::new(),
+            written: Vec::new(),
+            sched: VecDeque::new(),
+        }
     }
 
     fn with(mut f: impl FnMut(&mut DriverConfig)) -> Self {
@@ -79,6 +89,10 @@ impl Sim {
                         self.written.push(checkpoint.clone());
                     }
                     self.sup.handle(self.now, Event::Persisted { driver: *driver, outcome })
+                }
+                Action::ProbeSched { driver, generation } => {
+                    let sample = self.sched.pop_front();
+                    self.sup.handle(self.now, Event::Sched { driver: *driver, generation: *generation, sample })
                 }
                 _ => Vec::new(),
             };

@@ -114,6 +114,17 @@ pub enum Event<'a> {
         /// How.
         status: ExitStatus,
     },
+    /// The answer to [`Action::ProbeSched`]: how much the instance ran and
+    /// waited to run so far, or `None` if that cannot be known (it is gone,
+    /// or the kernel has no `schedstat`).
+    Sched {
+        /// Which driver.
+        driver: DriverId,
+        /// The instance's generation.
+        generation: Generation,
+        /// The figures.
+        sample: Option<SchedSample>,
+    },
     /// The outcome of the [`Action::Persist`] of `driver`.
     Persisted {
         /// Which driver.
@@ -224,6 +235,18 @@ pub enum ClientMsg {
     },
 }
 
+/// Cumulative scheduling figures of one process, from `/proc/<pid>/stat`
+/// and `/proc/<pid>/schedstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedSample {
+    /// Ready to run (state `R`): on a CPU, or waiting for one right now.
+    pub runnable: bool,
+    /// Time on a CPU, in nanoseconds.
+    pub ran_ns: u64,
+    /// Time spent waiting for a CPU, in nanoseconds (waits that ended).
+    pub waited_ns: u64,
+}
+
 /// Something for the daemon to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -252,6 +275,14 @@ pub enum Action {
         generation: Generation,
         /// Which signal.
         signal: KillSignal,
+    },
+    /// Read how much the instance `generation` ran and waited for a CPU;
+    /// answer at once with [`Event::Sched`] (`core/hang.rs` says why).
+    ProbeSched {
+        /// Which driver.
+        driver: DriverId,
+        /// Which instance.
+        generation: Generation,
     },
     /// Persist `driver`'s checkpoint crash-safely; answer with
     /// [`Event::Persisted`]. Replies of `driver` wait for it.

@@ -9,7 +9,7 @@
 use super::Daemon;
 use super::fds;
 use super::io::{Peer, Source, inheritable, set_nonblocking};
-use crate::core::{Action, DriverId, Event, KillSignal};
+use crate::core::{Action, DriverId, Event, KillSignal, SchedSample};
 use nix::fcntl::SealFlag;
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::{Signal, kill};
@@ -71,6 +71,21 @@ impl Daemon {
     }
 
     /// Signals the instance `generation` of `driver`, if it is still the live one.
+    /// Answers [`Action::ProbeSched`]: the instance's scheduling figures
+    /// from `/proc` (none if it is gone or the kernel keeps none).
+    pub(super) fn probe_sched(&mut self, driver: DriverId, generation: Generation) -> Vec<Action> {
+        let now = self.now();
+        let sample = self.live.get(&(driver, generation)).and_then(|l| {
+            let pid = u32::try_from(l.pid.as_raw()).ok()?;
+            reinc_procfs::sched(pid).map(|s| SchedSample {
+                runnable: s.state == 'R',
+                ran_ns: s.ran_ns,
+                waited_ns: s.waited_ns,
+            })
+        });
+        self.core.handle(now, Event::Sched { driver, generation, sample })
+    }
+
     pub(super) fn signal(&mut self, driver: DriverId, generation: Generation, signal: KillSignal) {
         if let Some(l) = self.live.get(&(driver, generation)) {
             let sig = match signal {

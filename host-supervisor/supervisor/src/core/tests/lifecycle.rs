@@ -6,8 +6,15 @@ use super::*;
 #[test]
 fn launch_sends_init_with_the_checkpoint_after_spawn() {
     let sup = Supervisor::new(vec![(driver("storage_driver"), Some(vec![9, 9]))], 1, 4, 8);
-    let mut sim =
-        Sim { sup, now: Millis(0), next_pid: 221, out: Vec::new(), disk: VecDeque::new(), written: Vec::new() };
+    let mut sim = Sim {
+        sup,
+        now: Millis(0),
+        next_pid: 221,
+        out: Vec::new(),
+        disk: VecDeque::new(),
+        written: Vec::new(),
+        sched: VecDeque::new(),
+    };
     let acts = sim.ev(Event::Start);
     assert_eq!(acts[0], Action::Spawn { driver: STORAGE, generation: Generation(1) });
     assert_eq!(acts[1], Action::Say("Launching storage_driver (pid=222)".into()));
@@ -198,6 +205,98 @@ fn missed_heartbeats_mean_hung_then_kill_and_restart() {
     let st = sim.state(STORAGE);
     assert_eq!(st.last_failure.as_deref(), Some("hung (missed 3 heartbeats)"));
     assert_eq!(st.generation, 2);
+}
+
+fn sched(runnable: bool, ran_ms: u64, waited_ms: u64) -> SchedSample {
+    SchedSample { runnable, ran_ns: ran_ms * 1_000_000, waited_ns: waited_ms * 1_000_000 }
+}
+
+fn killed(acts: &[Action]) -> bool {
+    acts.iter().any(|a| matches!(a, Action::Kill { signal: KillSignal::Kill, .. }))
+}
+
+#[test]
+fn a_driver_waiting_for_a_cpu_is_starved_not_hung() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    // Baseline at the first miss (t = 2 000), verdict at the third (4 000):
+    // it ran 5 ms of 2 s and is runnable now.
+    sim.sched.extend([sched(false, 40, 3), sched(true, 45, 3)]);
+    for t in [1_000, 2_000, 3_000] {
+        assert!(!killed(&sim.at(t)));
+    }
+    let acts = sim.at(4_000);
+    assert!(acts.contains(&Action::ProbeSched { driver: STORAGE, generation: Generation(1) }), "{acts:?}");
+    assert!(!killed(&acts), "{acts:?}");
+    assert_eq!(sim.state(STORAGE).state, DriverState::Running);
+    assert!(sim.said(
+        "storage_driver missed 3 heartbeats waiting for a CPU (ran 5 ms and waited 0 ms of the last 2000 ms): \
+         starved, not hung; it gets up to 2000ms more (1 such verdicts so far)"
+    ));
+    // When it runs, it answers the ping it owes, and all is as before.
+    let nonce = sim
+        .out
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::ToDriver { msg: DriverMsg::Ping { nonce }, .. } => Some(*nonce),
+            _ => None,
+        })
+        .unwrap();
+    sim.ev(Event::FromDriver { driver: STORAGE, frame_gen: Generation(1), msg: FromDriver::Pong { nonce } });
+    for t in [5_000, 6_000, 7_000] {
+        assert!(!killed(&sim.at(t)));
+    }
+    assert_eq!(sim.state(STORAGE).generation, 1);
+    let mut text = crate::metrics::Text::default();
+    sim.sup.render_metrics(sim.now, &mut text);
+    assert!(text.finish().contains("reinc_driver_starved_total{driver=\"storage_driver\"} 1"));
+}
+
+#[test]
+fn starvation_that_outlasts_the_grace_is_killed_as_a_hang() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    // Starved at every verdict: 4 000 (grace starts), 5 000, 6 000 (the
+    // 2 000 ms grace is used up).
+    sim.sched.extend([sched(false, 40, 3), sched(true, 41, 3), sched(true, 42, 3), sched(true, 43, 3)]);
+    for t in [1_000, 2_000, 3_000, 4_000, 5_000] {
+        assert!(!killed(&sim.at(t)), "killed at {t}");
+    }
+    assert!(killed(&sim.at(6_000)));
+    sim.crash(STORAGE, ExitStatus::Signal(9));
+    let st = sim.state(STORAGE);
+    assert_eq!(st.last_failure.as_deref(), Some("hung (missed 3 heartbeats; starved of CPU for over 2000ms)"));
+}
+
+#[test]
+fn asleep_spinning_or_unknown_is_a_hang_at_the_usual_time() {
+    // Asleep: neither ran nor waited. Spinning: ran all the time. Unknown:
+    // no figures (no schedstat). Each is killed at the third miss.
+    for samples in
+        [vec![sched(false, 40, 3), sched(false, 40, 3)], vec![sched(true, 40, 3), sched(true, 2_000, 9)], vec![]]
+    {
+        let mut sim = Sim::new(vec![driver("storage_driver")]);
+        sim.start();
+        sim.sched.extend(samples.clone());
+        for t in [1_000, 2_000, 3_000] {
+            assert!(!killed(&sim.at(t)));
+        }
+        assert!(killed(&sim.at(4_000)), "{samples:?}");
+        sim.crash(STORAGE, ExitStatus::Signal(9));
+        assert_eq!(sim.state(STORAGE).last_failure.as_deref(), Some("hung (missed 3 heartbeats)"));
+    }
+}
+
+#[test]
+fn starved_grace_zero_never_probes() {
+    let mut sim = Sim::with(|d| d.starved_grace = Millis::ZERO);
+    sim.start();
+    for t in [1_000, 2_000, 3_000, 4_000] {
+        sim.at(t);
+    }
+    assert!(!sim.out.iter().any(|a| matches!(a, Action::ProbeSched { .. })));
+    assert_eq!(sim.state(STORAGE).state, DriverState::Hung);
 }
 
 #[test]
