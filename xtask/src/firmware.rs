@@ -61,6 +61,11 @@ pub fn run_counted(verbose: bool, timeout: Option<u64>) -> (usize, usize) {
         "{MACHINE}: bare-metal firmware ({CRATE_DIR}) on QEMU raspi3b: gpio_core and timer_core as supervised tasks"
     );
     let mut report = Report { tests: Vec::new(), problems: Vec::new(), tail: Vec::new() };
+    // Before the lints: clippy and rustdoc of the image build for the
+    // target too, and on a fresh machine it is not installed yet.
+    if let Err(e) = crate::test::ensure_rust_target(TARGET) {
+        report.problems.push(format!("Rust target {TARGET}: {e}"));
+    }
     match host_unit_tests() {
         Ok((passed, failed)) => {
             let verdict = if failed == 0 {
