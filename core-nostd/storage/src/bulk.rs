@@ -248,17 +248,17 @@ mod tests {
         fault: bool,
     }
 
-    impl<'a> PoolIo<RamRegion<'a>> for RamPool {
+    impl<R: Region> PoolIo<R> for RamPool {
         fn pool_len(&self) -> Option<u64> {
             self.bytes.as_ref().map(|b| b.len() as u64)
         }
         fn fill_pool(
             &mut self,
-            region: &mut RamRegion<'a>,
+            region: &mut R,
             region_off: u64,
             pool_off: u64,
             len: u64,
-        ) -> Result<(), PoolIoError<reinc_region::OutOfBounds>> {
+        ) -> Result<(), PoolIoError<R::Error>> {
             if self.fault {
                 return Err(PoolIoError::Pool);
             }
@@ -268,11 +268,11 @@ mod tests {
         }
         fn drain_pool(
             &mut self,
-            region: &mut RamRegion<'a>,
+            region: &mut R,
             pool_off: u64,
             region_off: u64,
             len: u64,
-        ) -> Result<(), PoolIoError<reinc_region::OutOfBounds>> {
+        ) -> Result<(), PoolIoError<R::Error>> {
             if self.fault {
                 return Err(PoolIoError::Pool);
             }
@@ -284,6 +284,51 @@ mod tests {
 
     fn id(seq: u64) -> RequestId {
         RequestId { client: ClientId(9), seq }
+    }
+
+    /// A RAM region that counts the calls made of it (each is a system
+    /// call on a file region).
+    struct Counting<'a> {
+        inner: RamRegion<'a>,
+        calls: usize,
+    }
+
+    impl Region for Counting<'_> {
+        type Error = reinc_region::OutOfBounds;
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+            self.calls += 1;
+            self.inner.read_at(off, buf)
+        }
+        fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), Self::Error> {
+            self.calls += 1;
+            self.inner.write_at(off, data)
+        }
+    }
+
+    #[test]
+    fn a_megabyte_bulk_read_or_write_costs_tens_of_region_calls_not_hundreds() {
+        const MIB_BLOCKS: u64 = (1 << 20) / BLOCK_SIZE as u64;
+        let mut ram = vec![0u8; region_bytes(MIB_BLOCKS) as usize];
+        Storage::open(RamRegion(&mut ram), MIB_BLOCKS).unwrap();
+        let mut dev = Storage::open(Counting { inner: RamRegion(&mut ram), calls: 0 }, MIB_BLOCKS).unwrap();
+        let mut p = pool(1 << 20);
+        let blocks = MIB_BLOCKS as u32;
+        let before = dev.region().calls;
+        let w = BulkRequest::WriteFrom { lba: 0, blocks, pool_offset: 0 };
+        let out = dev.handle_bulk(&StorageState::default(), id(1), &w, &mut p).unwrap();
+        assert_eq!(out.reply, StorageReply::Written { lba: 0, blocks: blocks as u16 });
+        let writes = dev.region().calls - before;
+        let r = BulkRequest::ReadInto { lba: 0, blocks, pool_offset: 0 };
+        let out = dev.handle_bulk(&out.state, id(2), &r, &mut p).unwrap();
+        assert_eq!(out.reply, StorageReply::Filled { lba: 0, blocks });
+        let reads = dev.region().calls - before - writes;
+        // 2 048 blocks in 64-block chunks: 32 chunks, each a data call and
+        // a tag call, plus the transfer itself and the superblock.
+        assert!(writes <= 2 * 32 + 2, "{writes} region calls for a 1 MiB bulk write");
+        assert!(reads <= 2 * 32 + 1, "{reads} region calls for a 1 MiB bulk read");
     }
 
     fn pool(len: usize) -> RamPool {
