@@ -220,7 +220,8 @@ fn throughput(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchErro
             let name = |peer: &str| format!("NBD {op}, {depth} in flight, vs {peer}");
             let note = format!(
                 "nbdcopy --request-size=1M --connections=1 --requests={depth}, {mib} MiB sequential; reinc-nbd \
-                 splits each 1 MiB into 32 storage requests of 32 KiB, each through two sockets each way"
+                 sends each 1 MiB as one bulk storage request; the data moves through the connection's shared \
+                 pool, only the request and its answer through the supervisor"
             );
             out.push(match k {
                 Some(k) => Row::new(SECTION, &name("nbdkit"), r, "MB/s", "nbdkit file plugin, same file", k)
