@@ -82,8 +82,8 @@ const MAX_RESTARTS: u32 = 16;
 /// Requests kept in flight by the workloads.
 const WINDOW: usize = 8;
 /// The whole suite's limit; past it, a stuck client wait is reported. The
-/// suite takes about 15 s on an idle 2-core host without the supervisor-kill
-/// test, which adds 10-20 s; this leaves room for a host loaded 5x.
+/// suite takes about 15 s on a 2-core host without the supervisor-kill
+/// test, which adds about 15 s; this leaves room for a host loaded 5x.
 const SUITE_LIMIT: Duration = Duration::from_secs(270);
 
 /// Shared by the tests.
@@ -770,8 +770,10 @@ const SUP_KILLS: u32 = 50;
 const SUP_CLIENTS: u64 = 3;
 /// Writes each of them keeps in flight.
 const SUP_DEPTH: usize = 4;
-/// Blocks each client owns, one write per block (`--blocks` is 3 times this).
-const SUP_BLOCKS_PER_CLIENT: u64 = 4096;
+/// Blocks each client owns (`--blocks` is 3 times this). Under TCG a run
+/// acknowledged 800-6 000 writes in all, so a client rarely comes round to
+/// a block a second time.
+const SUP_BLOCKS_PER_CLIENT: u64 = 2048;
 
 /// The seed of the kill times: `REINC_CRASH_SEED` (the kernel hands unknown
 /// `key=value` boot parameters to PID 1's environment, which the suites
@@ -796,7 +798,7 @@ impl Xorshift {
 }
 
 /// The fill byte of client `k`'s `n`-th write: never 0 (a block never
-/// written reads as zeros).
+/// written reads as zeros), and another on the next round over its blocks.
 fn sup_fill(k: u64, n: u64) -> u8 {
     (1 + (k * 7 + n * 13) % 255) as u8
 }
@@ -805,7 +807,8 @@ fn sup_fill(k: u64, n: u64) -> u8 {
 struct SupClient {
     /// Its session (resumed across every kill, so one for the whole run).
     session: u64,
-    /// Every acknowledged write: `(seq, lba, fill)`.
+    /// Every acknowledged write, in the order of the acknowledgements:
+    /// `(seq, lba, fill)`.
     acked: Vec<(u64, u64, u8)>,
     /// How often the library reconnected and resumed.
     reconnects: u32,
@@ -813,7 +816,9 @@ struct SupClient {
 
 /// One client of the supervisor-kill test: pipelined single-block writes to
 /// its own blocks until `stop`, then it drains its calls. Each reply must be
-/// the right `Written`, and each seq answered once.
+/// the right `Written`, and each seq answered once. Past its last block it
+/// starts again at its first (a faster guest, under KVM, would otherwise run
+/// out), never with two writes to one block in flight.
 fn sup_client(k: u64, stop: &AtomicBool, acked: &AtomicU64) -> Result<SupClient, Failure> {
     let path = client_socket(Path::new(JOURNAL_RUNTIME));
     let mut c = Client::connect(&path).context(|| format!("client {k}: connecting to {}", path.display()))?;
@@ -822,8 +827,13 @@ fn sup_client(k: u64, stop: &AtomicBool, acked: &AtomicU64) -> Result<SupClient,
     let mut done = Vec::new();
     let mut n = 0u64;
     loop {
-        while !stop.load(Ordering::Relaxed) && inflight.len() < SUP_DEPTH && n < SUP_BLOCKS_PER_CLIENT {
-            let lba = k * SUP_BLOCKS_PER_CLIENT + n;
+        while !stop.load(Ordering::Relaxed) && inflight.len() < SUP_DEPTH {
+            let lba = k * SUP_BLOCKS_PER_CLIENT + n % SUP_BLOCKS_PER_CLIENT;
+            if inflight.values().any(|(l, _)| *l == lba) {
+                // Its previous write is still out: one write per block at a
+                // time, so the block ends with the last one acknowledged.
+                break;
+            }
             let f = sup_fill(k, n);
             let data = vec![f; BLOCK_SIZE];
             let body = postcard::to_allocvec(&StorageRequest::Write { lba, data: &data }).expect("encodes");
@@ -897,9 +907,10 @@ fn with_seed(f: Failure, seed: u64) -> Failure {
 /// flight to a `storage_driver` with `durability = "journal"`, the
 /// supervisor restarted at once as systemd's `Restart=always` would. The
 /// clients ride through (the library reconnects and resumes its session),
-/// every acknowledged write is on the device with its data, the exec log
-/// has each acknowledged write exactly once and nothing else, the device's
-/// own count of applied writes agrees, and the load moved between the kills.
+/// each block of the disk file holds the last write acknowledged for it, the
+/// exec log has each acknowledged write exactly once and nothing else, the
+/// device's own count of applied writes agrees, and the load moved between
+/// the kills.
 ///
 /// The guest counterpart of the host's `tests/tests/supervisor_crash.rs`.
 /// Why `storage_driver` and not an `edu_driver`: a write can be checked byte
@@ -911,11 +922,12 @@ fn with_seed(f: Failure, seed: u64) -> Failure {
 /// kill, which is harmless for a factorial but leaves nothing at the device
 /// to check exactly-once with. The edu drivers' crashes are the other tests.
 ///
-/// Kill times: four kills of every five come 0-300 ms after the restart
-/// (under TCG a restart takes 100-300 ms to its first reply, so these land
-/// in start-up, journal recovery, replay or the first writes after it);
-/// every fifth waits until a write was acknowledged since the restart, then
-/// 0-300 ms more, so that kills also land on a supervisor under load. The seed is printed, and is
+/// Kill times: four kills of every five come 0-500 ms after the restart,
+/// so they land in start-up, journal recovery, replay or the load after it
+/// (under TCG the first write is acknowledged a few hundred ms after a
+/// restart; the test prints the figures); every fifth waits until a write
+/// was acknowledged since the restart, then 0-300 ms more, so that kills
+/// surely also land on a supervisor under load. The seed is printed, and is
 /// in every failure message; `REINC_CRASH_SEED=N` in the x86 profile's
 /// `append` (qemu/machines.toml) replays it.
 fn fifty_supervisor_sigkills_under_load_lose_and_duplicate_nothing(_: &Ctx) -> TestResult {
@@ -970,37 +982,53 @@ fn supervisor_kills(seed: u64) -> TestResult {
         ensure!(c.reconnects > 0, "client {k} (session {}) never reconnected across {SUP_KILLS} kills", c.session);
         runs.push(c);
     }
-    let (acked_at_kill, took) = killing?;
+    let kills = killing?;
     let writes: usize = runs.iter().map(|c| c.acked.len()).sum();
-    let progress = acked_at_kill.windows(2).filter(|w| w[1] > w[0]).count();
+    let progress = kills.acked_at_kill.windows(2).filter(|w| w[1] > w[0]).count();
     let reconnects: Vec<u32> = runs.iter().map(|c| c.reconnects).collect();
+    let mut resumed = kills.resumed_after.clone();
+    resumed.sort();
+    let recomputed = sup.count_logged("was applied by an earlier instance");
     println!(
-        "[supervised-suite] supervisor kills: {writes} writes acknowledged over {SUP_KILLS} kills in {took:?}; \
-         load advanced between {progress} pairs of kills; client reconnects {reconnects:?}"
+        "[supervised-suite] supervisor kills: {writes} writes acknowledged over {SUP_KILLS} kills in {:?}; \
+         {} kills under load; load advanced between {progress} pairs of kills; first write after a restart \
+         {:?} (min), {:?} (median), {:?} (max); {recomputed} replies recomputed by the watermark; \
+         client reconnects {reconnects:?}",
+        kills.took,
+        kills.under_load,
+        resumed.first().copied().unwrap_or_default(),
+        resumed.get(resumed.len() / 2).copied().unwrap_or_default(),
+        resumed.last().copied().unwrap_or_default(),
     );
+    // Every fifth kill waits for the load to move: at least those must show.
     ensure!(
-        progress >= SUP_KILLS as usize / 10,
-        "the load advanced between only {progress} of {} pairs of kills: the kills must land under load",
+        kills.under_load >= SUP_KILLS as usize / 5 && progress >= SUP_KILLS as usize / 10,
+        "only {} kills under load, and the load advanced between {progress} of {} pairs of kills: the kills must \
+         land under load, not on an idle supervisor",
+        kills.under_load,
         SUP_KILLS - 1
-    );
-    ensure!(
-        runs.iter().all(|c| c.acked.len() < SUP_BLOCKS_PER_CLIENT as usize),
-        "a client used up its {SUP_BLOCKS_PER_CLIENT} blocks of {JOURNAL_DISK} before the kills ended; give it more"
     );
     let recovered = sup.count_logged("[SUP] recovered ");
     ensure!(recovered >= SUP_KILLS as usize / 2, "only {recovered} journal recoveries logged after {SUP_KILLS} kills");
     // The device quiescent: the last supervisor stops its driver.
     ensure_eq!(sup.stop()?, Some(0), "exit status of the last /bin/supervisor after SIGTERM");
 
-    // 0 acknowledged writes lost: each block holds its write's bytes.
+    // 0 acknowledged writes lost: each block holds the bytes of the last
+    // write acknowledged for it (the earlier ones are in the exec log below).
+    let mut last: HashMap<u64, (u64, u8)> = HashMap::new();
+    for (seq, lba, f) in runs.iter().flat_map(|c| &c.acked) {
+        last.insert(*lba, (*seq, *f));
+    }
     let disk = std::fs::File::open(JOURNAL_DISK).context(|| format!("opening {JOURNAL_DISK}"))?;
     let mut block = vec![0u8; BLOCK_SIZE];
-    for (seq, lba, f) in runs.iter().flat_map(|c| &c.acked) {
+    for (lba, (seq, f)) in &last {
         disk.read_exact_at(&mut block, (lba + 1) * BLOCK_SIZE as u64)
             .context(|| format!("reading block {lba} of {JOURNAL_DISK}"))?;
         if let Some(at) = block.iter().position(|b| b != f) {
             return Err(Failure::check(format!(
-                "acknowledged write of block {lba} (seq {seq}) lost in {JOURNAL_DISK}: byte {at} is {:#04x}, not {f:#04x}",
+                "acknowledged write of block {lba} (client {}, seq {seq}) lost in {JOURNAL_DISK}: byte {at} is \
+                 {:#04x}, not {f:#04x}",
+                lba / SUP_BLOCKS_PER_CLIENT,
                 block[at]
             )));
         }
@@ -1032,45 +1060,59 @@ fn supervisor_kills(seed: u64) -> TestResult {
     Ok(())
 }
 
+/// What the kill loop saw.
+struct Kills {
+    /// Writes acknowledged so far, at each kill.
+    acked_at_kill: Vec<u64>,
+    /// Kills that hit a supervisor which had already acknowledged writes.
+    under_load: usize,
+    /// For every fifth kill: from the restart to the next acknowledged write.
+    resumed_after: Vec<Duration>,
+    /// First kill to the last restart.
+    took: Duration,
+}
+
 /// The harness plays systemd: SIGKILL at a seeded random moment, start again
-/// at once, [`SUP_KILLS`] times. Returns the acknowledged count at each kill
-/// and how long the kills took.
-fn kill_and_restart(sup: &Supervisor, rng: &mut Xorshift, acked: &AtomicU64) -> Result<(Vec<u64>, Duration), Failure> {
+/// at once, [`SUP_KILLS`] times (kill times: see the test).
+fn kill_and_restart(sup: &Supervisor, rng: &mut Xorshift, acked: &AtomicU64) -> Result<Kills, Failure> {
     let first = Instant::now() + STATE_WAIT;
     while acked.load(Ordering::Relaxed) == 0 {
         ensure!(Instant::now() < first, "no write acknowledged by {STORAGE} within {STATE_WAIT:?} of the start");
         std::thread::sleep(Duration::from_millis(5));
     }
     let started = Instant::now();
-    let mut at_kill = Vec::new();
-    let mut at_start = acked.load(Ordering::Relaxed);
+    let mut kills = Kills { acked_at_kill: Vec::new(), under_load: 0, resumed_after: Vec::new(), took: Duration::ZERO };
+    let (mut at_start, mut restarted) = (acked.load(Ordering::Relaxed), Instant::now());
     for i in 0..SUP_KILLS {
         if i % 5 == 4 {
-            let end = Instant::now() + STATE_WAIT;
+            let end = restarted + STATE_WAIT;
             while acked.load(Ordering::Relaxed) == at_start {
                 ensure!(
                     Instant::now() < end,
                     "no write acknowledged by {STORAGE} within {STATE_WAIT:?} of supervisor start {i} (after kill {})",
                     i - 1
                 );
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(1));
             }
+            kills.resumed_after.push(restarted.elapsed());
             std::thread::sleep(Duration::from_millis(rng.below(300)));
         } else {
-            std::thread::sleep(Duration::from_millis(rng.below(300)));
+            std::thread::sleep(Duration::from_millis(rng.below(500)));
         }
-        at_kill.push(acked.load(Ordering::Relaxed));
+        let now = acked.load(Ordering::Relaxed);
+        kills.acked_at_kill.push(now);
+        kills.under_load += usize::from(now > at_start);
         let st = sup.signal(Signal::SIGKILL)?;
         ensure!(
             st.signal() == Some(Signal::SIGKILL as i32),
             "kill {i}: /bin/supervisor ended by {st}, not by the SIGKILL"
         );
         sup.start(JOURNAL_CONFIG_PATH)?;
-        at_start = acked.load(Ordering::Relaxed);
+        (at_start, restarted) = (acked.load(Ordering::Relaxed), Instant::now());
     }
-    let took = started.elapsed();
+    kills.took = started.elapsed();
     wait_journal_storage_running(&format!("after the last of {SUP_KILLS} kills"))?;
-    Ok((at_kill, took))
+    Ok(kills)
 }
 
 // ---------------------------------------------------------------- setup
