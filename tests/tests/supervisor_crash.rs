@@ -5,6 +5,10 @@
 //!
 //! `REINC_CRASH_KILLS` (default 50) sets the number of SIGKILLs and
 //! `REINC_CRASH_SEED` the seed of the kill times (printed, to replay a run).
+//!
+//! The x86 guest runs its counterpart on a real kernel:
+//! `fifty_supervisor_sigkills_under_load_lose_and_duplicate_nothing` in
+//! `qemu/guest/src/bin/supervised-suite.rs`.
 
 use nix::sys::signal::Signal;
 use reinc_client::Client;

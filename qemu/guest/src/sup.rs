@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,9 +28,21 @@ pub const STATE_WAIT: Duration = Duration::from_secs(15);
 /// # Errors
 /// The socket failed, or the supervisor refused the request.
 pub fn control(req: ControlRequest) -> Result<ControlResponse, Failure> {
+    control_at(Path::new(RUNTIME_DIR), req)
+}
+
+/// One control request to the supervisor whose sockets are in `runtime_dir`
+/// (a test running a supervisor of its own); errors name the socket.
+///
+/// # Errors
+/// As [`control`].
+pub fn control_at(runtime_dir: &Path, req: ControlRequest) -> Result<ControlResponse, Failure> {
     let what = format!("{req:?}");
-    match control_request(&control_socket(Path::new(RUNTIME_DIR)), &req).context(|| format!("control {what}"))? {
-        ControlResponse::Error(e) => Err(Failure::check(format!("control {what} refused: {e}"))),
+    let socket = control_socket(runtime_dir);
+    match control_request(&socket, &req).context(|| format!("control {what} on {}", socket.display()))? {
+        ControlResponse::Error(e) => {
+            Err(Failure::check(format!("control {what} refused by {}: {e}", socket.display())))
+        }
         r => Ok(r),
     }
 }
@@ -169,21 +181,33 @@ impl Supervisor {
     /// # Errors
     /// It was not running, or ignored SIGTERM for 10 s.
     pub fn stop(&self) -> Result<Option<i32>, Failure> {
+        self.signal(Signal::SIGTERM).map(|status| status.code())
+    }
+
+    /// Sends `sig` and reaps the supervisor, as a service manager does
+    /// before `Restart=always` starts it again ([`Supervisor::start`] may
+    /// follow at once). Returns how it ended.
+    ///
+    /// # Errors
+    /// It was not running, or still ran 10 s after `sig` (it is then
+    /// SIGKILLed and reaped).
+    pub fn signal(&self, sig: Signal) -> Result<ExitStatus, Failure> {
         let Some(mut child) = self.child.lock().unwrap().take() else {
             return Err(Failure::check("the supervisor is not running"));
         };
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).context(|| "SIGTERM to the supervisor".into())?;
+        let pid = child.id();
+        kill(Pid::from_raw(pid as i32), sig).context(|| format!("{} to /bin/supervisor (pid {pid})", sig.as_str()))?;
         let end = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(status) = child.try_wait().context(|| "waiting for the supervisor".into())? {
-                return Ok(status.code());
+            if let Some(status) = child.try_wait().context(|| format!("waiting for /bin/supervisor (pid {pid})"))? {
+                return Ok(status);
             }
             if Instant::now() >= end {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Failure::check("the supervisor ignored SIGTERM for 10 s"));
+                return Err(Failure::check(format!("/bin/supervisor (pid {pid}) ignored {} for 10 s", sig.as_str())));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
