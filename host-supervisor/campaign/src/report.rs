@@ -193,6 +193,11 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
     for (d, k) in &r.restarts {
         let _ = writeln!(md, "| restarts of {d} | {k} |");
     }
+    let _ = writeln!(
+        md,
+        "| hang verdicts: killed as hung / starved of CPU, left running | {} / {} |",
+        r.hang_verdicts.hung, r.hang_verdicts.starved
+    );
     let _ = writeln!(md, "| requests lost | {} |", if r.violation.is_none() { "0" } else { "see the failure" });
     let _ =
         writeln!(md, "| requests executed twice | {} |", if r.violation.is_none() { "0" } else { "see the failure" });

@@ -775,8 +775,40 @@ pub struct RunResult {
     pub supervisor_exit: String,
     /// Driver restarts counted by the supervisors.
     pub restarts: BTreeMap<String, u32>,
+    /// Hang verdicts of the supervisors (`drvctl metrics`): instances that
+    /// missed their heartbeats only waiting for a CPU and were left running
+    /// (`reinc_driver_starved_total`), and instances killed as hung.
+    pub hang_verdicts: HangVerdicts,
     /// Lanes (supervisors) the faults ran in.
     pub lanes: usize,
+}
+
+/// Hang verdicts counted by the supervisors (see [`RunResult::hang_verdicts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HangVerdicts {
+    /// Starved, not hung: left running.
+    pub starved: u64,
+    /// Hung: killed.
+    pub hung: u64,
+}
+
+impl HangVerdicts {
+    /// The verdicts in a supervisor's metrics text: every driver's
+    /// `reinc_driver_starved_total`, and its crashes with `cause="hung"`.
+    #[must_use]
+    pub fn from_metrics(text: &str) -> Self {
+        let mut v = Self::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((key, n)) = line.rsplit_once(' ') else { continue };
+            let Ok(n) = n.trim().parse::<u64>() else { continue };
+            if key.starts_with("reinc_driver_starved_total{") {
+                v.starved += n;
+            } else if key.starts_with("reinc_driver_crashes_total{") && key.contains("cause=\"hung\"") {
+                v.hung += n;
+            }
+        }
+        v
+    }
 }
 
 /// What the lanes of one run share.
@@ -827,6 +859,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         violation: None,
         supervisor_exit: String::new(),
         restarts: BTreeMap::new(),
+        hang_verdicts: HangVerdicts::default(),
         lanes,
     };
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
@@ -846,6 +879,8 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         for (k, v) in r.restarts {
             *merged.restarts.entry(k).or_default() += v;
         }
+        merged.hang_verdicts.starved += r.hang_verdicts.starved;
+        merged.hang_verdicts.hung += r.hang_verdicts.hung;
         merged.blk_rounds += r.blk_rounds;
         let prefix = if lanes > 1 { format!("lane {lane}: ") } else { String::new() };
         merged.checks.extend(r.checks.into_iter().map(|c| format!("{prefix}{c}")));
@@ -1028,6 +1063,10 @@ fn run_lane(
     answered.insert("bench_driver".into(), bench);
     answered.insert("misbehave_driver".into(), mis);
     let restarts = sup.status().unwrap_or_default().into_iter().map(|s| (s.name, s.restarts)).collect();
+    let hang_verdicts = match sup.control(&ControlRequest::Metrics) {
+        Ok(ControlResponse::Metrics(text)) => HangVerdicts::from_metrics(&text),
+        _ => HangVerdicts::default(),
+    };
 
     let mut checks = Vec::new();
     let mut violation = shared.violation.lock().ok().and_then(|v| v.clone()).or(violation_during);
@@ -1086,6 +1125,7 @@ fn run_lane(
             violation,
             supervisor_exit,
             restarts,
+            hang_verdicts,
             lanes: 1,
         },
         t_faults,
@@ -1507,5 +1547,22 @@ impl Injector<'_> {
             .map_err(|e| format!("{}: {e}", self.disk.display()))?;
         b[0] ^= 1 << (bit % 8);
         f.seek(SeekFrom::Start(off)).and_then(|_| f.write_all(&b)).map_err(|e| format!("{}: {e}", self.disk.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hang_verdicts_sum_every_driver_s_starved_and_hung_counts() {
+        let text = "# TYPE reinc_driver_starved_total counter\n\
+                    reinc_driver_starved_total{driver=\"a\"} 3\n\
+                    reinc_driver_starved_total{driver=\"b\"} 4\n\
+                    reinc_driver_crashes_total{driver=\"a\",cause=\"hung\"} 2\n\
+                    reinc_driver_crashes_total{driver=\"a\",cause=\"SIGSEGV\"} 9\n\
+                    reinc_driver_crashes_total{driver=\"b\",cause=\"hung\"} 1\n";
+        assert_eq!(HangVerdicts::from_metrics(text), HangVerdicts { starved: 7, hung: 3 });
+        assert_eq!(HangVerdicts::from_metrics(""), HangVerdicts::default());
     }
 }
