@@ -53,7 +53,11 @@ struct Sim {
 
 impl Sim {
     fn new(drivers: Vec<DriverConfig>) -> Self {
-        let sup = Supervisor::new(drivers.into_iter().map(|d| (d, None)).collect(), 42, 4, 8);
+        Self::of(Supervisor::new(drivers.into_iter().map(|d| (d, None)).collect(), 42, 4, 8))
+    }
+
+    /// A simulation of `sup` at time 0, whose first spawn gets pid 101.
+    fn of(sup: Supervisor) -> Self {
         Self {
             sup,
             now: Millis(0),

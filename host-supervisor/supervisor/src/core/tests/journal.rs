@@ -16,15 +16,7 @@ fn journal_sim_with(drivers: Vec<DriverConfig>, image: Option<Image>) -> Sim {
     if let Some(image) = image {
         sup.recover(Millis(0), image);
     }
-    Sim {
-        sup,
-        now: Millis(0),
-        next_pid: 100,
-        out: Vec::new(),
-        disk: VecDeque::new(),
-        written: Vec::new(),
-        sched: VecDeque::new(),
-    }
+    Sim::of(sup)
 }
 
 /// The journal records in `acts`, with their LSNs.
@@ -240,15 +232,7 @@ fn a_snapshot_follows_once_enough_was_journaled_and_holds_everything() {
     let mut d = driver("storage_driver");
     d.durability = DurabilityMode::Journal;
     let sup = Supervisor::new(vec![(d, None)], 42, 4, 8).with_journal(64 * 1024);
-    let mut sim = Sim {
-        sup,
-        now: Millis(0),
-        next_pid: 100,
-        out: Vec::new(),
-        disk: VecDeque::new(),
-        written: Vec::new(),
-        sched: VecDeque::new(),
-    };
+    let mut sim = Sim::of(sup);
     sim.start();
     let c = durable_hello(&mut sim, C1);
     let body = vec![7u8; 20_000];

@@ -6,15 +6,7 @@ use super::*;
 #[test]
 fn launch_sends_init_with_the_checkpoint_after_spawn() {
     let sup = Supervisor::new(vec![(driver("storage_driver"), Some(vec![9, 9]))], 1, 4, 8);
-    let mut sim = Sim {
-        sup,
-        now: Millis(0),
-        next_pid: 221,
-        out: Vec::new(),
-        disk: VecDeque::new(),
-        written: Vec::new(),
-        sched: VecDeque::new(),
-    };
+    let mut sim = Sim { next_pid: 221, ..Sim::of(sup) };
     let acts = sim.ev(Event::Start);
     assert_eq!(acts[0], Action::Spawn { driver: STORAGE, generation: Generation(1) });
     assert_eq!(acts[1], Action::Say("Launching storage_driver (pid=222)".into()));
