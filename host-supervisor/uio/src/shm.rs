@@ -413,9 +413,7 @@ impl SharedPool {
 /// the `SIGBUS` a truncation under a mapping would raise.
 #[derive(Debug)]
 pub struct WriteOnlyArea {
-    raw: MmapRaw,
-    _fd: OwnedFd,
-    what: String,
+    pool: SharedPool,
 }
 
 impl WriteOnlyArea {
@@ -426,20 +424,19 @@ impl WriteOnlyArea {
     /// # Errors
     /// As [`SharedPool::adopt`].
     pub fn adopt(fd: OwnedFd, what: impl Into<String>, max_len: usize) -> Result<Self, PoolError> {
-        let pool = SharedPool::adopt(fd, what, max_len)?;
-        Ok(Self { raw: pool.raw, _fd: pool.fd, what: pool.what })
+        Ok(Self { pool: SharedPool::adopt(fd, what, max_len)? })
     }
 
     /// Size in bytes.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.raw.len()
+        self.pool.len()
     }
 
     /// Never: an empty area is refused.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.raw.len() == 0
+        self.pool.is_empty()
     }
 
     /// Stores `bytes` at `offset`, then a release fence, so that a reader
@@ -448,25 +445,17 @@ impl WriteOnlyArea {
     /// # Errors
     /// [`PoolError::OutOfPool`]; nothing is written then.
     pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<(), PoolError> {
-        let out = || PoolError::OutOfPool {
-            what: self.what.clone(),
-            offset: offset as u64,
-            len: bytes.len() as u64,
-            size: self.raw.len() as u64,
-        };
-        let end = offset.checked_add(bytes.len()).ok_or_else(out)?;
-        if end > self.raw.len() {
-            return Err(out());
-        }
-        let base = self.raw.as_mut_ptr().wrapping_add(offset);
+        let range = self.pool.check(offset as u64, bytes.len() as u64)?;
+        let base = self.pool.raw.as_mut_ptr().wrapping_add(range.start);
         for (i, b) in bytes.iter().enumerate() {
             let at = base.wrapping_add(i);
-            // SAFETY: `offset + i < end <= len`, so the pointer lies inside
-            // the live mapping `raw` (unmapped only when `self` drops), whose
-            // memfd cannot shrink (`F_SEAL_SHRINK`, checked at adopt). The
-            // store is volatile and through a raw pointer: no reference to
-            // the shared bytes is formed, so a peer's concurrent writes are
-            // not a data race in this process (see the type's docs).
+            // SAFETY: `range.start + i < range.end <= len` (checked above),
+            // so the pointer lies inside the live mapping (unmapped only
+            // when `self` drops), whose memfd cannot shrink (`F_SEAL_SHRINK`,
+            // checked at adopt). The store is volatile and through a raw
+            // pointer: no reference to the shared bytes is formed, so a
+            // peer's concurrent writes are not a data race in this process
+            // (see the type's docs).
             unsafe { at.write_volatile(*b) };
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
