@@ -72,7 +72,7 @@ pub use cli::{DeviceArgs, MappedBlock, parse_device_args};
 pub use error::{Result, UioError};
 pub use irq::{Irq, IrqWait, Reenable, missed_between};
 pub use map::{Block, Mapping, RegisterBlock};
-pub use shm::{PoolError, SharedPool, WriteOnlyArea};
+pub use shm::{PoolError, SharedPool, WriteOnlyArea, sealed_memfd};
 pub use sysfs::{PciAddress, PciBar, PciIdentity, Selector, Sysfs, UioDevice, UioMap, select};
 
 #[cfg(test)]

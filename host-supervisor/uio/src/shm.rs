@@ -111,6 +111,32 @@ pub enum PoolError {
     },
 }
 
+/// A memfd named `name` (it shows in `/proc/PID/fd`) of `len` bytes, sealed
+/// `SHRINK | GROW | SEAL` so its size is fixed for good: what
+/// [`SharedPool::adopt`] and [`WriteOnlyArea::adopt`] accept. Not mapped
+/// here; the supervisor creates the drivers' trace rings with it and never
+/// maps them.
+///
+/// # Errors
+/// [`PoolError`] naming the memfd and the failing step.
+pub fn sealed_memfd(name: &str, len: usize) -> Result<OwnedFd, PoolError> {
+    let what = format!("memfd:{name}");
+    if len == 0 {
+        return Err(PoolError::Size { what, size: 0, max: u64::MAX });
+    }
+    let fd =
+        memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(sys(&what, "memfd_create"))?;
+    let size = nix::libc::off_t::try_from(len).map_err(|_| PoolError::Size {
+        what: what.clone(),
+        size: len as u64,
+        max: i64::MAX as u64,
+    })?;
+    nix::unistd::ftruncate(&fd, size).map_err(sys(&what, "ftruncate"))?;
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(sys(&what, "F_ADD_SEALS"))?;
+    Ok(fd)
+}
+
 /// A sealed memfd and its shared mapping. See the module docs.
 ///
 /// `Send` and `Sync`: nothing here touches the memory from user space, so
@@ -138,21 +164,8 @@ impl SharedPool {
     /// # Errors
     /// [`PoolError`] naming the pool and the failing step.
     pub fn create(name: &str, len: usize) -> Result<Self, PoolError> {
-        let what = format!("memfd:{name}");
-        if len == 0 {
-            return Err(PoolError::Size { what, size: 0, max: u64::MAX });
-        }
-        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-            .map_err(sys(&what, "memfd_create"))?;
-        let size = nix::libc::off_t::try_from(len).map_err(|_| PoolError::Size {
-            what: what.clone(),
-            size: len as u64,
-            max: i64::MAX as u64,
-        })?;
-        nix::unistd::ftruncate(&fd, size).map_err(sys(&what, "ftruncate"))?;
-        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(sys(&what, "F_ADD_SEALS"))?;
-        Self::map(fd, what, len)
+        let fd = sealed_memfd(name, len)?;
+        Self::map(fd, format!("memfd:{name}"), len)
     }
 
     /// Adopts a pool received from a peer, after checking everything the

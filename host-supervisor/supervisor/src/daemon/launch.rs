@@ -10,8 +10,6 @@ use super::Daemon;
 use super::fds;
 use super::io::{Peer, Source, inheritable, set_nonblocking};
 use crate::core::{Action, DriverId, Event, KillSignal, SchedSample};
-use nix::fcntl::SealFlag;
-use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::Pid;
@@ -176,17 +174,13 @@ impl Daemon {
     }
 }
 
-/// The trace ring's memfd for one instance of `driver`: sized, and sealed
-/// against shrinking, growing and further seals, so the driver may map it
-/// and store records without a system call each (`reinc_uio::WriteOnlyArea`
-/// refuses a memfd that could shrink under its mapping). `None` when the
-/// kernel refuses: the driver then runs without a shared trace.
+/// The trace ring's memfd for one instance of `driver`, sealed so the
+/// driver may map it and store records without a system call each
+/// (`reinc_uio::WriteOnlyArea` refuses a memfd that could shrink under its
+/// mapping). `None` when the kernel refuses: the driver then runs without a
+/// shared trace.
 fn trace_memfd(driver: &str) -> Option<OwnedFd> {
-    let fd =
-        memfd_create(format!("reinc-trace-{driver}").as_str(), MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-            .ok()?;
-    nix::unistd::ftruncate(&fd, reinc_ringbuf::shared::RING_BYTES as i64).ok()?;
-    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).ok()?;
-    Some(fd)
+    reinc_uio::sealed_memfd(&format!("reinc-trace-{driver}"), reinc_ringbuf::shared::RING_BYTES)
+        .map_err(|e| debug!("{e}"))
+        .ok()
 }
