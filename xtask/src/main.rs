@@ -60,6 +60,7 @@ mod qemu_test;
 mod qemu_tool;
 mod rpi;
 mod test;
+mod tidy;
 mod util;
 
 use std::process::ExitCode;

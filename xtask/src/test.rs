@@ -8,7 +8,7 @@
 //!    warnings`, `cargo doc --workspace --no-deps` with rustdoc warnings
 //!    as errors (a broken intra-doc link fails CI, not a reader), and
 //!    `cargo fmt --all -- --check` (unformatted merges fail here, not in a
-//!    later reader's diff);
+//!    later reader's diff), and the workspace checks of [`crate::tidy`];
 //! 3. every `core-nostd` crate built for `thumbv7em-none-eabihf`, one check
 //!    per crate, then a 3-second run of each fuzz target (`cargo xtask fuzz`);
 //! 4. the QEMU guest suites of every machine profile, then the bare-metal
@@ -170,13 +170,16 @@ fn workspace_tests() -> Count {
     count
 }
 
-/// clippy and rustdoc with warnings as errors: one check each.
+/// clippy and rustdoc with warnings as errors, rustfmt and [`crate::tidy`]: one check each.
 fn lints() -> Count {
     let mut count = Count::default();
     let clippy = util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]));
     let doc = util::run(util::cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"));
     let fmt = util::run(util::cargo().args(["fmt", "--all", "--", "--check"]));
-    for (what, result) in [("clippy", clippy), ("cargo doc", doc), ("cargo fmt --check", fmt)] {
+    let simd = crate::tidy::host_binaries_hash_with_simd();
+    for (what, result) in
+        [("clippy", clippy), ("cargo doc", doc), ("cargo fmt --check", fmt), ("host binaries hash with SIMD", simd)]
+    {
         match result {
             Ok(()) => count.passed += 1,
             Err(e) => {
