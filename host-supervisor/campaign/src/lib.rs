@@ -11,14 +11,17 @@
 //!   each lane starts a supervisor in a private directory with
 //!   `storage_driver`, `net_driver`, the bench driver, this crate's
 //!   misbehaving driver and one crash-at-init driver per crash kind
-//!   ([`run`]), and applies the faults `i` with `i mod L` equal to its number;
+//!   ([`run`] merges the lanes; `lane.rs` runs one), and applies the faults
+//!   `i` with `i mod L` equal to its number;
 //! - drives them with concurrent pipelining clients whose models predict
-//!   every reply, plus `drvctl blk` processes now and then;
+//!   every reply, plus `drvctl blk` processes now and then (`load/`, one
+//!   module per client);
 //! - walks a seeded schedule ([`schedule`]): every crash point × kind
 //!   through the control socket's `Inject`, external SIGKILL/SIGSEGV/SIGBUS/
 //!   SIGSTOP, misbehaviours that do not kill the driver ([`misbehave`]),
 //!   exec failures, descriptor and address-space exhaustion, and bit flips
-//!   (SWIFI) in replies, driver state and the device;
+//!   (SWIFI) in replies, driver state and the device, one at a time
+//!   (`inject.rs`);
 //! - stops at the first violated invariant, naming the seed and the fault
 //!   index (`--seed S --faults i+1` replays the same schedule prefix);
 //! - writes `report.md`, `report.json` and SVG plots ([`report`], [`plot`]).
@@ -63,6 +66,9 @@
 //!   so the report renders on a machine without fontconfig.
 #![forbid(unsafe_code)]
 
+mod inject;
+mod lane;
+mod load;
 pub mod misbehave;
 pub mod plot;
 pub mod report;
