@@ -57,6 +57,7 @@ impl Injector<'_> {
 
     pub(crate) fn apply(&mut self, index: usize, fault: &Fault) -> Result<Record, String> {
         let at_ms = self.t_start.elapsed().as_secs_f64() * 1000.0;
+        let mut restart_us = None;
         let (outcome, handling, recovery_us, note) = match *fault {
             Fault::Inject { target, point, kind, k } => {
                 let plan = format!("{}:{k}:{}", point.name(), kind.name())
@@ -100,8 +101,23 @@ impl Injector<'_> {
             Fault::Misbehave(m) => self.misbehave(m)?,
             Fault::ExecFails => self.exec_fails()?,
             Fault::StorageBitFlip { bit, place } => self.storage_bit_flip(index, bit, place)?,
+            Fault::SupervisorKill { delay_us } => {
+                let (first_reply, running, note) = self.supervisor_kill(delay_us)?;
+                restart_us = Some(running);
+                (Outcome::Recovered, Handling::Restarted, first_reply, note)
+            }
         };
-        Ok(Record { index, fault: *fault, class: fault.class(), at_ms, outcome, handling, recovery_us, note })
+        Ok(Record {
+            index,
+            fault: *fault,
+            class: fault.class(),
+            at_ms,
+            outcome,
+            handling,
+            recovery_us,
+            restart_us,
+            note,
+        })
     }
 
     pub(crate) fn clear_watches(&self) {
@@ -165,6 +181,58 @@ impl Injector<'_> {
             std::thread::sleep(Duration::from_micros(300));
         };
         Ok((recovery, Handling::Restarted))
+    }
+
+    /// SIGKILLs the lane's supervisor after `delay_us` under load and starts
+    /// the next at once ([`Sup::kill_and_restart`]); waits until every load
+    /// driver runs again (and every init-crash driver is quarantined again).
+    /// Returns the recovery (kill → the first reply of a request executed by
+    /// a driver of the new supervisor, by the exec logs of storage and net),
+    /// kill → the load drivers running, and a note.
+    ///
+    /// The invariants are the load's and the final checks': the model
+    /// clients resume their sessions and see latency only, the exec logs
+    /// and the superblock count each execution once over both lifetimes.
+    fn supervisor_kill(&mut self, delay_us: u32) -> Result<(Option<u64>, u64, String), String> {
+        self.sup.wait_ready(FAULT_TIMEOUT)?;
+        self.before_crash(0);
+        std::thread::sleep(Duration::from_micros(u64::from(delay_us)));
+        let (t0, spawned) = self.sup.kill_and_restart()?;
+        // From here the exec logs' new lines are the new drivers' (the old
+        // ones died with their supervisor, by PDEATHSIG).
+        self.storage_tail.read_new();
+        self.net_tail.read_new();
+        let running = self.sup.wait_ready(FAULT_TIMEOUT)?.saturating_duration_since(t0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Requests executed by the new drivers, storage's and net's.
+        let mut candidates: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+        let first = loop {
+            let mut best: Option<Instant> = None;
+            for (i, (tail, map)) in
+                [(&mut self.storage_tail, &self.shared.storage_replies), (&mut self.net_tail, &self.shared.net_replies)]
+                    .into_iter()
+                    .enumerate()
+            {
+                candidates[i].extend(tail.read_new().into_iter().map(|e| (e.1, e.2)));
+                let m = map.lock().map_err(|_| "reply map poisoned".to_owned())?;
+                best = best.into_iter().chain(candidates[i].iter().filter_map(|k| m.get(k).copied())).min();
+            }
+            if best.is_some() || Instant::now() > deadline || self.shared.stopped() {
+                break best;
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let note = format!(
+            "new supervisor spawned {:.1} ms after the SIGKILL; its load drivers running {:.1} ms after it",
+            ms(spawned - t0),
+            ms(running)
+        );
+        Ok((
+            first.map(|t: Instant| t.saturating_duration_since(t0).as_micros() as u64),
+            running.as_micros() as u64,
+            note,
+        ))
     }
 
     /// Catches up on the exec logs, so only new entries are looked at, and

@@ -17,6 +17,7 @@ use reinc_client::{Client, blocksum, client_socket, control_request, control_soc
 use reinc_proto::CrashKind;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -64,15 +65,134 @@ pub(crate) fn parse_exec_line(l: &str) -> Option<(u32, u64, u64)> {
     Some((it.next()?.parse().ok()?, it.next()?.trim_start_matches('c').parse().ok()?, it.next()?.parse().ok()?))
 }
 
-/// The supervisor under test.
+/// The supervisor under test, and what its earlier lifetimes counted.
+///
+/// A supervisor-kill fault ([`Sup::kill_and_restart`]) ends one lifetime
+/// and starts the next on the same config and runtime directory, as
+/// systemd's `Restart=always` would; the status and metrics a lifetime
+/// reports start from zero, so the figures of the lifetimes before are
+/// kept here and added at the end.
 #[derive(Debug)]
 pub(crate) struct Sup {
     pub(crate) child: Child,
     pub(crate) runtime: PathBuf,
     pub(crate) log: PathBuf,
+    exe: PathBuf,
+    config: PathBuf,
+    /// Lifetimes ended by the campaign's SIGKILL.
+    pub(crate) kills: u32,
+    /// Driver restarts counted by the lifetimes killed.
+    past_restarts: BTreeMap<String, u32>,
+    /// Hang verdicts of the lifetimes killed.
+    past_verdicts: HangVerdicts,
 }
 
+/// Starts a supervisor on `config` and `runtime`, its output appended to `log`.
+fn spawn_supervisor(exe: &Path, config: &Path, runtime: &Path, log: &Path) -> Result<Child, String> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+    Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .arg("--runtime-dir")
+        .arg(runtime)
+        // The supervisor's `[SUP]` lines (restarts and their reasons) are kept;
+        // drivers say only warnings.
+        .env("RUST_LOG", "warn,reinc_supervisor=info")
+        // Drivers inherit the environment: with RUST_BACKTRACE set, every
+        // injected panic spends ~100 ms symbolising a backtrace, which is
+        // the shell's setting, not the supervisor's recovery.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", exe.display()))
+}
+
+/// The drivers the load uses, which must be running before a fault.
+pub(crate) const LOAD_TARGETS: [Target; 4] = [Target::Storage, Target::Net, Target::Null, Target::Misbehave];
+
 impl Sup {
+    fn start(exe: &Path, config: &Path, runtime: &Path, log: &Path) -> Result<Self, String> {
+        let child = spawn_supervisor(exe, config, runtime, log)?;
+        Ok(Self {
+            child,
+            runtime: runtime.to_owned(),
+            log: log.to_owned(),
+            exe: exe.to_owned(),
+            config: config.to_owned(),
+            kills: 0,
+            past_restarts: BTreeMap::new(),
+            past_verdicts: HangVerdicts::default(),
+        })
+    }
+
+    /// Waits until every load driver runs and every init-crash driver is
+    /// quarantined again: the state a lane starts its faults in.
+    /// Returns when the load drivers were all running.
+    pub(crate) fn wait_ready(&mut self, timeout: Duration) -> Result<Instant, String> {
+        for t in LOAD_TARGETS {
+            self.wait(t.driver(), timeout, running)?;
+        }
+        let load_running = Instant::now();
+        for k in INIT_KINDS {
+            self.wait(&init_driver(k), timeout, |s| s.state.name() == "quarantined")?;
+        }
+        Ok(load_running)
+    }
+
+    /// Driver restarts and hang verdicts of this lifetime, from its status
+    /// and metrics.
+    fn lifetime_counts(&self) -> (BTreeMap<String, u32>, HangVerdicts) {
+        let restarts = self.status().unwrap_or_default().into_iter().map(|s| (s.name, s.restarts)).collect();
+        let verdicts = match self.control(&ControlRequest::Metrics) {
+            Ok(ControlResponse::Metrics(text)) => HangVerdicts::from_metrics(&text),
+            _ => HangVerdicts::default(),
+        };
+        (restarts, verdicts)
+    }
+
+    /// Restarts and hang verdicts over every lifetime so far.
+    pub(crate) fn total_counts(&self) -> (BTreeMap<String, u32>, HangVerdicts) {
+        let (mut restarts, mut verdicts) = self.lifetime_counts();
+        for (k, v) in &self.past_restarts {
+            *restarts.entry(k.clone()).or_default() += v;
+        }
+        verdicts.starved += self.past_verdicts.starved;
+        verdicts.hung += self.past_verdicts.hung;
+        (restarts, verdicts)
+    }
+
+    /// SIGKILLs the supervisor, reaps it, and starts the next one on the
+    /// same config and runtime directory at once. Returns the moment of
+    /// the kill and the moment the new one was spawned.
+    pub(crate) fn kill_and_restart(&mut self) -> Result<(Instant, Instant), String> {
+        self.alive()?;
+        let (restarts, verdicts) = self.lifetime_counts();
+        for (k, v) in restarts {
+            *self.past_restarts.entry(k).or_default() += v;
+        }
+        self.past_verdicts.starved += verdicts.starved;
+        self.past_verdicts.hung += verdicts.hung;
+        let pid = self.child.id();
+        let t0 = Instant::now();
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).map_err(|e| format!("SIGKILL supervisor {pid}: {e}"))?;
+        match self.child.wait() {
+            Ok(st) if st.signal() == Some(Signal::SIGKILL as i32) => {}
+            Ok(st) => return Err(format!("the supervisor (pid {pid}) ended {st} before the SIGKILL; {}", self.tail())),
+            Err(e) => return Err(format!("waitpid on the supervisor {pid}: {e}")),
+        }
+        self.kills += 1;
+        self.child = spawn_supervisor(&self.exe, &self.config, &self.runtime, &self.log)?;
+        Ok((t0, Instant::now()))
+    }
+
     pub(crate) fn status(&self) -> Result<Vec<DriverStatus>, String> {
         match control_request(&control_socket(&self.runtime), &ControlRequest::Status) {
             Ok(ControlResponse::Status(rows)) => Ok(rows),
@@ -167,6 +287,11 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
         s
     };
     let p = |x: &Path| x.to_string_lossy().into_owned();
+    // Durability, per driver, for the supervisor-kill faults: a driver whose
+    // client checks exactly-once against a model is journaled, so what its
+    // clients were told, its accepted requests and its committed state
+    // survive the supervisor; the bench driver stays in memory (see below).
+    let journal = || ("durability", "\"journal\"".to_owned());
     let mut v = vec![
         fast(
             DriverSpec::new("storage_driver", &bins.storage_driver).args(&[
@@ -175,7 +300,11 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
                 "--blocks",
                 &DISK_BLOCKS.to_string(),
             ]),
-            &[("exec-log", format!("{:?}", p(&dir.join("storage.exec.log")))), ("poison-after", "1000".into())],
+            &[
+                ("exec-log", format!("{:?}", p(&dir.join("storage.exec.log")))),
+                ("poison-after", "1000".into()),
+                journal(),
+            ],
         ),
         fast(
             DriverSpec::new("net_driver", &bins.net_driver).args(&[
@@ -184,12 +313,21 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
                 "--slots",
                 &NET_SLOTS.to_string(),
             ]),
-            &[("exec-log", format!("{:?}", p(&dir.join("net.exec.log")))), ("poison-after", "1000".into())],
+            &[("exec-log", format!("{:?}", p(&dir.join("net.exec.log")))), ("poison-after", "1000".into()), journal()],
         ),
         // A spawn failure is retried with a backoff, not in a tight loop;
         // up to 200 ms, so the 64 restarts that quarantine it take ~12 s of
         // failing launches (an injector starved by a loaded host restores
         // the x bit long before).
+        //
+        // `durability = "memory"`, the default, on purpose: the lane's one
+        // memory driver. Its sessions are journaled (other drivers
+        // journal), so after a supervisor kill its client resumes without
+        // an error, and the new supervisor, which never heard of the
+        // calls that were in flight to it, runs them (again, perhaps):
+        // what memory durability promises, nothing across the
+        // supervisor's own crash. Its null commits have no effect to
+        // count, so its client checks every reply and no count.
         fast(
             DriverSpec::new("bench_driver", bench_copy),
             &[("backoff-base-ms", "2".into()), ("backoff-cap-ms", "200".into()), ("poison-after", "1000".into())],
@@ -198,7 +336,9 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
             DriverSpec::new("misbehave_driver", &bins.misbehave_driver).args(&["--markers", &p(&dir.join("markers"))]),
             // It speaks the driver protocol by hand, without reinc-runtime,
             // so it does not sandbox itself (and must not be killed for that).
-            &[("poison-after", "3".into()), ("sandbox", "false".into())],
+            // Journaled: its client checks that the counter rises by one per
+            // answer, which a new supervisor must continue, not restart.
+            &[("poison-after", "3".into()), ("sandbox", "false".into()), journal()],
         ),
     ];
     for kind in INIT_KINDS {
@@ -215,6 +355,25 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
     v
 }
 
+/// Where a lane's supervisor keeps its state (the journal): on tmpfs
+/// (`/dev/shm`) when there is one, else in the lane's directory.
+///
+/// The campaign's faults are process faults: the page cache outlives every
+/// one of them, the supervisor's SIGKILL included, so an `fdatasync` adds
+/// nothing it could observe, while on a disk it would cap the journal
+/// drivers (one request in doubt each, an `fdatasync` per batch) at a few
+/// hundred requests a second, a twentieth of the load the other faults run
+/// under. The journal's writer thread, group commit and the answers held
+/// for it are the same code either way. Power loss is not a campaign fault
+/// (`cargo xtask bench` measures the journal on the disk).
+fn state_dir(dir: &Path, lane: usize) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    match (shm.is_dir(), dir.parent().and_then(Path::file_name)) {
+        (true, Some(run)) => shm.join(format!("{}-lane{lane}-state", run.to_string_lossy())),
+        _ => dir.join("state"),
+    }
+}
+
 /// Runs lane `lane` of a campaign: its supervisor, load and faults; returns
 /// what it measured and when its fault phase started and ended.
 pub(crate) fn run_lane(
@@ -229,38 +388,14 @@ pub(crate) fn run_lane(
     let bench_copy = dir.join("bench-driver-exec");
     std::fs::copy(&bins.bench_driver, &bench_copy).map_err(|e| CampaignError::io(bench_copy.display(), e))?;
     let config = dir.join("supervisor.toml");
-    std::fs::write(&config, config_text(&dir.join("state"), &specs(bins, dir, &bench_copy)))
+    let state = state_dir(dir, lane);
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::write(&config, config_text(&state, &specs(bins, dir, &bench_copy)))
         .map_err(|e| CampaignError::io(config.display(), e))?;
     let log = dir.join("supervisor.log");
-    let out = std::fs::File::create(&log).map_err(|e| CampaignError::io(log.display(), e))?;
-    let err = out.try_clone().map_err(|e| CampaignError::io(log.display(), e))?;
     let runtime = dir.join("run");
-    let child = Command::new(&bins.supervisor)
-        .arg("--config")
-        .arg(&config)
-        .arg("--runtime-dir")
-        .arg(&runtime)
-        // The supervisor's `[SUP]` lines (restarts and their reasons) are kept;
-        // drivers say only warnings.
-        .env("RUST_LOG", "warn,reinc_supervisor=info")
-        // Drivers inherit the environment: with RUST_BACKTRACE set, every
-        // injected panic spends ~100 ms symbolising a backtrace, which is
-        // the shell's setting, not the supervisor's recovery.
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| CampaignError::io(bins.supervisor.display(), e))?;
-    let mut sup = Sup { child, runtime: runtime.clone(), log };
-    for t in [Target::Storage, Target::Net, Target::Null, Target::Misbehave] {
-        sup.wait(t.driver(), Duration::from_secs(20), running).map_err(CampaignError::Setup)?;
-    }
-    for k in INIT_KINDS {
-        sup.wait(&init_driver(k), Duration::from_secs(20), |s| s.state.name() == "quarantined")
-            .map_err(CampaignError::Setup)?;
-    }
+    let mut sup = Sup::start(&bins.supervisor, &config, &runtime, &log).map_err(CampaignError::Setup)?;
+    sup.wait_ready(Duration::from_secs(20)).map_err(CampaignError::Setup)?;
 
     let shared = Arc::new(Shared::default());
     let t_start = lanes.epoch;
@@ -370,11 +505,7 @@ pub(crate) fn run_lane(
     answered.insert("net_driver".into(), net.answered);
     answered.insert("bench_driver".into(), bench);
     answered.insert("misbehave_driver".into(), mis);
-    let restarts = sup.status().unwrap_or_default().into_iter().map(|s| (s.name, s.restarts)).collect();
-    let hang_verdicts = match sup.control(&ControlRequest::Metrics) {
-        Ok(ControlResponse::Metrics(text)) => HangVerdicts::from_metrics(&text),
-        _ => HangVerdicts::default(),
-    };
+    let (restarts, hang_verdicts) = sup.total_counts();
 
     let mut checks = Vec::new();
     let mut violation = shared.violation.lock().ok().and_then(|v| v.clone()).or(violation_during);
@@ -414,6 +545,20 @@ pub(crate) fn run_lane(
     if violation.is_none() {
         checks.push(format!("ok  supervisor       {supervisor_exit}"));
     }
+    match violation.as_mut() {
+        None => {
+            let _ = std::fs::remove_dir_all(&state);
+        }
+        Some(v) => {
+            v.what.push_str(&format!(" (the supervisor's state, with its journal, is kept in {})", state.display()))
+        }
+    }
+    let refused = shared.blk_refused_at_connect.load(Ordering::Relaxed);
+    if violation.is_none() && refused > 0 {
+        checks.push(format!(
+            "ok  definite       {refused} drvctl blk runs refused at connect while a supervisor was being replaced (nothing submitted), started again"
+        ));
+    }
     let quarantined = shared.bench_quarantined.load(Ordering::Relaxed);
     if violation.is_none() && quarantined > 0 {
         checks.push(format!(
@@ -435,6 +580,7 @@ pub(crate) fn run_lane(
             restarts,
             hang_verdicts,
             lanes: 1,
+            supervisor_kills: sup.kills,
         },
         t_faults,
         t_end,

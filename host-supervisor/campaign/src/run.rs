@@ -114,6 +114,8 @@ pub struct RunResult {
     pub hang_verdicts: HangVerdicts,
     /// Lanes (supervisors) the faults ran in.
     pub lanes: usize,
+    /// Supervisors the lanes SIGKILLed (and replaced), by the lanes' count.
+    pub supervisor_kills: u32,
 }
 
 /// Hang verdicts counted by the supervisors (see [`RunResult::hang_verdicts`]).
@@ -194,6 +196,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         restarts: BTreeMap::new(),
         hang_verdicts: HangVerdicts::default(),
         lanes,
+        supervisor_kills: 0,
     };
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
@@ -215,6 +218,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         merged.hang_verdicts.starved += r.hang_verdicts.starved;
         merged.hang_verdicts.hung += r.hang_verdicts.hung;
         merged.blk_rounds += r.blk_rounds;
+        merged.supervisor_kills += r.supervisor_kills;
         let prefix = if lanes > 1 { format!("lane {lane}: ") } else { String::new() };
         merged.checks.extend(r.checks.into_iter().map(|c| format!("{prefix}{c}")));
         if let Some(v) = r.violation {

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     pub(crate) exec_fault: AtomicBool,
     /// Bench calls answered `DriverFailed` that way.
     pub(crate) bench_quarantined: AtomicU64,
+    /// `drvctl blk` runs refused at connect while a supervisor was being
+    /// replaced, and started again.
+    pub(crate) blk_refused_at_connect: AtomicU64,
 }
 
 impl Shared {
