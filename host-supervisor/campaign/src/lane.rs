@@ -250,6 +250,49 @@ impl Drop for Sup {
     }
 }
 
+/// `reinc-nbd` on the lane's storage driver; killed on drop.
+#[derive(Debug)]
+struct NbdFront {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl NbdFront {
+    /// Starts it on `socket` and waits for its URI line (it listens then).
+    fn start(exe: &Path, runtime: &Path, socket: &Path, log: &Path) -> Result<Self, String> {
+        use std::io::BufRead;
+        let err = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = Command::new(exe)
+            .arg("--runtime-dir")
+            .arg(runtime)
+            .arg("--socket")
+            .arg(socket)
+            .args(["--window", "8"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", exe.display()))?;
+        let mut line = String::new();
+        let out = child.stdout.take().ok_or("reinc-nbd has no stdout")?;
+        std::io::BufReader::new(out).read_line(&mut line).map_err(|e| format!("reinc-nbd stdout: {e}"))?;
+        let front = Self { child, socket: socket.to_owned(), log: log.to_owned() };
+        if !line.starts_with("nbd+unix://") {
+            return Err(format!("reinc-nbd did not come up: {line:?}; log {}", log.display()));
+        }
+        Ok(front)
+    }
+}
+
+impl Drop for NbdFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub(crate) fn running(s: &DriverStatus) -> bool {
     s.state.name() == "running"
 }
@@ -420,6 +463,12 @@ pub(crate) fn run_lane(
         let (s, rt) = (shared.clone(), runtime.clone());
         std::thread::spawn(move || load::misbehave::misbehave_load(&s, &rt, &mis_rx))
     };
+    let mut front = NbdFront::start(&bins.nbd, &runtime, &dir.join("nbd.sock"), &dir.join("nbd.log"))
+        .map_err(CampaignError::Setup)?;
+    let nbd_thread = {
+        let (s, sock) = (shared.clone(), front.socket.clone());
+        std::thread::spawn(move || load::nbd::nbd_load(&s, &sock, 0x0DB0_5EED ^ opts_seed(lane as u64)))
+    };
     let blk_thread = {
         let (s, rt, d, drvctl) = (shared.clone(), runtime.clone(), dir.clone(), bins.drvctl.clone());
         std::thread::spawn(move || load::blk::blk_load(&s, &drvctl, &rt, &d))
@@ -498,6 +547,13 @@ pub(crate) fn run_lane(
     let bench = bench_thread.join().map_err(|_| join_err("bench client"))?;
     let mis = mis_thread.join().map_err(|_| join_err("misbehave client"))?;
     let blk_rounds = blk_thread.join().map_err(|_| join_err("drvctl blk"))?;
+    let nbd = nbd_thread.join().map_err(|_| join_err("NBD client"))?;
+    // The front end must have lived through every fault, supervisor kills
+    // included (it resumes its sessions).
+    if let Ok(Some(st)) = front.child.try_wait() {
+        shared.fail(format!("reinc-nbd exited during the run: {st}; log {}", front.log.display()));
+    }
+    drop(front);
     let throughput = sampler.join().map_err(|_| join_err("sampler"))?;
 
     let mut answered = BTreeMap::new();
@@ -511,7 +567,7 @@ pub(crate) fn run_lane(
     let mut violation = shared.violation.lock().ok().and_then(|v| v.clone()).or(violation_during);
     if violation.is_none() {
         let fault_index = records.len();
-        if let Err(what) = final_checks(&mut sup, dir, &storage, &net, &mut checks) {
+        if let Err(what) = final_checks(&mut sup, dir, &storage, &net, &nbd, &mut checks) {
             violation = Some(Violation { fault_index, what });
         }
     }
@@ -581,6 +637,7 @@ pub(crate) fn run_lane(
             hang_verdicts,
             lanes: 1,
             supervisor_kills: sup.kills,
+            nbd_requests: nbd.requests,
         },
         t_faults,
         t_end,
@@ -598,6 +655,7 @@ pub(crate) fn final_checks(
     dir: &Path,
     storage: &[load::storage::StorageOut],
     net: &load::net::NetOut,
+    nbd: &load::nbd::NbdOut,
     checks: &mut Vec<String>,
 ) -> Result<(), String> {
     for t in [Target::Storage, Target::Net] {
@@ -653,10 +711,12 @@ pub(crate) fn final_checks(
     let mut client = Client::connect(&client_socket(&sup.runtime)).map_err(|e| format!("final read client: {e}"))?;
     let bytes = std::fs::read(dir.join("disk.img")).map_err(|e| format!("disk.img: {e}"))?;
     let mut blocks = 0;
-    for (i, s) in storage.iter().enumerate() {
-        let first = i as u64 * RANGE;
-        for lba in first..first + RANGE {
-            let want = s.model.get(&lba).map_or_else(|| vec![0; BLOCK_SIZE], |v| block_data(lba, *v));
+    let mut ranges: Vec<(u64, u64, &BTreeMap<u64, u32>)> =
+        storage.iter().enumerate().map(|(i, s)| (i as u64 * RANGE, RANGE, &s.model)).collect();
+    ranges.push((load::NBD_LBA, load::NBD_BLOCKS, &nbd.model));
+    for (first, count, model) in ranges {
+        for lba in first..first + count {
+            let want = model.get(&lba).map_or_else(|| vec![0; BLOCK_SIZE], |v| block_data(lba, *v));
             let got = client
                 .call("storage_driver", &blocksum::read_body(lba, 1))
                 .map_err(|e| format!("final read of block {lba}: {e}"))?

@@ -14,8 +14,9 @@
 //!   ([`run`] merges the lanes; `lane.rs` runs one), and applies the faults
 //!   `i` with `i mod L` equal to its number;
 //! - drives them with concurrent pipelining clients whose models predict
-//!   every reply, plus `drvctl blk` processes now and then (`load/`, one
-//!   module per client);
+//!   every reply, an NBD client through `reinc-nbd` on the storage driver,
+//!   plus `drvctl blk` processes now and then (`load/`, one module per
+//!   client);
 //! - walks a seeded schedule ([`schedule`]): every crash point × kind
 //!   through the control socket's `Inject`, external SIGKILL/SIGSEGV/SIGBUS/
 //!   SIGSTOP, misbehaviours that do not kill the driver ([`misbehave`]),
@@ -31,8 +32,8 @@
 //! - No accepted request lost: every submitted request is answered exactly
 //!   once (the client models track every seq).
 //! - None executed twice: the exec logs (`REINC_EXEC_LOG`) of storage and
-//!   net hold every effect once, over every supervisor lifetime, and exactly the effectful requests the
-//!   clients had answered; the storage superblock's `applied_count` equals
+//!   net hold every effect once, over every supervisor lifetime, and
+//!   exactly the effectful requests the clients had answered; the storage superblock's `applied_count` equals
 //!   the log; the net transmit counter and the misbehave driver's counter
 //!   rise by exactly one per answered request.
 //! - The device equals the model: every read is compared when answered, and

@@ -197,6 +197,7 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         let _ = writeln!(md, "| requests answered by {d} | {a} |");
     }
     let _ = writeln!(md, "| `drvctl blk` write+read rounds verified | {} |", r.blk_rounds);
+    let _ = writeln!(md, "| NBD requests through `reinc-nbd`, each checked against the model | {} |", r.nbd_requests);
     let kills: Vec<&Record> = r.records.iter().filter(|x| matches!(x.fault, Fault::SupervisorKill { .. })).collect();
     let _ = writeln!(
         md,

@@ -11,8 +11,8 @@
 //!   waits for its outcome.
 //!
 //! Threads of a lane: one per load client (two storage clients on disjoint
-//! block ranges, one net client, one bench-driver client, one misbehave
-//! client), one that runs `drvctl blk` as a process now and then, one
+//! block ranges, one NBD client through `reinc-nbd` on a third, one net
+//! client, one bench-driver client, one misbehave client), one that runs `drvctl blk` as a process now and then, one
 //! sampling throughput, and the injector (the lane's thread). Faults are
 //! applied one at a time: the injector waits until the target is running,
 //! applies the fault, and waits for its outcome (new generation running, a
@@ -41,6 +41,8 @@ pub struct Bins {
     pub bench_driver: PathBuf,
     /// The misbehaving driver.
     pub misbehave_driver: PathBuf,
+    /// The NBD front end.
+    pub nbd: PathBuf,
 }
 
 impl Bins {
@@ -60,6 +62,7 @@ impl Bins {
             net_driver: find("net_driver")?,
             bench_driver: find("reinc-bench-driver")?,
             misbehave_driver: find("reinc-misbehave-driver")?,
+            nbd: find("reinc-nbd")?,
         })
     }
 }
@@ -116,6 +119,8 @@ pub struct RunResult {
     pub lanes: usize,
     /// Supervisors the lanes SIGKILLed (and replaced), by the lanes' count.
     pub supervisor_kills: u32,
+    /// NBD requests answered through `reinc-nbd`, every one checked.
+    pub nbd_requests: u64,
 }
 
 /// Hang verdicts counted by the supervisors (see [`RunResult::hang_verdicts`]).
@@ -197,6 +202,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         hang_verdicts: HangVerdicts::default(),
         lanes,
         supervisor_kills: 0,
+        nbd_requests: 0,
     };
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
@@ -219,6 +225,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         merged.hang_verdicts.hung += r.hang_verdicts.hung;
         merged.blk_rounds += r.blk_rounds;
         merged.supervisor_kills += r.supervisor_kills;
+        merged.nbd_requests += r.nbd_requests;
         let prefix = if lanes > 1 { format!("lane {lane}: ") } else { String::new() };
         merged.checks.extend(r.checks.into_iter().map(|c| format!("{prefix}{c}")));
         if let Some(v) = r.violation {

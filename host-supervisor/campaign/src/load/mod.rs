@@ -4,7 +4,8 @@
 //! The storage device is split into disjoint block ranges so that each
 //! range has one owner whose model predicts it: the two storage clients own
 //! `0..RANGE` and `RANGE..2*RANGE`, the injector's bit flips
-//! `VICTIM..VICTIM+RANGE`, `drvctl blk` `BLK_LBA..BLK_LBA+BLK_BLOCKS`.
+//! `VICTIM..VICTIM+RANGE`, `drvctl blk` `BLK_LBA..BLK_LBA+BLK_BLOCKS`, the
+//! NBD client `NBD_LBA..NBD_LBA+NBD_BLOCKS`.
 
 use crate::Violation;
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use storage_core::BLOCK_SIZE;
 pub mod bench;
 pub mod blk;
 pub mod misbehave;
+pub mod nbd;
 pub mod net;
 pub mod storage;
 
@@ -29,6 +31,10 @@ pub(crate) const VICTIM: u64 = 512;
 pub(crate) const BLK_LBA: u64 = 768;
 /// Blocks per `drvctl blk` run.
 pub(crate) const BLK_BLOCKS: u64 = 64;
+/// Block range the NBD client uses, through `reinc-nbd`.
+pub(crate) const NBD_LBA: u64 = 896;
+/// Blocks of it.
+pub(crate) const NBD_BLOCKS: u64 = 128;
 /// Net ring slots.
 pub(crate) const NET_SLOTS: u32 = 64;
 
