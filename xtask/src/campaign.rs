@@ -2,7 +2,7 @@
 //! fault-injection campaign under live load, and its reliability report.
 //!
 //! Builds the supervisor, `drvctl`, `storage_driver`, `net_driver`, the
-//! bench driver and the campaign (`host-supervisor/campaign`, which holds
+//! bench driver, `reinc-nbd` and the campaign (`host-supervisor/campaign`, which holds
 //! the schedule, the models, the misbehaving driver and the report) in
 //! release, then runs `reinc-campaign run`. The report goes to
 //! `target/campaign/report.{md,json}` with SVG plots next to it. The exit
@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The packages whose binaries the campaign runs.
-const PACKAGES: [&str; 6] =
-    ["reinc-supervisor", "reinc-client", "storage_driver", "net_driver", "reinc-bench", "reinc-campaign"];
+const PACKAGES: [&str; 7] =
+    ["reinc-supervisor", "reinc-client", "storage_driver", "net_driver", "reinc-bench", "reinc-campaign", "reinc-nbd"];
 
 /// Faults of the CI smoke campaign.
 pub const SMOKE_FAULTS: usize = 2000;

@@ -27,8 +27,8 @@ use crate::rows::Budget;
 use crate::stats::percentiles;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use reinc_nbd::proto::{self, Request};
-use std::io::{BufRead, BufReader, Read, Write};
+use reinc_nbd::client::NbdClient;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -243,34 +243,6 @@ fn throughput(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchErro
     Ok(out)
 }
 
-/// A minimal NBD client for the recovery row: `NBD_OPT_GO` on the default
-/// export, then simple requests and replies.
-fn connect(sock: &Path) -> Result<UnixStream, BenchError> {
-    let err = |e| BenchError::io(format!("NBD client on {}", sock.display()), e);
-    let mut s = UnixStream::connect(sock).map_err(err)?;
-    let mut g = [0u8; 18];
-    s.read_exact(&mut g).map_err(err)?;
-    s.write_all(&(proto::FLAG_C_FIXED_NEWSTYLE | proto::FLAG_C_NO_ZEROES).to_be_bytes()).map_err(err)?;
-    let mut opt = proto::IHAVEOPT.to_be_bytes().to_vec();
-    opt.extend_from_slice(&proto::OPT_GO.to_be_bytes());
-    opt.extend_from_slice(&6u32.to_be_bytes());
-    opt.extend_from_slice(&[0; 6]);
-    s.write_all(&opt).map_err(err)?;
-    loop {
-        let mut h = [0u8; 20];
-        s.read_exact(&mut h).map_err(err)?;
-        let ty = u32::from_be_bytes(h[12..16].try_into().expect("4 bytes"));
-        let len = u32::from_be_bytes(h[16..20].try_into().expect("4 bytes")) as usize;
-        let mut p = vec![0u8; len];
-        s.read_exact(&mut p).map_err(err)?;
-        match ty {
-            proto::REP_ACK => return Ok(s),
-            proto::REP_INFO => {}
-            other => return Err(BenchError::Setup(format!("NBD_OPT_GO answered {other:#x}"))),
-        }
-    }
-}
-
 fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError> {
     let floor_args = floors::storage_floor_args(dir)?;
     let spawn_once = || floors::spawn_to_first_message(&bins.storage_driver, &floor_args, "storage_driver", 1);
@@ -285,18 +257,16 @@ fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError>
     let sup = Supervisor::start(bins, dir, &[spec], Duration::from_secs(10))?;
     let sock = dir.join("nbd.sock");
     let _server = reinc_nbd(bins, &sup, &sock)?;
-    let mut s = connect(&sock)?;
+    let mut s = NbdClient::connect(&sock).map_err(|e| BenchError::Setup(e.to_string()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let (stop2, done2) = (stop.clone(), done.clone());
     let streamer = std::thread::spawn(move || -> Result<Vec<Instant>, BenchError> {
-        let err = |e| BenchError::io("NBD recovery client", e);
+        let err = |e: reinc_nbd::client::NbdClientError| BenchError::Setup(format!("NBD recovery client: {e}"));
         let data = [0x5au8; 4096];
         let mut k = 0u64;
-        let mut send = |s: &mut UnixStream| -> Result<(), BenchError> {
-            let r = Request { flags: 0, kind: proto::CMD_WRITE, cookie: k, offset: (k % 128) * 4096, length: 4096 };
-            s.write_all(&r.encode()).map_err(err)?;
-            s.write_all(&data).map_err(err)?;
+        let mut send = |s: &mut NbdClient| -> Result<(), BenchError> {
+            s.send_write(k, (k % 128) * 4096, &data).map_err(err)?;
             k += 1;
             Ok(())
         };
@@ -305,9 +275,7 @@ fn recovery(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchError>
         }
         let (mut times, mut in_flight) = (Vec::new(), 8);
         while in_flight > 0 {
-            let mut h = [0u8; 16];
-            s.read_exact(&mut h).map_err(err)?;
-            let errno = u32::from_be_bytes(h[4..8].try_into().expect("4 bytes"));
+            let errno = s.reply().map_err(err)?.errno;
             if errno != 0 {
                 return Err(BenchError::Reply { driver: "storage_driver".into(), what: format!("NBD errno {errno}") });
             }

@@ -11,14 +11,19 @@
 //!   each lane starts a supervisor in a private directory with
 //!   `storage_driver`, `net_driver`, the bench driver, this crate's
 //!   misbehaving driver and one crash-at-init driver per crash kind
-//!   ([`run`]), and applies the faults `i` with `i mod L` equal to its number;
+//!   ([`run`] merges the lanes; `lane.rs` runs one), and applies the faults
+//!   `i` with `i mod L` equal to its number;
 //! - drives them with concurrent pipelining clients whose models predict
-//!   every reply, plus `drvctl blk` processes now and then;
+//!   every reply, an NBD client through `reinc-nbd` on the storage driver,
+//!   plus `drvctl blk` processes now and then (`load/`, one module per
+//!   client);
 //! - walks a seeded schedule ([`schedule`]): every crash point × kind
 //!   through the control socket's `Inject`, external SIGKILL/SIGSEGV/SIGBUS/
 //!   SIGSTOP, misbehaviours that do not kill the driver ([`misbehave`]),
 //!   exec failures, descriptor and address-space exhaustion, and bit flips
-//!   (SWIFI) in replies, driver state and the device;
+//!   (SWIFI) in replies, driver state and the device, and SIGKILLs of the
+//!   lane's supervisor, which is replaced at once as systemd's
+//!   `Restart=always` would; one at a time (`inject.rs`);
 //! - stops at the first violated invariant, naming the seed and the fault
 //!   index (`--seed S --faults i+1` replays the same schedule prefix);
 //! - writes `report.md`, `report.json` and SVG plots ([`report`], [`plot`]).
@@ -27,18 +32,29 @@
 //! - No accepted request lost: every submitted request is answered exactly
 //!   once (the client models track every seq).
 //! - None executed twice: the exec logs (`REINC_EXEC_LOG`) of storage and
-//!   net hold every effect once, and exactly the effectful requests the
-//!   clients had answered; the storage superblock's `applied_count` equals
+//!   net hold every effect once, over every supervisor lifetime, and
+//!   exactly the effectful requests the clients had answered; the storage superblock's `applied_count` equals
 //!   the log; the net transmit counter and the misbehave driver's counter
 //!   rise by exactly one per answered request.
 //! - The device equals the model: every read is compared when answered, and
 //!   every block is read back at the end, through the driver and from the file.
 //! - The supervisor never crashes: it is checked alive after every fault
-//!   and must exit 0 on SIGTERM at the end.
+//!   (a supervisor-kill fault must find it alive before its SIGKILL, and
+//!   the SIGKILL must be what ended it) and must exit 0 on SIGTERM at the end.
 //! - Every client error is definite: any `ClientError` (unknown outcome) is
 //!   a failure, and `CallError`s are only accepted where designed
 //!   (`DriverFailed` from a quarantined init-crash driver, `Poisoned` for a
 //!   poison request).
+//!
+//! # Durability, for the supervisor kills
+//! `storage_driver`, `net_driver` and the misbehave driver run with
+//! `durability = "journal"`: their clients check exactly-once against a
+//! model, so what they were told, the accepted requests and the committed
+//! state must outlive the supervisor. The bench driver keeps `memory`: a
+//! new supervisor runs its in-flight null commits again, which memory
+//! durability allows and a null commit cannot show. The journal lives on
+//! tmpfs when there is one (`lane.rs`, `state_dir`): the faults are process
+//! faults, which the page cache survives.
 //!
 //! # Designs rejected
 //! - Faults concurrently on several drivers of one supervisor: recovery
@@ -63,6 +79,9 @@
 //!   so the report renders on a machine without fontconfig.
 #![forbid(unsafe_code)]
 
+mod inject;
+mod lane;
+mod load;
 pub mod misbehave;
 pub mod plot;
 pub mod report;
@@ -133,8 +152,12 @@ pub struct Record {
     pub outcome: Outcome,
     /// What the supervisor did.
     pub handling: Handling,
-    /// Fault → first reply executed by the new instance, when measured.
+    /// Fault → first reply executed by the new instance, when measured
+    /// (for a supervisor kill: by a driver of the new supervisor).
     pub recovery_us: Option<u64>,
+    /// A supervisor kill only: kill → every load driver of the new
+    /// supervisor running.
+    pub restart_us: Option<u64>,
     /// A detail (failure reason, what caught a corruption).
     pub note: String,
 }

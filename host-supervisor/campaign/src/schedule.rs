@@ -10,8 +10,8 @@
 //!
 //! The first faults of every schedule walk the whole cross product once
 //! (every crash point × every kind on every runtime driver, every init
-//! kind, every signal, every misbehaviour, every resource fault), so even a
-//! short run covers every class; the rest are drawn at random with weights.
+//! kind, every signal, every misbehaviour, every resource fault, a
+//! supervisor kill), so even a short run covers every class; the rest are drawn at random with weights.
 
 use crate::misbehave::Misbehaviour;
 use reinc_proto::{CrashKind, CrashPoint};
@@ -136,6 +136,14 @@ pub enum Fault {
     Misbehave(Misbehaviour),
     /// The bench driver's executable is unusable for its next launch.
     ExecFails,
+    /// SIGKILL of the lane's supervisor after `delay_us` microseconds under
+    /// load; a new one starts at once on the same config and runtime
+    /// directory (systemd's `Restart=always`), recovers its journal and
+    /// relaunches the drivers (the old ones died with it: PDEATHSIG).
+    SupervisorKill {
+        /// Random moment: a delay before the signal.
+        delay_us: u32,
+    },
     /// A bit flipped in a storage block: on the device, or in a request or
     /// reply on its way through the supervisor.
     StorageBitFlip {
@@ -174,6 +182,9 @@ impl FlipPlace {
     }
 }
 
+/// The class (outcome-table row) of [`Fault::SupervisorKill`].
+pub const SUPERVISOR_KILL: &str = "supervisor SIGKILL";
+
 /// Crash points that can be armed in a live instance.
 pub const LIVE_POINTS: [CrashPoint; 3] = [CrashPoint::BeforeEffect, CrashPoint::AfterEffect, CrashPoint::AfterReply];
 /// Every crash kind.
@@ -194,6 +205,7 @@ impl Fault {
             Self::Signal { signal, .. } => format!("external {:?}", signal.signal()),
             Self::Misbehave(m) => format!("misbehave {}", m.name()),
             Self::ExecFails => "resource exec-fails".into(),
+            Self::SupervisorKill { .. } => SUPERVISOR_KILL.into(),
             Self::StorageBitFlip { place, .. } => format!("swifi storage-{}-bit-flip", place.name()),
         }
     }
@@ -204,6 +216,7 @@ impl Fault {
         match self {
             Self::Inject { kind, .. } => Some(kind.name().to_owned()),
             Self::Signal { signal, .. } => Some(format!("{:?}", signal.signal())),
+            Self::SupervisorKill { .. } => Some(SUPERVISOR_KILL.into()),
             _ => None,
         }
     }
@@ -216,7 +229,7 @@ impl Fault {
             Self::Misbehave(_) => Some(Target::Misbehave),
             Self::ExecFails => Some(Target::Null),
             Self::StorageBitFlip { .. } => Some(Target::Storage),
-            Self::InitCrash { .. } => None,
+            Self::InitCrash { .. } | Self::SupervisorKill { .. } => None,
         }
     }
 }
@@ -243,6 +256,7 @@ fn coverage() -> Vec<Fault> {
         v.push(Fault::Misbehave(m));
     }
     v.push(Fault::ExecFails);
+    v.push(Fault::SupervisorKill { delay_us: 0 });
     for place in FlipPlace::ALL {
         v.push(Fault::StorageBitFlip { bit: 0, place });
     }
@@ -251,7 +265,8 @@ fn coverage() -> Vec<Fault> {
 
 /// One fault drawn at random. Weights favour the cheap crash faults (a
 /// restart costs milliseconds) over the slow ones: a hang or SIGSTOP costs
-/// the heartbeat timeout, an init crash loop several restarts.
+/// the heartbeat timeout, an init crash loop several restarts, a
+/// supervisor kill a journal recovery and the launch of every driver.
 fn draw(rng: &mut Rng) -> Fault {
     let roll = rng.below(1000);
     match roll {
@@ -264,10 +279,11 @@ fn draw(rng: &mut Rng) -> Fault {
                 k: 1 + rng.below(3) as u32,
             }
         }
-        600..=869 => {
+        600..=866 => {
             let signal = if rng.below(10) == 0 { ExternalSignal::Stop } else { rng.pick(&ExternalSignal::ALL[..3]) };
             Fault::Signal { target: rng.pick(&SIGNAL_TARGETS), signal, delay_us: rng.below(3000) as u32 }
         }
+        867..=869 => Fault::SupervisorKill { delay_us: rng.below(20_000) as u32 },
         870..=979 => Fault::Misbehave(rng.pick(&Misbehaviour::ALL)),
         980..=987 => Fault::StorageBitFlip { bit: rng.below(64 * 8) as u32, place: rng.pick(&FlipPlace::ALL) },
         988..=994 => Fault::ExecFails,
@@ -325,6 +341,26 @@ mod tests {
             }
             assert!(classes.contains("resource exec-fails") && classes.contains("external SIGSTOP"));
         }
+    }
+
+    #[test]
+    fn every_schedule_as_long_as_the_coverage_walk_kills_the_supervisor_and_random_faults_do_too() {
+        let n = coverage().len();
+        for seed in [0, 1, 20_090_629, u64::MAX] {
+            let kills = schedule(seed, n).iter().filter(|f| matches!(f, Fault::SupervisorKill { .. })).count();
+            assert_eq!(kills, 1, "seed {seed}: one supervisor kill in the coverage walk");
+        }
+        let drawn: Vec<u32> = schedule(7, 20_000)[n..]
+            .iter()
+            .filter_map(|f| match f {
+                Fault::SupervisorKill { delay_us } => Some(*delay_us),
+                _ => None,
+            })
+            .collect();
+        // Weight 3 in 1000: about 60 of 20 000, at seeded random moments.
+        assert!((30..=100).contains(&drawn.len()), "{} supervisor kills drawn", drawn.len());
+        assert!(drawn.iter().collect::<BTreeSet<_>>().len() > drawn.len() / 2, "delays vary: {drawn:?}");
+        assert_eq!(Fault::SupervisorKill { delay_us: 5 }.class(), SUPERVISOR_KILL);
     }
 
     #[test]

@@ -148,5 +148,6 @@
 #![forbid(unsafe_code)]
 
 pub mod bulk;
+pub mod client;
 pub mod proto;
 pub mod server;

@@ -1,0 +1,125 @@
+//! The NBD client: `reinc-nbd` in front of the storage driver, driven
+//! through `reinc_nbd::client` with up to 8 pipelined reads and writes of
+//! 1–4 blocks in its own block range (`NBD_LBA..NBD_LBA+NBD_BLOCKS`), every
+//! reply checked against its model of the range.
+//!
+//! A driver crash must be invisible through the front end: any NBD error
+//! or disconnect is a violation. Across a supervisor kill `reinc-nbd`, a
+//! client of the supervisor, resumes its session (the storage driver
+//! journals), so the NBD connection stays up and sees only latency.
+//! Requests in flight never overlap: the model then predicts every read
+//! whatever order the server completes them in.
+
+use super::{NBD_BLOCKS, NBD_LBA, Shared, block_data};
+use reinc_nbd::client::NbdClient;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use storage_core::BLOCK_SIZE;
+
+/// What the NBD client leaves behind.
+#[derive(Debug, Default)]
+pub(crate) struct NbdOut {
+    /// Version of every block written (absent: never written, zeros).
+    pub(crate) model: BTreeMap<u64, u32>,
+    /// NBD requests answered.
+    pub(crate) requests: u64,
+}
+
+/// One NBD request in flight.
+#[derive(Debug)]
+struct InFlight {
+    lba: u64,
+    blocks: u64,
+    /// `None` for a write; for a read, the versions expected.
+    read: Option<Vec<u32>>,
+}
+
+pub(crate) fn nbd_load(shared: &Shared, socket: &Path, seed: u64) -> NbdOut {
+    let mut out = NbdOut::default();
+    let mut c = match NbdClient::connect(socket) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.fail(format!("NBD client: {e}"));
+            return out;
+        }
+    };
+    let mut rng = crate::schedule::Rng::new(seed);
+    let mut flight: HashMap<u64, InFlight> = HashMap::new();
+    let mut cookie = 0u64;
+    loop {
+        while !shared.stopped() && flight.len() < 8 {
+            let blocks = 1 + rng.below(4);
+            let lba = NBD_LBA + rng.below(NBD_BLOCKS - blocks + 1);
+            if flight.values().any(|f| lba < f.lba + f.blocks && f.lba < lba + blocks) {
+                continue;
+            }
+            cookie += 1;
+            let offset = lba * BLOCK_SIZE as u64;
+            let sent = if rng.below(10) < 6 {
+                let mut data = Vec::with_capacity(blocks as usize * BLOCK_SIZE);
+                for b in lba..lba + blocks {
+                    let v = out.model.get(&b).copied().unwrap_or(0) + 1;
+                    out.model.insert(b, v);
+                    data.extend_from_slice(&block_data(b, v));
+                }
+                flight.insert(cookie, InFlight { lba, blocks, read: None });
+                c.send_write(cookie, offset, &data)
+            } else {
+                let want = (lba..lba + blocks).map(|b| out.model.get(&b).copied().unwrap_or(0)).collect();
+                flight.insert(cookie, InFlight { lba, blocks, read: Some(want) });
+                c.send_read(cookie, offset, (blocks as usize * BLOCK_SIZE) as u32)
+            };
+            if let Err(e) = sent {
+                shared.fail(format!("NBD client: {e}"));
+                return out;
+            }
+        }
+        if flight.is_empty() {
+            break;
+        }
+        let r = match c.reply() {
+            Ok(r) => r,
+            Err(e) => {
+                shared.fail(format!("NBD client: {e} ({} requests in flight)", flight.len()));
+                return out;
+            }
+        };
+        let Some(f) = flight.remove(&r.cookie) else {
+            shared.fail(format!("NBD client: a reply for cookie {}, which is not in flight", r.cookie));
+            return out;
+        };
+        let what = if f.read.is_some() { "read" } else { "write" };
+        if r.errno != 0 {
+            shared.fail(format!(
+                "NBD {what} of blocks {}..{} failed with errno {}: a storage driver fault reached an NBD client",
+                f.lba,
+                f.lba + f.blocks,
+                r.errno
+            ));
+            return out;
+        }
+        if let Some(want) = f.read {
+            let mut data = vec![0u8; f.blocks as usize * BLOCK_SIZE];
+            if let Err(e) = c.read_data(&mut data) {
+                shared.fail(format!("NBD client: {e}"));
+                return out;
+            }
+            for (i, (b, v)) in (f.lba..f.lba + f.blocks).zip(want).enumerate() {
+                let expect = if v == 0 { vec![0; BLOCK_SIZE] } else { block_data(b, v) };
+                if data[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE] != expect[..] {
+                    shared.fail(format!(
+                        "NBD read of block {b} (version {v}) differs from the model: the device differs, or a write was lost"
+                    ));
+                    return out;
+                }
+            }
+        }
+        out.requests += 1;
+        shared.completions.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Err(e) = c.disconnect() {
+        shared.fail(format!("NBD client: {e}"));
+    }
+    out
+}
