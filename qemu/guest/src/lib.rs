@@ -26,6 +26,7 @@
 //! `GUEST-ERROR` and the guest still prints its summary and halts cleanly.
 #![forbid(unsafe_code)]
 
+pub mod campaign;
 pub mod harness;
 pub mod init;
 pub mod sandbox;

@@ -52,7 +52,15 @@ pub fn control_at(runtime_dir: &Path, req: ControlRequest) -> Result<ControlResp
 /// # Errors
 /// As [`control`], or an answer that is not a status.
 pub fn statuses() -> Result<Vec<DriverStatus>, Failure> {
-    match control(ControlRequest::Status)? {
+    statuses_at(Path::new(RUNTIME_DIR))
+}
+
+/// Every driver's status from the supervisor whose sockets are in `runtime_dir`.
+///
+/// # Errors
+/// As [`control_at`], or an answer that is not a status.
+pub fn statuses_at(runtime_dir: &Path) -> Result<Vec<DriverStatus>, Failure> {
+    match control_at(runtime_dir, ControlRequest::Status)? {
         ControlResponse::Status(rows) => Ok(rows),
         other => Err(Failure::check(format!("status answered {other:?}"))),
     }
@@ -117,6 +125,16 @@ impl Supervisor {
     /// # Errors
     /// It is already running, or could not be started.
     pub fn start(&self, config_path: &str) -> Result<(), Failure> {
+        self.start_with(config_path, true)
+    }
+
+    /// Starts it as [`Supervisor::start`] does; with `echo` false its log
+    /// lines are kept but not echoed to the console (a long campaign leg
+    /// would otherwise push megabytes through the emulated serial line).
+    ///
+    /// # Errors
+    /// As [`Supervisor::start`].
+    pub fn start_with(&self, config_path: &str, echo: bool) -> Result<(), Failure> {
         let mut slot = self.child.lock().unwrap();
         if slot.is_some() {
             return Err(Failure::check("the supervisor is already running"));
@@ -134,7 +152,9 @@ impl Supervisor {
             let mut console = std::io::stderr();
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let _ = writeln!(console, "{line}");
+                if echo {
+                    let _ = writeln!(console, "{line}");
+                }
                 sink.lock().unwrap().push(line);
             }
         });
@@ -174,6 +194,22 @@ impl Supervisor {
     #[must_use]
     pub fn is_running(&self) -> bool {
         self.child.lock().unwrap().is_some()
+    }
+
+    /// How it ended, if it was started and has exited since (it is then
+    /// reaped, and no longer [`Supervisor::is_running`]). A campaign checks
+    /// this after every fault: the supervisor must never die.
+    ///
+    /// # Errors
+    /// `waitpid` failed.
+    pub fn exited(&self) -> Result<Option<ExitStatus>, Failure> {
+        let mut slot = self.child.lock().unwrap();
+        let Some(child) = slot.as_mut() else { return Ok(None) };
+        let status = child.try_wait().context(|| format!("waiting for /bin/supervisor (pid {})", child.id()))?;
+        if status.is_some() {
+            *slot = None;
+        }
+        Ok(status)
     }
 
     /// SIGTERM, then wait (SIGKILL after 10 s). Returns the exit code.

@@ -43,6 +43,17 @@ pub const ERROR_MARKER: &str = "GUEST-ERROR";
 pub const DEMO_LINE_MARKER: &str = "GUEST-DEMO";
 /// Prefix of a guest demo's `key=value` facts, which the xtask verifies.
 pub const DEMO_FACT_MARKER: &str = "GUEST-FACT";
+/// Prefix of a figure line of the guest campaign leg (`campaign-suite`),
+/// which `cargo xtask campaign --guest` echoes.
+pub const CAMPAIGN_MARKER: &str = "GUEST-CAMPAIGN";
+/// Kernel command-line (so PID-1 environment) variable: the guest campaign
+/// leg's seed.
+pub const CAMPAIGN_SEED_VAR: &str = "REINC_CAMPAIGN_SEED";
+/// Kernel command-line variable: the guest campaign leg's fault count.
+pub const CAMPAIGN_FAULTS_VAR: &str = "REINC_CAMPAIGN_FAULTS";
+/// Faults of the guest leg's smoke, which `qemu-test` runs when neither
+/// variable is set: the coverage walk (44 faults) and a few random ones.
+pub const CAMPAIGN_SMOKE_FAULTS: usize = 52;
 
 /// A module to load, in plan order.
 #[derive(Debug, Clone, PartialEq, Eq)]
