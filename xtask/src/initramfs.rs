@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(paths, ["/lib/modules/uio.ko", "/lib/modules/uio_pci_generic.ko", "/lib/modules/nbd.ko"]);
         assert_eq!(plan.binds, [Bind { driver: "uio_pci_generic".into(), id: "1234 11e8".into() }]);
         assert_eq!(plan.uio_devices, 2);
-        assert_eq!(plan.suites, ["/bin/edu-suite", "/bin/supervised-suite", "/bin/nbd-suite"]);
+        assert_eq!(plan.suites, ["/bin/edu-suite", "/bin/supervised-suite", "/bin/nbd-suite", "/bin/campaign-suite"]);
         assert_eq!(Plan::parse(&plan.render()).unwrap(), plan, "the guest reads back what we write");
     }
 

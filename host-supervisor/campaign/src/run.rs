@@ -3,11 +3,11 @@
 //! and merges their results.
 //!
 //! The pieces live in their own modules, by concern:
-//! - [`crate::lane`]: one lane: its supervisor, the driver specs, the load
+//! - `lane.rs`: one lane: its supervisor, the driver specs, the load
 //!   threads, the fault loop and the final checks;
-//! - [`crate::load`]: the load clients, one module each, with the models
+//! - `load/`: the load clients, one module each, with the models
 //!   that predict every reply;
-//! - [`crate::inject`]: the injector, which applies one fault at a time and
+//! - `inject.rs`: the injector, which applies one fault at a time and
 //!   waits for its outcome.
 //!
 //! Threads of a lane: one per load client (two storage clients on disjoint
@@ -84,6 +84,9 @@ pub struct Options {
     /// drivers, load and injector; fault `i` of the schedule runs in lane
     /// `i % lanes`, so the lanes' faults in order are the schedule.
     pub lanes: usize,
+    /// Whether the schedule SIGKILLs supervisors (`--no-supervisor-kills`
+    /// leaves that class out, see the README's "Reliability campaign").
+    pub supervisor_kills: bool,
 }
 
 /// Everything a run measured.
