@@ -490,7 +490,8 @@ pub(crate) fn run_lane(
     };
 
     let n_lanes = opts.lanes.max(1);
-    let schedule: Vec<(usize, Fault)> = crate::schedule::schedule(opts.seed, opts.faults)
+    let keep = |f: &Fault| opts.supervisor_kills || !matches!(f, Fault::SupervisorKill { .. });
+    let schedule: Vec<(usize, Fault)> = crate::schedule::schedule_where(opts.seed, opts.faults, keep)
         .into_iter()
         .enumerate()
         .filter(|(i, _)| i % n_lanes == lane)

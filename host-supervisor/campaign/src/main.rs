@@ -8,7 +8,8 @@ use reinc_campaign::run::{Bins, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: reinc-campaign run [--faults N] [--seed S] [--lanes L] [--out DIR] --bins DIR";
+const USAGE: &str =
+    "usage: reinc-campaign run [--faults N] [--seed S] [--lanes L] [--no-supervisor-kills] [--out DIR] --bins DIR";
 
 fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, CampaignError> {
     let v = v.ok_or_else(|| CampaignError::Usage(format!("{flag} needs a value; {USAGE}")))?;
@@ -22,12 +23,14 @@ fn main_inner() -> Result<bool, CampaignError> {
     }
     let (mut faults, mut seed, mut out, mut bins) = (2000usize, None, PathBuf::from("target/campaign"), None);
     let mut lanes = reinc_campaign::run::DEFAULT_LANES;
+    let mut supervisor_kills = true;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--faults" => faults = value("--faults", args.next())?,
             "--seed" => seed = Some(value("--seed", args.next())?),
             "--out" => out = value("--out", args.next())?,
             "--lanes" => lanes = value("--lanes", args.next())?,
+            "--no-supervisor-kills" => supervisor_kills = false,
             "--bins" => bins = Some(value::<PathBuf>("--bins", args.next())?),
             o => return Err(CampaignError::Usage(format!("unknown flag {o:?}; {USAGE}"))),
         }
@@ -40,11 +43,13 @@ fn main_inner() -> Result<bool, CampaignError> {
     if lanes == 0 {
         return Err(CampaignError::Usage(format!("--lanes must be at least 1; {USAGE}")));
     }
-    let command = format!("cargo xtask campaign --faults {faults} --seed {seed} --lanes {lanes}");
+    let kills = if supervisor_kills { "" } else { " --no-supervisor-kills" };
+    let command = format!("cargo xtask campaign --faults {faults} --seed {seed} --lanes {lanes}{kills}");
     eprintln!("campaign: {faults} faults, seed {seed} (repeat with `{command}`)");
     let work = std::env::temp_dir().join(format!("reinc-campaign-{}", std::process::id()));
     let machine = reinc_bench::machine::Machine::describe(&std::env::temp_dir());
-    let result = reinc_campaign::run::run(&bins, &Options { faults, seed, work: work.clone(), lanes })?;
+    let result =
+        reinc_campaign::run::run(&bins, &Options { faults, seed, work: work.clone(), lanes, supervisor_kills })?;
     let md = reinc_campaign::report::write(&out, &command, &machine, &result)?;
     let ok = result.violation.is_none() && result.records.len() == faults;
     if ok {

@@ -294,15 +294,27 @@ fn draw(rng: &mut Rng) -> Fault {
 /// The first `count` faults of the schedule for `seed`.
 #[must_use]
 pub fn schedule(seed: u64, count: usize) -> Vec<Fault> {
+    schedule_where(seed, count, |_| true)
+}
+
+/// The first `count` faults of the schedule for `seed` that `keep` admits:
+/// the same random stream as [`schedule`], with the refused faults left out
+/// (so every other fault keeps its place relative to the rest).
+#[must_use]
+pub fn schedule_where(seed: u64, count: usize, keep: impl Fn(&Fault) -> bool) -> Vec<Fault> {
     let mut rng = Rng::new(seed);
     let mut v: Vec<Fault> = coverage();
     // The coverage walk in a seed-dependent order (Fisher–Yates).
     for i in (1..v.len()).rev() {
         v.swap(i, rng.below(i as u64 + 1) as usize);
     }
+    v.retain(|f| keep(f));
     v.truncate(count);
     while v.len() < count {
-        v.push(draw(&mut rng));
+        let f = draw(&mut rng);
+        if keep(&f) {
+            v.push(f);
+        }
     }
     v
 }
@@ -311,6 +323,18 @@ pub fn schedule(seed: u64, count: usize) -> Vec<Fault> {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn a_schedule_without_supervisor_kills_is_the_same_schedule_with_them_left_out() {
+        let all = schedule(20_090_629, 2000);
+        let kill = |f: &Fault| matches!(f, Fault::SupervisorKill { .. });
+        assert!(all.iter().any(kill), "the full schedule has supervisor kills");
+        let without = schedule_where(20_090_629, 2000, |f| !kill(f));
+        assert_eq!(without.len(), 2000);
+        assert!(!without.iter().any(kill));
+        let rest: Vec<Fault> = all.iter().filter(|f| !kill(f)).copied().collect();
+        assert_eq!(without[..rest.len()], rest[..], "the other faults keep their order");
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_schedule_and_a_prefix_of_a_longer_one() {
