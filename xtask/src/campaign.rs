@@ -79,7 +79,7 @@ pub fn run(args: &[String]) -> Result {
 /// supervisor SIGKILL, a journaled driver whose committed state counts up per
 /// request, the net receive cursor or the misbehave driver's counter, showed
 /// a lost or repeated execution: seeds 15 and 20261202 with 10 000 faults
-/// over 4 lanes, about one kill in 30). The smoke's two kills would make CI
+/// over 4 lanes, one kill in 10 to 30). The smoke's two kills would make CI
 /// fail at random with that rate; `cargo xtask campaign` keeps the class.
 /// Drop the flag here once the defect is fixed.
 pub fn smoke() -> Result {
