@@ -71,7 +71,15 @@ pub fn statuses_at(runtime_dir: &Path) -> Result<Vec<DriverStatus>, Failure> {
 /// # Errors
 /// As [`statuses`], or no such driver.
 pub fn status(driver: &str) -> Result<DriverStatus, Failure> {
-    statuses()?
+    status_at(Path::new(RUNTIME_DIR), driver)
+}
+
+/// One driver's status from the supervisor whose sockets are in `runtime_dir`.
+///
+/// # Errors
+/// As [`statuses_at`], or no such driver.
+pub fn status_at(runtime_dir: &Path, driver: &str) -> Result<DriverStatus, Failure> {
+    statuses_at(runtime_dir)?
         .into_iter()
         .find(|s| s.name == driver)
         .ok_or_else(|| Failure::check(format!("{driver} is not in the supervisor's status")))
@@ -88,16 +96,31 @@ pub fn running(s: &DriverStatus) -> bool {
 /// # Errors
 /// As [`status`], or `pred` still false after [`STATE_WAIT`].
 pub fn wait_status(driver: &str, what: &str, pred: impl Fn(&DriverStatus) -> bool) -> Result<DriverStatus, Failure> {
-    let end = Instant::now() + STATE_WAIT;
+    wait_status_at(Path::new(RUNTIME_DIR), driver, what, (STATE_WAIT, Duration::from_millis(10)), pred)
+}
+
+/// Polls the status of `driver` under `runtime_dir` every `step` until
+/// `pred` holds, for at most `limit` (`within` is `(limit, step)`).
+///
+/// # Errors
+/// As [`status_at`], or `pred` still false after `limit`.
+pub fn wait_status_at(
+    runtime_dir: &Path,
+    driver: &str,
+    what: &str,
+    (limit, step): (Duration, Duration),
+    pred: impl Fn(&DriverStatus) -> bool,
+) -> Result<DriverStatus, Failure> {
+    let end = Instant::now() + limit;
     loop {
-        let s = status(driver)?;
+        let s = status_at(runtime_dir, driver)?;
         if pred(&s) {
             return Ok(s);
         }
         if Instant::now() >= end {
-            return Err(Failure::check(format!("{driver} never became {what} within {STATE_WAIT:?}; last: {s:?}")));
+            return Err(Failure::check(format!("{driver} never became {what} within {limit:?}; last: {s:?}")));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(step);
     }
 }
 

@@ -58,7 +58,7 @@ use reinc_client::control::{ControlRequest, ControlResponse, DriverState, Driver
 use reinc_client::{Client, client_socket};
 use reinc_guest::campaign::{self, CAMPAIGN_MARKER, Counts, DRIVERS, EDU_ID, ExecEntry, Fault, Figures, Params, Rng};
 use reinc_guest::harness::{self, Context, Failure, TestResult};
-use reinc_guest::sup::{Supervisor, control_at, statuses_at};
+use reinc_guest::sup::{Supervisor, control_at, running, status_at, wait_status_at};
 use reinc_guest::{ensure, ensure_eq, test};
 use reinc_proto::FaultPlan;
 use reinc_uio::{Irq, IrqWait, Mapping, Selector, Sysfs, UioDevice};
@@ -224,35 +224,17 @@ impl ExecTail {
 }
 
 fn status(driver: &str) -> Result<DriverStatus, String> {
-    statuses_at(Path::new(RUNTIME))
-        .map_err(|f| f.to_string())?
-        .into_iter()
-        .find(|s| s.name == driver)
-        .ok_or_else(|| format!("{driver} is not in the supervisor's status"))
+    status_at(Path::new(RUNTIME), driver).map_err(|f| f.to_string())
 }
 
-fn running(s: &DriverStatus) -> bool {
-    s.state == DriverState::Running && s.pid.is_some()
-}
-
-/// Polls `driver`'s status until `pred` holds.
+/// Polls `driver`'s status every 2 ms until `pred` holds.
 fn wait(
     driver: &str,
     what: &str,
     limit: Duration,
     pred: impl Fn(&DriverStatus) -> bool,
 ) -> Result<DriverStatus, String> {
-    let end = Instant::now() + limit;
-    loop {
-        let s = status(driver)?;
-        if pred(&s) {
-            return Ok(s);
-        }
-        if Instant::now() >= end {
-            return Err(format!("{driver} never became {what} within {limit:?}; last: {s:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_status_at(Path::new(RUNTIME), driver, what, (limit, Duration::from_millis(2)), pred).map_err(|f| f.to_string())
 }
 
 /// Applies faults and measures recovery.
