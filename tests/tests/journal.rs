@@ -107,3 +107,46 @@ fn a_torn_journal_is_refused_naming_the_file_and_offset_or_cut_when_configured()
     assert_eq!(r, Reply::Data(vec![0x11; BLOCK_SIZE]));
     let _ = write_req;
 }
+
+/// `supervisor --dump-journal FILE` from outside: the previous lifetime's
+/// journal is kept next to the new one and reads as text; a file that is
+/// not a journal is refused with an error naming it, and changes nothing.
+#[test]
+fn the_previous_lifetimes_journal_is_kept_and_dumps_record_by_record() {
+    let mut rig = journal_rig("jnl-dump");
+    rig.start();
+    let mut c = rig.client();
+    assert_eq!(append(&mut c, 0x11), Reply::Appended(0, 1));
+    let _ = rig.stop_supervisor(Signal::SIGKILL);
+    rig.start();
+    let prev = rig.dir.join("state/supervisor.journal.prev");
+    let dump = |file: &std::path::Path| {
+        let out = std::process::Command::new(&reinc_tests::bins().supervisor)
+            .arg("--dump-journal")
+            .arg(file)
+            .output()
+            .expect("run supervisor --dump-journal");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = dump(&prev);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains(" answered storage_driver ") && text.contains(": reply "), "{text}");
+    assert!(text.lines().last().is_some_and(|l| l.starts_with("end: ")), "{text}");
+    // The new journal starts with the folded image: one snapshot.
+    let (code, text, _) = dump(&journal_path(&rig));
+    assert_eq!(code, Some(0));
+    assert!(text.starts_with("@16 snapshot: lifetimes 2, 1 sessions, 1 journal drivers"), "{text}");
+    let bogus = rig.dir.join("supervisor.toml");
+    let before = fs::read(&bogus).unwrap();
+    let (code, text, err) = dump(&bogus);
+    assert_eq!((code, text.as_str()), (Some(1), ""));
+    assert_eq!(
+        err.trim(),
+        format!("supervisor: journal {}: not a version-2 reinc journal (bad header)", bogus.display())
+    );
+    assert_eq!(fs::read(&bogus).unwrap(), before);
+}

@@ -15,6 +15,7 @@ use crate::core::{Action, DriverId, Event, PersistOutcome, Supervisor};
 use crate::journal::writer::{FromWriter, ToWriter, Writer};
 use crate::journal::{self, Record};
 use reinc_policy::Millis;
+use std::path::Path;
 use tracing::{debug, info, warn};
 
 impl Daemon {
@@ -130,7 +131,23 @@ pub(super) fn open_journal(cfg: &Config, core: &mut Supervisor) -> Result<Writer
     for p in &r.dropped {
         warn!("[SUP] journal {}: {p}", path.display());
     }
+    keep_previous(&path);
     Writer::start(&path, &Record::Snapshot(core.image())).map_err(|source| DaemonError::Journal { source })
+}
+
+/// Keeps the journal the previous lifetime left as `<journal>.prev` for a
+/// post-mortem (`supervisor --dump-journal`): the writer is about to replace
+/// it by the folded image. A hard link, not a rename, so that a crash
+/// before the replacement still finds the journal where it belongs; a
+/// failure only costs the post-mortem copy.
+fn keep_previous(path: &Path) {
+    let prev = journal::previous_path(path);
+    let _ = std::fs::remove_file(&prev);
+    match std::fs::hard_link(path, &prev) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => debug!("cannot keep {} as {}: {e}", path.display(), prev.display()),
+    }
 }
 
 /// A driver's configuration and its restored checkpoint, as

@@ -82,7 +82,10 @@
 //! - SQLite or another embedded database: a dependency far larger than the
 //!   four record kinds need, with its own fsync policy to audit.
 
+pub mod dump;
 pub mod writer;
+
+pub use dump::dump;
 
 use reinc_proto::{CallError, ClientId, RequestId};
 use serde::{Deserialize, Serialize};
@@ -152,6 +155,12 @@ pub fn max_file_bytes(cfg: &Config) -> u64 {
 #[must_use]
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("supervisor.journal")
+}
+
+/// Where the daemon keeps the previous lifetime's journal at `journal` ([`dump`]).
+#[must_use]
+pub fn previous_path(journal: &Path) -> PathBuf {
+    journal.with_extension("journal.prev")
 }
 
 /// An answer as journaled (the core's cached reply).
@@ -498,6 +507,20 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), JournalErr
 /// # Errors
 /// [`JournalError`] naming `path` and the offset.
 pub fn parse(path: &Path, bytes: &[u8], policy: JournalRecovery) -> Result<Loaded, JournalError> {
+    parse_with(path, bytes, policy, |_, _| {})
+}
+
+/// [`parse`], showing each valid record and its offset to `visit` before it
+/// is applied ([`dump`] prints them).
+///
+/// # Errors
+/// [`JournalError`] naming `path` and the offset.
+pub fn parse_with(
+    path: &Path,
+    bytes: &[u8],
+    policy: JournalRecovery,
+    mut visit: impl FnMut(u64, &Record),
+) -> Result<Loaded, JournalError> {
     if bytes.len() < HEADER_BYTES || bytes[..HEADER_BYTES] != header() {
         return Err(JournalError::Header { path: path.into() });
     }
@@ -510,6 +533,7 @@ pub fn parse(path: &Path, bytes: &[u8], policy: JournalRecovery) -> Result<Loade
                 break;
             }
             Ok(Some((r, next))) => {
+                visit(off as u64, &r);
                 loaded.image.apply(r);
                 loaded.records += 1;
                 off = next;

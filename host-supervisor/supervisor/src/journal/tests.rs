@@ -275,3 +275,45 @@ fn records_sent_together_are_made_durable_in_one_batch() {
     assert_eq!(load(&p, Refuse, 1 << 20).unwrap().records, 61, "the snapshot and 60 records");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_dump_lists_every_record_with_its_offset_and_how_the_file_ends() {
+    let dir = scratch("dump");
+    let p = path(&dir);
+    let recs =
+        [Record::Snapshot(Image::default()), Record::Session { client: ClientId(5) }, accepted(1), answered(1, 0xa1)];
+    let mut bytes = file(&recs);
+    // A batch never confirmed: its first frame header still zero.
+    let mut tail = frame(&accepted(2));
+    tail[..FRAME_BYTES].fill(0);
+    bytes.extend_from_slice(&tail);
+    std::fs::write(&p, &bytes).unwrap();
+    let text = dump(&p).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "@16 snapshot: lifetimes 0, 0 sessions, 0 journal drivers", "{text}");
+    assert!(lines[1].starts_with("@") && lines[1].ends_with(" session c5"), "{text}");
+    assert!(lines[2].ends_with(" accepted d c5:1: body 3 bytes [010101], floor 0"), "{text}");
+    assert!(lines[3].ends_with(" answered d c5:1: reply 2 bytes [7201], commit 1 bytes [a1], cached"), "{text}");
+    assert!(lines[4].starts_with("end: 4 records in "), "{text}");
+    assert!(lines[4].contains(&format!("then {} bytes of a batch never confirmed", tail.len())), "{text}");
+    // Damage is shown, not refused: the reader wants to see up to it.
+    let n = bytes.len() - tail.len();
+    let last = n - frame(&recs[3]).len();
+    bytes[last + FRAME_BYTES + 1] ^= 0xff; // in the payload, not its padding
+    std::fs::write(&p, &bytes[..n]).unwrap();
+    let text = dump(&p).unwrap();
+    assert!(text.contains("end: 3 records") && text.contains("; then damage: journal "), "{text}");
+}
+
+#[test]
+fn a_dump_of_something_that_is_not_a_journal_is_refused_naming_it() {
+    let dir = scratch("dump-bad");
+    let p = dir.join("notes.txt");
+    std::fs::write(&p, b"not a journal at all").unwrap();
+    let e = dump(&p).unwrap_err().to_string();
+    assert_eq!(e, format!("journal {}: not a version-2 reinc journal (bad header)", p.display()));
+    let e = dump(&dir).unwrap_err().to_string();
+    assert!(e.contains(&dir.display().to_string()) && e.contains("a directory"), "{e}");
+    let missing = dir.join("missing.journal");
+    assert!(dump(&missing).unwrap_err().to_string().contains(&missing.display().to_string()));
+}
