@@ -157,7 +157,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("supervisor.journal")
 }
 
-/// Where the daemon keeps the previous lifetime's journal at `journal` ([`dump`]).
+/// Where the daemon keeps the previous lifetime's journal at `journal` ([`dump()`]).
 #[must_use]
 pub fn previous_path(journal: &Path) -> PathBuf {
     journal.with_extension("journal.prev")
@@ -511,7 +511,7 @@ pub fn parse(path: &Path, bytes: &[u8], policy: JournalRecovery) -> Result<Loade
 }
 
 /// [`parse`], showing each valid record and its offset to `visit` before it
-/// is applied ([`dump`] prints them).
+/// is applied ([`dump()`] prints them).
 ///
 /// # Errors
 /// [`JournalError`] naming `path` and the offset.
