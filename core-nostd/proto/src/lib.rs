@@ -157,6 +157,12 @@ pub enum FromDriver<'a> {
 pub enum ClientToSup<'a> {
     /// Opens a session, or resumes one after a reconnect. Must be the first
     /// message on a connection.
+    ///
+    /// After a resume the client must resend every call it has no answer
+    /// for, lowest `seq` first: the answer to a call accepted on an earlier
+    /// connection is sent only once it is resent here, so that answers come
+    /// in the order of the resends (an answer lost with the old connection
+    /// is never overtaken by a later one).
     Hello {
         /// `Some(id)` to resume the session `id` (its cached replies answer
         /// retried requests); `None` for a new session.

@@ -39,6 +39,9 @@ pub(crate) fn misbehave_load(shared: &Shared, runtime: &Path, orders: &mpsc::Rec
     };
     let mut nonce = 0u64;
     let mut counter: Option<u64> = None;
+    // The last reply seen, for the report of a wrong one.
+    let mut last: Option<(u64, misbehave::Reply)> = None;
+    let mut wrong: Option<String> = None;
     let mut faults: HashMap<u64, (Misbehaviour, mpsc::Sender<MisResult>)> = HashMap::new();
     let mut answered = 0;
     loop {
@@ -86,7 +89,16 @@ pub(crate) fn misbehave_load(shared: &Shared, runtime: &Path, orders: &mpsc::Rec
                     }
                     let want = counter.map_or(r.counter, |k| k + 1);
                     counter = Some(r.counter);
-                    if r.counter == want { MisResult::Replied } else { MisResult::WrongValue }
+                    let prev = last.replace((c.seq, r));
+                    if r.counter == want {
+                        MisResult::Replied
+                    } else {
+                        wrong = Some(format!(
+                            "counter {} where {want} was due (generation {}, nonce {}; the reply before: {prev:?})",
+                            r.counter, r.generation, r.nonce
+                        ));
+                        MisResult::WrongValue
+                    }
                 }
             },
         };
@@ -102,8 +114,9 @@ pub(crate) fn misbehave_load(shared: &Shared, runtime: &Path, orders: &mpsc::Rec
             }
             None if result != MisResult::Replied => {
                 shared.fail(format!(
-                    "misbehave_driver: seq {} (a normal request) got {result:?}: lost or repeated execution",
-                    c.seq
+                    "misbehave_driver: seq {} (a normal request) got {result:?}: lost or repeated execution: {}",
+                    c.seq,
+                    wrong.take().unwrap_or_default()
                 ));
                 return answered;
             }

@@ -94,7 +94,7 @@ impl Supervisor {
         let Some(s) = self.sessions.get_mut(&rid.client) else { return };
         s.pending.remove(&rid.seq);
         s.last_active = now;
-        let conn = s.conn;
+        let conn = s.answer_conn(rid.seq);
         if rid.seq >= s.floor {
             self.cache_reply(rid, reply.clone());
         }
@@ -140,7 +140,7 @@ impl Supervisor {
             // retry after the driver is revived is legitimate.
             if let Some(s) = self.sessions.get_mut(&rid.client) {
                 s.pending.remove(&rid.seq);
-                if let Some(conn) = s.conn {
+                if let Some(conn) = s.answer_conn(rid.seq) {
                     out.push(Action::ToClient { conn, msg: ClientMsg::Failed { seq: rid.seq, error } });
                 }
             }
@@ -170,6 +170,7 @@ impl Supervisor {
         if s.pending.contains(&seq) {
             // The original is queued; its reply goes to this session's
             // current connection, which is this one.
+            s.unclaimed.remove(&seq);
             self.record(now, Trace::Attached(rid));
             return;
         }

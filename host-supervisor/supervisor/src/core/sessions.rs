@@ -6,6 +6,13 @@
 //!   the first (which then counts as idle and can be evicted or expire); the
 //!   table used to keep it attached to a connection that had moved on, so 256
 //!   `Hello`s on one connection filled it for good.
+//! - A session that moves to a new connection (a resume) gets the answers
+//!   to the calls it had running only once it resends them
+//!   ([`Session::unclaimed`]). The client resends every unanswered call,
+//!   lowest seq first, and answers then come in that order. Pushing them at
+//!   once let a call still running overtake an answer lost with the old
+//!   connection, which the client gets back only by its resend from the
+//!   dedup table (the campaign's seed 15 failure).
 //! - A session without a connection for `session-idle-timeout-ms`, and with
 //!   no accepted request still running, is forgotten. A sweep runs at the
 //!   earliest such expiry ([`Supervisor::next_deadline`] includes it), so an
@@ -200,6 +207,12 @@ pub(super) struct Session {
     pub(super) cache: BTreeMap<u64, Cached>,
     /// Accepted and unanswered requests.
     pub(super) pending: BTreeSet<u64>,
+    /// Of `pending`, the calls accepted on an earlier connection and not
+    /// resent on this one yet. Their answers are cached but not pushed:
+    /// the client resends every unanswered call, lowest seq first, and each
+    /// is answered then, so an answer lost with the old connection (waiting
+    /// in the dedup table) is never overtaken by a later one.
+    pub(super) unclaimed: BTreeSet<u64>,
     /// Busy barrier: per driver, the seqs answered `Busy` and not accepted
     /// since. A new call to that driver with a higher seq than the lowest of
     /// them is answered `Busy` too, so a resent call can never be overtaken
@@ -216,6 +229,12 @@ pub(super) struct Session {
 pub const BUSY_SEQS_PER_DRIVER: usize = 1024;
 
 impl Session {
+    /// Where the answer to `seq` goes now: the session's connection, unless
+    /// the call is still unclaimed since a resume (see [`Session::unclaimed`]).
+    pub(super) fn answer_conn(&mut self, seq: u64) -> Option<ConnId> {
+        if self.unclaimed.remove(&seq) { None } else { self.conn }
+    }
+
     /// The client will never retry below `floor`: forget cached replies and
     /// busy seqs under it (a barrier must not wait for a call abandoned).
     /// Returns the cache bytes freed.
@@ -302,10 +321,15 @@ impl Supervisor {
         };
         // Detach the session from any older connection.
         let s = self.sessions.get_mut(&client).expect("exists");
+        let moved = s.conn != Some(conn);
         if let Some(old) = s.conn.replace(conn)
             && old != conn
         {
             self.conns.insert(old, None);
+        }
+        if moved {
+            // Answers to what is running wait for the client's resends.
+            s.unclaimed.clone_from(&s.pending);
         }
         s.last_active = now;
         self.conns.insert(conn, Some(client));

@@ -222,7 +222,7 @@ impl Supervisor {
             self.answer(now, rid, reply, &mut now_out);
         } else if let Some(s) = self.sessions.get_mut(&rid.client) {
             s.pending.remove(&rid.seq);
-            if let (Some(conn), Cached::Failed(error)) = (s.conn, reply) {
+            if let (Some(conn), Cached::Failed(error)) = (s.answer_conn(rid.seq), reply) {
                 now_out.push(Action::ToClient { conn, msg: ClientMsg::Failed { seq: rid.seq, error } });
             }
         }

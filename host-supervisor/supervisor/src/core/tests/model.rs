@@ -175,7 +175,20 @@ fn run(ops: Vec<Op>, window: usize) -> Result<(), TestCaseError> {
                 sim.ev(Event::ClientGone { conn });
                 conn = ConnId(conn.0 + 1);
                 prop_assert_eq!(sim.hello(conn, Some(client)), client);
-                Vec::new()
+                // As the client library does: every unanswered call again,
+                // lowest seq first (answers to calls still running wait
+                // for these resends).
+                let mut acts = Vec::new();
+                for seq in (1..next_seq).filter(|s| !w.answers.contains_key(s) && !w.busy.contains(s)) {
+                    acts.extend(sim.ev(Event::Call {
+                        conn,
+                        seq,
+                        driver: "storage_driver",
+                        body: b"x",
+                        acked_below: 0,
+                    }));
+                }
+                acts
             }
             Op::DiskFails(k) => {
                 let fail = PersistOutcome::Failed { path: "/s/x.ckpt".into(), error: "EIO".into() };

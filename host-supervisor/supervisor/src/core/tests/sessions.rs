@@ -133,3 +133,45 @@ fn the_total_byte_budget_takes_from_the_session_caching_the_most() {
     sim.ev(Event::Call { conn: C1, seq: 21, driver: "storage_driver", body: b"w", acked_below: 21 });
     assert!(sim.sup.cached_reply_bytes() < 1_000, "{}", sim.sup.cached_reply_bytes());
 }
+
+/// A resumed session's answers reach the client in the order it resends
+/// its calls. The answer to call 1 was lost with the old connection and
+/// waits in the dedup table; call 2, still running, is answered on the new
+/// connection before the client has resent anything. Pushed at once, it
+/// would overtake answer 1, and a client that pipelines to one driver would
+/// see its answers out of execution order (the campaign's seed 15 failure,
+/// seen as a counter that skipped and came back).
+#[test]
+fn a_resumed_session_gets_its_answers_in_the_order_it_resends_its_calls() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    assert_eq!(requests_sent(&sim.call(C1, 1, b"a")), [1]);
+    assert_eq!(requests_sent(&sim.call(C1, 2, b"b")), [2]);
+    // Answer 1 goes out on C1, which dies before the client reads it.
+    assert_eq!(client_msgs(&sim.reply(STORAGE, c, 1, None, b"1"), C1).len(), 1);
+    sim.ev(Event::ClientGone { conn: C1 });
+    assert_eq!(sim.hello(C2, Some(c)), c);
+    // Call 2 ends before the client's resends arrive: it is not pushed.
+    let acts = sim.reply(STORAGE, c, 2, None, b"2");
+    assert!(client_msgs(&acts, C2).is_empty(), "answer 2 overtook the resends: {acts:?}");
+    // The resends, lowest seq first, get their answers in that order.
+    assert_eq!(client_msgs(&sim.call(C2, 1, b"a"), C2), [ClientMsg::Reply { seq: 1, body: b"1".to_vec() }]);
+    assert_eq!(client_msgs(&sim.call(C2, 2, b"b"), C2), [ClientMsg::Reply { seq: 2, body: b"2".to_vec() }]);
+}
+
+/// A call still running when its session resumes is answered on the new
+/// connection once the client has resent it, as before the resume.
+#[test]
+fn a_resent_call_that_is_still_running_is_answered_on_the_new_connection() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    assert_eq!(requests_sent(&sim.call(C1, 1, b"a")), [1]);
+    sim.ev(Event::ClientGone { conn: C1 });
+    assert_eq!(sim.hello(C2, Some(c)), c);
+    let acts = sim.call(C2, 1, b"a");
+    assert!(requests_sent(&acts).is_empty() && client_msgs(&acts, C2).is_empty(), "{acts:?}");
+    let acts = sim.reply(STORAGE, c, 1, None, b"1");
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Reply { seq: 1, body: b"1".to_vec() }]);
+}
