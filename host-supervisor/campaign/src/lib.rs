@@ -188,9 +188,6 @@ pub enum CampaignError {
     /// The supervisor or a driver did not come up.
     #[error("setup: {0}")]
     Setup(String),
-    /// Bad command line.
-    #[error("{0}")]
-    Usage(String),
     /// The plots could not be drawn.
     #[error("plot {file}: {what}")]
     Plot {
