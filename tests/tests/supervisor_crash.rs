@@ -80,31 +80,65 @@ impl Xorshift {
     }
 }
 
-#[test]
-fn fifty_supervisor_sigkills_under_load_lose_nothing_and_run_nothing_twice() {
+/// The number of kills and their random delays, from `REINC_CRASH_KILLS`
+/// and `REINC_CRASH_SEED` (printed, to replay a run).
+fn kills_and_rng(test: &str) -> (u64, Xorshift) {
     let kills = env("REINC_CRASH_KILLS", 50);
     let seed = env("REINC_CRASH_SEED", {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
         t.as_nanos() as u64 | 1
     });
-    eprintln!("supervisor_crash: {kills} kills, REINC_CRASH_SEED={seed}");
-    let mut rng = Xorshift(seed | 1);
+    eprintln!("{test}: {kills} kills, REINC_CRASH_SEED={seed}");
+    (kills, Xorshift(seed | 1))
+}
+
+/// A client body: socket, client index, stop flag, acknowledgement count.
+type ClientFn<T> = fn(std::path::PathBuf, u64, Arc<AtomicBool>, Arc<AtomicU64>) -> Result<T, String>;
+
+/// [`CLIENTS`] clients running `body` against `rig`, once the first of them
+/// was answered.
+struct Load<T> {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<Result<T, String>>>,
+}
+
+impl<T: Send + 'static> Load<T> {
+    fn start(rig: &Rig, body: ClientFn<T>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let path = reinc_client::client_socket(&rig.runtime);
+        let threads = (0..CLIENTS)
+            .map(|k| {
+                let (p, s, a) = (path.clone(), Arc::clone(&stop), Arc::clone(&acked));
+                std::thread::spawn(move || body(p, k, s, a))
+            })
+            .collect();
+        assert!(wait_for(Duration::from_secs(10), || (acked.load(Ordering::Relaxed) > 0).then_some(())).is_some());
+        Self { stop, acked, threads }
+    }
+
+    /// Stops the clients and returns what each returned, in client order.
+    fn finish(self, rig: &Rig) -> Vec<T> {
+        self.stop.store(true, Ordering::Relaxed);
+        (self.threads.into_iter().enumerate())
+            .map(|(k, t)| match t.join().expect("client thread") {
+                Ok(v) => v,
+                Err(e) => panic!("client {k} failed: {e}; log:\n{}", rig.log()),
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn fifty_supervisor_sigkills_under_load_lose_nothing_and_run_nothing_twice() {
+    let (kills, mut rng) = kills_and_rng("supervisor_crash");
     // journal-recovery stays "refuse": a SIGKILL in the middle of a batch's
     // write must leave nothing the next supervisor takes for damage.
     let mut rig = Rig::new("sup-crash", &[("durability", "\"journal\"")]);
     rig.set_disk_blocks(CLIENTS * BLOCKS_PER_CLIENT);
     rig.start();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let path = reinc_client::client_socket(&rig.runtime);
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|k| {
-            let (p, s, a) = (path.clone(), Arc::clone(&stop), Arc::clone(&acked));
-            std::thread::spawn(move || client(p, k, s, a))
-        })
-        .collect();
-    assert!(wait_for(Duration::from_secs(10), || (acked.load(Ordering::Relaxed) > 0).then_some(())).is_some());
+    let load = Load::start(&rig, client);
 
     // The harness plays systemd: kill at a random moment, restart at once.
     let started = Instant::now();
@@ -114,21 +148,14 @@ fn fifty_supervisor_sigkills_under_load_lose_nothing_and_run_nothing_twice() {
         // fifth kill after the load has run for a while.
         let ms = if i % 5 == 4 { 100 + rng.below(200) } else { rng.below(60) };
         std::thread::sleep(Duration::from_millis(ms));
-        acked_at_kill.push(acked.load(Ordering::Relaxed));
+        acked_at_kill.push(load.acked.load(Ordering::Relaxed));
         let st = rig.stop_supervisor(Signal::SIGKILL);
         assert_eq!(st.code(), None, "kill {i}: the supervisor exited on its own ({st:?}); log:\n{}", rig.log());
         rig.spawn();
     }
     let killing = started.elapsed();
     rig.wait_status(Duration::from_secs(10), |s| s.state.name() == "running").expect("the last supervisor runs");
-    stop.store(true, Ordering::Relaxed);
-    let mut acknowledged = Vec::new();
-    for (k, t) in threads.into_iter().enumerate() {
-        match t.join().expect("client thread") {
-            Ok(done) => acknowledged.extend(done),
-            Err(e) => panic!("client {k} failed: {e}; log:\n{}", rig.log()),
-        }
-    }
+    let acknowledged: Vec<(u64, u8)> = load.finish(&rig).into_iter().flatten().collect();
     let progress = acked_at_kill.windows(2).filter(|w| w[1] > w[0]).count();
     eprintln!(
         "supervisor_crash: {} writes acknowledged over {kills} kills in {killing:?}; load advanced between {progress} \
@@ -194,26 +221,11 @@ fn appender(
 /// call still running at the resume (the campaign's seed 15 failure).
 #[test]
 fn appends_across_supervisor_sigkills_take_each_cursor_position_once() {
-    let kills = env("REINC_CRASH_KILLS", 50);
-    let seed = env("REINC_CRASH_SEED", {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        t.as_nanos() as u64 | 1
-    });
-    eprintln!("supervisor_crash appends: {kills} kills, REINC_CRASH_SEED={seed}");
-    let mut rng = Xorshift(seed | 1);
+    let (kills, mut rng) = kills_and_rng("supervisor_crash appends");
     let mut rig = Rig::new("sup-crash-append", &[("durability", "\"journal\"")]);
     rig.set_disk_blocks(400_000);
     rig.start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let path = reinc_client::client_socket(&rig.runtime);
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|k| {
-            let (p, s, a) = (path.clone(), Arc::clone(&stop), Arc::clone(&acked));
-            std::thread::spawn(move || appender(p, k, s, a))
-        })
-        .collect();
-    assert!(wait_for(Duration::from_secs(10), || (acked.load(Ordering::Relaxed) > 0).then_some(())).is_some());
+    let load = Load::start(&rig, appender);
     for i in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.below(40)));
         let st = rig.stop_supervisor(Signal::SIGKILL);
@@ -221,19 +233,13 @@ fn appends_across_supervisor_sigkills_take_each_cursor_position_once() {
         rig.spawn();
     }
     rig.wait_status(Duration::from_secs(10), |s| s.state.name() == "running").expect("the last supervisor runs");
-    stop.store(true, Ordering::Relaxed);
     let mut lbas = Vec::new();
-    for (k, t) in threads.into_iter().enumerate() {
-        match t.join().expect("client thread") {
-            Ok(l) => {
-                // One client's appends run in its seq order, and it must see
-                // their answers in that order, resumes included.
-                let back: Vec<&[u64]> = l.windows(2).filter(|w| w[1] < w[0]).take(5).collect();
-                assert!(back.is_empty(), "appender {k}: answers out of execution order: {back:?}");
-                lbas.extend(l);
-            }
-            Err(e) => panic!("appender {k} failed: {e}; log:\n{}", rig.log()),
-        }
+    for (k, l) in load.finish(&rig).into_iter().enumerate() {
+        // One client's appends run in its seq order, and it must see their
+        // answers in that order, resumes included.
+        let back: Vec<&[u64]> = l.windows(2).filter(|w| w[1] < w[0]).take(5).collect();
+        assert!(back.is_empty(), "appender {k}: answers out of execution order: {back:?}");
+        lbas.extend(l);
     }
     lbas.sort_unstable();
     let twice: Vec<u64> = lbas.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
