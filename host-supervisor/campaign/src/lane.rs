@@ -303,7 +303,19 @@ pub(crate) fn init_driver(kind: CrashKind) -> String {
     format!("init_{}", kind.name())
 }
 
-pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpec> {
+/// Whether lane `lane` runs its journaled load drivers with a hot standby
+/// (the odd lanes; see [`specs`]).
+pub(crate) fn has_standby(lane: usize) -> bool {
+    lane % 2 == 1
+}
+
+/// The lane's drivers. With `standby`, the journaled load drivers (storage,
+/// net, misbehave) keep a hot standby, so a crash promotes a waiting
+/// instance instead of spawning one; odd lanes run that way, so every
+/// campaign covers both restart paths. The bench driver never does: its
+/// exec-fails fault counts failing launches up to its quarantine, which a
+/// promotion would skip.
+pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path, standby: bool) -> Vec<DriverSpec> {
     // Every driver: fast heartbeats, immediate restarts, no quarantine for
     // the main drivers: the supervisor's config floor allows at most 64
     // restarts a second, and the campaign's faults (about 50 a second over
@@ -335,6 +347,7 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
     // clients were told, its accepted requests and its committed state
     // survive the supervisor; the bench driver stays in memory (see below).
     let journal = || ("durability", "\"journal\"".to_owned());
+    let standby = || ("standby", standby.to_string());
     let mut v = vec![
         fast(
             DriverSpec::new("storage_driver", &bins.storage_driver).args(&[
@@ -347,6 +360,7 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
                 ("exec-log", format!("{:?}", p(&dir.join("storage.exec.log")))),
                 ("poison-after", "1000".into()),
                 journal(),
+                standby(),
             ],
         ),
         fast(
@@ -356,7 +370,12 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
                 "--slots",
                 &NET_SLOTS.to_string(),
             ]),
-            &[("exec-log", format!("{:?}", p(&dir.join("net.exec.log")))), ("poison-after", "1000".into()), journal()],
+            &[
+                ("exec-log", format!("{:?}", p(&dir.join("net.exec.log")))),
+                ("poison-after", "1000".into()),
+                journal(),
+                standby(),
+            ],
         ),
         // A spawn failure is retried with a backoff, not in a tight loop;
         // up to 200 ms, so the 64 restarts that quarantine it take ~12 s of
@@ -381,7 +400,7 @@ pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path) -> Vec<DriverSpe
             // so it does not sandbox itself (and must not be killed for that).
             // Journaled: its client checks that the counter rises by one per
             // answer, which a new supervisor must continue, not restart.
-            &[("poison-after", "3".into()), ("sandbox", "false".into()), journal()],
+            &[("poison-after", "3".into()), ("sandbox", "false".into()), journal(), standby()],
         ),
     ];
     for kind in INIT_KINDS {
@@ -433,7 +452,7 @@ pub(crate) fn run_lane(
     let config = dir.join("supervisor.toml");
     let state = state_dir(dir, lane);
     let _ = std::fs::remove_dir_all(&state);
-    std::fs::write(&config, config_text(&state, &specs(bins, dir, &bench_copy)))
+    std::fs::write(&config, config_text(&state, &specs(bins, dir, &bench_copy, has_standby(lane))))
         .map_err(|e| CampaignError::io(config.display(), e))?;
     let log = dir.join("supervisor.log");
     let runtime = dir.join("run");

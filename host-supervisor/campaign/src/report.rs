@@ -362,6 +362,29 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
             if p.p999_us <= 10_000 { "met" } else { "not met on this shared machine" }
         );
     }
+    // The two restart paths, split by lane (crate::lane::has_standby).
+    let lanes = r.lanes.max(1);
+    for (standby, path) in [(false, "a spawn (even lanes)"), (true, "a hot standby promoted (odd lanes)")] {
+        let v: Vec<u64> = r
+            .records
+            .iter()
+            .filter(|x| crate::lane::has_standby(x.index % lanes) == standby)
+            .filter(|x| !matches!(x.fault, Fault::Inject { kind: reinc_proto::CrashKind::Hang, .. }))
+            .filter(|x| !matches!(x.fault, Fault::Signal { signal: crate::schedule::ExternalSignal::Stop, .. }))
+            .filter_map(|x| x.recovery_us.filter(|_| driver_crash(&x.fault)))
+            .collect();
+        if let Some(p) = percentiles(&v) {
+            let _ = writeln!(
+                md,
+                "- crash faults recovered by {path}: n={}, p50 {} ms, p99 {} ms, p99.9 {} ms",
+                p.n,
+                ms(p.p50_us),
+                ms(p.p99_us),
+                ms(p.p999_us)
+            );
+        }
+    }
+    let _ = writeln!(md);
     if let Some(line) = shared_stalls(r, 100_000) {
         let _ = writeln!(md, "{line}\n");
     }
