@@ -32,3 +32,24 @@ fn client_socket_mode_comes_from_the_config() {
         assert_eq!(mode(&rig.runtime.join("control.sock")), 0o600);
     }
 }
+
+/// One control connection serves many requests, in order, so a monitor
+/// that polls does not pay a connect per poll; a supervisor gone breaks
+/// the connection with an error naming the socket, never a wrong answer.
+#[test]
+fn a_control_connection_serves_many_requests_and_fails_clearly_when_the_supervisor_is_gone() {
+    use reinc_client::control::{ControlRequest, ControlResponse};
+    let mut rig = Rig::new("sock-control-conn", &[]);
+    rig.start();
+    let path = rig.runtime.join("control.sock");
+    let mut c = reinc_client::ControlConn::connect(&path, std::time::Duration::from_secs(10)).unwrap();
+    for _ in 0..200 {
+        match c.request(&ControlRequest::Status).unwrap() {
+            ControlResponse::Status(rows) => assert_eq!(rows[0].name, "storage_driver"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let _ = rig.stop_supervisor(nix::sys::signal::Signal::SIGKILL);
+    let e = c.request(&ControlRequest::Status).unwrap_err().to_string();
+    assert!(e.contains(&path.display().to_string()), "{e}");
+}

@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reinc_bench::rig::{DriverSpec, config_text};
 use reinc_client::control::{ControlRequest, ControlResponse, DriverStatus};
-use reinc_client::{Client, blocksum, client_socket, control_request, control_socket};
+use reinc_client::{CONTROL_TIMEOUT, Client, ControlConn, blocksum, client_socket, control_socket};
 use reinc_proto::CrashKind;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
@@ -21,7 +21,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use storage_core::BLOCK_SIZE;
 
@@ -85,6 +85,11 @@ pub(crate) struct Sup {
     past_restarts: BTreeMap<String, u32>,
     /// Hang verdicts of the lifetimes killed.
     past_verdicts: HangVerdicts,
+    /// The control connection the status polls reuse (reopened after a
+    /// supervisor restart): a connection per poll, every millisecond while
+    /// the injector waits, cost the supervisor an accept and a peer check
+    /// each time and the campaign a 1 MiB buffer.
+    control: Mutex<Option<ControlConn>>,
 }
 
 /// Starts a supervisor on `config` and `runtime`, its output appended to `log`.
@@ -130,6 +135,7 @@ impl Sup {
             kills: 0,
             past_restarts: BTreeMap::new(),
             past_verdicts: HangVerdicts::default(),
+            control: Mutex::new(None),
         })
     }
 
@@ -193,8 +199,24 @@ impl Sup {
         Ok((t0, Instant::now()))
     }
 
+    /// One control request over the kept connection; a broken one (the
+    /// supervisor was restarted) is reopened once.
+    fn ask(&self, req: &ControlRequest) -> Result<ControlResponse, reinc_client::ClientError> {
+        let mut conn = self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = conn.as_mut()
+            && let Ok(r) = c.request(req)
+        {
+            return Ok(r);
+        }
+        *conn = None;
+        let mut c = ControlConn::connect(&control_socket(&self.runtime), CONTROL_TIMEOUT)?;
+        let r = c.request(req)?;
+        *conn = Some(c);
+        Ok(r)
+    }
+
     pub(crate) fn status(&self) -> Result<Vec<DriverStatus>, String> {
-        match control_request(&control_socket(&self.runtime), &ControlRequest::Status) {
+        match self.ask(&ControlRequest::Status) {
             Ok(ControlResponse::Status(rows)) => Ok(rows),
             Ok(other) => Err(format!("unexpected status answer {other:?}")),
             Err(e) => Err(e.to_string()),
@@ -204,7 +226,7 @@ impl Sup {
         self.status()?.into_iter().find(|r| r.name == name).ok_or_else(|| format!("no driver {name}"))
     }
     pub(crate) fn control(&self, req: &ControlRequest) -> Result<ControlResponse, String> {
-        control_request(&control_socket(&self.runtime), req).map_err(|e| e.to_string())
+        self.ask(req).map_err(|e| e.to_string())
     }
     pub(crate) fn alive(&mut self) -> Result<(), String> {
         match self.child.try_wait() {

@@ -635,19 +635,53 @@ pub fn control_request_timeout(
     req: &ControlRequest,
     timeout: Duration,
 ) -> Result<ControlResponse, ClientError> {
-    let err = |source| match source {
-        Errno::EAGAIN => ClientError::Timeout { path: path.into(), after: timeout },
-        source => ClientError::Connect { path: path.into(), source },
-    };
-    let fd = connect_trusted(path, Some(timeout))?;
-    let frame = reinc_proto::encode_vec(req).map_err(|error| ClientError::Rejected { path: path.into(), error })?;
-    send(fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL).map_err(err)?;
-    let mut buf = vec![0u8; MAX_CONTROL_FRAME];
-    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(err)?;
-    if n == 0 {
-        return Err(err(Errno::ECONNRESET));
+    ControlConn::connect(path, timeout)?.request(req)
+}
+
+/// A control connection kept open for many requests, for a monitor that
+/// polls (the campaign's injector asks for the status every millisecond
+/// while it waits for a recovery). One connection and one receive buffer
+/// serve every request, where [`control_request`] pays a connect, the
+/// supervisor's accept and peer check, and a 1 MiB buffer each time.
+#[derive(Debug)]
+pub struct ControlConn {
+    path: PathBuf,
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl ControlConn {
+    /// Connects to the control socket at `path`; every step of a request
+    /// waits at most `timeout`.
+    ///
+    /// # Errors
+    /// A connection error or [`ClientError::Timeout`], naming the socket.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
+        let fd = connect_trusted(path, Some(timeout))?;
+        Ok(Self { path: path.into(), fd, buf: vec![0u8; MAX_CONTROL_FRAME], timeout })
     }
-    reinc_proto::decode(&buf[..n]).map_err(|error| ClientError::BadFrame { path: path.into(), error })
+
+    /// Sends `req` and waits for its response.
+    ///
+    /// # Errors
+    /// A connection error, [`ClientError::Timeout`] or a bad frame, naming
+    /// the socket. After an error the connection is of no further use.
+    pub fn request(&mut self, req: &ControlRequest) -> Result<ControlResponse, ClientError> {
+        let (path, timeout) = (&self.path, self.timeout);
+        let err = |source| match source {
+            Errno::EAGAIN => ClientError::Timeout { path: path.clone(), after: timeout },
+            source => ClientError::Connect { path: path.clone(), source },
+        };
+        let frame =
+            reinc_proto::encode_vec(req).map_err(|error| ClientError::Rejected { path: path.clone(), error })?;
+        send(self.fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL).map_err(err)?;
+        let n = recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()).map_err(err)?;
+        if n == 0 {
+            return Err(err(Errno::ECONNRESET));
+        }
+        reinc_proto::decode(&self.buf[..n]).map_err(|error| ClientError::BadFrame { path: path.clone(), error })
+    }
 }
 
 #[cfg(test)]
