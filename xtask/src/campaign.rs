@@ -29,7 +29,8 @@ pub const SMOKE_FAULTS: usize = 2000;
 /// Its seed (fixed, so CI runs the same schedule every time).
 pub const SMOKE_SEED: u64 = 20_090_629;
 
-/// Flags: `--faults N`, `--seed S`, `--lanes L`, `--out DIR`.
+/// Flags: `--faults N`, `--seed S`, `--lanes L`, `--no-supervisor-kills`,
+/// `--standby none|odd|all`, `--out DIR`, `--guest`.
 pub fn run(args: &[String]) -> Result {
     let mut pass = Vec::new();
     let mut out = crate::bench::target_dir().join("campaign");
@@ -39,7 +40,7 @@ pub fn run(args: &[String]) -> Result {
         match a.as_str() {
             "--guest" => on_guest = true,
             "--no-supervisor-kills" => pass.push(a.clone()),
-            "--faults" | "--seed" | "--lanes" => {
+            "--faults" | "--seed" | "--lanes" | "--standby" => {
                 let v = it.next().ok_or_else(|| util::Error::Usage(format!("{a} needs a value")))?;
                 pass.extend([a.clone(), v.clone()]);
             }
@@ -48,14 +49,17 @@ pub fn run(args: &[String]) -> Result {
             }
             other => {
                 return Err(util::Error::Usage(format!(
-                    "`cargo xtask campaign` takes --faults N, --seed S, --lanes L, --no-supervisor-kills, --out DIR, --guest; got `{other}`"
+                    "`cargo xtask campaign` takes --faults N, --seed S, --lanes L, --no-supervisor-kills, --standby none|odd|all, --out DIR, --guest; got `{other}`"
                 )));
             }
         }
     }
     if on_guest {
         let value = |flag: &str| pass.iter().position(|a| a == flag).map(|i| pass[i + 1].clone());
-        if value("--lanes").is_some() || args.iter().any(|a| a == "--out" || a == "--no-supervisor-kills") {
+        if value("--lanes").is_some()
+            || value("--standby").is_some()
+            || args.iter().any(|a| a == "--out" || a == "--no-supervisor-kills")
+        {
             return Err(util::Error::Usage("`--guest` takes --faults N and --seed S only".into()));
         }
         return guest(value("--faults"), value("--seed"));

@@ -325,16 +325,10 @@ pub(crate) fn init_driver(kind: CrashKind) -> String {
     format!("init_{}", kind.name())
 }
 
-/// Whether lane `lane` runs its journaled load drivers with a hot standby
-/// (the odd lanes; see [`specs`]).
-pub(crate) fn has_standby(lane: usize) -> bool {
-    lane % 2 == 1
-}
-
 /// The lane's drivers. With `standby`, the journaled load drivers (storage,
 /// net, misbehave) keep a hot standby, so a crash promotes a waiting
-/// instance instead of spawning one; odd lanes run that way, so every
-/// campaign covers both restart paths. The bench driver never does: its
+/// instance instead of spawning one (which lanes: [`Options::standby`]).
+/// The bench driver never does: its
 /// exec-fails fault counts failing launches up to its quarantine, which a
 /// promotion would skip.
 pub(crate) fn specs(bins: &Bins, dir: &Path, bench_copy: &Path, standby: bool) -> Vec<DriverSpec> {
@@ -474,7 +468,7 @@ pub(crate) fn run_lane(
     let config = dir.join("supervisor.toml");
     let state = state_dir(dir, lane);
     let _ = std::fs::remove_dir_all(&state);
-    std::fs::write(&config, config_text(&state, &specs(bins, dir, &bench_copy, has_standby(lane))))
+    std::fs::write(&config, config_text(&state, &specs(bins, dir, &bench_copy, opts.standby.lane(lane))))
         .map_err(|e| CampaignError::io(config.display(), e))?;
     let log = dir.join("supervisor.log");
     let runtime = dir.join("run");
@@ -679,6 +673,7 @@ pub(crate) fn run_lane(
             hang_verdicts,
             lanes: 1,
             supervisor_kills: sup.kills,
+            standby: opts.standby,
             nbd_requests: nbd.requests,
         },
         t_faults,

@@ -10,7 +10,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use reinc_campaign::CampaignError;
-use reinc_campaign::run::{Bins, Options};
+use reinc_campaign::run::{Bins, Options, Standby};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,6 +46,9 @@ struct RunArgs {
     /// Leave the supervisor-kill fault class out of the schedule
     #[arg(long)]
     no_supervisor_kills: bool,
+    /// Which lanes keep a hot standby of their journaled load drivers: none, odd or all
+    #[arg(long, default_value = "odd", value_name = "WHICH")]
+    standby: Standby,
     /// Where report.md, report.json and the plots go
     #[arg(long, default_value = "target/campaign", value_name = "DIR")]
     out: PathBuf,
@@ -64,7 +67,7 @@ fn at_least_one(v: &str) -> Result<usize, String> {
 }
 
 fn main_inner(args: RunArgs) -> Result<bool, CampaignError> {
-    let RunArgs { faults, seed, lanes, no_supervisor_kills, out, bins } = args;
+    let RunArgs { faults, seed, lanes, no_supervisor_kills, standby, out, bins } = args;
     let supervisor_kills = !no_supervisor_kills;
     let bins = Bins::in_dir(&bins)?;
     // No seed given: a fresh one, printed, so the run can be repeated.
@@ -72,12 +75,16 @@ fn main_inner(args: RunArgs) -> Result<bool, CampaignError> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
     let kills = if supervisor_kills { "" } else { " --no-supervisor-kills" };
+    let kills =
+        if standby == Standby::Odd { kills.to_owned() } else { format!("{kills} --standby {}", standby.name()) };
     let command = format!("cargo xtask campaign --faults {faults} --seed {seed} --lanes {lanes}{kills}");
     eprintln!("campaign: {faults} faults, seed {seed} (repeat with `{command}`)");
     let work = std::env::temp_dir().join(format!("reinc-campaign-{}", std::process::id()));
     let machine = reinc_bench::machine::Machine::describe(&std::env::temp_dir());
-    let result =
-        reinc_campaign::run::run(&bins, &Options { faults, seed, work: work.clone(), lanes, supervisor_kills })?;
+    let result = reinc_campaign::run::run(
+        &bins,
+        &Options { faults, seed, work: work.clone(), lanes, supervisor_kills, standby },
+    )?;
     let md = reinc_campaign::report::write(&out, &command, &machine, &result)?;
     let ok = result.violation.is_none() && result.records.len() == faults;
     if ok {
@@ -130,12 +137,18 @@ mod tests {
     #[test]
     fn defaults_and_flags_parse_and_bad_values_are_usage_errors() {
         let a = run(&["--bins", "/b"]).unwrap();
-        assert_eq!((a.faults, a.seed, a.lanes, a.no_supervisor_kills), (2000, None, 4, false));
+        assert_eq!((a.faults, a.seed, a.lanes, a.no_supervisor_kills, a.standby), (2000, None, 4, false, Standby::Odd));
         assert_eq!(a.out, PathBuf::from("target/campaign"));
         let a =
             run(&["--bins", "/b", "--faults", "9", "--seed", "7", "--lanes", "2", "--no-supervisor-kills"]).unwrap();
         assert_eq!((a.faults, a.seed, a.lanes, a.no_supervisor_kills), (9, Some(7), 2, true));
-        for bad in [&["--bins", "/b", "--lanes", "0"][..], &["--bins", "/b", "--faults", "x"], &["--faults", "3"]] {
+        assert_eq!(run(&["--bins", "/b", "--standby", "all"]).unwrap().standby, Standby::All);
+        for bad in [
+            &["--bins", "/b", "--lanes", "0"][..],
+            &["--bins", "/b", "--faults", "x"],
+            &["--faults", "3"],
+            &["--bins", "/b", "--standby", "some"],
+        ] {
             assert_eq!(run(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }
     }

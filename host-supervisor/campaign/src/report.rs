@@ -163,11 +163,16 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         Some(v) => {
             let _ = writeln!(
                 md,
-                "**Result: FAIL** at fault index {} — reproduce with `cargo xtask campaign --seed {} --faults {} --lanes {}`:\n\n```text\n{}\n```\n",
+                "**Result: FAIL** at fault index {} — reproduce with `cargo xtask campaign --seed {} --faults {} --lanes {}{}`:\n\n```text\n{}\n```\n",
                 v.fault_index,
                 r.seed,
                 v.fault_index + 1,
                 r.lanes,
+                if r.standby == crate::run::Standby::Odd {
+                    String::new()
+                } else {
+                    format!(" --standby {}", r.standby.name())
+                },
                 v.what
             );
         }
@@ -185,6 +190,16 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         md,
         "| lanes | {} (each a supervisor with its own drivers, load and injector; fault i runs in lane i mod {}) |",
         r.lanes, r.lanes
+    );
+    let _ = writeln!(
+        md,
+        "| hot standby of the journaled load drivers | {} lanes (`--standby {}`) |",
+        match r.standby {
+            crate::run::Standby::None => "no",
+            crate::run::Standby::Odd => "odd",
+            crate::run::Standby::All => "all",
+        },
+        r.standby.name()
     );
     let _ = writeln!(md, "| fault phase | {:.1} s, **{rate:.1} faults/s** |", r.fault_seconds);
     let million_min = if rate > 0.0 { 1e6 / rate / 60.0 } else { f64::INFINITY };
@@ -362,13 +377,13 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
             if p.p999_us <= 10_000 { "met" } else { "not met on this shared machine" }
         );
     }
-    // The two restart paths, split by lane (crate::lane::has_standby).
+    // The two restart paths, split by lane (`--standby`).
     let lanes = r.lanes.max(1);
-    for (standby, path) in [(false, "a spawn (even lanes)"), (true, "a hot standby promoted (odd lanes)")] {
+    for (standby, path) in [(false, "a spawn"), (true, "a hot standby promoted")] {
         let v: Vec<u64> = r
             .records
             .iter()
-            .filter(|x| crate::lane::has_standby(x.index % lanes) == standby)
+            .filter(|x| r.standby.lane(x.index % lanes) == standby)
             .filter(|x| !matches!(x.fault, Fault::Inject { kind: reinc_proto::CrashKind::Hang, .. }))
             .filter(|x| !matches!(x.fault, Fault::Signal { signal: crate::schedule::ExternalSignal::Stop, .. }))
             .filter_map(|x| x.recovery_us.filter(|_| driver_crash(&x.fault)))

@@ -87,6 +87,54 @@ pub struct Options {
     /// Whether the schedule SIGKILLs supervisors (`--no-supervisor-kills`
     /// leaves that class out, see the README's "Reliability campaign").
     pub supervisor_kills: bool,
+    /// Which lanes run the journaled load drivers with a hot standby.
+    pub standby: Standby,
+}
+
+/// Which lanes keep a hot standby of their journaled load drivers (storage,
+/// net, misbehave): `--standby none|odd|all`, odd by default, so that a
+/// campaign covers both restart paths under the same faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Standby {
+    /// Every crash is recovered by a spawn.
+    None,
+    /// Odd lanes promote a standby; even lanes spawn.
+    #[default]
+    Odd,
+    /// Every lane promotes a standby.
+    All,
+}
+
+impl Standby {
+    /// Whether lane `lane` runs with a standby.
+    #[must_use]
+    pub fn lane(self, lane: usize) -> bool {
+        match self {
+            Self::None => false,
+            Self::Odd => lane % 2 == 1,
+            Self::All => true,
+        }
+    }
+
+    /// The flag's value.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Odd => "odd",
+            Self::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for Standby {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::None, Self::Odd, Self::All]
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("{s:?} is not none, odd or all"))
+    }
 }
 
 /// Everything a run measured.
@@ -122,6 +170,8 @@ pub struct RunResult {
     pub lanes: usize,
     /// Supervisors the lanes SIGKILLed (and replaced), by the lanes' count.
     pub supervisor_kills: u32,
+    /// Which lanes ran with a standby.
+    pub standby: Standby,
     /// NBD requests answered through `reinc-nbd`, every one checked.
     pub nbd_requests: u64,
 }
@@ -205,6 +255,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         hang_verdicts: HangVerdicts::default(),
         lanes,
         supervisor_kills: 0,
+        standby: opts.standby,
         nbd_requests: 0,
     };
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
