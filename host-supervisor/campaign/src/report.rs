@@ -92,6 +92,16 @@ fn driver_crash(f: &Fault) -> bool {
     f.recovery_kind().is_some() && !matches!(f, Fault::SupervisorKill { .. })
 }
 
+/// The recovery times of crash faults (the 10 ms target's population: not
+/// hangs or SIGSTOPs, which wait for the heartbeat timeout) among `records`.
+fn crash_recoveries<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<u64> {
+    records
+        .filter(|x| !matches!(x.fault, Fault::Inject { kind: reinc_proto::CrashKind::Hang, .. }))
+        .filter(|x| !matches!(x.fault, Fault::Signal { signal: crate::schedule::ExternalSignal::Stop, .. }))
+        .filter_map(|x| x.recovery_us.filter(|_| driver_crash(&x.fault)))
+        .collect()
+}
+
 /// The family a fault is drawn under in the throughput plot.
 fn family(f: &Fault) -> &'static str {
     match f {
@@ -361,13 +371,7 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
             pct.insert(k.clone(), p);
         }
     }
-    let crash: Vec<u64> = r
-        .records
-        .iter()
-        .filter(|x| !matches!(x.fault, Fault::Inject { kind: reinc_proto::CrashKind::Hang, .. }))
-        .filter(|x| !matches!(x.fault, Fault::Signal { signal: crate::schedule::ExternalSignal::Stop, .. }))
-        .filter_map(|x| x.recovery_us.filter(|_| driver_crash(&x.fault)))
-        .collect();
+    let crash = crash_recoveries(r.records.iter());
     if let Some(p) = percentiles(&crash) {
         let _ = writeln!(
             md,
@@ -380,14 +384,7 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
     // The two restart paths, split by lane (`--standby`).
     let lanes = r.lanes.max(1);
     for (standby, path) in [(false, "a spawn"), (true, "a hot standby promoted")] {
-        let v: Vec<u64> = r
-            .records
-            .iter()
-            .filter(|x| r.standby.lane(x.index % lanes) == standby)
-            .filter(|x| !matches!(x.fault, Fault::Inject { kind: reinc_proto::CrashKind::Hang, .. }))
-            .filter(|x| !matches!(x.fault, Fault::Signal { signal: crate::schedule::ExternalSignal::Stop, .. }))
-            .filter_map(|x| x.recovery_us.filter(|_| driver_crash(&x.fault)))
-            .collect();
+        let v = crash_recoveries(r.records.iter().filter(|x| r.standby.lane(x.index % lanes) == standby));
         if let Some(p) = percentiles(&v) {
             let _ = writeln!(
                 md,

@@ -33,6 +33,21 @@ pub mod sandbox;
 pub mod sup;
 pub mod tally;
 
+/// The first `count` edu devices (PCI 1234:11e8, in PCI-address order),
+/// bound to `uio_pci_generic` by the init; the error names the one missing.
+///
+/// # Errors
+/// The selector of the first device that is not found, and why.
+pub fn edu_devices(count: usize) -> Result<Vec<reinc_uio::UioDevice>, String> {
+    let sysfs = reinc_uio::Sysfs::system();
+    (0..count)
+        .map(|index| {
+            let sel = reinc_uio::Selector::Pci { vendor: 0x1234, device: 0x11e8, index };
+            sysfs.find(&sel).map_err(|e| format!("edu device {sel}: {e}"))
+        })
+        .collect()
+}
+
 /// Sets up `tracing` for a guest program: plain lines on stderr (the
 /// console), no timestamps (the kernel's clock prefix is already there with
 /// `--verbose`), no colours (a serial line is not a terminal).

@@ -61,7 +61,7 @@ use reinc_guest::harness::{self, Context, Failure, TestResult};
 use reinc_guest::sup::{Supervisor, control_at, running, status_at, wait_status_at};
 use reinc_guest::{ensure, ensure_eq, test};
 use reinc_proto::FaultPlan;
-use reinc_uio::{Irq, IrqWait, Mapping, Selector, Sysfs, UioDevice};
+use reinc_uio::{Irq, IrqWait, Mapping, UioDevice};
 
 /// The supervisor configuration (see the file for the figures and why).
 const CONFIG: &str = include_str!("../../../x86/campaign.toml");
@@ -566,15 +566,10 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return harness::fail_all("campaign", &tests, &e),
     };
-    let sysfs = Sysfs::system();
-    let mut devices = Vec::new();
-    for index in 0..DRIVERS.len() {
-        let sel = Selector::Pci { vendor: 0x1234, device: 0x11e8, index };
-        match sysfs.find(&sel) {
-            Ok(dev) => devices.push(dev),
-            Err(e) => return harness::fail_all("campaign", &tests, &format!("edu device {sel}: {e}")),
-        }
-    }
+    let devices = match reinc_guest::edu_devices(DRIVERS.len()) {
+        Ok(d) => d,
+        Err(e) => return harness::fail_all("campaign", &tests, &e),
+    };
     println!("{CAMPAIGN_MARKER} start seed={} faults={}", params.seed, params.faults);
     // A stuck wait would otherwise hang the guest until the xtask's boot
     // limit, with no test named.

@@ -65,7 +65,7 @@ use reinc_guest::{ensure, ensure_eq, test};
 use reinc_proto::{
     CallError, ClientToSup, CrashKind, CrashPoint, FaultPlan, MAX_FRAME, SupToClient, decode, encode_vec,
 };
-use reinc_uio::{Mapping, Selector, Sysfs, UioDevice};
+use reinc_uio::{Mapping, UioDevice};
 use std::os::fd::{AsRawFd, OwnedFd};
 use storage_core::{BLOCK_SIZE, StorageReply, StorageRequest, Superblock};
 
@@ -1155,15 +1155,10 @@ fn main() -> ExitCode {
         test!(shutdown_stops_every_driver_and_leaves_no_orphans),
         test!(fifty_supervisor_sigkills_under_load_lose_and_duplicate_nothing),
     ];
-    let sysfs = Sysfs::system();
-    let mut devices = Vec::new();
-    for index in 0..EDU.len() {
-        let sel = Selector::Pci { vendor: 0x1234, device: 0x11e8, index };
-        match sysfs.find(&sel) {
-            Ok(dev) => devices.push(dev),
-            Err(e) => return harness::fail_all("supervised", &tests, &format!("edu device {sel}: {e}")),
-        }
-    }
+    let devices = match reinc_guest::edu_devices(EDU.len()) {
+        Ok(d) => d,
+        Err(e) => return harness::fail_all("supervised", &tests, &e),
+    };
     let ctx = match start(devices) {
         Ok(c) => c,
         Err(e) => return harness::fail_all("supervised", &tests, &e),
