@@ -274,3 +274,39 @@ fn a_durable_answer_forwards_the_next_request_before_it_releases_the_answer() {
     assert_eq!(requests_sent(&acts), [2]);
     assert_eq!(client_msgs(&acts, C1), [ClientMsg::Reply { seq: 1, body: b"ok1".to_vec() }]);
 }
+
+/// The campaign's seed 15 failure, in the core: after a supervisor crash,
+/// answer 1 (durable, lost with the old connection) waits in the recovered
+/// dedup table while call 2 is replayed. Call 2 ends after the client's
+/// `Hello` but before its resends: pushed at once, answer 2 would reach the
+/// client before answer 1.
+#[test]
+fn after_recovery_a_replayed_answer_does_not_overtake_one_from_the_dedup_table() {
+    let mut a = journal_sim();
+    a.start();
+    let c = durable_hello(&mut a, C1);
+    let acts = a.call(C1, 1, b"w1");
+    a.ev(Event::Journaled { upto: last_lsn(&acts) });
+    let acts = a.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
+    a.ev(Event::Journaled { upto: last_lsn(&acts) });
+    let acts = a.call(C1, 2, b"w2");
+    assert_eq!(requests_sent(&a.ev(Event::Journaled { upto: last_lsn(&acts) })), [2]);
+    let image = image_of(&records(&a.out), u64::MAX);
+
+    let mut b = journal_sim_with(
+        vec![{
+            let mut d = driver("storage_driver");
+            d.durability = DurabilityMode::Journal;
+            d
+        }],
+        Some(image),
+    );
+    b.ev(Event::Start);
+    assert_eq!(requests_sent(&b.ready(STORAGE)), [2]);
+    assert_eq!(b.hello(C2, Some(c)), c);
+    let acts = b.reply(STORAGE, c, 2, Some(b"s2"), b"r2");
+    let acts = b.ev(Event::Journaled { upto: last_lsn(&acts) });
+    assert!(client_msgs(&acts, C2).is_empty(), "answer 2 went out before the resends: {acts:?}");
+    assert_eq!(client_msgs(&b.call(C2, 1, b"w1"), C2), [ClientMsg::Reply { seq: 1, body: b"r1".to_vec() }]);
+    assert_eq!(client_msgs(&b.call(C2, 2, b"w2"), C2), [ClientMsg::Reply { seq: 2, body: b"r2".to_vec() }]);
+}
