@@ -138,8 +138,9 @@ fn image_of(recs: &[(u64, Record)], upto: u64) -> Image {
     image
 }
 
-#[test]
-fn recovery_replays_accepted_requests_in_order_and_answers_resumed_sessions_as_before() {
+/// Supervisor A with call 1 answered (durably) and call 2 forwarded, its
+/// acceptance durable: the moment a crash leaves one request in doubt.
+fn answered_1_and_forwarded_2() -> (Sim, ClientId) {
     let mut a = journal_sim();
     a.start();
     let c = durable_hello(&mut a, C1);
@@ -149,21 +150,27 @@ fn recovery_replays_accepted_requests_in_order_and_answers_resumed_sessions_as_b
     a.ev(Event::Journaled { upto: last_lsn(&acts) });
     let acts = a.call(C1, 2, b"w2");
     assert_eq!(requests_sent(&a.ev(Event::Journaled { upto: last_lsn(&acts) })), [2]);
+    (a, c)
+}
+
+/// Supervisor B, recovered from `image`, not started.
+fn recovered(image: Image) -> Sim {
+    let mut d = driver("storage_driver");
+    d.durability = DurabilityMode::Journal;
+    d.queue_depth = 4;
+    journal_sim_with(vec![d], Some(image))
+}
+
+#[test]
+fn recovery_replays_accepted_requests_in_order_and_answers_resumed_sessions_as_before() {
+    let (mut a, c) = answered_1_and_forwarded_2();
     // Call 3's acceptance waits to ride with the next record: supervisor A
     // dies while 2 executes, and 3 is not in the journal.
     assert!(records(&a.call(C1, 3, b"w3")).is_empty());
     let recs = records(&a.out);
     let image = image_of(&recs, u64::MAX);
 
-    let mut b = journal_sim_with(
-        vec![{
-            let mut d = driver("storage_driver");
-            d.durability = DurabilityMode::Journal;
-            d.queue_depth = 4;
-            d
-        }],
-        Some(image),
-    );
+    let mut b = recovered(image);
     b.ev(Event::Start);
     let init = b.out.iter().find_map(|a| match a {
         Action::ToDriver { msg: DriverMsg::Init { checkpoint, .. }, .. } => Some(checkpoint.clone()),
@@ -282,25 +289,8 @@ fn a_durable_answer_forwards_the_next_request_before_it_releases_the_answer() {
 /// client before answer 1.
 #[test]
 fn after_recovery_a_replayed_answer_does_not_overtake_one_from_the_dedup_table() {
-    let mut a = journal_sim();
-    a.start();
-    let c = durable_hello(&mut a, C1);
-    let acts = a.call(C1, 1, b"w1");
-    a.ev(Event::Journaled { upto: last_lsn(&acts) });
-    let acts = a.reply(STORAGE, c, 1, Some(b"s1"), b"r1");
-    a.ev(Event::Journaled { upto: last_lsn(&acts) });
-    let acts = a.call(C1, 2, b"w2");
-    assert_eq!(requests_sent(&a.ev(Event::Journaled { upto: last_lsn(&acts) })), [2]);
-    let image = image_of(&records(&a.out), u64::MAX);
-
-    let mut b = journal_sim_with(
-        vec![{
-            let mut d = driver("storage_driver");
-            d.durability = DurabilityMode::Journal;
-            d
-        }],
-        Some(image),
-    );
+    let (a, c) = answered_1_and_forwarded_2();
+    let mut b = recovered(image_of(&records(&a.out), u64::MAX));
     b.ev(Event::Start);
     assert_eq!(requests_sent(&b.ready(STORAGE)), [2]);
     assert_eq!(b.hello(C2, Some(c)), c);
