@@ -674,6 +674,7 @@ pub(crate) fn run_lane(
             lanes: 1,
             supervisor_kills: sup.kills,
             standby: opts.standby,
+            kills_scheduled: opts.supervisor_kills,
             nbd_requests: nbd.requests,
         },
         t_faults,

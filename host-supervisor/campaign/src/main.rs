@@ -74,17 +74,12 @@ fn main_inner(args: RunArgs) -> Result<bool, CampaignError> {
     let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
-    let kills = if supervisor_kills { "" } else { " --no-supervisor-kills" };
-    let kills =
-        if standby == Standby::Odd { kills.to_owned() } else { format!("{kills} --standby {}", standby.name()) };
-    let command = format!("cargo xtask campaign --faults {faults} --seed {seed} --lanes {lanes}{kills}");
-    eprintln!("campaign: {faults} faults, seed {seed} (repeat with `{command}`)");
     let work = std::env::temp_dir().join(format!("reinc-campaign-{}", std::process::id()));
+    let options = Options { faults, seed, work: work.clone(), lanes, supervisor_kills, standby };
+    let command = options.repeat(faults);
+    eprintln!("campaign: {faults} faults, seed {seed} (repeat with `{command}`)");
     let machine = reinc_bench::machine::Machine::describe(&std::env::temp_dir());
-    let result = reinc_campaign::run::run(
-        &bins,
-        &Options { faults, seed, work: work.clone(), lanes, supervisor_kills, standby },
-    )?;
+    let result = reinc_campaign::run::run(&bins, &options)?;
     let md = reinc_campaign::report::write(&out, &command, &machine, &result)?;
     let ok = result.violation.is_none() && result.records.len() == faults;
     if ok {

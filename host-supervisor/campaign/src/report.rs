@@ -173,16 +173,9 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         Some(v) => {
             let _ = writeln!(
                 md,
-                "**Result: FAIL** at fault index {} — reproduce with `cargo xtask campaign --seed {} --faults {} --lanes {}{}`:\n\n```text\n{}\n```\n",
+                "**Result: FAIL** at fault index {} — reproduce with `{}`:\n\n```text\n{}\n```\n",
                 v.fault_index,
-                r.seed,
-                v.fault_index + 1,
-                r.lanes,
-                if r.standby == crate::run::Standby::Odd {
-                    String::new()
-                } else {
-                    format!(" --standby {}", r.standby.name())
-                },
+                r.repeat(v.fault_index + 1),
                 v.what
             );
         }

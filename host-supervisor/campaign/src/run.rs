@@ -91,6 +91,36 @@ pub struct Options {
     pub standby: Standby,
 }
 
+/// The command that repeats a run's schedule (its first `faults` faults),
+/// lanes and options: what a failure report tells the reader to run.
+#[must_use]
+pub fn repeat_command(faults: usize, seed: u64, lanes: usize, supervisor_kills: bool, standby: Standby) -> String {
+    let mut c = format!("cargo xtask campaign --faults {faults} --seed {seed} --lanes {lanes}");
+    if !supervisor_kills {
+        c.push_str(" --no-supervisor-kills");
+    }
+    if standby != Standby::Odd {
+        c.push_str(&format!(" --standby {}", standby.name()));
+    }
+    c
+}
+
+impl Options {
+    /// [`repeat_command`] for this run's first `faults` faults.
+    #[must_use]
+    pub fn repeat(&self, faults: usize) -> String {
+        repeat_command(faults, self.seed, self.lanes, self.supervisor_kills, self.standby)
+    }
+}
+
+impl RunResult {
+    /// [`repeat_command`] for this run's first `faults` faults.
+    #[must_use]
+    pub fn repeat(&self, faults: usize) -> String {
+        repeat_command(faults, self.seed, self.lanes, self.kills_scheduled, self.standby)
+    }
+}
+
 /// Which lanes keep a hot standby of their journaled load drivers (storage,
 /// net, misbehave): `--standby none|odd|all`, odd by default, so that a
 /// campaign covers both restart paths under the same faults.
@@ -172,6 +202,8 @@ pub struct RunResult {
     pub supervisor_kills: u32,
     /// Which lanes ran with a standby.
     pub standby: Standby,
+    /// Whether the schedule held supervisor kills ([`Options::supervisor_kills`]).
+    pub kills_scheduled: bool,
     /// NBD requests answered through `reinc-nbd`, every one checked.
     pub nbd_requests: u64,
 }
@@ -256,6 +288,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         lanes,
         supervisor_kills: 0,
         standby: opts.standby,
+        kills_scheduled: opts.supervisor_kills,
         nbd_requests: 0,
     };
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
@@ -319,5 +352,21 @@ mod tests {
                     reinc_driver_crashes_total{driver=\"b\",cause=\"hung\"} 1\n";
         assert_eq!(HangVerdicts::from_metrics(text), HangVerdicts { starved: 7, hung: 3 });
         assert_eq!(HangVerdicts::from_metrics(""), HangVerdicts::default());
+    }
+
+    #[test]
+    fn the_repeat_command_carries_every_option_that_changes_the_run() {
+        assert_eq!(
+            repeat_command(3210, 15, 4, true, Standby::Odd),
+            "cargo xtask campaign --faults 3210 --seed 15 --lanes 4"
+        );
+        assert_eq!(
+            repeat_command(9, 7, 1, false, Standby::All),
+            "cargo xtask campaign --faults 9 --seed 7 --lanes 1 --no-supervisor-kills --standby all"
+        );
+        for k in [Standby::None, Standby::Odd, Standby::All] {
+            assert_eq!(k.name().parse::<Standby>(), Ok(k));
+        }
+        assert!("some".parse::<Standby>().is_err());
     }
 }
