@@ -211,7 +211,10 @@ pub(super) struct Session {
     /// resent on this one yet. Their answers are cached but not pushed:
     /// the client resends every unanswered call, lowest seq first, and each
     /// is answered then, so an answer lost with the old connection (waiting
-    /// in the dedup table) is never overtaken by a later one.
+    /// in the dedup table) is never overtaken by a later one. A failure
+    /// that is not cached (the call did not run to completion) is withheld
+    /// too; the resend then finds the call neither running nor answered and
+    /// is taken as new, the retry such a failure allows.
     pub(super) unclaimed: BTreeSet<u64>,
     /// Busy barrier: per driver, the seqs answered `Busy` and not accepted
     /// since. A new call to that driver with a higher seq than the lowest of

@@ -175,3 +175,22 @@ fn a_resent_call_that_is_still_running_is_answered_on_the_new_connection() {
     let acts = sim.reply(STORAGE, c, 1, None, b"1");
     assert_eq!(client_msgs(&acts, C2), [ClientMsg::Reply { seq: 1, body: b"1".to_vec() }]);
 }
+
+/// A failure that is not cached (the call did not run to completion) is
+/// withheld like an answer while its call is unclaimed after a resume; the
+/// client's resend then finds the call neither running nor answered and is
+/// answered as a new call would be, here `DriverFailed` from the stopped
+/// driver: definite either way, never silent.
+#[test]
+fn a_failure_withheld_after_a_resume_is_answered_definitely_on_the_resend() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    assert_eq!(requests_sent(&sim.call(C1, 1, b"a")), [1]);
+    sim.ev(Event::ClientGone { conn: C1 });
+    assert_eq!(sim.hello(C2, Some(c)), c);
+    sim.sup.control(sim.now, &ControlRequest::Stop { driver: "storage_driver".into() });
+    let acts = sim.crash(STORAGE, ExitStatus::Signal(15));
+    assert!(client_msgs(&acts, C2).is_empty(), "{acts:?}");
+    assert_eq!(client_msgs(&sim.call(C2, 1, b"a"), C2), [ClientMsg::Failed { seq: 1, error: CallError::DriverFailed }]);
+}
