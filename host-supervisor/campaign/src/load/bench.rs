@@ -20,29 +20,26 @@ pub(crate) fn bench_load(shared: &Shared, runtime: &Path) -> u64 {
     loop {
         while !shared.stopped() && client.in_flight() < 4 {
             if let Err(e) = client.submit("bench_driver", &[reinc_bench::NULL_COMMIT]) {
-                shared.fail(format!("bench client: unknown outcome: {e}"));
+                shared.unknown("bench client", &e);
                 return answered;
             }
         }
         if client.in_flight() == 0 {
             return answered;
         }
-        match client.wait() {
-            Ok(c) if c.result.as_deref() == Ok(&[0u8][..]) => {
+        let Some(c) = shared.wait(&mut client, "bench client") else { return answered };
+        match c {
+            c if c.result.as_deref() == Ok(&[0u8][..]) => {
                 answered += 1;
                 shared.completions.fetch_add(1, Ordering::Relaxed);
             }
             // Quarantine as designed: definite, nothing left unknown.
-            Ok(c) if c.result == Err(CallError::DriverFailed) && shared.exec_fault.load(Ordering::SeqCst) => {
+            c if c.result == Err(CallError::DriverFailed) && shared.exec_fault.load(Ordering::SeqCst) => {
                 answered += 1;
                 shared.bench_quarantined.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(c) => {
+            c => {
                 shared.fail(format!("bench_driver: seq {} answered {:?}, expected [0]", c.seq, c.result));
-                return answered;
-            }
-            Err(e) => {
-                shared.fail(format!("bench client: unknown outcome: {e}"));
                 return answered;
             }
         }

@@ -56,7 +56,7 @@ pub(crate) fn misbehave_load(shared: &Shared, runtime: &Path, orders: &mpsc::Rec
                     }
                 }
                 Err(e) => {
-                    shared.fail(format!("misbehave client: unknown outcome: {e}"));
+                    shared.unknown("misbehave client", &e);
                     return answered;
                 }
             }
@@ -64,13 +64,7 @@ pub(crate) fn misbehave_load(shared: &Shared, runtime: &Path, orders: &mpsc::Rec
         if client.in_flight() == 0 {
             return answered;
         }
-        let c = match client.wait() {
-            Ok(c) => c,
-            Err(e) => {
-                shared.fail(format!("misbehave client: unknown outcome: {e}"));
-                return answered;
-            }
-        };
+        let Some(c) = shared.wait(&mut client, "misbehave client") else { return answered };
         let fault = faults.remove(&c.seq);
         let result = match (c.result, fault.as_ref().map(|f| f.0)) {
             (Err(CallError::Poisoned), Some(Misbehaviour::Poison)) => MisResult::Poisoned,

@@ -74,6 +74,15 @@ impl Shared {
     pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
+    /// A client error of `who`: every call it has in flight now has an
+    /// unknown outcome, which the campaign counts as a violation.
+    pub(crate) fn unknown(&self, who: &str, e: &reinc_client::ClientError) {
+        self.fail(format!("{who}: unknown outcome: {e}"));
+    }
+    /// `client`'s next completion; `None` after [`Shared::unknown`].
+    pub(crate) fn wait(&self, client: &mut reinc_client::Client, who: &str) -> Option<reinc_client::Completion> {
+        client.wait().map_err(|e| self.unknown(who, &e)).ok()
+    }
 }
 
 /// Data of storage block `lba` at write `version` of it.

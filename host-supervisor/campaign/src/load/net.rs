@@ -57,7 +57,7 @@ pub(crate) fn net_load(shared: &Shared, runtime: &Path) -> NetOut {
                     }
                 }
                 Err(e) => {
-                    shared.fail(format!("net client c{}: unknown outcome: {e}", out.session));
+                    shared.unknown(&format!("net client c{}", out.session), &e);
                     return out;
                 }
             }
@@ -65,13 +65,7 @@ pub(crate) fn net_load(shared: &Shared, runtime: &Path) -> NetOut {
         if client.in_flight() == 0 {
             break;
         }
-        let c = match client.wait() {
-            Ok(c) => c,
-            Err(e) => {
-                shared.fail(format!("net client c{}: unknown outcome: {e}", out.session));
-                return out;
-            }
-        };
+        let Some(c) = shared.wait(&mut client, &format!("net client c{}", out.session)) else { return out };
         let now = Instant::now();
         let Some(what) = expect.remove(&c.seq) else {
             shared.fail(format!("net client c{}: seq {} answered twice", out.session, c.seq));

@@ -52,7 +52,7 @@ pub(crate) fn storage_load(shared: &Shared, runtime: &Path, first_lba: u64, seed
                     }
                 }
                 Err(e) => {
-                    shared.fail(format!("storage client c{}: unknown outcome: {e}", out.session));
+                    shared.unknown(&format!("storage client c{}", out.session), &e);
                     return out;
                 }
             }
@@ -60,13 +60,7 @@ pub(crate) fn storage_load(shared: &Shared, runtime: &Path, first_lba: u64, seed
         if client.in_flight() == 0 {
             break;
         }
-        let c = match client.wait() {
-            Ok(c) => c,
-            Err(e) => {
-                shared.fail(format!("storage client c{}: unknown outcome: {e}", out.session));
-                return out;
-            }
-        };
+        let Some(c) = shared.wait(&mut client, &format!("storage client c{}", out.session)) else { return out };
         let now = Instant::now();
         let Some((lba, write, v)) = expect.remove(&c.seq) else {
             shared.fail(format!("storage client c{}: seq {} answered twice", out.session, c.seq));

@@ -160,16 +160,23 @@ fn a_resumed_session_gets_its_answers_in_the_order_it_resends_its_calls() {
     assert_eq!(client_msgs(&sim.call(C2, 2, b"b"), C2), [ClientMsg::Reply { seq: 2, body: b"2".to_vec() }]);
 }
 
-/// A call still running when its session resumes is answered on the new
-/// connection once the client has resent it, as before the resume.
-#[test]
-fn a_resent_call_that_is_still_running_is_answered_on_the_new_connection() {
+/// A session on C1 with call 1 forwarded; C1 is lost and the session
+/// resumed on C2, nothing resent yet.
+fn resumed_on_c2_with_call_1_running() -> (Sim, ClientId) {
     let mut sim = Sim::new(vec![driver("storage_driver")]);
     sim.start();
     let c = sim.hello(C1, None);
     assert_eq!(requests_sent(&sim.call(C1, 1, b"a")), [1]);
     sim.ev(Event::ClientGone { conn: C1 });
     assert_eq!(sim.hello(C2, Some(c)), c);
+    (sim, c)
+}
+
+/// A call still running when its session resumes is answered on the new
+/// connection once the client has resent it, as before the resume.
+#[test]
+fn a_resent_call_that_is_still_running_is_answered_on_the_new_connection() {
+    let (mut sim, c) = resumed_on_c2_with_call_1_running();
     let acts = sim.call(C2, 1, b"a");
     assert!(requests_sent(&acts).is_empty() && client_msgs(&acts, C2).is_empty(), "{acts:?}");
     let acts = sim.reply(STORAGE, c, 1, None, b"1");
@@ -183,12 +190,7 @@ fn a_resent_call_that_is_still_running_is_answered_on_the_new_connection() {
 /// driver: definite either way, never silent.
 #[test]
 fn a_failure_withheld_after_a_resume_is_answered_definitely_on_the_resend() {
-    let mut sim = Sim::new(vec![driver("storage_driver")]);
-    sim.start();
-    let c = sim.hello(C1, None);
-    assert_eq!(requests_sent(&sim.call(C1, 1, b"a")), [1]);
-    sim.ev(Event::ClientGone { conn: C1 });
-    assert_eq!(sim.hello(C2, Some(c)), c);
+    let (mut sim, _) = resumed_on_c2_with_call_1_running();
     sim.sup.control(sim.now, &ControlRequest::Stop { driver: "storage_driver".into() });
     let acts = sim.crash(STORAGE, ExitStatus::Signal(15));
     assert!(client_msgs(&acts, C2).is_empty(), "{acts:?}");
