@@ -102,11 +102,9 @@ pub fn smoke() -> Result {
 /// runs its smoke leg). Echoes the guest's `GUEST-CAMPAIGN` figure lines and
 /// fails unless both campaign tests pass and the guest powers off cleanly.
 fn guest(faults: Option<String>, seed: Option<String>) -> Result {
-    use crate::console::{Console, Event};
+    use crate::console::Console;
     use crate::qemu_test::{self, Line};
-    use reinc_guest_protocol::{
-        CAMPAIGN_FAULTS_VAR, CAMPAIGN_MARKER, CAMPAIGN_SEED_VAR, CAMPAIGN_SMOKE_FAULTS, Verdict,
-    };
+    use reinc_guest_protocol::{CAMPAIGN_FAULTS_VAR, CAMPAIGN_MARKER, CAMPAIGN_SEED_VAR, CAMPAIGN_SMOKE_FAULTS};
     let n: u64 = match &faults {
         Some(v) => v.parse().map_err(|_| util::Error::Usage(format!("--faults wants a count, got `{v}`")))?,
         None => CAMPAIGN_SMOKE_FAULTS as u64,
@@ -129,14 +127,8 @@ fn guest(faults: Option<String>, seed: Option<String>) -> Result {
                 if l.starts_with(CAMPAIGN_MARKER) {
                     println!("{l}");
                 }
-                match console.feed(l) {
-                    Some(Event::Test(t)) => match &t.verdict {
-                        Verdict::Ok => println!("  ok    {}", t.name),
-                        Verdict::Fail(why) => println!("  FAIL  {}: {why}", t.name),
-                    },
-                    Some(Event::GuestError(e)) => println!("  ERROR guest: {e}"),
-                    Some(Event::Panic(p)) => println!("  PANIC {p}"),
-                    None => {}
+                if let Some(ev) = console.feed(l) {
+                    qemu_test::print_event("", &ev);
                 }
             }
             Line::Qemu(l) => {

@@ -175,14 +175,8 @@ fn run_machine(profile: &Profile, resolved: &kernel::Resolved, flags: &Flags) ->
                 if verbose {
                     println!("{name}| {}", printable(&line));
                 }
-                match console.feed(&line) {
-                    Some(Event::Test(t)) => match &t.verdict {
-                        Verdict::Ok => println!("  ok    {name} {}", t.name),
-                        Verdict::Fail(reason) => println!("  FAIL  {name} {}: {reason}", t.name),
-                    },
-                    Some(Event::GuestError(e)) => println!("  ERROR {name} guest: {e}"),
-                    Some(Event::Panic(p)) => println!("  PANIC {name} {p}"),
-                    None => {}
+                if let Some(ev) = console.feed(&line) {
+                    print_event(&format!("{name} "), &ev);
                 }
             }
             Line::Qemu(line) => {
@@ -193,6 +187,20 @@ fn run_machine(profile: &Profile, resolved: &kernel::Resolved, flags: &Flags) ->
         console.summary_seen()
     })?;
     Ok(console.finish(end))
+}
+
+/// Prints one console event as a suite's result line (`  ok    {label}{test}`,
+/// `  FAIL  …`, `  ERROR …`, `  PANIC …`); `label` prefixes the names
+/// (`"x86 "`, or nothing when one machine runs alone).
+pub(crate) fn print_event(label: &str, ev: &Event) {
+    match ev {
+        Event::Test(t) => match &t.verdict {
+            Verdict::Ok => println!("  ok    {label}{}", t.name),
+            Verdict::Fail(reason) => println!("  FAIL  {label}{}: {reason}", t.name),
+        },
+        Event::GuestError(e) => println!("  ERROR {label}guest: {e}"),
+        Event::Panic(p) => println!("  PANIC {label}{p}"),
+    }
 }
 
 /// Everything `qemu-test` does for one machine up to and including the boot,
