@@ -200,13 +200,20 @@ impl Sup {
     }
 
     /// One control request over the kept connection; a broken one (the
-    /// supervisor was restarted) is reopened once.
+    /// supervisor was restarted) is reopened once. A timeout is not retried:
+    /// the supervisor is there and does not answer, and a second wait would
+    /// only double it.
     fn ask(&self, req: &ControlRequest) -> Result<ControlResponse, reinc_client::ClientError> {
         let mut conn = self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = conn.as_mut()
-            && let Ok(r) = c.request(req)
-        {
-            return Ok(r);
+        if let Some(c) = conn.as_mut() {
+            match c.request(req) {
+                Ok(r) => return Ok(r),
+                Err(e @ reinc_client::ClientError::Timeout { .. }) => {
+                    *conn = None;
+                    return Err(e);
+                }
+                Err(_) => {}
+            }
         }
         *conn = None;
         let mut c = ControlConn::connect(&control_socket(&self.runtime), CONTROL_TIMEOUT)?;

@@ -197,11 +197,7 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
     let _ = writeln!(
         md,
         "| hot standby of the journaled load drivers | {} lanes (`--standby {}`) |",
-        match r.standby {
-            crate::run::Standby::None => "no",
-            crate::run::Standby::Odd => "odd",
-            crate::run::Standby::All => "all",
-        },
+        if r.standby == crate::run::Standby::None { "no" } else { r.standby.name() },
         r.standby.name()
     );
     let _ = writeln!(md, "| fault phase | {:.1} s, **{rate:.1} faults/s** |", r.fault_seconds);

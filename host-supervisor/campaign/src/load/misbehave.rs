@@ -41,7 +41,6 @@ pub(crate) fn misbehave_load(shared: &Shared, runtime: &Path, orders: &mpsc::Rec
     let mut counter: Option<u64> = None;
     // The last reply seen, for the report of a wrong one.
     let mut last: Option<(u64, misbehave::Reply)> = None;
-    let mut wrong: Option<String> = None;
     let mut faults: HashMap<u64, (Misbehaviour, mpsc::Sender<MisResult>)> = HashMap::new();
     let mut answered = 0;
     loop {
@@ -66,6 +65,8 @@ pub(crate) fn misbehave_load(shared: &Shared, runtime: &Path, orders: &mpsc::Rec
         }
         let Some(c) = shared.wait(&mut client, "misbehave client") else { return answered };
         let fault = faults.remove(&c.seq);
+        // What was wrong with this reply's counter, if it was.
+        let mut wrong = None;
         let result = match (c.result, fault.as_ref().map(|f| f.0)) {
             (Err(CallError::Poisoned), Some(Misbehaviour::Poison)) => MisResult::Poisoned,
             (Err(e), _) => {
@@ -108,9 +109,9 @@ pub(crate) fn misbehave_load(shared: &Shared, runtime: &Path, orders: &mpsc::Rec
             }
             None if result != MisResult::Replied => {
                 shared.fail(format!(
-                    "misbehave_driver: seq {} (a normal request) got {result:?}: lost or repeated execution: {}",
+                    "misbehave_driver: seq {} (a normal request) got {result:?}: lost or repeated execution{}",
                     c.seq,
-                    wrong.take().unwrap_or_default()
+                    wrong.map(|w| format!(": {w}")).unwrap_or_default()
                 ));
                 return answered;
             }
