@@ -25,6 +25,10 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// The largest file dumped: one record's limit ([`super::MAX_RECORD`]) and
+/// as much again of smaller ones.
+const DUMP_LIMIT: u64 = 2 * super::MAX_RECORD as u64;
+
 /// Bytes printed in hex before a body is shown by its length only.
 const HEX_MAX: usize = 32;
 
@@ -88,11 +92,11 @@ pub fn describe(r: &Record) -> String {
 ///
 /// # Errors
 /// [`JournalError`] naming the file: it cannot be read, is not a regular
-/// file, or has no journal header.
+/// file, is larger than any journal, or has no journal header.
 pub fn dump(path: &Path) -> Result<String, JournalError> {
     let io = |source| JournalError::Io { path: path.into(), source };
     // O_NONBLOCK: a FIFO given by mistake must not wait for a writer.
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)
@@ -102,8 +106,14 @@ pub fn dump(path: &Path) -> Result<String, JournalError> {
     if let Err(crate::trusted::Untrusted::NotRegular { kind }) = crate::trusted::check(&meta) {
         return Err(JournalError::NotRegular { path: path.into(), kind });
     }
+    // A bound all the same: no configuration says how large this journal
+    // may be, but one beyond this was not written by a supervisor.
+    if meta.len() > DUMP_LIMIT {
+        let why = format!("{} bytes is larger than any journal (the dump reads at most {DUMP_LIMIT})", meta.len());
+        return Err(io(std::io::Error::other(why)));
+    }
     let mut buf = Vec::new();
-    file.read_to_end(&mut buf).map_err(io)?;
+    file.take(DUMP_LIMIT + 1).read_to_end(&mut buf).map_err(io)?;
     let mut out = String::new();
     let loaded: Loaded = parse_with(path, &buf, JournalRecovery::Truncate, |off, r| {
         let _ = write!(out, "@{off} {}", describe(r));

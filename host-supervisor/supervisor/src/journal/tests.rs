@@ -316,4 +316,9 @@ fn a_dump_of_something_that_is_not_a_journal_is_refused_naming_it() {
     assert!(e.contains(&dir.display().to_string()) && e.contains("a directory"), "{e}");
     let missing = dir.join("missing.journal");
     assert!(dump(&missing).unwrap_err().to_string().contains(&missing.display().to_string()));
+    // Larger than any journal (a sparse file): refused by its size, unread.
+    let huge = dir.join("huge.journal");
+    std::fs::File::create(&huge).unwrap().set_len(2 * MAX_RECORD as u64 + 1).unwrap();
+    let e = dump(&huge).unwrap_err().to_string();
+    assert!(e.contains(&huge.display().to_string()) && e.contains("larger than any journal"), "{e}");
 }
