@@ -29,13 +29,25 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// Flags: `--quick` (the smoke-test budget).
+/// Flags: `--quick` (the smoke-test budget), `--only WORD` (only the
+/// sections whose name contains WORD).
 pub fn run(args: &[String]) -> Result {
     let mut quick = false;
-    for a in args {
+    let mut only = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
-            other => return Err(util::Error::Usage(format!("`cargo xtask bench` takes only --quick, got `{other}`"))),
+            "--only" => {
+                only = Some(
+                    it.next().ok_or_else(|| util::Error::Usage("`cargo xtask bench --only` needs a word".into()))?,
+                );
+            }
+            other => {
+                return Err(util::Error::Usage(format!(
+                    "`cargo xtask bench` takes --quick and --only WORD, got `{other}`"
+                )));
+            }
         }
     }
     // nbdcopy, nbdkit and qemu-nbd for the NBD rows.
@@ -52,6 +64,9 @@ pub fn run(args: &[String]) -> Result {
     bench.arg("run").arg("--out").arg(&out).arg("--bins").arg(&bins);
     if quick {
         bench.arg("--quick");
+    }
+    if let Some(w) = only {
+        bench.arg("--only").arg(w);
     }
     util::run(&mut bench)
 }

@@ -1,7 +1,7 @@
 //! `reinc-bench`: the benchmark harness and the demo's client workload.
 //!
 //! ```text
-//! reinc-bench run [--quick] --out DIR [--bins DIR]
+//! reinc-bench run [--quick] [--only WORD] --out DIR [--bins DIR]
 //! reinc-bench demo-load --runtime-dir DIR --disk FILE --exec-log FILE --size BYTES [--kill-at PERCENT]
 //! ```
 //! `run` measures every row of the benchmark issue against its floor, prints
@@ -9,7 +9,9 @@
 //! the smoke test: small budgets, and it fails only if a row is missing or a
 //! figure is not a positive number — never on a performance figure. `--bins`
 //! is where `supervisor`, `drvctl`, `storage_driver` and
-//! `reinc-bench-driver` are (default: next to this executable).
+//! `reinc-bench-driver` are (default: next to this executable). `--only WORD`
+//! runs only the sections whose name contains WORD (`recovery`, `NBD`, …),
+//! for working on one row; the report then has only their rows.
 #![forbid(unsafe_code)]
 
 use reinc_bench::rig::Bins;
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  reinc-bench run [--quick] --out DIR [--bins DIR]
+  reinc-bench run [--quick] [--only WORD] --out DIR [--bins DIR]
   reinc-bench demo-load --runtime-dir DIR --disk FILE --exec-log FILE --size BYTES [--kill-at PERCENT]";
 
 fn main() -> ExitCode {
@@ -50,17 +52,27 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), BenchError> {
-    let (mut quick, mut out, mut bins) = (false, None, None);
+    let (mut quick, mut out, mut bins, mut only) = (false, None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--out" => out = it.next().map(PathBuf::from),
             "--bins" => bins = it.next().map(PathBuf::from),
+            "--only" => {
+                only = Some(
+                    it.next()
+                        .cloned()
+                        .ok_or_else(|| BenchError::Usage(format!("run: --only needs a word\n{USAGE}")))?,
+                )
+            }
             other => return Err(BenchError::Usage(format!("run: unknown argument {other:?}\n{USAGE}"))),
         }
     }
     let out = out.ok_or_else(|| BenchError::Usage(format!("run: --out DIR is required\n{USAGE}")))?;
+    if let Some(w) = &only {
+        reinc_bench::rows::check_only(w)?;
+    }
     let bins_dir = match bins {
         Some(b) => b,
         None => std::env::current_exe()
@@ -70,7 +82,8 @@ fn run(args: &[String]) -> Result<(), BenchError> {
             .ok_or_else(|| BenchError::Setup("the executable has no directory".into()))?,
     };
     let bins = Bins::in_dir(&bins_dir)?;
-    let budget = if quick { Budget::quick() } else { Budget::full() };
+    let partial = only.is_some();
+    let budget = Budget { only, ..if quick { Budget::quick() } else { Budget::full() } };
     std::fs::create_dir_all(&out).map_err(|e| BenchError::io(out.display(), e))?;
     let report = run_all(&bins, &out.join("work"), &budget)?;
     print!("{}", report.table());
@@ -88,7 +101,8 @@ fn run(args: &[String]) -> Result<(), BenchError> {
         report.duration_secs
     );
     let problems = report.sanity_problems();
-    if problems.is_empty() {
+    // `--only` leaves the other sections out on purpose.
+    if problems.is_empty() || partial {
         Ok(())
     } else {
         Err(BenchError::Setup(format!("the report is incomplete:\n  {}", problems.join("\n  "))))

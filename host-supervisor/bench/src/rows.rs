@@ -39,6 +39,8 @@ pub struct Budget {
     pub replay_reps: usize,
     /// MiB moved through the storage path each way.
     pub storage_mib: u64,
+    /// `--only WORD`: run only the sections whose name contains it.
+    pub only: Option<String>,
 }
 
 impl Budget {
@@ -56,6 +58,7 @@ impl Budget {
             load: Duration::from_millis(300),
             replay_reps: 3,
             storage_mib: 8,
+            only: None,
         }
     }
 
@@ -73,6 +76,7 @@ impl Budget {
             load: Duration::from_secs(2),
             replay_reps: 9,
             storage_mib: 128,
+            only: None,
         }
     }
 }
@@ -86,6 +90,34 @@ struct Shared {
     relay_cpu_per_msg_us: f64,
 }
 
+/// The sections, in the order they run; `--only WORD` picks those whose
+/// name contains WORD.
+pub const SECTIONS: [&str; 11] = [
+    "1-2. round trip and throughput",
+    "1. round trip, every process on one CPU",
+    "3. restart against the ideal supervisor",
+    "3. recovery time",
+    "3. recovery time with a hot standby",
+    "4. checkpoint cost",
+    "5. scale",
+    "5. replay against queue length",
+    "6. storage path",
+    "7. NBD front end",
+    "8. journal and supervisor recovery",
+];
+
+/// Checks an `--only` word before anything is measured.
+///
+/// # Errors
+/// [`BenchError::Usage`] when it names no section, listing them.
+pub fn check_only(word: &str) -> Result<(), BenchError> {
+    if SECTIONS.iter().any(|s| s.contains(word)) {
+        Ok(())
+    } else {
+        Err(BenchError::Usage(format!("--only {word:?} names no section; the sections are: {}", SECTIONS.join(", "))))
+    }
+}
+
 /// Runs every section; `work` is a scratch directory (removed afterwards).
 ///
 /// # Errors
@@ -97,30 +129,53 @@ pub fn run_all(bins: &Bins, work: &Path, budget: &Budget) -> Result<Report, Benc
     let mut shared = Shared::default();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    let step = |name: &str| eprintln!("reinc-bench: {name} ({:.0} s)", started.elapsed().as_secs_f64());
-    step("1-2. round trip and throughput");
-    rows.extend(round_trip_and_throughput(bins, &work.join("rtt"), budget, &mut shared)?);
-    step("1. round trip, every process on one CPU");
-    rows.extend(round_trip_pinned(bins, &work.join("rtt-pinned"), budget)?);
-    step("3. restart against the ideal supervisor");
-    rows.extend(restart_vs_ideal(bins, &work.join("restart"), budget)?);
-    step("3. recovery time");
-    rows.extend(recovery(bins, &work.join("recovery"), budget, false)?);
-    step("3. recovery time with a hot standby");
-    rows.extend(recovery(bins, &work.join("recovery-standby"), budget, true)?);
-    step("4. checkpoint cost");
-    rows.extend(checkpoint_cost(bins, &work.join("checkpoint"), budget)?);
-    step("5. scale");
-    rows.extend(scale(bins, &work.join("scale"), budget, &shared)?);
-    step("5. replay against queue length");
-    let (replay_rows, fit) = replay(bins, &work.join("replay"), budget, &shared)?;
-    rows.extend(replay_rows);
-    step("6. storage path");
-    rows.extend(storage(bins, &work.join("storage"), budget)?);
-    step("7. NBD front end");
-    rows.extend(crate::nbd::rows(bins, &work.join("nbd"), budget)?);
-    step("8. journal and supervisor recovery");
-    rows.extend(crate::journal_rows::rows(bins, &work.join("supervisor-crash"), budget)?);
+    // A section runs when no `--only` word is given or its name contains
+    // the word; sections 1-2 also run for 5, whose rows are ratios to them.
+    let wanted = |name: &str| budget.only.as_deref().is_none_or(|w| name.contains(w));
+    let [rtt, pinned, restart, recovery_s, standby_s, ckpt, scale_s, replay_s, storage_s, nbd_s, journal_s] = SECTIONS;
+    let step = |name: &str| {
+        let run = wanted(name) || (name == rtt && (wanted(scale_s) || wanted(replay_s)));
+        if run {
+            eprintln!("reinc-bench: {name} ({:.0} s)", started.elapsed().as_secs_f64());
+        }
+        run
+    };
+    let mut fit = None;
+    if step(rtt) {
+        rows.extend(round_trip_and_throughput(bins, &work.join("rtt"), budget, &mut shared)?);
+    }
+    if step(pinned) {
+        rows.extend(round_trip_pinned(bins, &work.join("rtt-pinned"), budget)?);
+    }
+    if step(restart) {
+        rows.extend(restart_vs_ideal(bins, &work.join("restart"), budget)?);
+    }
+    if step(recovery_s) {
+        rows.extend(recovery(bins, &work.join("recovery"), budget, false)?);
+    }
+    if step(standby_s) {
+        rows.extend(recovery(bins, &work.join("recovery-standby"), budget, true)?);
+    }
+    if step(ckpt) {
+        rows.extend(checkpoint_cost(bins, &work.join("checkpoint"), budget)?);
+    }
+    if step(scale_s) {
+        rows.extend(scale(bins, &work.join("scale"), budget, &shared)?);
+    }
+    if step(replay_s) {
+        let (replay_rows, f) = replay(bins, &work.join("replay"), budget, &shared)?;
+        rows.extend(replay_rows);
+        fit = f;
+    }
+    if step(storage_s) {
+        rows.extend(storage(bins, &work.join("storage"), budget)?);
+    }
+    if step(nbd_s) {
+        rows.extend(crate::nbd::rows(bins, &work.join("nbd"), budget)?);
+    }
+    if step(journal_s) {
+        rows.extend(crate::journal_rows::rows(bins, &work.join("supervisor-crash"), budget)?);
+    }
     notes.push(format!(
         "Persisted checkpoints were written to a {} filesystem; each commit is write + fsync + rename + fsync(dir).",
         machine.state_fs
