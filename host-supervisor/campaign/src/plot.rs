@@ -53,9 +53,8 @@ pub fn recovery_cdf(file: &Path, samples: &BTreeMap<String, Vec<u64>>) -> Result
     for (i, (kind, v)) in samples.iter().enumerate() {
         let mut ms: Vec<f64> = v.iter().map(|us| (*us as f64 / 1000.0).max(0.01)).collect();
         ms.sort_by(f64::total_cmp);
-        let n = ms.len() as f64;
         let colour = COLOURS[i % COLOURS.len()];
-        let pts: Vec<(f64, f64)> = ms.iter().enumerate().map(|(k, x)| (*x, (k + 1) as f64 / n)).collect();
+        let pts = cdf_points(&ms);
         chart
             .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
             .map_err(|x| e(x.to_string()))?
@@ -71,6 +70,23 @@ pub fn recovery_cdf(file: &Path, samples: &BTreeMap<String, Vec<u64>>) -> Result
         .map_err(|x| e(x.to_string()))?;
     root.present().map_err(|x| e(x.to_string()))
 }
+
+/// Points of the empirical CDF of `sorted` (ascending): every sample up to
+/// [`CDF_POINTS`], else that many evenly spaced ranks plus the last (a
+/// million-fault run would otherwise put a million points in one SVG
+/// polyline for a curve 800 pixels wide).
+fn cdf_points(sorted: &[f64]) -> Vec<(f64, f64)> {
+    let n = sorted.len();
+    let step = n.div_ceil(CDF_POINTS).max(1);
+    let mut pts: Vec<(f64, f64)> = (0..n).step_by(step).map(|k| (sorted[k], (k + 1) as f64 / n as f64)).collect();
+    if n > 0 && !(n - 1).is_multiple_of(step) {
+        pts.push((sorted[n - 1], 1.0));
+    }
+    pts
+}
+
+/// Most points drawn per CDF curve.
+const CDF_POINTS: usize = 2_000;
 
 /// Throughput over time with every fault marked at the bottom, one colour per family.
 ///
@@ -155,5 +171,18 @@ mod tests {
         let svg = std::fs::read_to_string(dir.join("tp.svg")).unwrap();
         assert!(svg.contains("fault: inject") && svg.contains("<polyline"), "{svg:.300}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_cdf_of_a_million_samples_is_drawn_with_at_most_two_thousand_points_ending_at_the_max() {
+        let sorted: Vec<f64> = (0..1_000_000).map(f64::from).collect();
+        let pts = cdf_points(&sorted);
+        assert!(pts.len() <= CDF_POINTS + 1, "{}", pts.len());
+        assert_eq!(pts.first(), Some(&(0.0, 1e-6)));
+        assert_eq!(pts.last(), Some(&(999_999.0, 1.0)));
+        assert!(pts.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+        // A short series is drawn whole.
+        assert_eq!(cdf_points(&[1.0, 2.0, 3.0]), [(1.0, 1.0 / 3.0), (2.0, 2.0 / 3.0), (3.0, 1.0)]);
+        assert!(cdf_points(&[]).is_empty());
     }
 }
