@@ -61,14 +61,15 @@ fn a_driver_that_does_not_enter_its_sandbox_is_killed_before_any_request() {
 
 /// A "driver" that never answers `Init`: it copies whatever reaches its
 /// channel into `out` (`cat` reads one frame per `read`), so the test sees
-/// what the supervisor sent before any `Ready`.
+/// what the supervisor sent before any `Ready` (appended: every launch of
+/// it adds what it got).
 fn recorder_script(out: &Path) -> String {
-    format!("#!/bin/sh\nexec cat > {}\n", out.display())
+    format!("#!/bin/sh\nexec cat >> {}\n", out.display())
 }
 
 #[test]
 fn a_restarted_instance_gets_no_replay_before_its_ready_and_sandbox_check() {
-    let (mut rig, exe) = rig_with_exec("sandbox-replaced", &sandboxed_script(), &[("init-timeout-ms", "300")]);
+    let (mut rig, exe) = rig_with_exec("sandbox-replaced", &sandboxed_script(), &[("init-timeout-ms", "1000")]);
     rig.start();
     // The first instance passed the check.
     let mut client = rig.client();
