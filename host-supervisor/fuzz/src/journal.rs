@@ -148,10 +148,14 @@ pub fn seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             pending: vec![PendingImage { rid: rid(3), body: vec![4; 40] }],
         }],
         lifetimes: 3,
+        detached: Vec::new(),
     };
     let recs = vec![
         Record::Snapshot(image),
         Record::Session { client: ClientId(7) },
+        Record::SessionDetached { client: ClientId(7) },
+        Record::SessionAttached { client: ClientId(7) },
+        Record::SessionForgotten { client: ClientId(7) },
         Record::Accepted { driver: "storage_driver".into(), rid: rid(4), body: vec![0xab; 33], floor: 3 },
         Record::Answered {
             driver: "storage_driver".into(),

@@ -273,6 +273,7 @@ impl Supervisor {
                     && self.sessions.get(&c).is_some_and(|s| s.conn == Some(conn))
                 {
                     self.detach(c, now);
+                    self.journal_session(crate::journal::Record::SessionDetached { client: c }, &mut out);
                 }
             }
             Event::Shutdown => {

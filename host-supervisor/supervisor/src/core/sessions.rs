@@ -40,6 +40,7 @@
 
 use super::vocab::{Action, ClientMsg, ConnId, DriverId};
 use super::{ClientId, Supervisor};
+use crate::journal::Record;
 use crate::limits::Limits;
 use reinc_policy::Millis;
 use reinc_proto::{CallError, RequestId};
@@ -108,10 +109,11 @@ impl Supervisor {
         }
     }
 
-    /// Removes session `c` and what it is charged for.
-    pub(super) fn forget_session(&mut self, c: ClientId) {
+    /// Removes session `c` and what it is charged for, in the journal too.
+    pub(super) fn forget_session(&mut self, c: ClientId, out: &mut Vec<Action>) {
         if let Some(s) = self.sessions.remove(&c) {
             self.budget.cache_total -= s.cache_bytes;
+            self.journal_session(Record::SessionForgotten { client: c }, out);
         }
     }
 
@@ -134,7 +136,7 @@ impl Supervisor {
             .map(|(c, _)| *c)
             .collect();
         for c in &expired {
-            self.forget_session(*c);
+            self.forget_session(*c, out);
         }
         if !expired.is_empty() {
             out.push(Action::Say(format!(
@@ -222,6 +224,11 @@ pub(super) struct Session {
     /// by a later one (per-session order under backpressure).
     pub(super) busy: BTreeMap<DriverId, BTreeSet<u64>>,
     pub(super) last_active: Millis,
+    /// Among detached sessions equally idle (all recovered ones are at
+    /// recovery), which a full table evicts first: lowest first. Recovered
+    /// sessions the journal ended detached keep their order; those it ended
+    /// attached come last (`u32::MAX`). 0 otherwise.
+    pub(super) evict_rank: u32,
     /// Bytes charged for `cache` ([`sessions::cost`]).
     pub(super) cache_bytes: usize,
 }
@@ -288,6 +295,7 @@ impl Supervisor {
             && self.sessions.get(&prev).is_some_and(|s| s.conn == Some(conn))
         {
             self.detach(prev, now);
+            self.journal_session(Record::SessionDetached { client: prev }, out);
             self.conns.insert(conn, None);
         }
         let (client, new) = match resume {
@@ -303,10 +311,10 @@ impl Supervisor {
                         .sessions
                         .iter()
                         .filter(|(_, s)| s.conn.is_none())
-                        .min_by_key(|(_, s)| s.last_active)
+                        .min_by_key(|(_, s)| (s.last_active, s.evict_rank))
                         .map(|(c, _)| *c);
                     match victim {
-                        Some(v) => self.forget_session(v),
+                        Some(v) => self.forget_session(v, out),
                         None => {
                             out.push(Action::ToClient {
                                 conn,
@@ -335,6 +343,10 @@ impl Supervisor {
             s.unclaimed.clone_from(&s.pending);
         }
         s.last_active = now;
+        s.evict_rank = 0;
+        if moved && !new {
+            self.journal_session(Record::SessionAttached { client }, out);
+        }
         self.conns.insert(conn, Some(client));
         // A new session's Welcome waits for its journal record, if any.
         self.welcome(conn, client, new, out);

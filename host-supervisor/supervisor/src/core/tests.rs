@@ -131,9 +131,9 @@ impl Sim {
     fn hello(&mut self, conn: ConnId, resume: Option<ClientId>) -> ClientId {
         self.ev(Event::ClientConnected { conn });
         let acts = self.ev(Event::Hello { conn, resume });
-        match acts.as_slice() {
-            [Action::ToClient { msg: ClientMsg::Welcome { client }, .. }] => *client,
-            other => panic!("no welcome: {other:?}"),
+        match client_msgs(&acts, conn).as_slice() {
+            [ClientMsg::Welcome { client }] => *client,
+            _ => panic!("no welcome: {acts:?}"),
         }
     }
 

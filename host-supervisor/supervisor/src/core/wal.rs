@@ -4,6 +4,17 @@
 //! # Rules
 //! - A new session's `Welcome` leaves once its [`Record::Session`] is
 //!   durable, so a client that was welcomed is known after a crash.
+//! - A session that loses its connection, is resumed, or is forgotten
+//!   (idle expiry, eviction from a full table) is journaled too
+//!   ([`Record::SessionDetached`], [`Record::SessionAttached`],
+//!   [`Record::SessionForgotten`]), waited on by nothing. A recovered table
+//!   then holds exactly the sessions the old lifetime knew, and a full one
+//!   evicts first those that had left, idle the longest first, and last
+//!   those whose clients were connected at the crash and are coming back.
+//!   Without these records the table came back full of sessions of
+//!   `drvctl` runs long gone, all equally idle, and a new session could
+//!   evict one whose client was still reconnecting (the campaign's seed
+//!   20261203, fault 69 583).
 //! - A request accepted for a journal driver is journaled
 //!   ([`Record::Accepted`]) before it is forwarded, so that after a crash
 //!   the request in doubt is known and replayed first, on the state it was
@@ -191,6 +202,15 @@ impl Supervisor {
         }
     }
 
+    /// Journals a change of the session table (detached, attached again,
+    /// forgotten), so that a recovered table has the same sessions and
+    /// evicts the same ones first.
+    pub(super) fn journal_session(&mut self, record: Record, out: &mut Vec<Action>) {
+        if self.wal.enabled {
+            self.journal(record, out);
+        }
+    }
+
     /// A request was accepted for `id`.
     pub(super) fn journal_accepted(&mut self, id: DriverId, rid: RequestId, body: &[u8], floor: u64) {
         if self.is_journal(id) {
@@ -284,10 +304,16 @@ impl Supervisor {
             // Before the snapshot, so the LSNs of their rides stay ordered.
             self.flush_accepted(out);
             let image = self.image();
+            let detached = image.detached.clone();
             self.wal.last += 1;
             self.wal.stats.snapshots += 1;
             self.wal.since_snapshot = 0;
             out.push(Action::Journal { lsn: self.wal.last, record: Record::Snapshot(image) });
+            // The snapshot's bytes do not say which sessions had no
+            // connection; these records do, idle the longest first.
+            for client in detached {
+                self.emit(Record::SessionDetached { client }, out);
+            }
         }
     }
 
@@ -315,7 +341,10 @@ impl Supervisor {
                 pending: d.queue.iter().map(|(e, _)| PendingImage { rid: e.id, body: e.payload.clone() }).collect(),
             })
             .collect();
-        Image { sessions, drivers, lifetimes: self.wal.stats.lifetimes }
+        let mut detached: Vec<(&ClientId, &Session)> = self.sessions.iter().filter(|(_, s)| s.conn.is_none()).collect();
+        detached.sort_by_key(|(_, s)| (s.last_active, s.evict_rank));
+        let detached = detached.into_iter().map(|(c, _)| *c).collect();
+        Image { sessions, drivers, lifetimes: self.wal.stats.lifetimes, detached }
     }
 
     /// Restores a journal image before [`Event::Start`](super::Event::Start):
@@ -337,6 +366,17 @@ impl Supervisor {
                 }
             }
             r.sessions += 1;
+        }
+        // Equally idle now; a full table evicts first the sessions the
+        // journal ended detached (idle the longest first), last those it
+        // ended attached, whose clients are coming back.
+        for s in self.sessions.values_mut() {
+            s.evict_rank = u32::MAX;
+        }
+        for (rank, c) in image.detached.iter().enumerate() {
+            if let Some(s) = self.sessions.get_mut(c) {
+                s.evict_rank = rank as u32;
+            }
         }
         for di in image.drivers {
             let Some(id) = self.driver_id(&di.name) else {
@@ -377,7 +417,11 @@ impl Supervisor {
 /// About the framed size of `r` (for the compaction threshold only).
 fn approx_len(r: &Record) -> u64 {
     let body = match r {
-        Record::Snapshot(_) | Record::Session { .. } => 0,
+        Record::Snapshot(_)
+        | Record::Session { .. }
+        | Record::SessionDetached { .. }
+        | Record::SessionAttached { .. }
+        | Record::SessionForgotten { .. } => 0,
         Record::Accepted { body, .. } => body.len(),
         Record::Answered { commit, answer, .. } => {
             commit.as_ref().map_or(0, Vec::len) + if let Answer::Reply(b) = answer { b.len() } else { 0 }

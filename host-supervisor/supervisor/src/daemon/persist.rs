@@ -132,7 +132,7 @@ pub(super) fn open_journal(cfg: &Config, core: &mut Supervisor) -> Result<Writer
         warn!("[SUP] journal {}: {p}", path.display());
     }
     keep_previous(&path);
-    Writer::start(&path, &Record::Snapshot(core.image())).map_err(|source| DaemonError::Journal { source })
+    Writer::start(&path, &core.image()).map_err(|source| DaemonError::Journal { source })
 }
 
 /// Keeps the journal the previous lifetime left as `<journal>.prev` for a

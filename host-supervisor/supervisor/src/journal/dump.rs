@@ -76,6 +76,15 @@ pub fn describe(r: &Record) -> String {
         Record::Session { client } => {
             let _ = writeln!(out, "session {client}");
         }
+        Record::SessionDetached { client } => {
+            let _ = writeln!(out, "session {client} detached");
+        }
+        Record::SessionAttached { client } => {
+            let _ = writeln!(out, "session {client} attached");
+        }
+        Record::SessionForgotten { client } => {
+            let _ = writeln!(out, "session {client} forgotten");
+        }
         Record::Accepted { driver, rid, body, floor } => {
             let _ = writeln!(out, "accepted {driver} {rid}: body {}, floor {floor}", bytes(body));
         }

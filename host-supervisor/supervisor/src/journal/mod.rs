@@ -218,6 +218,13 @@ pub struct Image {
     pub drivers: Vec<DriverImage>,
     /// Supervisor lifetimes that wrote this journal (a restart counter).
     pub lifetimes: u64,
+    /// The sessions that had no connection, the one idle the longest
+    /// first (from [`Record::SessionDetached`]; not part of a snapshot's
+    /// bytes, which are followed by one such record per detached session).
+    /// The others had one when the journal ended: their clients are
+    /// expected back, so a full table evicts these first after recovery.
+    #[serde(skip)]
+    pub detached: Vec<ClientId>,
 }
 
 /// One journal record.
@@ -256,6 +263,24 @@ pub enum Record {
         /// a retry may run it).
         cached: bool,
     },
+    /// A session lost its connection (its client left, or it is waiting to
+    /// resume). Appended in this version's format without changing older
+    /// records: a journal that has one cannot be read by an older build.
+    SessionDetached {
+        /// The session.
+        client: ClientId,
+    },
+    /// A detached session was resumed on a new connection.
+    SessionAttached {
+        /// The session.
+        client: ClientId,
+    },
+    /// A session was forgotten (idle expiry, or evicted for a new one from
+    /// a full table): it is not recovered.
+    SessionForgotten {
+        /// The session.
+        client: ClientId,
+    },
 }
 
 impl Image {
@@ -282,6 +307,17 @@ impl Image {
             Record::Session { client } => {
                 self.session(client);
             }
+            Record::SessionDetached { client } => {
+                if self.sessions.iter().any(|s| s.client == client) {
+                    self.detached.retain(|c| *c != client);
+                    self.detached.push(client);
+                }
+            }
+            Record::SessionAttached { client } => self.detached.retain(|c| *c != client),
+            Record::SessionForgotten { client } => {
+                self.sessions.retain(|s| s.client != client);
+                self.detached.retain(|c| *c != client);
+            }
             Record::Accepted { driver, rid, body, floor } => {
                 let s = self.session(rid.client);
                 s.floor = s.floor.max(floor);
@@ -296,12 +332,13 @@ impl Image {
                 if commit.is_some() {
                     d.checkpoint = commit;
                 }
-                if cached {
-                    let s = self.session(rid.client);
-                    if rid.seq >= s.floor {
-                        s.cache.retain(|(seq, _)| *seq != rid.seq);
-                        s.cache.push((rid.seq, answer));
-                    }
+                // A forgotten session's answer is dropped, as it is in memory.
+                if cached
+                    && let Some(s) = self.sessions.iter_mut().find(|s| s.client == rid.client)
+                    && rid.seq >= s.floor
+                {
+                    s.cache.retain(|(seq, _)| *seq != rid.seq);
+                    s.cache.push((rid.seq, answer));
                 }
             }
         }

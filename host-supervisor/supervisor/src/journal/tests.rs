@@ -100,7 +100,7 @@ fn a_file_that_is_not_a_journal_is_refused() {
 fn the_writer_group_commits_and_a_snapshot_replaces_the_file() {
     let dir = scratch("unit");
     let p = path(&dir);
-    let w = writer::Writer::start(&p, &Record::Snapshot(Image::default())).unwrap();
+    let w = writer::Writer::start(&p, &Image::default()).unwrap();
     for seq in 1..=50 {
         w.send(writer::ToWriter { lsn: seq, bytes: frame(&accepted(seq)), snapshot: false });
     }
@@ -250,7 +250,7 @@ fn the_limit_covers_a_snapshot_within_the_budgets_and_the_compaction_threshold()
 fn records_sent_together_are_made_durable_in_one_batch() {
     let dir = scratch("group");
     let p = path(&dir);
-    let w = writer::Writer::start(&p, &Record::Snapshot(Image::default())).unwrap();
+    let w = writer::Writer::start(&p, &Image::default()).unwrap();
     // One event's records (Accepted ones riding ahead of an answer): the
     // thread must not start a sync with only the first of them.
     for round in 0..20u64 {

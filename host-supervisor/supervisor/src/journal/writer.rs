@@ -160,14 +160,18 @@ const RETRY_BASE: Duration = Duration::from_millis(10);
 const RETRY_CAP: Duration = Duration::from_secs(1);
 
 impl Writer {
-    /// Writes the journal at `path` afresh, holding only `snapshot` (framed:
-    /// the recovered image; this also cuts off a truncated tail), and starts
-    /// the thread.
+    /// Writes the journal at `path` afresh, holding only `image` (the
+    /// recovered one: a snapshot and its detached sessions; this also cuts
+    /// off a truncated tail), and starts the thread.
     ///
     /// # Errors
     /// [`JournalError::Io`] naming the file or directory.
-    pub fn start(path: &Path, snapshot: &super::Record) -> Result<Self, JournalError> {
-        let log = Log::replace(path, &frame(snapshot), &[])?;
+    pub fn start(path: &Path, image: &super::Image) -> Result<Self, JournalError> {
+        // The image's detached sessions ride as records behind the snapshot
+        // (its bytes do not hold them), as after every compaction.
+        let rest: Vec<u8> =
+            image.detached.iter().flat_map(|&client| frame(&super::Record::SessionDetached { client })).collect();
+        let log = Log::replace(path, &frame(&super::Record::Snapshot(image.clone())), &rest)?;
         let wake = Arc::new(
             EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(|e| JournalError::Io { path: path.into(), source: e.into() })?,

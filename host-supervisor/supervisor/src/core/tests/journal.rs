@@ -38,8 +38,12 @@ fn durable_hello(sim: &mut Sim, conn: ConnId) -> ClientId {
     sim.ev(Event::ClientConnected { conn });
     let acts = sim.ev(Event::Hello { conn, resume: None });
     assert!(client_msgs(&acts, conn).is_empty(), "Welcome before its session is durable: {acts:?}");
-    let Some((lsn, Record::Session { client })) = records(&acts).pop() else { panic!("no session record: {acts:?}") };
-    let acts = sim.ev(Event::Journaled { upto: lsn });
+    let Some((_, Record::Session { client })) =
+        records(&acts).into_iter().find(|(_, r)| matches!(r, Record::Session { .. }))
+    else {
+        panic!("no session record: {acts:?}")
+    };
+    let acts = sim.ev(Event::Journaled { upto: last_lsn(&acts) });
     assert_eq!(client_msgs(&acts, conn), [ClientMsg::Welcome { client }]);
     client
 }
@@ -299,4 +303,104 @@ fn after_recovery_a_replayed_answer_does_not_overtake_one_from_the_dedup_table()
     assert!(client_msgs(&acts, C2).is_empty(), "answer 2 went out before the resends: {acts:?}");
     assert_eq!(client_msgs(&b.call(C2, 1, b"w1"), C2), [ClientMsg::Reply { seq: 1, body: b"r1".to_vec() }]);
     assert_eq!(client_msgs(&b.call(C2, 2, b"w2"), C2), [ClientMsg::Reply { seq: 2, body: b"r2".to_vec() }]);
+}
+
+/// The image a restarted supervisor would load: every record `sim` emitted
+/// so far, folded in order.
+fn folded(sim: &Sim) -> Image {
+    let mut image = Image::default();
+    for (_, r) in records(&sim.out) {
+        image.apply(r);
+    }
+    image
+}
+
+/// A supervisor restarted on `image` (one journal driver, 4 sessions at
+/// most), numbering its sessions from a new epoch as a real restart does.
+fn restarted(image: Image) -> Sim {
+    let mut d = driver("storage_driver");
+    d.durability = DurabilityMode::Journal;
+    let mut sup =
+        Supervisor::new(vec![(d, None)], 42, 4, 8).with_journal(1 << 30).with_epoch(crate::identity::Epoch(1 << 40));
+    sup.recover(Millis(0), image);
+    let mut sim = Sim::of(sup);
+    sim.start();
+    sim
+}
+
+#[test]
+fn after_recovery_a_full_table_evicts_the_sessions_that_had_left_not_a_client_coming_back() {
+    // The campaign's failure (seed 20261203, fault 69 583): the table was
+    // full of sessions of `drvctl` runs long gone; after a supervisor kill
+    // every recovered session looked equally idle, and the first new ones
+    // evicted the session of a client that was still reconnecting.
+    // Old lifetime (4 sessions at most): A stays connected, B, C and D
+    // come and go.
+    let mut sim = journal_sim();
+    sim.start();
+    let a = durable_hello(&mut sim, C1);
+    let mut gone = Vec::new();
+    for n in 2..5 {
+        gone.push(durable_hello(&mut sim, ConnId(n)));
+        sim.ev(Event::ClientGone { conn: ConnId(n) });
+    }
+    let image = folded(&sim);
+    assert_eq!(image.sessions.len(), 4);
+    assert_eq!(image.detached, gone, "the journal knows who had left, in order");
+    // Killed. In the new lifetime three new clients arrive before A is back:
+    // each evicts one of those that had left, oldest first.
+    let mut sim = restarted(image);
+    for n in 10..13 {
+        durable_hello(&mut sim, ConnId(n));
+    }
+    for c in &gone {
+        assert!(!sim.sup.sessions.contains_key(c), "{c} should have been evicted: {:?}", sim.sup.sessions.keys());
+    }
+    sim.ev(Event::ClientConnected { conn: ConnId(20) });
+    let acts = sim.ev(Event::Hello { conn: ConnId(20), resume: Some(a) });
+    assert_eq!(client_msgs(&acts, ConnId(20)), [ClientMsg::Welcome { client: a }], "A resumes its session");
+}
+
+#[test]
+fn a_session_forgotten_in_one_lifetime_is_not_recovered_in_the_next() {
+    let mut sim = journal_sim();
+    sim.start();
+    let a = durable_hello(&mut sim, C1);
+    let b = durable_hello(&mut sim, C2);
+    sim.ev(Event::ClientGone { conn: C2 });
+    // Idle past session-idle-timeout-ms (10 min by default): forgotten.
+    sim.at(600_001);
+    assert!(!sim.sup.sessions.contains_key(&b));
+    let image = folded(&sim);
+    let kept: Vec<ClientId> = image.sessions.iter().map(|s| s.client).collect();
+    assert_eq!(kept, [a], "only the session the old lifetime still knew");
+    assert!(image.detached.is_empty());
+    // And a resume of it in the next lifetime is refused, as it was before.
+    let mut sim = restarted(image);
+    sim.ev(Event::ClientConnected { conn: C2 });
+    let acts = sim.ev(Event::Hello { conn: C2, resume: Some(b) });
+    assert!(matches!(client_msgs(&acts, C2).as_slice(), [ClientMsg::Failed { error: CallError::NoSession, .. }]));
+}
+
+#[test]
+fn a_snapshot_keeps_which_sessions_had_left_and_in_which_order() {
+    let mut d = driver("storage_driver");
+    d.durability = DurabilityMode::Journal;
+    // Compaction after every record.
+    let sup = Supervisor::new(vec![(d, None)], 42, 4, 8).with_journal(1);
+    let mut sim = Sim::of(sup);
+    sim.start();
+    let a = durable_hello(&mut sim, C1);
+    let b = durable_hello(&mut sim, C2);
+    sim.now = Millis(5);
+    sim.ev(Event::ClientGone { conn: C2 });
+    sim.now = Millis(9);
+    sim.ev(Event::ClientGone { conn: C1 });
+    let c = durable_hello(&mut sim, ConnId(3));
+    let snapshots = records(&sim.out).iter().filter(|(_, r)| matches!(r, Record::Snapshot(_))).count();
+    assert!(snapshots >= 2, "compacted");
+    let image = folded(&sim);
+    assert_eq!(image.detached, [b, a], "b left first");
+    assert_eq!(image.sessions.len(), 3);
+    assert!(!image.detached.contains(&c));
 }
