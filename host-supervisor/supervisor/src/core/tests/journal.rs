@@ -11,9 +11,13 @@ fn journal_sim() -> Sim {
     journal_sim_with(vec![d], None)
 }
 
+/// A supervisor on `drivers`; with an `image`, a restarted one: it
+/// recovers the image and numbers its sessions from a new epoch, as a real
+/// restart does.
 fn journal_sim_with(drivers: Vec<DriverConfig>, image: Option<Image>) -> Sim {
     let mut sup = Supervisor::new(drivers.into_iter().map(|d| (d, None)).collect(), 42, 4, 8).with_journal(1 << 30);
     if let Some(image) = image {
+        sup = sup.with_epoch(crate::identity::Epoch(1 << 40));
         sup.recover(Millis(0), image);
     }
     Sim::of(sup)
@@ -315,15 +319,12 @@ fn folded(sim: &Sim) -> Image {
     image
 }
 
-/// A supervisor restarted on `image` (one journal driver, 4 sessions at
-/// most), numbering its sessions from a new epoch as a real restart does.
+/// A supervisor restarted on `image`, started (one journal driver, 4
+/// sessions at most).
 fn restarted(image: Image) -> Sim {
     let mut d = driver("storage_driver");
     d.durability = DurabilityMode::Journal;
-    let mut sup =
-        Supervisor::new(vec![(d, None)], 42, 4, 8).with_journal(1 << 30).with_epoch(crate::identity::Epoch(1 << 40));
-    sup.recover(Millis(0), image);
-    let mut sim = Sim::of(sup);
+    let mut sim = journal_sim_with(vec![d], Some(image));
     sim.start();
     sim
 }
