@@ -303,16 +303,15 @@ impl Supervisor {
         if self.wal.enabled && self.wal.since_snapshot >= self.wal.compact_bytes {
             // Before the snapshot, so the LSNs of their rides stay ordered.
             self.flush_accepted(out);
-            let image = self.image();
-            let detached = image.detached.clone();
+            let mut records = crate::journal::snapshot_records(self.image()).into_iter();
+            let snapshot = records.next().expect("the snapshot comes first");
             self.wal.last += 1;
             self.wal.stats.snapshots += 1;
             self.wal.since_snapshot = 0;
-            out.push(Action::Journal { lsn: self.wal.last, record: Record::Snapshot(image) });
-            // The snapshot's bytes do not say which sessions had no
-            // connection; these records do, idle the longest first.
-            for client in detached {
-                self.emit(Record::SessionDetached { client }, out);
+            out.push(Action::Journal { lsn: self.wal.last, record: snapshot });
+            // Which sessions had no connection, idle the longest first.
+            for r in records {
+                self.emit(r, out);
             }
         }
     }

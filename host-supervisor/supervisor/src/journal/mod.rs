@@ -345,6 +345,16 @@ impl Image {
     }
 }
 
+/// The records that hold `image` in a journal: its snapshot, then one
+/// [`Record::SessionDetached`] per session it has without a connection,
+/// idle the longest first (the snapshot's bytes do not hold them). Every
+/// compaction writes exactly these, so an image survives one.
+#[must_use]
+pub fn snapshot_records(image: Image) -> Vec<Record> {
+    let detached: Vec<Record> = image.detached.iter().map(|&client| Record::SessionDetached { client }).collect();
+    std::iter::once(Record::Snapshot(image)).chain(detached).collect()
+}
+
 /// The header of a journal file.
 #[must_use]
 pub fn header() -> [u8; HEADER_BYTES] {

@@ -167,11 +167,9 @@ impl Writer {
     /// # Errors
     /// [`JournalError::Io`] naming the file or directory.
     pub fn start(path: &Path, image: &super::Image) -> Result<Self, JournalError> {
-        // The image's detached sessions ride as records behind the snapshot
-        // (its bytes do not hold them), as after every compaction.
-        let rest: Vec<u8> =
-            image.detached.iter().flat_map(|&client| frame(&super::Record::SessionDetached { client })).collect();
-        let log = Log::replace(path, &frame(&super::Record::Snapshot(image.clone())), &rest)?;
+        let records = super::snapshot_records(image.clone());
+        let rest: Vec<u8> = records[1..].iter().flat_map(frame).collect();
+        let log = Log::replace(path, &frame(&records[0]), &rest)?;
         let wake = Arc::new(
             EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(|e| JournalError::Io { path: path.into(), source: e.into() })?,
