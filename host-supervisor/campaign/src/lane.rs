@@ -257,13 +257,20 @@ impl Sup {
         let deadline = Instant::now() + timeout;
         loop {
             self.alive()?;
-            let last = match self.driver(name) {
+            let (last, pid) = match self.driver(name) {
                 Ok(s) if f(&s) => return Ok(s),
-                Ok(s) => format!("{s:?}"),
-                Err(e) => e,
+                Ok(s) => (format!("{s:?}"), s.pid),
+                Err(e) => (e, None),
             };
             if Instant::now() > deadline {
-                return Err(format!("{name}: condition not met in {timeout:?}; last status {last}; {}", self.tail()));
+                // Where the instance and the supervisor are, from outside:
+                // a zombie not reaped, a task stuck in the kernel, or running.
+                let procs = pid.map_or_else(String::new, |p| format!("{name} {}; ", where_is(p)));
+                return Err(format!(
+                    "{name}: condition not met in {timeout:?}; last status {last}; {procs}supervisor {}; {}",
+                    where_is(self.child.id()),
+                    self.tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -781,4 +788,49 @@ pub(crate) fn final_checks(
         "ok  device = model  {blocks} blocks read back through the supervisor and from disk.img, all equal to the model"
     ));
     Ok(())
+}
+
+/// A process as `/proc` shows it: its state letter (`Z` for a zombie not
+/// reaped, `D` for uninterruptible sleep, `T` stopped), the kernel function
+/// it sleeps in, and its threads' states; or that it is gone.
+fn where_is(pid: u32) -> String {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return format!("pid {pid}: gone");
+    };
+    // The state follows the parenthesised command name, which may hold spaces.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).unwrap_or("?");
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| {
+                    let tid = t.file_name().to_string_lossy().into_owned();
+                    let st = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                    let s = st.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next())?.to_owned();
+                    let w = std::fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
+                    Some(format!("{tid}:{s}:{w}"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("pid {pid}: state {state}, wchan {wchan:?}, threads [{}]", threads.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::where_is;
+
+    #[test]
+    fn where_is_names_the_state_of_a_live_process_and_a_gone_one() {
+        let me = where_is(std::process::id());
+        assert!(me.contains("state R") || me.contains("state S"), "{me}");
+        assert!(me.contains("threads ["), "{me}");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not reaped yet: a zombie.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(where_is(pid).contains("state Z"), "{}", where_is(pid));
+        child.wait().unwrap();
+        assert_eq!(where_is(pid), format!("pid {pid}: gone"));
+    }
 }
