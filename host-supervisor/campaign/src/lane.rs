@@ -797,8 +797,7 @@ fn where_is(pid: u32) -> String {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return format!("pid {pid}: gone");
     };
-    // The state follows the parenthesised command name, which may hold spaces.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).unwrap_or("?");
+    let state = state_of(&stat).unwrap_or("?");
     let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
@@ -806,7 +805,7 @@ fn where_is(pid: u32) -> String {
                 .filter_map(|t| {
                     let tid = t.file_name().to_string_lossy().into_owned();
                     let st = std::fs::read_to_string(t.path().join("stat")).ok()?;
-                    let s = st.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next())?.to_owned();
+                    let s = state_of(&st)?.to_owned();
                     let w = std::fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
                     Some(format!("{tid}:{s}:{w}"))
                 })
@@ -814,6 +813,12 @@ fn where_is(pid: u32) -> String {
         })
         .unwrap_or_default();
     format!("pid {pid}: state {state}, wchan {wchan:?}, threads [{}]", threads.join(" "))
+}
+
+/// The state letter of a `/proc/…/stat` line: the field after the
+/// parenthesised command name, which may itself hold spaces and `)`.
+fn state_of(stat: &str) -> Option<&str> {
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next())
 }
 
 #[cfg(test)]
