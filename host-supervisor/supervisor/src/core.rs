@@ -272,8 +272,7 @@ impl Supervisor {
                 if let Some(Some(c)) = self.conns.remove(&conn)
                     && self.sessions.get(&c).is_some_and(|s| s.conn == Some(conn))
                 {
-                    self.detach(c, now);
-                    self.journal_session(crate::journal::Record::SessionDetached { client: c }, &mut out);
+                    self.detach(c, now, &mut out);
                 }
             }
             Event::Shutdown => {

@@ -99,8 +99,15 @@ impl Supervisor {
         self.sessions.contains_key(&c)
     }
 
-    /// Session `c` has no connection from `now` on.
-    pub(super) fn detach(&mut self, c: ClientId, now: Millis) {
+    /// Session `c` has no connection from `now` on, in the journal too.
+    pub(super) fn detach(&mut self, c: ClientId, now: Millis, out: &mut Vec<Action>) {
+        self.mark_detached(c, now);
+        self.journal_session(Record::SessionDetached { client: c }, out);
+    }
+
+    /// [`Self::detach`] without the journal record (a recovered session,
+    /// whose detachment the journal already holds).
+    pub(super) fn mark_detached(&mut self, c: ClientId, now: Millis) {
         if let Some(s) = self.sessions.get_mut(&c) {
             s.conn = None;
             s.last_active = now;
@@ -294,8 +301,7 @@ impl Supervisor {
             && resume != Some(prev)
             && self.sessions.get(&prev).is_some_and(|s| s.conn == Some(conn))
         {
-            self.detach(prev, now);
-            self.journal_session(Record::SessionDetached { client: prev }, out);
+            self.detach(prev, now, out);
             self.conns.insert(conn, None);
         }
         let (client, new) = match resume {

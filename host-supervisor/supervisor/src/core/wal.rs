@@ -356,7 +356,7 @@ impl Supervisor {
             let s = Session { last_active: now, floor: si.floor, ..Session::default() };
             self.sessions.insert(si.client, s);
             // Detached until resumed: the idle expiry applies to it too.
-            self.detach(si.client, now);
+            self.mark_detached(si.client, now);
             // Through the dedup table's own door, so its count and byte
             // budgets (and their running totals) hold for recovered answers.
             for (seq, a) in si.cache {
