@@ -832,8 +832,12 @@ mod tests {
         assert!(me.contains("threads ["), "{me}");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
-        // Exited, not reaped yet: a zombie.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Exited, not reaped yet: a zombie (waited for, not slept for, so
+        // that a loaded machine cannot make it fail).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !where_is(pid).contains("state Z") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert!(where_is(pid).contains("state Z"), "{}", where_is(pid));
         child.wait().unwrap();
         assert_eq!(where_is(pid), format!("pid {pid}: gone"));
