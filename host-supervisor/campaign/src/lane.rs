@@ -812,7 +812,36 @@ fn where_is(pid: u32) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    format!("pid {pid}: state {state}, wchan {wchan:?}, threads [{}]", threads.join(" "))
+    // Which signals wait for it and which it blocks: a SIGCHLD pending
+    // while a zombie child waits tells a lost wake-up from a lost signal.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let masks: Vec<String> = status
+        .lines()
+        .filter(|l| ["SigPnd:", "ShdPnd:", "SigBlk:"].iter().any(|k| l.starts_with(k)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let children = children_of(pid);
+    format!(
+        "pid {pid}: state {state}, wchan {wchan:?}, threads [{}], {}, children [{}]",
+        threads.join(" "),
+        masks.join(" "),
+        children.join(" ")
+    )
+}
+
+/// `pid`'s children with their state letters (`1234:Z` for a zombie not
+/// reaped yet), from every thread's `children` list.
+fn children_of(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for child in list.split_whitespace() {
+            let st = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            out.push(format!("{child}:{}", state_of(&st).unwrap_or("gone")));
+        }
+    }
+    out
 }
 
 /// The state letter of a `/proc/…/stat` line: the field after the
@@ -830,6 +859,7 @@ mod tests {
         let me = where_is(std::process::id());
         assert!(me.contains("state R") || me.contains("state S"), "{me}");
         assert!(me.contains("threads ["), "{me}");
+        assert!(me.contains("SigBlk: "), "{me}");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         // Exited, not reaped yet: a zombie (waited for, not slept for, so
@@ -839,6 +869,9 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(where_is(pid).contains("state Z"), "{}", where_is(pid));
+        // The parent's view names it too, as a zombie.
+        let mine = where_is(std::process::id());
+        assert!(mine.contains(&format!("{pid}:Z")), "{mine}");
         child.wait().unwrap();
         assert_eq!(where_is(pid), format!("pid {pid}: gone"));
     }
