@@ -27,6 +27,9 @@ use storage_core::BLOCK_SIZE;
 
 /// How long any single fault may take to resolve before it is a failure.
 pub(crate) const FAULT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A wait longer than this is reported while it lasts ([`Sup::wait`]):
+/// far above any recovery seen (p99.9 tens of ms), far below the timeout.
+const SLOW: Duration = Duration::from_secs(3);
 
 /// Incremental reader of an exec log: `(generation, client, seq)` lines.
 #[derive(Debug)]
@@ -254,21 +257,49 @@ impl Sup {
         timeout: Duration,
         f: impl Fn(&DriverStatus) -> bool,
     ) -> Result<DriverStatus, String> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut slow = None;
         loop {
             self.alive()?;
             let (last, pid) = match self.driver(name) {
-                Ok(s) if f(&s) => return Ok(s),
+                Ok(s) if f(&s) => {
+                    if let Some(at) = slow {
+                        eprintln!(
+                            "campaign: {}: {name} met its condition after {:.1} s, {:.1} s after the slow report: \
+                             the stall ended on its own",
+                            self.runtime.display(),
+                            started.elapsed().as_secs_f64(),
+                            Instant::now().saturating_duration_since(at).as_secs_f64()
+                        );
+                    }
+                    return Ok(s);
+                }
                 Ok(s) => (format!("{s:?}"), s.pid),
                 Err(e) => (e, None),
             };
+            if slow.is_none() && started.elapsed() > SLOW {
+                // While it is still stuck: where the instance is, and every
+                // task blocked in the kernel (the holder of what it waits
+                // for may be one), with kernel stacks.
+                slow = Some(Instant::now());
+                let procs = pid.map_or_else(String::new, |p| format!("{name} {}; ", where_is(p)));
+                eprintln!(
+                    "campaign: {}: {name} slow, condition not met in {SLOW:?}; last status {last}; {procs}\
+                     blocked tasks: [{}]",
+                    self.runtime.display(),
+                    blocked_tasks().join("; ")
+                );
+            }
             if Instant::now() > deadline {
                 // Where the instance and the supervisor are, from outside:
                 // a zombie not reaped, a task stuck in the kernel, or running.
                 let procs = pid.map_or_else(String::new, |p| format!("{name} {}; ", where_is(p)));
                 return Err(format!(
-                    "{name}: condition not met in {timeout:?}; last status {last}; {procs}supervisor {}; {}",
+                    "{name}: condition not met in {timeout:?}; last status {last}; {procs}supervisor {}; \
+                     blocked tasks: [{}]; {}",
                     where_is(self.child.id()),
+                    blocked_tasks().join("; "),
                     self.tail()
                 ));
             }
@@ -807,7 +838,15 @@ fn where_is(pid: u32) -> String {
                     let st = std::fs::read_to_string(t.path().join("stat")).ok()?;
                     let s = state_of(&st)?.to_owned();
                     let w = std::fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
-                    Some(format!("{tid}:{s}:{w}"))
+                    // A task in the kernel: where, as its kernel stack says.
+                    // and the system call it is in (number, arguments).
+                    let stack = if s == "D" {
+                        let call = std::fs::read_to_string(t.path().join("syscall")).unwrap_or_default();
+                        format!(":[{}]:syscall [{}]", kernel_stack(&t.path()), call.trim())
+                    } else {
+                        String::new()
+                    };
+                    Some(format!("{tid}:{s}:{w}{stack}"))
                 })
                 .collect()
         })
@@ -821,12 +860,63 @@ fn where_is(pid: u32) -> String {
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     let children = children_of(pid);
+    // What it has open, so that a system call's descriptor argument names a file.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let target = std::fs::read_link(e.path()).ok()?;
+                    Some(format!("{}={}", e.file_name().to_string_lossy(), target.display()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     format!(
-        "pid {pid}: state {state}, wchan {wchan:?}, threads [{}], {}, children [{}]",
+        "pid {pid}: state {state}, wchan {wchan:?}, threads [{}], {}, children [{}], fds [{}]",
         threads.join(" "),
         masks.join(" "),
-        children.join(" ")
+        children.join(" "),
+        fds.join(" ")
     )
+}
+
+/// The function names of a task's kernel stack (`/proc/…/stack`, root
+/// only), innermost first; empty where the kernel does not show it.
+fn kernel_stack(task: &Path) -> String {
+    let text = std::fs::read_to_string(task.join("stack")).unwrap_or_default();
+    let frames: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|f| f.split('+').next().unwrap_or(f))
+        .take(12)
+        .collect();
+    frames.join("<")
+}
+
+/// Every task of the machine in uninterruptible sleep (`D`), with its
+/// command and kernel stack: whoever holds what a stuck task waits for is
+/// often among them.
+fn blocked_tasks() -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
+        for t in tasks.flatten() {
+            let st = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            if state_of(&st) != Some("D") {
+                continue;
+            }
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            out.push(format!(
+                "{}/{} {}: {}",
+                p.file_name().to_string_lossy(),
+                t.file_name().to_string_lossy(),
+                comm.trim(),
+                kernel_stack(&t.path())
+            ));
+        }
+    }
+    out
 }
 
 /// `pid`'s children with their state letters (`1234:Z` for a zombie not
@@ -852,7 +942,23 @@ fn state_of(stat: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::where_is;
+    use super::{blocked_tasks, kernel_stack, where_is};
+
+    #[test]
+    fn a_kernel_stack_is_function_names_only() {
+        // This thread, reading its own stack, is in the kernel's reader of it.
+        let me = std::path::PathBuf::from(format!("/proc/self/task/{}", nix::unistd::gettid()));
+        let stack = kernel_stack(&me);
+        // Empty where the kernel hides stacks (not root, no CONFIG_STACKTRACE).
+        if !stack.is_empty() {
+            assert!(stack.contains("proc_pid_stack"), "{stack}");
+            assert!(!stack.contains('+') && !stack.contains("0x"), "{stack}");
+        }
+        // No task of this test is blocked; others may be, and each names its stack.
+        for t in blocked_tasks() {
+            assert!(t.contains(": "), "{t}");
+        }
+    }
 
     #[test]
     fn where_is_names_the_state_of_a_live_process_and_a_gone_one() {
