@@ -104,8 +104,9 @@ impl Daemon {
         // The channel becomes the child's stdin: std dup2()s it into place, so
         // our end keeps CLOEXEC and the driver adopts fd 0 without
         // pidfd_getfd (which seccomp profiles may forbid). The trace memfd is
-        // inherited by number; the daemon is single-threaded, so no other
-        // fork can inherit it in the window where it lacks CLOEXEC.
+        // inherited by number; only this thread ever forks (the journal's
+        // writer thread does not), so no other child can inherit it in the
+        // window where it lacks CLOEXEC.
         let mut cmd = Command::new(&cfg.exec);
         // A clean environment: only the allow-listed variables pass on.
         cmd.env_clear();
