@@ -10,7 +10,9 @@
 //! The supervisor asks a third question of a driver that stops answering
 //! heartbeats: did it hang, or did it only wait for a CPU? [`sched`] reads
 //! what it needs for that: the state, the time on a CPU and the time spent
-//! waiting on a run queue, both in nanoseconds (`schedstat`).
+//! waiting on a run queue, both in nanoseconds (`schedstat`). And a fourth
+//! of an instance it killed that does not die: where in the kernel is it
+//! stuck? [`wchan`] names the function.
 //!
 //! # The answer for a line that cannot be parsed
 //! **Not gone.** The file exists, so the kernel still has the process; and
@@ -113,6 +115,18 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// Where in the kernel `pid` sleeps (`/proc/<pid>/wchan`): a function
+/// name, or `None` if it runs, is gone, or the kernel does not say.
+#[must_use]
+pub fn wchan(pid: u32) -> Option<String> {
+    wchan_from(&std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?)
+}
+
+fn wchan_from(text: &str) -> Option<String> {
+    let w = text.trim();
+    (!w.is_empty() && w != "0").then(|| w.to_owned())
+}
+
 fn gone_from_stat(line: &str) -> bool {
     Stat::parse(line).is_some_and(|s| s.is_gone())
 }
@@ -158,6 +172,14 @@ mod tests {
         assert!(me.ran_ns > 0);
         assert_ne!(me.state, 'Z');
         assert_eq!(sched(4_194_305), None);
+    }
+
+    #[test]
+    fn a_wchan_is_a_function_name_or_nothing() {
+        assert_eq!(wchan_from("do_epoll_wait"), Some("do_epoll_wait".into()));
+        assert_eq!(wchan_from("0"), None);
+        assert_eq!(wchan_from(""), None);
+        assert_eq!(wchan(4_194_305), None);
     }
 
     #[test]

@@ -56,6 +56,7 @@ mod channels;
 mod clients;
 mod control;
 pub mod dirs;
+mod dying;
 pub mod fds;
 mod io;
 mod launch;
@@ -331,7 +332,11 @@ impl Daemon {
                 let d = t.saturating_duration_since(Instant::now());
                 d.as_millis() as u64 + u64::from(d.subsec_micros() % 1000 != 0)
             });
-            for w in [ping, paused, stall].into_iter().flatten() {
+            let dying = self.check_dying().map(|t| {
+                let d = t.saturating_duration_since(Instant::now());
+                d.as_millis() as u64 + u64::from(d.subsec_micros() % 1000 != 0)
+            });
+            for w in [ping, paused, stall, dying].into_iter().flatten() {
                 wait = Some(wait.map_or(w, |x| x.min(w)));
             }
             let timeout = match wait {

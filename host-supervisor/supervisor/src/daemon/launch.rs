@@ -7,6 +7,7 @@
 //! the driver adopt it without `pidfd_getfd`, which seccomp may forbid.
 
 use super::Daemon;
+use super::dying::Killed;
 use super::fds;
 use super::io::{Peer, Source, inheritable, set_nonblocking};
 use crate::core::{Action, DriverId, Event, KillSignal, SchedSample};
@@ -19,6 +20,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::time::Instant;
 use tracing::debug;
 
 #[derive(Debug)]
@@ -28,6 +30,8 @@ pub(super) struct Live {
     pub(super) trace: Option<File>,
     /// Its sandbox was checked (at its first `Ready`, or a standby's first pong).
     pub(super) checked: bool,
+    /// The supervisor's SIGKILL, once sent ([`super::dying`]).
+    pub(super) killed: Option<Killed>,
 }
 
 /// Why a launch failed, and whether for lack of resources.
@@ -85,13 +89,17 @@ impl Daemon {
     }
 
     pub(super) fn signal(&mut self, driver: DriverId, generation: Generation, signal: KillSignal) {
-        if let Some(l) = self.live.get(&(driver, generation)) {
+        if let Some(l) = self.live.get_mut(&(driver, generation)) {
             let sig = match signal {
                 KillSignal::Term => Signal::SIGTERM,
                 KillSignal::Kill => Signal::SIGKILL,
             };
             if let Err(e) = kill(l.pid, sig) {
                 debug!("kill {} {}: {e}", l.pid, sig.as_str());
+            }
+            // From the first SIGKILL on, its not dying is watched (`dying`).
+            if signal == KillSignal::Kill && l.killed.is_none() {
+                l.killed = Some(Killed::new(Instant::now()));
             }
         }
     }
@@ -170,7 +178,10 @@ impl Daemon {
             .reg
             .watch(&ours, Source::Driver(driver, generation))
             .map_err(|e| SpawnError { message: format!("epoll: {e}"), exhausted: false })?;
-        self.live.insert((driver, generation), Live { pid, peer: Some(Peer::new(ours, token)), trace, checked: false });
+        self.live.insert(
+            (driver, generation),
+            Live { pid, peer: Some(Peer::new(ours, token)), trace, checked: false, killed: None },
+        );
         Ok(pid.as_raw() as u32)
     }
 }
