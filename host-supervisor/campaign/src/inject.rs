@@ -56,6 +56,7 @@ impl Injector<'_> {
     }
 
     pub(crate) fn apply(&mut self, index: usize, fault: &Fault) -> Result<Record, String> {
+        self.sup.fault_index = index;
         let at_ms = self.t_start.elapsed().as_secs_f64() * 1000.0;
         let mut restart_us = None;
         let (outcome, handling, recovery_us, note) = match *fault {

@@ -1,7 +1,7 @@
 //! `report.md` and `report.json`: the outcome table, recovery figures,
 //! throughput, the seed, the machine, and the comparison with MINIX 3.
 
-use crate::run::RunResult;
+use crate::run::{KernelStall, RunResult};
 use crate::schedule::Fault;
 use crate::{CampaignError, Handling, Outcome, Record};
 use reinc_bench::machine::Machine;
@@ -83,6 +83,31 @@ fn shared_stalls(r: &RunResult, slow_us: u64) -> Option<String> {
         } else {
             "most of the tail is local to one lane"
         }
+    ))
+}
+
+/// What the kernel held up, in one line: waits that outlasted
+/// [`crate::lane::SLOW`] because an instance sat in uninterruptible sleep
+/// (`D`), how long the longest took, and the kernel function most of them
+/// were stuck in. `None` if there was none.
+fn kernel_stalls(stalls: &[KernelStall]) -> Option<String> {
+    let longest = stalls.iter().max_by(|a, b| a.seconds.total_cmp(&b.seconds))?;
+    let mut by_function: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in stalls {
+        *by_function.entry(s.stack.split('<').next().unwrap_or("?")).or_default() += 1;
+    }
+    let (function, n) = by_function.iter().max_by_key(|(_, n)| **n).map(|(f, n)| (*f, *n))?;
+    Some(format!(
+        "**Kernel stalls: {}** waits of the injector outlasted {} s because the instance was in uninterruptible \
+         sleep in the kernel (`D`), where its SIGKILL waits; the supervisor waited for each death before relaunching \
+         or replaying, as it must, and said so in its log. The longest took {:.1} s (fault {}, `{}`); {n} of them were \
+         in `{function}`. These are the host's, not reinc's: on these VMs a `kdamond` thread walking the reverse map \
+         of libc's pages was seen holding up every process that mapped or unmapped libc.",
+        stalls.len(),
+        crate::lane::SLOW.as_secs(),
+        longest.seconds,
+        longest.fault_index,
+        longest.stack
     ))
 }
 
@@ -245,6 +270,11 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
         "| hang verdicts: killed as hung / starved of CPU, left running | {} / {} |",
         r.hang_verdicts.hung, r.hang_verdicts.starved
     );
+    let _ = writeln!(
+        md,
+        "| kernel stalls: waits held up by an instance in uninterruptible sleep, waited out | {} |",
+        r.kernel_stalls.len()
+    );
     let _ = writeln!(md, "| requests lost | {} |", if r.violation.is_none() { "0" } else { "see the failure" });
     let _ =
         writeln!(md, "| requests executed twice | {} |", if r.violation.is_none() { "0" } else { "see the failure" });
@@ -389,6 +419,9 @@ pub fn write(out: &Path, command: &str, machine: &Machine, r: &RunResult) -> Res
     if let Some(line) = shared_stalls(r, 100_000) {
         let _ = writeln!(md, "{line}\n");
     }
+    if let Some(line) = kernel_stalls(&r.kernel_stalls) {
+        let _ = writeln!(md, "{line}\n");
+    }
     let _ = writeln!(md, "![recovery CDF](recovery-cdf.svg)\n\n![throughput](throughput.svg)\n");
 
     let _ = writeln!(md, "## Compared with MINIX 3 (DSN 2009)\n");
@@ -434,5 +467,20 @@ mod tests {
         assert_eq!((p.n, p.p50_us, p.p99_us, p.p999_us, p.max_us), (1000, 500, 990, 999, 1000));
         assert_eq!(percentiles(&[7]).unwrap().p999_us, 7);
         assert!(percentiles(&[]).is_none());
+    }
+
+    #[test]
+    fn kernel_stalls_name_the_longest_and_the_commonest_function() {
+        assert_eq!(kernel_stalls(&[]), None);
+        let stall = |fault_index, seconds, stack: &str| KernelStall { fault_index, seconds, stack: stack.into() };
+        let line = kernel_stalls(&[
+            stall(10, 3.3, "unlink_file_vma_batch_process<free_pgtables<exit_mmap"),
+            stall(11, 8.7, "__mmap_region<do_mmap"),
+            stall(12, 3.1, "unlink_file_vma_batch_process<free_pgtables<exit_mmap"),
+        ])
+        .unwrap();
+        assert!(line.contains("**Kernel stalls: 3**"), "{line}");
+        assert!(line.contains("8.7 s (fault 11, `__mmap_region<do_mmap`)"), "{line}");
+        assert!(line.contains("2 of them were in `unlink_file_vma_batch_process`"), "{line}");
     }
 }

@@ -206,6 +206,23 @@ pub struct RunResult {
     pub kills_scheduled: bool,
     /// NBD requests answered through `reinc-nbd`, every one checked.
     pub nbd_requests: u64,
+    /// Waits that outlasted [`crate::lane::SLOW`] because the instance was
+    /// in uninterruptible sleep in the kernel, waited out.
+    pub kernel_stalls: Vec<KernelStall>,
+}
+
+/// A wait of the injector's held up by the kernel: the instance (killed by
+/// the supervisor, or starting) sat in uninterruptible sleep (`D`), where
+/// SIGKILL waits, and the supervisor rightly waited for its death before
+/// relaunching or replaying (`host-supervisor/supervisor/src/daemon/dying.rs`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KernelStall {
+    /// The fault being handled.
+    pub fault_index: usize,
+    /// The wait's length, in seconds.
+    pub seconds: f64,
+    /// The instance's kernel stack when it was first seen stuck, innermost first.
+    pub stack: String,
 }
 
 /// Hang verdicts counted by the supervisors (see [`RunResult::hang_verdicts`]).
@@ -290,6 +307,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         standby: opts.standby,
         kills_scheduled: opts.supervisor_kills,
         nbd_requests: 0,
+        kernel_stalls: Vec::new(),
     };
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
@@ -313,6 +331,7 @@ pub fn run(bins: &Bins, opts: &Options) -> Result<RunResult, CampaignError> {
         merged.blk_rounds += r.blk_rounds;
         merged.supervisor_kills += r.supervisor_kills;
         merged.nbd_requests += r.nbd_requests;
+        merged.kernel_stalls.extend(r.kernel_stalls);
         let prefix = if lanes > 1 { format!("lane {lane}: ") } else { String::new() };
         merged.checks.extend(r.checks.into_iter().map(|c| format!("{prefix}{c}")));
         if let Some(v) = r.violation {
