@@ -101,8 +101,8 @@ fn kernel_stalls(stalls: &[KernelStall]) -> Option<String> {
         "**Kernel stalls: {}** waits of the injector outlasted {} s because the instance was in uninterruptible \
          sleep in the kernel (`D`), where its SIGKILL waits; the supervisor waited for each death before relaunching \
          or replaying, as it must, and said so in its log. The longest took {:.1} s (fault {}, `{}`); {n} of them were \
-         in `{function}`. These are the host's, not reinc's: on these VMs a `kdamond` thread walking the reverse map \
-         of libc's pages was seen holding up every process that mapped or unmapped libc.",
+         in `{function}`. These are the host's, not reinc's: on these VMs such stalls were every process that mapped \
+         or unmapped libc queued on libc's `i_mmap` lock, in every lane at once.",
         stalls.len(),
         crate::lane::SLOW.as_secs(),
         longest.seconds,

@@ -6,8 +6,9 @@
 //! new instance would race it. That wait is right, but it used to be
 //! silent. A task in uninterruptible sleep (`D`) keeps its SIGKILL pending
 //! for as long as the kernel keeps it there; seen on the campaign's 2-core
-//! VM, where a `kdamond` thread walked the reverse map of libc's pages and
-//! every process mapping or unmapping libc queued behind it for 3–20 s.
+//! VM, where every process mapping or unmapping libc (dying drivers in
+//! `exit_mmap`, starting ones in `__mmap_region`) queued on libc's
+//! `i_mmap` lock for 3–20 s at a time.
 //! So a killed instance still there [`FIRST`] later is reported with its
 //! state and kernel function (`/proc/<pid>/stat`, `wchan`), and again every
 //! [`AGAIN`]: the user sees why recovery is slow, and that it is not the
