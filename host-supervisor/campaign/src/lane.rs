@@ -858,19 +858,19 @@ fn where_is(pid: u32) -> String {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return format!("pid {pid}: gone");
     };
-    let state = state_of(&stat).unwrap_or("?");
-    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let state = state_of(&stat).unwrap_or('?');
+    let wchan = reinc_procfs::wchan(pid).unwrap_or_default();
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
             d.flatten()
                 .filter_map(|t| {
                     let tid = t.file_name().to_string_lossy().into_owned();
                     let st = std::fs::read_to_string(t.path().join("stat")).ok()?;
-                    let s = state_of(&st)?.to_owned();
+                    let s = state_of(&st)?;
                     let w = std::fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
                     // A task in the kernel: where, as its kernel stack says.
                     // and the system call it is in (number, arguments).
-                    let stack = if s == "D" {
+                    let stack = if s == 'D' {
                         let call = std::fs::read_to_string(t.path().join("syscall")).unwrap_or_default();
                         format!(":[{}]:syscall [{}]", kernel_stack(&t.path()), call.trim())
                     } else {
@@ -914,7 +914,7 @@ fn where_is(pid: u32) -> String {
 /// where a pending SIGKILL cannot end it; `None` otherwise.
 fn held_in_kernel(pid: u32) -> Option<String> {
     let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    (state_of(&st) == Some("D")).then(|| kernel_stack(Path::new(&format!("/proc/{pid}"))))
+    (state_of(&st) == Some('D')).then(|| kernel_stack(Path::new(&format!("/proc/{pid}"))))
 }
 
 /// The function names of a task's kernel stack (`/proc/…/stack`, root
@@ -940,7 +940,7 @@ fn blocked_tasks() -> Vec<String> {
         let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
         for t in tasks.flatten() {
             let st = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            if state_of(&st) != Some("D") {
+            if state_of(&st) != Some('D') {
                 continue;
             }
             let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
@@ -965,16 +965,15 @@ fn children_of(pid: u32) -> Vec<String> {
         let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
         for child in list.split_whitespace() {
             let st = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            out.push(format!("{child}:{}", state_of(&st).unwrap_or("gone")));
+            out.push(state_of(&st).map_or_else(|| format!("{child}:gone"), |c| format!("{child}:{c}")));
         }
     }
     out
 }
 
-/// The state letter of a `/proc/…/stat` line: the field after the
-/// parenthesised command name, which may itself hold spaces and `)`.
-fn state_of(stat: &str) -> Option<&str> {
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next())
+/// The state letter of a `/proc/…/stat` line, as `reinc_procfs` reads it.
+fn state_of(stat: &str) -> Option<char> {
+    reinc_procfs::Stat::parse(stat).map(|s| s.state)
 }
 
 #[cfg(test)]
