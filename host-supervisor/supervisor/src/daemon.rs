@@ -120,6 +120,8 @@ pub struct Daemon {
     /// Every driver process, by driver and generation: the running instance
     /// and, with `standby = true`, its standby (CONTRACTS.md §9).
     live: HashMap<(DriverId, Generation), Live>,
+    /// Instances sent the supervisor's SIGKILL and not reaped yet (`dying`).
+    dying: HashMap<(DriverId, Generation), dying::Killed>,
     /// The trace ring of each driver's last ended instance.
     last_trace: HashMap<DriverId, Vec<u8>>,
     client_listener: UnixListener,
@@ -248,6 +250,7 @@ impl Daemon {
             signals,
             started: Instant::now(),
             live: HashMap::new(),
+            dying: HashMap::new(),
             last_trace: HashMap::new(),
             client_listener,
             control_listener,

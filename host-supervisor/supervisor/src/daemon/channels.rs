@@ -63,6 +63,7 @@ impl Daemon {
             // Contract: frames sent just before death count, so drain first.
             self.drain_driver(driver, generation);
             let live = self.live.remove(&(driver, generation)).expect("found above");
+            self.dying.remove(&(driver, generation));
             if let Some(peer) = live.peer {
                 self.reg.unwatch(&peer);
             }

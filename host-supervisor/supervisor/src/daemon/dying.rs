@@ -72,14 +72,17 @@ impl Daemon {
     /// Reports killed instances that are still there (see the module doc);
     /// returns when the next report is due, for the loop's timeout.
     pub(super) fn check_dying(&mut self) -> Option<Instant> {
+        if self.dying.is_empty() {
+            return None;
+        }
         let now = Instant::now();
         let mut reap = false;
-        for ((driver, generation), l) in &mut self.live {
-            let Some(k) = l.killed.as_mut() else { continue };
+        for (key @ (driver, generation), k) in &mut self.dying {
             if k.due() > now {
                 continue;
             }
             k.reports += 1;
+            let Some(l) = self.live.get(key) else { continue };
             let pid = l.pid.as_raw();
             let raw = u32::try_from(pid).unwrap_or_default();
             let state = reinc_procfs::stat(raw).map(|s| s.state);
@@ -90,7 +93,9 @@ impl Daemon {
         if reap {
             self.reap();
         }
-        self.live.values().filter_map(|l| l.killed.map(|k| k.due())).min()
+        // Gone meanwhile (reaped): nothing more to watch.
+        self.dying.retain(|key, _| self.live.contains_key(key));
+        self.dying.values().map(Killed::due).min()
     }
 }
 

@@ -30,8 +30,6 @@ pub(super) struct Live {
     pub(super) trace: Option<File>,
     /// Its sandbox was checked (at its first `Ready`, or a standby's first pong).
     pub(super) checked: bool,
-    /// The supervisor's SIGKILL, once sent ([`super::dying`]).
-    pub(super) killed: Option<Killed>,
 }
 
 /// Why a launch failed, and whether for lack of resources.
@@ -89,7 +87,7 @@ impl Daemon {
     }
 
     pub(super) fn signal(&mut self, driver: DriverId, generation: Generation, signal: KillSignal) {
-        if let Some(l) = self.live.get_mut(&(driver, generation)) {
+        if let Some(l) = self.live.get(&(driver, generation)) {
             let sig = match signal {
                 KillSignal::Term => Signal::SIGTERM,
                 KillSignal::Kill => Signal::SIGKILL,
@@ -98,8 +96,8 @@ impl Daemon {
                 debug!("kill {} {}: {e}", l.pid, sig.as_str());
             }
             // From the first SIGKILL on, its not dying is watched (`dying`).
-            if signal == KillSignal::Kill && l.killed.is_none() {
-                l.killed = Some(Killed::new(Instant::now()));
+            if signal == KillSignal::Kill {
+                self.dying.entry((driver, generation)).or_insert_with(|| Killed::new(Instant::now()));
             }
         }
     }
@@ -178,10 +176,7 @@ impl Daemon {
             .reg
             .watch(&ours, Source::Driver(driver, generation))
             .map_err(|e| SpawnError { message: format!("epoll: {e}"), exhausted: false })?;
-        self.live.insert(
-            (driver, generation),
-            Live { pid, peer: Some(Peer::new(ours, token)), trace, checked: false, killed: None },
-        );
+        self.live.insert((driver, generation), Live { pid, peer: Some(Peer::new(ours, token)), trace, checked: false });
         Ok(pid.as_raw() as u32)
     }
 }
