@@ -206,7 +206,7 @@ pub struct RunResult {
     pub kills_scheduled: bool,
     /// NBD requests answered through `reinc-nbd`, every one checked.
     pub nbd_requests: u64,
-    /// Waits that outlasted [`crate::lane::SLOW`] because the instance was
+    /// Waits that outlasted 3 s (the campaign's `SLOW`) because the instance was
     /// in uninterruptible sleep in the kernel, waited out.
     pub kernel_stalls: Vec<KernelStall>,
 }

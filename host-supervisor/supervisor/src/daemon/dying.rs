@@ -14,8 +14,8 @@
 //! [`AGAIN`]: the user sees why recovery is slow, and that it is not the
 //! supervisor.
 //!
-//! A zombie found here would be a lost SIGCHLD: it is reaped at once, and
-//! said so.
+//! A zombie found here has a SIGCHLD not seen yet (just died) or lost: it
+//! is reaped at once, and said so.
 //!
 //! # Designs rejected
 //! - Relaunching without waiting for the death: the replay would race the
@@ -61,7 +61,8 @@ pub(super) fn line(who: &str, pid: i32, after: Duration, state: Option<char>, wc
             "it is in uninterruptible sleep in the kernel (D{at}), where SIGKILL waits; \
              nothing is relaunched or replayed until it is gone"
         ),
-        Some('Z') => "it is a zombie nobody reaped (its SIGCHLD was lost); reaping it now".into(),
+        // Its SIGCHLD may only be unread yet (it died just now), or lost.
+        Some('Z') => "it is a zombie not reaped yet (no SIGCHLD seen for it); reaping it now".into(),
         Some(s) => format!("it is in state {s}{at}; nothing is relaunched or replayed until it is gone"),
         None => "it is gone; reaping it now".into(),
     };
