@@ -31,7 +31,7 @@ pub(crate) const FAULT_TIMEOUT: Duration = Duration::from_secs(20);
 /// far above any recovery seen (p99.9 tens of ms), far below the timeout.
 pub(crate) const SLOW: Duration = Duration::from_secs(3);
 /// How long a wait goes on past [`FAULT_TIMEOUT`] while the instance is
-/// held in the kernel (`D`): stalls of 3–20 s were seen on these VMs
+/// held in the kernel (`D`): stalls of 3–48 s were seen on these VMs
 /// (`RunResult::kernel_stalls`); one past this is a failure.
 const KERNEL_STALL_LIMIT: Duration = Duration::from_secs(120);
 

@@ -19,10 +19,10 @@
 //! 4. [`install_seccomp`]: an allow-list of the system calls the runtime's
 //!    event loop and the drivers use ([`allowed_syscalls`]), as a search
 //!    tree that loads in a fraction of the time of a chain ([`filter`]);
-//!    anything else
-//!    kills the process (`SECCOMP_RET_KILL_PROCESS`), which the supervisor
-//!    sees as `SIGSYS` and handles like any crash. `execve`, `fork`/`clone`,
-//!    `socket`, `ptrace`, `mount`, `setuid` and friends are not on it.
+//!    anything else kills the process (`SECCOMP_RET_KILL_PROCESS`), which
+//!    the supervisor sees as `SIGSYS` and handles like any crash. `execve`,
+//!    `fork`/`clone`, `socket`, `ptrace`, `mount`, `setuid` and friends are
+//!    not on it.
 //!
 //! The supervisor checks the result from outside after `Ready`
 //! (`/proc/<pid>/status`: `NoNewPrivs`, `Seccomp`, `CapEff`), so a driver

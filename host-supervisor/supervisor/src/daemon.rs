@@ -109,6 +109,13 @@ fn setup<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> 
     move |e| DaemonError::Setup { what, source: e.into() }
 }
 
+/// Milliseconds from now until `t`, rounded up (an `epoll_wait` timeout
+/// that ends before `t` would find nothing due yet).
+fn ms_until(t: Instant) -> u64 {
+    let d = t.saturating_duration_since(Instant::now());
+    d.as_millis() as u64 + u64::from(!d.subsec_micros().is_multiple_of(1000))
+}
+
 /// The running daemon.
 #[derive(Debug)]
 pub struct Daemon {
@@ -330,15 +337,9 @@ impl Daemon {
             let ping = self.notify.next_ping().map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
             let paused =
                 self.paused_until.map(|until| until.saturating_duration_since(Instant::now()).as_millis() as u64);
-            // Rounded up: waking a millisecond early would find no stall.
-            let stall = self.check_stalls().map(|t| {
-                let d = t.saturating_duration_since(Instant::now());
-                d.as_millis() as u64 + u64::from(d.subsec_micros() % 1000 != 0)
-            });
-            let dying = self.check_dying().map(|t| {
-                let d = t.saturating_duration_since(Instant::now());
-                d.as_millis() as u64 + u64::from(d.subsec_micros() % 1000 != 0)
-            });
+            // Rounded up: waking a millisecond early would find nothing due.
+            let stall = self.check_stalls().map(ms_until);
+            let dying = self.check_dying().map(ms_until);
             for w in [ping, paused, stall, dying].into_iter().flatten() {
                 wait = Some(wait.map_or(w, |x| x.min(w)));
             }
