@@ -855,18 +855,16 @@ pub(crate) fn final_checks(
 /// reaped, `D` for uninterruptible sleep, `T` stopped), the kernel function
 /// it sleeps in, and its threads' states; or that it is gone.
 fn where_is(pid: u32) -> String {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(state) = state_of(pid) else {
         return format!("pid {pid}: gone");
     };
-    let state = state_of(&stat).unwrap_or('?');
     let wchan = reinc_procfs::wchan(pid).unwrap_or_default();
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
             d.flatten()
                 .filter_map(|t| {
                     let tid = t.file_name().to_string_lossy().into_owned();
-                    let st = std::fs::read_to_string(t.path().join("stat")).ok()?;
-                    let s = state_of(&st)?;
+                    let s = state_of(tid.parse().ok()?)?;
                     let w = std::fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
                     // A task in the kernel: where, as its kernel stack says.
                     // and the system call it is in (number, arguments).
@@ -913,8 +911,7 @@ fn where_is(pid: u32) -> String {
 /// The kernel stack of `pid` if it is in uninterruptible sleep (`D`),
 /// where a pending SIGKILL cannot end it; `None` otherwise.
 fn held_in_kernel(pid: u32) -> Option<String> {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    (state_of(&st) == Some('D')).then(|| kernel_stack(Path::new(&format!("/proc/{pid}"))))
+    (state_of(pid)? == 'D').then(|| kernel_stack(Path::new(&format!("/proc/{pid}"))))
 }
 
 /// The function names of a task's kernel stack (`/proc/…/stack`, root
@@ -939,8 +936,8 @@ fn blocked_tasks() -> Vec<String> {
     for p in procs.flatten() {
         let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
         for t in tasks.flatten() {
-            let st = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            if state_of(&st) != Some('D') {
+            let tid = t.file_name().to_string_lossy().parse().ok();
+            if tid.and_then(state_of) != Some('D') {
                 continue;
             }
             let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
@@ -964,16 +961,17 @@ fn children_of(pid: u32) -> Vec<String> {
     for t in tasks.flatten() {
         let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
         for child in list.split_whitespace() {
-            let st = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            out.push(state_of(&st).map_or_else(|| format!("{child}:gone"), |c| format!("{child}:{c}")));
+            let state = child.parse().ok().and_then(state_of);
+            out.push(state.map_or_else(|| format!("{child}:gone"), |c| format!("{child}:{c}")));
         }
     }
     out
 }
 
-/// The state letter of a `/proc/…/stat` line, as `reinc_procfs` reads it.
-fn state_of(stat: &str) -> Option<char> {
-    reinc_procfs::Stat::parse(stat).map(|s| s.state)
+/// The state letter of process or thread `id` (`/proc/<id>/stat`, which
+/// the kernel also answers for a thread id), as `reinc_procfs` reads it.
+fn state_of(id: u32) -> Option<char> {
+    reinc_procfs::stat(id).map(|s| s.state)
 }
 
 #[cfg(test)]
@@ -990,9 +988,12 @@ mod tests {
             assert!(stack.contains("proc_pid_stack"), "{stack}");
             assert!(!stack.contains('+') && !stack.contains("0x"), "{stack}");
         }
-        // No task of this test is blocked; others may be, and each names its stack.
+        // No task of this test is blocked; others may be, each named as
+        // `pid/tid comm: stack` with numeric ids.
         for t in blocked_tasks() {
-            assert!(t.contains(": "), "{t}");
+            let ids = t.split_whitespace().next().unwrap_or_default();
+            let (pid, tid) = ids.split_once('/').unwrap_or_default();
+            assert!(pid.parse::<u32>().is_ok() && tid.parse::<u32>().is_ok(), "{t}");
         }
     }
 

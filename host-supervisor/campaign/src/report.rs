@@ -99,10 +99,9 @@ fn kernel_stalls(stalls: &[KernelStall]) -> Option<String> {
     let (function, n) = by_function.iter().max_by_key(|(_, n)| **n).map(|(f, n)| (*f, *n))?;
     Some(format!(
         "**Kernel stalls: {}** waits of the injector outlasted {} s because the instance was in uninterruptible \
-         sleep in the kernel (`D`), where its SIGKILL waits; the supervisor waited for each death before relaunching \
-         or replaying, as it must, and said so in its log. The longest took {:.1} s (fault {}, `{}`); {n} of them were \
-         in `{function}`. These are the host's, not reinc's: on these VMs such stalls were every process that mapped \
-         or unmapped libc queued on libc's `i_mmap` lock, in every lane at once.",
+         sleep in the kernel (`D`), where a SIGKILL waits too: nothing could end it before the kernel let it go, and \
+         the supervisor relaunches and replays only after the death (it logs each instance it killed that has not \
+         died). The longest took {:.1} s (fault {}, `{}`); {n} of them were in `{function}`.",
         stalls.len(),
         crate::lane::SLOW.as_secs(),
         longest.seconds,
