@@ -9,7 +9,8 @@
 //! always-allowed calls, each run walking the chain. Measured here on one
 //! machine, in a forked child each time: seccompiler's filter took
 //! 270–400 µs to load and 50–90 µs to build; this tree (about 110
-//! instructions, at most ~9 on any path) 60–100 µs and a few µs. That load
+//! instructions, at most ~9 on any path) 60–100 µs and 30–50 µs (in a
+//! fresh child most of the build is first-touch page faults). That load
 //! sits on every driver start, so on every restart's critical path.
 //!
 //! The program is applied with seccompiler's [`seccompiler::apply_filter`],
@@ -17,12 +18,12 @@
 //! same verdict for every syscall number and architecture tried.
 //!
 //! # Designs rejected
-//! - One `jeq` per syscall in a chain (85 instructions): smaller, but the
+//! - One `jeq` per syscall in a chain (83 instructions): smaller, but the
 //!   kernel's cache fill walks the whole chain for every number it is not
-//!   on, so it loaded slower than the tree (125–175 µs).
-//! - Building the program at compile time: building it at run time costs
-//!   microseconds, and a `const` table would have to be kept in step with
-//!   [`crate::allowed_syscalls`] by hand.
+//!   on, so it loaded slower than the tree (124–176 µs).
+//! - Building the program at compile time: a `const` table would have to be
+//!   kept in step with [`crate::allowed_syscalls`] by hand, for tens of
+//!   microseconds a start.
 
 use seccompiler::{BpfProgram, sock_filter};
 
