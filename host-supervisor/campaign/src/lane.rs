@@ -933,7 +933,9 @@ fn kernel_stack(task: &Path) -> String {
 fn blocked_tasks() -> Vec<String> {
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else { return out };
-    for p in procs.flatten() {
+    // Numeric entries only: `self` and `thread-self` would list this
+    // process's tasks a second time.
+    for p in procs.flatten().filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok()) {
         let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
         for t in tasks.flatten() {
             let tid = t.file_name().to_string_lossy().parse().ok();
