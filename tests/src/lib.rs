@@ -557,6 +557,9 @@ pub enum Reply {
     Error(StorageError),
     /// `Filled` (a bulk read): lba, blocks.
     Filled(u64, u32),
+    /// `FilledTagged` (a client-checked bulk read): lba, blocks, the
+    /// stored tags.
+    FilledTagged(u64, u32, Vec<u8>),
 }
 
 /// Decodes a storage reply body.
@@ -576,6 +579,7 @@ pub fn reply(body: &[u8]) -> Reply {
         StorageReply::Flushed => Reply::Flushed,
         StorageReply::Error(e) => Reply::Error(e),
         StorageReply::Filled { lba, blocks } => Reply::Filled(lba, blocks),
+        StorageReply::FilledTagged { lba, blocks, tags } => Reply::FilledTagged(lba, blocks, tags.to_vec()),
     }
 }
 

@@ -19,6 +19,28 @@
 //! not reuse it) until the request that names it is answered; and the
 //! supervisor hands the pool to every new instance before it replays.
 //!
+//! # Checked by the driver, or by the client
+//! A [`StorageRequest::Bulk`] leaves the block checksums
+//! ([`crate::integrity`]) to the driver: a read checks the blocks against
+//! their stored tags before it fills the pool, a write computes the tags of
+//! what it wrote. That costs the driver a second pass over every byte (a
+//! read of the range, then the transfer), and it checks only the device:
+//! damage on the way into or out of the pool goes unseen.
+//! A [`StorageRequest::BulkTagged`] moves that work to the client, where the
+//! data is born and where it lands, which is both cheaper and end to end:
+//! - a write carries the client's tag of every block, and the driver stores
+//!   them as they are, next to the data it moved with one `pwrite`; a block
+//!   that changed on its way (or a client that sent wrong tags) is caught by
+//!   the next read of it, naming the block;
+//! - a read moves the data with one `pread` and answers
+//!   [`StorageReply::FilledTagged`] with the stored tags, which the client
+//!   checks against the bytes it finds in the pool.
+//!
+//! The driver verifies nothing in either, and needs no buffer for the data
+//! (only [`TAG_BYTES`] per block for the reply). `drvctl blk` uses it; the
+//! NBD front end, which never copies the pool's bytes into its own memory,
+//! keeps the driver-checked form.
+//!
 //! # Never trusting the range
 //! `pool_offset` and the length come from the client. They are checked
 //! against the pool's size before any transfer; a bad range, a session with
@@ -39,6 +61,7 @@
 //!   host do the transfer with one `pread`/`pwrite` straight between its
 //!   file and the mapping (no copy through a buffer of ours).
 
+use crate::integrity::TAG_BYTES;
 use crate::regs::data_offset;
 use crate::{
     BLOCK_SIZE, Effect, HandleError, Outcome, Region, Storage, StorageError, StorageReply, StorageState, Superblock,
@@ -116,10 +139,32 @@ pub trait PoolIo<R: Region> {
     ) -> Result<(), PoolIoError<R::Error>>;
 }
 
+/// Who computes and checks the block tags of a bulk request (module docs,
+/// "Checked by the driver, or by the client").
+#[derive(Debug, Clone, Copy)]
+enum Checks<'t> {
+    /// [`StorageRequest::Bulk`](crate::StorageRequest::Bulk).
+    Driver,
+    /// [`StorageRequest::BulkTagged`](crate::StorageRequest::BulkTagged):
+    /// the client's tags of a write (empty for a read).
+    Client(&'t [u8]),
+}
+
+/// Bytes of tags the reply to a [`StorageRequest::BulkTagged`](crate::StorageRequest::BulkTagged)
+/// read of `blocks` blocks carries: what the reply buffer of
+/// [`Storage::handle_bulk_tagged`] must hold.
+#[must_use]
+pub const fn bulk_tag_bytes(blocks: u32) -> usize {
+    blocks as usize * TAG_BYTES
+}
+
+// The host drivers' reply buffer holds the tags of the largest bulk read.
+const _: () = assert!(bulk_tag_bytes(MAX_BULK_BLOCKS) <= crate::MAX_REPLY_DATA);
+
 impl<R: Region> Storage<R> {
     /// Handles one bulk request against the committed `state`, moving data
-    /// through `pool`. Same determinism and replay rules as
-    /// [`handle`](Self::handle).
+    /// through `pool`, the driver checking and computing the block tags.
+    /// Same determinism and replay rules as [`handle`](Self::handle).
     ///
     /// # Errors
     /// [`HandleError::Io`] when the region fails (never for the pool's
@@ -131,7 +176,40 @@ impl<R: Region> Storage<R> {
         req: &BulkRequest,
         pool: &mut P,
     ) -> Result<Outcome<'static>, HandleError<R::Error>> {
-        let out = self.decide_bulk(state, id, req, pool);
+        self.run_bulk(state, id, req, Checks::Driver, pool, &mut [])
+    }
+
+    /// Handles a [`StorageRequest::BulkTagged`](crate::StorageRequest::BulkTagged):
+    /// as [`handle_bulk`](Self::handle_bulk), but the tags are the client's
+    /// (`tags`, one per block of a write, empty for a read), and a read's
+    /// answer carries the stored tags in `reply_buf`
+    /// ([`bulk_tag_bytes`] of it are needed).
+    ///
+    /// # Errors
+    /// [`HandleError::Io`] when the region fails;
+    /// [`HandleError::ReplyBuffer`] when `reply_buf` cannot hold the tags.
+    pub fn handle_bulk_tagged<'r, P: PoolIo<R>>(
+        &mut self,
+        state: &StorageState,
+        id: RequestId,
+        req: &BulkRequest,
+        tags: &[u8],
+        pool: &mut P,
+        reply_buf: &'r mut [u8],
+    ) -> Result<Outcome<'r>, HandleError<R::Error>> {
+        self.run_bulk(state, id, req, Checks::Client(tags), pool, reply_buf)
+    }
+
+    fn run_bulk<'r, P: PoolIo<R>>(
+        &mut self,
+        state: &StorageState,
+        id: RequestId,
+        req: &BulkRequest,
+        checks: Checks<'_>,
+        pool: &mut P,
+        reply_buf: &'r mut [u8],
+    ) -> Result<Outcome<'r>, HandleError<R::Error>> {
+        let out = self.decide_bulk(state, id, req, checks, pool, reply_buf);
         match &out {
             Ok(o) => {
                 if let Some(t) = bulk_trace(req, o) {
@@ -144,13 +222,15 @@ impl<R: Region> Storage<R> {
         out
     }
 
-    fn decide_bulk<P: PoolIo<R>>(
+    fn decide_bulk<'r, P: PoolIo<R>>(
         &mut self,
         state: &StorageState,
         id: RequestId,
         req: &BulkRequest,
+        checks: Checks<'_>,
         pool: &mut P,
-    ) -> Result<Outcome<'static>, HandleError<R::Error>> {
+        reply_buf: &'r mut [u8],
+    ) -> Result<Outcome<'r>, HandleError<R::Error>> {
         let refuse = |e| Ok(Outcome { state: *state, reply: StorageReply::Error(e), effect: Effect::None });
         let (BulkRequest::ReadInto { lba, blocks, pool_offset } | BulkRequest::WriteFrom { lba, blocks, pool_offset }) =
             *req;
@@ -165,18 +245,47 @@ impl<R: Region> Storage<R> {
         let off = data_offset(lba);
         // check_bulk bounds blocks by MAX_BULK_BLOCKS, which fits u16.
         let short = blocks as u16;
-        match *req {
+        let tag_len = bulk_tag_bytes(blocks);
+        let want_tags = match (*req, checks) {
+            (BulkRequest::ReadInto { .. }, Checks::Client(t)) => !t.is_empty(),
+            (BulkRequest::WriteFrom { .. }, Checks::Client(t)) => t.len() != tag_len,
+            (_, Checks::Driver) => false,
+        };
+        if let (true, Checks::Client(t)) = (want_tags, checks) {
+            return refuse(StorageError::Tags { len: u32::try_from(t.len()).unwrap_or(u32::MAX), blocks: short });
+        }
+        match (*req, checks) {
             // A block damaged on the device is refused, not copied out
             // (storage_core::integrity).
-            BulkRequest::ReadInto { .. } if let Err(e) = self.check_range_stored(lba, u64::from(blocks))? => refuse(e),
-            BulkRequest::ReadInto { .. } => match pool.fill_pool(&mut self.region, off, pool_offset, len) {
-                Ok(()) => {
-                    Ok(Outcome { state: *state, reply: StorageReply::Filled { lba, blocks }, effect: Effect::None })
+            (BulkRequest::ReadInto { .. }, Checks::Driver)
+                if let Err(e) = self.check_range_stored(lba, u64::from(blocks))? =>
+            {
+                refuse(e)
+            }
+            (BulkRequest::ReadInto { .. }, _) => {
+                let have = reply_buf.len();
+                let tags = match checks {
+                    Checks::Driver => None,
+                    Checks::Client(_) => {
+                        Some(reply_buf.get_mut(..tag_len).ok_or(HandleError::ReplyBuffer { need: tag_len, have })?)
+                    }
+                };
+                match pool.fill_pool(&mut self.region, off, pool_offset, len) {
+                    Ok(()) => {}
+                    Err(PoolIoError::Pool) => return refuse(StorageError::PoolFault),
+                    Err(PoolIoError::Region(source)) => return Err(HandleError::Io { off, source }),
                 }
-                Err(PoolIoError::Pool) => refuse(StorageError::PoolFault),
-                Err(PoolIoError::Region(source)) => Err(HandleError::Io { off, source }),
-            },
-            BulkRequest::WriteFrom { .. } => {
+                let reply = match tags {
+                    None => StorageReply::Filled { lba, blocks },
+                    // The client checks the pool's bytes against these.
+                    Some(tags) => {
+                        self.read_tags(lba, tags)?;
+                        StorageReply::FilledTagged { lba, blocks, tags }
+                    }
+                };
+                Ok(Outcome { state: *state, reply, effect: Effect::None })
+            }
+            (BulkRequest::WriteFrom { .. }, _) => {
                 let cursor = self.cursor(id, state);
                 let watermark = self.sb.watermark();
                 let effect = if watermark.is_replay(id, state.writes) {
@@ -187,8 +296,13 @@ impl<R: Region> Storage<R> {
                         Err(PoolIoError::Pool) => return refuse(StorageError::PoolFault),
                         Err(PoolIoError::Region(source)) => return Err(HandleError::Io { off, source }),
                     }
-                    // The pool's data came without checksums: tag it as written.
-                    self.retag(lba, u64::from(blocks))?;
+                    match checks {
+                        // The pool's data came without checksums: tag it as written.
+                        Checks::Driver => self.retag(lba, u64::from(blocks))?,
+                        // Stored as the client computed them, unchecked:
+                        // a mismatch is caught by the next read.
+                        Checks::Client(tags) => self.write_tags(lba, tags)?,
+                    }
                     let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, state.writes));
                     (next.last_cursor, next.append_cursor) = (cursor, cursor);
                     self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
@@ -458,5 +572,150 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&req).unwrap(), [6, 1, 1, 2, 3]);
         let reply = StorageReply::Filled { lba: 1, blocks: 2 };
         assert_eq!(postcard::to_allocvec(&reply).unwrap(), [7, 1, 2]);
+        // The client-checked forms came later, as new variants at the end:
+        // every older encoding above is unchanged.
+        let tagged =
+            StorageRequest::BulkTagged { req: BulkRequest::ReadInto { lba: 1, blocks: 2, pool_offset: 3 }, tags: &[] };
+        assert_eq!(postcard::to_allocvec(&tagged).unwrap(), [9, 0, 1, 2, 3, 0]);
+        let reply = StorageReply::FilledTagged { lba: 1, blocks: 1, tags: &[1, 2, 3, 4] };
+        assert_eq!(postcard::to_allocvec(&reply).unwrap(), [9, 1, 1, 4, 1, 2, 3, 4]);
+    }
+
+    /// The client's tags of `blocks` blocks at `lba` of the pool at `at`.
+    fn client_tags(p: &RamPool, lba: u64, blocks: usize, at: usize) -> Vec<u8> {
+        let data = &p.bytes.as_ref().unwrap()[at..at + blocks * BLOCK_SIZE];
+        let mut tags = vec![0u8; blocks * crate::integrity::TAG_BYTES];
+        crate::integrity::tags_into(lba, data, &mut tags);
+        tags
+    }
+
+    #[test]
+    fn a_tagged_write_stores_the_clients_tags_and_a_tagged_read_answers_them_with_the_data() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let mut p = pool(8 * BLOCK_SIZE);
+        let tags = client_tags(&p, 2, 3, 0);
+        let w = BulkRequest::WriteFrom { lba: 2, blocks: 3, pool_offset: 0 };
+        let mut buf = vec![0u8; crate::MAX_REPLY_DATA];
+        let out = dev.handle_bulk_tagged(&StorageState::default(), id(1), &w, &tags, &mut p, &mut buf).unwrap();
+        assert_eq!((out.reply, out.effect), (StorageReply::Written { lba: 2, blocks: 3 }, Effect::Applied));
+        assert_eq!(out.state.writes, 1);
+        let state = out.state;
+        let r = BulkRequest::ReadInto { lba: 2, blocks: 3, pool_offset: 4 * BLOCK_SIZE as u64 };
+        let got = dev.handle_bulk_tagged(&state, id(2), &r, &[], &mut p, &mut buf).unwrap();
+        match got.reply {
+            StorageReply::FilledTagged { lba: 2, blocks: 3, tags: stored } => assert_eq!(stored, &tags[..]),
+            other => panic!("{other:?}"),
+        }
+        let bytes = p.bytes.as_ref().unwrap();
+        assert_eq!(bytes[4 * BLOCK_SIZE..7 * BLOCK_SIZE], bytes[..3 * BLOCK_SIZE]);
+        assert_eq!(crate::integrity::verify(2, &bytes[4 * BLOCK_SIZE..7 * BLOCK_SIZE], &tags), Ok(()));
+        // The driver-checked forms agree with what the client stored.
+        let r = BulkRequest::ReadInto { lba: 2, blocks: 3, pool_offset: 0 };
+        assert_eq!(
+            dev.handle_bulk(&state, id(3), &r, &mut p).unwrap().reply,
+            StorageReply::Filled { lba: 2, blocks: 3 }
+        );
+    }
+
+    #[test]
+    fn a_block_changed_on_its_way_into_a_tagged_write_is_caught_by_every_later_read() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let mut p = pool(8 * BLOCK_SIZE);
+        let tags = client_tags(&p, 2, 3, 0);
+        // Damage between the client's buffer (where the tags were computed)
+        // and the pool: the driver stores it, unchecked.
+        p.bytes.as_mut().unwrap()[BLOCK_SIZE + 5] ^= 0x08;
+        let w = BulkRequest::WriteFrom { lba: 2, blocks: 3, pool_offset: 0 };
+        let mut buf = vec![0u8; crate::MAX_REPLY_DATA];
+        let out = dev.handle_bulk_tagged(&StorageState::default(), id(1), &w, &tags, &mut p, &mut buf).unwrap();
+        assert_eq!(out.reply, StorageReply::Written { lba: 2, blocks: 3 });
+        let out = Outcome { reply: StorageReply::Nop, ..out };
+        // A tagged read hands the client data and tags that disagree at block 3.
+        let r = BulkRequest::ReadInto { lba: 2, blocks: 3, pool_offset: 4 * BLOCK_SIZE as u64 };
+        let got = dev.handle_bulk_tagged(&out.state, id(2), &r, &[], &mut p, &mut buf).unwrap();
+        let StorageReply::FilledTagged { tags: stored, .. } = got.reply else { panic!("{:?}", got.reply) };
+        let data = &p.bytes.as_ref().unwrap()[4 * BLOCK_SIZE..7 * BLOCK_SIZE];
+        assert_eq!(crate::integrity::verify(2, data, stored).map_err(|m| m.lba), Err(3));
+        // The driver-checked read and the message read refuse it.
+        let r = BulkRequest::ReadInto { lba: 2, blocks: 3, pool_offset: 0 };
+        let got = dev.handle_bulk(&out.state, id(3), &r, &mut p).unwrap();
+        assert!(matches!(got.reply, StorageReply::Error(StorageError::Corrupt { lba: 3, .. })), "{:?}", got.reply);
+        let got = dev.handle(&out.state, id(4), &StorageRequest::ReadChecked { lba: 2, blocks: 3 }, &mut buf).unwrap();
+        assert!(matches!(got.reply, StorageReply::Error(StorageError::Corrupt { lba: 3, .. })), "{:?}", got.reply);
+    }
+
+    #[test]
+    fn tagged_requests_with_tags_that_do_not_fit_are_refused_and_write_nothing() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let before = ram.clone();
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let mut p = pool(8 * BLOCK_SIZE);
+        let state = StorageState::default();
+        let mut buf = vec![0u8; crate::MAX_REPLY_DATA];
+        let w = BulkRequest::WriteFrom { lba: 2, blocks: 3, pool_offset: 0 };
+        let r = BulkRequest::ReadInto { lba: 2, blocks: 3, pool_offset: 0 };
+        let eleven = [0u8; 11];
+        for (req, tags) in [(w, &[][..]), (w, &eleven[..8]), (w, &eleven[..]), (r, &eleven[..4])] {
+            let out = dev.handle_bulk_tagged(&state, id(1), &req, tags, &mut p, &mut buf).unwrap();
+            let len = tags.len() as u32;
+            assert_eq!(out.reply, StorageReply::Error(StorageError::Tags { len, blocks: 3 }), "{req:?}");
+            assert_eq!((out.state, out.effect), (state, Effect::None));
+        }
+        // A reply buffer that cannot hold the tags is the host's error.
+        let e = dev.handle_bulk_tagged(&state, id(2), &r, &[], &mut p, &mut buf[..11]);
+        assert!(matches!(e, Err(HandleError::ReplyBuffer { need: 12, have: 11 })), "{e:?}");
+        // Without a pool (the message path) the tagged form is refused.
+        let req = StorageRequest::BulkTagged { req: r, tags: &[] };
+        assert_eq!(dev.handle(&state, id(3), &req, &mut buf).unwrap().reply, StorageReply::Error(StorageError::NoPool));
+        let _ = dev.into_region();
+        assert_eq!(ram, before, "nothing changed on the device");
+    }
+
+    #[test]
+    fn replay_of_the_watermarked_tagged_write_is_not_applied_twice() {
+        let mut ram = vec![0u8; region_bytes(BLOCKS) as usize];
+        let mut dev = Storage::open(RamRegion(&mut ram), BLOCKS).unwrap();
+        let mut p = pool(8 * BLOCK_SIZE);
+        let tags = client_tags(&p, 0, 2, 0);
+        let w = BulkRequest::WriteFrom { lba: 0, blocks: 2, pool_offset: 0 };
+        let mut buf = vec![0u8; crate::MAX_REPLY_DATA];
+        let state = StorageState::default();
+        let first = dev.handle_bulk_tagged(&state, id(1), &w, &tags, &mut p, &mut buf).unwrap();
+        assert_eq!(first.effect, Effect::Applied);
+        assert_eq!(first.reply, StorageReply::Written { lba: 0, blocks: 2 });
+        let next = first.state;
+        // The instance died before its reply was committed: the same
+        // request from the same committed state.
+        let again = dev.handle_bulk_tagged(&state, id(1), &w, &tags, &mut p, &mut buf).unwrap();
+        assert_eq!(
+            (again.reply, again.state, again.effect),
+            (StorageReply::Written { lba: 0, blocks: 2 }, next, Effect::AlreadyApplied)
+        );
+    }
+
+    #[test]
+    fn a_tagged_megabyte_read_or_write_costs_a_few_region_calls() {
+        const MIB_BLOCKS: u64 = (1 << 20) / BLOCK_SIZE as u64;
+        let mut ram = vec![0u8; region_bytes(MIB_BLOCKS) as usize];
+        Storage::open(RamRegion(&mut ram), MIB_BLOCKS).unwrap();
+        let mut dev = Storage::open(Counting { inner: RamRegion(&mut ram), calls: 0 }, MIB_BLOCKS).unwrap();
+        let mut p = pool(1 << 20);
+        let tags = client_tags(&p, 0, MIB_BLOCKS as usize, 0);
+        let mut buf = vec![0u8; crate::MAX_REPLY_DATA];
+        let blocks = MIB_BLOCKS as u32;
+        let before = dev.region().calls;
+        let w = BulkRequest::WriteFrom { lba: 0, blocks, pool_offset: 0 };
+        let out = dev.handle_bulk_tagged(&StorageState::default(), id(1), &w, &tags, &mut p, &mut buf).unwrap();
+        let state = out.state;
+        let writes = dev.region().calls - before;
+        let r = BulkRequest::ReadInto { lba: 0, blocks, pool_offset: 0 };
+        dev.handle_bulk_tagged(&state, id(2), &r, &[], &mut p, &mut buf).unwrap();
+        let reads = dev.region().calls - before - writes;
+        // The superblock, the tags, the data (the RAM pool's transfer is
+        // one region call, like the host's pwrite): no pass of our own.
+        assert_eq!((writes, reads), (3, 2));
     }
 }

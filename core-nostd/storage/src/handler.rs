@@ -82,6 +82,21 @@ pub enum StorageRequest<'a> {
         /// Number of blocks, `1..=MAX_BLOCKS_PER_REQUEST`.
         blocks: u16,
     },
+    /// A [`BulkRequest`] whose block tags are the client's work (the `bulk`
+    /// module, "Checked by the driver, or by the client"): a `WriteFrom`
+    /// carries the client's tag of every block in `tags`, stored with the
+    /// data unchecked; a `ReadInto` has empty `tags` and is answered
+    /// [`StorageReply::FilledTagged`]. Host drivers run it with
+    /// [`Storage::handle_bulk_tagged`]; [`Storage::handle`] refuses it with
+    /// [`StorageError::NoPool`].
+    BulkTagged {
+        /// The transfer.
+        req: BulkRequest,
+        /// One tag per block of a write ([`TAG_BYTES`] each,
+        /// little-endian); empty for a read.
+        #[serde(borrow)]
+        tags: &'a [u8],
+    },
 }
 
 /// The reply to a [`StorageRequest`] (postcard-encoded reply body).
@@ -130,6 +145,18 @@ pub enum StorageReply<'a> {
         /// The blocks read.
         #[serde(borrow)]
         data: &'a [u8],
+        /// One stored tag per block ([`TAG_BYTES`] each, little-endian).
+        #[serde(borrow)]
+        tags: &'a [u8],
+    },
+    /// Answer to a [`StorageRequest::BulkTagged`] read: the blocks are in
+    /// the pool, unchecked, and these are the tags stored with them, for
+    /// the client to check the pool's bytes against.
+    FilledTagged {
+        /// First block read.
+        lba: u64,
+        /// Blocks read.
+        blocks: u32,
         /// One stored tag per block ([`TAG_BYTES`] each, little-endian).
         #[serde(borrow)]
         tags: &'a [u8],
@@ -517,7 +544,7 @@ impl<R: Region> Storage<R> {
                 let state = StorageState { append_cursor: next, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
-            StorageRequest::Bulk(_) => refuse(StorageError::NoPool),
+            StorageRequest::Bulk(_) | StorageRequest::BulkTagged { .. } => refuse(StorageError::NoPool),
         }
     }
 

@@ -1,6 +1,10 @@
 //! End-to-end block integrity: a checksum per block, computed by the client,
 //! verified by the driver before it writes, kept on the device next to the
 //! data, and sent back with every checked read for the client to verify.
+//! The client-checked bulk form (`crate::bulk`, "Checked by the driver, or
+//! by the client") stores the client's tags without verifying them and
+//! leaves every check to the reader, which sees the same damage one step
+//! later and pays for one pass over the data instead of two.
 //!
 //! # Why
 //! Without it a bit flipped anywhere between the client's buffer and the
@@ -192,9 +196,18 @@ impl From<Mismatch> for StorageError {
 impl<R: Region> Storage<R> {
     /// Reads the stored tags of the blocks from `lba` into `out` (one per
     /// [`TAG_BYTES`] of it).
-    fn read_tags(&mut self, lba: u64, out: &mut [u8]) -> Result<(), HandleError<R::Error>> {
+    /// Reads the stored tags of the blocks from `lba` into `out` (one per
+    /// [`TAG_BYTES`] of it).
+    pub(crate) fn read_tags(&mut self, lba: u64, out: &mut [u8]) -> Result<(), HandleError<R::Error>> {
         let off = tag_offset(self.sb.blocks, lba);
         self.region.read_at(off, out).map_err(|source| HandleError::Io { off, source })
+    }
+
+    /// Stores `tags` (one per [`TAG_BYTES`]) as those of the blocks from
+    /// `lba`, as they are: the client's, for data this crate never saw.
+    pub(crate) fn write_tags(&mut self, lba: u64, tags: &[u8]) -> Result<(), HandleError<R::Error>> {
+        let off = tag_offset(self.sb.blocks, lba);
+        self.region.write_at(off, tags).map_err(|source| HandleError::Io { off, source })
     }
 
     /// Checks `data`, just read from `lba`, against the tags stored with it.

@@ -75,7 +75,7 @@ pub mod integrity;
 mod regs;
 mod trace;
 
-pub use bulk::{BulkRequest, MAX_BULK_BLOCKS, PoolIo, PoolIoError, bulk_trace};
+pub use bulk::{BulkRequest, MAX_BULK_BLOCKS, PoolIo, PoolIoError, bulk_tag_bytes, bulk_trace};
 pub use handler::{
     HandleError, MAX_BLOCKS_PER_REQUEST, MAX_REPLY_DATA, OpenError, Outcome, StateError, Storage, StorageError,
     StorageReply, StorageRequest, StorageState, decode_request,

@@ -24,6 +24,7 @@ fn owned(reply: &StorageReply<'_>) -> (StorageReply<'static>, Vec<u8>) {
     let r = match *reply {
         StorageReply::Data(d) => return (StorageReply::Nop, d.to_vec()),
         StorageReply::DataChecked { data, tags } => return (StorageReply::Flushed, [data, tags].concat()),
+        StorageReply::FilledTagged { tags, .. } => return (StorageReply::Flushed, tags.to_vec()),
         StorageReply::Nop => StorageReply::Nop,
         StorageReply::Flushed => StorageReply::Flushed,
         StorageReply::Geometry { blocks, block_size } => StorageReply::Geometry { blocks, block_size },
