@@ -70,10 +70,15 @@ impl Driver for StorageDriver {
         let out = match req {
             // Data in the session's pool: moved by one pread/pwrite (bulk.rs).
             StorageRequest::Bulk(b) => dev.handle_bulk(state, id, &b, &mut bulk::FilePool(ctx.pool(id.client)))?,
+            // The same, the client computing and checking the tags.
+            StorageRequest::BulkTagged { req: b, tags } => {
+                let pool = &mut bulk::FilePool(ctx.pool(id.client));
+                dev.handle_bulk_tagged(state, id, &b, tags, pool, &mut self.reply_buf)?
+            }
             _ => dev.handle(state, id, &req, &mut self.reply_buf)?,
         };
         let trace = match &req {
-            StorageRequest::Bulk(b) => storage_core::bulk_trace(b, &out),
+            StorageRequest::Bulk(b) | StorageRequest::BulkTagged { req: b, .. } => storage_core::bulk_trace(b, &out),
             _ => Trace::of(&req, &out),
         };
         if let Some(t) = trace {

@@ -10,6 +10,7 @@ use reinc_uio::SharedPool;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use storage_core::integrity::{TAG_BYTES, tag_offset, tags_into};
 use storage_core::{BLOCK_SIZE, BulkRequest, StorageError, StorageReply, StorageRequest, StorageState, Superblock};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage_driver");
@@ -110,12 +111,14 @@ fn one_mebibyte_moves_through_the_pool_in_one_request() {
 /// The driver dies after writing the data (and watermark) but before its
 /// reply; a new instance gets the same pool and the same request: it is
 /// recognised as applied, answered the same, and counted once.
-fn crash_then_replay(fault: &str, expect_replayed: bool) {
+fn crash_then_replay(fault: &str, expect_replayed: bool, tagged: bool) {
     let dir = Dir::new();
     let pool = SharedPool::create("bulk-replay", 64 * BLOCK_SIZE).unwrap();
     let data = pattern(64 * BLOCK_SIZE, 9);
     pool.copy_in(0, &data).unwrap();
-    let write = StorageRequest::Bulk(BulkRequest::WriteFrom { lba: 100, blocks: 64, pool_offset: 0 });
+    let bulk = BulkRequest::WriteFrom { lba: 100, blocks: 64, pool_offset: 0 };
+    let tags = tags_of(100, &data);
+    let write = if tagged { StorageRequest::BulkTagged { req: bulk, tags: &tags } } else { StorageRequest::Bulk(bulk) };
 
     let mut d = dir.spawn(Some(fault));
     start(&mut d, 1, None, &pool);
@@ -141,16 +144,68 @@ fn crash_then_replay(fault: &str, expect_replayed: bool) {
     assert_eq!(lines[0], applied_by, "{fault}: which generation applied it");
     let file = std::fs::read(dir.disk()).unwrap();
     assert!(file[101 * BLOCK_SIZE..165 * BLOCK_SIZE] == data[..]);
+    let table = tag_offset(BLOCKS, 100) as usize;
+    assert!(file[table..table + tags.len()] == tags[..], "{fault}: the tags of what the pool held");
 }
 
 #[test]
 fn replay_after_crash_after_effect_reads_the_pinned_pool_and_applies_once() {
-    crash_then_replay("after-effect:1:segv", false);
+    crash_then_replay("after-effect:1:segv", false, false);
 }
 
 #[test]
 fn replay_after_crash_before_effect_applies_the_pinned_bytes_once() {
-    crash_then_replay("before-effect:1:kill", true);
+    crash_then_replay("before-effect:1:kill", true, false);
+}
+
+#[test]
+fn replay_of_a_tagged_write_after_crash_after_effect_applies_once() {
+    crash_then_replay("after-effect:1:segv", false, true);
+}
+
+#[test]
+fn replay_of_a_tagged_write_after_crash_before_effect_applies_the_pinned_bytes_once() {
+    crash_then_replay("before-effect:1:abrt", true, true);
+}
+
+fn tags_of(lba: u64, data: &[u8]) -> Vec<u8> {
+    let mut tags = vec![0u8; data.len() / BLOCK_SIZE * TAG_BYTES];
+    tags_into(lba, data, &mut tags);
+    tags
+}
+
+/// The client-checked form in the real driver: a 1 MiB write stores the
+/// client's tags in the file's table as sent, and the tagged read answers
+/// them, the data in the pool.
+#[test]
+fn one_mebibyte_tagged_write_and_read_carry_the_clients_tags() {
+    let dir = Dir::new();
+    let pool = SharedPool::create("bulk-tagged", 2 << 20).unwrap();
+    let data = pattern(1 << 20, 5);
+    pool.copy_in(0, &data).unwrap();
+    let mut d = dir.spawn(None);
+    start(&mut d, 1, None, &pool);
+    let blocks = (data.len() / BLOCK_SIZE) as u32;
+    let tags = tags_of(8, &data);
+    let req = BulkRequest::WriteFrom { lba: 8, blocks, pool_offset: 0 };
+    request(&d, 1, &StorageRequest::BulkTagged { req, tags: &tags });
+    assert_eq!(reply(&mut d, 1).unwrap().1, StorageReply::Written { lba: 8, blocks: blocks as u16 });
+    let req = BulkRequest::ReadInto { lba: 8, blocks, pool_offset: 1 << 20 };
+    request(&d, 2, &StorageRequest::BulkTagged { req, tags: &[] });
+    let stored = d.recv(|f| match f.msg {
+        FromDriver::Reply { body, .. } => match postcard::from_bytes::<StorageReply<'_>>(body).unwrap() {
+            StorageReply::FilledTagged { lba: 8, blocks: b, tags } if b == blocks => tags.to_vec(),
+            other => panic!("unexpected reply {other:?}"),
+        },
+        other => panic!("expected a reply, got {other:?}"),
+    });
+    assert!(stored == Some(tags.clone()), "the tags as the client sent them");
+    let mut back = vec![0u8; data.len()];
+    pool.copy_out(1 << 20, &mut back).unwrap();
+    assert!(back == data, "read back what was written");
+    let file = std::fs::read(dir.disk()).unwrap();
+    let table = tag_offset(BLOCKS, 8) as usize;
+    assert!(file[table..table + tags.len()] == tags[..]);
 }
 
 /// Bad ranges from the client are refused, the driver keeps running, and
