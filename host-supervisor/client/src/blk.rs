@@ -39,7 +39,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use storage_core::{
-    BLOCK_SIZE, BulkRequest, MAX_BLOCKS_PER_REQUEST, MAX_BULK_BLOCKS, StorageError, StorageReply, StorageRequest,
+    BLOCK_SIZE, BulkRequest, MAX_BLOCKS_PER_REQUEST, MAX_BULK_BLOCKS, StorageError, StorageReply, bulk_tag_bytes,
 };
 
 /// The driver `blk` talks to unless told otherwise.
@@ -150,8 +150,8 @@ pub enum BlkError {
         /// The driver's answer.
         error: StorageError,
     },
-    /// A read's block checksums failed: a block damaged after the driver
-    /// checked it (see [`crate::blocksum`]).
+    /// A read's block checksums failed: a block damaged on its way here,
+    /// or, through the pool, on the device (see [`crate::blocksum`]).
     #[error("request {index}: {source}")]
     Block {
         /// The request's index within the transfer.
@@ -275,6 +275,41 @@ pub fn pattern(lba: u64, out: &mut [u8]) {
     }
 }
 
+/// [`pattern`] of every whole block of `out`, the first at block `lba`
+/// (a partial last block gets the start of its stream).
+///
+/// Each block's stream is a serial chain (every word depends on the one
+/// before), so one block at a time runs at the latency of its shifts;
+/// [`LANES`] blocks advanced side by side are independent chains the CPU
+/// (and the compiler's vector code) runs at once. Same bytes as
+/// [`pattern`], block by block.
+pub fn pattern_blocks(lba: u64, out: &mut [u8]) {
+    const WORDS: usize = BLOCK_SIZE / 8;
+    let mut groups = out.chunks_exact_mut(LANES * BLOCK_SIZE);
+    let mut at = lba;
+    for group in &mut groups {
+        let mut x: [u64; LANES] = core::array::from_fn(|k| (at + k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        for w in 0..WORDS {
+            for s in &mut x {
+                *s ^= *s << 13;
+                *s ^= *s >> 7;
+                *s ^= *s << 17;
+            }
+            for (k, s) in x.iter().enumerate() {
+                let i = k * BLOCK_SIZE + w * 8;
+                group[i..i + 8].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        at += LANES as u64;
+    }
+    for (k, block) in groups.into_remainder().chunks_mut(BLOCK_SIZE).enumerate() {
+        pattern(at + k as u64, block);
+    }
+}
+
+/// Blocks [`pattern_blocks`] generates side by side.
+const LANES: usize = 8;
+
 /// Runs the transfer against the supervisor's client socket `socket`.
 ///
 /// The options and a write's source file are checked before connecting.
@@ -326,13 +361,14 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
         Err(why) => (None, DataPath::Messages(why)),
     };
     let per_req = if bulk.is_some() { record_blocks } else { per_req };
-    // seq -> (request index, blocks, pool slot, lba); completions are kept until in order.
-    let mut inflight: BTreeMap<u64, (u64, u64, Option<usize>, u64)> = BTreeMap::new();
+    // seq -> the request; completions are kept until in order.
+    let mut inflight: BTreeMap<u64, Flight> = BTreeMap::new();
     let mut resubmitted = 0u32;
     let mut done: BTreeMap<u64, Done> = BTreeMap::new();
     let requests = total_blocks.div_ceil(per_req);
     let (mut next_req, mut next_out) = (0u64, 0u64);
     let mut buf = vec![0u8; (per_req * b) as usize];
+    let encode_err = |index| move |source| BlkError::Encode { driver: driver.to_string(), index, source };
     while next_out < requests {
         while next_req < requests
             && inflight.len() < opts.window.max(1)
@@ -345,69 +381,72 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                 let data = &mut buf[..len];
                 match (&mut source, &opts.file) {
                     (Some(f), Some(path)) => read_full(f, data, opts.pad).map_err(file_err(path))?,
-                    _ => {
-                        for (k, block) in data.chunks_mut(BLOCK_SIZE).enumerate() {
-                            pattern(lba + k as u64, block);
-                        }
-                    }
+                    _ => pattern_blocks(lba, data),
                 }
                 crc.update(data);
             }
             let slot = bulk.as_mut().and_then(|k| k.slots.take());
-            let body = match (&bulk, slot) {
+            let (body, tagged) = match (&bulk, slot) {
                 (Some(k), Some(slot)) => {
                     let pool_offset = k.slots.offset(slot);
                     // blocks <= MAX_BULK_BLOCKS, a u32.
                     let blocks = blocks as u32;
-                    if write {
+                    let req = if write {
                         k.pool.copy_in(pool_offset, &buf[..len]).map_err(|e| BlkError::Pool(e.to_string()))?;
-                        postcard::to_allocvec(&StorageRequest::Bulk(BulkRequest::WriteFrom {
-                            lba,
-                            blocks,
-                            pool_offset,
-                        }))
+                        BulkRequest::WriteFrom { lba, blocks, pool_offset }
                     } else {
-                        postcard::to_allocvec(&StorageRequest::Bulk(BulkRequest::ReadInto { lba, blocks, pool_offset }))
-                    }
+                        BulkRequest::ReadInto { lba, blocks, pool_offset }
+                    };
+                    // The tags of a write come from `buf`, where the data was
+                    // born (the pool is never read here).
+                    let data = if write { &buf[..len] } else { &[][..] };
+                    (blocksum::bulk_body(req, k.tagged.then_some(data)), k.tagged)
                 }
                 // In the messages, every block carries its end-to-end checksum.
-                _ if write => Ok(blocksum::write_body(lba, &buf[..len])),
+                _ if write => (Ok(blocksum::write_body(lba, &buf[..len])), false),
                 // blocks <= MAX_BLOCKS_PER_REQUEST, a u16.
-                _ => Ok(blocksum::read_body(lba, blocks as u16)),
-            }
-            .map_err(|source| BlkError::Encode { driver: driver.to_string(), index: next_req, source })?;
+                _ => (Ok(blocksum::read_body(lba, blocks as u16)), false),
+            };
+            let body = body.map_err(encode_err(next_req))?;
             let seq = client.submit(driver, &body)?;
-            inflight.insert(seq, (next_req, blocks, slot, lba));
+            inflight.insert(seq, Flight { index: next_req, blocks, slot, lba, tagged, body });
             next_req += 1;
         }
         let c = client.wait()?;
-        let Some((index, blocks, slot, lba)) = inflight.remove(&c.seq) else { continue };
+        let Some(flight) = inflight.remove(&c.seq) else { continue };
+        let Flight { index, blocks, slot, lba, tagged, .. } = flight;
         let reply = c.result.map_err(|error| BlkError::Call { driver: driver.to_string(), index, error })?;
         let decoded = postcard::from_bytes::<StorageReply<'_>>(&reply);
-        if let (Ok(StorageReply::Error(StorageError::NoPool)), Some(slot)) = (&decoded, slot)
-            && resubmitted < MAX_RESUBMITS
-        {
+        let again = match (&decoded, slot) {
             // Run by an instance that had no pool for this session: a
             // journaled request replayed by a restarted supervisor before
             // this session attached its pool again. Refused before any
             // transfer, so it did not execute; the pool is attached again
             // (the library does it on reconnect), and the slot still holds
             // the bytes, so it goes out once more as a new call.
+            (Ok(StorageReply::Error(StorageError::NoPool)), Some(_)) => Some((flight.body, tagged)),
+            // A driver older than the client-checked form cannot decode
+            // it: refused before anything ran. The rest of the transfer
+            // goes in the driver-checked form.
+            (Ok(StorageReply::Error(StorageError::BadRequest)), Some(slot)) if tagged => {
+                let k = bulk.as_mut().expect("a slot implies the pool path");
+                k.tagged = false;
+                let (pool_offset, blocks) = (k.slots.offset(slot), blocks as u32);
+                let req = if write {
+                    BulkRequest::WriteFrom { lba, blocks, pool_offset }
+                } else {
+                    BulkRequest::ReadInto { lba, blocks, pool_offset }
+                };
+                Some((blocksum::bulk_body(req, None).map_err(encode_err(index))?, false))
+            }
+            _ => None,
+        };
+        if let Some((body, tagged)) = again
+            && resubmitted < MAX_RESUBMITS
+        {
             resubmitted += 1;
-            let pool_offset = bulk.as_ref().map_or(0, |k| k.slots.offset(slot));
-            let blocks32 = blocks as u32;
-            let req = if write {
-                BulkRequest::WriteFrom { lba, blocks: blocks32, pool_offset }
-            } else {
-                BulkRequest::ReadInto { lba, blocks: blocks32, pool_offset }
-            };
-            let body = postcard::to_allocvec(&StorageRequest::Bulk(req)).map_err(|source| BlkError::Encode {
-                driver: driver.to_string(),
-                index,
-                source,
-            })?;
             let seq = client.submit(driver, &body)?;
-            inflight.insert(seq, (index, blocks, Some(slot), lba));
+            inflight.insert(seq, Flight { index, blocks, slot, lba, tagged, body });
             continue;
         }
         let d = match decoded {
@@ -417,10 +456,18 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                     .map_err(|source| BlkError::Block { index, source })?
                     .to_vec(),
             ),
-            Ok(StorageReply::Filled { blocks: r, .. }) if !write && u64::from(r) == blocks => match slot {
-                Some(slot) => Done::Slot(slot, (blocks * b) as usize),
+            Ok(StorageReply::Filled { blocks: r, .. }) if !write && !tagged && u64::from(r) == blocks => match slot {
+                Some(slot) => Done::Slot { slot, len: (blocks * b) as usize, lba, tags: None },
                 None => Done::Bytes(Vec::new()),
             },
+            Ok(StorageReply::FilledTagged { lba: l, blocks: r, tags })
+                if !write && tagged && l == lba && u64::from(r) == blocks && tags.len() == bulk_tag_bytes(r) =>
+            {
+                match slot {
+                    Some(slot) => Done::Slot { slot, len: (blocks * b) as usize, lba, tags: Some(tags.to_vec()) },
+                    None => Done::Bytes(Vec::new()),
+                }
+            }
             Ok(StorageReply::Written { blocks: w, .. }) if write && u64::from(w) == blocks => {
                 // Answered, so committed: the slot may be reused.
                 if let (Some(k), Some(slot)) = (bulk.as_mut(), slot) {
@@ -440,12 +487,18 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
             if !write {
                 let data: &[u8] = match d {
                     Done::Bytes(ref v) => v,
-                    Done::Slot(slot, len) => {
+                    Done::Slot { slot, len, lba, tags } => {
                         let k = bulk.as_mut().expect("a slot implies the pool path");
                         k.pool
                             .copy_out(k.slots.offset(slot), &mut buf[..len])
                             .map_err(|e| BlkError::Pool(e.to_string()))?;
                         k.slots.give_back(slot);
+                        // Checked where it landed, against the tags stored
+                        // with it (storage_core::bulk).
+                        if let Some(tags) = tags {
+                            blocksum::check_landed(driver, lba, &buf[..len], &tags)
+                                .map_err(|source| BlkError::Block { index: next_out, source })?;
+                        }
                         &buf[..len]
                     }
                 };
@@ -473,13 +526,29 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
 /// (see [`run`]) before it gives up.
 const MAX_RESUBMITS: u32 = 1024;
 
+/// A request in flight.
+#[derive(Debug)]
+struct Flight {
+    /// Its index within the transfer.
+    index: u64,
+    blocks: u64,
+    /// Its pool slot (pool path).
+    slot: Option<usize>,
+    lba: u64,
+    /// Sent in the client-checked form (`StorageRequest::BulkTagged`).
+    tagged: bool,
+    /// What was sent, for sending it again.
+    body: Vec<u8>,
+}
+
 /// A completion kept until its turn.
 #[derive(Debug)]
 enum Done {
     /// Data that came in the reply (copy path), or nothing (a write).
     Bytes(Vec<u8>),
-    /// Data in pool slot `.0`, `.1` bytes (pool path).
-    Slot(usize, usize),
+    /// `len` bytes of blocks from `lba` in pool slot `slot` (pool path),
+    /// with the tags stored with them when the driver left the check to us.
+    Slot { slot: usize, len: usize, lba: u64, tags: Option<Vec<u8>> },
 }
 
 /// The shared-memory path: the session's pool and its slots.
@@ -487,6 +556,9 @@ enum Done {
 struct Bulk {
     pool: SharedPool,
     slots: Slots,
+    /// Requests go in the client-checked form (`storage_core::bulk`) until
+    /// a driver refuses it as unknown.
+    tagged: bool,
 }
 
 impl Bulk {
@@ -497,7 +569,7 @@ impl Bulk {
         let slots = Slots::new(blocks as usize * BLOCK_SIZE, window);
         let pool = SharedPool::create("drvctl-blk", slots.pool_len()).map_err(|e| e.to_string())?;
         client.attach_pool(driver, &pool).map_err(|e| e.to_string())?;
-        Ok(Self { pool, slots })
+        Ok(Self { pool, slots, tagged: true })
     }
 }
 
@@ -601,6 +673,21 @@ mod tests {
             pattern(42, &mut fast);
             reference(42, &mut slow);
             assert_eq!(fast, slow, "length {len}");
+        }
+    }
+
+    #[test]
+    fn pattern_blocks_gives_each_block_its_own_pattern() {
+        for blocks in [0usize, 1, 7, 8, 9, 17, 2048] {
+            for tail in [0, 100] {
+                let mut fast = vec![0u8; blocks * BLOCK_SIZE + tail];
+                pattern_blocks(1000, &mut fast);
+                let mut slow = vec![1u8; fast.len()];
+                for (k, block) in slow.chunks_mut(BLOCK_SIZE).enumerate() {
+                    pattern(1000 + k as u64, block);
+                }
+                assert!(fast == slow, "{blocks} blocks and {tail} bytes");
+            }
         }
     }
 

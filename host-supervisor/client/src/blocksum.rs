@@ -19,7 +19,7 @@
 //!   silent corruption.
 
 use storage_core::integrity::{TAG_BYTES, tags_into, verify};
-use storage_core::{BLOCK_SIZE, Mismatch, StorageError, StorageReply, StorageRequest};
+use storage_core::{BLOCK_SIZE, BulkRequest, Mismatch, StorageError, StorageReply, StorageRequest};
 
 /// A checked block request that did not deliver good data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,10 +40,12 @@ pub enum BlockError {
         /// The driver's reason.
         error: StorageError,
     },
-    /// A read reply does not match the tags stored with its data: it was
-    /// damaged after the driver checked it (the driver's reply buffer, the
-    /// supervisor, the socket).
-    #[error("{driver}: reply to the read at {lba} is damaged: {mismatch}")]
+    /// Read data does not match the tags stored with it. For a reply that
+    /// carried the data, it was damaged after the driver checked it (the
+    /// driver's reply buffer, the supervisor, the socket); for data left in
+    /// the pool unchecked (`StorageReply::FilledTagged`), anywhere between
+    /// the writer's buffer and this process: on the device too.
+    #[error("{driver}: the read at {lba} returned damaged data: {mismatch}")]
     Damaged {
         /// The storage driver.
         driver: String,
@@ -90,6 +92,39 @@ pub fn write_body(lba: u64, data: &[u8]) -> Vec<u8> {
 #[must_use]
 pub fn read_body(lba: u64, blocks: u16) -> Vec<u8> {
     postcard::to_allocvec(&StorageRequest::ReadChecked { lba, blocks }).unwrap_or_default()
+}
+
+/// The postcard body of bulk request `req`: with `Some(data)` (the
+/// request's blocks for a write, empty for a read) in the client-checked
+/// form, `StorageRequest::BulkTagged`, carrying the tag of every block of
+/// `data`; with `None` in the driver-checked form, `StorageRequest::Bulk`.
+///
+/// # Errors
+/// The encoder's (not for any request this crate builds).
+pub fn bulk_body(req: BulkRequest, data: Option<&[u8]>) -> Result<Vec<u8>, postcard::Error> {
+    match data {
+        None => postcard::to_allocvec(&StorageRequest::Bulk(req)),
+        Some(data) => {
+            let mut tags = vec![0u8; data.len() / BLOCK_SIZE * TAG_BYTES];
+            tags_into(bulk_lba(&req), data, &mut tags);
+            postcard::to_allocvec(&StorageRequest::BulkTagged { req, tags: &tags })
+        }
+    }
+}
+
+fn bulk_lba(req: &BulkRequest) -> u64 {
+    match *req {
+        BulkRequest::ReadInto { lba, .. } | BulkRequest::WriteFrom { lba, .. } => lba,
+    }
+}
+
+/// Checks blocks from `lba`, as they landed in this process's memory from
+/// the pool, against the `tags` of a `StorageReply::FilledTagged`.
+///
+/// # Errors
+/// [`BlockError::Damaged`], naming the first block that fails.
+pub fn check_landed(driver: &str, lba: u64, data: &[u8], tags: &[u8]) -> Result<(), BlockError> {
+    verify(lba, data, tags).map_err(|mismatch| BlockError::Damaged { driver: driver.into(), lba, mismatch })
 }
 
 fn decode(body: &[u8]) -> Result<StorageReply<'_>, String> {
@@ -183,7 +218,7 @@ mod tests {
         assert!(e.is_corruption());
         assert!(matches!(e, BlockError::Damaged { lba: 4, mismatch: Mismatch { lba: 5, .. }, .. }), "{e:?}");
         let msg = e.to_string();
-        assert!(msg.starts_with("storage_driver: reply to the read at 4 is damaged: block 5"), "{msg}");
+        assert!(msg.starts_with("storage_driver: the read at 4 returned damaged data: block 5"), "{msg}");
     }
 
     #[test]

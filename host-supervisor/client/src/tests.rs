@@ -372,3 +372,71 @@ fn resending_thousands_after_a_reconnect_reads_the_answers_as_they_come() {
     assert!(connections <= 3, "{connections} connections");
     let _ = std::fs::remove_file(path);
 }
+
+/// `drvctl blk read` against a driver that predates the client-checked bulk
+/// form (`StorageRequest::BulkTagged`): it cannot decode those requests and
+/// refuses them `BadRequest` before running anything, and the transfer
+/// sends them again in the driver-checked form and completes, each record
+/// answered once.
+#[test]
+fn blk_falls_back_to_driver_checked_requests_for_a_driver_that_does_not_know_the_tagged_form() {
+    use crate::blk::{self, BlkOptions, Direction};
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    use std::os::unix::fs::FileExt;
+    use storage_core::{BLOCK_SIZE, BulkRequest, StorageError, StorageReply, StorageRequest};
+    const RECORDS: u64 = 4;
+    const BLOCKS: u32 = 16;
+
+    let (l, path) = listener("blk-fallback");
+    let server = std::thread::spawn(move || {
+        let a = Fake::accept(&l);
+        assert_eq!(reinc_proto::decode::<ClientToSup<'_>>(&a.recv()).unwrap(), ClientToSup::Hello { resume: None });
+        a.send(&SupToClient::Welcome { client: ClientId(3) });
+        // AttachPool with its memfd, reached through /proc like any file.
+        let mut buf = vec![0u8; MAX_FRAME];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(a.0.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            .expect("AttachPool carries the pool");
+        let pool = std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}")).unwrap();
+        a.send(&SupToClient::PoolAttached { driver: "storage_driver" });
+        let (mut refused, mut filled) = (0, std::collections::BTreeSet::new());
+        while (filled.len() as u64) < RECORDS {
+            let frame = a.recv();
+            let ClientToSup::Call { seq, body, .. } = reinc_proto::decode::<ClientToSup<'_>>(&frame).unwrap() else {
+                panic!("expected a call")
+            };
+            let reply = match postcard::from_bytes::<StorageRequest<'_>>(body).unwrap() {
+                StorageRequest::BulkTagged { .. } => {
+                    refused += 1;
+                    StorageReply::Error(StorageError::BadRequest)
+                }
+                StorageRequest::Bulk(BulkRequest::ReadInto { lba, blocks, pool_offset }) => {
+                    let mut data = vec![0u8; blocks as usize * BLOCK_SIZE];
+                    blk::pattern_blocks(lba, &mut data);
+                    pool.write_all_at(&data, pool_offset).unwrap();
+                    assert!(filled.insert(lba), "block {lba} read twice");
+                    StorageReply::Filled { lba, blocks }
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            a.send(&SupToClient::Reply { seq, body: &postcard::to_allocvec(&reply).unwrap() });
+        }
+        refused
+    });
+    let mut opts = BlkOptions::new(Direction::Read, u64::from(BLOCKS) * BLOCK_SIZE as u64, RECORDS);
+    opts.window = 2;
+    let report = blk::run(&path, &opts).unwrap();
+    let refused = server.join().unwrap();
+    let mut want = vec![0u8; (RECORDS * u64::from(BLOCKS)) as usize * BLOCK_SIZE];
+    blk::pattern_blocks(0, &mut want);
+    assert_eq!(report.crc32, crc32fast::hash(&want), "the data of the driver-checked reads");
+    assert_eq!(refused, 2, "only the first window went in the tagged form");
+}
