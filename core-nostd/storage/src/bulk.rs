@@ -246,13 +246,13 @@ impl<R: Region> Storage<R> {
         // check_bulk bounds blocks by MAX_BULK_BLOCKS, which fits u16.
         let short = blocks as u16;
         let tag_len = bulk_tag_bytes(blocks);
-        let want_tags = match (*req, checks) {
-            (BulkRequest::ReadInto { .. }, Checks::Client(t)) => !t.is_empty(),
-            (BulkRequest::WriteFrom { .. }, Checks::Client(t)) => t.len() != tag_len,
-            (_, Checks::Driver) => false,
-        };
-        if let (true, Checks::Client(t)) = (want_tags, checks) {
-            return refuse(StorageError::Tags { len: u32::try_from(t.len()).unwrap_or(u32::MAX), blocks: short });
+        // A client-checked request carries one tag per block for a write,
+        // none for a read.
+        if let Checks::Client(t) = checks {
+            let expected = if matches!(req, BulkRequest::WriteFrom { .. }) { tag_len } else { 0 };
+            if t.len() != expected {
+                return refuse(StorageError::Tags { len: u32::try_from(t.len()).unwrap_or(u32::MAX), blocks: short });
+            }
         }
         match (*req, checks) {
             // A block damaged on the device is refused, not copied out
