@@ -280,7 +280,7 @@ pub fn pattern(lba: u64, out: &mut [u8]) {
 ///
 /// Each block's stream is a serial chain (every word depends on the one
 /// before), so one block at a time runs at the latency of its shifts;
-/// [`LANES`] blocks advanced side by side are independent chains the CPU
+/// eight blocks advanced side by side are independent chains the CPU
 /// (and the compiler's vector code) runs at once. Same bytes as
 /// [`pattern`], block by block.
 pub fn pattern_blocks(lba: u64, out: &mut [u8]) {
