@@ -77,10 +77,12 @@ pub(super) fn storage(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, B
     let (mut ws, mut rs, mut dws, mut drs) = (vec![], vec![], vec![], vec![]);
     let (mut w_path, mut r_path) = (String::new(), String::new());
     for _ in 0..RUNS {
-        let (w, path) = drvctl_blk(bins, &sup, "write", b.storage_mib)?;
-        (ws.push(w), w_path = path);
-        let (r, path) = drvctl_blk(bins, &sup, "read", b.storage_mib)?;
-        (rs.push(r), r_path = path);
+        let w;
+        (w, w_path) = drvctl_blk(bins, &sup, "write", b.storage_mib)?;
+        ws.push(w);
+        let r;
+        (r, r_path) = drvctl_blk(bins, &sup, "read", b.storage_mib)?;
+        rs.push(r);
         dws.push(direct_io(&dir.join("direct.img"), true, b.storage_mib)?);
         drs.push(direct_io(&dir.join("disk.img"), false, b.storage_mib)?);
     }
