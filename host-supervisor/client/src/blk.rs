@@ -386,7 +386,7 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                 crc.update(data);
             }
             let slot = bulk.as_mut().and_then(|k| k.slots.take());
-            let (body, tagged) = match (&bulk, slot) {
+            let (body, tagged, req) = match (&bulk, slot) {
                 (Some(k), Some(slot)) => {
                     let pool_offset = k.slots.offset(slot);
                     // blocks <= MAX_BULK_BLOCKS, a u32.
@@ -400,21 +400,21 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
                     // The tags of a write come from `buf`, where the data was
                     // born (the pool is never read here).
                     let data = if write { &buf[..len] } else { &[][..] };
-                    (blocksum::bulk_body(req, k.tagged.then_some(data)), k.tagged)
+                    (blocksum::bulk_body(req, k.tagged.then_some(data)), k.tagged, Some(req))
                 }
                 // In the messages, every block carries its end-to-end checksum.
-                _ if write => (Ok(blocksum::write_body(lba, &buf[..len])), false),
+                _ if write => (Ok(blocksum::write_body(lba, &buf[..len])), false, None),
                 // blocks <= MAX_BLOCKS_PER_REQUEST, a u16.
-                _ => (Ok(blocksum::read_body(lba, blocks as u16)), false),
+                _ => (Ok(blocksum::read_body(lba, blocks as u16)), false, None),
             };
             let body = body.map_err(encode_err(next_req))?;
             let seq = client.submit(driver, &body)?;
-            inflight.insert(seq, Flight { index: next_req, blocks, slot, lba, tagged, body });
+            inflight.insert(seq, Flight { index: next_req, blocks, slot, lba, req, tagged, body });
             next_req += 1;
         }
         let c = client.wait()?;
         let Some(flight) = inflight.remove(&c.seq) else { continue };
-        let Flight { index, blocks, slot, lba, tagged, .. } = flight;
+        let Flight { index, blocks, slot, lba, req, tagged, .. } = flight;
         let reply = c.result.map_err(|error| BlkError::Call { driver: driver.to_string(), index, error })?;
         let decoded = postcard::from_bytes::<StorageReply<'_>>(&reply);
         let again = match (&decoded, slot) {
@@ -428,15 +428,10 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
             // A driver older than the client-checked form cannot decode
             // it: refused before anything ran. The rest of the transfer
             // goes in the driver-checked form.
-            (Ok(StorageReply::Error(StorageError::BadRequest)), Some(slot)) if tagged => {
-                let k = bulk.as_mut().expect("a slot implies the pool path");
+            (Ok(StorageReply::Error(StorageError::BadRequest)), _)
+                if let (true, Some(req), Some(k)) = (tagged, req, &mut bulk) =>
+            {
                 k.tagged = false;
-                let (pool_offset, blocks) = (k.slots.offset(slot), blocks as u32);
-                let req = if write {
-                    BulkRequest::WriteFrom { lba, blocks, pool_offset }
-                } else {
-                    BulkRequest::ReadInto { lba, blocks, pool_offset }
-                };
                 Some((blocksum::bulk_body(req, None).map_err(encode_err(index))?, false))
             }
             _ => None,
@@ -446,7 +441,7 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
         {
             resubmitted += 1;
             let seq = client.submit(driver, &body)?;
-            inflight.insert(seq, Flight { index, blocks, slot, lba, tagged, body });
+            inflight.insert(seq, Flight { index, blocks, slot, lba, req, tagged, body });
             continue;
         }
         let d = match decoded {
@@ -535,6 +530,8 @@ struct Flight {
     /// Its pool slot (pool path).
     slot: Option<usize>,
     lba: u64,
+    /// The transfer it names in the pool (pool path).
+    req: Option<BulkRequest>,
     /// Sent in the client-checked form (`StorageRequest::BulkTagged`).
     tagged: bool,
     /// What was sent, for sending it again.
