@@ -211,7 +211,7 @@ struct BlkArgs {
     /// The storage driver's configured name
     #[arg(long, value_name = "NAME", default_value = blk::DEFAULT_DRIVER)]
     driver: String,
-    /// Requests kept in flight
+    /// Requests kept in flight; through the shared pool also at most 4 MiB of records, but 2 records at least
     #[arg(long, value_name = "N", value_parser = parse_window, default_value_t = blk::DEFAULT_WINDOW)]
     window: usize,
 }
@@ -601,6 +601,15 @@ mod tests {
         let Command::Blk(b) = cli.command else { panic!("not blk") };
         assert_eq!((b.bs, b.count, b.offset, b.window), (64 << 10, 8, 0, blk::DEFAULT_WINDOW));
         assert_eq!(b.driver, blk::DEFAULT_DRIVER);
+    }
+
+    #[test]
+    fn blk_help_states_the_pool_budget_the_library_applies() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let help = cmd.find_subcommand_mut("blk").expect("blk").render_long_help().to_string();
+        let budget = format!("at most {} MiB of records", blk::POOL_BYTES >> 20);
+        assert!(help.contains(&budget), "{help}");
     }
 
     #[test]
