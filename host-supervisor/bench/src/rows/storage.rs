@@ -94,9 +94,10 @@ pub(super) fn storage(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, B
     relay.throughput(16, frame, Duration::from_millis(100))?;
     let relay_mb = relay.throughput(16, frame, b.tput)? * frame as f64 / 1e6;
     drop(relay);
+    let in_flight = reinc_client::blk::pool_slots(reinc_client::blk::DEFAULT_WINDOW, 1 << 20);
     let note = |path: &str| {
         format!(
-            "drvctl blk --bs 1M --count {}: one request per 1 MiB record, 16 in flight, {path}; median of {RUNS} runs, as the floor",
+            "drvctl blk --bs 1M --count {}: one request per 1 MiB record, {in_flight} in flight, {path}; median of {RUNS} runs, as the floor",
             b.storage_mib
         )
     };
