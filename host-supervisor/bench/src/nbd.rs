@@ -24,7 +24,7 @@ use crate::floors;
 use crate::report::{Goal, Row};
 use crate::rig::{Bins, DriverSpec, Supervisor};
 use crate::rows::Budget;
-use crate::stats::percentiles;
+use crate::stats::{THROUGHPUT_RUNS as RUNS, median, percentiles};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reinc_nbd::client::NbdClient;
@@ -208,20 +208,37 @@ fn throughput(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchErro
     let mbps = |secs: f64| bytes as f64 / secs / 1e6;
     let mut out = Vec::new();
     for write in [true, false] {
-        let d = direct(&disk, write, bytes)?;
+        let mut ds = Vec::new();
+        for _ in 0..RUNS {
+            ds.push(mbps(direct(&disk, write, bytes)?));
+        }
+        let d = median(ds);
         for depth in [1usize, 16] {
             let run = |uri: &str| {
                 if write { nbdcopy(&copy, &src_s, uri, depth) } else { nbdcopy(&copy, uri, "null:", depth) }
             };
-            let r = mbps(run(&reinc.1)?);
-            let k = nbdkit.as_ref().map(|p| run(&p.1)).transpose()?.map(mbps);
-            let q = qemu.as_ref().map(|p| run(&p.1)).transpose()?.map(mbps);
+            // Alternating, so that a slow moment of the machine falls on
+            // one run of each server rather than on every run of one.
+            let (mut rs, mut ks, mut qs) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..RUNS {
+                rs.push(mbps(run(&reinc.1)?));
+                if let Some(p) = &nbdkit {
+                    ks.push(mbps(run(&p.1)?));
+                }
+                if let Some(p) = &qemu {
+                    qs.push(mbps(run(&p.1)?));
+                }
+            }
+            let r = median(rs);
+            let k = nbdkit.as_ref().map(|_| median(ks));
+            let q = qemu.as_ref().map(|_| median(qs));
             let op = if write { "write" } else { "read" };
             let name = |peer: &str| format!("NBD {op}, {depth} in flight, vs {peer}");
             let note = format!(
                 "nbdcopy --request-size=1M --connections=1 --requests={depth}, {mib} MiB sequential; reinc-nbd \
                  sends each 1 MiB as one bulk storage request; the data moves through the connection's shared \
-                 pool, only the request and its answer through the supervisor"
+                 pool, only the request and its answer through the supervisor; median of {RUNS} runs \
+                 alternating with the peers'"
             );
             out.push(match k {
                 Some(k) => Row::new(SECTION, &name("nbdkit"), r, "MB/s", "nbdkit file plugin, same file", k)

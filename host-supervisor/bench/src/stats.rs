@@ -37,6 +37,22 @@ pub fn percentiles(samples: &[Duration]) -> Percentiles {
     }
 }
 
+/// Runs of each throughput measurement, its floors' and peers' alternating
+/// with it, that a row's [`median`] is taken over.
+pub const THROUGHPUT_RUNS: usize = 5;
+
+/// The median of `v` (the upper one of an even count); NaN for none.
+///
+/// Throughput rows report the median of several alternating runs: one run
+/// of a transfer lasts tens of milliseconds, at the mercy of whatever else
+/// the machine does in them.
+/// [`THROUGHPUT_RUNS`] runs each.
+#[must_use]
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// A fitted line `y = intercept + slope·x` and its coefficient of
 /// determination.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -75,6 +91,13 @@ pub fn fit_line(points: &[(f64, f64)]) -> Option<Line> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_sample_whatever_the_order() {
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert!(median(vec![]).is_nan());
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -6,6 +6,7 @@ use crate::BenchError;
 use crate::floors::RawPath;
 use crate::report::{Goal, Row};
 use crate::rig::{Bins, Supervisor};
+use crate::stats::{THROUGHPUT_RUNS as RUNS, median};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use storage_core::{BLOCK_SIZE, MAX_REPLY_DATA};
@@ -58,16 +59,6 @@ fn direct_io(path: &PathBuf, write: bool, mib: u64) -> Result<f64, BenchError> {
         }
     }
     Ok((mib << 20) as f64 / t.elapsed().as_secs_f64() / 1e6)
-}
-
-/// Runs of each transfer (and of its floor), alternating; the rows report
-/// the medians. One 128 MiB run lasts tens of milliseconds, so a single
-/// one is at the mercy of whatever else the machine does in them.
-const RUNS: usize = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Section 6: dd-like 1 MiB blocks through the supervised storage driver.
