@@ -194,6 +194,18 @@ pub mod spec {
     pub const OPT_STRUCTURED_REPLY: u32 = 8;
     /// `NBD_REP_ACK`.
     pub const REP_ACK: u32 = 1;
+    /// `NBD_REPLY_FLAG_DONE`.
+    pub const REPLY_FLAG_DONE: u16 = 1;
+    /// `NBD_REPLY_TYPE_NONE`.
+    pub const REPLY_TYPE_NONE: u16 = 0;
+    /// `NBD_REPLY_TYPE_OFFSET_DATA`.
+    pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+    /// `NBD_REPLY_TYPE_ERROR`.
+    pub const REPLY_TYPE_ERROR: u16 = 0x8001;
+    /// `NBD_REPLY_TYPE_ERROR_OFFSET`.
+    pub const REPLY_TYPE_ERROR_OFFSET: u16 = 0x8002;
+    /// `EIO`.
+    pub const EIO: u32 = 5;
     /// `NBD_REP_SERVER`.
     pub const REP_SERVER: u32 = 2;
     /// `NBD_REP_INFO`.
@@ -408,6 +420,113 @@ impl RawNbd {
         }
         Ok(self.read_n(len as usize).expect("read payload"))
     }
+
+    /// Connects, asks for structured replies (checking the ACK) and enters
+    /// transmission with `NBD_OPT_GO` on the default export.
+    ///
+    /// # Panics
+    /// If the server does not acknowledge structured replies.
+    #[must_use]
+    pub fn go_structured(socket: &Path) -> (Self, Negotiated) {
+        let mut c = Self::connect(socket);
+        c.flags();
+        c.option(spec::OPT_STRUCTURED_REPLY, &[]);
+        let (o, ty, p) = c.opt_reply();
+        assert_eq!((o, ty, p.len()), (spec::OPT_STRUCTURED_REPLY, spec::REP_ACK, 0), "structured replies acknowledged");
+        let n = c.info(spec::OPT_GO, "");
+        (c, n)
+    }
+
+    /// Reads one structured reply chunk, checking its magic and that its
+    /// payload fits the type.
+    ///
+    /// # Panics
+    /// On EOF, a wrong magic, or a malformed payload.
+    pub fn chunk(&mut self) -> Chunk {
+        let h = self.read_n(20).expect("structured reply chunk header");
+        assert_eq!(u32::from_be_bytes(h[..4].try_into().unwrap()), 0x668e_33ef, "structured reply magic");
+        let flags = u16::from_be_bytes([h[4], h[5]]);
+        let kind = u16::from_be_bytes([h[6], h[7]]);
+        let cookie = u64::from_be_bytes(h[8..16].try_into().unwrap());
+        let len = u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize;
+        let p = self.read_n(len).expect("chunk payload");
+        let done = flags & spec::REPLY_FLAG_DONE != 0;
+        let body = match kind {
+            spec::REPLY_TYPE_NONE => {
+                assert!(len == 0 && done, "NONE must be empty and final");
+                ChunkBody::None
+            }
+            spec::REPLY_TYPE_OFFSET_DATA => {
+                assert!(len >= 9, "OFFSET_DATA of {len} bytes");
+                ChunkBody::Data { offset: u64::from_be_bytes(p[..8].try_into().unwrap()), data: p[8..].to_vec() }
+            }
+            spec::REPLY_TYPE_ERROR | spec::REPLY_TYPE_ERROR_OFFSET => {
+                let errno = u32::from_be_bytes(p[..4].try_into().unwrap());
+                let mlen = u16::from_be_bytes([p[4], p[5]]) as usize;
+                let message = String::from_utf8(p[6..6 + mlen].to_vec()).expect("an error message in UTF-8");
+                let offset = (kind == spec::REPLY_TYPE_ERROR_OFFSET).then(|| {
+                    assert_eq!(len, 6 + mlen + 8, "ERROR_OFFSET length");
+                    u64::from_be_bytes(p[6 + mlen..].try_into().unwrap())
+                });
+                assert!(offset.is_some() || len == 6 + mlen, "ERROR length");
+                assert_ne!(errno, 0, "an error chunk with errno 0");
+                ChunkBody::Error { errno, message, offset }
+            }
+            other => panic!("unexpected chunk type {other:#x}"),
+        };
+        Chunk { cookie, done, body }
+    }
+
+    /// Every chunk of the reply to `cookie`, up to the one marked done.
+    ///
+    /// # Panics
+    /// As [`chunk`](Self::chunk), or if a chunk of another reply arrives.
+    pub fn chunks(&mut self, cookie: u64) -> Vec<Chunk> {
+        let mut all = Vec::new();
+        loop {
+            let c = self.chunk();
+            assert_eq!(c.cookie, cookie, "a chunk of another reply");
+            let done = c.done;
+            all.push(c);
+            if done {
+                return all;
+            }
+        }
+    }
+}
+
+/// One structured reply chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The request's cookie.
+    pub cookie: u64,
+    /// `NBD_REPLY_FLAG_DONE`.
+    pub done: bool,
+    /// What it says.
+    pub body: ChunkBody,
+}
+
+/// A chunk's payload, by type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkBody {
+    /// `NBD_REPLY_TYPE_NONE`.
+    None,
+    /// `NBD_REPLY_TYPE_OFFSET_DATA`.
+    Data {
+        /// Export offset of the data.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// `NBD_REPLY_TYPE_ERROR` (no offset) or `ERROR_OFFSET`.
+    Error {
+        /// The error value.
+        errno: u32,
+        /// The message for a human.
+        message: String,
+        /// Where, for `ERROR_OFFSET`.
+        offset: Option<u64>,
+    },
 }
 
 /// A rig whose storage device holds `blocks` data blocks instead of

@@ -82,7 +82,6 @@ fn unknown_options_are_refused_and_negotiation_continues() {
     c.flags();
     for (opt, data, want) in [
         (99u32, &b""[..], spec::REP_ERR_UNSUP),
-        (spec::OPT_STRUCTURED_REPLY, b"", spec::REP_ERR_UNSUP),
         (spec::OPT_STARTTLS, b"", spec::REP_ERR_UNSUP),
         (spec::OPT_LIST, b"junk", spec::REP_ERR_INVALID),
         (spec::OPT_INFO, &[0, 0, 0, 9, b'x'][..], spec::REP_ERR_INVALID),
@@ -151,7 +150,7 @@ fn requests_breaking_block_size_constraints_or_the_maximum_get_einval() {
         (77u16, 0u16, 0u64, 0u32, "unknown command"),
         (spec::TRIM, 0, 0, 512, "TRIM, not advertised"),
         (spec::FLUSH, 0, 512, 0, "FLUSH with an offset"),
-        (spec::READ, spec::FLAG_FUA, 0, 512, "FUA on a read"),
+        (spec::READ, 1 << 2, 0, 512, "DF on a read, not advertised"),
         (spec::READ, 1 << 9, 0, 512, "unknown command flag"),
     ] {
         c.request(kind, flags, 100, offset, len, &[]);
@@ -164,7 +163,14 @@ fn requests_breaking_block_size_constraints_or_the_maximum_get_einval() {
     assert_eq!(c.reply(), (0, 9));
     c.request(spec::FLUSH, 0, 10, 0, 0, &[]);
     assert_eq!(c.reply(), (0, 10));
-    assert_eq!(c.read(11, 4096, 65536), Ok(data));
+    assert_eq!(c.read(11, 4096, 65536), Ok(data.clone()));
+    // FUA is valid on every command once SEND_FUA is advertised (the spec:
+    // the server MUST accept it, even by ignoring it).
+    c.request(spec::FLUSH, spec::FLAG_FUA, 13, 0, 0, &[]);
+    assert_eq!(c.reply(), (0, 13), "FUA on a flush");
+    c.request(spec::READ, spec::FLAG_FUA, 14, 4096, 512, &[]);
+    assert_eq!(c.reply(), (0, 14), "FUA on a read");
+    assert_eq!(c.read_n(512).as_deref(), Some(&data[..512]), "FUA on a read returns the data");
     assert_eq!(rig.superblock().applied_count, 1, "64 KiB = one bulk storage request (shared pool), applied once");
     // A write too long to drain is answered, then the connection ends.
     c.request(spec::WRITE, 0, 12, 0, 64 << 20, &[]);

@@ -91,7 +91,7 @@ fn be32(b: &[u8]) -> u32 {
 pub fn handshake(data: &[u8]) -> Outcome {
     let ex = export(false);
     let mut wire = Wire { input: data, at: 0, out: Vec::new() };
-    let result = reinc_nbd::server::handshake(&mut wire, &ex, "fuzz");
+    let result = reinc_nbd::server::handshake(&mut wire, &ex, "fuzz", true);
     let out = std::mem::take(&mut wire.out);
     assert_eq!(out[..18], proto::greeting(), "the server did not start with the greeting");
     let sent = options_sent(data);
@@ -102,6 +102,7 @@ pub fn handshake(data: &[u8]) -> Outcome {
     // options answered so far.
     let (mut at, mut answered, mut last) = (18usize, 0usize, None::<(u32, u32)>);
     let mut entered_by_name = false;
+    let mut acked = Vec::new();
     while at < out.len() {
         let rest = &out[at..];
         if rest.len() < 20 || u64::from_be_bytes(rest[..8].try_into().expect("8")) != REPLY_MAGIC {
@@ -132,6 +133,9 @@ pub fn handshake(data: &[u8]) -> Outcome {
         // The reply type only: with the option too, the set of labels of
         // one input grows combinatorially and stops being a useful signal.
         labels.push(format!("rep:{rep:x}"));
+        if rep == REP_ACK {
+            acked.push(opt);
+        }
         last = Some((opt, rep));
         answered += usize::from(is_final);
         at += 20 + len;
@@ -140,9 +144,14 @@ pub fn handshake(data: &[u8]) -> Outcome {
         assert!(rep == REP_ACK || rep & (1 << 31) != 0, "option {opt}'s replies end without a final one");
     }
     match &result {
-        Ok(Some(())) => {
+        Ok(Some(agreed)) => {
             let by_go = last.is_some_and(|(o, r)| o == OPT_GO && r == REP_ACK);
             assert!(entered_by_name || by_go, "transmission without GO's ACK or the EXPORT_NAME reply");
+            assert_eq!(
+                agreed.structured,
+                acked.contains(&proto::OPT_STRUCTURED_REPLY),
+                "structured replies in transmission iff STRUCTURED_REPLY was acknowledged"
+            );
             labels.push(if entered_by_name { "go:name" } else { "go" }.into());
             labels.extend(transmission(&data[wire.at..]));
         }
@@ -246,7 +255,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let both = proto::FLAG_C_FIXED_NEWSTYLE | proto::FLAG_C_NO_ZEROES;
     let cat = |parts: &[Vec<u8>]| parts.concat();
     vec![
-        // qemu-nbd/qemu-img style: structured replies refused, then GO with
+        // qemu-nbd/qemu-img style: structured replies asked for, then GO with
         // block sizes, then a read, a write with FUA, a flush, a disconnect.
         cat(&[
             flags(both),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: reinc-nbd [--runtime-dir DIR | --supervisor-socket PATH] [--driver NAME] \
 (--socket PATH | --tcp PORT) [--export-name NAME] [--read-only] [--max-request BYTES] [--window N] \
-[--max-connections N] [--wait-supervisor SECS]";
+[--max-connections N] [--wait-supervisor SECS] [--simple-replies]";
 
 #[derive(Debug)]
 struct Args {
@@ -29,6 +29,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut it = args.into_iter();
     let (mut runtime, mut socket, mut driver, mut listen, mut name) = (None, None, None, None, None);
     let (mut read_only, mut max_request, mut window, mut max_conn, mut wait) = (false, None, None, None, 10u64);
+    let mut simple = false;
     while let Some(a) = it.next() {
         match a.as_str() {
             "--runtime-dir" => {
@@ -44,6 +45,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--tcp" => listen = Some(Listen::Tcp(number("--tcp", it.next())?)),
             "--export-name" => name = Some(it.next().ok_or(format!("--export-name needs a name; {USAGE}"))?),
             "--read-only" => read_only = true,
+            "--simple-replies" => simple = true,
             "--max-request" => max_request = Some(number::<u32>("--max-request", it.next())?),
             "--window" => window = Some(number::<usize>("--window", it.next())?),
             "--max-connections" => max_conn = Some(number::<usize>("--max-connections", it.next())?),
@@ -63,6 +65,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         config.export_name = n;
     }
     config.read_only = read_only;
+    config.structured_replies = !simple;
     let max_request = max_request.unwrap_or(DEFAULT_MAX_REQUEST);
     let block = storage_core::BLOCK_SIZE as u32;
     if max_request < block || !max_request.is_multiple_of(block) || max_request > 32 << 20 {
@@ -156,7 +159,10 @@ mod tests {
         assert_eq!(a.config.supervisor, PathBuf::from("/r/client.sock"));
         assert_eq!(a.listen, Listen::Unix("/s.sock".into()));
         assert!(a.config.read_only);
+        assert!(a.config.structured_replies, "offered unless --simple-replies");
         assert_eq!(a.config.window, 8);
+        let a = args("--socket /s.sock --simple-replies").unwrap();
+        assert!(!a.config.structured_replies);
         assert_eq!(a.config.export_name, "storage_driver");
         assert_eq!(args("--tcp 0 --driver disk2").unwrap().config.export_name, "disk2");
         assert!(args("--runtime-dir /r").unwrap_err().starts_with("--socket PATH or --tcp PORT is required"));

@@ -4,9 +4,10 @@
 //! Source: the NBD protocol specification (`doc/proto.md` of
 //! NetworkBlockDevice/nbd). Only what the server speaks is here: the fixed
 //! newstyle handshake, options `EXPORT_NAME`, `ABORT`, `LIST`, `INFO`, `GO`
-//! (everything else is answered `NBD_REP_ERR_UNSUP`), and simple replies
-//! (structured replies are refused, so `READ` replies are one header plus the
-//! data).
+//! and `STRUCTURED_REPLY` (everything else is answered
+//! `NBD_REP_ERR_UNSUP`), simple replies, and the structured reply chunks a
+//! `READ` is answered with once a client negotiated them (`OFFSET_DATA`,
+//! `ERROR`, `ERROR_OFFSET`, `NONE`).
 
 /// `NBDMAGIC`, the first 8 bytes the server sends.
 pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
@@ -18,6 +19,25 @@ pub const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 /// Magic of a simple reply.
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+
+/// Magic of a structured reply chunk.
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+/// Structured reply flag: the last chunk of its reply.
+pub const REPLY_FLAG_DONE: u16 = 1 << 0;
+/// Chunk type: nothing (only as the last chunk).
+pub const REPLY_TYPE_NONE: u16 = 0;
+/// Chunk type: data at an offset.
+pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+/// Chunk type: the request failed, no offset.
+pub const REPLY_TYPE_ERROR: u16 = (1 << 15) | 1;
+/// Chunk type: the request failed at an offset.
+pub const REPLY_TYPE_ERROR_OFFSET: u16 = (1 << 15) | 2;
+/// Bytes of a structured reply chunk's header.
+pub const CHUNK_HEADER_LEN: usize = 20;
+/// Bytes of an `OFFSET_DATA` chunk before its data: the header and the offset.
+pub const OFFSET_DATA_HEAD_LEN: usize = CHUNK_HEADER_LEN + 8;
+/// The longest error message a chunk carries (the spec's string limit).
+pub const MAX_ERROR_MESSAGE: usize = 4096;
 
 /// Handshake flag: fixed newstyle.
 pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
@@ -40,7 +60,7 @@ pub const OPT_STARTTLS: u32 = 5;
 pub const OPT_INFO: u32 = 6;
 /// Option: describe an export and enter transmission.
 pub const OPT_GO: u32 = 7;
-/// Option: structured replies (refused, so replies stay simple).
+/// Option: structured replies (accepted unless the server is told not to).
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
 
 /// Option reply: done.
@@ -95,6 +115,19 @@ pub const EINVAL: u32 = 22;
 pub const ENOSPC: u32 = 28;
 /// `ESHUTDOWN`: the server is going away.
 pub const ESHUTDOWN: u32 = 108;
+
+/// What an error value of the spec means, for error chunks and logs.
+#[must_use]
+pub fn errno_name(errno: u32) -> &'static str {
+    match errno {
+        EPERM => "EPERM (a write to a read-only export)",
+        EIO => "EIO (the storage request failed)",
+        EINVAL => "EINVAL (a request that breaks the export's constraints or is not supported)",
+        ENOSPC => "ENOSPC (a write past the end of the export)",
+        ESHUTDOWN => "ESHUTDOWN (the server is going away)",
+        _ => "an error",
+    }
+}
 
 /// Longest option payload accepted; the spec caps strings at 4096 bytes,
 /// and `INFO`/`GO` add a length and a list of info types.
@@ -296,10 +329,13 @@ impl Export {
     #[must_use]
     pub fn check(&self, r: &Request) -> Command {
         let refuse = |errno| Command::Refuse { errno };
-        let known_flags = if r.kind == CMD_WRITE { CMD_FLAG_FUA } else { 0 };
+        // With `SEND_FUA` advertised the spec makes `FUA` valid on every
+        // command ("the server MUST accept all commands with this bit set,
+        // even by ignoring the bit"); it means something only on a write.
+        let known_flags = CMD_FLAG_FUA;
         match r.kind {
             CMD_DISC => Command::Disconnect,
-            CMD_FLUSH if r.offset != 0 || r.length != 0 || r.flags != 0 => refuse(EINVAL),
+            CMD_FLUSH if r.offset != 0 || r.length != 0 || r.flags & !known_flags != 0 => refuse(EINVAL),
             CMD_FLUSH => Command::Flush,
             CMD_READ | CMD_WRITE => {
                 let write = r.kind == CMD_WRITE;
@@ -419,6 +455,64 @@ pub fn simple_reply(errno: u32, cookie: u64) -> [u8; 16] {
     b[4..8].copy_from_slice(&errno.to_be_bytes());
     b[8..].copy_from_slice(&cookie.to_be_bytes());
     b
+}
+
+/// A structured reply chunk's header: `length` bytes of payload follow.
+#[must_use]
+pub fn chunk_header(flags: u16, kind: u16, cookie: u64, length: u32) -> [u8; CHUNK_HEADER_LEN] {
+    let mut b = [0u8; CHUNK_HEADER_LEN];
+    b[..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    b[4..6].copy_from_slice(&flags.to_be_bytes());
+    b[6..8].copy_from_slice(&kind.to_be_bytes());
+    b[8..16].copy_from_slice(&cookie.to_be_bytes());
+    b[16..20].copy_from_slice(&length.to_be_bytes());
+    b
+}
+
+/// What goes before `len` bytes of data at export offset `offset` in an
+/// `OFFSET_DATA` chunk (the last of its reply with `done`).
+///
+/// # Panics
+/// If `len` does not fit a chunk (more than 4 GiB − 9; requests here are at
+/// most `--max-request`).
+#[must_use]
+pub fn offset_data_head(done: bool, cookie: u64, offset: u64, len: usize) -> [u8; OFFSET_DATA_HEAD_LEN] {
+    let length = u32::try_from(len + 8).expect("a chunk of at most one request");
+    let mut b = [0u8; OFFSET_DATA_HEAD_LEN];
+    let flags = if done { REPLY_FLAG_DONE } else { 0 };
+    b[..CHUNK_HEADER_LEN].copy_from_slice(&chunk_header(flags, REPLY_TYPE_OFFSET_DATA, cookie, length));
+    b[CHUNK_HEADER_LEN..].copy_from_slice(&offset.to_be_bytes());
+    b
+}
+
+/// An error chunk: `ERROR_OFFSET` at `offset` when there is one, `ERROR`
+/// otherwise; `message` (cut to [`MAX_ERROR_MESSAGE`] bytes on a character
+/// boundary) is for a human. `errno` must not be 0.
+#[must_use]
+pub fn error_chunk(done: bool, cookie: u64, errno: u32, message: &str, offset: Option<u64>) -> Vec<u8> {
+    let mut cut = message.len().min(MAX_ERROR_MESSAGE);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let message = &message.as_bytes()[..cut];
+    let kind = if offset.is_some() { REPLY_TYPE_ERROR_OFFSET } else { REPLY_TYPE_ERROR };
+    // cut <= 4096, so the payload fits u32 and the message length u16.
+    let payload = 6 + cut + if offset.is_some() { 8 } else { 0 };
+    let flags = if done { REPLY_FLAG_DONE } else { 0 };
+    let mut b = chunk_header(flags, kind, cookie, payload as u32).to_vec();
+    b.extend_from_slice(&errno.to_be_bytes());
+    b.extend_from_slice(&(cut as u16).to_be_bytes());
+    b.extend_from_slice(message);
+    if let Some(o) = offset {
+        b.extend_from_slice(&o.to_be_bytes());
+    }
+    b
+}
+
+/// The last chunk of a reply that has nothing more to say.
+#[must_use]
+pub fn done_chunk(cookie: u64) -> [u8; CHUNK_HEADER_LEN] {
+    chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, cookie, 0)
 }
 
 /// One storage request of a split NBD request: `blocks` blocks at `lba`,
@@ -556,6 +650,17 @@ mod tests {
     }
 
     #[test]
+    fn fua_is_accepted_on_every_command_and_means_something_only_on_a_write() {
+        // The spec: with SEND_FUA advertised the server MUST accept the bit
+        // on all commands; clients are known to set it on reads and flushes.
+        let e = export(false);
+        assert_eq!(e.check(&req(CMD_READ, CMD_FLAG_FUA, 0, 512)), Command::Read { offset: 0, length: 512 });
+        assert_eq!(e.check(&req(CMD_FLUSH, CMD_FLAG_FUA, 0, 0)), Command::Flush);
+        let einval = Command::Refuse { errno: EINVAL };
+        assert_eq!(e.check(&req(CMD_FLUSH, CMD_FLAG_FUA | 1 << 5, 0, 0)), einval, "an unknown flag beside it");
+    }
+
+    #[test]
     fn out_of_range_is_einval_for_reads_and_enospc_for_writes() {
         let e = export(false);
         let refuse = |errno| Command::Refuse { errno };
@@ -575,7 +680,7 @@ mod tests {
         assert_eq!(e.check(&req(CMD_WRITE, 0, 0, 100)), einval, "unaligned length");
         assert_eq!(e.check(&req(CMD_READ, 0, 0, 0)), einval, "zero length");
         assert_eq!(e.check(&req(CMD_READ, 0, 0, (1 << 21) + 512)), einval, "over the maximum");
-        assert_eq!(e.check(&req(CMD_READ, CMD_FLAG_FUA, 0, 512)), einval, "FUA on a read");
+        assert_eq!(e.check(&req(CMD_READ, 1 << 2, 0, 512)), einval, "DF, not advertised");
         assert_eq!(e.check(&req(CMD_WRITE, 1 << 5, 0, 512)), einval, "unknown flag");
         assert_eq!(e.check(&req(CMD_FLUSH, 0, 512, 0)), einval, "flush with an offset");
         assert_eq!(e.check(&req(4, 0, 0, 512)), einval, "TRIM is not advertised");
@@ -588,6 +693,41 @@ mod tests {
         let e = export(true);
         assert_eq!(e.check(&req(CMD_WRITE, 0, 0, 512)), Command::Refuse { errno: EPERM });
         assert_eq!(e.check(&req(CMD_READ, 0, 0, 512)), Command::Read { offset: 0, length: 512 });
+    }
+
+    #[test]
+    fn structured_chunks_have_the_specified_layout() {
+        let cookie = 0x0102_0304_0506_0708;
+        let h = offset_data_head(true, cookie, 0x10_0000, 512);
+        assert_eq!(
+            h,
+            [0x66, 0x8e, 0x33, 0xef, 0, 1, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 2, 8, 0, 0, 0, 0, 0, 0x10, 0, 0],
+            "magic, DONE, OFFSET_DATA, cookie, length 8 + 512, offset"
+        );
+        assert_eq!(offset_data_head(false, cookie, 0, 4)[4..6], [0, 0], "not the last chunk");
+        let e = error_chunk(true, cookie, EIO, "bad", Some(4096));
+        assert_eq!(
+            e,
+            [
+                0x66, 0x8e, 0x33, 0xef, 0, 1, 0x80, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 17, 0, 0, 0, 5, 0, 3, b'b',
+                b'a', b'd', 0, 0, 0, 0, 0, 0, 0x10, 0
+            ],
+            "ERROR_OFFSET: errno, message length, message, offset"
+        );
+        let e = error_chunk(false, cookie, EINVAL, "", None);
+        assert_eq!(e[4..8], [0, 0, 0x80, 1], "ERROR, not the last chunk");
+        assert_eq!(e[16..], [0, 0, 0, 6, 0, 0, 0, 22, 0, 0], "length 6, errno, an empty message");
+        assert_eq!(done_chunk(cookie), chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, cookie, 0));
+    }
+
+    #[test]
+    fn error_messages_are_cut_to_the_spec_limit_on_a_character_boundary() {
+        let long = "é".repeat(MAX_ERROR_MESSAGE);
+        let e = error_chunk(true, 1, EIO, &long, None);
+        let len = u16::from_be_bytes([e[24], e[25]]) as usize;
+        assert!((MAX_ERROR_MESSAGE - 1..=MAX_ERROR_MESSAGE).contains(&len), "{len}");
+        assert!(std::str::from_utf8(&e[26..26 + len]).is_ok(), "still UTF-8");
+        assert_eq!(u32::from_be_bytes(e[16..20].try_into().unwrap()) as usize, 6 + len);
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod engine;
 mod handshake;
 
 use engine::{Engine, reader};
-pub use handshake::{HandshakeError, MAX_OPTIONS, handshake};
+pub use handshake::{HandshakeError, MAX_OPTIONS, Negotiated, handshake};
 
 use crate::bulk::ConnPool;
 use crate::proto::{self, Export, ProtocolError};
@@ -103,6 +103,9 @@ pub struct Config {
     pub max_connections: usize,
     /// A connection that stays silent this long during the handshake is closed.
     pub handshake_timeout: Duration,
+    /// Acknowledge `NBD_OPT_STRUCTURED_REPLY` (reads then stream in chunks);
+    /// without, every reply is simple.
+    pub structured_replies: bool,
 }
 
 impl Config {
@@ -118,6 +121,7 @@ impl Config {
             window: 32,
             max_connections: 16,
             handshake_timeout: Duration::from_secs(30),
+            structured_replies: true,
         }
     }
 }
@@ -373,7 +377,7 @@ pub(super) enum ConnError {
 
 fn connection(config: &Config, export: &Export, mut s: Stream, peer: &str) -> Result<(), ConnError> {
     s.set_read_timeout(Some(config.handshake_timeout))?;
-    let Some(()) = handshake(&mut s, export, peer)? else {
+    let Some(agreed) = handshake(&mut s, export, peer, config.structured_replies)? else {
         return Ok(());
     };
     s.set_read_timeout(None)?;
@@ -390,16 +394,18 @@ fn connection(config: &Config, export: &Export, mut s: Stream, peer: &str) -> Re
     let pool = match ConnPool::attach(&mut client, &config.driver, max as usize) {
         Ok(p) => {
             tracing::info!(
-                "[nbd] {peer}: transmission, session {}, data through a {}-byte shared pool",
+                "[nbd] {peer}: transmission, session {}, data through a {}-byte shared pool, {} replies",
                 client.session(),
-                p.pool.len()
+                p.pool.len(),
+                if agreed.structured { "structured" } else { "simple" }
             );
             Some(Arc::new(p))
         }
         Err(why) => {
             tracing::info!(
-                "[nbd] {peer}: transmission, session {}, data in the messages (no shared pool: {why})",
-                client.session()
+                "[nbd] {peer}: transmission, session {}, data in the messages (no shared pool: {why}), {} replies",
+                client.session(),
+                if agreed.structured { "structured" } else { "simple" }
             );
             None
         }
@@ -411,7 +417,7 @@ fn connection(config: &Config, export: &Export, mut s: Stream, peer: &str) -> Re
     let reader = std::thread::Builder::new()
         .name(format!("nbd-rd {peer}"))
         .spawn(move || reader(reader_stream, &export2, max, &tx, reader_pool.as_deref()))?;
-    let result = Engine::new(config, client, s.try_clone()?, pool.clone()).run(&rx);
+    let result = Engine::new(config, client, s.try_clone()?, pool.clone(), agreed.structured).run(&rx);
     // Unblocks the reader if the engine ended first: a read on the shut
     // socket fails, a send to the full queue fails once `rx` is gone, and a
     // wait for a write slot ends once the pool is closed.

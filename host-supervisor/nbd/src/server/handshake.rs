@@ -3,8 +3,8 @@
 //! fuzzer drives it over bytes in memory.
 
 use crate::proto::{
-    self, Export, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPTION_HEADER_LEN, ProtocolError, REP_ACK,
-    REP_ERR_INVALID, REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER,
+    self, Export, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPT_STRUCTURED_REPLY, OPTION_HEADER_LEN,
+    ProtocolError, REP_ACK, REP_ERR_INVALID, REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER,
 };
 use std::io::{self, Read, Write};
 
@@ -34,9 +34,19 @@ fn read_opt<S: Read>(s: &mut S) -> io::Result<Option<[u8; OPTION_HEADER_LEN]>> {
     }
 }
 
+/// What a handshake agreed on, for the transmission phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Negotiated {
+    /// The client asked for structured replies and got them: every `READ`
+    /// is answered in structured reply chunks.
+    pub structured: bool,
+}
+
 /// The fixed newstyle handshake on `s` (the server's side): `Some` to enter
 /// transmission, `None` when the client aborted or left. `peer` only names
-/// the client in log lines.
+/// the client in log lines. With `offer_structured`, `STRUCTURED_REPLY` is
+/// acknowledged; without, it gets `NBD_REP_ERR_UNSUP` and replies stay
+/// simple.
 ///
 /// Generic over the stream so that it runs over bytes in memory too: the
 /// fuzzer (`host-supervisor/fuzz`, target `nbd_handshake`) drives it with a
@@ -45,11 +55,17 @@ fn read_opt<S: Read>(s: &mut S) -> io::Result<Option<[u8; OPTION_HEADER_LEN]>> {
 /// # Errors
 /// [`HandshakeError`]: the socket failed, the client broke the protocol, or it
 /// sent more than [`MAX_OPTIONS`] options.
-pub fn handshake<S: Read + Write>(s: &mut S, export: &Export, peer: &str) -> Result<Option<()>, HandshakeError> {
+pub fn handshake<S: Read + Write>(
+    s: &mut S,
+    export: &Export,
+    peer: &str,
+    offer_structured: bool,
+) -> Result<Option<Negotiated>, HandshakeError> {
     s.write_all(&proto::greeting())?;
     let mut f = [0u8; 4];
     s.read_exact(&mut f)?;
     let no_zeroes = proto::client_flags(f)?;
+    let mut agreed = Negotiated::default();
     for _ in 0..MAX_OPTIONS {
         let Some(h) = read_opt(s)? else {
             tracing::info!("[nbd] {peer}: left during the handshake");
@@ -66,7 +82,7 @@ pub fn handshake<S: Read + Write>(s: &mut S, export: &Export, peer: &str) -> Res
                     return Err(ProtocolError::UnknownExport(name).into());
                 }
                 s.write_all(&export.export_name_reply(no_zeroes))?;
-                return Ok(Some(()));
+                return Ok(Some(agreed));
             }
             OPT_ABORT => {
                 // The client may already have closed; a failed ack is fine.
@@ -90,12 +106,20 @@ pub fn handshake<S: Read + Write>(s: &mut S, export: &Export, peer: &str) -> Res
                     }
                     reply(REP_ACK, &[])?;
                     if opt == OPT_GO {
-                        return Ok(Some(()));
+                        return Ok(Some(agreed));
                     }
                 }
             },
-            // STARTTLS, STRUCTURED_REPLY, meta contexts, extended headers and
-            // anything unknown: not supported, the client carries on.
+            OPT_STRUCTURED_REPLY if offer_structured && len != 0 => {
+                reply(REP_ERR_INVALID, b"NBD_OPT_STRUCTURED_REPLY takes no data")?;
+            }
+            OPT_STRUCTURED_REPLY if offer_structured => {
+                reply(REP_ACK, &[])?;
+                agreed.structured = true;
+            }
+            // STARTTLS, meta contexts, extended headers and anything
+            // unknown (and STRUCTURED_REPLY when not offered): not
+            // supported, the client carries on.
             _ => reply(REP_ERR_UNSUP, format!("option {opt} is not supported").as_bytes())?,
         }
     }
