@@ -20,8 +20,8 @@
 //! and pieces would only multiply the storage requests: with pieces always,
 //! the bench's 16-in-flight read row fell from 1.1–1.3 to 0.92–0.95 of
 //! nbdkit; with this rule it stayed at 1.1–1.3 while the 1-in-flight row
-//! went from 0.66–0.73 to 0.82–0.95 (pieces of 64 KiB: 0.70–0.82; of
-//! 256 KiB: 0.72–0.79).
+//! went from 0.66–0.73 to 0.77–1.00 over six runs (in two runs each with
+//! pieces of 64 KiB: 0.70, 0.82; of 256 KiB: 0.72, 0.79).
 
 use crate::bulk::ConnPool;
 use crate::proto::{self, Command, EINVAL, EIO, Export, REQUEST_LEN, Request, chunks};
