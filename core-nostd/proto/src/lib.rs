@@ -193,6 +193,13 @@ pub enum ClientToSup<'a> {
         /// The driver's configured name.
         driver: &'a str,
     },
+    /// The client is done with its session for good: no resume will come.
+    /// Calls still running finish (they were accepted), and the session, its
+    /// cached replies and its pools are then forgotten at once instead of
+    /// after `session-idle-timeout-ms`. No answer; the client closes the
+    /// connection after it. Appended in protocol version 2; a supervisor
+    /// that predates it answers `Rejected`, which a closing client ignores.
+    Bye,
 }
 
 /// Supervisor → client.

@@ -194,3 +194,12 @@ fn pool_messages_are_frozen_and_appended() {
         assert_eq!(got, want, "{name}: the wire format changed; bump PROTOCOL_VERSION and update this test");
     }
 }
+
+/// `Bye`, appended in version 2 after `AttachPool`.
+#[test]
+fn bye_is_appended_after_attach_pool() {
+    let cases: [(&str, Vec<u8>, &[u8]); 1] = [("ClientToSup::Bye", encode_vec(&ClientToSup::Bye).unwrap(), &[2, 3])];
+    for (name, got, want) in cases {
+        assert_eq!(got, want, "{name}: the wire format changed; bump PROTOCOL_VERSION and update this test");
+    }
+}

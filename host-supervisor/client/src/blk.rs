@@ -350,7 +350,7 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
         _ => None,
     };
     let driver = opts.driver.as_str();
-    let mut client = Client::connect(socket)?;
+    let mut client = OwnSession(Some(Client::connect(socket)?));
     let started = Instant::now();
     let mut crc = crc32fast::Hasher::new();
     // The shared-memory path when the supervisor takes a pool; the copy
@@ -517,6 +517,32 @@ pub fn run(socket: &Path, opts: &BlkOptions) -> Result<BlkReport, BlkError> {
         reconnects: client.reconnects(),
         data_path,
     })
+}
+
+/// A transfer's session, its alone: `Bye` when the transfer ends, however
+/// it ends, so the supervisor frees the session and its pool at once
+/// (`Client::close`) instead of after its idle timeout.
+struct OwnSession(Option<Client>);
+
+impl std::ops::Deref for OwnSession {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("closed only on drop")
+    }
+}
+
+impl std::ops::DerefMut for OwnSession {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("closed only on drop")
+    }
+}
+
+impl Drop for OwnSession {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.close();
+        }
+    }
 }
 
 /// How many bulk requests a transfer sends again after a `NoPool` answer

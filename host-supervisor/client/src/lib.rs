@@ -319,6 +319,22 @@ impl Client {
         self.reconnects
     }
 
+    /// Ends the session for good (`ClientToSup::Bye`) and closes the
+    /// connection. Calls still running finish at the supervisor, which
+    /// then forgets the session, its cached replies and its pools at once
+    /// instead of after `session-idle-timeout-ms`; it can no longer be
+    /// resumed. Best effort: a supervisor that is gone, or predates `Bye`,
+    /// frees them at the timeout as before.
+    ///
+    /// Dropping a `Client` does not say `Bye`: the session then stays
+    /// resumable until it expires, which is what a client that crashes
+    /// gets too.
+    pub fn close(self) {
+        if let Ok(frame) = reinc_proto::encode_vec(&ClientToSup::Bye) {
+            let _ = send(self.fd.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT);
+        }
+    }
+
     /// The seq the next [`submit`](Self::submit) will use.
     #[must_use]
     pub fn next_seq(&self) -> u64 {

@@ -450,7 +450,10 @@ fn call(dir: &Path, args: CallArgs) -> Result<(), Fail> {
         Err(raw) => raw.clone(),
     };
     let mut client = Client::connect(&reinc_client::client_socket(dir))?;
-    let reply = client.call(&driver, &body)?.map_err(|e| Fail(format!("{driver}: {e}")))?;
+    let answer = client.call(&driver, &body);
+    // One call per session: the supervisor may forget it at once.
+    client.close();
+    let reply = answer?.map_err(|e| Fail(format!("{driver}: {e}")))?;
     if req.is_err() {
         println!("{}", to_hex(&reply));
         return Ok(());

@@ -125,6 +125,7 @@ pub fn client_frames(data: &[u8]) -> Outcome {
             }
             // Pools are the daemon's (a descriptor, not core state).
             Ok(ClientToSup::AttachPool { .. }) => "attach-pool".to_owned(),
+            Ok(ClientToSup::Bye) => format!("bye:{}", label(&sup.handle(now, Event::Bye { conn: ConnId(1) }))),
             Err(e) => format!("err:{e:?}").split([' ', '{']).next().unwrap_or("").to_owned(),
         };
         out.push(l);

@@ -268,6 +268,7 @@ impl Supervisor {
             Event::Call { conn, seq, driver, body, acked_below } => {
                 self.on_call(now, Call { conn, seq, driver, body, acked_below }, &mut out);
             }
+            Event::Bye { conn } => self.on_bye(now, conn, &mut out),
             Event::ClientGone { conn } => {
                 if let Some(Some(c)) = self.conns.remove(&conn)
                     && self.sessions.get(&c).is_some_and(|s| s.conn == Some(conn))

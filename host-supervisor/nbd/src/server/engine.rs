@@ -285,6 +285,10 @@ impl<'c> Engine<'c> {
             }
             if self.calls.is_empty() {
                 if reader_done && self.backlog.is_empty() {
+                    // The NBD connection is over and everything it asked
+                    // for answered: the session (and its pool, at the
+                    // driver too) can go now, not after the idle timeout.
+                    self.client.close();
                     return Ok(());
                 }
                 continue;

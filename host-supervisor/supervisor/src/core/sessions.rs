@@ -13,6 +13,10 @@
 //!   once let a call still running overtake an answer lost with the old
 //!   connection, which the client gets back only by its resend from the
 //!   dedup table (the campaign's seed 15 failure).
+//! - A session whose client said `Bye` is forgotten as soon as no accepted
+//!   request of it is still running, at once if none is: its cached
+//!   replies and its pools are freed then, not after the idle timeout. It
+//!   cannot be resumed (`NoSession`), as the client promised.
 //! - A session without a connection for `session-idle-timeout-ms`, and with
 //!   no accepted request still running, is forgotten. A sweep runs at the
 //!   earliest such expiry ([`Supervisor::next_deadline`] includes it), so an
@@ -64,6 +68,9 @@ pub(super) struct SessionBudget {
     pub(super) cache_total: usize,
     /// When the next detached session may expire (`None`: none detached).
     sweep_at: Option<Millis>,
+    /// Sessions that said `Bye` and still have requests running: each
+    /// sweep forgets those that have finished.
+    closing: usize,
 }
 
 impl Supervisor {
@@ -116,9 +123,29 @@ impl Supervisor {
         }
     }
 
+    /// `Bye` on `conn`: its session ends for good (module docs).
+    pub(super) fn on_bye(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Action>) {
+        let Some(Some(c)) = self.conns.get(&conn).copied() else { return };
+        self.conns.insert(conn, None);
+        let Some(s) = self.sessions.get_mut(&c) else { return };
+        if s.conn != Some(conn) {
+            return;
+        }
+        if s.pending.is_empty() {
+            self.forget_session(c, out);
+            return;
+        }
+        s.closed = true;
+        self.budget.closing += 1;
+        self.detach(c, now, out);
+    }
+
     /// Removes session `c` and what it is charged for, in the journal too.
     pub(super) fn forget_session(&mut self, c: ClientId, out: &mut Vec<Action>) {
         if let Some(s) = self.sessions.remove(&c) {
+            if s.closed {
+                self.budget.closing -= 1;
+            }
             self.budget.cache_total -= s.cache_bytes;
             self.journal_session(Record::SessionForgotten { client: c }, out);
         }
@@ -132,6 +159,13 @@ impl Supervisor {
     /// Forgets every detached session idle for the timeout, with no request
     /// still running (due at [`Self::session_deadline`]).
     pub(super) fn expire_sessions(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if self.budget.closing > 0 {
+            let done: Vec<ClientId> =
+                self.sessions.iter().filter(|(_, s)| s.closed && s.pending.is_empty()).map(|(c, _)| *c).collect();
+            for c in done {
+                self.forget_session(c, out);
+            }
+        }
         if self.budget.sweep_at.is_none_or(|t| now < t) {
             return;
         }
@@ -238,6 +272,8 @@ pub(super) struct Session {
     pub(super) evict_rank: u32,
     /// Bytes charged for `cache` ([`sessions::cost`]).
     pub(super) cache_bytes: usize,
+    /// The client said `Bye`: forgotten once `pending` is empty.
+    pub(super) closed: bool,
 }
 
 /// Seqs remembered per session and driver for the busy barrier. Only a
@@ -305,7 +341,8 @@ impl Supervisor {
             self.conns.insert(conn, None);
         }
         let (client, new) = match resume {
-            Some(c) if self.sessions.contains_key(&c) => (c, false),
+            // A session that said Bye cannot come back.
+            Some(c) if self.sessions.get(&c).is_some_and(|s| !s.closed) => (c, false),
             Some(_) => {
                 out.push(Action::ToClient { conn, msg: ClientMsg::Failed { seq: 0, error: CallError::NoSession } });
                 return;

@@ -162,6 +162,11 @@ pub enum Event<'a> {
         /// The connection.
         conn: ConnId,
     },
+    /// `ClientToSup::Bye` on a connection: its session ends for good.
+    Bye {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Every journal record up to LSN `upto` is durable (the answer to
     /// [`Action::Journal`]s, in LSN order, possibly many at once).
     Journaled {

@@ -70,6 +70,7 @@ impl Daemon {
                     self.attach_pool(conn, driver, fd);
                     Vec::new()
                 }
+                Ok(ClientToSup::Bye) => self.core.handle(now, Event::Bye { conn }),
                 Err(error) => {
                     debug!("client {} sent a bad frame: {error}", conn.0);
                     self.send_client(conn, &SupToClient::Rejected { error });

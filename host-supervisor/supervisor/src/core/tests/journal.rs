@@ -384,6 +384,22 @@ fn a_session_forgotten_in_one_lifetime_is_not_recovered_in_the_next() {
 }
 
 #[test]
+fn a_session_that_said_bye_is_not_recovered_in_the_next_lifetime() {
+    let mut sim = journal_sim();
+    sim.start();
+    let a = durable_hello(&mut sim, C1);
+    let b = durable_hello(&mut sim, C2);
+    sim.ev(Event::Bye { conn: C2 });
+    let image = folded(&sim);
+    let kept: Vec<ClientId> = image.sessions.iter().map(|s| s.client).collect();
+    assert_eq!(kept, [a], "the goodbye is in the journal");
+    let mut sim = restarted(image);
+    sim.ev(Event::ClientConnected { conn: C2 });
+    let acts = sim.ev(Event::Hello { conn: C2, resume: Some(b) });
+    assert!(matches!(client_msgs(&acts, C2).as_slice(), [ClientMsg::Failed { error: CallError::NoSession, .. }]));
+}
+
+#[test]
 fn a_snapshot_keeps_which_sessions_had_left_and_in_which_order() {
     let mut d = driver("storage_driver");
     d.durability = DurabilityMode::Journal;

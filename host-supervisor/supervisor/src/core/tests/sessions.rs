@@ -196,3 +196,55 @@ fn a_failure_withheld_after_a_resume_is_answered_definitely_on_the_resend() {
     assert!(client_msgs(&acts, C2).is_empty(), "{acts:?}");
     assert_eq!(client_msgs(&sim.call(C2, 1, b"a"), C2), [ClientMsg::Failed { seq: 1, error: CallError::DriverFailed }]);
 }
+
+#[test]
+fn bye_forgets_an_idle_session_at_once_without_waiting_for_the_timeout() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"w");
+    sim.reply(STORAGE, c, 1, None, b"ok");
+    assert!(sim.sup.cached_reply_bytes() > 0);
+    sim.ev(Event::Bye { conn: C1 });
+    assert_eq!(sim.sup.session_count(), 0, "forgotten at once");
+    assert_eq!(sim.sup.cached_reply_bytes(), 0, "its cached replies are freed");
+    assert!(!sim.said("forgot 1 client session(s)"), "a goodbye is not an expiry worth a line");
+    let acts = sim.ev(Event::Hello { conn: C2, resume: Some(c) });
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Failed { seq: 0, error: CallError::NoSession }]);
+}
+
+#[test]
+fn bye_with_calls_running_forgets_the_session_when_the_last_one_is_answered() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.start();
+    let c = sim.hello(C1, None);
+    sim.call(C1, 1, b"w");
+    sim.call(C1, 2, b"w");
+    sim.ev(Event::Bye { conn: C1 });
+    assert_eq!(sim.sup.session_count(), 1, "accepted calls still run");
+    // It cannot be resumed meanwhile: the client said it would not.
+    let acts = sim.ev(Event::Hello { conn: C2, resume: Some(c) });
+    assert_eq!(client_msgs(&acts, C2), [ClientMsg::Failed { seq: 0, error: CallError::NoSession }]);
+    let acts = sim.reply(STORAGE, c, 1, None, b"ok");
+    assert!(client_msgs(&acts, C1).is_empty(), "no connection to answer on");
+    assert_eq!(sim.sup.session_count(), 1);
+    sim.reply(STORAGE, c, 2, None, b"ok");
+    assert_eq!(sim.sup.session_count(), 0, "forgotten with its last call answered");
+    assert_eq!(sim.sup.cached_reply_bytes(), 0);
+}
+
+#[test]
+fn bye_on_a_connection_without_a_session_or_twice_changes_nothing() {
+    let mut sim = Sim::new(vec![driver("storage_driver")]);
+    sim.ev(Event::ClientConnected { conn: C1 });
+    assert!(sim.ev(Event::Bye { conn: C1 }).is_empty());
+    let c = sim.hello(C2, None);
+    sim.ev(Event::Bye { conn: C2 });
+    sim.ev(Event::Bye { conn: C2 });
+    sim.ev(Event::ClientGone { conn: C2 });
+    assert_eq!(sim.sup.session_count(), 0);
+    // A new session on the same connection after a Bye is an ordinary one.
+    let d = sim.hello(C2, None);
+    assert_ne!(c, d);
+    assert_eq!(sim.sup.session_count(), 1);
+}
