@@ -212,7 +212,7 @@ fn throughput(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchErro
         for _ in 0..RUNS {
             ds.push(mbps(direct(&disk, write, bytes)?));
         }
-        let d = median(ds);
+        let direct_mbps = median(ds);
         for depth in [1usize, 16] {
             let run = |uri: &str| {
                 if write { nbdcopy(&copy, &src_s, uri, depth) } else { nbdcopy(&copy, uri, "null:", depth) }
@@ -251,7 +251,7 @@ fn throughput(bins: &Bins, dir: &Path, b: &Budget) -> Result<Vec<Row>, BenchErro
                 None => Row::unmeasured(SECTION, &name("qemu-nbd"), "MB/s", "qemu-nbd is not installed (qemu-utils)"),
             });
             out.push(
-                Row::new(SECTION, &name(&format!("direct p{op}")), r, "MB/s", "direct 1 MiB pread/pwrite", mbps(d))
+                Row::new(SECTION, &name(&format!("direct p{op}")), r, "MB/s", "direct 1 MiB pread/pwrite", direct_mbps)
                     .note("the page cache: what any server could reach at best"),
             );
         }
