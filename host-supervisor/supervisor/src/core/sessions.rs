@@ -16,7 +16,10 @@
 //! - A session whose client said `Bye` is forgotten as soon as no accepted
 //!   request of it is still running, at once if none is: its cached
 //!   replies and its pools are freed then, not after the idle timeout. It
-//!   cannot be resumed (`NoSession`), as the client promised.
+//!   cannot be resumed (`NoSession`), as the client promised. The goodbye
+//!   itself is not journaled: a supervisor restarted before the last of
+//!   those requests is answered recovers the session as a detached one,
+//!   which then expires like any idle session.
 //! - A session without a connection for `session-idle-timeout-ms`, and with
 //!   no accepted request still running, is forgotten. A sweep runs at the
 //!   earliest such expiry ([`Supervisor::next_deadline`] includes it), so an
