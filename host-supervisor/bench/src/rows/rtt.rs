@@ -78,6 +78,15 @@ impl Drop for Pinned {
     }
 }
 
+/// Issue #18's targets for the request path: a round trip at most 1.25× the
+/// raw two-hop relay (across cores and pinned to one CPU), and throughput
+/// at 64 in flight at least 0.8× the relay. (The rows carried 2.5 and no
+/// throughput goal before, from the first bench; they reported "met" for a
+/// path the issue calls not lean enough.)
+const ROUND_TRIP_TARGET: f64 = 1.25;
+/// See [`ROUND_TRIP_TARGET`].
+const THROUGHPUT_64_TARGET: f64 = 0.8;
+
 /// Section 1 again with every process on one CPU: no cross-CPU wake-ups,
 /// whose cost on a virtual machine swings with what the other vCPU is doing
 /// (7 to 45 µs per wake-up was seen here), so this pair of figures compares
@@ -101,7 +110,7 @@ pub(super) fn round_trip_pinned(bins: &Bins, dir: &Path, b: &Budget) -> Result<V
             "raw two-hop relay p50, one CPU",
             relay_rtt.p50_us,
         )
-        .goal(Goal::RatioAtMost(2.5))
+        .goal(Goal::RatioAtMost(ROUND_TRIP_TARGET))
         .note(format!("{on}; {} samples each, {ROUNDS} interleaved rounds", sup_rtt.n)),
         Row::new(
             1,
@@ -150,7 +159,7 @@ pub(super) fn round_trip_and_throughput(
             "raw two-hop relay p50",
             relay_rtt.p50_us,
         )
-        .goal(Goal::RatioAtMost(2.5))
+        .goal(Goal::RatioAtMost(ROUND_TRIP_TARGET))
         .note(format!("{} samples each, one call at a time, {ROUNDS} interleaved rounds", sup_rtt.n)),
         Row::new(1, "round trip p99", sup_rtt.p99_us, "us", "raw two-hop relay p99", relay_rtt.p99_us),
         Row::new(
@@ -191,17 +200,16 @@ pub(super) fn round_trip_and_throughput(
         if depth == 64 {
             shared.relay_cpu_per_msg_us = relay_cpu.as_secs_f64() * 1e6 / relay_msgs.max(1.0);
         }
-        rows.push(
-            Row::new(
-                2,
-                &format!("throughput, {depth} in flight"),
-                sup_rate,
-                "req/s",
-                &format!("raw relay, {depth} in flight"),
-                relay_rate,
-            )
-            .note(format!("Nop; supervisor window = 64; {ROUNDS} interleaved rounds")),
-        );
+        let row = Row::new(
+            2,
+            &format!("throughput, {depth} in flight"),
+            sup_rate,
+            "req/s",
+            &format!("raw relay, {depth} in flight"),
+            relay_rate,
+        )
+        .note(format!("Nop; supervisor window = 64; {ROUNDS} interleaved rounds"));
+        rows.push(if depth == 64 { row.goal(Goal::RatioAtLeast(THROUGHPUT_64_TARGET)) } else { row });
     }
     Ok(rows)
 }
