@@ -1,6 +1,7 @@
 //! A minimal NBD client over a Unix socket: fixed newstyle handshake with
-//! `NBD_OPT_GO` on the default export, then pipelined simple requests and
-//! replies.
+//! `NBD_OPT_GO` on the default export (optionally asking for structured
+//! replies first), then pipelined requests, and replies simple or, for
+//! reads under structured replies, in chunks ([`NbdClient::next_reply`]).
 //!
 //! # Why it exists
 //! Two programs in this workspace drive `reinc-nbd` as a well-behaved client
@@ -13,6 +14,7 @@
 //! anything unexpected, as a test should.
 
 use crate::proto::{self, Request};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,21 @@ pub struct NbdClient {
     pub size: u64,
     /// The transmission flags, from `NBD_INFO_EXPORT`.
     pub flags: u16,
+    /// The server acknowledged structured replies.
+    pub structured: bool,
+    /// Reads answered in chunks so far, by cookie: (bytes covered, data, errno).
+    partial: HashMap<u64, (Vec<bool>, Vec<u8>, u32)>,
+}
+
+/// A whole reply, from [`NbdClient::next_reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    /// The request's cookie.
+    pub cookie: u64,
+    /// 0, or the (first) errno the server reports.
+    pub errno: u32,
+    /// A successful read's data.
+    pub data: Option<Vec<u8>>,
 }
 
 /// A simple reply's header.
@@ -67,12 +84,23 @@ impl NbdClient {
     /// # Errors
     /// [`NbdClientError`] naming the socket and the step that failed.
     pub fn connect(socket: &Path) -> Result<Self, NbdClientError> {
+        Self::connect_with(socket, false)
+    }
+
+    /// [`connect`](Self::connect), asking for structured replies first when
+    /// `structured` ([`structured`](Self::structured) says whether the
+    /// server agreed).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub fn connect_with(socket: &Path, structured: bool) -> Result<Self, NbdClientError> {
         let stream = UnixStream::connect(socket).map_err(|source| NbdClientError::Io {
             socket: socket.to_owned(),
             what: "connect",
             source,
         })?;
-        let mut c = Self { stream, socket: socket.to_owned(), size: 0, flags: 0 };
+        let mut c =
+            Self { stream, socket: socket.to_owned(), size: 0, flags: 0, structured: false, partial: HashMap::new() };
         let mut g = [0u8; 18];
         c.read(&mut g, "greeting")?;
         if u64::from_be_bytes(g[..8].try_into().expect("8 bytes")) != proto::NBDMAGIC
@@ -81,6 +109,23 @@ impl NbdClient {
             return Err(c.protocol("the greeting is not fixed newstyle".into()));
         }
         c.write(&(proto::FLAG_C_FIXED_NEWSTYLE | proto::FLAG_C_NO_ZEROES).to_be_bytes(), "client flags")?;
+        if structured {
+            let mut opt = proto::IHAVEOPT.to_be_bytes().to_vec();
+            opt.extend_from_slice(&proto::OPT_STRUCTURED_REPLY.to_be_bytes());
+            opt.extend_from_slice(&0u32.to_be_bytes());
+            c.write(&opt, "NBD_OPT_STRUCTURED_REPLY")?;
+            let mut h = [0u8; 20];
+            c.read(&mut h, "option reply")?;
+            let len = u32::from_be_bytes(h[16..20].try_into().expect("4 bytes"));
+            if u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) != proto::REPLY_MAGIC
+                || len > proto::MAX_OPTION_LEN
+            {
+                return Err(c.protocol("a bad reply to NBD_OPT_STRUCTURED_REPLY".into()));
+            }
+            let mut p = vec![0u8; len as usize];
+            c.read(&mut p, "option reply payload")?;
+            c.structured = u32::from_be_bytes(h[12..16].try_into().expect("4 bytes")) == proto::REP_ACK;
+        }
         let mut opt = proto::IHAVEOPT.to_be_bytes().to_vec();
         opt.extend_from_slice(&proto::OPT_GO.to_be_bytes());
         // Name length 0 (the default export), no information requests.
@@ -170,6 +215,85 @@ impl NbdClient {
         self.read(buf, "read data")
     }
 
+    /// The next whole reply: a simple one (with a read's data when
+    /// `read_len(cookie)` names its length), or, under structured replies,
+    /// a read's chunks up to the one marked done, put together. Chunks of
+    /// other reads that arrive meanwhile are kept for their turn.
+    ///
+    /// # Errors
+    /// The socket failed, or the server broke the protocol: a bad magic, a
+    /// chunk outside its read or of an unknown type, or a read declared done
+    /// without every byte.
+    pub fn next_reply(&mut self, read_len: impl Fn(u64) -> Option<(u64, usize)>) -> Result<Completed, NbdClientError> {
+        loop {
+            let mut magic = [0u8; 4];
+            self.read(&mut magic, "reply")?;
+            if u32::from_be_bytes(magic) == proto::SIMPLE_REPLY_MAGIC {
+                let mut rest = [0u8; 12];
+                self.read(&mut rest, "reply")?;
+                let errno = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+                let cookie = u64::from_be_bytes(rest[4..12].try_into().expect("8 bytes"));
+                let data = match read_len(cookie) {
+                    Some((_, len)) if errno == 0 => {
+                        let mut d = vec![0u8; len];
+                        self.read(&mut d, "read data")?;
+                        Some(d)
+                    }
+                    _ => None,
+                };
+                return Ok(Completed { cookie, errno, data });
+            }
+            if u32::from_be_bytes(magic) != proto::STRUCTURED_REPLY_MAGIC || !self.structured {
+                return Err(self.protocol(format!("bad reply magic {:#x}", u32::from_be_bytes(magic))));
+            }
+            let mut h = [0u8; 16];
+            self.read(&mut h, "chunk header")?;
+            let flags = u16::from_be_bytes([h[0], h[1]]);
+            let kind = u16::from_be_bytes([h[2], h[3]]);
+            let cookie = u64::from_be_bytes(h[4..12].try_into().expect("8 bytes"));
+            let len = u32::from_be_bytes(h[12..16].try_into().expect("4 bytes")) as usize;
+            let Some((offset, want)) = read_len(cookie) else {
+                return Err(self.protocol(format!("a chunk for cookie {cookie}, which is no read in flight")));
+            };
+            if len > want + 8 + 6 + proto::MAX_ERROR_MESSAGE {
+                return Err(self.protocol(format!("a chunk of {len} bytes for a read of {want}")));
+            }
+            let mut p = vec![0u8; len];
+            self.read(&mut p, "chunk payload")?;
+            let entry = self.partial.entry(cookie).or_insert_with(|| (vec![false; want], vec![0u8; want], 0));
+            match kind {
+                proto::REPLY_TYPE_OFFSET_DATA if len >= 9 => {
+                    let at = u64::from_be_bytes(p[..8].try_into().expect("8 bytes"));
+                    let n = len - 8;
+                    let Some(start) = at.checked_sub(offset).map(|s| s as usize).filter(|s| s + n <= want) else {
+                        return Err(self.protocol(format!("a chunk at {at} outside the read at {offset}")));
+                    };
+                    if entry.0[start..start + n].iter().any(|c| *c) {
+                        return Err(self.protocol(format!("overlapping chunks at {at} of read {cookie}")));
+                    }
+                    entry.0[start..start + n].fill(true);
+                    entry.1[start..start + n].copy_from_slice(&p[8..]);
+                }
+                proto::REPLY_TYPE_ERROR | proto::REPLY_TYPE_ERROR_OFFSET if len >= 6 => {
+                    let errno = u32::from_be_bytes(p[..4].try_into().expect("4 bytes"));
+                    if entry.2 == 0 {
+                        entry.2 = errno.max(1);
+                    }
+                }
+                proto::REPLY_TYPE_NONE if len == 0 => {}
+                other => return Err(self.protocol(format!("an unexpected chunk type {other:#x}"))),
+            }
+            if flags & proto::REPLY_FLAG_DONE != 0 {
+                let (covered, data, errno) = self.partial.remove(&cookie).expect("entry made above");
+                if errno == 0 && covered.iter().any(|c| !c) {
+                    let got = covered.iter().filter(|c| **c).count();
+                    return Err(self.protocol(format!("read {cookie} done with {got} of {want} bytes")));
+                }
+                return Ok(Completed { cookie, errno, data: (errno == 0).then_some(data) });
+            }
+        }
+    }
+
     /// Sends `NBD_CMD_DISC`; the server finishes what is in flight and closes.
     ///
     /// # Errors
@@ -247,6 +371,66 @@ mod tests {
             shape,
             [(proto::CMD_READ, 10, 4096, 512), (proto::CMD_WRITE, 11, 0, 1024), (proto::CMD_WRITE, 12, 512, 512)]
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn structured_reads_come_back_whole_whatever_the_order_of_their_chunks() {
+        let dir = std::env::temp_dir().join(format!("reinc-nbd-client-sr-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let sock = dir.join("nbd.sock");
+        let listener = UnixListener::bind(&sock).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            s.write_all(&proto::greeting()).expect("greeting");
+            let mut flags = [0u8; 4];
+            s.read_exact(&mut flags).expect("client flags");
+            for _ in 0..2 {
+                let mut h = [0u8; proto::OPTION_HEADER_LEN];
+                s.read_exact(&mut h).expect("option header");
+                let (opt, len) = proto::option_header(&h).expect("valid option");
+                let mut p = vec![0u8; len as usize];
+                s.read_exact(&mut p).expect("option payload");
+                if opt == proto::OPT_GO {
+                    let mut export = proto::INFO_EXPORT.to_be_bytes().to_vec();
+                    export.extend_from_slice(&(1u64 << 20).to_be_bytes());
+                    export.extend_from_slice(&proto::TFLAG_HAS_FLAGS.to_be_bytes());
+                    s.write_all(&proto::option_reply(opt, proto::REP_INFO, &export)).expect("info");
+                }
+                assert!(opt == proto::OPT_STRUCTURED_REPLY || opt == proto::OPT_GO, "option {opt}");
+                s.write_all(&proto::option_reply(opt, proto::REP_ACK, &[])).expect("ack");
+            }
+            // Read 1 (1024 bytes at 4096) in two chunks, the second first,
+            // with read 2's error and a write's simple reply in between.
+            s.write_all(&proto::offset_data_head(false, 1, 4096 + 512, 512)).expect("chunk");
+            s.write_all(&[2u8; 512]).expect("data");
+            s.write_all(&proto::error_chunk(true, 2, proto::EIO, "block 9 damaged", Some(0))).expect("error");
+            s.write_all(&proto::simple_reply(0, 3)).expect("write reply");
+            s.write_all(&proto::offset_data_head(true, 1, 4096, 512)).expect("chunk");
+            s.write_all(&[1u8; 512]).expect("data");
+            // Read 4 declared done without its second half: a violation.
+            s.write_all(&proto::offset_data_head(true, 4, 0, 512)).expect("chunk");
+            s.write_all(&[4u8; 512]).expect("data");
+        });
+        let mut c = NbdClient::connect_with(&sock, true).expect("negotiated");
+        assert!(c.structured);
+        let reads = |cookie: u64| match cookie {
+            1 => Some((4096, 1024)),
+            2 => Some((0, 512)),
+            4 => Some((0, 1024)),
+            _ => None,
+        };
+        assert_eq!(c.next_reply(reads).unwrap(), Completed { cookie: 2, errno: proto::EIO, data: None });
+        assert_eq!(c.next_reply(reads).unwrap(), Completed { cookie: 3, errno: 0, data: None });
+        let mut want = vec![1u8; 512];
+        want.extend_from_slice(&[2u8; 512]);
+        assert_eq!(c.next_reply(reads).unwrap(), Completed { cookie: 1, errno: 0, data: Some(want) });
+        match c.next_reply(reads) {
+            Err(e @ NbdClientError::Protocol { .. }) => assert!(e.to_string().contains("512 of 1024"), "{e}"),
+            other => panic!("a short structured read must be a protocol error, got {other:?}"),
+        }
+        server.join().expect("server");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -8,7 +8,9 @@
 //! client of the supervisor, resumes its session (the storage driver
 //! journals), so the NBD connection stays up and sees only latency.
 //! Requests in flight never overlap: the model then predicts every read
-//! whatever order the server completes them in.
+//! whatever order the server completes them in. Lanes with an odd seed ask
+//! for structured replies, so reads come back in chunks there and simple
+//! elsewhere (the kernel's client never asks).
 
 use super::{NBD_BLOCKS, NBD_LBA, Shared, block_data};
 use reinc_nbd::client::NbdClient;
@@ -37,7 +39,7 @@ struct InFlight {
 
 pub(crate) fn nbd_load(shared: &Shared, socket: &Path, seed: u64) -> NbdOut {
     let mut out = NbdOut::default();
-    let mut c = match NbdClient::connect(socket) {
+    let mut c = match NbdClient::connect_with(socket, seed % 2 == 1) {
         Ok(c) => c,
         Err(e) => {
             shared.fail(format!("NBD client: {e}"));
@@ -78,7 +80,11 @@ pub(crate) fn nbd_load(shared: &Shared, socket: &Path, seed: u64) -> NbdOut {
         if flight.is_empty() {
             break;
         }
-        let r = match c.reply() {
+        let lengths = |cookie: u64| {
+            let f = flight.get(&cookie).filter(|f| f.read.is_some())?;
+            Some((f.lba * BLOCK_SIZE as u64, f.blocks as usize * BLOCK_SIZE))
+        };
+        let r = match c.next_reply(lengths) {
             Ok(r) => r,
             Err(e) => {
                 shared.fail(format!("NBD client: {e} ({} requests in flight)", flight.len()));
@@ -100,11 +106,14 @@ pub(crate) fn nbd_load(shared: &Shared, socket: &Path, seed: u64) -> NbdOut {
             return out;
         }
         if let Some(want) = f.read {
-            let mut data = vec![0u8; f.blocks as usize * BLOCK_SIZE];
-            if let Err(e) = c.read_data(&mut data) {
-                shared.fail(format!("NBD client: {e}"));
+            let Some(data) = r.data else {
+                shared.fail(format!(
+                    "NBD client: the read of blocks {}..{} came without data",
+                    f.lba,
+                    f.lba + f.blocks
+                ));
                 return out;
-            }
+            };
             for (i, (b, v)) in (f.lba..f.lba + f.blocks).zip(want).enumerate() {
                 let expect = if v == 0 { vec![0; BLOCK_SIZE] } else { block_data(b, v) };
                 if data[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE] != expect[..] {
