@@ -560,6 +560,8 @@ pub enum Reply {
     /// `FilledTagged` (a client-checked bulk read): lba, blocks, the
     /// stored tags.
     FilledTagged(u64, u32, Vec<u8>),
+    /// `Zeroed`: lba, blocks.
+    Zeroed(u64, u32),
 }
 
 /// Decodes a storage reply body.
@@ -580,6 +582,7 @@ pub fn reply(body: &[u8]) -> Reply {
         StorageReply::Error(e) => Reply::Error(e),
         StorageReply::Filled { lba, blocks } => Reply::Filled(lba, blocks),
         StorageReply::FilledTagged { lba, blocks, tags } => Reply::FilledTagged(lba, blocks, tags.to_vec()),
+        StorageReply::Zeroed { lba, blocks } => Reply::Zeroed(lba, blocks),
     }
 }
 

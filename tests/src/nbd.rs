@@ -176,6 +176,8 @@ pub mod spec {
     pub const FLUSH: u16 = 3;
     /// `NBD_CMD_TRIM`.
     pub const TRIM: u16 = 4;
+    /// `NBD_CMD_WRITE_ZEROES`.
+    pub const WRITE_ZEROES: u16 = 6;
     /// `NBD_CMD_FLAG_FUA`.
     pub const FLAG_FUA: u16 = 1;
     /// `NBD_OPT_EXPORT_NAME`.

@@ -148,7 +148,9 @@ fn requests_breaking_block_size_constraints_or_the_maximum_get_einval() {
     assert_eq!(c.write(6, 0, &vec![2; 65536 + 512]), spec::EINVAL, "write over the maximum");
     for (kind, flags, offset, len, what) in [
         (77u16, 0u16, 0u64, 0u32, "unknown command"),
-        (spec::TRIM, 0, 0, 512, "TRIM, not advertised"),
+        (spec::TRIM, 0, 100, 512, "an unaligned TRIM"),
+        (spec::TRIM, 0, 0, 0, "an empty TRIM"),
+        (5, 0, 0, 512, "CACHE, not advertised"),
         (spec::FLUSH, 0, 512, 0, "FLUSH with an offset"),
         (spec::READ, 1 << 2, 0, 512, "DF on a read, not advertised"),
         (spec::READ, 1 << 9, 0, 512, "unknown command flag"),
@@ -193,6 +195,10 @@ fn writes_to_a_read_only_export_get_eperm() {
     assert_eq!(c.read(2, 0, 4096), Ok(vec![0; 4096]), "the write changed nothing; its payload was drained");
     c.request(spec::FLUSH, 0, 3, 0, 0, &[]);
     assert_eq!(c.reply(), (0, 3), "FLUSH is harmless on a read-only export");
+    for (kind, cookie) in [(spec::TRIM, 4u64), (spec::WRITE_ZEROES, 5)] {
+        c.request(kind, 0, cookie, 0, 4096, &[]);
+        assert_eq!(c.reply(), (spec::EPERM, cookie), "TRIM and WRITE_ZEROES change the export too");
+    }
     assert_eq!(rig.superblock().applied_count, 0);
     still_serving(&rig, &mut nbd, "writes to a read-only export");
 }

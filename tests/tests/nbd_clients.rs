@@ -213,8 +213,8 @@ fn nbdinfo_reports_the_export_and_its_constraints() {
         ("can_fua", true),
         ("can_multi_conn", true),
         ("is_read_only", false),
-        ("can_trim", false),
-        ("can_zero", false),
+        ("can_trim", true),
+        ("can_zero", true),
     ] {
         assert_eq!(e[key], want, "{key}");
     }
@@ -268,6 +268,39 @@ fn nbdcopy_qemu_img_and_qemu_io_copy_in_and_out_byte_exact() {
     assert!(out.status.success() && !stdout.contains("failed"), "qemu-io: {stdout}");
     assert!(export_bytes(&rig, 4608, 1 << 20).iter().all(|&b| b == 0x5a));
     assert_eq!(export_bytes(&rig, 0, 4608), data2[..4608], "bytes before the pattern untouched");
+    assert_exactly_once(&rig);
+}
+
+#[test]
+fn qemu_io_write_zeroes_and_discard_and_a_sparse_qemu_img_convert_leave_zeros() {
+    let (rig, nbd) = setup("nbd-zero-clients");
+    let data = fill(&rig, &nbd, 21);
+    let applied = applied_count(&rig);
+    // Zeroes and a discard, each one NBD request (the export advertises both).
+    let qemu_io = require_tool("qemu-io", "qemu-utils");
+    let out = run_tool(
+        Command::new(&qemu_io)
+            .args(["-f", "raw", "-c", "write -z 1m 1m", "-c", "discard 3m 512k", "-c", "read -P 0 1m 1m"])
+            .arg(&nbd.uri),
+        T,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !stdout.contains("failed"), "qemu-io: {stdout}{}", logs(&rig, &nbd));
+    let mut want = data.clone();
+    want[1 << 20..2 << 20].fill(0);
+    want[3 << 20..(3 << 20) + (512 << 10)].fill(0);
+    assert!(export_bytes(&rig, 0, SIZE) == want, "zeroed and discarded ranges read as zeros, the rest unchanged");
+    assert_eq!(applied_count(&rig), applied + 2, "one storage zero request each, no data written");
+    // A sparse image converted in: qemu-img writes its holes as zeroes.
+    let mut sparse = pattern(SIZE, 22);
+    sparse[(2 << 20)..(6 << 20)].fill(0);
+    let src = rig.dir.join("sparse.bin");
+    fs::write(&src, &sparse).unwrap();
+    let qemu_img = require_tool("qemu-img", "qemu-utils");
+    let out =
+        run_tool(Command::new(&qemu_img).args(["convert", "-n", "-f", "raw", "-O", "raw"]).arg(&src).arg(&nbd.uri), T);
+    assert!(out.status.success(), "qemu-img convert: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(export_bytes(&rig, 0, SIZE) == sparse);
     assert_exactly_once(&rig);
 }
 

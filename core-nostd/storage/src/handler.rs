@@ -97,7 +97,22 @@ pub enum StorageRequest<'a> {
         #[serde(borrow)]
         tags: &'a [u8],
     },
+    /// Zeroes `blocks` blocks from `lba` (absolute; at most
+    /// [`MAX_ZERO_BLOCKS`]): they read as zeros afterwards, and their tags
+    /// say "never written", which vouches for zeros ([`integrity`]). A write
+    /// like any other for the watermark (exactly once) and the append
+    /// cursor. Front ends map NBD `WRITE_ZEROES` and `TRIM` onto it.
+    /// Appended after `BulkTagged`.
+    Zero {
+        /// First block.
+        lba: u64,
+        /// Blocks, `1..=MAX_ZERO_BLOCKS`.
+        blocks: u32,
+    },
 }
+
+/// Blocks one [`StorageRequest::Zero`] may cover (4 MiB).
+pub const MAX_ZERO_BLOCKS: u32 = 8192;
 
 /// The reply to a [`StorageRequest`] (postcard-encoded reply body).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +175,13 @@ pub enum StorageReply<'a> {
         /// One stored tag per block ([`TAG_BYTES`] each, little-endian).
         #[serde(borrow)]
         tags: &'a [u8],
+    },
+    /// Answer to [`StorageRequest::Zero`]: the blocks are zeros in the region.
+    Zeroed {
+        /// First block zeroed.
+        lba: u64,
+        /// Blocks zeroed.
+        blocks: u32,
     },
 }
 
@@ -544,8 +566,66 @@ impl<R: Region> Storage<R> {
                 let state = StorageState { append_cursor: next, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
+            StorageRequest::Zero { lba, blocks } => {
+                let range = if blocks == 0 {
+                    Err(StorageError::Empty)
+                } else if blocks > MAX_ZERO_BLOCKS {
+                    Err(StorageError::TooLarge { blocks })
+                } else {
+                    match lba.checked_add(u64::from(blocks)) {
+                        Some(end) if end <= capacity => Ok(()),
+                        // blocks <= MAX_ZERO_BLOCKS: fits the error's u16 only
+                        // up to 65 535, which it does.
+                        _ => Err(StorageError::OutOfRange { lba, blocks: blocks as u16, capacity }),
+                    }
+                };
+                if let Err(e) = range {
+                    return refuse(e);
+                }
+                let cursor = self.cursor(id, state);
+                let effect = self.apply_zero(id, state.writes, lba, blocks, cursor)?;
+                let state = StorageState { append_cursor: cursor, writes: state.writes + 1 };
+                Ok(Outcome { state, reply: StorageReply::Zeroed { lba, blocks }, effect })
+            }
             StorageRequest::Bulk(_) | StorageRequest::BulkTagged { .. } => refuse(StorageError::NoPool),
         }
+    }
+
+    /// [`Self::apply`] for [`StorageRequest::Zero`]: zeros over the blocks,
+    /// then zero tags ("never written"), then the watermark.
+    fn apply_zero(
+        &mut self,
+        id: RequestId,
+        base: u64,
+        lba: u64,
+        blocks: u32,
+        cursor: u64,
+    ) -> Result<Effect, HandleError<R::Error>> {
+        const CHUNK: usize = 32 << 10;
+        static ZEROS: [u8; CHUNK] = [0; CHUNK];
+        let watermark = self.sb.watermark();
+        if watermark.is_replay(id, base) {
+            return Ok(Effect::AlreadyApplied);
+        }
+        let mut zero = |off: u64, len: u64| -> Result<(), HandleError<R::Error>> {
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(CHUNK as u64);
+                let at = off + done;
+                // n <= CHUNK, a usize.
+                self.region.write_at(at, &ZEROS[..n as usize]).map_err(|source| HandleError::Io { off: at, source })?;
+                done += n;
+            }
+            Ok(())
+        };
+        zero(data_offset(lba), u64::from(blocks) * BLOCK_SIZE as u64)?;
+        let tags = integrity::tag_offset(self.sb.blocks, lba);
+        zero(tags, u64::from(blocks) * TAG_BYTES as u64)?;
+        let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, base));
+        (next.last_cursor, next.append_cursor) = (cursor, cursor);
+        self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
+        self.sb = next;
+        Ok(Effect::Applied)
     }
 
     /// The append cursor the write-type request `id` works at: for a replay

@@ -77,8 +77,8 @@ mod trace;
 
 pub use bulk::{BulkRequest, MAX_BULK_BLOCKS, PoolIo, PoolIoError, bulk_tag_bytes, bulk_trace};
 pub use handler::{
-    HandleError, MAX_BLOCKS_PER_REQUEST, MAX_REPLY_DATA, OpenError, Outcome, StateError, Storage, StorageError,
-    StorageReply, StorageRequest, StorageState, decode_request,
+    HandleError, MAX_BLOCKS_PER_REQUEST, MAX_REPLY_DATA, MAX_ZERO_BLOCKS, OpenError, Outcome, StateError, Storage,
+    StorageError, StorageReply, StorageRequest, StorageState, decode_request,
 };
 pub use integrity::{Mismatch, TAG_BYTES, block_tag};
 pub use regs::{BLOCK_SIZE, SUPERBLOCK_MAGIC, Superblock, SuperblockError, region_bytes};

@@ -32,6 +32,7 @@ fn owned(reply: &StorageReply<'_>) -> (StorageReply<'static>, Vec<u8>) {
         StorageReply::Appended { lba, blocks } => StorageReply::Appended { lba, blocks },
         StorageReply::Error(e) => StorageReply::Error(e),
         StorageReply::Filled { lba, blocks } => StorageReply::Filled { lba, blocks },
+        StorageReply::Zeroed { lba, blocks } => StorageReply::Zeroed { lba, blocks },
     };
     (r, Vec::new())
 }
@@ -556,4 +557,61 @@ fn superblock_bytes_follow_the_documented_layout() {
 fn version_2_superblocks_keep_decoding() {
     let (sb, want) = documented_superblock(2);
     assert_eq!(Superblock::decode(&want), Ok(Some(sb)));
+}
+
+#[test]
+fn zero_clears_blocks_and_their_tags_and_a_replay_does_not_apply_twice() {
+    let mut mem = ram();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    let data = pattern(4, 9);
+    let (s1, ..) = run(&mut dev, &StorageState::default(), 1, StorageRequest::Write { lba: 2, data: &data });
+    let (s2, reply, effect) = run(&mut dev, &s1, 2, StorageRequest::Zero { lba: 3, blocks: 2 });
+    assert_eq!((reply.0, effect), (StorageReply::Zeroed { lba: 3, blocks: 2 }, Effect::Applied));
+    assert_eq!(s2, StorageState { append_cursor: 0, writes: 2 }, "a write for the state too");
+    // A checked read of the range: blocks 3 and 4 are zeros with tag 0
+    // ("never written"), 2 and 5 keep their data and tags; it verifies.
+    let (_, read, _) = run(&mut dev, &s2, 3, StorageRequest::ReadChecked { lba: 2, blocks: 4 });
+    let (got, tags) = read.1.split_at(4 * BLOCK_SIZE);
+    assert_eq!(&got[..BLOCK_SIZE], &data[..BLOCK_SIZE]);
+    assert!(got[BLOCK_SIZE..3 * BLOCK_SIZE].iter().all(|b| *b == 0));
+    assert_eq!(&got[3 * BLOCK_SIZE..], &data[3 * BLOCK_SIZE..]);
+    assert_eq!(crate::integrity::verify(2, got, tags), Ok(()));
+    assert_eq!(&tags[4..12], &[0; 8], "zeroed blocks are 'never written'");
+    // The same request replayed on the same committed state (a crash after
+    // it applied, before the commit): not applied again.
+    let (s3, again, effect) = run(&mut dev, &s1, 2, StorageRequest::Zero { lba: 3, blocks: 2 });
+    assert_eq!((s3, again.0, effect), (s2, StorageReply::Zeroed { lba: 3, blocks: 2 }, Effect::AlreadyApplied));
+    let _ = dev.into_region();
+    assert_eq!(sb_of(&mem).applied_count, 2);
+}
+
+#[test]
+fn zero_refuses_empty_oversized_and_out_of_range_requests_and_writes_nothing() {
+    let mut mem = ram();
+    let mut dev = Storage::open(RamRegion(&mut mem), BLOCKS).unwrap();
+    let s = StorageState::default();
+    let cases = [
+        (StorageRequest::Zero { lba: 0, blocks: 0 }, StorageError::Empty),
+        (
+            StorageRequest::Zero { lba: 0, blocks: crate::MAX_ZERO_BLOCKS + 1 },
+            StorageError::TooLarge { blocks: crate::MAX_ZERO_BLOCKS + 1 },
+        ),
+        (StorageRequest::Zero { lba: 15, blocks: 2 }, StorageError::OutOfRange { lba: 15, blocks: 2, capacity: 16 }),
+        (
+            StorageRequest::Zero { lba: u64::MAX, blocks: 1 },
+            StorageError::OutOfRange { lba: u64::MAX, blocks: 1, capacity: 16 },
+        ),
+    ];
+    for (i, (req, err)) in cases.into_iter().enumerate() {
+        let (state, reply, effect) = run(&mut dev, &s, 10 + i as u64, req);
+        assert_eq!((state, reply.0, effect), (s, StorageReply::Error(err), Effect::None), "{req:?}");
+    }
+    let _ = dev.into_region();
+    assert_eq!(sb_of(&mem).applied_count, 0);
+}
+
+#[test]
+fn zero_has_fixed_wire_bytes_after_every_older_request() {
+    assert_eq!(postcard::to_allocvec(&StorageRequest::Zero { lba: 1, blocks: 2 }).unwrap(), [10, 1, 2]);
+    assert_eq!(postcard::to_allocvec(&StorageReply::Zeroed { lba: 1, blocks: 2 }).unwrap(), [10, 1, 2]);
 }

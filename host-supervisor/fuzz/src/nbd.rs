@@ -205,17 +205,23 @@ fn transmission(mut rest: &[u8]) -> Vec<String> {
 /// What an accepted request must satisfy.
 fn checked(ex: &Export, r: &Request, c: Command) {
     let (offset, length) = match c {
-        Command::Read { offset, length } | Command::Write { offset, length, .. } => (offset, length),
+        Command::Read { offset, length }
+        | Command::Write { offset, length, .. }
+        | Command::Zero { offset, length, .. } => (offset, length),
         Command::Refuse { errno } => {
             assert!([EINVAL, EPERM, ENOSPC].contains(&errno), "refused with errno {errno}");
-            assert!(errno != EPERM || (ex.read_only && r.kind == CMD_WRITE), "EPERM for {r:?}");
+            let writes = [CMD_WRITE, proto::CMD_TRIM, proto::CMD_WRITE_ZEROES].contains(&r.kind);
+            assert!(errno != EPERM || (ex.read_only && writes), "EPERM for {r:?}");
             return;
         }
         Command::Flush | Command::Disconnect => return,
     };
-    assert!(!(ex.read_only && matches!(c, Command::Write { .. })), "a write accepted on a read-only export");
+    let changes = matches!(c, Command::Write { .. } | Command::Zero { .. });
+    assert!(!(ex.read_only && changes), "a write, trim or zero accepted on a read-only export");
     let min = u64::from(ex.block.min);
-    assert!(length > 0 && length <= ex.block.max, "accepted length {length}");
+    // Zeroing carries no payload: the maximum block size does not bound it.
+    let max = if matches!(c, Command::Zero { .. }) { u32::MAX } else { ex.block.max };
+    assert!(length > 0 && length <= max, "accepted length {length}");
     assert!(offset % min == 0 && u64::from(length) % min == 0, "accepted an unaligned {r:?}");
     assert!(offset + u64::from(length) <= ex.size, "accepted {r:?} past the end");
     // The storage requests it becomes cover it exactly, in order.

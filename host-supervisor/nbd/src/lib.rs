@@ -49,8 +49,12 @@
 //!   block), preferred 32 KiB (one storage request on the message path), maximum `--max-request`
 //!   (2 MiB by default);
 //! - transmission flags `HAS_FLAGS`, `SEND_FLUSH`, `SEND_FUA`,
-//!   `CAN_MULTI_CONN`, and `READ_ONLY` with `--read-only`. Not `SEND_TRIM` or
-//!   `SEND_WRITE_ZEROES`: the storage core has neither;
+//!   `CAN_MULTI_CONN`, `SEND_TRIM` and `SEND_WRITE_ZEROES` (not on a
+//!   read-only export), and `READ_ONLY` with `--read-only`. `TRIM` and
+//!   `WRITE_ZEROES` (with `FUA`; `NO_HOLE` accepted, zeros are always
+//!   written) become `storage_core::StorageRequest::Zero` requests of up to
+//!   4 MiB each, exactly once like writes; a trimmed range then reads as
+//!   zeros, which the spec allows;
 //! - `READ`, `WRITE` (with `FUA`), `FLUSH`, `DISC`. `FUA` is accepted on
 //!   every command, as the spec requires once it is advertised, and means
 //!   something only on a write. Replies go out in completion order, so

@@ -91,6 +91,10 @@ pub const TFLAG_READ_ONLY: u16 = 1 << 1;
 pub const TFLAG_SEND_FLUSH: u16 = 1 << 2;
 /// Transmission flag: the `FUA` command flag is supported.
 pub const TFLAG_SEND_FUA: u16 = 1 << 3;
+/// Transmission flag: `TRIM` is supported.
+pub const TFLAG_SEND_TRIM: u16 = 1 << 5;
+/// Transmission flag: `WRITE_ZEROES` is supported.
+pub const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
 /// Transmission flag: flush and FUA are visible across connections.
 pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
@@ -102,8 +106,15 @@ pub const CMD_WRITE: u16 = 1;
 pub const CMD_DISC: u16 = 2;
 /// Command: flush.
 pub const CMD_FLUSH: u16 = 3;
+/// Command: trim (the range's contents may be discarded).
+pub const CMD_TRIM: u16 = 4;
+/// Command: write zeroes (no payload).
+pub const CMD_WRITE_ZEROES: u16 = 6;
 /// Command flag: force unit access (the write is durable when answered).
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
+/// Command flag of `WRITE_ZEROES`: do not punch a hole (zeros are always
+/// written here, so it is accepted and changes nothing).
+pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
 
 /// `EPERM`: write to a read-only export.
 pub const EPERM: u32 = 1;
@@ -286,7 +297,11 @@ impl Export {
     #[must_use]
     pub fn flags(&self) -> u16 {
         let base = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_CAN_MULTI_CONN;
-        if self.read_only { base | TFLAG_READ_ONLY } else { base | TFLAG_SEND_FUA }
+        if self.read_only {
+            base | TFLAG_READ_ONLY
+        } else {
+            base | TFLAG_SEND_FUA | TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES
+        }
     }
 
     /// The `NBD_INFO_EXPORT` payload.
@@ -363,7 +378,29 @@ impl Export {
                     Command::Read { offset: r.offset, length: r.length }
                 }
             }
-            // TRIM, CACHE, WRITE_ZEROES, BLOCK_STATUS… are not advertised.
+            // Both become storage zero requests (a trimmed range may read as
+            // anything, so zeros are right for it too). No payload, so the
+            // maximum block size does not bound them; the length does not
+            // need to be a multiple of more than the minimum.
+            CMD_TRIM | CMD_WRITE_ZEROES => {
+                let allowed = if r.kind == CMD_WRITE_ZEROES { CMD_FLAG_FUA | CMD_FLAG_NO_HOLE } else { CMD_FLAG_FUA };
+                if r.flags & !allowed != 0 {
+                    return refuse(EINVAL);
+                }
+                if self.read_only {
+                    return refuse(EPERM);
+                }
+                let min = u64::from(self.block.min);
+                if r.length == 0 || !r.offset.is_multiple_of(min) || !u64::from(r.length).is_multiple_of(min) {
+                    return refuse(EINVAL);
+                }
+                match r.offset.checked_add(u64::from(r.length)) {
+                    Some(end) if end <= self.size => {}
+                    _ => return refuse(ENOSPC),
+                }
+                Command::Zero { offset: r.offset, length: r.length, fua: r.flags & CMD_FLAG_FUA != 0 }
+            }
+            // CACHE, BLOCK_STATUS… are not advertised.
             _ => refuse(EINVAL),
         }
     }
@@ -429,6 +466,16 @@ pub enum Command {
     },
     /// Write the payload at `offset`; with `fua`, durable before the reply.
     Write {
+        /// Byte offset.
+        offset: u64,
+        /// Byte length.
+        length: u32,
+        /// Force unit access.
+        fua: bool,
+    },
+    /// Zero `length` bytes at `offset` (`WRITE_ZEROES` or `TRIM`); with
+    /// `fua`, durable before the reply.
+    Zero {
         /// Byte offset.
         offset: u64,
         /// Byte length.
@@ -613,7 +660,12 @@ mod tests {
     #[test]
     fn info_items_and_export_name_reply_carry_size_flags_and_block_sizes() {
         let e = export(false);
-        let flags = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_CAN_MULTI_CONN;
+        let flags = TFLAG_HAS_FLAGS
+            | TFLAG_SEND_FLUSH
+            | TFLAG_SEND_FUA
+            | TFLAG_SEND_TRIM
+            | TFLAG_SEND_WRITE_ZEROES
+            | TFLAG_CAN_MULTI_CONN;
         assert_eq!(e.flags(), flags);
         assert_eq!(export(true).flags(), TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_CAN_MULTI_CONN | TFLAG_READ_ONLY);
         let mut want = vec![0, 0];
@@ -650,6 +702,20 @@ mod tests {
     }
 
     #[test]
+    fn trim_and_write_zeroes_become_zero_requests_past_the_maximum_too() {
+        let e = export(false);
+        assert_ne!(e.flags() & TFLAG_SEND_TRIM, 0);
+        assert_ne!(e.flags() & TFLAG_SEND_WRITE_ZEROES, 0);
+        let zero = |offset, length, fua| Command::Zero { offset, length, fua };
+        assert_eq!(e.check(&req(CMD_WRITE_ZEROES, CMD_FLAG_NO_HOLE, 0, 1 << 20)), zero(0, 1 << 20, false));
+        assert_eq!(e.check(&req(CMD_TRIM, CMD_FLAG_FUA, 4096, 512)), zero(4096, 512, true));
+        let ro = export(true);
+        assert_eq!(ro.flags() & (TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES), 0, "not advertised read-only");
+        assert_eq!(ro.check(&req(CMD_TRIM, 0, 0, 512)), Command::Refuse { errno: EPERM });
+        assert_eq!(e.check(&req(CMD_WRITE_ZEROES, 0, (1 << 20) - 512, 1024)), Command::Refuse { errno: ENOSPC });
+    }
+
+    #[test]
     fn fua_is_accepted_on_every_command_and_means_something_only_on_a_write() {
         // The spec: with SEND_FUA advertised the server MUST accept the bit
         // on all commands; clients are known to set it on reads and flushes.
@@ -683,8 +749,10 @@ mod tests {
         assert_eq!(e.check(&req(CMD_READ, 1 << 2, 0, 512)), einval, "DF, not advertised");
         assert_eq!(e.check(&req(CMD_WRITE, 1 << 5, 0, 512)), einval, "unknown flag");
         assert_eq!(e.check(&req(CMD_FLUSH, 0, 512, 0)), einval, "flush with an offset");
-        assert_eq!(e.check(&req(4, 0, 0, 512)), einval, "TRIM is not advertised");
-        assert_eq!(e.check(&req(6, 0, 0, 512)), einval, "WRITE_ZEROES is not advertised");
+        assert_eq!(e.check(&req(CMD_TRIM, 0, 100, 512)), einval, "an unaligned TRIM");
+        assert_eq!(e.check(&req(CMD_WRITE_ZEROES, 0, 0, 0)), einval, "an empty WRITE_ZEROES");
+        assert_eq!(e.check(&req(CMD_TRIM, CMD_FLAG_NO_HOLE, 0, 512)), einval, "NO_HOLE is WRITE_ZEROES' flag");
+        assert_eq!(e.check(&req(5, 0, 0, 512)), einval, "CACHE is not advertised");
         assert_eq!(e.check(&req(77, 0, 0, 0)), einval, "unknown command");
     }
 

@@ -34,7 +34,8 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use storage_core::{
-    BLOCK_SIZE, BulkRequest, MAX_BLOCKS_PER_REQUEST, MAX_BULK_BLOCKS, StorageError, StorageReply, StorageRequest,
+    BLOCK_SIZE, BulkRequest, MAX_BLOCKS_PER_REQUEST, MAX_BULK_BLOCKS, MAX_ZERO_BLOCKS, StorageError, StorageReply,
+    StorageRequest,
 };
 
 use super::{Config, ConnError, DRAIN_LIMIT, Stream};
@@ -64,6 +65,13 @@ pub(super) enum Job {
     Flush {
         cookie: u64,
     },
+    /// `WRITE_ZEROES` or `TRIM`.
+    Zero {
+        cookie: u64,
+        offset: u64,
+        length: u32,
+        fua: bool,
+    },
     Refuse {
         cookie: u64,
         errno: u32,
@@ -92,6 +100,7 @@ pub(super) fn reader(
             Command::Disconnect => return Ok(()),
             Command::Read { offset, length } => Job::Read { cookie: r.cookie, offset, length },
             Command::Flush => Job::Flush { cookie: r.cookie },
+            Command::Zero { offset, length, fua } => Job::Zero { cookie: r.cookie, offset, length, fua },
             Command::Write { offset, length, fua } if pool.is_some() => {
                 let p = pool.expect("checked by the guard");
                 // Closing: the engine is gone, nothing more will run.
@@ -373,6 +382,17 @@ impl<'c> Engine<'c> {
                     self.submit_bulk(id, c.at, 0, req)?;
                 }
             }
+            Job::Zero { cookie, offset, length, fua } => {
+                // Answered like a write (FUA included) once every part is.
+                let max = u16::try_from(MAX_ZERO_BLOCKS).unwrap_or(u16::MAX);
+                let parts: Vec<_> = chunks(offset, length, BLOCK_SIZE as u32, max).collect();
+                self.jobs.insert(id, Active::new(cookie, Pending::Write { fua, slot: None }, parts.len()));
+                for c in parts {
+                    let req = StorageRequest::Zero { lba: c.lba, blocks: u32::from(c.blocks) };
+                    let body = postcard::to_allocvec(&req).expect("a zero request encodes");
+                    self.submit(id, (c.at, 0, c.lba), &body)?;
+                }
+            }
             Job::Read { cookie, offset, length } => {
                 let parts: Vec<_> = chunks(offset, length, BLOCK_SIZE as u32, max_blocks).collect();
                 let buf = vec![0u8; length as usize];
@@ -451,7 +471,7 @@ impl<'c> Engine<'c> {
                 {
                     (0, String::new())
                 }
-                (Ok(StorageReply::Written { .. }), Pending::Write { .. })
+                (Ok(StorageReply::Written { .. } | StorageReply::Zeroed { .. }), Pending::Write { .. })
                 | (Ok(StorageReply::Flushed), Pending::Write { .. } | Pending::Flush) => (0, String::new()),
                 (Ok(StorageReply::Error(e)), _) => {
                     tracing::warn!("[nbd] {driver}: storage request {seq} refused: {e}");
