@@ -180,6 +180,16 @@ impl NbdClient {
         self.write(data, "write payload")
     }
 
+    /// Sends `NBD_CMD_WRITE_ZEROES` of `length` bytes at byte `offset`,
+    /// without waiting (a simple reply answers it).
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub fn send_write_zeroes(&mut self, cookie: u64, offset: u64, length: u32) -> Result<(), NbdClientError> {
+        let r = Request { flags: 0, kind: proto::CMD_WRITE_ZEROES, cookie, offset, length };
+        self.write(&r.encode(), "write-zeroes request")
+    }
+
     /// Sends `NBD_CMD_READ` of `length` bytes at byte `offset`, without
     /// waiting; the data follows its reply ([`read_data`](Self::read_data)).
     ///

@@ -1,6 +1,6 @@
 //! The NBD client: `reinc-nbd` in front of the storage driver, driven
-//! through `reinc_nbd::client` with up to 8 pipelined reads and writes of
-//! 1–4 blocks in its own block range (`NBD_LBA..NBD_LBA+NBD_BLOCKS`), every
+//! through `reinc_nbd::client` with up to 8 pipelined reads, writes and
+//! write-zeroes of 1–4 blocks in its own block range (`NBD_LBA..NBD_LBA+NBD_BLOCKS`), every
 //! reply checked against its model of the range.
 //!
 //! A driver crash must be invisible through the front end: any NBD error
@@ -49,6 +49,9 @@ pub(crate) fn nbd_load(shared: &Shared, socket: &Path, seed: u64) -> NbdOut {
     let mut rng = crate::schedule::Rng::new(seed);
     let mut flight: HashMap<u64, InFlight> = HashMap::new();
     let mut cookie = 0u64;
+    // The last version written to each block (gone from the model once
+    // zeroed).
+    let mut written: BTreeMap<u64, u32> = BTreeMap::new();
     loop {
         while !shared.stopped() && flight.len() < 8 {
             let blocks = 1 + rng.below(4);
@@ -58,10 +61,23 @@ pub(crate) fn nbd_load(shared: &Shared, socket: &Path, seed: u64) -> NbdOut {
             }
             cookie += 1;
             let offset = lba * BLOCK_SIZE as u64;
-            let sent = if rng.below(10) < 6 {
+            let roll = rng.below(10);
+            let sent = if roll == 0 {
+                // One in ten: WRITE_ZEROES, a storage zero request, which
+                // must apply exactly once like any write.
+                for b in lba..lba + blocks {
+                    // Absent from the model: reads as zeros.
+                    out.model.remove(&b);
+                }
+                flight.insert(cookie, InFlight { lba, blocks, read: None });
+                c.send_write_zeroes(cookie, offset, (blocks as usize * BLOCK_SIZE) as u32)
+            } else if roll < 6 {
                 let mut data = Vec::with_capacity(blocks as usize * BLOCK_SIZE);
                 for b in lba..lba + blocks {
-                    let v = out.model.get(&b).copied().unwrap_or(0) + 1;
+                    // Versions never repeat, zeroed or not: a write lost
+                    // behind a zero cannot pass for an older one.
+                    let v = written.get(&b).copied().unwrap_or(0) + 1;
+                    written.insert(b, v);
                     out.model.insert(b, v);
                     data.extend_from_slice(&block_data(b, v));
                 }
