@@ -26,6 +26,7 @@
 //! ```text
 //! reinc-nbd --runtime-dir DIR [--driver storage_driver] (--socket PATH | --tcp PORT)
 //!           [--export-name NAME] [--read-only] [--max-request BYTES] [--window N] [--max-connections N]
+//!           [--wait-supervisor SECS] [--simple-replies]        (reinc-nbd --help says more)
 //! ```
 //!
 //! Tested with clients nobody here wrote: `tests/tests/nbd_clients.rs`

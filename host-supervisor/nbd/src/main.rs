@@ -1,14 +1,62 @@
 //! `reinc-nbd`: serve a supervised storage driver over NBD (see the crate doc).
 #![forbid(unsafe_code)]
 
+use clap::{ArgGroup, Parser};
 use reinc_nbd::server::{Config, DEFAULT_MAX_REQUEST, Listen, Server, SocketFile, discover_export, unix_path};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: reinc-nbd [--runtime-dir DIR | --supervisor-socket PATH] [--driver NAME] \
-(--socket PATH | --tcp PORT) [--export-name NAME] [--read-only] [--max-request BYTES] [--window N] \
-[--max-connections N] [--wait-supervisor SECS] [--simple-replies]";
+/// Serve a supervised storage driver over NBD (see the crate doc).
+#[derive(Debug, Parser)]
+#[command(name = "reinc-nbd", version, about, long_about = None)]
+#[command(group(ArgGroup::new("listen").required(true).args(["socket", "tcp"])))]
+struct Cli {
+    /// The supervisor's runtime directory (its client.sock) [default: the supervisor's default]
+    #[arg(long, value_name = "DIR", conflicts_with = "supervisor_socket")]
+    runtime_dir: Option<PathBuf>,
+    /// The supervisor's client socket itself
+    #[arg(long, value_name = "PATH")]
+    supervisor_socket: Option<PathBuf>,
+    /// The storage driver's configured name
+    #[arg(long, value_name = "NAME", default_value = "storage_driver")]
+    driver: String,
+    /// Listen on this Unix socket
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Listen on this TCP port of 127.0.0.1 (0: the kernel picks one; the URI line says which)
+    #[arg(long, value_name = "PORT")]
+    tcp: Option<u16>,
+    /// The export's name [default: the driver's name]; the empty name selects it too
+    #[arg(long, value_name = "NAME")]
+    export_name: Option<String>,
+    /// Refuse writes, trims and zeroes with EPERM
+    #[arg(long)]
+    read_only: bool,
+    /// Largest payload of one NBD request, advertised as the maximum block size: a multiple of 512 up to 32 MiB
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST, value_parser = parse_max_request)]
+    max_request: u32,
+    /// Storage requests in flight per connection (1..=1024) [default: 32]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    window: Option<u16>,
+    /// Concurrent NBD connections; more are closed at once [default: 16]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// Seconds to wait for the supervisor and the driver at start-up
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    wait_supervisor: u64,
+    /// Refuse structured replies (every reply simple, as the kernel's client gets anyway)
+    #[arg(long)]
+    simple_replies: bool,
+}
+
+fn parse_max_request(s: &str) -> Result<u32, String> {
+    let block = storage_core::BLOCK_SIZE as u32;
+    match s.parse::<u32>() {
+        Ok(n) if n >= block && n.is_multiple_of(block) && n <= 32 << 20 => Ok(n),
+        _ => Err(format!("{s:?} is not a multiple of {block} up to 32 MiB")),
+    }
+}
 
 #[derive(Debug)]
 struct Args {
@@ -17,74 +65,33 @@ struct Args {
     wait: Duration,
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    let v = v.ok_or(format!("{flag} needs a value; {USAGE}"))?;
-    v.parse().map_err(|e| format!("{flag} {v:?}: {e}; {USAGE}"))
-}
-
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut it = args.into_iter();
-    let (mut runtime, mut socket, mut driver, mut listen, mut name) = (None, None, None, None, None);
-    let (mut read_only, mut max_request, mut window, mut max_conn, mut wait) = (false, None, None, None, 10u64);
-    let mut simple = false;
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runtime-dir" => {
-                runtime = Some(PathBuf::from(it.next().ok_or(format!("--runtime-dir needs a path; {USAGE}"))?))
-            }
-            "--supervisor-socket" => {
-                socket = Some(PathBuf::from(it.next().ok_or(format!("--supervisor-socket needs a path; {USAGE}"))?));
-            }
-            "--driver" => driver = Some(it.next().ok_or(format!("--driver needs a name; {USAGE}"))?),
-            "--socket" => {
-                listen = Some(Listen::Unix(PathBuf::from(it.next().ok_or(format!("--socket needs a path; {USAGE}"))?)));
-            }
-            "--tcp" => listen = Some(Listen::Tcp(number("--tcp", it.next())?)),
-            "--export-name" => name = Some(it.next().ok_or(format!("--export-name needs a name; {USAGE}"))?),
-            "--read-only" => read_only = true,
-            "--simple-replies" => simple = true,
-            "--max-request" => max_request = Some(number::<u32>("--max-request", it.next())?),
-            "--window" => window = Some(number::<usize>("--window", it.next())?),
-            "--max-connections" => max_conn = Some(number::<usize>("--max-connections", it.next())?),
-            "--wait-supervisor" => wait = number("--wait-supervisor", it.next())?,
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+impl Cli {
+    fn into_args(self) -> Args {
+        let supervisor = match (self.supervisor_socket, self.runtime_dir) {
+            (Some(s), _) => s,
+            (None, Some(r)) => reinc_client::client_socket(&r),
+            (None, None) => reinc_client::client_socket(&reinc_client::default_runtime_dir()),
+        };
+        let listen = match (self.socket, self.tcp) {
+            (Some(p), _) => Listen::Unix(p),
+            // The group makes one of the two required.
+            (None, port) => Listen::Tcp(port.unwrap_or(0)),
+        };
+        let mut config = Config::new(supervisor, &self.driver);
+        if let Some(n) = self.export_name {
+            config.export_name = n;
         }
-    }
-    let supervisor = match (socket, runtime) {
-        (Some(s), _) => s,
-        (None, Some(r)) => reinc_client::client_socket(&r),
-        (None, None) => reinc_client::client_socket(&reinc_client::default_runtime_dir()),
-    };
-    let listen = listen.ok_or(format!("--socket PATH or --tcp PORT is required; {USAGE}"))?;
-    let driver = driver.unwrap_or_else(|| "storage_driver".into());
-    let mut config = Config::new(supervisor, &driver);
-    if let Some(n) = name {
-        config.export_name = n;
-    }
-    config.read_only = read_only;
-    config.structured_replies = !simple;
-    let max_request = max_request.unwrap_or(DEFAULT_MAX_REQUEST);
-    let block = storage_core::BLOCK_SIZE as u32;
-    if max_request < block || !max_request.is_multiple_of(block) || max_request > 32 << 20 {
-        return Err(format!("--max-request {max_request}: a multiple of {block} up to 32 MiB; {USAGE}"));
-    }
-    config.max_request = max_request;
-    if let Some(w) = window {
-        if w == 0 || w > 1024 {
-            return Err(format!("--window {w}: 1..=1024; {USAGE}"));
+        config.read_only = self.read_only;
+        config.structured_replies = !self.simple_replies;
+        config.max_request = self.max_request;
+        if let Some(w) = self.window {
+            config.window = usize::from(w);
         }
-        config.window = w;
-    }
-    if let Some(m) = max_conn {
-        if m == 0 {
-            return Err(format!("--max-connections must be at least 1; {USAGE}"));
+        if let Some(m) = self.max_connections {
+            config.max_connections = m as usize;
         }
-        config.max_connections = m;
+        Args { config, listen, wait: Duration::from_secs(self.wait_supervisor) }
     }
-    Ok(Args { config, listen, wait: Duration::from_secs(wait) })
 }
 
 fn main() -> ExitCode {
@@ -98,13 +105,8 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("reinc-nbd: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Usage errors exit 2 with clap's message; --help and --version exit 0.
+    let args = Cli::parse().into_args();
     // The supervisor may still be starting (both started by one script).
     let deadline = Instant::now() + args.wait;
     let export = loop {
@@ -148,9 +150,11 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
 
-    fn args(s: &str) -> Result<Args, String> {
-        parse_args(s.split_whitespace().map(String::from))
+    fn args(s: &str) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("reinc-nbd").chain(s.split_whitespace())).map(Cli::into_args)
     }
 
     #[test]
@@ -161,14 +165,32 @@ mod tests {
         assert!(a.config.read_only);
         assert!(a.config.structured_replies, "offered unless --simple-replies");
         assert_eq!(a.config.window, 8);
-        let a = args("--socket /s.sock --simple-replies").unwrap();
+        assert_eq!(a.wait, Duration::from_secs(10));
+        let a = args("--socket /s.sock --simple-replies --wait-supervisor 3").unwrap();
         assert!(!a.config.structured_replies);
+        assert_eq!(a.wait, Duration::from_secs(3));
         assert_eq!(a.config.export_name, "storage_driver");
         assert_eq!(args("--tcp 0 --driver disk2").unwrap().config.export_name, "disk2");
-        assert!(args("--runtime-dir /r").unwrap_err().starts_with("--socket PATH or --tcp PORT is required"));
-        assert!(args("--tcp 0 --max-request 1000").unwrap_err().starts_with("--max-request 1000"));
-        assert!(args("--tcp 0 --window 0").unwrap_err().starts_with("--window 0"));
-        assert!(args("--tcp lots").unwrap_err().starts_with("--tcp \"lots\""));
-        assert!(args("--tcp 0 --fast").unwrap_err().starts_with("unknown argument \"--fast\""));
+        let e = |s: &str| args(s).unwrap_err();
+        assert_eq!(e("--runtime-dir /r").kind(), ErrorKind::MissingRequiredArgument);
+        assert!(e("--tcp 0 --max-request 1000").to_string().contains("--max-request"), "names the flag");
+        assert!(e("--tcp 0 --max-request 1000").to_string().contains("not a multiple of 512"));
+        assert!(e("--tcp 0 --window 0").to_string().contains("--window"));
+        assert!(e("--tcp 0 --window 2000").to_string().contains("--window"));
+        assert!(e("--tcp 0 --max-connections 0").to_string().contains("--max-connections"));
+        assert!(e("--tcp lots").to_string().contains("--tcp"));
+        assert_eq!(e("--tcp 0 --fast").kind(), ErrorKind::UnknownArgument);
+        assert_eq!(e("--tcp 0 --socket /s").kind(), ErrorKind::ArgumentConflict, "one listener");
+        assert_eq!(e("--tcp 0 --runtime-dir /r --supervisor-socket /s").kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(e("--tcp 0 --fast").exit_code(), 2, "a usage error exits 2");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent_and_documents_every_option() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        for flag in ["--socket", "--tcp", "--simple-replies", "--max-request", "--window", "--read-only"] {
+            assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+        }
     }
 }
