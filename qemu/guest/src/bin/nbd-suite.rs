@@ -21,7 +21,8 @@
 //!   show the crash, the restart and the replay, and the exec log shows every
 //!   storage write applied once.
 //! - Then the same with the real tools: busybox-static's `dd`, `sha256sum`
-//!   and `kill` (put into the initramfs by the profile's `guest.busybox`).
+//!   and `kill` (put into the initramfs by the profile's `guest.busybox`),
+//!   and `blkdiscard`, which the kernel sends as NBD `TRIM`.
 //!   The literal `dd if=/dev/nbd0 of=/dev/null bs=1M count=10` and `dd
 //!   if=FILE of=/dev/nbd0 bs=1M count=10 conv=fsync`, each with `kill -SEGV`,
 //!   `kill -KILL` or `kill -STOP` (a hang) sent from outside once the block
@@ -363,6 +364,30 @@ fn busybox_dd_write_survives_a_hang_mid_transfer(ctx: &Ctx) -> TestResult {
     busybox_case(ctx, "STOP", Side::Write, 16)
 }
 
+/// busybox's `blkdiscard` on part of /dev/nbd0: the kernel turns it into
+/// NBD `TRIM`s (advertised with `SEND_TRIM`, passed on by `NBD_SET_FLAGS`),
+/// `reinc-nbd` into storage zero requests. The range then reads as zeros
+/// through the kernel, the rest is untouched, the kernel logs no trouble,
+/// and every zero request is applied once like a write.
+fn busybox_blkdiscard_leaves_zeros_where_it_discarded(ctx: &Ctx) -> TestResult {
+    let (before, _) = dd_read(&ctx.dev, |_| {})?;
+    let (off, len) = (MIB, 3 * MIB);
+    let args = ["-o".to_string(), off.to_string(), "-l".to_string(), len.to_string(), DEVICE.to_string()];
+    println!("$ blkdiscard {}", args.join(" "));
+    let out =
+        std::process::Command::new("/bin/blkdiscard").args(&args).output().context(|| "run /bin/blkdiscard".into())?;
+    ensure!(out.status.success(), "blkdiscard failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (after, _) = dd_read(&ctx.dev, |_| {})?;
+    let mut want = before;
+    want[off..off + len].fill(0);
+    ensure!(after == want, "the discarded range reads as zeros and nothing else changed");
+    *ctx.written.lock().unwrap() = want;
+    let bad = kernel_complaints()?;
+    ensure!(bad.is_empty(), "the kernel logged I/O trouble: {bad:?}");
+    exec_log_once()?;
+    Ok(())
+}
+
 fn every_storage_write_was_applied_exactly_once(ctx: &Ctx) -> TestResult {
     let n = exec_log_once()?;
     ensure!(n >= 11 * COUNT * 32, "{n} storage writes logged for 11 dd writes of 10 MiB");
@@ -425,6 +450,7 @@ fn main() -> ExitCode {
         test!(busybox_dd_write_survives_kill_sigkill_mid_transfer),
         test!(busybox_dd_read_survives_a_hang_mid_transfer),
         test!(busybox_dd_write_survives_a_hang_mid_transfer),
+        test!(busybox_blkdiscard_leaves_zeros_where_it_discarded),
         test!(every_storage_write_was_applied_exactly_once),
         test!(disconnect_detaches_dev_nbd0_cleanly),
     ];
