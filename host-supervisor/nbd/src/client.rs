@@ -319,6 +319,16 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
+    /// A fresh directory named `tag` with a Unix socket listening in it.
+    fn listen(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, UnixListener) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let sock = dir.join("nbd.sock");
+        let listener = UnixListener::bind(&sock).expect("bind");
+        (dir, sock, listener)
+    }
+
     /// Plays the server side with the server's own encoders ([`proto`]).
     fn serve(listener: &UnixListener) -> Vec<Request> {
         let (mut s, _) = listener.accept().expect("accept");
@@ -358,11 +368,7 @@ mod tests {
 
     #[test]
     fn go_reads_the_export_and_pipelined_replies_come_back_by_cookie() {
-        let dir = std::env::temp_dir().join(format!("reinc-nbd-client-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let sock = dir.join("nbd.sock");
-        let listener = UnixListener::bind(&sock).expect("bind");
+        let (dir, sock, listener) = listen("reinc-nbd-client");
         let server = std::thread::spawn(move || serve(&listener));
         let mut c = NbdClient::connect(&sock).expect("negotiated");
         assert_eq!((c.size, c.flags), (1 << 20, proto::TFLAG_HAS_FLAGS));
@@ -386,11 +392,7 @@ mod tests {
 
     #[test]
     fn structured_reads_come_back_whole_whatever_the_order_of_their_chunks() {
-        let dir = std::env::temp_dir().join(format!("reinc-nbd-client-sr-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let sock = dir.join("nbd.sock");
-        let listener = UnixListener::bind(&sock).expect("bind");
+        let (dir, sock, listener) = listen("reinc-nbd-client-sr");
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().expect("accept");
             s.write_all(&proto::greeting()).expect("greeting");
@@ -446,11 +448,7 @@ mod tests {
 
     #[test]
     fn a_server_that_is_not_newstyle_is_a_protocol_error_naming_the_socket() {
-        let dir = std::env::temp_dir().join(format!("reinc-nbd-client-old-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let sock = dir.join("nbd.sock");
-        let listener = UnixListener::bind(&sock).expect("bind");
+        let (dir, sock, listener) = listen("reinc-nbd-client-old");
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().expect("accept");
             s.write_all(&[0u8; 18]).expect("not a greeting");
