@@ -15,8 +15,19 @@
 //! [`SharedPool::copy_in`] and [`SharedPool::copy_out`] use `pwrite`/`pread`
 //! on the memfd itself, which needs no `unsafe` at all.
 //!
-//! The one exception is [`WriteOnlyArea`], which this process writes with
-//! volatile stores and never reads (its docs say why that is sound).
+//! There are two exceptions, both stores that this process never reads
+//! back: [`WriteOnlyArea`], written with volatile stores (its docs say why
+//! that is sound), and [`SharedPool::store`], a plain copy into a range by
+//! the pool's creator before it names the range in a request. `drvctl blk`
+//! writes its records that way: the `pwrite` into the memfd it replaces
+//! (the shmem write path, a page lookup, lock and unlock per 4 KiB) was
+//! 44% of `drvctl`'s samples in a profile of `drvctl blk write`, and in
+//! three interleaved `--only "6."` runs the write row went from 0.44–0.47 to
+//! 0.57–0.65 of direct `pwrite`. Word-sized volatile stores gained nothing
+//! measurable. The price is that a pool page the kernel cannot provide
+//! raises `SIGBUS` in the pool's creator instead of `EFAULT`; the creator is
+//! the client itself, whose memory it is, never the driver or the
+//! supervisor.
 //!
 //! # Seals: what a peer cannot do
 //! [`SharedPool::create`] seals the memfd against shrinking and growing and
@@ -260,6 +271,28 @@ impl SharedPool {
         Ok(())
     }
 
+    /// Stores `data` into the pool at `offset` with a plain copy through a
+    /// raw pointer (no system call), for a pool's creator that fills a
+    /// range and only then names it in a request; it never reads the range
+    /// back (the reasoning of [`WriteOnlyArea`], without `volatile`: only
+    /// stores, no reference to the bytes, nothing here depends on them).
+    ///
+    /// # Errors
+    /// [`PoolError::OutOfPool`]; nothing is written then.
+    pub fn store(&self, offset: u64, data: &[u8]) -> Result<(), PoolError> {
+        let range = self.check(offset, data.len() as u64)?;
+        let dst = self.raw.as_mut_ptr().wrapping_add(range.start);
+        // SAFETY: `dst..dst + data.len()` is `range`, inside the live mapping
+        // (unmapped only when `self` drops), whose memfd cannot shrink
+        // (sealed at create, checked at adopt), so every page is there to
+        // be written; `data` is this process's own memory and cannot
+        // overlap a shared mapping it holds no reference to. The bytes are
+        // only written, never read here: a peer's concurrent access can
+        // tear what it sees, not change what this process computes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        Ok(())
+    }
+
     /// Copies pool bytes at `offset` into `buf` (a `pread` on the memfd).
     ///
     /// # Errors
@@ -485,6 +518,33 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn stored_bytes_are_what_the_memfd_and_a_peer_mapping_hold() {
+        let pool = SharedPool::create("store", 3 * 4096).unwrap();
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        pool.store(1000, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        pool.copy_out(1000, &mut back).unwrap();
+        assert_eq!(back, data, "through the memfd");
+        // A peer's own mapping of the same memfd sees them too.
+        let peer = SharedPool::adopt(pool.fd().try_clone_to_owned().unwrap(), "peer", 1 << 20).unwrap();
+        let mut seen = vec![0u8; data.len()];
+        peer.copy_out(1000, &mut seen).unwrap();
+        assert_eq!(seen, data, "through another mapping");
+        // Outside the pool: an error, and nothing written.
+        let before = {
+            let mut b = vec![0u8; 4096];
+            pool.copy_out(2 * 4096, &mut b).unwrap();
+            b
+        };
+        assert!(matches!(pool.store(2 * 4096 + 1, &[1u8; 4096]), Err(PoolError::OutOfPool { .. })));
+        assert!(matches!(pool.store(u64::MAX, &[1u8]), Err(PoolError::OutOfPool { .. })));
+        let mut after = vec![0u8; 4096];
+        pool.copy_out(2 * 4096, &mut after).unwrap();
+        assert_eq!(after, before);
+        pool.store(0, &[]).unwrap();
+    }
 
     #[test]
     fn created_pool_is_sealed_and_moves_bytes_both_ways() {
