@@ -581,6 +581,12 @@ fn zero_clears_blocks_and_their_tags_and_a_replay_does_not_apply_twice() {
     // it applied, before the commit): not applied again.
     let (s3, again, effect) = run(&mut dev, &s1, 2, StorageRequest::Zero { lba: 3, blocks: 2 });
     assert_eq!((s3, again.0, effect), (s2, StorageReply::Zeroed { lba: 3, blocks: 2 }, Effect::AlreadyApplied));
+    // The trace ring shows it as a write, applied and then recognised.
+    let traced: Vec<Trace> = dev.trace().iter().map(|e| e.payload).collect();
+    assert!(
+        traced.ends_with(&[Trace::Applied { lba: 3, blocks: 2 }, Trace::AlreadyApplied { lba: 3, blocks: 2 }]),
+        "{traced:?}"
+    );
     let _ = dev.into_region();
     assert_eq!(sb_of(&mem).applied_count, 2);
 }

@@ -79,6 +79,16 @@ impl Trace {
             (_, StorageReply::Written { lba, blocks } | StorageReply::Appended { lba, blocks }, _) => {
                 Some(Self::AlreadyApplied { lba, blocks })
             }
+            // A zero request is a write for the trace too (at most
+            // MAX_ZERO_BLOCKS = 8192 blocks, which fits).
+            (_, StorageReply::Zeroed { lba, blocks }, effect) => {
+                let blocks = u16::try_from(blocks).unwrap_or(u16::MAX);
+                Some(if effect == Effect::Applied {
+                    Self::Applied { lba, blocks }
+                } else {
+                    Self::AlreadyApplied { lba, blocks }
+                })
+            }
             _ => None,
         }
     }
