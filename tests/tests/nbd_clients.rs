@@ -291,6 +291,12 @@ fn qemu_io_write_zeroes_and_discard_and_a_sparse_qemu_img_convert_leave_zeros() 
     want[3 << 20..(3 << 20) + (512 << 10)].fill(0);
     assert!(export_bytes(&rig, 0, SIZE) == want, "zeroed and discarded ranges read as zeros, the rest unchanged");
     assert_eq!(applied_count(&rig), applied + 2, "one storage zero request each, no data written");
+    // The zero path, not zeros written as data: those blocks' tags say
+    // "never written" (0); a written block of zeros has a non-zero tag.
+    let block = |byte: usize| (byte / storage_core::BLOCK_SIZE) as u64;
+    assert_eq!(stored_tag(&rig, block(1 << 20)), 0, "write -z went as WRITE_ZEROES");
+    assert_eq!(stored_tag(&rig, block(3 << 20)), 0, "discard went as TRIM");
+    assert_ne!(stored_tag(&rig, block(0)), 0, "a written block keeps its tag");
     // A sparse image converted in: qemu-img writes its holes as zeroes.
     let mut sparse = pattern(SIZE, 22);
     sparse[(2 << 20)..(6 << 20)].fill(0);
@@ -301,7 +307,18 @@ fn qemu_io_write_zeroes_and_discard_and_a_sparse_qemu_img_convert_leave_zeros() 
         run_tool(Command::new(&qemu_img).args(["convert", "-n", "-f", "raw", "-O", "raw"]).arg(&src).arg(&nbd.uri), T);
     assert!(out.status.success(), "qemu-img convert: {}", String::from_utf8_lossy(&out.stderr));
     assert!(export_bytes(&rig, 0, SIZE) == sparse);
+    assert_eq!(stored_tag(&rig, (4 << 20) / storage_core::BLOCK_SIZE as u64), 0, "the hole went as WRITE_ZEROES");
     assert_exactly_once(&rig);
+}
+
+/// The end-to-end checksum the storage driver's file holds for block `lba`
+/// (0: never written, which vouches for zeros).
+fn stored_tag(rig: &Rig, lba: u64) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::open(rig.disk()).expect("open disk");
+    let mut t = [0u8; 4];
+    f.read_exact_at(&mut t, storage_core::integrity::tag_offset(BLOCKS, lba)).expect("read the tag");
+    u32::from_le_bytes(t)
 }
 
 #[test]
