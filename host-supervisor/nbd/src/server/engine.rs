@@ -500,7 +500,7 @@ impl<'c> Engine<'c> {
             if errno == 0 {
                 self.send_piece(cookie, slot, at, len, offset, last);
             } else {
-                self.send_chunk(&proto::error_chunk(last, cookie, errno, &why, Some(offset + at as u64)));
+                self.send_raw(cookie, &proto::error_chunk(last, cookie, errno, &why, Some(offset + at as u64)), &[]);
             }
             if last {
                 self.jobs.remove(&id);
@@ -563,16 +563,10 @@ impl<'c> Engine<'c> {
     /// replies an `ERROR` chunk carrying `why`.
     fn refuse(&mut self, cookie: u64, errno: u32, read: bool, why: &str) {
         if self.structured && read {
-            self.send_chunk(&proto::error_chunk(true, cookie, errno.max(1), why, None));
+            self.send_raw(cookie, &proto::error_chunk(true, cookie, errno.max(1), why, None), &[]);
         } else {
             self.send(cookie, errno, &[]);
         }
-    }
-
-    /// Writes one structured chunk that carries no pool data.
-    fn send_chunk(&mut self, chunk: &[u8]) {
-        let cookie = chunk.get(8..16).and_then(|c| c.try_into().ok()).map_or(0, u64::from_be_bytes);
-        self.send_raw(cookie, chunk, &[]);
     }
 
     /// Writes one simple reply; a client that went away gets no more, but
