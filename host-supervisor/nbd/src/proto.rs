@@ -352,16 +352,21 @@ impl Export {
             CMD_DISC => Command::Disconnect,
             CMD_FLUSH if r.offset != 0 || r.length != 0 || r.flags & !known_flags != 0 => refuse(EINVAL),
             CMD_FLUSH => Command::Flush,
-            CMD_READ | CMD_WRITE => {
-                let write = r.kind == CMD_WRITE;
-                if r.flags & !known_flags != 0 {
+            // TRIM and WRITE_ZEROES become storage zero requests (a trimmed
+            // range may read as anything, so zeros are right for it too).
+            // They carry no payload, so the maximum block size does not
+            // bound them.
+            CMD_READ | CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES => {
+                let payload = matches!(r.kind, CMD_READ | CMD_WRITE);
+                let allowed = if r.kind == CMD_WRITE_ZEROES { known_flags | CMD_FLAG_NO_HOLE } else { known_flags };
+                if r.flags & !allowed != 0 {
                     return refuse(EINVAL);
                 }
-                if write && self.read_only {
+                if r.kind != CMD_READ && self.read_only {
                     return refuse(EPERM);
                 }
                 let min = u64::from(self.block.min);
-                if r.length == 0 || r.length > self.block.max {
+                if r.length == 0 || (payload && r.length > self.block.max) {
                     return refuse(EINVAL);
                 }
                 if !r.offset.is_multiple_of(min) || !u64::from(r.length).is_multiple_of(min) {
@@ -370,35 +375,14 @@ impl Export {
                 match r.offset.checked_add(u64::from(r.length)) {
                     Some(end) if end <= self.size => {}
                     // Out of range: the spec names ENOSPC for writes, EINVAL otherwise.
-                    _ => return refuse(if write { ENOSPC } else { EINVAL }),
+                    _ => return refuse(if r.kind == CMD_READ { EINVAL } else { ENOSPC }),
                 }
-                if write {
-                    Command::Write { offset: r.offset, length: r.length, fua: r.flags & CMD_FLAG_FUA != 0 }
-                } else {
-                    Command::Read { offset: r.offset, length: r.length }
+                let (offset, length, fua) = (r.offset, r.length, r.flags & CMD_FLAG_FUA != 0);
+                match r.kind {
+                    CMD_READ => Command::Read { offset, length },
+                    CMD_WRITE => Command::Write { offset, length, fua },
+                    _ => Command::Zero { offset, length, fua },
                 }
-            }
-            // Both become storage zero requests (a trimmed range may read as
-            // anything, so zeros are right for it too). No payload, so the
-            // maximum block size does not bound them; the length does not
-            // need to be a multiple of more than the minimum.
-            CMD_TRIM | CMD_WRITE_ZEROES => {
-                let allowed = if r.kind == CMD_WRITE_ZEROES { CMD_FLAG_FUA | CMD_FLAG_NO_HOLE } else { CMD_FLAG_FUA };
-                if r.flags & !allowed != 0 {
-                    return refuse(EINVAL);
-                }
-                if self.read_only {
-                    return refuse(EPERM);
-                }
-                let min = u64::from(self.block.min);
-                if r.length == 0 || !r.offset.is_multiple_of(min) || !u64::from(r.length).is_multiple_of(min) {
-                    return refuse(EINVAL);
-                }
-                match r.offset.checked_add(u64::from(r.length)) {
-                    Some(end) if end <= self.size => {}
-                    _ => return refuse(ENOSPC),
-                }
-                Command::Zero { offset: r.offset, length: r.length, fua: r.flags & CMD_FLAG_FUA != 0 }
             }
             // CACHE, BLOCK_STATUS… are not advertised.
             _ => refuse(EINVAL),
