@@ -64,8 +64,7 @@
 use crate::integrity::TAG_BYTES;
 use crate::regs::data_offset;
 use crate::{
-    BLOCK_SIZE, Effect, HandleError, Outcome, Region, Storage, StorageError, StorageReply, StorageState, Superblock,
-    Trace,
+    BLOCK_SIZE, Effect, HandleError, Outcome, Region, Storage, StorageError, StorageReply, StorageState, Trace,
 };
 use reinc_proto::RequestId;
 use serde::{Deserialize, Serialize};
@@ -287,8 +286,7 @@ impl<R: Region> Storage<R> {
             }
             (BulkRequest::WriteFrom { .. }, _) => {
                 let cursor = self.cursor(id, state);
-                let watermark = self.sb.watermark();
-                let effect = if watermark.is_replay(id, state.writes) {
+                let effect = if self.sb.watermark().is_replay(id, state.writes) {
                     Effect::AlreadyApplied
                 } else {
                     match pool.drain_pool(&mut self.region, pool_offset, off, len) {
@@ -303,11 +301,7 @@ impl<R: Region> Storage<R> {
                         // a mismatch is caught by the next read.
                         Checks::Client(tags) => self.write_tags(lba, tags)?,
                     }
-                    let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, state.writes));
-                    (next.last_cursor, next.append_cursor) = (cursor, cursor);
-                    self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
-                    self.sb = next;
-                    Effect::Applied
+                    self.advance_watermark(id, state.writes, (cursor, cursor))?
                 };
                 let state = StorageState { append_cursor: cursor, writes: state.writes + 1 };
                 Ok(Outcome { state, reply: StorageReply::Written { lba, blocks: short }, effect })
@@ -333,16 +327,8 @@ pub fn bulk_trace(req: &BulkRequest, out: &Outcome<'_>) -> Option<Trace> {
 }
 
 fn check_bulk(lba: u64, blocks: u32, capacity: u64) -> Result<(), StorageError> {
-    if blocks == 0 {
-        return Err(StorageError::Empty);
-    }
-    if blocks > MAX_BULK_BLOCKS {
-        return Err(StorageError::BulkTooLarge { blocks });
-    }
-    match lba.checked_add(u64::from(blocks)) {
-        Some(end) if end <= capacity => Ok(()),
-        _ => Err(StorageError::OutOfRange { lba, blocks: blocks as u16, capacity }),
-    }
+    let too_large = |blocks| StorageError::BulkTooLarge { blocks };
+    crate::handler::check_extent(lba, blocks, (MAX_BULK_BLOCKS, too_large), capacity)
 }
 
 #[cfg(test)]

@@ -567,19 +567,8 @@ impl<R: Region> Storage<R> {
                 Ok(Outcome { state, reply: StorageReply::Appended { lba, blocks }, effect })
             }
             StorageRequest::Zero { lba, blocks } => {
-                let range = if blocks == 0 {
-                    Err(StorageError::Empty)
-                } else if blocks > MAX_ZERO_BLOCKS {
-                    Err(StorageError::TooLarge { blocks })
-                } else {
-                    match lba.checked_add(u64::from(blocks)) {
-                        Some(end) if end <= capacity => Ok(()),
-                        // blocks <= MAX_ZERO_BLOCKS: fits the error's u16 only
-                        // up to 65 535, which it does.
-                        _ => Err(StorageError::OutOfRange { lba, blocks: blocks as u16, capacity }),
-                    }
-                };
-                if let Err(e) = range {
+                let too_large = |blocks| StorageError::TooLarge { blocks };
+                if let Err(e) = check_extent(lba, blocks, (MAX_ZERO_BLOCKS, too_large), capacity) {
                     return refuse(e);
                 }
                 let cursor = self.cursor(id, state);
@@ -603,8 +592,7 @@ impl<R: Region> Storage<R> {
     ) -> Result<Effect, HandleError<R::Error>> {
         const CHUNK: usize = 32 << 10;
         static ZEROS: [u8; CHUNK] = [0; CHUNK];
-        let watermark = self.sb.watermark();
-        if watermark.is_replay(id, base) {
+        if self.sb.watermark().is_replay(id, base) {
             return Ok(Effect::AlreadyApplied);
         }
         let mut zero = |off: u64, len: u64| -> Result<(), HandleError<R::Error>> {
@@ -621,11 +609,7 @@ impl<R: Region> Storage<R> {
         zero(data_offset(lba), u64::from(blocks) * BLOCK_SIZE as u64)?;
         let tags = integrity::tag_offset(self.sb.blocks, lba);
         zero(tags, u64::from(blocks) * TAG_BYTES as u64)?;
-        let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, base));
-        (next.last_cursor, next.append_cursor) = (cursor, cursor);
-        self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
-        self.sb = next;
-        Ok(Effect::Applied)
+        self.advance_watermark(id, base, (cursor, cursor))
     }
 
     /// The append cursor the write-type request `id` works at: for a replay
@@ -656,14 +640,25 @@ impl<R: Region> Storage<R> {
         tags: Option<&[u8]>,
         (at, after): (u64, u64),
     ) -> Result<Effect, HandleError<R::Error>> {
-        let watermark = self.sb.watermark();
-        if watermark.is_replay(id, base) {
+        if self.sb.watermark().is_replay(id, base) {
             return Ok(Effect::AlreadyApplied);
         }
         let off = data_offset(lba);
         self.region.write_at(off, data).map_err(|source| HandleError::Io { off, source })?;
         self.store_tags(lba, data, tags)?;
-        let mut next = Superblock::new(self.sb.blocks, watermark.advanced(id, base));
+        self.advance_watermark(id, base, (at, after))
+    }
+
+    /// The last step of every write-type request, once its data and tags are
+    /// in the region: the superblock records `id` as applied on `base`
+    /// committed writes, with the append cursors `(at, after)`.
+    pub(crate) fn advance_watermark(
+        &mut self,
+        id: RequestId,
+        base: u64,
+        (at, after): (u64, u64),
+    ) -> Result<Effect, HandleError<R::Error>> {
+        let mut next = Superblock::new(self.sb.blocks, self.sb.watermark().advanced(id, base));
         (next.last_cursor, next.append_cursor) = (at, after);
         self.region.write_at(0, &next.encode()).map_err(|source| HandleError::Io { off: 0, source })?;
         self.sb = next;
@@ -693,6 +688,28 @@ fn check_data(data: &[u8]) -> Result<u16, StorageError> {
     let blocks = len / BLOCK_SIZE as u32;
     check_blocks(blocks)?;
     Ok(blocks as u16)
+}
+
+/// Checks a request of `blocks` blocks (at most `max.0`, else `max.1(blocks)`)
+/// at `lba` against a device of `capacity` blocks: the rule every request
+/// that names a run of blocks by a `u32` count (bulk, zero) follows.
+pub(crate) fn check_extent(
+    lba: u64,
+    blocks: u32,
+    max: (u32, fn(u32) -> StorageError),
+    capacity: u64,
+) -> Result<(), StorageError> {
+    if blocks == 0 {
+        return Err(StorageError::Empty);
+    }
+    if blocks > max.0 {
+        return Err((max.1)(blocks));
+    }
+    match lba.checked_add(u64::from(blocks)) {
+        Some(end) if end <= capacity => Ok(()),
+        // The error's count is a u16; every max here (8192) fits it.
+        _ => Err(StorageError::OutOfRange { lba, blocks: u16::try_from(blocks).unwrap_or(u16::MAX), capacity }),
+    }
 }
 
 fn check_range(lba: u64, blocks: u16, capacity: u64) -> Result<(), StorageError> {
